@@ -1,0 +1,170 @@
+"""procshare: share Python objects between processes, as ``multiprocessing`` does, but better.
+
+``import procshare as multiprocessing`` runs ordinary multiprocessing scripts unchanged: this
+module re-exports what they use from ``multiprocessing`` (``Process``, ``Queue``, ``Pipe``,
+``Pool``, shared-memory ``Value``/``Array``, ...), and ``Manager()`` returns procshare's own
+manager: a faster server with native shared types, where a process that dies holding a lock no
+longer deadlocks everyone else.
+
+The module-level functions act on the current default start method, exactly like
+``multiprocessing``'s; ``get_context(method)`` returns a context whose ``Manager()`` is
+procshare's.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as _mp
+from multiprocessing import context as _mp_context
+from typing import Any
+
+from ._errors import (
+    ConnectionLost,
+    FrameTooLarge,
+    ManagerStateError,
+    MethodNotExposed,
+    ObjectNotFound,
+    ProcshareError,
+    ProtocolError,
+    RemoteError,
+    SerializationError,
+)
+from ._manager import BaseManager, SyncManager
+
+__version__ = "0.1.0"
+
+_default = _mp_context._default_context
+
+# Re-exported from the default multiprocessing context: bound methods that honour the start
+# method chosen at call time, as ``multiprocessing``'s own module-level names do.
+Process = _default.Process
+current_process = _mp.current_process
+parent_process = _mp.parent_process
+active_children = _mp.active_children
+cpu_count = _default.cpu_count
+Lock = _default.Lock
+RLock = _default.RLock
+Semaphore = _default.Semaphore
+BoundedSemaphore = _default.BoundedSemaphore
+Condition = _default.Condition
+Event = _default.Event
+Barrier = _default.Barrier
+Queue = _default.Queue
+JoinableQueue = _default.JoinableQueue
+SimpleQueue = _default.SimpleQueue
+Pipe = _default.Pipe
+Pool = _default.Pool
+Value = _default.Value
+Array = _default.Array
+RawValue = _default.RawValue
+RawArray = _default.RawArray
+freeze_support = _default.freeze_support
+get_logger = _default.get_logger
+log_to_stderr = _default.log_to_stderr
+allow_connection_pickling = _default.allow_connection_pickling
+set_executable = _default.set_executable
+set_forkserver_preload = _default.set_forkserver_preload
+get_all_start_methods = _default.get_all_start_methods
+get_start_method = _default.get_start_method
+set_start_method = _default.set_start_method
+AuthenticationError = _mp.AuthenticationError
+BufferTooShort = _mp.BufferTooShort
+ProcessError = _mp.ProcessError
+TimeoutError = _mp.TimeoutError  # noqa: A001 - multiprocessing's name, kept for drop-in use
+
+
+def Manager(*, ctx: Any = None, **options: Any) -> SyncManager:  # noqa: N802 - stdlib name
+    """Start a procshare server process and return its manager (``multiprocessing.Manager()``).
+
+    Args:
+        ctx: the multiprocessing context to start the server with (default: the current one).
+        **options: procshare's manager options (``release_delay``, ``spin``, ...; see
+            :class:`~procshare.managers.BaseManager`).
+
+    Returns:
+        A started :class:`~procshare.managers.SyncManager`; use it as a context manager, or
+        call ``shutdown()``, to stop the server (it also stops when this process exits).
+    """
+    manager = SyncManager(ctx=ctx if ctx is not None else _mp.get_context(), **options)
+    manager.start()
+    return manager
+
+
+class Context:
+    """A multiprocessing context whose ``Manager()`` is procshare's; everything else delegates."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+    def Manager(self, **options: Any) -> SyncManager:  # noqa: N802 - stdlib name
+        """Start a procshare manager whose server uses this context's start method."""
+        return Manager(ctx=self._context, **options)
+
+    def get_context(self, method: str | None = None) -> Context:
+        """Another context, as ``multiprocessing.get_context``."""
+        return get_context(method)
+
+    def __repr__(self) -> str:
+        return f"<procshare.Context {self._context.get_start_method()!r}>"
+
+
+def get_context(method: str | None = None) -> Context:
+    """A context for start method ``method`` (``fork``, ``spawn``, ``forkserver`` or default).
+
+    Like ``multiprocessing.get_context``, but its ``Manager()`` starts procshare's manager.
+    """
+    return Context(_mp.get_context(method))
+
+
+__all__ = [
+    "Array",
+    "AuthenticationError",
+    "Barrier",
+    "BaseManager",
+    "BoundedSemaphore",
+    "BufferTooShort",
+    "Condition",
+    "ConnectionLost",
+    "Context",
+    "Event",
+    "FrameTooLarge",
+    "JoinableQueue",
+    "Lock",
+    "Manager",
+    "ManagerStateError",
+    "MethodNotExposed",
+    "ObjectNotFound",
+    "Pipe",
+    "Pool",
+    "Process",
+    "ProcessError",
+    "ProcshareError",
+    "ProtocolError",
+    "Queue",
+    "RLock",
+    "RawArray",
+    "RawValue",
+    "RemoteError",
+    "Semaphore",
+    "SerializationError",
+    "SimpleQueue",
+    "SyncManager",
+    "TimeoutError",
+    "Value",
+    "active_children",
+    "allow_connection_pickling",
+    "cpu_count",
+    "current_process",
+    "freeze_support",
+    "get_all_start_methods",
+    "get_context",
+    "get_logger",
+    "get_start_method",
+    "log_to_stderr",
+    "parent_process",
+    "set_executable",
+    "set_forkserver_preload",
+    "set_start_method",
+]

@@ -1,0 +1,1 @@
+"""The procshare client: the connection (channel) and the proxies."""

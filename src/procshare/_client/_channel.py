@@ -1,0 +1,481 @@
+"""The synchronous client connection: one per (process, server), shared by the process's threads.
+
+Requests carry ids, so threads share one connection: each sends its frame under a write lock and
+waits for the reply with its id. Whoever waits first reads the socket for everybody (the
+leader/follower pattern); when the leader's own reply arrives it hands the reading over to
+another waiting thread. A blocked call (``lock.acquire()``) in one thread therefore never holds
+up the calls of another: the server answers them as they complete.
+
+Fork safety: a channel belongs to the process that opened it (``pid``). A child process never
+touches its parent's socket: ``get_channel`` opens a new connection in the child (the registry is
+reset after fork), as redis-py's pool does.
+
+References: proxies tell the server which objects this process holds by queueing ``Retain`` and
+``Release`` notes in the :class:`RefQueue` of the server's address; they are sent in front of the
+next request, so a proxy's birth or death costs no round trip and no system call of its own.
+
+Busy-polling: most of a round trip here is the sleep and wake-up of the waiting process. The
+reader first polls the socket without sleeping for up to ``spin`` seconds; it stops doing so
+while the server reports it is busy (more active clients than CPUs), where spinning would only
+steal CPU from the server. The spin adapts: after a run of polls that found nothing, it shrinks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+from .._address import Address, describe, family
+from .._context import incoming
+from .._errors import AuthenticationError, ConnectionLost, ProcshareError, ProtocolError
+from .._protocol import (
+    NEED_DATA,
+    ClientProtocol,
+    ConnectionClosed,
+    Control,
+    Failure,
+    Push,
+    Ready,
+    Release,
+    Result,
+    Retain,
+)
+
+__all__ = ["Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
+
+_RECV_SIZE: Final = 256 * 1024
+_MAX_SPIN: Final = 100e-6
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_DEFAULT_SPIN: Final = 50e-6 if _cpus() > 1 else 0.0
+
+_pid = [os.getpid()]
+
+
+def current_pid() -> int:
+    """This process's pid (kept up to date across fork without a system call per use)."""
+    return _pid[0]
+
+
+class RefQueue:
+    """Reference notes for one server address, waiting for the next request to carry them."""
+
+    __slots__ = ("_notes",)
+
+    def __init__(self) -> None:
+        self._notes: deque[tuple[bool, int]] = deque()
+
+    def retain(self, obj_id: int) -> None:
+        self._notes.append((True, obj_id))
+
+    def release(self, obj_id: int) -> None:
+        self._notes.append((False, obj_id))
+
+    def __bool__(self) -> bool:
+        return bool(self._notes)
+
+    def drain(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Take every note: (ids to retain, ids to release)."""
+        retain: list[int] = []
+        release: list[int] = []
+        notes = self._notes
+        while notes:
+            try:
+                keep, obj_id = notes.popleft()
+            except IndexError:  # another thread drained it first
+                break
+            (retain if keep else release).append(obj_id)
+        return tuple(retain), tuple(release)
+
+
+class _Slot:
+    """Where the reply to one request lands, and how its waiting thread is woken."""
+
+    __slots__ = ("done", "error", "gate", "sleeping", "value")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.sleeping = False
+        self.gate = threading.Lock()
+        self.gate.acquire()
+
+
+class Channel:
+    """An authenticated connection to one server.
+
+    Args:
+        address: canonical server address.
+        authkey: the shared secret.
+        serializer: what to ask the server for.
+        connect_timeout: seconds for connecting and the handshake.
+        spin: longest busy-poll before a blocking read (0 disables it).
+        on_push: called with ``(sub_id, payload)`` for each server push (watch events).
+    """
+
+    def __init__(
+        self,
+        address: Address,
+        authkey: bytes,
+        *,
+        serializer: str = "pickle",
+        connect_timeout: float = 10.0,
+        spin: float | None = None,
+        on_push: Callable[[int, Any], None] | None = None,
+    ) -> None:
+        self.address = address
+        self.authkey = bytes(authkey)
+        self.pid = current_pid()
+        self.refs = refqueue_for(address)
+        self.on_push = on_push
+        self._spin_max = _DEFAULT_SPIN if spin is None else min(spin, _MAX_SPIN)
+        self._spin = self._spin_max
+        self._misses = 0
+        self._proto = ClientProtocol(
+            self.authkey,
+            serializer=serializer,
+            info={"pid": self.pid, "name": _process_name()},
+        )
+        self._wlock = threading.Lock()
+        self._mutex = threading.Lock()
+        self._slots: dict[int, _Slot] = {}
+        self._reading = False
+        self._next_id = 0
+        self._broken: BaseException | None = None
+        self.server_info: dict[str, Any] = {}
+        self._sock = self._connect(connect_timeout)
+
+    # -- connecting ---------------------------------------------------------------------------
+
+    def _connect(self, timeout: float) -> socket.socket:
+        sock = socket.socket(family(self.address), socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            try:
+                sock.connect(self.address)
+            except OSError as exc:
+                raise ConnectionLost(
+                    f"cannot connect to the procshare server at {describe(self.address)}: {exc}"
+                ) from exc
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._handshake(sock)
+            sock.settimeout(None)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _handshake(self, sock: socket.socket) -> None:
+        proto = self._proto
+        while True:
+            event = proto.next_event()
+            out = proto.data_to_send()
+            if out:
+                sock.sendall(out)
+            if type(event) is Ready:
+                self.server_info = event.info
+                return
+            if event is not NEED_DATA:
+                raise ProtocolError(f"unexpected event during handshake: {event!r}")
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except TimeoutError:
+                raise ConnectionLost(
+                    f"no handshake from {describe(self.address)}: is it a procshare server?"
+                ) from None
+            except OSError as exc:
+                raise ConnectionLost(f"connection to {describe(self.address)} broke: {exc}") from exc
+            if not data:
+                raise AuthenticationError(
+                    f"the server at {describe(self.address)} closed the connection during the "
+                    "handshake (wrong authkey or not a procshare server)"
+                )
+            proto.receive_data(data)
+
+    # -- requests -----------------------------------------------------------------------------
+
+    @property
+    def broken(self) -> bool:
+        """Whether the connection is unusable (the server went away)."""
+        return self._broken is not None
+
+    def call(
+        self,
+        obj_id: int,
+        method: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        owner: int = 0,
+    ) -> Any:
+        """Call ``method`` on object ``obj_id`` and return its result (or raise its error)."""
+        rid = self._take_id()
+        frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, owner)
+        return self._roundtrip(rid, frame)
+
+    def request(self, msg: Any) -> Any:
+        """Send a request message (its ``req_id`` is replaced) and return its result."""
+        rid = self._take_id()
+        frame = self._proto.send(msg._replace(req_id=rid))
+        return self._roundtrip(rid, frame)
+
+    def control(self, command: str, *args: Any) -> Any:
+        """Run a server-level command (``ping``, ``stats``, ``shutdown``, ...)."""
+        return self.request(Control(0, command, args))
+
+    def flush_refs(self) -> None:
+        """Send pending reference notes now, without waiting for a reply."""
+        if self.refs and self._broken is None:
+            with self._wlock:
+                notes = self._notes()
+                if notes:
+                    self._sendall(notes)
+
+    def _take_id(self) -> int:
+        with self._mutex:
+            self._next_id = rid = (self._next_id + 1) & 0xFFFFFFFF or 1
+        return rid
+
+    def _notes(self) -> bytes:
+        retain, release = self.refs.drain()
+        out = b""
+        if retain:
+            out += self._proto.send(Retain(retain))
+        if release:
+            out += self._proto.send(Release(release))
+        return out
+
+    def _roundtrip(self, rid: int, frame: bytes) -> Any:
+        if self._broken is not None:
+            raise ConnectionLost(str(self._broken)) from self._broken
+        slot = _Slot()
+        self._slots[rid] = slot
+        try:
+            with self._wlock:
+                if self.refs:
+                    frame = self._notes() + frame
+                self._sendall(frame)
+        except BaseException:
+            self._slots.pop(rid, None)
+            raise
+        self._await(slot)
+        if slot.error is not None:
+            raise slot.error
+        return slot.value
+
+    def _sendall(self, data: bytes) -> None:
+        try:
+            self._sock.sendall(data)
+        except OSError as exc:
+            self._break(ConnectionLost(f"the procshare server went away: {exc}"))
+            raise ConnectionLost(f"the procshare server went away: {exc}") from exc
+
+    def _await(self, slot: _Slot) -> None:
+        mutex = self._mutex
+        while True:
+            with mutex:
+                if slot.done:
+                    return
+                if self._reading:
+                    slot.sleeping = True
+                    lead = False
+                else:
+                    self._reading = True
+                    lead = True
+            if not lead:
+                slot.gate.acquire()  # woken: our reply is in, or it is our turn to read
+                continue
+            try:
+                self._read_until(slot)
+            finally:
+                with mutex:
+                    self._reading = False
+                    for other in self._slots.values():
+                        if other.sleeping:  # hand the reading over
+                            other.sleeping = False
+                            other.gate.release()
+                            break
+            return
+
+    def _read_until(self, slot: _Slot) -> None:
+        proto = self._proto
+        incoming.channel = self
+        try:
+            while not slot.done:
+                data = self._recv()
+                proto.receive_data(data)
+                while True:
+                    try:
+                        event = proto.next_event()
+                    except (ProtocolError, AuthenticationError) as exc:
+                        self._break(ConnectionLost(f"protocol error from the server: {exc}"))
+                        return
+                    if event is NEED_DATA:
+                        break
+                    kind = type(event)
+                    if kind is Result:
+                        self._deliver(event.req_id, event.value, None)
+                    elif kind is Failure:
+                        self._deliver(event.req_id, None, event.error)
+                    elif kind is Push:
+                        if self.on_push is not None:
+                            self.on_push(event.sub_id, event.payload)
+                    elif kind is ConnectionClosed:
+                        self._break(
+                            ConnectionLost(
+                                f"the procshare server at {describe(self.address)} went away"
+                            )
+                        )
+                        return
+        finally:
+            incoming.channel = None
+
+    def _recv(self) -> bytes:
+        sock = self._sock
+        spin = self._spin
+        try:
+            if spin and not self._proto.server_busy:
+                clock = time.perf_counter
+                deadline = clock() + spin
+                while True:
+                    try:
+                        data = sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        if clock() < deadline:
+                            continue
+                        self._missed()
+                        break
+                    self._misses = 0
+                    self._spin = self._spin_max
+                    return data
+            return sock.recv(_RECV_SIZE)
+        except OSError:
+            return b""  # the protocol turns end-of-file into ConnectionClosed
+
+    def _missed(self) -> None:
+        # Replies that take longer than a spin are not helped by spinning: spin less, and
+        # after a long run of misses stop until a reply comes fast again.
+        self._misses += 1
+        if self._misses >= 8:
+            self._spin = 0.0 if self._misses >= 64 else self._spin_max / 4
+        if self._misses >= 256:
+            self._misses = 0
+            self._spin = self._spin_max  # try again now and then: the load may have changed
+
+    def _deliver(self, rid: int, value: Any, error: BaseException | None) -> None:
+        slot = self._slots.pop(rid, None)
+        if slot is None:
+            return  # a reply nobody waits for any more
+        with self._mutex:
+            slot.value = value
+            slot.error = error
+            slot.done = True
+            if slot.sleeping:
+                slot.sleeping = False
+                slot.gate.release()
+
+    def _break(self, error: BaseException) -> None:
+        """Mark the channel unusable and fail every request in flight with ``error``."""
+        with self._mutex:
+            if self._broken is None:
+                self._broken = error
+            slots = list(self._slots.items())
+            self._slots.clear()
+        for _, slot in slots:
+            with self._mutex:
+                slot.error = ConnectionLost(str(error))
+                slot.done = True
+                if slot.sleeping:
+                    slot.sleeping = False
+                    slot.gate.release()
+        if self.pid == current_pid():  # never shut down a socket inherited from a parent
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """Close the connection (sending pending reference notes first)."""
+        if self.pid != current_pid():
+            return  # a parent's connection: the parent closes it
+        if self._broken is None:
+            with contextlib.suppress(ProcshareError, OSError):
+                self.flush_refs()
+            self._break(ConnectionLost("the connection was closed"))
+        self._sock.close()
+
+
+# -- the per-process registry ---------------------------------------------------------------
+
+_registry_lock = threading.Lock()
+_refqueue_lock = threading.Lock()
+_channels: dict[tuple[Address, bytes], Channel] = {}
+_refqueues: dict[Address, RefQueue] = {}
+
+
+def refqueue_for(address: Address) -> RefQueue:
+    """The reference-note queue for the server at ``address`` (created on first use)."""
+    queue = _refqueues.get(address)
+    if queue is None:
+        with _refqueue_lock:
+            queue = _refqueues.setdefault(address, RefQueue())
+    return queue
+
+
+def get_channel(address: Address, authkey: bytes, serializer: str = "pickle") -> Channel:
+    """This process's channel to ``address``, connecting (again) if needed."""
+    key = (address, bytes(authkey))
+    channel = _channels.get(key)
+    if channel is not None and channel._broken is None and channel.pid == _pid[0]:
+        return channel
+    with _registry_lock:
+        channel = _channels.get(key)
+        if channel is None or channel._broken is not None or channel.pid != _pid[0]:
+            channel = Channel(address, key[1], serializer=serializer)
+            _channels[key] = channel
+    return channel
+
+
+def forget_channels(address: Address) -> None:
+    """Close and forget this process's channels to ``address`` (its server shut down)."""
+    with _registry_lock:
+        doomed = [k for k in _channels if k[0] == address]
+        channels = [_channels.pop(k) for k in doomed]
+    for channel in channels:
+        channel.close()
+
+
+def _after_fork_in_child() -> None:
+    global _registry_lock, _refqueue_lock
+    _pid[0] = os.getpid()
+    _registry_lock = threading.Lock()  # another thread may have held them at fork time
+    _refqueue_lock = threading.Lock()
+    # The parent's sockets stay open in this process until it exits: closing them here would
+    # be harmless, but their objects may still be referenced; they are simply never used.
+    _channels.clear()
+    for queue in _refqueues.values():
+        queue.drain()  # notes the parent had queued are the parent's to send
+
+
+def _process_name() -> str:
+    try:
+        import multiprocessing
+
+        return multiprocessing.current_process().name
+    except Exception:  # noqa: BLE001 - a name is only informative
+        return ""
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,766 @@
+"""Proxies: the objects user code holds in place of shared objects.
+
+A proxy names its referent by a :class:`Token` and forwards method calls to the server over this
+process's channel. Same constructor, ``_callmethod``, pickling and ``str``/``repr`` as
+``multiprocessing.managers.BaseProxy``; the typed proxies (``DictProxy[K, V]``, ``ListProxy[T]``,
+...) are ordinary classes with ordinary methods, checked against the table of kinds.
+
+References (how the server knows an object is still wanted): a proxy *owns* one server-side
+reference in the process where it was made. A proxy that arrives in a reply owns the reference
+the server counted while encoding that reply; one unpickled from elsewhere (a child's arguments,
+a multiprocessing.Queue) queues a ``Retain``; one inherited through fork retains on first use in
+the child. When a proxy is garbage collected its reference is released (queued, sent with the
+next request). A proxy rebuilt *inside the server* that owns its referent (a managed list stored
+in a managed dict) is an internal reference instead, counted by the server directly.
+
+Differences from the standard library, all deliberate:
+* iterating a dict, list, set or array proxy fetches one snapshot (one round trip, and no
+  "changed size during iteration" error), instead of one round trip per item;
+* ``update``/``extend``/``+=`` with another proxy as argument send that proxy's value;
+* ``AutoProxy`` classes are built with closures, never ``exec``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Generic, TypeVar
+
+from .._context import incoming, managers_by_address, server_hook
+from .._errors import ObjectNotFound, ProcshareError
+from .._kinds import KINDS
+from .._token import Token
+from ._channel import Channel, current_pid, get_channel, refqueue_for
+
+__all__ = [
+    "AcquirerProxy",
+    "ArrayProxy",
+    "AutoProxy",
+    "BarrierProxy",
+    "BaseProxy",
+    "ConditionProxy",
+    "DictProxy",
+    "EventProxy",
+    "IteratorProxy",
+    "ListProxy",
+    "MakeProxyType",
+    "NamespaceProxy",
+    "PoolProxy",
+    "QueueProxy",
+    "RebuildProxy",
+    "SetProxy",
+    "ValueProxy",
+]
+
+K = TypeVar("K")
+V = TypeVar("V")
+T = TypeVar("T")
+
+_get_ident = threading.get_ident
+
+
+def _authkey_default(manager: Any) -> bytes:
+    if manager is not None:
+        return bytes(manager._authkey)
+    import multiprocessing
+
+    return bytes(multiprocessing.current_process().authkey)
+
+
+class BaseProxy:
+    """A proxy for a shared object living in a procshare server.
+
+    Args (the standard library's, in its order):
+        token: identifies the referent.
+        serializer: ``"pickle"``.
+        manager: the manager that created it; the proxy keeps it (and so its server) alive.
+        authkey: the server's authkey (default: the manager's, or this process's).
+        exposed: the method names the referent exposes (used by ``AutoProxy``).
+        incref: take a reference for this process (``False`` when the caller already owns one).
+        manager_owned: the proxy lives inside the server that owns the referent.
+    """
+
+    _exposed_: tuple[str, ...] = ()
+    _method_to_typeid_: dict[str, str] | None = None
+    _isauto = False
+
+    def __init__(
+        self,
+        token: Token,
+        serializer: str = "pickle",
+        manager: Any = None,
+        authkey: bytes | None = None,
+        exposed: Iterable[str] | None = None,
+        incref: bool = True,
+        manager_owned: bool = False,
+    ) -> None:
+        self._ref_pid = 0
+        self._owned_by_manager = manager_owned
+        self._token = token
+        self._id = token.id
+        self._serializer = serializer
+        self._manager = manager if manager is not None else managers_by_address.get(token.address)
+        self._authkey = bytes(authkey) if authkey is not None else _authkey_default(self._manager)
+        self._ch: Channel | None = None
+        self._instance: str | None = None
+        if exposed is not None and self._isauto:
+            self._exposed_ = tuple(exposed)
+        if incref and not manager_owned:
+            refqueue_for(token.address).retain(token.id)
+            self._ref_pid = current_pid()
+
+    # -- calling ------------------------------------------------------------------------------
+
+    def _channel(self) -> Channel:
+        channel = self._ch
+        if channel is None or channel.pid != current_pid() or channel.broken:
+            channel = self._bind()
+        return channel
+
+    def _bind(self) -> Channel:
+        token = self._token
+        if self._owned_by_manager:
+            hook = server_hook(token.address)
+            if hook is not None and hook.on_loop_thread():
+                raise ProcshareError(
+                    "a shared object cannot be called from the server's own loop thread"
+                )
+        channel = get_channel(token.address, self._authkey, self._serializer)
+        instance = channel.server_info.get("instance")
+        if self._instance is None:
+            self._instance = instance
+        elif instance != self._instance:
+            raise ObjectNotFound(
+                f"the server at {token.address!r} was restarted: shared object {token.id} "
+                "no longer exists"
+            )
+        if not self._owned_by_manager and self._ref_pid != current_pid():
+            channel.refs.retain(token.id)  # inherited through fork: take our own reference
+            self._ref_pid = current_pid()
+        self._ch = channel
+        return channel
+
+    def _callmethod(
+        self, methodname: str, args: Iterable[Any] = (), kwds: dict[str, Any] | None = None
+    ) -> Any:
+        """Call ``methodname`` on the referent and return a copy of the result.
+
+        The referent's exceptions are raised as themselves; a result that is a shared object
+        (``method_to_typeid``) comes back as a proxy.
+        """
+        channel = self._ch
+        if channel is None or channel.pid != current_pid() or channel.broken:
+            channel = self._bind()
+        if type(args) is not tuple:
+            args = tuple(args)
+        return channel.call(self._id, methodname, args, kwds or None, _get_ident())
+
+    def _getvalue(self) -> Any:
+        """A copy of the referent."""
+        return self._callmethod("#GETVALUE")
+
+    def _incref(self) -> None:
+        """Take one more reference for this process (stdlib compatibility)."""
+        refqueue_for(self._token.address).retain(self._id)
+
+    # -- identity, printing, pickling ---------------------------------------------------------
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} object, typeid {self._token.typeid!r} at {id(self):#x}>"
+
+    def __str__(self) -> str:
+        """The referent's ``repr`` (or a fall-back if that fails), as in the standard library."""
+        try:
+            return str(self._callmethod("__repr__"))
+        except Exception:  # noqa: BLE001 - printing must not raise
+            return repr(self)[:-1] + "; '__str__()' failed>"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        kwds: dict[str, Any] = {}
+        hook = server_hook(self._token.address)
+        if hook is not None and hook.lend(self._id):
+            kwds["owned"] = True  # encoded into a reply: the receiving session got a reference
+        from multiprocessing.context import get_spawning_popen
+
+        if get_spawning_popen() is not None:
+            kwds["authkey"] = self._authkey  # a spawned child has no other way to know it
+        if self._isauto:
+            kwds["exposed"] = self._exposed_
+            return (RebuildProxy, (AutoProxy, self._token, self._serializer, kwds))
+        return (RebuildProxy, (type(self), self._token, self._serializer, kwds))
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self._getvalue()
+
+    def __del__(self) -> None:
+        try:
+            if self._owned_by_manager:
+                hook = server_hook(self._token.address)
+                if hook is not None:
+                    hook.disown(self._id)
+            elif self._ref_pid and self._ref_pid == current_pid():
+                refqueue_for(self._token.address).release(self._id)
+        except Exception:  # noqa: BLE001,S110 - finalizers run at odd times (interpreter exit)
+            pass
+
+
+def RebuildProxy(  # noqa: N802 - the stdlib's name, used in pickles
+    func: Callable[..., Any], token: Token, serializer: str, kwds: dict[str, Any]
+) -> Any:
+    """Rebuild a proxy when unpickling (the standard library's signature).
+
+    Inside the server owning the referent it becomes an internal reference; from a reply it
+    owns the reference the server counted for this connection; anywhere else it takes one.
+    """
+    kwds = dict(kwds)
+    owned = kwds.pop("owned", False)
+    hook = server_hook(token.address)
+    if hook is not None and hook.on_loop_thread():
+        hook.adopt(token.id)
+        kwds.pop("incref", None)
+        return func(token, serializer, incref=False, manager_owned=True, **kwds)
+    channel = incoming.channel
+    if channel is not None:
+        token.address = channel.address  # as this process reaches the server
+        kwds.setdefault("authkey", channel.authkey)
+        if owned:
+            kwds.pop("incref", None)
+            proxy = func(token, serializer, incref=False, **kwds)
+            proxy._ref_pid = current_pid()
+            return proxy
+    import multiprocessing
+
+    inheriting = getattr(multiprocessing.current_process(), "_inheriting", False)
+    incref = kwds.pop("incref", True) or inheriting
+    return func(token, serializer, incref=incref, **kwds)
+
+
+def _method(name: str) -> Callable[..., Any]:
+    def method(self: BaseProxy, /, *args: Any, **kwds: Any) -> Any:
+        return self._callmethod(name, args, kwds)
+
+    method.__name__ = name
+    method.__qualname__ = name
+    return method
+
+
+_proxy_types: dict[tuple[str, tuple[str, ...]], type[BaseProxy]] = {}
+
+
+def MakeProxyType(name: str, exposed: Iterable[str], _cache: Any = None) -> type[BaseProxy]:  # noqa: N802
+    """Return a proxy class named ``name`` forwarding each method in ``exposed``.
+
+    Like the standard library's, but built with closures rather than ``exec``.
+    """
+    exposed = tuple(exposed)
+    key = (name, exposed)
+    cls = _proxy_types.get(key)
+    if cls is None:
+        namespace: dict[str, Any] = {meth: _method(meth) for meth in exposed}
+        namespace["_exposed_"] = exposed
+        cls = type(name, (BaseProxy,), namespace)
+        _proxy_types[key] = cls
+    return cls
+
+
+def AutoProxy(  # noqa: N802 - the stdlib's name
+    token: Token,
+    serializer: str = "pickle",
+    manager: Any = None,
+    authkey: bytes | None = None,
+    exposed: Iterable[str] | None = None,
+    incref: bool = True,
+    manager_owned: bool = False,
+) -> BaseProxy:
+    """A proxy whose methods are those the referent exposes (asked of the server if unknown)."""
+    if authkey is None:
+        manager = manager if manager is not None else managers_by_address.get(token.address)
+        authkey = _authkey_default(manager)
+    if exposed is None:
+        exposed = get_channel(token.address, authkey).control("get_methods", token.id)
+    cls = MakeProxyType(f"AutoProxy[{token.typeid}]", exposed)
+    if not cls._isauto:
+        cls._isauto = True
+    return cls(
+        token,
+        serializer,
+        manager=manager,
+        authkey=authkey,
+        exposed=exposed,
+        incref=incref,
+        manager_owned=manager_owned,
+    )
+
+
+def _value_of(obj: Any) -> Any:
+    """What to send for ``obj``: the value of a proxy, the object itself otherwise."""
+    return obj._getvalue() if isinstance(obj, BaseProxy) else obj
+
+
+# -- typed proxies -------------------------------------------------------------------------------
+
+
+class DictProxy(BaseProxy, Generic[K, V]):
+    """Proxy of a shared ``dict``."""
+
+    _exposed_ = KINDS["dict"].exposed
+
+    def __getitem__(self, key: K) -> V:
+        return self._callmethod("__getitem__", (key,))  # type: ignore[no-any-return]
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._callmethod("__setitem__", (key, value))
+
+    def __delitem__(self, key: K) -> None:
+        self._callmethod("__delitem__", (key,))
+
+    def __contains__(self, key: object) -> bool:
+        return self._callmethod("__contains__", (key,))  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return self._callmethod("__len__")  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._callmethod("__iter__"))
+
+    def __reversed__(self) -> Iterator[K]:
+        return iter(self._callmethod("__reversed__"))
+
+    def keys(self) -> list[K]:
+        return self._callmethod("keys")  # type: ignore[no-any-return]
+
+    def values(self) -> list[V]:
+        return self._callmethod("values")  # type: ignore[no-any-return]
+
+    def items(self) -> list[tuple[K, V]]:
+        return self._callmethod("items")  # type: ignore[no-any-return]
+
+    def get(self, key: K, default: Any = None) -> V | Any:
+        return self._callmethod("get", (key, default))
+
+    def pop(self, key: K, *default: Any) -> V | Any:
+        return self._callmethod("pop", (key, *default))
+
+    def popitem(self) -> tuple[K, V]:
+        return self._callmethod("popitem")  # type: ignore[no-any-return]
+
+    def setdefault(self, key: K, default: Any = None) -> V | Any:
+        return self._callmethod("setdefault", (key, default))
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._callmethod("update", tuple(_value_of(a) for a in args), kwargs)
+
+    def clear(self) -> None:
+        self._callmethod("clear")
+
+    def copy(self) -> dict[K, V]:
+        return self._callmethod("copy")  # type: ignore[no-any-return]
+
+    def __or__(self, other: Any) -> dict[K, V]:
+        return self._callmethod("__or__", (_value_of(other),))  # type: ignore[no-any-return]
+
+    def __ror__(self, other: Any) -> dict[K, V]:
+        return self._callmethod("__ror__", (_value_of(other),))  # type: ignore[no-any-return]
+
+    def __ior__(self, other: Any) -> DictProxy[K, V]:
+        self._callmethod("__ior__", (_value_of(other),))
+        return self
+
+
+class ListProxy(BaseProxy, Generic[T]):
+    """Proxy of a shared ``list``."""
+
+    _exposed_ = KINDS["list"].exposed
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._callmethod("__getitem__", (index,))
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._callmethod("__setitem__", (index, value))
+
+    def __delitem__(self, index: Any) -> None:
+        self._callmethod("__delitem__", (index,))
+
+    def __contains__(self, value: object) -> bool:
+        return self._callmethod("__contains__", (value,))  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return self._callmethod("__len__")  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._callmethod("__iter__"))
+
+    def __reversed__(self) -> Iterator[T]:
+        return iter(self._callmethod("__reversed__"))
+
+    def __add__(self, other: Any) -> list[T]:
+        return self._callmethod("__add__", (_value_of(other),))  # type: ignore[no-any-return]
+
+    def __mul__(self, n: int) -> list[T]:
+        return self._callmethod("__mul__", (n,))  # type: ignore[no-any-return]
+
+    def __rmul__(self, n: int) -> list[T]:
+        return self._callmethod("__rmul__", (n,))  # type: ignore[no-any-return]
+
+    def __iadd__(self, other: Iterable[T]) -> ListProxy[T]:
+        self._callmethod("extend", (_value_of(other),))
+        return self
+
+    def __imul__(self, n: int) -> ListProxy[T]:
+        self._callmethod("__imul__", (n,))
+        return self
+
+    def append(self, value: T) -> None:
+        self._callmethod("append", (value,))
+
+    def extend(self, values: Iterable[T]) -> None:
+        self._callmethod("extend", (_value_of(values),))
+
+    def insert(self, index: int, value: T) -> None:
+        self._callmethod("insert", (index, value))
+
+    def pop(self, index: int = -1) -> T:
+        return self._callmethod("pop", (index,))  # type: ignore[no-any-return]
+
+    def remove(self, value: T) -> None:
+        self._callmethod("remove", (value,))
+
+    def index(self, value: T, *bounds: int) -> int:
+        return self._callmethod("index", (value, *bounds))  # type: ignore[no-any-return]
+
+    def count(self, value: T) -> int:
+        return self._callmethod("count", (value,))  # type: ignore[no-any-return]
+
+    def reverse(self) -> None:
+        self._callmethod("reverse")
+
+    def sort(self, *, key: Callable[[T], Any] | None = None, reverse: bool = False) -> None:
+        self._callmethod("sort", (), {"key": key, "reverse": reverse})
+
+    def clear(self) -> None:
+        self._callmethod("clear")
+
+    def copy(self) -> list[T]:
+        return self._callmethod("copy")  # type: ignore[no-any-return]
+
+
+class SetProxy(BaseProxy, Generic[T]):
+    """Proxy of a shared ``set`` (``manager.set()``, as in Python 3.14)."""
+
+    _exposed_ = KINDS["set"].exposed
+
+    def __contains__(self, value: object) -> bool:
+        return self._callmethod("__contains__", (value,))  # type: ignore[no-any-return]
+
+    def __len__(self) -> int:
+        return self._callmethod("__len__")  # type: ignore[no-any-return]
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._callmethod("__iter__"))
+
+    def add(self, value: T) -> None:
+        self._callmethod("add", (value,))
+
+    def discard(self, value: T) -> None:
+        self._callmethod("discard", (value,))
+
+    def remove(self, value: T) -> None:
+        self._callmethod("remove", (value,))
+
+    def pop(self) -> T:
+        return self._callmethod("pop")  # type: ignore[no-any-return]
+
+    def clear(self) -> None:
+        self._callmethod("clear")
+
+    def copy(self) -> set[T]:
+        return self._callmethod("copy")  # type: ignore[no-any-return]
+
+    def update(self, *others: Iterable[T]) -> None:
+        self._callmethod("update", tuple(_value_of(o) for o in others))
+
+    def difference_update(self, *others: Iterable[Any]) -> None:
+        self._callmethod("difference_update", tuple(_value_of(o) for o in others))
+
+    def intersection_update(self, *others: Iterable[Any]) -> None:
+        self._callmethod("intersection_update", tuple(_value_of(o) for o in others))
+
+    def symmetric_difference_update(self, other: Iterable[T]) -> None:
+        self._callmethod("symmetric_difference_update", (_value_of(other),))
+
+    def union(self, *others: Iterable[T]) -> set[T]:
+        return self._callmethod("union", tuple(_value_of(o) for o in others))  # type: ignore[no-any-return]
+
+    def intersection(self, *others: Iterable[Any]) -> set[T]:
+        return self._callmethod("intersection", tuple(_value_of(o) for o in others))  # type: ignore[no-any-return]
+
+    def difference(self, *others: Iterable[Any]) -> set[T]:
+        return self._callmethod("difference", tuple(_value_of(o) for o in others))  # type: ignore[no-any-return]
+
+    def symmetric_difference(self, other: Iterable[T]) -> set[T]:
+        return self._callmethod("symmetric_difference", (_value_of(other),))  # type: ignore[no-any-return]
+
+    def issubset(self, other: Iterable[Any]) -> bool:
+        return self._callmethod("issubset", (_value_of(other),))  # type: ignore[no-any-return]
+
+    def issuperset(self, other: Iterable[Any]) -> bool:
+        return self._callmethod("issuperset", (_value_of(other),))  # type: ignore[no-any-return]
+
+    def isdisjoint(self, other: Iterable[Any]) -> bool:
+        return self._callmethod("isdisjoint", (_value_of(other),))  # type: ignore[no-any-return]
+
+
+class ValueProxy(BaseProxy, Generic[T]):
+    """Proxy of a shared ``Value`` (``manager.Value(typecode, value)``)."""
+
+    _exposed_ = KINDS["Value"].exposed
+
+    def get(self) -> T:
+        return self._callmethod("get")  # type: ignore[no-any-return]
+
+    def set(self, value: T) -> None:
+        self._callmethod("set", (value,))
+
+    value = property(get, set)
+
+
+class ArrayProxy(BaseProxy, Generic[T]):
+    """Proxy of a shared ``array.array`` (``manager.Array(typecode, sequence)``)."""
+
+    _exposed_ = KINDS["Array"].exposed
+
+    def __len__(self) -> int:
+        return self._callmethod("__len__")  # type: ignore[no-any-return]
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._callmethod("__getitem__", (index,))
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        self._callmethod("__setitem__", (index, value))
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._callmethod("tolist"))
+
+    def tolist(self) -> list[T]:
+        return self._callmethod("tolist")  # type: ignore[no-any-return]
+
+
+class NamespaceProxy(BaseProxy):
+    """Proxy of a shared ``Namespace``: attribute access goes to the server.
+
+    Names starting with an underscore stay local to the proxy, as in the standard library.
+    """
+
+    _exposed_ = KINDS["Namespace"].exposed
+
+    def __getattr__(self, key: str) -> Any:
+        if key[0] == "_":
+            return object.__getattribute__(self, key)
+        callmethod = object.__getattribute__(self, "_callmethod")
+        return callmethod("__getattribute__", (key,))
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key[0] == "_":
+            object.__setattr__(self, key, value)
+            return
+        callmethod = object.__getattribute__(self, "_callmethod")
+        callmethod("__setattr__", (key, value))
+
+    def __delattr__(self, key: str) -> None:
+        if key[0] == "_":
+            object.__delattr__(self, key)
+            return
+        callmethod = object.__getattribute__(self, "_callmethod")
+        callmethod("__delattr__", (key,))
+
+
+class AcquirerProxy(BaseProxy):
+    """Proxy of a shared Lock, RLock, Semaphore or BoundedSemaphore.
+
+    Held by the calling thread's process connection; released by the server if that process
+    dies holding it.
+    """
+
+    _exposed_ = ("acquire", "release")
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        args = (blocking,) if timeout is None else (blocking, timeout)
+        return self._callmethod("acquire", args)  # type: ignore[no-any-return]
+
+    def release(self) -> None:
+        self._callmethod("release")
+
+    def locked(self) -> bool:
+        """Whether it is held by anyone (Lock and RLock only)."""
+        return self._callmethod("locked")  # type: ignore[no-any-return]
+
+    def __enter__(self) -> bool:
+        return self._callmethod("acquire")  # type: ignore[no-any-return]
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        self._callmethod("release")
+
+
+class ConditionProxy(AcquirerProxy):
+    """Proxy of a shared Condition."""
+
+    _exposed_ = ("acquire", "release", "wait", "notify", "notify_all")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._callmethod("wait", (timeout,))  # type: ignore[no-any-return]
+
+    def notify(self, n: int = 1) -> None:
+        self._callmethod("notify", (n,))
+
+    def notify_all(self) -> None:
+        self._callmethod("notify_all")
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
+        """Wait until ``predicate()`` is true (evaluated here, after each wake-up)."""
+        result = predicate()
+        if result:
+            return result
+        endtime = None if timeout is None else time.monotonic() + timeout
+        waittime = None
+        while not result:
+            if endtime is not None:
+                waittime = endtime - time.monotonic()
+                if waittime <= 0:
+                    break
+            self.wait(waittime)
+            result = predicate()
+        return result
+
+
+class EventProxy(BaseProxy):
+    """Proxy of a shared Event."""
+
+    _exposed_ = ("is_set", "set", "clear", "wait")
+
+    def is_set(self) -> bool:
+        return self._callmethod("is_set")  # type: ignore[no-any-return]
+
+    def set(self) -> None:
+        self._callmethod("set")
+
+    def clear(self) -> None:
+        self._callmethod("clear")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._callmethod("wait", (timeout,))  # type: ignore[no-any-return]
+
+
+class BarrierProxy(BaseProxy):
+    """Proxy of a shared Barrier; it breaks if a waiting party's process dies."""
+
+    _exposed_ = ("__getattribute__", "wait", "abort", "reset")
+
+    def wait(self, timeout: float | None = None) -> int:
+        return self._callmethod("wait", (timeout,))  # type: ignore[no-any-return]
+
+    def abort(self) -> None:
+        self._callmethod("abort")
+
+    def reset(self) -> None:
+        self._callmethod("reset")
+
+    @property
+    def parties(self) -> int:
+        return self._callmethod("__getattribute__", ("parties",))  # type: ignore[no-any-return]
+
+    @property
+    def n_waiting(self) -> int:
+        return self._callmethod("__getattribute__", ("n_waiting",))  # type: ignore[no-any-return]
+
+    @property
+    def broken(self) -> bool:
+        return self._callmethod("__getattribute__", ("broken",))  # type: ignore[no-any-return]
+
+
+class QueueProxy(BaseProxy, Generic[T]):
+    """Proxy of a shared Queue or JoinableQueue (``queue.Queue``'s API)."""
+
+    _exposed_ = KINDS["Queue"].exposed
+
+    def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
+        self._callmethod("put", (item, block, timeout))
+
+    def put_nowait(self, item: T) -> None:
+        self._callmethod("put_nowait", (item,))
+
+    def get(self, block: bool = True, timeout: float | None = None) -> T:
+        return self._callmethod("get", (block, timeout))  # type: ignore[no-any-return]
+
+    def get_nowait(self) -> T:
+        return self._callmethod("get_nowait")  # type: ignore[no-any-return]
+
+    def qsize(self) -> int:
+        return self._callmethod("qsize")  # type: ignore[no-any-return]
+
+    def empty(self) -> bool:
+        return self._callmethod("empty")  # type: ignore[no-any-return]
+
+    def full(self) -> bool:
+        return self._callmethod("full")  # type: ignore[no-any-return]
+
+    def task_done(self) -> None:
+        self._callmethod("task_done")
+
+    def join(self) -> None:
+        self._callmethod("join")
+
+
+class IteratorProxy(BaseProxy):
+    """Proxy of an iterator living in the server (``method_to_typeid`` ``'Iterator'``)."""
+
+    _exposed_ = ("__next__", "send", "throw", "close")
+
+    def __iter__(self) -> IteratorProxy:
+        return self
+
+    def __next__(self, *args: Any) -> Any:
+        return self._callmethod("__next__", args)
+
+    def send(self, *args: Any) -> Any:
+        return self._callmethod("send", args)
+
+    def throw(self, *args: Any) -> Any:
+        return self._callmethod("throw", args)
+
+    def close(self, *args: Any) -> Any:
+        return self._callmethod("close", args)
+
+
+_POOL_METHODS = (
+    "apply",
+    "apply_async",
+    "close",
+    "imap",
+    "imap_unordered",
+    "join",
+    "map",
+    "map_async",
+    "starmap",
+    "starmap_async",
+    "terminate",
+)
+
+
+class PoolProxy(MakeProxyType("PoolProxy", _POOL_METHODS)):  # type: ignore[misc]
+    """Proxy of a ``multiprocessing.pool.Pool`` living in the server."""
+
+    _method_to_typeid_ = {
+        "apply_async": "AsyncResult",
+        "map_async": "AsyncResult",
+        "starmap_async": "AsyncResult",
+        "imap": "Iterator",
+        "imap_unordered": "Iterator",
+    }
+
+    def __enter__(self) -> PoolProxy:
+        return self
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        self.terminate()
+

@@ -1,0 +1,293 @@
+"""The table of kinds: every built-in shared type, described once.
+
+A *kind* is a type of shared object the server implements natively (dict, list, Lock, Queue,
+...). Its entry lists its methods and, for each, what the rest of procshare needs to know:
+
+* ``mutates``: changes the object (so it is published to watchers and invalidates caches);
+* ``blocks``: may park the caller until another operation satisfies it;
+* ``owner``: its meaning depends on who calls (lock ownership), so the call carries an owner tag;
+* ``cacheable``: a pure read whose result depends only on the object and the arguments;
+* ``returns``: the typeid of a shared object the method returns (a proxy, not a copy).
+
+Server dispatch (``_server/_objects.py``), the client proxies (``_client/_proxies.py``), watch
+and the inspection tools read this table; ``tests/test_kinds.py`` checks that they agree.
+
+This module imports nothing of procshare's but ``_errors``: it is pure data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+
+__all__ = ["KINDS", "Kind", "Method", "kind_for_typeid"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One method of a kind; see the module docstring for the flags."""
+
+    name: str
+    mutates: bool = False
+    blocks: bool = False
+    owner: bool = False
+    cacheable: bool = False
+    returns: str | None = None
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A built-in shared type.
+
+    Attributes:
+        name: the kind's name, which is also its default typeid (``"dict"``, ``"Lock"``, ...).
+        methods: the exposed methods by name.
+        watchable: whether ``watch()`` is offered for it.
+        doc: one line for ``stats``/``top`` and the docs.
+    """
+
+    name: str
+    methods: Mapping[str, Method] = field(repr=False)
+    watchable: bool = False
+    doc: str = ""
+
+    @property
+    def exposed(self) -> tuple[str, ...]:
+        """Method names, sorted: what ``register(exposed=...)`` would list."""
+        return tuple(sorted(self.methods))
+
+    @property
+    def mutators(self) -> frozenset[str]:
+        """Names of the methods that change the object."""
+        return frozenset(m.name for m in self.methods.values() if m.mutates)
+
+
+def _kind(
+    name: str,
+    doc: str,
+    *,
+    reads: Iterable[str] = (),
+    pure: Iterable[str] = (),
+    writes: Iterable[str] = (),
+    blocking: Iterable[str] = (),
+    owned: Iterable[str] = (),
+    watchable: bool = False,
+) -> Kind:
+    """Build a kind from name lists.
+
+    ``pure`` are cacheable reads, ``reads`` other reads (their result may change on its own or
+    is too large to cache), ``writes`` mutators, ``blocking`` may park, ``owned`` carry an owner.
+    A name may appear in several lists (a blocking, owner-scoped mutator, say).
+    """
+    pure_set, write_set = set(pure), set(writes)
+    block_set, owned_set = set(blocking), set(owned)
+    names = set(reads) | pure_set | write_set | block_set | owned_set
+    methods = {
+        n: Method(
+            n,
+            mutates=n in write_set,
+            blocks=n in block_set,
+            owner=n in owned_set,
+            cacheable=n in pure_set,
+        )
+        for n in sorted(names)
+    }
+    return Kind(name, MappingProxyType(methods), watchable, doc)
+
+
+_DICT_READS = ("__contains__", "__getitem__", "__len__", "get", "keys", "values", "items", "copy")
+
+DICT: Final = _kind(
+    "dict",
+    "a shared dict",
+    pure=_DICT_READS,
+    reads=("__iter__", "__reversed__", "__or__", "__ror__", "__repr__", "__str__"),
+    writes=(
+        "__setitem__",
+        "__delitem__",
+        "__ior__",
+        "clear",
+        "pop",
+        "popitem",
+        "setdefault",
+        "update",
+    ),
+    watchable=True,
+)
+
+LIST: Final = _kind(
+    "list",
+    "a shared list",
+    pure=("__contains__", "__getitem__", "__len__", "count", "index", "copy"),
+    reads=("__iter__", "__reversed__", "__add__", "__mul__", "__rmul__", "__repr__", "__str__"),
+    writes=(
+        "__setitem__",
+        "__delitem__",
+        "__iadd__",
+        "__imul__",
+        "append",
+        "extend",
+        "insert",
+        "pop",
+        "remove",
+        "reverse",
+        "sort",
+        "clear",
+    ),
+    watchable=True,
+)
+
+SET: Final = _kind(
+    "set",
+    "a shared set",
+    pure=("__contains__", "__len__", "copy", "issubset", "issuperset", "isdisjoint"),
+    reads=("__iter__", "union", "intersection", "difference", "symmetric_difference",
+           "__repr__", "__str__"),
+    writes=(
+        "add",
+        "discard",
+        "remove",
+        "pop",
+        "clear",
+        "update",
+        "difference_update",
+        "intersection_update",
+        "symmetric_difference_update",
+    ),
+    watchable=True,
+)
+
+NAMESPACE: Final = _kind(
+    "Namespace",
+    "a shared attribute namespace",
+    pure=("__getattribute__",),
+    reads=("__repr__", "__str__", "_asdict"),
+    writes=("__setattr__", "__delattr__"),
+    watchable=True,
+)
+
+VALUE: Final = _kind(
+    "Value",
+    "a shared single value",
+    pure=("get",),
+    reads=("__repr__", "__str__"),
+    writes=("set",),
+    watchable=True,
+)
+
+ARRAY: Final = _kind(
+    "Array",
+    "a shared typed array",
+    pure=("__len__", "__getitem__", "tolist"),
+    reads=("__repr__", "__str__"),
+    writes=("__setitem__",),
+    watchable=True,
+)
+
+LOCK: Final = _kind(
+    "Lock",
+    "a lock, released when its holder dies",
+    reads=("locked", "__repr__", "__str__"),
+    writes=("acquire", "release"),
+    blocking=("acquire",),
+    owned=("acquire", "release"),
+)
+
+RLOCK: Final = _kind(
+    "RLock",
+    "a reentrant lock, released when its holder dies",
+    reads=("locked", "_is_owned", "__repr__", "__str__"),
+    writes=("acquire", "release"),
+    blocking=("acquire",),
+    owned=("acquire", "release", "_is_owned"),
+)
+
+SEMAPHORE: Final = _kind(
+    "Semaphore",
+    "a semaphore whose slots return when their holder dies",
+    reads=("get_value", "__repr__", "__str__"),
+    writes=("acquire", "release"),
+    blocking=("acquire",),
+    owned=("acquire", "release"),
+)
+
+BOUNDED_SEMAPHORE: Final = _kind(
+    "BoundedSemaphore",
+    "a bounded semaphore whose slots return when their holder dies",
+    reads=("get_value", "__repr__", "__str__"),
+    writes=("acquire", "release"),
+    blocking=("acquire",),
+    owned=("acquire", "release"),
+)
+
+CONDITION: Final = _kind(
+    "Condition",
+    "a condition variable over a shared lock",
+    reads=("__repr__", "__str__"),
+    writes=("acquire", "release", "wait", "notify", "notify_all"),
+    blocking=("acquire", "wait"),
+    owned=("acquire", "release", "wait", "notify", "notify_all"),
+)
+
+EVENT: Final = _kind(
+    "Event",
+    "an event flag",
+    reads=("is_set", "__repr__", "__str__"),
+    writes=("set", "clear"),
+    blocking=("wait",),
+    watchable=True,
+)
+
+BARRIER: Final = _kind(
+    "Barrier",
+    "a barrier that breaks when a waiting party dies",
+    reads=("__getattribute__", "__repr__", "__str__"),
+    writes=("wait", "abort", "reset"),
+    blocking=("wait",),
+)
+
+def _queue(name: str, doc: str) -> Kind:
+    return _kind(
+        name,
+        doc,
+        reads=("qsize", "empty", "full", "__repr__", "__str__"),
+        writes=("put", "put_nowait", "get", "get_nowait", "task_done"),
+        blocking=("put", "get", "join"),
+    )
+
+
+QUEUE: Final = _queue("Queue", "a FIFO queue")
+JOINABLE_QUEUE: Final = _queue(
+    "JoinableQueue", "a FIFO queue whose unfinished items return when their consumer dies"
+)
+
+#: Every built-in kind, by name.
+KINDS: Final[Mapping[str, Kind]] = MappingProxyType(
+    {
+        k.name: k
+        for k in (
+            DICT,
+            LIST,
+            SET,
+            NAMESPACE,
+            VALUE,
+            ARRAY,
+            LOCK,
+            RLOCK,
+            SEMAPHORE,
+            BOUNDED_SEMAPHORE,
+            CONDITION,
+            EVENT,
+            BARRIER,
+            QUEUE,
+            JOINABLE_QUEUE,
+        )
+    }
+)
+
+
+def kind_for_typeid(name: str) -> Kind | None:
+    """Return the built-in kind called ``name``, or ``None`` for other typeids."""
+    return KINDS.get(name)

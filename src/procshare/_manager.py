@@ -1,0 +1,585 @@
+"""``BaseManager`` and ``SyncManager``: the standard library's manager API on procshare's server.
+
+The API is ``multiprocessing.managers``'s: ``register`` (typeid, callable, proxytype, exposed,
+method_to_typeid, create_method), ``start(initializer, initargs)``, ``connect()``,
+``shutdown()``, ``get_server().serve_forever()``, ``address``, ``join()``, the context manager,
+and ``SyncManager``'s factories. What happens behind it is procshare's: one event-loop server
+with native shared types (see ``_server``), a sans-IO protocol, one multiplexed connection per
+process.
+
+Differences from the standard library (improvements, documented in the README):
+* a process holding a Lock/RLock/Semaphore/Condition that dies releases it; queues and barriers
+  survive a dead party (see ``_server/_objects.py`` for the rule);
+* the server started by ``start()`` exits once its owner process has died and no client is
+  connected any more (the standard library's lingers forever);
+* ``("", port)`` binds the loopback interface; pass ``"0.0.0.0"`` to accept other machines;
+* ``SyncManager`` also offers ``set()`` (as Python 3.14 does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from multiprocessing import connection, pool, util
+from multiprocessing.process import AuthenticationString
+from typing import Any, NamedTuple
+
+from ._address import Address, parse_address
+from ._client._channel import Channel, forget_channels, get_channel
+from ._client._proxies import (
+    AcquirerProxy,
+    ArrayProxy,
+    AutoProxy,
+    BarrierProxy,
+    BaseProxy,
+    ConditionProxy,
+    DictProxy,
+    EventProxy,
+    IteratorProxy,
+    ListProxy,
+    NamespaceProxy,
+    PoolProxy,
+    QueueProxy,
+    RebuildProxy,
+    SetProxy,
+    ValueProxy,
+)
+from ._context import managers_by_address
+from ._errors import ManagerStateError, ProcshareError
+from ._protocol import Create
+from ._serializers import serializer_names
+from ._server import _objects
+from ._server._core import ServerType
+from ._server._transport import Server
+
+__all__ = ["BaseManager", "Registration", "State", "SyncManager"]
+
+
+class State:
+    """The life of a manager (same values as the standard library's)."""
+
+    __slots__ = ["value"]
+    INITIAL = 0
+    STARTED = 1
+    SHUTDOWN = 2
+
+    def __init__(self) -> None:
+        self.value = State.INITIAL
+
+
+class Registration(NamedTuple):
+    """One registered typeid. A tuple in the standard library's order, with names."""
+
+    callable: Callable[..., Any] | None
+    exposed: tuple[str, ...] | None
+    method_to_typeid: Mapping[str, str] | None
+    proxytype: Any
+
+
+# Callables the server implements natively, whatever proxy they are registered with.
+_OWN_KINDS: dict[Any, str] = {
+    dict: "dict",
+    list: "list",
+    set: "set",
+    _objects.Namespace: "Namespace",
+    _objects.Value: "Value",
+    _objects.Array: "Array",
+    _objects.Lock: "Lock",
+    _objects.RLock: "RLock",
+    _objects.Semaphore: "Semaphore",
+    _objects.BoundedSemaphore: "BoundedSemaphore",
+    _objects.Condition: "Condition",
+    _objects.Event: "Event",
+    _objects.Barrier: "Barrier",
+    _objects.Queue: "Queue",
+    _objects.JoinableQueue: "JoinableQueue",
+}
+
+# Standard-library callables we implement natively when registered with a typed proxy (with
+# AutoProxy, clients may call any public method of the real class, so it stays custom).
+_STDLIB_KINDS: dict[Any, str] = {
+    threading.Lock: "Lock",
+    threading.RLock: "RLock",
+    threading.Semaphore: "Semaphore",
+    threading.BoundedSemaphore: "BoundedSemaphore",
+    threading.Condition: "Condition",
+    threading.Event: "Event",
+    threading.Barrier: "Barrier",
+    queue.Queue: "Queue",
+}
+
+
+def _native_kind(typeid: str, reg: Registration) -> str | None:
+    try:
+        kind = _OWN_KINDS.get(reg.callable)
+        if kind is None and reg.proxytype is not AutoProxy:
+            kind = _STDLIB_KINDS.get(reg.callable)
+    except TypeError:  # an unhashable callable
+        return None
+    if kind == "Queue" and typeid == "JoinableQueue":
+        kind = "JoinableQueue"
+    return kind
+
+
+def _server_types(registry: Mapping[str, Registration]) -> dict[str, ServerType]:
+    types = {}
+    for typeid, reg in registry.items():
+        kind = _native_kind(typeid, reg)
+        types[typeid] = ServerType(
+            typeid=typeid,
+            kind=kind,
+            factory=None if kind is not None else reg.callable,
+            # native kinds expose their handler table; custom ones what was registered
+            exposed=None if kind is not None or reg.exposed is None else tuple(reg.exposed),
+            method_to_typeid=dict(reg.method_to_typeid) if reg.method_to_typeid else None,
+            proxytype=reg.proxytype,
+        )
+    return types
+
+
+class BaseManager:
+    """Starts (or connects to) a procshare server and creates shared objects on it.
+
+    Args (the standard library's, then procshare's, keyword-only):
+        address: where the server listens: a unix socket path, ``unix:///path``,
+            ``(host, port)`` or ``tcp://host:port``; default: a private unix socket.
+        authkey: the secret clients must know (default: this process's authkey).
+        serializer: ``"pickle"``.
+        ctx: the multiprocessing context used to start the server process.
+        shutdown_timeout: seconds ``shutdown()`` waits for the server before terminating it.
+        release_delay: seconds an object nobody references is kept before it is freed.
+        spin: seconds the server busy-polls after activity before sleeping (speed vs. CPU).
+        max_frame: the largest message, in bytes, the server accepts.
+    """
+
+    _registry: dict[str, Registration] = {}
+    _Server = Server
+
+    def __init__(
+        self,
+        address: Any = None,
+        authkey: bytes | None = None,
+        serializer: str = "pickle",
+        ctx: Any = None,
+        *,
+        shutdown_timeout: float = 1.0,
+        release_delay: float = 5.0,
+        spin: float | None = None,
+        max_frame: int | None = None,
+    ) -> None:
+        if authkey is None:
+            authkey = multiprocessing.current_process().authkey
+        if serializer not in serializer_names():
+            raise ValueError(
+                f"serializer {serializer!r} is not available; use one of {serializer_names()}"
+            )
+        self._address: Address | None = parse_address(address)
+        self._authkey = AuthenticationString(authkey)
+        self._state = State()
+        self._serializer = serializer
+        self._ctx = ctx or multiprocessing.get_context()
+        self._shutdown_timeout = shutdown_timeout
+        self._options: dict[str, Any] = {"release_delay": release_delay}
+        if spin is not None:
+            self._options["spin"] = spin
+        if max_frame is not None:
+            self._options["max_frame"] = max_frame
+        self._process: Any = None
+
+    # -- state checks -------------------------------------------------------------------------
+
+    def _check_initial(self) -> None:
+        if self._state.value == State.STARTED:
+            raise ManagerStateError("Already started server")
+        if self._state.value == State.SHUTDOWN:
+            raise ManagerStateError("Manager has shut down")
+
+    def _check_started(self) -> None:
+        if self._state.value == State.INITIAL:
+            raise ManagerStateError("server not yet started: call start() or connect() first")
+        if self._state.value == State.SHUTDOWN:
+            raise ManagerStateError("Manager has shut down")
+
+    # -- starting and connecting --------------------------------------------------------------
+
+    @classmethod
+    def _make_server(
+        cls,
+        registry: Mapping[str, Registration],
+        address: Address | None,
+        authkey: bytes,
+        serializer: str,
+        **options: Any,
+    ) -> Server:
+        return cls._Server(
+            _server_types(registry),
+            address,
+            bytes(authkey),
+            rebuild=RebuildProxy,
+            serializers=(serializer,),
+            **options,
+        )
+
+    def get_server(self) -> Server:
+        """Return a server (with ``serve_forever()`` and ``address``) to run in this process."""
+        self._check_initial()
+        return self._make_server(
+            self._registry, self._address, self._authkey, self._serializer, **self._options
+        )
+
+    def connect(self) -> None:
+        """Connect to a server already running at ``address``."""
+        if self._address is None:
+            raise ValueError("connect() needs the address of a running server")
+        get_channel(self._address, bytes(self._authkey), self._serializer).control("ping")
+        self._state.value = State.STARTED
+        managers_by_address[self._address] = self
+
+    def start(
+        self, initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = ()
+    ) -> None:
+        """Start a server process for this manager.
+
+        Raises:
+            ManagerStateError: already started, or shut down.
+            TypeError: ``initializer`` is not callable.
+            OSError: the server could not listen on ``address`` (the child's error).
+        """
+        self._check_initial()
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        reader, writer = connection.Pipe(duplex=False)
+        self._process = self._ctx.Process(
+            target=type(self)._run_server,
+            args=(
+                self._registry,
+                self._address,
+                self._authkey,
+                self._serializer,
+                writer,
+                initializer,
+                tuple(initargs),
+                os.getpid(),
+                self._options,
+            ),
+        )
+        ident = ":".join(str(i) for i in self._process._identity)
+        self._process.name = f"{type(self).__name__}-{ident}"
+        self._process.start()
+        writer.close()
+        try:
+            status, payload = reader.recv()
+        except EOFError:
+            self._process.join(5)
+            raise ManagerStateError(
+                f"the manager's server process exited (code {self._process.exitcode}) "
+                "before it was ready"
+            ) from None
+        finally:
+            reader.close()
+        if status != "ok":
+            self._process.join(5)
+            raise payload
+        self._address = payload
+        self._state.value = State.STARTED
+        managers_by_address[payload] = self
+        self.shutdown = util.Finalize(
+            self,
+            type(self)._finalize_manager,
+            args=(self._process, self._address, self._authkey, self._state,
+                  self._shutdown_timeout),
+            exitpriority=0,
+        )
+
+    @classmethod
+    def _run_server(
+        cls,
+        registry: Mapping[str, Registration],
+        address: Address | None,
+        authkey: bytes,
+        serializer: str,
+        writer: Any,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        owner_pid: int | None = None,
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Create a server, report its address through ``writer``, and serve (in the child)."""
+        # As the stdlib (bpo-36368): Ctrl-C in a terminal must not kill the server before the
+        # parent had a chance to shut it down cleanly.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if initializer is not None:
+            initializer(*initargs)
+        try:
+            server = cls._make_server(
+                registry, address, authkey, serializer, owner_pid=owner_pid, **(options or {})
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises it
+            writer.send(("error", exc))
+            writer.close()
+            return
+        writer.send(("ok", server.address))
+        writer.close()
+        multiprocessing.current_process()._manager_server = server  # type: ignore[attr-defined]
+        server.serve_forever()
+
+    @staticmethod
+    def _finalize_manager(
+        process: Any, address: Address, authkey: bytes, state: State, shutdown_timeout: float
+    ) -> None:
+        """Stop the server process (registered as a finalizer by ``start()``)."""
+        if process.is_alive():
+            with contextlib.suppress(Exception):
+                channel = Channel(address, bytes(authkey), connect_timeout=shutdown_timeout)
+                try:
+                    channel.control("shutdown")
+                finally:
+                    channel.close()
+            process.join(timeout=shutdown_timeout)
+            if process.is_alive():
+                process.terminate()
+                process.join(timeout=shutdown_timeout)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+        state.value = State.SHUTDOWN
+        forget_channels(address)
+        managers_by_address.pop(address, None)
+
+    def shutdown(self) -> None:
+        """Stop the server (replaced by a finalizer once ``start()`` has run)."""
+        if self._state.value == State.STARTED and self._process is None:
+            self._state.value = State.SHUTDOWN  # connected, not owning: just forget it
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the server process (started by ``start()``) to end."""
+        if self._process is not None:
+            self._process.join(timeout)
+            if not self._process.is_alive():
+                self._process = None
+
+    @property
+    def address(self) -> Address | None:
+        """Where the server listens: a unix socket path, or a ``(host, port)`` tuple."""
+        return self._address
+
+    def __enter__(self) -> BaseManager:
+        if self._state.value == State.INITIAL:
+            self.start()
+        self._check_started()
+        return self
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        self.shutdown()
+
+    def __reduce__(self) -> Any:
+        raise TypeError(
+            "a manager cannot be pickled; pass its proxies (or its address and authkey) instead"
+        )
+
+    # -- talking to the server ----------------------------------------------------------------
+
+    def _channel(self) -> Channel:
+        self._check_started()
+        if self._address is None:
+            raise ManagerStateError("the manager has no address")
+        return get_channel(self._address, bytes(self._authkey), self._serializer)
+
+    def _create_proxy(
+        self, typeid: str, args: tuple[Any, ...], kwds: dict[str, Any] | None
+    ) -> Any:
+        """Create a ``typeid`` object on the server and return its proxy."""
+        proxy = self._channel().request(Create(0, typeid, args, kwds or None, 0))
+        if not isinstance(proxy, BaseProxy):
+            raise ProcshareError(f"the server answered creation with {type(proxy).__name__}")
+        reg = self._registry.get(typeid)
+        wanted = reg.proxytype if reg is not None else None
+        if wanted is not None and not _is_of_proxytype(proxy, wanted):
+            # This client registered another proxy type than the server: honour the client's.
+            converted = wanted(
+                proxy._token, self._serializer, manager=self, authkey=self._authkey,
+                exposed=proxy._exposed_, incref=False,
+            )
+            converted._ref_pid, proxy._ref_pid = proxy._ref_pid, 0
+            proxy = converted
+        proxy._manager = self
+        return proxy
+
+    def _create(self, typeid: str, /, *args: Any, **kwds: Any) -> tuple[Any, tuple[str, ...]]:
+        """Create a shared object; return its token and exposed methods (stdlib internal API).
+
+        The reference taken for it is held by this process until it exits.
+        """
+        proxy = self._create_proxy(typeid, args, kwds)
+        proxy._ref_pid = 0  # keep the reference: the caller builds its own proxy from the token
+        return proxy._token, tuple(proxy._exposed_)
+
+    def _debug_info(self) -> str:
+        """Text describing every shared object and its reference count."""
+        return self._channel().control("debug_info")  # type: ignore[no-any-return]
+
+    def _number_of_objects(self) -> int:
+        """How many shared objects the server holds."""
+        return self._channel().control("number_of_objects")  # type: ignore[no-any-return]
+
+    def stats(self) -> dict[str, Any]:
+        """A snapshot of the server: objects (with holders and waiters), sessions, counters."""
+        return self._channel().control("stats")  # type: ignore[no-any-return]
+
+    # -- registration -------------------------------------------------------------------------
+
+    @classmethod
+    def register(
+        cls,
+        typeid: str,
+        callable: Callable[..., Any] | None = None,  # noqa: A002 - the stdlib's name
+        proxytype: Any = None,
+        exposed: Iterable[str] | None = None,
+        method_to_typeid: Mapping[str, str] | None = None,
+        create_method: bool = True,
+    ) -> None:
+        """Register a type (or a callable returning shared objects) under ``typeid``.
+
+        Same parameters as the standard library. ``callable`` runs in the server; with
+        ``create_method`` the manager gains a method named ``typeid`` that calls it and returns
+        a proxy of type ``proxytype`` (default ``AutoProxy``: the referent's public methods).
+
+        Raises:
+            TypeError: a ``method_to_typeid`` key or value is not a string.
+        """
+        if not isinstance(typeid, str):
+            raise TypeError(f"typeid must be a str, not {type(typeid).__name__}")
+        if "_registry" not in cls.__dict__:
+            cls._registry = cls._registry.copy()
+        if proxytype is None:
+            proxytype = AutoProxy
+        exposed = exposed or getattr(proxytype, "_exposed_", None)
+        method_to_typeid = method_to_typeid or getattr(proxytype, "_method_to_typeid_", None)
+        if method_to_typeid:
+            for key, value in method_to_typeid.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    raise TypeError(f"method_to_typeid must map str to str, got {key!r}: {value!r}")
+        cls._registry[typeid] = Registration(
+            callable,
+            None if exposed is None else tuple(exposed),
+            dict(method_to_typeid) if method_to_typeid else None,
+            proxytype,
+        )
+        if create_method:
+
+            def create(self: BaseManager, /, *args: Any, **kwds: Any) -> Any:
+                return self._create_proxy(typeid, args, kwds)
+
+            create.__name__ = typeid
+            create.__qualname__ = f"{cls.__name__}.{typeid}"
+            create.__doc__ = f"Create a shared {typeid!r} object and return a proxy for it."
+            setattr(cls, typeid, create)
+
+
+def _is_of_proxytype(proxy: BaseProxy, proxytype: Any) -> bool:
+    if proxytype is AutoProxy:
+        return proxy._isauto
+    return isinstance(proxytype, type) and isinstance(proxy, proxytype)
+
+
+class SyncManager(BaseManager):
+    """A manager offering every shared type of the standard library's ``SyncManager``.
+
+    ``multiprocessing.Manager()``'s counterpart is :func:`procshare.Manager`, which returns a
+    started ``SyncManager``.
+    """
+
+    def dict(self, *args: Any, **kwargs: Any) -> DictProxy[Any, Any]:
+        """A shared ``dict`` (same arguments as ``dict()``)."""
+        return self._create_proxy("dict", args, kwargs)  # type: ignore[no-any-return]
+
+    def list(self, *args: Any) -> ListProxy[Any]:
+        """A shared ``list`` (same arguments as ``list()``)."""
+        return self._create_proxy("list", args, None)  # type: ignore[no-any-return]
+
+    def set(self, *args: Any) -> SetProxy[Any]:
+        """A shared ``set`` (same arguments as ``set()``)."""
+        return self._create_proxy("set", args, None)  # type: ignore[no-any-return]
+
+    def Namespace(self, **kwargs: Any) -> NamespaceProxy:  # noqa: N802
+        """A shared attribute namespace."""
+        return self._create_proxy("Namespace", (), kwargs)  # type: ignore[no-any-return]
+
+    def Value(self, typecode: Any, value: Any, lock: bool = True) -> ValueProxy[Any]:  # noqa: N802
+        """A shared value (``typecode`` is informative, as in the standard library)."""
+        return self._create_proxy("Value", (typecode, value, lock), None)  # type: ignore[no-any-return]
+
+    def Array(self, typecode: str, sequence: Iterable[Any], lock: bool = True) -> ArrayProxy[Any]:  # noqa: N802
+        """A shared ``array.array``."""
+        return self._create_proxy("Array", (typecode, sequence, lock), None)  # type: ignore[no-any-return]
+
+    def Lock(self) -> AcquirerProxy:  # noqa: N802
+        """A shared lock, released by the server if its holder dies."""
+        return self._create_proxy("Lock", (), None)  # type: ignore[no-any-return]
+
+    def RLock(self) -> AcquirerProxy:  # noqa: N802
+        """A shared reentrant lock, released by the server if its holder dies."""
+        return self._create_proxy("RLock", (), None)  # type: ignore[no-any-return]
+
+    def Semaphore(self, value: int = 1) -> AcquirerProxy:  # noqa: N802
+        """A shared semaphore."""
+        return self._create_proxy("Semaphore", (value,), None)  # type: ignore[no-any-return]
+
+    def BoundedSemaphore(self, value: int = 1) -> AcquirerProxy:  # noqa: N802
+        """A shared bounded semaphore."""
+        return self._create_proxy("BoundedSemaphore", (value,), None)  # type: ignore[no-any-return]
+
+    def Condition(self, lock: Any = None) -> ConditionProxy:  # noqa: N802
+        """A shared condition variable, over ``lock`` (a shared Lock/RLock) or a new RLock."""
+        return self._create_proxy("Condition", (lock,), None)  # type: ignore[no-any-return]
+
+    def Event(self) -> EventProxy:  # noqa: N802
+        """A shared event."""
+        return self._create_proxy("Event", (), None)  # type: ignore[no-any-return]
+
+    def Barrier(  # noqa: N802
+        self, parties: int, action: Callable[[], Any] | None = None, timeout: float | None = None
+    ) -> BarrierProxy:
+        """A shared barrier (``action`` runs in the server when it trips)."""
+        return self._create_proxy("Barrier", (parties, action, timeout), None)  # type: ignore[no-any-return]
+
+    def Queue(self, maxsize: int = 0) -> QueueProxy[Any]:  # noqa: N802
+        """A shared FIFO queue."""
+        return self._create_proxy("Queue", (maxsize,), None)  # type: ignore[no-any-return]
+
+    def JoinableQueue(self, maxsize: int = 0) -> QueueProxy[Any]:  # noqa: N802
+        """A shared queue with ``task_done``/``join``; a dead consumer's items come back."""
+        return self._create_proxy("JoinableQueue", (maxsize,), None)  # type: ignore[no-any-return]
+
+    def Pool(self, *args: Any, **kwargs: Any) -> PoolProxy:  # noqa: N802
+        """A ``multiprocessing.pool.Pool`` living in the server process."""
+        return self._create_proxy("Pool", args, kwargs)  # type: ignore[no-any-return]
+
+
+for _typeid, _callable, _proxytype in (
+    ("Queue", _objects.Queue, QueueProxy),
+    ("JoinableQueue", _objects.JoinableQueue, QueueProxy),
+    ("Event", _objects.Event, EventProxy),
+    ("Lock", _objects.Lock, AcquirerProxy),
+    ("RLock", _objects.RLock, AcquirerProxy),
+    ("Semaphore", _objects.Semaphore, AcquirerProxy),
+    ("BoundedSemaphore", _objects.BoundedSemaphore, AcquirerProxy),
+    ("Condition", _objects.Condition, ConditionProxy),
+    ("Barrier", _objects.Barrier, BarrierProxy),
+    ("Pool", pool.Pool, PoolProxy),
+    ("list", list, ListProxy),
+    ("dict", dict, DictProxy),
+    ("set", set, SetProxy),
+    ("Value", _objects.Value, ValueProxy),
+    ("Array", _objects.Array, ArrayProxy),
+    ("Namespace", _objects.Namespace, NamespaceProxy),
+):
+    SyncManager.register(_typeid, _callable, _proxytype, create_method=False)
+SyncManager.register("Iterator", proxytype=IteratorProxy, create_method=False)
+SyncManager.register("AsyncResult", create_method=False)
+del _typeid, _callable, _proxytype

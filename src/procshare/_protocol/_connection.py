@@ -1,0 +1,626 @@
+"""The two ends of a procshare connection as pure state machines (the h11 pattern).
+
+Bytes go in with ``receive_data(data)`` (``b""`` for end of file); typed events come out of
+``next_event()`` until it returns ``NEED_DATA``; messages to send become bytes through the
+``encode_*``/``send`` methods. Nothing here touches a socket, a thread, or a clock, so the
+protocol is tested by driving two ends against each other in memory.
+
+Handshake (mutual HMAC-SHA256 proof of the authkey; no payload is deserialized before it ends)::
+
+    server -> HELLO   {"magic", "protocol", "nonce", "serializers", "max_frame"}
+    client -> LOGIN   {"protocol", "serializer", "nonce", "proof", "info"}
+    server -> WELCOME {"proof", "info"}        or DENIED {"reason"} and close
+
+States (a table, not an if-chain): the transitions each end accepts are listed in
+``_SERVER_ACCEPTS`` / ``_CLIENT_ACCEPTS``; any other opcode in a state is a protocol violation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import traceback
+from enum import Enum
+from typing import Any, Final, NamedTuple
+
+from .._errors import (
+    AuthenticationError,
+    ProtocolError,
+    RemoteError,
+    SerializationError,
+)
+from .._serializers import Serializer, get_serializer
+from ._framing import (
+    DEFAULT_MAX_FRAME,
+    HANDSHAKE_MAX_FRAME,
+    Flag,
+    FrameReader,
+    pack,
+)
+from ._messages import (
+    Batch,
+    Call,
+    Control,
+    Create,
+    Failure,
+    Op,
+    Push,
+    Release,
+    Result,
+    Retain,
+    Unwatch,
+    Watch,
+)
+
+__all__ = [
+    "NEED_DATA",
+    "PROTOCOL_VERSION",
+    "Authenticated",
+    "BadRequest",
+    "ClientProtocol",
+    "ConnectionClosed",
+    "ConnState",
+    "Ready",
+    "ServerProtocol",
+]
+
+PROTOCOL_VERSION: Final = 1
+MAGIC: Final = "procshare"
+NONCE_SIZE: Final = 32
+
+
+class _NeedData:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: ``next_event()`` returns this when no complete event is buffered.
+NEED_DATA: Final = _NeedData()
+
+
+class ConnState(Enum):
+    """Where a connection is in its life."""
+
+    AWAIT_HELLO = "await-hello"  # client: waiting for the server's greeting
+    AWAIT_LOGIN = "await-login"  # server: greeting sent, waiting for credentials
+    AWAIT_WELCOME = "await-welcome"  # client: credentials sent
+    READY = "ready"  # authenticated: requests and replies flow
+    CLOSED = "closed"  # end of file seen, or a fatal error
+
+
+class Authenticated(NamedTuple):
+    """Server side: the client proved it knows the authkey."""
+
+    serializer: str
+    info: dict[str, Any]
+
+
+class Ready(NamedTuple):
+    """Client side: the server proved it knows the authkey; requests may flow."""
+
+    info: dict[str, Any]
+
+
+class BadRequest(NamedTuple):
+    """Server side: a well-framed request whose payload could not be decoded.
+
+    Not fatal to the connection: the server answers ``req_id`` with ``error`` and carries on.
+    """
+
+    req_id: int
+    error: Exception
+
+
+class ConnectionClosed(NamedTuple):
+    """The peer closed its end. ``truncated`` when it stopped in the middle of a frame."""
+
+    truncated: bool = False
+
+
+def _proof(authkey: bytes, label: bytes, first: bytes, second: bytes) -> bytes:
+    return hmac.new(authkey, label + first + second, hashlib.sha256).digest()
+
+
+def _json_frame(opcode: Op, body: dict[str, Any]) -> bytes:
+    return pack(opcode, 0, 0, json.dumps(body, separators=(",", ":")).encode())
+
+
+def _json_body(payload: bytes) -> dict[str, Any]:
+    try:
+        body = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"handshake payload is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("handshake payload is not a JSON object")
+    return body
+
+
+def _hex_field(body: dict[str, Any], key: str, size: int) -> bytes:
+    value = body.get(key)
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        raw = None
+    if raw is None or len(raw) != size:
+        raise ProtocolError(f"handshake field {key!r} must be {size} hex-encoded bytes")
+    return raw
+
+
+def _not_ready(_value: Any) -> Any:
+    raise ProtocolError("the connection is not authenticated yet")
+
+
+def _exception_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+
+
+class _Base:
+    """What both ends share: the frame reader, the state, and the serializer once agreed."""
+
+    def __init__(self, authkey: bytes, max_frame: int) -> None:
+        if not isinstance(authkey, (bytes, bytearray)):
+            raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
+        self._authkey = bytes(authkey)
+        self._max_frame = max_frame
+        self._reader = FrameReader(min(max_frame, HANDSHAKE_MAX_FRAME))
+        self._eof = False
+        self._out: list[bytes] = []
+        self.state: ConnState = ConnState.CLOSED
+        self.serializer: Serializer | None = None
+        self._dumps: Any = _not_ready
+        self._loads: Any = _not_ready
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes read from the peer; ``b""`` means the peer closed its end."""
+        if data:
+            if self._eof:
+                raise ProtocolError("data received after end of file")
+            self._reader.feed(data)
+        else:
+            self._eof = True
+
+    def data_to_send(self) -> bytes:
+        """Bytes the state machine produced by itself (handshake frames), to be sent in order."""
+        if not self._out:
+            return b""
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def _closed_event(self) -> ConnectionClosed:
+        self.state = ConnState.CLOSED
+        return ConnectionClosed(truncated=self._reader.buffered > 0)
+
+    def _fail(self, exc: Exception) -> Exception:
+        self.state = ConnState.CLOSED
+        return exc
+
+    def _enter_ready(self, serializer: Serializer) -> None:
+        self.serializer = serializer
+        self._dumps = serializer.dumps
+        self._loads = serializer.loads
+        self._reader.max_frame = self._max_frame
+        self.state = ConnState.READY
+
+
+class ServerProtocol(_Base):
+    """The server's end of one connection.
+
+    Args:
+        authkey: the shared secret; clients must prove they know it.
+        serializers: names the server accepts, in order of preference.
+        info: sent to the client in WELCOME once it has authenticated (server pid, session id).
+        max_frame: largest frame accepted after authentication.
+        nonce: the challenge; random unless a test fixes it.
+    """
+
+    def __init__(
+        self,
+        authkey: bytes,
+        *,
+        serializers: tuple[str, ...] = ("pickle",),
+        info: dict[str, Any] | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        nonce: bytes | None = None,
+    ) -> None:
+        super().__init__(authkey, max_frame)
+        for name in serializers:
+            get_serializer(name)  # fail at construction, not at the first login
+        self._serializers = serializers
+        self._info = dict(info or {})
+        self._nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
+        self.state = ConnState.AWAIT_LOGIN
+        self._out.append(
+            _json_frame(
+                Op.HELLO,
+                {
+                    "magic": MAGIC,
+                    "protocol": PROTOCOL_VERSION,
+                    "nonce": self._nonce.hex(),
+                    "serializers": list(serializers),
+                    "max_frame": max_frame,
+                },
+            )
+        )
+
+    # -- events -------------------------------------------------------------------------------
+
+    def next_event(self) -> Any:
+        """Return the next event: a request message, ``Authenticated``, ``BadRequest``,
+        ``ConnectionClosed``, or ``NEED_DATA``.
+
+        Raises:
+            AuthenticationError: the client's proof is wrong (a DENIED frame is queued in
+                ``data_to_send()``; close the connection after sending it).
+            ProtocolError: the client broke the protocol; close the connection.
+        """
+        if self.state is ConnState.CLOSED:
+            return ConnectionClosed()
+        try:
+            frame = self._reader.next_frame()
+        except ProtocolError as exc:
+            raise self._fail(exc) from None
+        if frame is None:
+            return self._closed_event() if self._eof else NEED_DATA
+        opcode, flags, req_id, payload = frame
+        if self.state is ConnState.READY:
+            decode = _REQUEST_DECODERS.get(opcode)
+            if decode is None:
+                raise self._fail(ProtocolError(f"unexpected opcode {opcode} from client"))
+            return decode(self, req_id, payload)
+        if opcode != Op.LOGIN:
+            raise self._fail(ProtocolError(f"expected LOGIN, got opcode {opcode}"))
+        return self._login(_json_body(payload))
+
+    def _login(self, body: dict[str, Any]) -> Authenticated:
+        if body.get("protocol") != PROTOCOL_VERSION:
+            self._deny(f"protocol version {body.get('protocol')!r} is not {PROTOCOL_VERSION}")
+            raise self._fail(ProtocolError("client speaks another protocol version"))
+        name = body.get("serializer")
+        if name not in self._serializers:
+            self._deny(f"serializer {name!r} is not accepted; use one of {self._serializers}")
+            raise self._fail(ProtocolError(f"client asked for serializer {name!r}"))
+        try:
+            client_nonce = _hex_field(body, "nonce", NONCE_SIZE)
+            proof = _hex_field(body, "proof", hashlib.sha256().digest_size)
+        except ProtocolError:
+            self._deny("malformed login")
+            raise
+        expected = _proof(self._authkey, b"procshare-login", self._nonce, client_nonce)
+        if not hmac.compare_digest(proof, expected):
+            self._deny("authentication failed: wrong authkey")
+            raise self._fail(AuthenticationError("client failed the authkey challenge"))
+        info = body.get("info")
+        welcome = {
+            "proof": _proof(self._authkey, b"procshare-welcome", client_nonce, self._nonce).hex(),
+            "info": self._info,
+        }
+        self._out.append(_json_frame(Op.WELCOME, welcome))
+        self._enter_ready(get_serializer(str(name)))
+        return Authenticated(str(name), info if isinstance(info, dict) else {})
+
+    def _deny(self, reason: str) -> None:
+        self._out.append(_json_frame(Op.DENIED, {"reason": reason}))
+
+    # -- request decoders (READY) -----------------------------------------------------------
+
+    def _payload(self, req_id: int, payload: bytes) -> Any:
+        return self._loads(payload)
+
+    def _decode_call(self, req_id: int, payload: bytes) -> Call | BadRequest:
+        try:
+            body = self._payload(req_id, payload)
+            return _make_call(req_id, body)
+        except (SerializationError, ProtocolError) as exc:
+            return BadRequest(req_id, exc)
+
+    def _decode_create(self, req_id: int, payload: bytes) -> Create | BadRequest:
+        try:
+            body = self._payload(req_id, payload)
+            if not (type(body) is tuple and len(body) == 4):
+                raise ProtocolError("CREATE payload must be (typeid, args, kwargs, owner)")
+            typeid, args, kwargs, owner = body
+            if type(typeid) is not str:
+                raise ProtocolError("CREATE typeid must be a str")
+            _check_call_parts(args, kwargs, owner)
+            return Create(req_id, typeid, args, kwargs, owner)
+        except (SerializationError, ProtocolError) as exc:
+            return BadRequest(req_id, exc)
+
+    def _decode_control(self, req_id: int, payload: bytes) -> Control | BadRequest:
+        try:
+            body = self._payload(req_id, payload)
+            if not (
+                type(body) is tuple
+                and len(body) == 2
+                and type(body[0]) is str
+                and type(body[1]) is tuple
+            ):
+                raise ProtocolError("CONTROL payload must be (command, args)")
+            return Control(req_id, body[0], body[1])
+        except (SerializationError, ProtocolError) as exc:
+            return BadRequest(req_id, exc)
+
+    def _decode_batch(self, req_id: int, payload: bytes) -> Batch | BadRequest:
+        try:
+            body = self._payload(req_id, payload)
+            if type(body) is not tuple:
+                raise ProtocolError("BATCH payload must be a tuple of calls")
+            return Batch(req_id, tuple(_make_call(req_id, item) for item in body))
+        except (SerializationError, ProtocolError) as exc:
+            return BadRequest(req_id, exc)
+
+    def _decode_ids(self, req_id: int, payload: bytes) -> tuple[int, ...]:
+        try:
+            ids = self._payload(req_id, payload)
+        except SerializationError:
+            ids = None
+        if type(ids) is not tuple or not all(type(i) is int for i in ids):
+            raise self._fail(ProtocolError("RETAIN/RELEASE payload must be a tuple of ints"))
+        return ids
+
+    def _decode_retain(self, req_id: int, payload: bytes) -> Retain:
+        return Retain(self._decode_ids(req_id, payload))
+
+    def _decode_release(self, req_id: int, payload: bytes) -> Release:
+        return Release(self._decode_ids(req_id, payload))
+
+    def _decode_watch(self, req_id: int, payload: bytes) -> Watch | BadRequest:
+        try:
+            body = self._payload(req_id, payload)
+            if not (
+                type(body) is tuple
+                and len(body) == 2
+                and type(body[0]) is int
+                and type(body[1]) is dict
+            ):
+                raise ProtocolError("WATCH payload must be (obj_id, options)")
+            return Watch(req_id, body[0], body[1])
+        except (SerializationError, ProtocolError) as exc:
+            return BadRequest(req_id, exc)
+
+    def _decode_unwatch(self, req_id: int, payload: bytes) -> Unwatch | BadRequest:
+        try:
+            body = self._payload(req_id, payload)
+            if type(body) is not int:
+                raise ProtocolError("UNWATCH payload must be a subscription id")
+            return Unwatch(req_id, body)
+        except (SerializationError, ProtocolError) as exc:
+            return BadRequest(req_id, exc)
+
+    # -- encoders (READY) --------------------------------------------------------------------
+
+    def encode_result(self, req_id: int, value: Any, flags: int = 0) -> bytes:
+        """Frame a successful reply. Never raises: an unserializable value becomes a failure."""
+        if value is None:
+            return pack(Op.RESULT, flags | Flag.EMPTY, req_id)
+        try:
+            return pack(Op.RESULT, flags, req_id, self._dumps(value))
+        except SerializationError as exc:
+            return self.encode_failure(
+                req_id,
+                SerializationError(f"the result could not be serialized: {exc}"),
+                flags,
+            )
+
+    def encode_failure(self, req_id: int, error: BaseException, flags: int = 0) -> bytes:
+        """Frame a failed reply. Never raises: an unserializable error becomes a RemoteError."""
+        try:
+            payload = self._dumps(error)
+        except SerializationError:
+            remote = RemoteError(f"{type(error).__name__}: {error}", _exception_text(error))
+            payload = self._dumps(remote)
+        return pack(Op.FAILURE, flags, req_id, payload)
+
+    def encode_push(self, sub_id: int, payload: Any) -> bytes:
+        """Frame an unrequested message for subscription ``sub_id``."""
+        return pack(Op.PUSH, 0, sub_id, self._dumps(payload))
+
+
+def _check_call_parts(args: Any, kwargs: Any, owner: Any) -> None:
+    if type(args) is not tuple:
+        raise ProtocolError("call arguments must be a tuple")
+    if kwargs is not None and not (
+        type(kwargs) is dict and all(type(k) is str for k in kwargs)
+    ):
+        raise ProtocolError("call keyword arguments must be a dict with str keys")
+    if type(owner) is not int:
+        raise ProtocolError("call owner must be an int")
+
+
+def _make_call(req_id: int, body: Any) -> Call:
+    if not (type(body) is tuple and len(body) == 5):
+        raise ProtocolError("CALL payload must be (obj_id, method, args, kwargs, owner)")
+    obj_id, method, args, kwargs, owner = body
+    if type(obj_id) is not int or type(method) is not str:
+        raise ProtocolError("CALL needs an int object id and a str method name")
+    _check_call_parts(args, kwargs, owner)
+    return Call(req_id, obj_id, method, args, kwargs, owner)
+
+
+_REQUEST_DECODERS: dict[int, Any] = {
+    Op.CALL: ServerProtocol._decode_call,
+    Op.CREATE: ServerProtocol._decode_create,
+    Op.CONTROL: ServerProtocol._decode_control,
+    Op.BATCH: ServerProtocol._decode_batch,
+    Op.RETAIN: ServerProtocol._decode_retain,
+    Op.RELEASE: ServerProtocol._decode_release,
+    Op.WATCH: ServerProtocol._decode_watch,
+    Op.UNWATCH: ServerProtocol._decode_unwatch,
+}
+
+
+class ClientProtocol(_Base):
+    """The client's end of one connection.
+
+    Args:
+        authkey: the shared secret.
+        serializer: the serializer to ask for.
+        info: told to the server at login (pid, process name): shows in ``stats`` and ``top``.
+        max_frame: largest frame accepted from the server.
+        nonce: the client's challenge; random unless a test fixes it.
+    """
+
+    def __init__(
+        self,
+        authkey: bytes,
+        *,
+        serializer: str = "pickle",
+        info: dict[str, Any] | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        nonce: bytes | None = None,
+    ) -> None:
+        super().__init__(authkey, max_frame)
+        self._wanted = get_serializer(serializer)
+        self._info = dict(info or {})
+        self._nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
+        self._server_nonce = b""
+        self.state = ConnState.AWAIT_HELLO
+        #: The BUSY hint of the last frame received (see ``Flag.BUSY``).
+        self.server_busy = False
+
+    def next_event(self) -> Any:
+        """Return the next event: ``Ready``, ``Result``, ``Failure``, ``Push``,
+        ``ConnectionClosed`` or ``NEED_DATA``.
+
+        Raises:
+            AuthenticationError: the server denied the login, or failed to prove the authkey.
+            ProtocolError: the server broke the protocol.
+        """
+        if self.state is ConnState.CLOSED:
+            return ConnectionClosed()
+        try:
+            frame = self._reader.next_frame()
+        except ProtocolError as exc:
+            raise self._fail(exc) from None
+        if frame is None:
+            return self._closed_event() if self._eof else NEED_DATA
+        opcode, flags, req_id, payload = frame
+        if self.state is ConnState.READY:
+            self.server_busy = bool(flags & Flag.BUSY)
+            if opcode == Op.RESULT:
+                if flags & Flag.EMPTY:
+                    return Result(req_id, None)
+                try:
+                    return Result(req_id, self._loads(payload))
+                except SerializationError as exc:
+                    return Failure(req_id, exc)
+            if opcode == Op.FAILURE:
+                return Failure(req_id, self._decode_error(payload))
+            if opcode == Op.PUSH:
+                try:
+                    return Push(req_id, self._loads(payload))
+                except SerializationError as exc:
+                    return Push(req_id, exc)
+            raise self._fail(ProtocolError(f"unexpected opcode {opcode} from server"))
+        expected = _CLIENT_ACCEPTS[self.state]
+        if opcode == Op.DENIED:
+            reason = _json_body(payload).get("reason", "login refused")
+            raise self._fail(AuthenticationError(f"server refused the connection: {reason}"))
+        if opcode != expected:
+            raise self._fail(ProtocolError(f"expected {expected.name}, got opcode {opcode}"))
+        body = _json_body(payload)
+        if opcode == Op.HELLO:
+            self._hello(body)
+            return self.next_event()
+        return self._welcome(body)
+
+    def _hello(self, body: dict[str, Any]) -> None:
+        if body.get("magic") != MAGIC:
+            raise self._fail(ProtocolError("the peer is not a procshare server"))
+        if body.get("protocol") != PROTOCOL_VERSION:
+            raise self._fail(
+                ProtocolError(
+                    f"server speaks protocol {body.get('protocol')!r}, we speak {PROTOCOL_VERSION}"
+                )
+            )
+        offered = body.get("serializers")
+        if not isinstance(offered, list) or self._wanted.name not in offered:
+            raise self._fail(
+                ProtocolError(f"server does not accept serializer {self._wanted.name!r}")
+            )
+        self._server_nonce = _hex_field(body, "nonce", NONCE_SIZE)
+        login = {
+            "protocol": PROTOCOL_VERSION,
+            "serializer": self._wanted.name,
+            "nonce": self._nonce.hex(),
+            "proof": _proof(
+                self._authkey, b"procshare-login", self._server_nonce, self._nonce
+            ).hex(),
+            "info": self._info,
+        }
+        self._out.append(_json_frame(Op.LOGIN, login))
+        self.state = ConnState.AWAIT_WELCOME
+
+    def _welcome(self, body: dict[str, Any]) -> Ready:
+        proof = _hex_field(body, "proof", hashlib.sha256().digest_size)
+        expected = _proof(self._authkey, b"procshare-welcome", self._nonce, self._server_nonce)
+        if not hmac.compare_digest(proof, expected):
+            raise self._fail(AuthenticationError("server failed the authkey challenge"))
+        self._enter_ready(self._wanted)
+        info = body.get("info")
+        return Ready(info if isinstance(info, dict) else {})
+
+    def _decode_error(self, payload: bytes) -> BaseException:
+        try:
+            error = self._loads(payload)
+        except SerializationError as exc:
+            return RemoteError(
+                f"the server raised an error that cannot be deserialized here: {exc}"
+            )
+        if not isinstance(error, BaseException):
+            return ProtocolError(f"FAILURE payload is not an exception: {type(error).__name__}")
+        return error
+
+    # -- encoders ------------------------------------------------------------------------------
+
+    def encode_call(
+        self,
+        req_id: int,
+        obj_id: int,
+        method: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        owner: int = 0,
+    ) -> bytes:
+        """Frame a CALL. Raises SerializationError (nothing sent) if an argument won't pickle."""
+        body = self._dumps((obj_id, method, args, kwargs, owner))
+        return pack(Op.CALL, 0, req_id, body)
+
+    def send(self, msg: Any) -> bytes:
+        """Frame any client message.
+
+        Raises:
+            SerializationError: a value in the message cannot be serialized; nothing is sent.
+        """
+        if self.state is not ConnState.READY:
+            raise ProtocolError(f"cannot send {type(msg).__name__} in state {self.state.value}")
+        dumps = self._dumps
+        if type(msg) is Call:
+            return self.encode_call(*msg)
+        if type(msg) is Create:
+            return pack(Op.CREATE, 0, msg.req_id, dumps(msg[1:]))
+        if type(msg) is Control:
+            return pack(Op.CONTROL, 0, msg.req_id, dumps((msg.command, msg.args)))
+        if type(msg) is Batch:
+            calls = tuple(tuple(c[1:]) for c in msg.calls)
+            return pack(Op.BATCH, 0, msg.req_id, dumps(calls))
+        if type(msg) is Retain:
+            return pack(Op.RETAIN, 0, 0, dumps(tuple(msg.obj_ids)))
+        if type(msg) is Release:
+            return pack(Op.RELEASE, 0, 0, dumps(tuple(msg.obj_ids)))
+        if type(msg) is Watch:
+            return pack(Op.WATCH, 0, msg.req_id, dumps((msg.obj_id, msg.options)))
+        if type(msg) is Unwatch:
+            return pack(Op.UNWATCH, 0, msg.req_id, dumps(msg.sub_id))
+        raise TypeError(f"not a client message: {type(msg).__name__}")
+
+
+_CLIENT_ACCEPTS: Final = {
+    ConnState.AWAIT_HELLO: Op.HELLO,
+    ConnState.AWAIT_WELCOME: Op.WELCOME,
+}

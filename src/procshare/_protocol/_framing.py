@@ -1,0 +1,103 @@
+"""Length-prefixed frames: the only byte layout on the wire.
+
+A frame is a 10-byte header followed by a payload::
+
+    u32 length   number of bytes after this field (6 + len(payload)), big-endian
+    u8  opcode   what the payload is (see ``_messages.Op``)
+    u8  flags    per-frame bits (``Flag``)
+    u32 req_id   request id; replies carry the id of their request, pushes their subscription
+
+Invariants: a reader never buffers more than one frame beyond ``max_frame`` bytes, and rejects a
+length prefix above ``max_frame`` as soon as the header arrives, before any payload is read, so a
+peer that claims gigabytes costs nothing. A frame with a length below the header size is garbage.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+from .._errors import FrameTooLarge, ProtocolError
+
+HEADER: Final = struct.Struct("!IBBI")
+HEADER_SIZE: Final = HEADER.size  # 10
+_AFTER_LENGTH: Final = HEADER_SIZE - 4  # header bytes counted by the length field
+
+#: Default limit for one frame, both directions. Configurable per connection.
+DEFAULT_MAX_FRAME: Final = 256 * 1024 * 1024
+#: Limit before the peer has authenticated: the handshake is a few hundred bytes.
+HANDSHAKE_MAX_FRAME: Final = 16 * 1024
+
+
+class Flag:
+    """Bits of the flags byte."""
+
+    #: The payload is omitted: the value is ``None`` (saves a serializer call per reply).
+    EMPTY: Final = 0x01
+    #: Set by the server on replies while more clients are active than it has CPUs to spare:
+    #: a hint that busy-polling for the next reply would steal CPU from the server.
+    BUSY: Final = 0x02
+
+
+def pack(opcode: int, flags: int, req_id: int, payload: bytes = b"") -> bytes:
+    """Return one frame with ``payload``."""
+    return HEADER.pack(len(payload) + _AFTER_LENGTH, opcode, flags, req_id & 0xFFFFFFFF) + payload
+
+
+class FrameReader:
+    """Accumulates received bytes and cuts them into frames.
+
+    ``feed(data)`` appends bytes; ``next_frame()`` returns ``(opcode, flags, req_id, payload)``
+    for each complete frame, then ``None`` when more data is needed.
+    """
+
+    __slots__ = ("_buf", "_pos", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if max_frame < HEADER_SIZE:
+            raise ValueError(f"max_frame must be at least {HEADER_SIZE}, got {max_frame}")
+        self._buf = bytearray()
+        self._pos = 0
+        self.max_frame = max_frame
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append received bytes."""
+        if self._pos:
+            # Drop consumed bytes before growing: amortised O(1), one memmove per feed at most.
+            del self._buf[: self._pos]
+            self._pos = 0
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet returned as frames."""
+        return len(self._buf) - self._pos
+
+    def next_frame(self) -> tuple[int, int, int, bytes] | None:
+        """Return the next complete frame, or ``None`` if it has not fully arrived yet.
+
+        Raises:
+            FrameTooLarge: the length prefix exceeds ``max_frame``.
+            ProtocolError: the length prefix is smaller than a header.
+        """
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < HEADER_SIZE:
+            return None
+        length, opcode, flags, req_id = HEADER.unpack_from(buf, pos)
+        if length > self.max_frame:
+            raise FrameTooLarge(
+                f"frame of {length} bytes exceeds the limit of {self.max_frame} bytes"
+            )
+        if length < _AFTER_LENGTH:
+            raise ProtocolError(f"frame length {length} is shorter than its header")
+        end = pos + 4 + length
+        if len(buf) < end:
+            return None
+        payload = bytes(buf[pos + HEADER_SIZE : end])
+        if end == len(buf):
+            buf.clear()
+            self._pos = 0
+        else:
+            self._pos = end
+        return opcode, flags, req_id, payload

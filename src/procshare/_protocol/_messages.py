@@ -1,0 +1,148 @@
+"""The typed messages of the procshare protocol and their opcodes.
+
+Messages are immutable ``NamedTuple`` classes rather than frozen dataclasses: they are built and
+taken apart on every call, and a named tuple costs a quarter of what a frozen dataclass does to
+construct (measured: 0.25 us against 1 us) while being just as immutable and typed.
+
+Every request carries a ``req_id`` chosen by the client; the reply carries the same id, so many
+requests can be in flight on one connection (pipelining) and blocking requests can be answered
+out of order. ``Retain`` and ``Release`` get no reply.
+
+Owner tags: operations whose meaning depends on *who* calls (acquire/release of an RLock,
+Condition.wait) carry an ``owner`` tag chosen by the client (its thread, or its asyncio task).
+The server scopes ownership to (connection, owner), so two threads sharing one connection are
+still two owners, as with ``threading``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, NamedTuple
+
+__all__ = [
+    "Batch",
+    "Call",
+    "ClientMessage",
+    "Control",
+    "Create",
+    "Failure",
+    "Op",
+    "Push",
+    "Release",
+    "Result",
+    "Retain",
+    "ServerMessage",
+    "Unwatch",
+    "Watch",
+]
+
+
+class Op(IntEnum):
+    """Opcodes. Handshake opcodes carry JSON; all others carry serializer payloads."""
+
+    # handshake
+    HELLO = 1  # server -> client: protocol version, nonce, serializers
+    LOGIN = 2  # client -> server: chosen serializer, nonce, HMAC proof
+    WELCOME = 3  # server -> client: HMAC proof of the server, session id
+    DENIED = 4  # server -> client: why the login failed; the server then closes
+    # requests
+    CALL = 16
+    CREATE = 17
+    CONTROL = 18
+    BATCH = 19
+    RETAIN = 20
+    RELEASE = 21
+    WATCH = 22
+    UNWATCH = 23
+    # replies and pushes
+    RESULT = 32
+    FAILURE = 33
+    PUSH = 34
+
+
+class Call(NamedTuple):
+    """Call ``method`` on shared object ``obj_id`` with ``args`` and ``kwargs``."""
+
+    req_id: int
+    obj_id: int
+    method: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] | None = None
+    owner: int = 0
+
+
+class Create(NamedTuple):
+    """Create a shared object of registered type ``typeid``; the reply is its proxy."""
+
+    req_id: int
+    typeid: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] | None = None
+    owner: int = 0
+
+
+class Control(NamedTuple):
+    """A server-level command (``ping``, ``shutdown``, ``stats``, ...), not aimed at an object."""
+
+    req_id: int
+    command: str
+    args: tuple[Any, ...] = ()
+
+
+class Batch(NamedTuple):
+    """Several calls applied in order, one at a time, replied to with one list of outcomes."""
+
+    req_id: int
+    calls: tuple[Call, ...]
+
+
+class Retain(NamedTuple):
+    """This connection now holds one more reference to each of ``obj_ids``. No reply."""
+
+    obj_ids: tuple[int, ...]
+
+
+class Release(NamedTuple):
+    """This connection drops one reference to each of ``obj_ids``. No reply."""
+
+    obj_ids: tuple[int, ...]
+
+
+class Watch(NamedTuple):
+    """Subscribe to the changes of ``obj_id``; the reply is the subscription's snapshot."""
+
+    req_id: int
+    obj_id: int
+    options: dict[str, Any]
+
+
+class Unwatch(NamedTuple):
+    """End subscription ``sub_id`` (the ``req_id`` of its ``Watch``)."""
+
+    req_id: int
+    sub_id: int
+
+
+class Result(NamedTuple):
+    """The successful outcome of request ``req_id``."""
+
+    req_id: int
+    value: Any = None
+
+
+class Failure(NamedTuple):
+    """Request ``req_id`` raised ``error`` (the referent's own exception, or a procshare one)."""
+
+    req_id: int
+    error: BaseException
+
+
+class Push(NamedTuple):
+    """A message the server sends unasked: an event for subscription ``sub_id``."""
+
+    sub_id: int
+    payload: Any
+
+
+ClientMessage = Call | Create | Control | Batch | Retain | Release | Watch | Unwatch
+ServerMessage = Result | Failure | Push

@@ -1,0 +1,865 @@
+"""The server core: the object table, the sessions, and dispatch, one operation at a time.
+
+Everything that reads or changes shared state happens here, on the server's loop thread, one
+operation after another: each operation is atomic without a lock per object. Blocking operations
+park a waiter and return; the operation that satisfies them answers later. Methods of custom
+(registered) classes run user code that may block or call back into the server, so they are
+handed out as :class:`Job` objects for the transport's worker threads and finished here.
+
+The core never touches a socket or a clock. The transport feeds it decoded messages together
+with the current monotonic time (``now``) and sends what the core wrote into each session's
+outbox (``Session.out``; the sessions with output are listed in ``Core.dirty``). Tests drive
+the core directly with a fake clock.
+
+Reference counting (what keeps an object alive): each session counts the references it holds
+(one per proxy its process holds, see ``_client``), and each proxy stored *inside* another shared
+object (an internal reference) counts one. An object whose count drops to zero is disposed of
+after ``release_delay`` seconds unless someone takes a reference again: a proxy passed to a
+process that has not yet announced itself must not vanish in between.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from .._errors import (
+    MethodNotExposed,
+    ObjectNotFound,
+    ProcshareError,
+    ProtocolError,
+    RemoteError,
+)
+from .._kinds import KINDS
+from .._protocol import (
+    BadRequest,
+    Batch,
+    Call,
+    Control,
+    Create,
+    Release,
+    Retain,
+    ServerProtocol,
+    Unwatch,
+    Watch,
+)
+from .._token import Token
+from ._objects import HANDLERS, PARKED, Handler, Primitive, make_referent
+from ._waiters import DeadlineHeap, Waiter, WaitQueue
+
+__all__ = ["CallContext", "Core", "Entry", "Job", "ServerType", "Session"]
+
+_FALLBACKS: Final = ("__repr__", "__str__", "#GETVALUE")
+
+
+@dataclass(frozen=True)
+class ServerType:
+    """What the server knows of one registered typeid.
+
+    Attributes:
+        typeid: the name it is registered under.
+        kind: the built-in kind implementing it natively, or ``None`` for a custom callable.
+        factory: the callable creating the referent (custom types); ``None`` when the type only
+            describes objects returned by methods (``method_to_typeid``) or is built in.
+        exposed: method names proxies may call; ``None``: the referent's public methods.
+        method_to_typeid: methods whose result is shared (returned as a proxy of that typeid).
+        proxytype: the client proxy class, passed along in tokens.
+    """
+
+    typeid: str
+    kind: str | None
+    factory: Callable[..., Any] | None
+    exposed: tuple[str, ...] | None
+    method_to_typeid: Mapping[str, str] | None
+    proxytype: Any
+
+
+class Session:
+    """The core's view of one client connection.
+
+    Holds the protocol end used to encode replies, the output not yet sent, and everything the
+    connection owns: references, held primitives and parked waiters. All of it is let go when
+    the session closes.
+    """
+
+    __slots__ = (
+        "calls",
+        "closed",
+        "dead",
+        "holdings",
+        "id",
+        "info",
+        "name",
+        "out",
+        "pid",
+        "probe",
+        "protocol",
+        "refs",
+        "started",
+        "waiters",
+    )
+
+    def __init__(self, sid: int, protocol: ServerProtocol, info: Mapping[str, Any], now: float):
+        self.id = sid
+        self.protocol = protocol
+        self.info = dict(info)
+        pid = self.info.get("pid")
+        self.pid: int | None = pid if isinstance(pid, int) else None
+        name = self.info.get("name")
+        self.name = name if isinstance(name, str) else ""
+        self.out: list[bytes] = []
+        self.closed = False
+        self.dead = False
+        self.refs: dict[int, int] = {}
+        self.holdings: dict[Primitive, int] = {}
+        self.waiters: set[Waiter] = set()
+        self.probe: Callable[[], bool] = _always_alive
+        self.started = now
+        self.calls = 0
+
+    def hold(self, prim: Primitive, n: int) -> None:
+        """Record that this session holds ``n`` more units of ``prim``."""
+        self.holdings[prim] = self.holdings.get(prim, 0) + n
+
+    def unhold(self, prim: Primitive, n: int) -> None:
+        """Record that this session gave back ``n`` units of ``prim``."""
+        left = self.holdings.get(prim, 0) - n
+        if left > 0:
+            self.holdings[prim] = left
+        else:
+            self.holdings.pop(prim, None)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} pid={self.pid} {'closed' if self.closed else 'open'}>"
+
+
+def _always_alive() -> bool:
+    return True
+
+
+class Entry:
+    """One shared object in the table."""
+
+    __slots__ = (
+        "created",
+        "exposed",
+        "handlers",
+        "id",
+        "method_to_typeid",
+        "mutators",
+        "proxytype",
+        "referent",
+        "refs",
+        "typeid",
+        "version",
+    )
+
+    def __init__(
+        self,
+        obj_id: int,
+        stype: ServerType,
+        referent: Any,
+        exposed: tuple[str, ...],
+        now: float,
+    ) -> None:
+        self.id = obj_id
+        self.typeid = stype.typeid
+        self.referent = referent
+        self.proxytype = stype.proxytype
+        self.method_to_typeid = stype.method_to_typeid or {}
+        self.handlers: dict[str, Handler] | None = (
+            HANDLERS[stype.kind] if stype.kind is not None else None
+        )
+        self.mutators = KINDS[stype.kind].mutators if stype.kind is not None else frozenset()
+        self.exposed = exposed
+        self.refs = 0
+        self.version = 0
+        self.created = now
+
+
+class CallContext:
+    """What a blocking or owner-scoped handler gets to know about its caller."""
+
+    __slots__ = ("core", "now", "owner", "req_id", "session")
+
+    def __init__(self, core: Core, session: Session, req_id: int, owner: int, now: float):
+        self.core = core
+        self.session = session
+        self.req_id = req_id
+        self.owner = owner
+        self.now = now
+
+    def park(
+        self,
+        queue: WaitQueue,
+        timeout: float | None,
+        *,
+        data: Any = None,
+        on_timeout: Callable[[Core, Waiter], None] | None = None,
+        on_cancel: Callable[[Core, Waiter], None] | None = None,
+    ) -> Waiter:
+        """Park the caller in ``queue``; answer it via ``on_timeout`` after ``timeout`` s."""
+        waiter = Waiter(
+            self.session,
+            self.req_id,
+            self.owner,
+            since=self.now,
+            deadline=None if timeout is None else self.now + timeout,
+            data=data,
+            on_timeout=on_timeout,
+            on_cancel=on_cancel,
+        )
+        queue.park(waiter)
+        self.session.waiters.add(waiter)
+        if waiter.deadline is not None:
+            self.core.deadlines.add(waiter)
+        return waiter
+
+
+class Job:
+    """User code to run on a worker thread: a custom method call, or a custom constructor."""
+
+    __slots__ = ("args", "entry", "fn", "kwargs", "method", "ok", "req_id", "session", "stype",
+                 "value")
+
+    def __init__(
+        self,
+        session: Session,
+        req_id: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        *,
+        entry: Entry | None = None,
+        method: str = "",
+        stype: ServerType | None = None,
+    ) -> None:
+        self.session = session
+        self.req_id = req_id
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.entry = entry
+        self.method = method
+        self.stype = stype
+        self.ok = False
+        self.value: Any = None
+
+    def run(self) -> None:
+        """Run the user code (on a worker thread). Never raises."""
+        try:
+            self.value = self.fn(*self.args, **(self.kwargs or {}))
+            self.ok = True
+        except BaseException as exc:  # noqa: BLE001 - a user's exception becomes a reply
+            self.value = exc
+            self.ok = False
+        finally:
+            self.args = ()
+            self.kwargs = None
+
+
+class Handle:
+    """A reference to a table entry inside a reply: pickles as a proxy for the receiving session.
+
+    Pickling it counts one reference for the session the reply is being encoded for, which the
+    proxy rebuilt on the other side owns.
+    """
+
+    __slots__ = ("core", "entry")
+
+    def __init__(self, core: Core, entry: Entry) -> None:
+        self.core = core
+        self.entry = entry
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        core, entry = self.core, self.entry
+        owned = core.lend(entry.id)
+        kwds = {"exposed": entry.exposed, "owned": owned}
+        token = Token(entry.typeid, core.address, entry.id)
+        return (core.rebuild, (entry.proxytype, token, "pickle", kwds))
+
+
+class Core:
+    """The object table and everything that changes it.
+
+    Args:
+        types: the registered typeids.
+        address: the server's address, as it appears in tokens.
+        rebuild: the function proxies are rebuilt with when unpickled (``RebuildProxy``).
+        release_delay: seconds an object with no references is kept before it is disposed of.
+    """
+
+    def __init__(
+        self,
+        types: Mapping[str, ServerType],
+        *,
+        address: Any,
+        rebuild: Callable[..., Any],
+        release_delay: float = 5.0,
+    ) -> None:
+        self.types = dict(types)
+        self.address = address
+        self.rebuild = rebuild
+        self.release_delay = release_delay
+        self.objects: dict[int, Entry] = {}
+        self.sessions: dict[int, Session] = {}
+        self.deadlines = DeadlineHeap()
+        self.dirty: list[Session] = []
+        #: sessions closed since the transport last looked (it closes their sockets)
+        self.ended: list[Session] = []
+        self.jobs: deque[Job] = deque()
+        self.shutdown_requested = False
+        #: flags added to every reply (the transport sets ``Flag.BUSY`` under load)
+        self.reply_flags = 0
+        self._ids = itertools.count(1)
+        self._session_ids = itertools.count(1)
+        self._by_pyid: dict[int, int] = {}  # custom referents: id(referent) -> object id
+        self._disposals: list[tuple[float, int]] = []
+        self._disowned: deque[int] = deque()  # internal references dropped, from any thread
+        self._to_close: list[Session] = []
+        self._outgoing: Session | None = None
+        self._loop_thread = threading.get_ident()
+        self._now = 0.0
+        self.stats_counters = {"calls": 0, "creates": 0, "errors": 0, "sessions": 0}
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def bind_loop_thread(self) -> None:
+        """Declare the calling thread the loop (the only one allowed to change the table)."""
+        self._loop_thread = threading.get_ident()
+
+    def on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_thread
+
+    def new_session_id(self) -> int:
+        return next(self._session_ids)
+
+    def open_session(
+        self, sid: int, protocol: ServerProtocol, info: Mapping[str, Any], now: float
+    ) -> Session:
+        """Register an authenticated connection."""
+        session = Session(sid, protocol, info, now)
+        self.sessions[sid] = session
+        self.stats_counters["sessions"] += 1
+        return session
+
+    def close_session(self, session: Session, now: float) -> None:
+        """Let go of everything ``session`` held: waiters, primitives, references."""
+        if session.closed:
+            return
+        self._now = now
+        session.closed = True
+        self.ended.append(session)
+        session.out.clear()
+        self.sessions.pop(session.id, None)
+        for waiter in list(session.waiters):
+            if waiter.parked and waiter.queue is not None:
+                waiter.queue.remove(waiter)
+                if waiter.on_cancel is not None:
+                    waiter.on_cancel(self, waiter)
+        session.waiters.clear()
+        for prim, held in list(session.holdings.items()):
+            prim.drop_session(self, session, held)
+        session.holdings.clear()
+        for obj_id, count in session.refs.items():
+            self._unref(obj_id, count, now)
+        session.refs.clear()
+        self._close_pending(now)
+
+    def deliverable(self, session: Session) -> bool:
+        """Whether handing something to ``session`` now can reach it.
+
+        A session whose peer is known (or probed) to be gone is marked dead and closed right
+        after the current operation, so a queue item is never given to a consumer that died.
+        """
+        if session.closed or session.dead:
+            return False
+        if not session.probe():
+            session.dead = True
+            self._to_close.append(session)
+            return False
+        return True
+
+    def _close_pending(self, now: float) -> None:
+        while self._to_close:
+            self.close_session(self._to_close.pop(), now)
+
+    # -- replies ------------------------------------------------------------------------------
+
+    def _write(self, session: Session, data: bytes) -> None:
+        if not session.out:
+            self.dirty.append(session)
+        session.out.append(data)
+
+    def reply(self, session: Session, req_id: int, value: Any) -> None:
+        """Send ``value`` as the result of ``req_id`` (no-op if the session is gone)."""
+        if session.closed:
+            return
+        self._outgoing = session
+        try:
+            data = session.protocol.encode_result(req_id, value, self.reply_flags)
+        finally:
+            self._outgoing = None
+        self._write(session, data)
+
+    def fail(self, session: Session, req_id: int, error: BaseException) -> None:
+        """Send ``error`` as the outcome of ``req_id`` (no-op if the session is gone)."""
+        if session.closed:
+            return
+        self.stats_counters["errors"] += 1
+        self._write(session, session.protocol.encode_failure(req_id, error, self.reply_flags))
+
+    def push(self, session: Session, sub_id: int, payload: Any) -> None:
+        """Send an unrequested message on ``session``."""
+        if session.closed:
+            return
+        self._outgoing = session
+        try:
+            data = session.protocol.encode_push(sub_id, payload)
+        finally:
+            self._outgoing = None
+        self._write(session, data)
+
+    def answer(self, waiter: Waiter, value: Any) -> None:
+        """Answer a parked request with ``value``."""
+        waiter.session.waiters.discard(waiter)
+        self.reply(waiter.session, waiter.req_id, value)
+
+    def answer_error(self, waiter: Waiter, error: BaseException) -> None:
+        """Answer a parked request with ``error``."""
+        waiter.session.waiters.discard(waiter)
+        self.fail(waiter.session, waiter.req_id, error)
+
+    # -- references ---------------------------------------------------------------------------
+
+    def lend(self, obj_id: int) -> bool:
+        """Count a reference for the session whose reply is being encoded, if any."""
+        session = self._outgoing
+        if session is None or not self.on_loop_thread():
+            return False
+        entry = self.objects.get(obj_id)
+        if entry is None:
+            return False
+        entry.refs += 1
+        session.refs[obj_id] = session.refs.get(obj_id, 0) + 1
+        return True
+
+    def adopt(self, obj_id: int) -> None:
+        """Count an internal reference (a proxy rebuilt inside this server)."""
+        entry = self.objects.get(obj_id)
+        if entry is None:
+            raise ObjectNotFound(f"shared object {obj_id} does not exist (any more)")
+        entry.refs += 1
+
+    def disown(self, obj_id: int) -> None:
+        """Drop an internal reference; safe from any thread (applied on the loop)."""
+        self._disowned.append(obj_id)
+
+    def referent(self, obj_id: int) -> Any:
+        entry = self.objects.get(obj_id)
+        if entry is None:
+            raise ObjectNotFound(f"shared object {obj_id} does not exist (any more)")
+        return entry.referent
+
+    def _retain(self, session: Session, obj_ids: tuple[int, ...]) -> None:
+        for obj_id in obj_ids:
+            entry = self.objects.get(obj_id)
+            if entry is None:
+                continue  # gone already: the proxy's next call reports it
+            entry.refs += 1
+            session.refs[obj_id] = session.refs.get(obj_id, 0) + 1
+
+    def _release(self, session: Session, obj_ids: tuple[int, ...], now: float) -> None:
+        for obj_id in obj_ids:
+            held = session.refs.get(obj_id, 0)
+            if held <= 0:
+                continue  # never counted (or already released): ignore, do not go negative
+            if held == 1:
+                del session.refs[obj_id]
+            else:
+                session.refs[obj_id] = held - 1
+            self._unref(obj_id, 1, now)
+
+    def _unref(self, obj_id: int, count: int, now: float) -> None:
+        entry = self.objects.get(obj_id)
+        if entry is None:
+            return
+        entry.refs -= count
+        if entry.refs <= 0:
+            entry.refs = 0
+            heapq.heappush(self._disposals, (now + self.release_delay, obj_id))
+
+    def _apply_disowned(self, now: float) -> None:
+        disowned = self._disowned
+        while disowned:
+            self._unref(disowned.popleft(), 1, now)
+
+    def _dispose_due(self, now: float) -> None:
+        disposals = self._disposals
+        while disposals and disposals[0][0] <= now:
+            _, obj_id = heapq.heappop(disposals)
+            entry = self.objects.get(obj_id)
+            if entry is not None and entry.refs <= 0:
+                del self.objects[obj_id]
+                if entry.handlers is None:
+                    self._by_pyid.pop(id(entry.referent), None)
+                entry.referent = None  # may drop internal references: they queue in _disowned
+
+    # -- the clock ----------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has something to do, or ``None``."""
+        candidates = [t for t in (self.deadlines.next_deadline(),) if t is not None]
+        if self._disposals:
+            candidates.append(self._disposals[0][0])
+        return min(candidates) if candidates else None
+
+    def tick(self, now: float) -> None:
+        """Time out expired waiters, apply dropped references, dispose of unreferenced objects."""
+        self._now = now
+        for waiter in self.deadlines.pop_expired(now):
+            if waiter.on_timeout is not None:
+                waiter.on_timeout(self, waiter)
+        self._apply_disowned(now)
+        self._dispose_due(now)
+        self._close_pending(now)
+
+    # -- dispatch -----------------------------------------------------------------------------
+
+    def dispatch(self, session: Session, msg: Any, now: float) -> None:
+        """Apply one message from ``session``."""
+        self._now = now
+        session.calls += 1
+        kind = type(msg)
+        if kind is Call:
+            self._call(session, msg, now)
+        elif kind is Create:
+            self._create(session, msg, now)
+        elif kind is Release:
+            self._release(session, msg.obj_ids, now)
+        elif kind is Retain:
+            self._retain(session, msg.obj_ids)
+        elif kind is Control:
+            self._control(session, msg, now)
+        elif kind is Batch:
+            self._batch(session, msg, now)
+        elif kind is BadRequest:
+            self.fail(session, msg.req_id, msg.error)
+        elif kind in (Watch, Unwatch):
+            self.fail(session, msg.req_id, ProtocolError("watch is not supported by this server"))
+        else:
+            raise TypeError(f"not a request: {kind.__name__}")
+        if self._to_close:
+            self._close_pending(now)
+
+    def _call(self, session: Session, msg: Call, now: float) -> None:
+        self.stats_counters["calls"] += 1
+        entry = self.objects.get(msg.obj_id)
+        if entry is None:
+            self.fail(session, msg.req_id, _not_found(msg.obj_id))
+            return
+        handlers = entry.handlers
+        if handlers is None:
+            self._call_custom(session, msg, entry)
+            return
+        handler = handlers.get(msg.method)
+        if handler is None:
+            if msg.method == "#GETVALUE" and not isinstance(entry.referent, Primitive):
+                self.reply(session, msg.req_id, entry.referent)
+            else:
+                self.fail(session, msg.req_id, _not_exposed(entry, msg.method))
+            return
+        fn, takes_ctx = handler
+        try:
+            if takes_ctx:
+                ctx = CallContext(self, session, msg.req_id, msg.owner, now)
+                result = fn(entry.referent, ctx, *msg.args, **(msg.kwargs or {}))
+            elif msg.kwargs:
+                result = fn(entry.referent, *msg.args, **msg.kwargs)
+            else:
+                result = fn(entry.referent, *msg.args)
+        except Exception as exc:
+            self.fail(session, msg.req_id, exc)
+            return
+        if result is not PARKED:
+            self.reply(session, msg.req_id, result)
+        if msg.method in entry.mutators:
+            entry.version += 1
+
+    def _call_custom(self, session: Session, msg: Call, entry: Entry) -> None:
+        method = msg.method
+        if method not in entry.exposed and method not in _FALLBACKS:
+            self.fail(session, msg.req_id, _not_exposed(entry, method))
+            return
+        if method == "#GETVALUE":
+            self.reply(session, msg.req_id, entry.referent)
+            return
+        referent = entry.referent
+        fn: Callable[..., Any]
+        if method in ("__repr__", "__str__") and method not in entry.exposed:
+            fn = repr if method == "__repr__" else str
+            args: tuple[Any, ...] = (referent,)
+        else:
+            fn = _bound(referent, method)
+            args = msg.args
+        self.jobs.append(
+            Job(session, msg.req_id, fn, args, msg.kwargs, entry=entry, method=method)
+        )
+
+    def _create(self, session: Session, msg: Create, now: float) -> None:
+        self.stats_counters["creates"] += 1
+        stype = self.types.get(msg.typeid)
+        if stype is None:
+            self.fail(
+                session, msg.req_id, ProcshareError(f"unknown typeid {msg.typeid!r}")
+            )
+            return
+        if stype.kind is not None:
+            try:
+                referent = make_referent(
+                    stype.kind, msg.args, msg.kwargs or {}, self._resolve_proxy
+                )
+            except Exception as exc:
+                self.fail(session, msg.req_id, exc)
+                return
+            entry = self._register(stype, referent, now)
+            self.reply(session, msg.req_id, Handle(self, entry))
+            return
+        if stype.factory is None:
+            if msg.kwargs or len(msg.args) != 1:
+                self.fail(
+                    session,
+                    msg.req_id,
+                    ValueError("Without callable, must have one non-keyword argument"),
+                )
+                return
+            entry = self._register(stype, msg.args[0], now)
+            self.reply(session, msg.req_id, Handle(self, entry))
+            return
+        self.jobs.append(
+            Job(session, msg.req_id, stype.factory, msg.args, msg.kwargs, stype=stype)
+        )
+
+    def _register(self, stype: ServerType, referent: Any, now: float) -> Entry:
+        """Add ``referent`` to the table (custom referents already there keep their id)."""
+        if stype.kind is None:
+            known = self._by_pyid.get(id(referent))
+            if known is not None and known in self.objects:
+                return self.objects[known]
+        if stype.kind is not None:
+            exposed = KINDS[stype.kind].exposed if stype.exposed is None else stype.exposed
+        else:
+            exposed = tuple(stype.exposed) if stype.exposed is not None else _public(referent)
+        if stype.method_to_typeid:
+            exposed = tuple(dict.fromkeys((*exposed, *stype.method_to_typeid)))
+        obj_id = next(self._ids)
+        entry = Entry(obj_id, stype, referent, exposed, now)
+        self.objects[obj_id] = entry
+        if stype.kind is None:
+            self._by_pyid[id(referent)] = obj_id
+        # Nobody holds it until the reply carrying it is encoded (Handle.__reduce__ lends it).
+        heapq.heappush(self._disposals, (now + self.release_delay, obj_id))
+        return entry
+
+    def _resolve_proxy(self, obj: Any) -> Any:
+        token = getattr(obj, "_token", None)
+        if isinstance(token, Token) and token.id in self.objects:
+            return self.objects[token.id].referent
+        return None
+
+    def finish(self, job: Job, now: float) -> None:
+        """Reply to a job the transport ran (on the loop thread)."""
+        self._now = now
+        session = job.session
+        if not job.ok:
+            if isinstance(job.value, Exception):
+                self.fail(session, job.req_id, job.value)
+            else:
+                self.fail(session, job.req_id, RemoteError(repr(job.value)))
+            return
+        if job.stype is not None:  # a custom constructor
+            entry = self._register(job.stype, job.value, now)
+            self.reply(session, job.req_id, Handle(self, entry))
+            return
+        entry = job.entry
+        typeid = entry.method_to_typeid.get(job.method) if entry is not None else None
+        if typeid is None:
+            self.reply(session, job.req_id, job.value)
+            return
+        stype = self.types.get(typeid)
+        if stype is None:
+            self.fail(session, job.req_id, ProcshareError(f"unknown typeid {typeid!r}"))
+            return
+        result = self._register(stype, job.value, now)
+        self.reply(session, job.req_id, Handle(self, result))
+
+    def _batch(self, session: Session, msg: Batch, now: float) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        for call in msg.calls:
+            outcomes.append(self._batch_one(session, call, now))
+        self.reply(session, msg.req_id, outcomes)
+
+    def _batch_one(self, session: Session, call: Call, now: float) -> tuple[bool, Any]:
+        entry = self.objects.get(call.obj_id)
+        if entry is None:
+            return (False, _not_found(call.obj_id))
+        handler = entry.handlers.get(call.method) if entry.handlers is not None else None
+        if handler is None:
+            if entry.handlers is None:
+                return (False, ProcshareError("custom types cannot be called in a pipeline"))
+            return (False, _not_exposed(entry, call.method))
+        fn, takes_ctx = handler
+        if takes_ctx:
+            return (False, ProcshareError(f"{call.method}() may block: not allowed in a pipeline"))
+        try:
+            result = fn(entry.referent, *call.args, **(call.kwargs or {}))
+        except Exception as exc:
+            return (False, exc)
+        if call.method in entry.mutators:
+            entry.version += 1
+        return (True, result)
+
+    def _control(self, session: Session, msg: Control, now: float) -> None:
+        command = _CONTROLS.get(msg.command)
+        if command is None:
+            self.fail(session, msg.req_id, ProcshareError(f"unknown command {msg.command!r}"))
+            return
+        try:
+            result = command(self, session, now, *msg.args)
+        except Exception as exc:
+            self.fail(session, msg.req_id, exc)
+            return
+        self.reply(session, msg.req_id, result)
+
+    # -- introspection --------------------------------------------------------------------------
+
+    def stats(self, now: float) -> dict[str, Any]:
+        """A snapshot of the server for ``stats()``, ``inspect`` and ``top``."""
+        objects = []
+        for entry in self.objects.values():
+            item: dict[str, Any] = {
+                "id": entry.id,
+                "typeid": entry.typeid,
+                "refs": entry.refs,
+                "version": entry.version,
+            }
+            referent = entry.referent
+            if isinstance(referent, Primitive):
+                item["state"] = referent.describe()
+            else:
+                try:
+                    item["len"] = len(referent)
+                except Exception:  # noqa: BLE001,S110 - size is optional information
+                    pass
+            objects.append(item)
+        sessions = [
+            {
+                "id": s.id,
+                "pid": s.pid,
+                "name": s.name,
+                "refs": sum(s.refs.values()),
+                "holds": len(s.holdings),
+                "waiting": len(s.waiters),
+                "calls": s.calls,
+                "age": now - s.started,
+            }
+            for s in self.sessions.values()
+        ]
+        return {
+            "objects": objects,
+            "sessions": sessions,
+            "counters": dict(self.stats_counters),
+            "pending_jobs": len(self.jobs),
+        }
+
+
+def _bound(referent: Any, method: str) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(referent, method)(*args, **kwargs)
+
+    return call
+
+
+def _public(referent: Any) -> tuple[str, ...]:
+    names = []
+    for name in dir(referent):
+        if name[0] == "_":
+            continue
+        try:
+            if callable(getattr(referent, name)):
+                names.append(name)
+        except Exception:  # noqa: BLE001,S112 - an attribute that fails to load is not exposed
+            continue
+    return tuple(names)
+
+
+def _not_found(obj_id: int) -> ObjectNotFound:
+    return ObjectNotFound(f"shared object {obj_id} does not exist (any more)")
+
+
+def _not_exposed(entry: Entry, method: str) -> MethodNotExposed:
+    return MethodNotExposed(
+        f"method {method!r} of {entry.typeid!r} object is not in exposed={entry.exposed!r}"
+    )
+
+
+def _ctl_ping(core: Core, session: Session, now: float) -> str:
+    return "pong"
+
+
+def _ctl_shutdown(core: Core, session: Session, now: float) -> None:
+    core.shutdown_requested = True
+
+
+def _ctl_stats(core: Core, session: Session, now: float) -> dict[str, Any]:
+    return core.stats(now)
+
+
+def _ctl_number_of_objects(core: Core, session: Session, now: float) -> int:
+    return len(core.objects)
+
+
+def _ctl_debug_info(core: Core, session: Session, now: float) -> str:
+    lines = []
+    for obj_id in sorted(core.objects):
+        entry = core.objects[obj_id]
+        try:
+            text = str(entry.referent)[:75]
+        except Exception as exc:  # noqa: BLE001
+            text = f"<unprintable: {exc!r}>"
+        lines.append(f"  {obj_id}:       refcount={entry.refs}\n    {text}")
+    return "\n".join(lines)
+
+
+def _ctl_get_methods(core: Core, session: Session, now: float, obj_id: int) -> tuple[str, ...]:
+    entry = core.objects.get(obj_id)
+    if entry is None:
+        raise _not_found(obj_id)
+    return entry.exposed
+
+
+def _ctl_session(core: Core, session: Session, now: float) -> dict[str, Any]:
+    return {"id": session.id, "pid": session.pid, "name": session.name}
+
+
+_CONTROLS: Final[dict[str, Callable[..., Any]]] = {
+    "ping": _ctl_ping,
+    "dummy": _ctl_ping,
+    "shutdown": _ctl_shutdown,
+    "stats": _ctl_stats,
+    "number_of_objects": _ctl_number_of_objects,
+    "debug_info": _ctl_debug_info,
+    "get_methods": _ctl_get_methods,
+    "session": _ctl_session,
+}
+
+
+def format_exception(exc: BaseException) -> str:
+    """The traceback text of ``exc`` (for errors that cannot travel as themselves)."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

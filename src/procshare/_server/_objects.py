@@ -1,0 +1,926 @@
+"""Server-side implementations of the built-in kinds listed in ``_kinds.KINDS``.
+
+Containers (dict, list, set, Namespace, Value, Array) are plain Python objects: the server runs
+one operation at a time, so each method is atomic without a lock of its own. Synchronization
+primitives never block a thread: an operation that cannot complete now parks a ``Waiter`` and
+returns ``PARKED``; the operation that satisfies it later answers the parked request through
+the core.
+
+Ownership (the rule the reliability guarantees rest on): a Lock, an RLock (with its count), a
+Condition's lock, and a Semaphore/BoundedSemaphore slot is held by the *session* (connection)
+that acquired it, under the owner tag of the acquiring thread or task. When a session closes
+(its process exited, was killed, or dropped the connection), everything it holds is released
+and the next waiter is served; its parked requests are withdrawn; a Barrier it was waiting at
+breaks. A semaphore stops tracking slots (becomes a plain counter) the first time it is released
+by a session holding none of its slots: it is being used for signalling, where giving slots
+back on exit would invent signals.
+
+Each handler is ``fn(referent, *args, **kwargs)``, or ``fn(referent, ctx, *args, **kwargs)``
+for methods the kind table marks blocking or owner-scoped (``ctx`` is a ``CallContext``).
+"""
+
+from __future__ import annotations
+
+import array
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+from .._kinds import KINDS
+from ._waiters import Waiter, WaitQueue
+
+if TYPE_CHECKING:
+    from ._core import CallContext, Core, Session
+
+__all__ = [
+    "HANDLERS",
+    "PARKED",
+    "Array",
+    "Namespace",
+    "Primitive",
+    "Value",
+    "make_referent",
+]
+
+
+class _Parked:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PARKED"
+
+
+#: Returned by a handler that parked its caller: the reply comes later.
+PARKED: Final = _Parked()
+
+Handler = tuple[Callable[..., Any], bool]  # (function, takes a CallContext)
+
+
+# -- the referent classes users may meet (same names and behaviour as the stdlib's) ------------
+
+
+class Namespace:
+    """A bag of attributes, like ``multiprocessing.managers.Namespace``."""
+
+    def __init__(self, /, **kwds: Any) -> None:
+        self.__dict__.update(kwds)
+
+    def __repr__(self) -> str:
+        items = sorted(f"{k}={v!r}" for k, v in self.__dict__.items() if not k.startswith("_"))
+        return f"{type(self).__name__}({', '.join(items)})"
+
+
+class Value:
+    """A single value with a typecode, like ``multiprocessing.managers.Value``."""
+
+    def __init__(self, typecode: Any, value: Any, lock: Any = True) -> None:
+        self._typecode = typecode
+        self._value = value
+
+    def get(self) -> Any:
+        return self._value
+
+    def set(self, value: Any) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._typecode!r}, {self._value!r})"
+
+    value = property(get, set)
+
+
+def Array(typecode: str, sequence: Iterable[Any], lock: Any = True) -> array.array[Any]:  # noqa: N802
+    """A typed array, like ``multiprocessing.managers.Array``."""
+    return array.array(typecode, sequence)
+
+
+# -- argument checks shared by the primitives (same messages as threading/queue) ----------------
+
+
+def _acquire_timeout(blocking: Any, timeout: Any) -> float | None:
+    """Validate threading's (blocking, timeout) pair; return the wait in seconds or None."""
+    if timeout is None:
+        timeout = -1
+    if not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number, not {type(timeout).__name__}")
+    if not blocking and timeout != -1:
+        raise ValueError("can't specify a timeout for a non-blocking call")
+    if timeout < 0 and timeout != -1:
+        raise ValueError("timeout value must be a non-negative number")
+    return None if timeout == -1 else float(timeout)
+
+
+def _queue_timeout(block: Any, timeout: Any) -> float | None:
+    if not block or timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number, not {type(timeout).__name__}")
+    if timeout < 0:
+        raise ValueError("'timeout' must be a non-negative number")
+    return float(timeout)
+
+
+def _wait_timeout(timeout: Any) -> float | None:
+    if timeout is None:
+        return None
+    if not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a number, not {type(timeout).__name__}")
+    return max(0.0, float(timeout))
+
+
+# -- primitives ----------------------------------------------------------------------------------
+
+
+class Primitive:
+    """Base of the objects that park callers and may be held by sessions."""
+
+    kind: str = ""
+
+    def drop_session(self, core: Core, session: Session, held: int) -> None:
+        """Release what ``session`` held (``held`` units) when it goes away."""
+
+    def describe(self) -> dict[str, Any]:
+        """State for ``stats``/``top``: holders and waiters."""
+        return {}
+
+
+def _owner_desc(session: Session, tag: int) -> dict[str, Any]:
+    return {"session": session.id, "pid": session.pid, "name": session.name, "owner": tag}
+
+
+def _waiters_desc(waiters: WaitQueue) -> list[dict[str, Any]]:
+    return [_owner_desc(w.session, w.owner) for w in waiters]
+
+
+class Lock(Primitive):
+    """A mutex. Waiter data is ``(count, answer)``: what to restore and what to reply."""
+
+    kind = "Lock"
+    reentrant = False
+
+    def __init__(self) -> None:
+        self.holder: tuple[Session, int] | None = None
+        self.count = 0
+        self.waiters = WaitQueue()
+
+    # owner-scoped API
+    def acquire(self, ctx: CallContext, blocking: Any = True, timeout: Any = -1) -> Any:
+        wait = _acquire_timeout(blocking, timeout)
+        me = (ctx.session, ctx.owner)
+        if self.holder is None:
+            self._grant(ctx.core, me, 1)
+            return True
+        if self.reentrant and self.holder == me:
+            self.count += 1
+            ctx.session.hold(self, 1)
+            return True
+        if not blocking or wait == 0:
+            return False
+        ctx.park(self.waiters, wait, data=(1, True), on_timeout=_answer_false)
+        return PARKED
+
+    def release(self, ctx: CallContext) -> None:
+        if self.holder is None:
+            raise RuntimeError("release unlocked lock")
+        if self.reentrant:
+            if self.holder != (ctx.session, ctx.owner):
+                raise RuntimeError("cannot release un-acquired lock")
+            self.count -= 1
+            ctx.session.unhold(self, 1)
+            if self.count:
+                return
+        else:
+            self.holder[0].unhold(self, 1)
+        self.holder = None
+        self.count = 0
+        self._pass_on(ctx.core)
+
+    def locked(self) -> bool:
+        return self.holder is not None
+
+    def _is_owned(self, ctx: CallContext) -> bool:
+        return self.holder == (ctx.session, ctx.owner)
+
+    # used by Condition
+    def owned_by(self, session: Session, owner: int) -> bool:
+        """Whether a Condition may wait/notify: an RLock must be the caller's, a plain Lock
+        only locked (threading.Condition's rule)."""
+        if self.reentrant:
+            return self.holder == (session, owner)
+        return self.holder is not None
+
+    def release_save(self, core: Core) -> int:
+        """Release completely; return the count to restore later."""
+        holder, count = self.holder, self.count
+        if holder is None:
+            raise RuntimeError("cannot release un-acquired lock")
+        holder[0].unhold(self, count)
+        self.holder = None
+        self.count = 0
+        self._pass_on(core)
+        return count
+
+    def acquire_restore(self, core: Core, waiter: Waiter, count: int, answer: Any) -> None:
+        """Give the lock to ``waiter`` (with ``count``) and answer it, now or when free."""
+        waiter.deadline = None
+        waiter.data = (count, answer)
+        if self.holder is None:
+            self._grant(core, (waiter.session, waiter.owner), count)
+            core.answer(waiter, answer)
+        else:
+            self.waiters.park(waiter)
+
+    # internals
+    def _grant(self, core: Core, owner: tuple[Session, int], count: int) -> None:
+        self.holder = owner
+        self.count = count
+        owner[0].hold(self, count)
+
+    def _pass_on(self, core: Core) -> None:
+        while self.holder is None:
+            waiter = self.waiters.pop()
+            if waiter is None:
+                return
+            if not core.deliverable(waiter.session):
+                continue
+            count, answer = waiter.data
+            self._grant(core, (waiter.session, waiter.owner), count)
+            core.answer(waiter, answer)
+
+    def drop_session(self, core: Core, session: Session, held: int) -> None:
+        if self.holder is not None and self.holder[0] is session:
+            self.holder = None
+            self.count = 0
+            self._pass_on(core)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "locked": self.holder is not None,
+            "holder": None if self.holder is None else _owner_desc(*self.holder),
+            "count": self.count,
+            "waiters": _waiters_desc(self.waiters),
+        }
+
+
+class RLock(Lock):
+    """A reentrant mutex: the same owner may acquire it again; each release undoes one."""
+
+    kind = "RLock"
+    reentrant = True
+
+
+class Semaphore(Primitive):
+    """A counting semaphore; slots are held per session until it is used for signalling."""
+
+    kind = "Semaphore"
+    bounded = False
+
+    def __init__(self, value: int = 1) -> None:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"semaphore value must be an int, not {type(value).__name__}")
+        if value < 0:
+            raise ValueError("semaphore initial value must be >= 0")
+        self.value = value
+        self.initial = value
+        self.tracking = True
+        self.holders: dict[Session, int] = {}
+        self.waiters = WaitQueue()
+
+    def acquire(self, ctx: CallContext, blocking: Any = True, timeout: Any = None) -> Any:
+        if timeout is not None and not blocking:
+            raise ValueError("can't specify timeout for non-blocking acquire")
+        wait = None if timeout is None else max(0.0, float(timeout))
+        if self.value > 0 and not self.waiters:
+            self.value -= 1
+            self._take(ctx.session)
+            return True
+        if not blocking or wait == 0:
+            return False
+        ctx.park(self.waiters, wait, on_timeout=_answer_false)
+        return PARKED
+
+    def release(self, ctx: CallContext, n: int = 1) -> None:
+        if not isinstance(n, int) or n < 1:
+            raise ValueError("n must be one or more")
+        if self.bounded and self.value + n > self.initial:
+            raise ValueError("Semaphore released too many times")
+        mine = self.holders.get(ctx.session, 0)
+        if self.tracking:
+            if mine >= n:
+                self._give_back(ctx.session, n)
+            else:
+                # Released by a session that holds no slot: a signal, not a slot returned.
+                self.tracking = False
+                for session, held in self.holders.items():
+                    session.unhold(self, held)
+                self.holders.clear()
+        self.value += n
+        self._pass_on(ctx.core)
+
+    def get_value(self) -> int:
+        return self.value
+
+    def _take(self, session: Session) -> None:
+        if self.tracking:
+            self.holders[session] = self.holders.get(session, 0) + 1
+            session.hold(self, 1)
+
+    def _give_back(self, session: Session, n: int) -> None:
+        left = self.holders[session] - n
+        if left:
+            self.holders[session] = left
+        else:
+            del self.holders[session]
+        session.unhold(self, n)
+
+    def _pass_on(self, core: Core) -> None:
+        while self.value > 0:
+            waiter = self.waiters.pop()
+            if waiter is None:
+                return
+            if not core.deliverable(waiter.session):
+                continue
+            self.value -= 1
+            self._take(waiter.session)
+            core.answer(waiter, True)
+
+    def drop_session(self, core: Core, session: Session, held: int) -> None:
+        slots = self.holders.pop(session, 0)
+        if slots:
+            self.value += slots
+            self._pass_on(core)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "value": self.value,
+            "tracking_slots": self.tracking,
+            "holders": [
+                dict(_owner_desc(s, 0), slots=n) for s, n in self.holders.items()
+            ],
+            "waiters": _waiters_desc(self.waiters),
+        }
+
+
+class BoundedSemaphore(Semaphore):
+    """A semaphore that refuses to be released above its initial value."""
+
+    kind = "BoundedSemaphore"
+    bounded = True
+
+
+class Condition(Primitive):
+    """A condition variable over a shared Lock or RLock (a new RLock by default).
+
+    Waiter data while waiting for a notify: the lock count to restore.
+    """
+
+    kind = "Condition"
+
+    def __init__(self, lock: Lock | None = None, lock_ref: Any = None) -> None:
+        self._lock_ref = lock_ref  # the proxy the lock came as: keeps the shared lock alive
+        self.lock: Lock = RLock() if lock is None else lock
+        self.waiters = WaitQueue()
+
+    def acquire(self, ctx: CallContext, blocking: Any = True, timeout: Any = -1) -> Any:
+        return self.lock.acquire(ctx, blocking, timeout)
+
+    def release(self, ctx: CallContext) -> None:
+        self.lock.release(ctx)
+
+    def wait(self, ctx: CallContext, timeout: Any = None) -> Any:
+        if not self.lock.owned_by(ctx.session, ctx.owner):
+            raise RuntimeError("cannot wait on un-acquired lock")
+        wait = _wait_timeout(timeout)
+        count = self.lock.release_save(ctx.core)
+        ctx.park(self.waiters, wait, data=count, on_timeout=self._timed_out)
+        return PARKED
+
+    def notify(self, ctx: CallContext, n: int = 1) -> None:
+        if not self.lock.owned_by(ctx.session, ctx.owner):
+            raise RuntimeError("cannot notify on un-acquired lock")
+        for _ in range(n):
+            waiter = self.waiters.pop()
+            if waiter is None:
+                break
+            self.lock.acquire_restore(ctx.core, waiter, waiter.data, True)
+
+    def notify_all(self, ctx: CallContext) -> None:
+        self.notify(ctx, len(self.waiters))
+
+    def _timed_out(self, core: Core, waiter: Waiter) -> None:
+        self.waiters.remove(waiter)
+        self.lock.acquire_restore(core, waiter, waiter.data, False)
+
+    def describe(self) -> dict[str, Any]:
+        return {"lock": self.lock.describe(), "waiters": _waiters_desc(self.waiters)}
+
+
+def _make_condition(resolve: Callable[[Any], Any], lock: Any = None) -> Condition:
+    if lock is None:
+        return Condition()
+    target = resolve(lock)
+    if not isinstance(target, Lock):
+        raise TypeError(
+            "Condition(lock) needs a Lock or RLock created by the same manager, "
+            f"not {type(lock).__name__}"
+        )
+    return Condition(target, lock)
+
+
+class Event(Primitive):
+    """An event flag; ``wait`` parks until it is set."""
+
+    kind = "Event"
+
+    def __init__(self) -> None:
+        self.flag = False
+        self.waiters = WaitQueue()
+
+    def is_set(self) -> bool:
+        return self.flag
+
+    def set(self, ctx: CallContext) -> None:
+        self.flag = True
+        for waiter in self.waiters.pop_all():
+            ctx.core.answer(waiter, True)
+
+    def clear(self) -> None:
+        self.flag = False
+
+    def wait(self, ctx: CallContext, timeout: Any = None) -> Any:
+        if self.flag:
+            return True
+        wait = _wait_timeout(timeout)
+        if wait == 0:
+            return False
+        ctx.park(self.waiters, wait, on_timeout=_answer_false)
+        return PARKED
+
+    def describe(self) -> dict[str, Any]:
+        return {"set": self.flag, "waiters": _waiters_desc(self.waiters)}
+
+
+class Barrier(Primitive):
+    """A barrier for ``parties`` callers; breaks on timeout, abort, or a waiting party's death.
+
+    Waiter data: the arrival index to answer with.
+    """
+
+    kind = "Barrier"
+
+    def __init__(
+        self, parties: int, action: Callable[[], Any] | None = None, timeout: Any = None
+    ) -> None:
+        if not isinstance(parties, int) or parties < 1:
+            raise ValueError("parties must be >= 1")
+        self.parties = parties
+        self.action = action
+        self.default_timeout = timeout
+        self.broken = False
+        self.waiters = WaitQueue()
+
+    @property
+    def n_waiting(self) -> int:
+        return len(self.waiters)
+
+    def wait(self, ctx: CallContext, timeout: Any = None) -> Any:
+        if timeout is None:
+            timeout = self.default_timeout
+        if self.broken:
+            raise threading.BrokenBarrierError
+        index = len(self.waiters)
+        if index + 1 < self.parties:
+            ctx.park(
+                self.waiters,
+                _wait_timeout(timeout),
+                data=index,
+                on_timeout=self._timed_out,
+                on_cancel=self._party_gone,
+            )
+            return PARKED
+        if self.action is not None:
+            try:
+                self.action()
+            except BaseException:
+                self._break(ctx.core)
+                raise
+        for waiter in self.waiters.pop_all():
+            ctx.core.answer(waiter, waiter.data)
+        return index
+
+    def abort(self, ctx: CallContext) -> None:
+        self._break(ctx.core)
+
+    def reset(self, ctx: CallContext) -> None:
+        self._break(ctx.core)
+        self.broken = False
+
+    def remote_attribute(self, name: str) -> Any:
+        if name not in ("parties", "n_waiting", "broken"):
+            raise AttributeError(f"Barrier attribute {name!r} is not exposed")
+        return getattr(self, name)
+
+    def _break(self, core: Core) -> None:
+        self.broken = True
+        for waiter in self.waiters.pop_all():
+            core.answer_error(waiter, threading.BrokenBarrierError())
+
+    def _timed_out(self, core: Core, waiter: Waiter) -> None:
+        self.waiters.remove(waiter)
+        core.answer_error(waiter, threading.BrokenBarrierError())
+        self._break(core)
+
+    def _party_gone(self, core: Core, waiter: Waiter) -> None:
+        self._break(core)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "parties": self.parties,
+            "broken": self.broken,
+            "waiters": _waiters_desc(self.waiters),
+        }
+
+
+class Queue(Primitive):
+    """A FIFO queue with queue.Queue's API, including task_done/join.
+
+    Task accounting survives deaths: the server counts, per session, items taken and not yet
+    marked done; when a session goes away its count is settled so ``join()`` cannot hang on a
+    dead consumer. A JoinableQueue goes further and puts those items back at the front.
+    """
+
+    kind = "Queue"
+    redeliver = False
+
+    def __init__(self, maxsize: int = 0) -> None:
+        if not isinstance(maxsize, int):
+            raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
+        self.maxsize = maxsize
+        self.items: deque[Any] = deque()
+        self.getters = WaitQueue()
+        self.putters = WaitQueue()  # waiter data: the item to put
+        self.joiners = WaitQueue()
+        self.unfinished = 0
+        self.taken: dict[Session, deque[Any]] = {}  # items handed out, not yet task_done
+
+    def _full(self) -> bool:
+        return 0 < self.maxsize <= len(self.items)
+
+    def qsize(self) -> int:
+        return len(self.items)
+
+    def empty(self) -> bool:
+        return not self.items
+
+    def full(self) -> bool:
+        return self._full()
+
+    def put(self, ctx: CallContext, item: Any, block: Any = True, timeout: Any = None) -> Any:
+        wait = _queue_timeout(block, timeout)
+        if not self._full() and not self.putters:
+            self._enqueue(ctx.core, item)
+            return None
+        if not block:
+            raise queue.Full
+        ctx.park(self.putters, wait, data=item, on_timeout=_answer_full)
+        return PARKED
+
+    def put_nowait(self, ctx: CallContext, item: Any) -> Any:
+        return self.put(ctx, item, False)
+
+    def get(self, ctx: CallContext, block: Any = True, timeout: Any = None) -> Any:
+        wait = _queue_timeout(block, timeout)
+        if self.items:
+            item = self.items.popleft()
+            self._hand_out(ctx.session, item)
+            self._admit_putters(ctx.core)
+            return item
+        if not block:
+            raise queue.Empty
+        ctx.park(self.getters, wait, on_timeout=_answer_empty)
+        return PARKED
+
+    def get_nowait(self, ctx: CallContext) -> Any:
+        return self.get(ctx, False)
+
+    def task_done(self, ctx: CallContext) -> None:
+        if self.unfinished <= 0:
+            raise ValueError("task_done() called too many times")
+        self._settle(ctx.core, ctx.session, 1)
+
+    def join(self, ctx: CallContext) -> Any:
+        if self.unfinished == 0:
+            return None
+        ctx.park(self.joiners, None)
+        return PARKED
+
+    # internals
+    def _enqueue(self, core: Core, item: Any) -> None:
+        self.unfinished += 1
+        while True:
+            getter = self.getters.pop()
+            if getter is None:
+                self.items.append(item)
+                return
+            if core.deliverable(getter.session):
+                self._hand_out(getter.session, item)
+                core.answer(getter, item)
+                return
+
+    def _hand_out(self, session: Session, item: Any) -> None:
+        taken = self.taken.get(session)
+        if taken is None:
+            taken = self.taken[session] = deque()
+            session.hold(self, 1)  # so the session's end settles its accounting here
+        # A plain Queue remembers only how many; a JoinableQueue keeps the items to put back.
+        taken.append(item if self.redeliver else None)
+
+    def _admit_putters(self, core: Core) -> None:
+        while not self._full():
+            putter = self.putters.pop()
+            if putter is None:
+                return
+            self._enqueue(core, putter.data)
+            core.answer(putter, None)
+
+    def _settle(self, core: Core, session: Session, n: int) -> None:
+        """Mark ``n`` tasks done, charging them to ``session``'s taken items first."""
+        for _ in range(n):
+            taken = self.taken.get(session)
+            if not taken:
+                # Done by someone other than the taker: retire the oldest outstanding item.
+                session = next((s for s, t in self.taken.items() if t), session)
+                taken = self.taken.get(session)
+            if taken:
+                taken.popleft()
+                if not taken:
+                    del self.taken[session]
+                    session.unhold(self, 1)
+            self.unfinished -= 1
+        if self.unfinished == 0:
+            for joiner in self.joiners.pop_all():
+                core.answer(joiner, None)
+
+    def drop_session(self, core: Core, session: Session, held: int) -> None:
+        taken = self.taken.pop(session, None)
+        if not taken:
+            return
+        if self.redeliver:
+            # Put the dead consumer's unfinished items back at the front, oldest first.
+            self.unfinished -= len(taken)
+            for item in reversed(taken):
+                self.items.appendleft(item)
+                self.unfinished += 1
+            self._redeliver(core)
+        else:
+            self.unfinished -= len(taken)
+            if self.unfinished == 0:
+                for joiner in self.joiners.pop_all():
+                    core.answer(joiner, None)
+
+    def _redeliver(self, core: Core) -> None:
+        while self.items:
+            getter = self.getters.pop()
+            if getter is None:
+                return
+            if core.deliverable(getter.session):
+                item = self.items.popleft()
+                self._hand_out(getter.session, item)
+                core.answer(getter, item)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "size": len(self.items),
+            "maxsize": self.maxsize,
+            "unfinished": self.unfinished,
+            "getters": _waiters_desc(self.getters),
+            "putters": _waiters_desc(self.putters),
+            "joiners": _waiters_desc(self.joiners),
+        }
+
+
+class JoinableQueue(Queue):
+    """A Queue whose items taken by a consumer that dies before ``task_done`` are redelivered."""
+
+    kind = "JoinableQueue"
+    redeliver = True
+
+
+# -- waiter callbacks shared by several primitives ----------------------------------------------
+
+
+def _answer_false(core: Core, waiter: Waiter) -> None:
+    if waiter.queue is not None:
+        waiter.queue.remove(waiter)
+    core.answer(waiter, False)
+
+
+def _answer_full(core: Core, waiter: Waiter) -> None:
+    if waiter.queue is not None:
+        waiter.queue.remove(waiter)
+    core.answer_error(waiter, queue.Full())
+
+
+def _answer_empty(core: Core, waiter: Waiter) -> None:
+    if waiter.queue is not None:
+        waiter.queue.remove(waiter)
+    core.answer_error(waiter, queue.Empty())
+
+
+# -- handler tables --------------------------------------------------------------------------
+
+
+def _plain(fn: Callable[..., Any]) -> Handler:
+    return (fn, False)
+
+
+def _ctx(fn: Callable[..., Any]) -> Handler:
+    return (fn, True)
+
+
+def _returns_none(fn: Callable[..., Any]) -> Callable[..., None]:
+    def call(obj: Any, *args: Any, **kwargs: Any) -> None:
+        fn(obj, *args, **kwargs)
+
+    call.__name__ = fn.__name__
+    return call
+
+
+def _container_common(cls: type) -> dict[str, Handler]:
+    return {
+        "__repr__": _plain(cls.__repr__),
+        "__str__": _plain(cls.__str__),
+    }
+
+
+def _dict_handlers() -> dict[str, Handler]:
+    h = _container_common(dict)
+    for name in ("__contains__", "__getitem__", "__len__", "__setitem__", "__delitem__", "get",
+                 "clear", "pop", "popitem", "setdefault", "update", "copy"):
+        h[name] = _plain(getattr(dict, name))
+    h["keys"] = _plain(list)
+    h["__iter__"] = _plain(list)
+    h["values"] = _plain(lambda d: list(d.values()))
+    h["items"] = _plain(lambda d: list(d.items()))
+    h["__reversed__"] = _plain(lambda d: list(reversed(d)))
+    h["__or__"] = _plain(lambda d, other: d | other)
+    h["__ror__"] = _plain(lambda d, other: other | d)
+    h["__ior__"] = _plain(_returns_none(dict.update))
+    return h
+
+
+def _list_handlers() -> dict[str, Handler]:
+    h = _container_common(list)
+    for name in ("__contains__", "__getitem__", "__len__", "__setitem__", "__delitem__",
+                 "__add__", "__mul__", "__rmul__", "append", "count", "extend", "index",
+                 "insert", "pop", "remove", "reverse", "sort", "clear", "copy"):
+        h[name] = _plain(getattr(list, name))
+    h["__iter__"] = _plain(list.copy)
+    h["__reversed__"] = _plain(lambda lst: lst[::-1])
+    h["__iadd__"] = _plain(_returns_none(list.extend))
+    h["__imul__"] = _plain(_returns_none(list.__imul__))
+    return h
+
+
+def _set_handlers() -> dict[str, Handler]:
+    h = _container_common(set)
+    for name in ("__contains__", "__len__", "copy", "issubset", "issuperset", "isdisjoint",
+                 "union", "intersection", "difference", "symmetric_difference", "add",
+                 "discard", "remove", "pop", "clear", "update", "difference_update",
+                 "intersection_update", "symmetric_difference_update"):
+        h[name] = _plain(getattr(set, name))
+    h["__iter__"] = _plain(list)
+    return h
+
+
+def _ns_getattr(ns: Namespace, name: str) -> Any:
+    _check_attr_name(name)
+    return getattr(ns, name)
+
+
+def _ns_setattr(ns: Namespace, name: str, value: Any) -> None:
+    _check_attr_name(name)
+    setattr(ns, name, value)
+
+
+def _ns_delattr(ns: Namespace, name: str) -> None:
+    _check_attr_name(name)
+    delattr(ns, name)
+
+
+def _check_attr_name(name: Any) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"attribute name must be a string, not {type(name).__name__}")
+    if name.startswith("__"):
+        raise AttributeError(f"attribute {name!r} of a shared Namespace is not accessible")
+
+
+def _namespace_handlers() -> dict[str, Handler]:
+    h = _container_common(Namespace)
+    h["__getattribute__"] = _plain(_ns_getattr)
+    h["__setattr__"] = _plain(_ns_setattr)
+    h["__delattr__"] = _plain(_ns_delattr)
+    h["_asdict"] = _plain(lambda ns: {k: v for k, v in vars(ns).items()})
+    return h
+
+
+def _value_handlers() -> dict[str, Handler]:
+    h = _container_common(Value)
+    h["get"] = _plain(Value.get)
+    h["set"] = _plain(Value.set)
+    return h
+
+
+def _array_handlers() -> dict[str, Handler]:
+    h = _container_common(array.array)
+    for name in ("__len__", "__getitem__", "__setitem__", "tolist"):
+        h[name] = _plain(getattr(array.array, name))
+    return h
+
+
+def _primitive_handlers(cls: type[Primitive]) -> dict[str, Handler]:
+    kind = KINDS[cls.kind]
+    h: dict[str, Handler] = {
+        "__repr__": _plain(_primitive_repr),
+        "__str__": _plain(_primitive_repr),
+    }
+    for name, method in kind.methods.items():
+        if name in h:
+            continue
+        if name == "__getattribute__":
+            h[name] = _plain(cls.remote_attribute)  # type: ignore[attr-defined]
+            continue
+        fn = getattr(cls, name)
+        h[name] = _ctx(fn) if (method.blocks or method.owner or _needs_ctx(fn)) else _plain(fn)
+    return h
+
+
+def _needs_ctx(fn: Callable[..., Any]) -> bool:
+    code = getattr(fn, "__code__", None)
+    return code is not None and code.co_argcount > 1 and code.co_varnames[1] == "ctx"
+
+
+def _primitive_repr(obj: Primitive) -> str:
+    state = obj.describe()
+    if isinstance(obj, Lock):
+        return f"<{obj.kind}({'locked' if state['locked'] else 'unlocked'})>"
+    if isinstance(obj, Semaphore):
+        return f"<{obj.kind}(value={obj.value})>"
+    if isinstance(obj, Event):
+        return f"<Event({'set' if obj.flag else 'unset'})>"
+    if isinstance(obj, Barrier):
+        return f"<Barrier(parties={obj.parties}, waiting={obj.n_waiting}, broken={obj.broken})>"
+    if isinstance(obj, Queue):
+        return f"<{obj.kind}(size={len(obj.items)}, maxsize={obj.maxsize})>"
+    return f"<{obj.kind}>"
+
+
+def make_referent(
+    kind: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    resolve: Callable[[Any], Any],
+) -> Any:
+    """Create the referent of a built-in kind from the arguments a proxy factory was given.
+
+    ``resolve`` maps a proxy received as an argument to the referent it stands for on this
+    server (a Condition built over a shared Lock), or ``None``.
+    """
+    if kind == "Condition":
+        return _make_condition(resolve, *args, **kwargs)
+    return _FACTORIES[kind](*args, **kwargs)
+
+
+_FACTORIES: Final[dict[str, Callable[..., Any]]] = {
+    "dict": dict,
+    "list": list,
+    "set": set,
+    "Namespace": Namespace,
+    "Value": Value,
+    "Array": Array,
+    "Lock": Lock,
+    "RLock": RLock,
+    "Semaphore": Semaphore,
+    "BoundedSemaphore": BoundedSemaphore,
+    "Event": Event,
+    "Barrier": Barrier,
+    "Queue": Queue,
+    "JoinableQueue": JoinableQueue,
+}
+
+#: Handlers of every built-in kind: ``HANDLERS[kind][method] = (function, takes_ctx)``.
+HANDLERS: Final[dict[str, dict[str, Handler]]] = {
+    "dict": _dict_handlers(),
+    "list": _list_handlers(),
+    "set": _set_handlers(),
+    "Namespace": _namespace_handlers(),
+    "Value": _value_handlers(),
+    "Array": _array_handlers(),
+    **{
+        cls.kind: _primitive_handlers(cls)
+        for cls in (Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier,
+                    Queue, JoinableQueue)
+    },
+}

@@ -1,0 +1,541 @@
+"""The server transport: sockets and one event loop feeding the core; threads for user code.
+
+Why one loop (measured on these 2-CPU machines, see DESIGN.md "Measuring"): a single selectors
+loop serves many clients at about 2.5x the throughput of a thread per connection, and with a
+short busy-poll after activity (``spin``) it also answers a single client faster than a blocking
+thread does, because most of a round trip here is the sleeping process waking up. The loop only
+moves bytes: it decodes frames with the sans-IO protocol, hands messages to the core, and sends
+what the core wrote. Methods of custom registered classes (user code that may block or call back
+into this server) run on worker threads and are finished by the core on the loop.
+
+Invariants: only the loop thread touches the core; a connection is never given a session before
+it has authenticated; pre-authentication connections are dropped after ``handshake_timeout``;
+a connection whose unsent output exceeds ``max_backlog`` bytes is dropped rather than letting
+one slow reader grow the server without bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import queue
+import select
+import selectors
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from .._address import Address, family, private_unix_path
+from .._context import register_server, unregister_server
+from .._errors import AuthenticationError, ProtocolError
+from .._protocol import (
+    DEFAULT_MAX_FRAME,
+    NEED_DATA,
+    Authenticated,
+    ConnectionClosed,
+    Flag,
+    ServerProtocol,
+)
+from ._core import Core, Job, ServerType, Session
+
+__all__ = ["Server"]
+
+log = logging.getLogger("procshare.server")
+
+_RECV_SIZE: Final = 256 * 1024
+_POLL_DEAD: Final = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
+_BUSY_WINDOW: Final = 0.005  # seconds: clients active within this window count as "active"
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class _Conn:
+    """One client socket, its protocol end, and (once authenticated) its session."""
+
+    __slots__ = ("accepted", "fd", "out", "proto", "session", "sid", "sock", "writing")
+
+    def __init__(self, sock: socket.socket, proto: ServerProtocol, sid: int, now: float) -> None:
+        self.sid = sid
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.proto = proto
+        self.session: Session | None = None
+        self.out = bytearray()
+        self.writing = False
+        self.accepted = now
+
+
+class _Workers:
+    """Threads that run user code (custom methods and constructors), grown on demand."""
+
+    def __init__(self, done: deque[Job], wake: Callable[[], None], limit: int) -> None:
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._done = done
+        self._wake = wake
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._idle = 0
+        self._threads: set[threading.Thread] = set()
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            grow = self._idle == 0 and len(self._threads) < self._limit
+            if grow:
+                thread = threading.Thread(
+                    target=self._work, name="procshare-worker", daemon=True
+                )
+                self._threads.add(thread)
+            else:
+                self._idle -= 1
+        if grow:
+            thread.start()
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        me = threading.current_thread()
+        while True:
+            try:
+                job = self._jobs.get(timeout=30.0)
+            except queue.Empty:
+                with self._lock:
+                    if self._idle > 0:
+                        self._idle -= 1
+                        self._threads.discard(me)
+                        return
+                continue  # a job was promised to this idle thread: keep waiting for it
+            if job is None:
+                with self._lock:
+                    self._threads.discard(me)
+                return
+            job.run()
+            self._done.append(job)
+            self._wake()
+            with self._lock:
+                self._idle += 1
+
+    def stop(self) -> None:
+        with self._lock:
+            threads = list(self._threads)
+        for _ in threads:
+            self._jobs.put(None)
+
+
+class Server:
+    """A procshare server: a listening socket, a loop, and the core.
+
+    Args:
+        types: the registered typeids.
+        address: canonical address to listen on, or ``None`` for a private unix socket.
+        authkey: clients must prove they know it.
+        rebuild: the proxy-rebuilding function tokens unpickle with (``RebuildProxy``).
+        serializers: the serializers clients may choose.
+        max_frame: the largest frame a client may send.
+        release_delay: seconds an unreferenced object is kept before disposal.
+        spin: seconds the loop keeps polling after activity before it sleeps.
+        owner_pid: a process whose death (once no client is connected) stops the server.
+        handshake_timeout: seconds a new connection has to authenticate.
+        max_backlog: unsent bytes after which a client that does not read is dropped.
+        max_workers: the most threads running user code at once.
+    """
+
+    def __init__(
+        self,
+        types: Mapping[str, ServerType],
+        address: Address | None,
+        authkey: bytes,
+        *,
+        rebuild: Callable[..., Any],
+        serializers: tuple[str, ...] = ("pickle",),
+        max_frame: int = DEFAULT_MAX_FRAME,
+        release_delay: float = 5.0,
+        spin: float = 50e-6,
+        owner_pid: int | None = None,
+        handshake_timeout: float = 10.0,
+        max_backlog: int = 256 * 1024 * 1024,
+        max_workers: int = 256,
+    ) -> None:
+        self._authkey = bytes(authkey)
+        #: tells clients apart a restarted server at the same address (object ids restart)
+        self.instance = os.urandom(8).hex()
+        self._serializers = serializers
+        self._max_frame = max_frame
+        self._spin = spin
+        self._handshake_timeout = handshake_timeout
+        self._max_backlog = max_backlog
+        self._owned_dir: str | None = None
+        if address is None:
+            address = private_unix_path()
+            self._owned_dir = os.path.dirname(address)
+        self._listener = self._listen(address)
+        bound = self._listener.getsockname()
+        self.address: Address = bound if isinstance(address, str) else (address[0], bound[1])
+        self.core = Core(types, address=self.address, rebuild=rebuild, release_delay=release_delay)
+        self._sel = selectors.DefaultSelector()
+        self._conns: dict[int, _Conn] = {}
+        self._by_session: dict[int, _Conn] = {}
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._sleeping = False
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._done: deque[Job] = deque()
+        self._workers = _Workers(self._done, self._wake, max_workers)
+        self._owner_pid = owner_pid
+        self._owner_fd: int | None = None
+        self._owner_gone = False
+        self._cpus = _cpus()
+        self._recent: dict[int, float] = {}
+        self._recent_checked = 0.0
+
+    # -- ServerHook (see _context) ----------------------------------------------------------
+
+    def on_loop_thread(self) -> bool:
+        return self.core.on_loop_thread()
+
+    def adopt(self, obj_id: int) -> None:
+        self.core.adopt(obj_id)
+
+    def disown(self, obj_id: int) -> None:
+        self.core.disown(obj_id)
+
+    def lend(self, obj_id: int) -> bool:
+        return self.core.lend(obj_id)
+
+    def referent(self, obj_id: int) -> Any:
+        return self.core.referent(obj_id)
+
+    # -- life ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _listen(address: Address) -> socket.socket:
+        sock = socket.socket(family(address), socket.SOCK_STREAM)
+        try:
+            if isinstance(address, str):
+                with contextlib.suppress(FileNotFoundError):
+                    if os.path.exists(address) and _is_stale_socket(address):
+                        os.unlink(address)
+            else:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            if isinstance(address, str):
+                os.chmod(address, 0o600)
+            sock.listen(512)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def serve_forever(self) -> None:
+        """Serve until ``stop()`` or a ``shutdown`` command. Must run on one thread throughout."""
+        self.core.bind_loop_thread()
+        register_server(self.address, self)
+        self._sel.register(self._listener, selectors.EVENT_READ, None)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._watch_owner()
+        try:
+            self._loop()
+        finally:
+            unregister_server(self.address)
+            self._close_everything()
+            self._stopped.set()
+
+    def stop(self) -> None:
+        """Ask the loop to stop (from any thread); returns at once."""
+        self._stopping.set()
+        self._wake(force=True)
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Block until the loop has stopped and released its resources."""
+        return self._stopped.wait(timeout)
+
+    def _wake(self, force: bool = False) -> None:
+        if self._sleeping or force:
+            with contextlib.suppress(OSError):
+                self._wake_w.send(b"\0")
+
+    def _watch_owner(self) -> None:
+        if self._owner_pid is None:
+            return
+        try:
+            fd = os.pidfd_open(self._owner_pid)
+        except (AttributeError, OSError):
+            return  # polled in _check_owner instead
+        self._owner_fd = fd
+        self._sel.register(fd, selectors.EVENT_READ, None)
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        core = self.core
+        sel = self._sel
+        listener_fd = self._listener.fileno()
+        wake_fd = self._wake_r.fileno()
+        owner_fd = self._owner_fd
+        spin = self._spin
+        monotonic = time.monotonic
+        last_active = monotonic()
+        next_housekeeping = last_active
+        while not self._stopping.is_set():
+            now = monotonic()
+            if self._done or core.dirty or now - last_active < spin:
+                timeout: float | None = 0.0
+            else:
+                deadline = core.next_deadline()
+                timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - now))
+                self._sleeping = True
+                if self._done:
+                    timeout = 0.0
+            events = sel.select(timeout)
+            self._sleeping = False
+            now = monotonic()
+            if events:
+                last_active = now
+                for key, mask in events:
+                    fd = key.fd
+                    conn = key.data
+                    if conn is not None:
+                        if mask & selectors.EVENT_READ:
+                            self._on_readable(conn, now)
+                        if mask & selectors.EVENT_WRITE and conn.fd in self._conns:
+                            self._send_pending(conn)
+                    elif fd == listener_fd:
+                        self._accept(now)
+                    elif fd == wake_fd:
+                        with contextlib.suppress(OSError):
+                            self._wake_r.recv(4096)
+                    elif fd == owner_fd:
+                        self._owner_died()
+            done = self._done
+            while done:
+                core.finish(done.popleft(), now)
+            core.tick(now)
+            if now >= next_housekeeping:
+                next_housekeeping = now + 0.5
+                self._housekeeping(now)
+            jobs = core.jobs
+            while jobs:
+                self._workers.submit(jobs.popleft())
+            self._flush()
+            if core.shutdown_requested or (self._owner_gone and not core.sessions):
+                self._stopping.set()
+        self._flush()
+
+    def _housekeeping(self, now: float) -> None:
+        for conn in list(self._conns.values()):
+            if conn.session is None and now - conn.accepted > self._handshake_timeout:
+                self._close(conn, now)
+        if self._owner_pid is not None and self._owner_fd is None and not self._owner_gone:
+            try:
+                os.kill(self._owner_pid, 0)
+            except ProcessLookupError:
+                self._owner_died()
+            except OSError:
+                pass
+        if now - self._recent_checked > _BUSY_WINDOW:
+            self._update_busy(now)
+
+    def _owner_died(self) -> None:
+        self._owner_gone = True
+        if self._owner_fd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(self._owner_fd)
+            os.close(self._owner_fd)
+            self._owner_fd = None
+
+    def _update_busy(self, now: float) -> None:
+        """Hint clients not to busy-poll while more of them are active than spare CPUs."""
+        horizon = now - _BUSY_WINDOW
+        recent = {sid: t for sid, t in self._recent.items() if t >= horizon}
+        self._recent = recent
+        self._recent_checked = now
+        busy = len(recent) + 1 > self._cpus
+        self.core.reply_flags = Flag.BUSY if busy else 0
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _accept(self, now: float) -> None:
+        for _ in range(64):
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("cannot accept a connection: %s", exc)
+                    return
+                raise
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sid = self.core.new_session_id()
+            proto = ServerProtocol(
+                self._authkey,
+                serializers=self._serializers,
+                info={"session": sid, "pid": os.getpid(), "instance": self.instance},
+                max_frame=self._max_frame,
+            )
+            conn = _Conn(sock, proto, sid, now)
+            self._conns[conn.fd] = conn
+            self._sel.register(sock, selectors.EVENT_READ, conn)
+            conn.out += proto.data_to_send()
+            self._send_pending(conn)
+
+    def _on_readable(self, conn: _Conn, now: float) -> None:
+        try:
+            data = conn.sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        proto = conn.proto
+        proto.receive_data(data)
+        session = conn.session
+        if session is not None:
+            self._recent[session.id] = now
+        core = self.core
+        try:
+            while True:
+                event = proto.next_event()
+                if event is NEED_DATA:
+                    break
+                if session is not None and type(event) is not ConnectionClosed:
+                    core.dispatch(session, event, now)
+                    if session.closed:
+                        break
+                    continue
+                if type(event) is Authenticated:
+                    session = self._authenticated(conn, event, now)
+                    continue
+                if type(event) is ConnectionClosed:
+                    self._close(conn, now)
+                    return
+                raise ProtocolError(f"unexpected event {event!r}")
+        except AuthenticationError:
+            conn.out += proto.data_to_send()
+            self._send_pending(conn)
+            self._close(conn, now)
+        except ProtocolError as exc:
+            log.info("dropping connection %d: %s", conn.fd, exc)
+            self._close(conn, now)
+
+    def _authenticated(self, conn: _Conn, event: Authenticated, now: float) -> Session:
+        session = self.core.open_session(conn.sid, conn.proto, event.info, now)
+        session.probe = _make_probe(conn.fd)
+        conn.session = session
+        self._by_session[conn.sid] = conn
+        conn.out += conn.proto.data_to_send()
+        self._send_pending(conn)
+        return session
+
+    def _close(self, conn: _Conn, now: float) -> None:
+        if self._conns.pop(conn.fd, None) is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(conn.sock)
+        conn.sock.close()
+        if conn.session is not None:
+            self._by_session.pop(conn.session.id, None)
+            self._recent.pop(conn.session.id, None)
+            self.core.close_session(conn.session, now)
+
+    def _flush(self) -> None:
+        core = self.core
+        while core.dirty:
+            dirty = core.dirty
+            core.dirty = []
+            for session in dirty:
+                out = session.out
+                if not out:
+                    continue
+                conn = self._by_session.get(session.id)
+                if conn is None:
+                    out.clear()
+                    continue
+                conn.out += out[0] if len(out) == 1 else b"".join(out)
+                out.clear()
+                self._send_pending(conn)
+        while core.ended:
+            # Sessions the core closed itself (a peer found dead while handing it something).
+            conn = self._by_session.get(core.ended.pop().id)
+            if conn is not None:
+                self._close(conn, time.monotonic())
+
+    def _send_pending(self, conn: _Conn) -> None:
+        if not conn.out:
+            return
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self._close(conn, time.monotonic())
+            return
+        del conn.out[:sent]
+        if conn.out:
+            if len(conn.out) > self._max_backlog:
+                log.warning("dropping connection %d: %d unsent bytes", conn.fd, len(conn.out))
+                self._close(conn, time.monotonic())
+                return
+            if not conn.writing:
+                conn.writing = True
+                self._sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+        elif conn.writing:
+            conn.writing = False
+            self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+
+    def _close_everything(self) -> None:
+        now = time.monotonic()
+        for conn in list(self._conns.values()):
+            self._close(conn, now)
+        self._workers.stop()
+        with contextlib.suppress(Exception):
+            self._sel.close()
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+        if isinstance(self.address, str):
+            with contextlib.suppress(OSError):
+                os.unlink(self.address)
+        if self._owned_dir is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._owned_dir)
+
+
+def _make_probe(fd: int) -> Callable[[], bool]:
+    """A check that the peer of ``fd`` is still there (no hang-up pending)."""
+
+    def alive() -> bool:
+        poller = select.poll()
+        poller.register(fd, _POLL_DEAD)
+        try:
+            return not poller.poll(0)
+        except OSError:
+            return False
+
+    return alive
+
+
+def _is_stale_socket(path: str) -> bool:
+    """Whether ``path`` is a unix socket nobody listens on (left by a crashed server)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return True
+    finally:
+        probe.close()
+    return False
