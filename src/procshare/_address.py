@@ -57,7 +57,9 @@ def parse_address(address: Any) -> Address | None:
         if url.port is None:
             raise ValueError(f"a tcp:// address needs a port: {address!r}")
         return (url.hostname or "127.0.0.1", url.port)
-    raise ValueError(f"unknown address scheme {url.scheme!r} in {address!r} (use unix:// or tcp://)")
+    raise ValueError(
+        f"unknown address scheme {url.scheme!r} in {address!r} (use unix:// or tcp://)"
+    )
 
 
 def _unix_path(path: str) -> str:

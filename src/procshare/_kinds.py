@@ -143,8 +143,15 @@ SET: Final = _kind(
     "set",
     "a shared set",
     pure=("__contains__", "__len__", "copy", "issubset", "issuperset", "isdisjoint"),
-    reads=("__iter__", "union", "intersection", "difference", "symmetric_difference",
-           "__repr__", "__str__"),
+    reads=(
+        "__iter__",
+        "union",
+        "intersection",
+        "difference",
+        "symmetric_difference",
+        "__repr__",
+        "__str__",
+    ),
     writes=(
         "add",
         "discard",
@@ -247,6 +254,7 @@ BARRIER: Final = _kind(
     writes=("wait", "abort", "reset"),
     blocking=("wait",),
 )
+
 
 def _queue(name: str, doc: str) -> Kind:
     return _kind(

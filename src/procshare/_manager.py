@@ -26,7 +26,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing import connection, pool, util
-from multiprocessing.process import AuthenticationString
+from multiprocessing.process import AuthenticationString  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
 from ._address import Address, parse_address
@@ -137,7 +137,7 @@ def _server_types(registry: Mapping[str, Registration]) -> dict[str, ServerType]
             # native kinds expose their handler table; custom ones what was registered
             exposed=None if kind is not None or reg.exposed is None else tuple(reg.exposed),
             method_to_typeid=dict(reg.method_to_typeid) if reg.method_to_typeid else None,
-            proxytype=reg.proxytype,
+            proxytype=reg.proxytype if reg.proxytype is not None else AutoProxy,
         )
     return types
 
@@ -288,11 +288,10 @@ class BaseManager:
         self._address = payload
         self._state.value = State.STARTED
         managers_by_address[payload] = self
-        self.shutdown = util.Finalize(
+        self.shutdown = util.Finalize(  # type: ignore[method-assign]
             self,
             type(self)._finalize_manager,
-            args=(self._process, self._address, self._authkey, self._state,
-                  self._shutdown_timeout),
+            args=(self._process, self._address, self._authkey, self._state, self._shutdown_timeout),
             exitpriority=0,
         )
 
@@ -390,9 +389,7 @@ class BaseManager:
             raise ManagerStateError("the manager has no address")
         return get_channel(self._address, bytes(self._authkey), self._serializer)
 
-    def _create_proxy(
-        self, typeid: str, args: tuple[Any, ...], kwds: dict[str, Any] | None
-    ) -> Any:
+    def _create_proxy(self, typeid: str, args: tuple[Any, ...], kwds: dict[str, Any] | None) -> Any:
         """Create a ``typeid`` object on the server and return its proxy."""
         proxy = self._channel().request(Create(0, typeid, args, kwds or None, 0))
         if not isinstance(proxy, BaseProxy):
@@ -402,8 +399,12 @@ class BaseManager:
         if wanted is not None and not _is_of_proxytype(proxy, wanted):
             # This client registered another proxy type than the server: honour the client's.
             converted = wanted(
-                proxy._token, self._serializer, manager=self, authkey=self._authkey,
-                exposed=proxy._exposed_, incref=False,
+                proxy._token,
+                self._serializer,
+                manager=self,
+                authkey=self._authkey,
+                exposed=proxy._exposed_,
+                incref=False,
             )
             converted._ref_pid, proxy._ref_pid = proxy._ref_pid, 0
             proxy = converted

@@ -43,9 +43,9 @@ def _views_as_lists(view: Any) -> tuple[Any, tuple[Any]]:
 
 # Like multiprocessing's ForkingPickler: dict views travel as lists (a view of a dict that lives
 # in another process could not mean anything else).
-_FALLBACK_TABLE = copyreg.dispatch_table.copy()
-for _view in (type({}.keys()), type({}.values()), type({}.items())):
-    _FALLBACK_TABLE[_view] = _views_as_lists
+_VIEW_TYPES: tuple[type, ...] = (type({}.keys()), type({}.values()), type({}.items()))
+_FALLBACK_TABLE: dict[type, Any] = copyreg.dispatch_table.copy()
+_FALLBACK_TABLE.update(dict.fromkeys(_VIEW_TYPES, _views_as_lists))
 
 
 class PickleSerializer:
@@ -57,8 +57,8 @@ class PickleSerializer:
     def dumps(self, obj: Any) -> bytes:
         try:
             return pickle.dumps(obj, self.protocol)
-        except Exception:
-            pass  # rare: retry with the extra reducers, and report that attempt's error
+        except Exception:  # noqa: BLE001,S110 - rare: retry with the extra reducers below
+            pass
         try:
             buf = io.BytesIO()
             pickler = pickle.Pickler(buf, self.protocol)

@@ -36,4 +36,5 @@ class Token:
         return hash((self.address, self.id))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(typeid={self.typeid!r}, address={self.address!r}, id={self.id!r})"
+        name = type(self).__name__
+        return f"{name}(typeid={self.typeid!r}, address={self.address!r}, id={self.id!r})"

@@ -199,7 +199,8 @@ class Channel:
                     f"no handshake from {describe(self.address)}: is it a procshare server?"
                 ) from None
             except OSError as exc:
-                raise ConnectionLost(f"connection to {describe(self.address)} broke: {exc}") from exc
+                where = describe(self.address)
+                raise ConnectionLost(f"connection to {where} broke: {exc}") from exc
             if not data:
                 raise AuthenticationError(
                     f"the server at {describe(self.address)} closed the connection during the "

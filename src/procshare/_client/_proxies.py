@@ -403,7 +403,7 @@ class ListProxy(BaseProxy, Generic[T]):
     def __rmul__(self, n: int) -> list[T]:
         return self._callmethod("__rmul__", (n,))  # type: ignore[no-any-return]
 
-    def __iadd__(self, other: Iterable[T]) -> ListProxy[T]:
+    def __iadd__(self, other: Iterable[T]) -> ListProxy[T]:  # type: ignore[misc]
         self._callmethod("extend", (_value_of(other),))
         return self
 
@@ -582,7 +582,7 @@ class AcquirerProxy(BaseProxy):
     dies holding it.
     """
 
-    _exposed_ = ("acquire", "release")
+    _exposed_: tuple[str, ...] = ("acquire", "release")
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         args = (blocking,) if timeout is None else (blocking, timeout)
@@ -605,7 +605,7 @@ class AcquirerProxy(BaseProxy):
 class ConditionProxy(AcquirerProxy):
     """Proxy of a shared Condition."""
 
-    _exposed_ = ("acquire", "release", "wait", "notify", "notify_all")
+    _exposed_: tuple[str, ...] = ("acquire", "release", "wait", "notify", "notify_all")
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._callmethod("wait", (timeout,))  # type: ignore[no-any-return]
@@ -763,4 +763,3 @@ class PoolProxy(MakeProxyType("PoolProxy", _POOL_METHODS)):  # type: ignore[misc
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         self.terminate()
-

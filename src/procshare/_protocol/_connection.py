@@ -60,8 +60,8 @@ __all__ = [
     "Authenticated",
     "BadRequest",
     "ClientProtocol",
-    "ConnectionClosed",
     "ConnState",
+    "ConnectionClosed",
     "Ready",
     "ServerProtocol",
 ]
@@ -266,7 +266,7 @@ class ServerProtocol(_Base):
             raise self._fail(exc) from None
         if frame is None:
             return self._closed_event() if self._eof else NEED_DATA
-        opcode, flags, req_id, payload = frame
+        opcode, _flags, req_id, payload = frame
         if self.state is ConnState.READY:
             decode = _REQUEST_DECODERS.get(opcode)
             if decode is None:
@@ -424,9 +424,7 @@ class ServerProtocol(_Base):
 def _check_call_parts(args: Any, kwargs: Any, owner: Any) -> None:
     if type(args) is not tuple:
         raise ProtocolError("call arguments must be a tuple")
-    if kwargs is not None and not (
-        type(kwargs) is dict and all(type(k) is str for k in kwargs)
-    ):
+    if kwargs is not None and not (type(kwargs) is dict and all(type(k) is str for k in kwargs)):
         raise ProtocolError("call keyword arguments must be a dict with str keys")
     if type(owner) is not int:
         raise ProtocolError("call owner must be an int")

@@ -20,6 +20,7 @@ process that has not yet announced itself must not vanish in between.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import threading
@@ -225,8 +226,18 @@ class CallContext:
 class Job:
     """User code to run on a worker thread: a custom method call, or a custom constructor."""
 
-    __slots__ = ("args", "entry", "fn", "kwargs", "method", "ok", "req_id", "session", "stype",
-                 "value")
+    __slots__ = (
+        "args",
+        "entry",
+        "fn",
+        "kwargs",
+        "method",
+        "ok",
+        "req_id",
+        "session",
+        "stype",
+        "value",
+    )
 
     def __init__(
         self,
@@ -256,7 +267,7 @@ class Job:
         try:
             self.value = self.fn(*self.args, **(self.kwargs or {}))
             self.ok = True
-        except BaseException as exc:  # noqa: BLE001 - a user's exception becomes a reply
+        except BaseException as exc:
             self.value = exc
             self.ok = False
         finally:
@@ -608,17 +619,13 @@ class Core:
         else:
             fn = _bound(referent, method)
             args = msg.args
-        self.jobs.append(
-            Job(session, msg.req_id, fn, args, msg.kwargs, entry=entry, method=method)
-        )
+        self.jobs.append(Job(session, msg.req_id, fn, args, msg.kwargs, entry=entry, method=method))
 
     def _create(self, session: Session, msg: Create, now: float) -> None:
         self.stats_counters["creates"] += 1
         stype = self.types.get(msg.typeid)
         if stype is None:
-            self.fail(
-                session, msg.req_id, ProcshareError(f"unknown typeid {msg.typeid!r}")
-            )
+            self.fail(session, msg.req_id, ProcshareError(f"unknown typeid {msg.typeid!r}"))
             return
         if stype.kind is not None:
             try:
@@ -642,9 +649,7 @@ class Core:
             entry = self._register(stype, msg.args[0], now)
             self.reply(session, msg.req_id, Handle(self, entry))
             return
-        self.jobs.append(
-            Job(session, msg.req_id, stype.factory, msg.args, msg.kwargs, stype=stype)
-        )
+        self.jobs.append(Job(session, msg.req_id, stype.factory, msg.args, msg.kwargs, stype=stype))
 
     def _register(self, stype: ServerType, referent: Any, now: float) -> Entry:
         """Add ``referent`` to the table (custom referents already there keep their id)."""
@@ -684,8 +689,8 @@ class Core:
                 self.fail(session, job.req_id, RemoteError(repr(job.value)))
             return
         if job.stype is not None:  # a custom constructor
-            entry = self._register(job.stype, job.value, now)
-            self.reply(session, job.req_id, Handle(self, entry))
+            created = self._register(job.stype, job.value, now)
+            self.reply(session, job.req_id, Handle(self, created))
             return
         entry = job.entry
         typeid = entry.method_to_typeid.get(job.method) if entry is not None else None
@@ -753,10 +758,8 @@ class Core:
             if isinstance(referent, Primitive):
                 item["state"] = referent.describe()
             else:
-                try:
+                with contextlib.suppress(Exception):  # size is optional information
                     item["len"] = len(referent)
-                except Exception:  # noqa: BLE001,S110 - size is optional information
-                    pass
             objects.append(item)
         sessions = [
             {
@@ -794,7 +797,7 @@ def _public(referent: Any) -> tuple[str, ...]:
         try:
             if callable(getattr(referent, name)):
                 names.append(name)
-        except Exception:  # noqa: BLE001,S112 - an attribute that fails to load is not exposed
+        except Exception:  # noqa: S112 - an attribute that fails to load is not exposed
             continue
     return tuple(names)
 
@@ -831,7 +834,7 @@ def _ctl_debug_info(core: Core, session: Session, now: float) -> str:
         entry = core.objects[obj_id]
         try:
             text = str(entry.referent)[:75]
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             text = f"<unprintable: {exc!r}>"
         lines.append(f"  {obj_id}:       refcount={entry.refs}\n    {text}")
     return "\n".join(lines)

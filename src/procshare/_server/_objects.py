@@ -356,9 +356,7 @@ class Semaphore(Primitive):
         return {
             "value": self.value,
             "tracking_slots": self.tracking,
-            "holders": [
-                dict(_owner_desc(s, 0), slots=n) for s, n in self.holders.items()
-            ],
+            "holders": [dict(_owner_desc(s, 0), slots=n) for s, n in self.holders.items()],
             "waiters": _waiters_desc(self.waiters),
         }
 
@@ -757,8 +755,20 @@ def _container_common(cls: type) -> dict[str, Handler]:
 
 def _dict_handlers() -> dict[str, Handler]:
     h = _container_common(dict)
-    for name in ("__contains__", "__getitem__", "__len__", "__setitem__", "__delitem__", "get",
-                 "clear", "pop", "popitem", "setdefault", "update", "copy"):
+    for name in (
+        "__contains__",
+        "__getitem__",
+        "__len__",
+        "__setitem__",
+        "__delitem__",
+        "get",
+        "clear",
+        "pop",
+        "popitem",
+        "setdefault",
+        "update",
+        "copy",
+    ):
         h[name] = _plain(getattr(dict, name))
     h["keys"] = _plain(list)
     h["__iter__"] = _plain(list)
@@ -773,9 +783,27 @@ def _dict_handlers() -> dict[str, Handler]:
 
 def _list_handlers() -> dict[str, Handler]:
     h = _container_common(list)
-    for name in ("__contains__", "__getitem__", "__len__", "__setitem__", "__delitem__",
-                 "__add__", "__mul__", "__rmul__", "append", "count", "extend", "index",
-                 "insert", "pop", "remove", "reverse", "sort", "clear", "copy"):
+    for name in (
+        "__contains__",
+        "__getitem__",
+        "__len__",
+        "__setitem__",
+        "__delitem__",
+        "__add__",
+        "__mul__",
+        "__rmul__",
+        "append",
+        "count",
+        "extend",
+        "index",
+        "insert",
+        "pop",
+        "remove",
+        "reverse",
+        "sort",
+        "clear",
+        "copy",
+    ):
         h[name] = _plain(getattr(list, name))
     h["__iter__"] = _plain(list.copy)
     h["__reversed__"] = _plain(lambda lst: lst[::-1])
@@ -786,10 +814,27 @@ def _list_handlers() -> dict[str, Handler]:
 
 def _set_handlers() -> dict[str, Handler]:
     h = _container_common(set)
-    for name in ("__contains__", "__len__", "copy", "issubset", "issuperset", "isdisjoint",
-                 "union", "intersection", "difference", "symmetric_difference", "add",
-                 "discard", "remove", "pop", "clear", "update", "difference_update",
-                 "intersection_update", "symmetric_difference_update"):
+    for name in (
+        "__contains__",
+        "__len__",
+        "copy",
+        "issubset",
+        "issuperset",
+        "isdisjoint",
+        "union",
+        "intersection",
+        "difference",
+        "symmetric_difference",
+        "add",
+        "discard",
+        "remove",
+        "pop",
+        "clear",
+        "update",
+        "difference_update",
+        "intersection_update",
+        "symmetric_difference_update",
+    ):
         h[name] = _plain(getattr(set, name))
     h["__iter__"] = _plain(list)
     return h
@@ -920,7 +965,16 @@ HANDLERS: Final[dict[str, dict[str, Handler]]] = {
     "Array": _array_handlers(),
     **{
         cls.kind: _primitive_handlers(cls)
-        for cls in (Lock, RLock, Semaphore, BoundedSemaphore, Condition, Event, Barrier,
-                    Queue, JoinableQueue)
+        for cls in (
+            Lock,
+            RLock,
+            Semaphore,
+            BoundedSemaphore,
+            Condition,
+            Event,
+            Barrier,
+            Queue,
+            JoinableQueue,
+        )
     },
 }

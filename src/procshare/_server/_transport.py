@@ -91,9 +91,7 @@ class _Workers:
         with self._lock:
             grow = self._idle == 0 and len(self._threads) < self._limit
             if grow:
-                thread = threading.Thread(
-                    target=self._work, name="procshare-worker", daemon=True
-                )
+                thread = threading.Thread(target=self._work, name="procshare-worker", daemon=True)
                 self._threads.add(thread)
             else:
                 self._idle -= 1

@@ -1,0 +1,132 @@
+"""Targets for child processes in the tests (kept free of pytest imports: spawn is faster)."""
+
+from __future__ import annotations
+
+import os
+import queue
+import time
+from typing import Any
+
+
+def set_item(d: Any, key: Any, value: Any) -> None:
+    d[key] = value
+
+
+def append_many(lst: Any, values: list[Any]) -> None:
+    for v in values:
+        lst.append(v)
+
+
+def locked_increments(value: Any, lock: Any, n: int) -> None:
+    for _ in range(n):
+        with lock:
+            value.value += 1
+
+
+def put_all(q: Any, items: list[Any]) -> None:
+    for item in items:
+        q.put(item)
+
+
+def get_n(q: Any, n: int, out: Any) -> None:
+    for _ in range(n):
+        out.append(q.get(timeout=30))
+
+
+def wait_event_then_record(ev: Any, out: Any) -> None:
+    out.append(ev.wait(30))
+
+
+def barrier_wait(barrier: Any, out: Any) -> None:
+    out.append(barrier.wait(30))
+
+
+def use_nested(d: Any) -> None:
+    d["inner"].append("from child")
+    d["ns"].child = os.getpid()
+
+
+def call_custom(obj: Any, lock: Any, n: int) -> None:
+    for _ in range(n):
+        with lock:
+            obj.increase()
+
+
+def condition_waiter(cond: Any, flag: Any, out: Any) -> None:
+    with cond:
+        ok = cond.wait_for(lambda: flag.value, timeout=30)
+    out.append(ok)
+
+
+def hold_and_die(lock: Any, ready: Any, how: str) -> None:
+    """Acquire ``lock``, say so, then die without releasing it."""
+    lock.acquire()
+    ready.set()
+    if how == "exit":
+        os._exit(3)
+    if how == "raise":
+        raise SystemExit(4)
+    time.sleep(60)  # killed by the test
+
+
+def hold_rlock_twice_and_wait(rlock: Any, ready: Any) -> None:
+    rlock.acquire()
+    rlock.acquire()
+    ready.set()
+    time.sleep(60)
+
+
+def hold_semaphore_and_wait(sem: Any, ready: Any) -> None:
+    sem.acquire()
+    ready.set()
+    time.sleep(60)
+
+
+def wait_in_condition(cond: Any, ready: Any) -> None:
+    cond.acquire()
+    ready.set()
+    cond.wait()  # the lock is released while waiting; killed here
+
+
+def block_on_get(q: Any, ready: Any) -> None:
+    ready.set()
+    q.get()
+
+
+def take_and_die(q: Any, ready: Any) -> None:
+    q.get()
+    ready.set()
+    time.sleep(60)
+
+
+def party_and_die(barrier: Any, ready: Any) -> None:
+    ready.set()
+    barrier.wait()
+
+
+def blocked_call_reports(lock: Any, out: Any) -> None:
+    """Block on a lock whose server will die; record what the call raised."""
+    try:
+        lock.acquire()
+    except Exception as exc:  # noqa: BLE001 - the test checks which error
+        out.put(type(exc).__name__)
+    else:
+        out.put("acquired")
+
+
+def mixed_load(d: Any, lst: Any, q: Any, lock: Any, worker: int, rounds: int) -> None:
+    for i in range(rounds):
+        with lock:
+            d["counter"] = d.get("counter", 0) + 1
+        lst.append((worker, i))
+        q.put((worker, i))
+        q.get(timeout=30)
+
+
+def drain(q: Any) -> list[Any]:
+    items = []
+    while True:
+        try:
+            items.append(q.get_nowait())
+        except queue.Empty:
+            return items

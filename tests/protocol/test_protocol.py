@@ -1,0 +1,385 @@
+"""The sans-IO protocol, driven end to end in memory: no sockets, no threads, no clock."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import pickle
+import queue
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import procshare._protocol as protocol
+from procshare._errors import (
+    AuthenticationError,
+    FrameTooLarge,
+    ProtocolError,
+    RemoteError,
+    SerializationError,
+)
+from procshare._protocol import (
+    NEED_DATA,
+    Authenticated,
+    BadRequest,
+    Batch,
+    Call,
+    ClientProtocol,
+    ConnectionClosed,
+    ConnState,
+    Control,
+    Create,
+    Failure,
+    Flag,
+    FrameReader,
+    Op,
+    Push,
+    Ready,
+    Release,
+    Result,
+    Retain,
+    ServerProtocol,
+    Unwatch,
+    Watch,
+    pack,
+)
+
+KEY = b"secret"
+
+
+def connected(
+    server_key: bytes = KEY, client_key: bytes = KEY
+) -> tuple[ServerProtocol, ClientProtocol]:
+    """A server and a client end, handshake done."""
+    server = ServerProtocol(server_key, info={"pid": 1})
+    client = ClientProtocol(client_key, info={"pid": 2, "name": "test"})
+    client.receive_data(server.data_to_send())
+    assert client.next_event() is NEED_DATA
+    server.receive_data(client.data_to_send())
+    event = server.next_event()
+    assert event == Authenticated("pickle", {"pid": 2, "name": "test"})
+    client.receive_data(server.data_to_send())
+    assert client.next_event() == Ready({"pid": 1})
+    return server, client
+
+
+def server_events(server: ServerProtocol) -> list[object]:
+    events = []
+    while (event := server.next_event()) is not NEED_DATA:
+        events.append(event)
+    return events
+
+
+def test_handshake_reaches_ready_on_both_ends() -> None:
+    server, client = connected()
+    assert server.state is ConnState.READY
+    assert client.state is ConnState.READY
+
+
+def test_wrong_authkey_is_denied_and_the_client_is_told() -> None:
+    server = ServerProtocol(KEY)
+    client = ClientProtocol(b"wrong")
+    client.receive_data(server.data_to_send())
+    client.next_event()
+    server.receive_data(client.data_to_send())
+    with pytest.raises(AuthenticationError):
+        server.next_event()
+    assert server.state is ConnState.CLOSED
+    client.receive_data(server.data_to_send())
+    with pytest.raises(AuthenticationError, match="wrong authkey"):
+        client.next_event()
+
+
+def test_a_server_that_does_not_know_the_key_is_not_trusted() -> None:
+    # A fake server can't produce the WELCOME proof without the key, even if it accepts anyone.
+    server = ServerProtocol(b"impostor")
+    client = ClientProtocol(KEY)
+    client.receive_data(server.data_to_send())
+    client.next_event()
+    login = client.data_to_send()
+    forged = pack(Op.WELCOME, 0, 0, b'{"proof":"' + b"00" * 32 + b'","info":{}}')
+    assert login
+    client.receive_data(forged)
+    with pytest.raises(AuthenticationError):
+        client.next_event()
+
+
+def test_nothing_is_deserialized_before_authentication() -> None:
+    # A pickle bomb sent before LOGIN must be rejected as a protocol error, never unpickled.
+    class Boom:
+        def __reduce__(self) -> tuple[object, ...]:
+            return (pytest.fail, ("unpickled before authentication",))
+
+    server = ServerProtocol(KEY)
+    server.receive_data(pack(Op.CALL, 0, 1, pickle.dumps(Boom())))
+    with pytest.raises(ProtocolError):
+        server.next_event()
+
+
+def test_protocol_version_mismatch_is_refused_clearly() -> None:
+    server = ServerProtocol(KEY)
+    server.receive_data(pack(Op.LOGIN, 0, 0, b'{"protocol": 99}'))
+    with pytest.raises(ProtocolError, match="version"):
+        server.next_event()
+    client = ClientProtocol(KEY)
+    client.receive_data(
+        pack(Op.HELLO, 0, 0, b'{"magic":"procshare","protocol":99,"nonce":"00","serializers":[]}')
+    )
+    with pytest.raises(ProtocolError, match="protocol 99"):
+        client.next_event()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Call(7, 3, "__setitem__", ("a", [1, 2]), None, 0),
+        Call(8, 3, "update", (), {"x": 1}, 12345),
+        Create(9, "dict", ({"a": 1},), None, 0),
+        Control(10, "stats", ()),
+        Batch(11, (Call(0, 1, "append", (1,), None, 0), Call(0, 1, "pop", (), None, 0))),
+        Watch(12, 5, {"timeout": 1.0}),
+        Unwatch(13, 12),
+    ],
+)
+def test_requests_round_trip(message: object) -> None:
+    server, client = connected()
+    server.receive_data(client.send(message))
+    [event] = server_events(server)
+    if isinstance(message, Batch):
+        assert event == Batch(
+            message.req_id, tuple(c._replace(req_id=message.req_id) for c in message.calls)
+        )
+    else:
+        assert event == message
+
+
+def test_reference_notes_round_trip() -> None:
+    server, client = connected()
+    server.receive_data(client.send(Retain((1, 2, 3))) + client.send(Release((2,))))
+    assert server_events(server) == [Retain((1, 2, 3)), Release((2,))]
+
+
+def test_replies_round_trip_including_errors_and_pushes() -> None:
+    server, client = connected()
+    data = (
+        server.encode_result(1, {"k": [1, 2]})
+        + server.encode_result(2, None)
+        + server.encode_failure(3, KeyError("missing"))
+        + server.encode_failure(4, queue.Empty())
+        + server.encode_push(99, {"op": "append"})
+    )
+    client.receive_data(data)
+    events = []
+    while (event := client.next_event()) is not NEED_DATA:
+        events.append(event)
+    assert events[0] == Result(1, {"k": [1, 2]})
+    assert events[1] == Result(2, None)
+    assert isinstance(events[2], Failure) and isinstance(events[2].error, KeyError)
+    assert events[2].error.args == ("missing",)
+    assert isinstance(events[3].error, queue.Empty)
+    assert events[4] == Push(99, {"op": "append"})
+
+
+def test_none_results_carry_no_payload() -> None:
+    server, _ = connected()
+    frame = server.encode_result(5, None)
+    assert len(frame) == protocol.HEADER_SIZE
+    assert frame[5] & Flag.EMPTY
+
+
+def test_busy_flag_reaches_the_client() -> None:
+    server, client = connected()
+    client.receive_data(server.encode_result(1, 1, Flag.BUSY))
+    client.next_event()
+    assert client.server_busy
+    client.receive_data(server.encode_result(2, 1))
+    client.next_event()
+    assert not client.server_busy
+
+
+def test_an_unpicklable_argument_fails_before_anything_is_sent() -> None:
+    _, client = connected()
+    with pytest.raises(SerializationError) as info:
+        client.encode_call(1, 1, "append", (lambda: None,))
+    assert isinstance(info.value, TypeError)  # what the stdlib raises, so old except clauses work
+
+
+def test_an_unpicklable_result_becomes_a_failure_not_a_crash() -> None:
+    server, client = connected()
+    client.receive_data(server.encode_result(1, lambda: None))
+    event = client.next_event()
+    assert isinstance(event, Failure)
+    assert isinstance(event.error, SerializationError)
+
+
+def test_an_unpicklable_exception_becomes_a_remote_error_with_its_text() -> None:
+    class Odd(Exception):
+        def __reduce__(self) -> object:
+            raise TypeError("no")
+
+    server, client = connected()
+    client.receive_data(server.encode_failure(1, Odd("details")))
+    event = client.next_event()
+    assert isinstance(event.error, RemoteError)
+    assert "details" in str(event.error)
+
+
+def test_an_undecodable_payload_is_a_bad_request_not_a_dropped_connection() -> None:
+    server, _ = connected()
+    server.receive_data(pack(Op.CALL, 0, 41, b"\x80\x05garbage"))
+    [event] = server_events(server)
+    assert isinstance(event, BadRequest) and event.req_id == 41
+    assert server.state is ConnState.READY
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        (1, "m", ()),  # too short
+        ("1", "m", (), None, 0),  # object id not an int
+        (1, 2, (), None, 0),  # method not a str
+        (1, "m", [], None, 0),  # args not a tuple
+        (1, "m", (), {1: 2}, 0),  # keyword names not str
+        (1, "m", (), None, "me"),  # owner not an int
+        [1, "m", (), None, 0],  # not a tuple
+    ],
+)
+def test_malformed_calls_are_rejected_with_a_clear_error(payload: object) -> None:
+    server, _ = connected()
+    server.receive_data(pack(Op.CALL, 0, 5, pickle.dumps(payload)))
+    [event] = server_events(server)
+    assert isinstance(event, BadRequest)
+    assert isinstance(event.error, ProtocolError)
+
+
+def test_unknown_opcode_is_a_protocol_violation() -> None:
+    server, _ = connected()
+    server.receive_data(pack(200, 0, 1, b""))
+    with pytest.raises(ProtocolError):
+        server.next_event()
+    assert server.state is ConnState.CLOSED
+
+
+def test_a_length_prefix_claiming_gigabytes_is_rejected_from_the_header_alone() -> None:
+    server = ServerProtocol(KEY, max_frame=1 << 20)
+    client = ClientProtocol(KEY)
+    client.receive_data(server.data_to_send())
+    client.next_event()
+    server.receive_data(client.data_to_send())
+    server.next_event()
+    server.receive_data(b"\xff\xff\xff\xf0" + b"\x10\x00\x00\x00\x00\x01")
+    with pytest.raises(FrameTooLarge):
+        server.next_event()
+
+
+def test_before_login_even_a_modest_frame_is_too_large() -> None:
+    server = ServerProtocol(KEY)
+    server.receive_data((1 << 20).to_bytes(4, "big") + b"\x02\x00\x00\x00\x00\x00")
+    with pytest.raises(FrameTooLarge):
+        server.next_event()
+
+
+def test_end_of_file_mid_frame_is_reported_as_truncated() -> None:
+    server, client = connected()
+    frame = client.encode_call(1, 1, "append", (1,))
+    server.receive_data(frame[:-3])
+    assert server.next_event() is NEED_DATA
+    server.receive_data(b"")
+    assert server.next_event() == ConnectionClosed(truncated=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    obj_id=st.integers(0, 2**62),
+    method=st.text(max_size=30),
+    args=st.lists(
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.floats(allow_nan=False),
+            st.text(),
+            st.binary(),
+            st.lists(st.integers(), max_size=5),
+        ),
+        max_size=5,
+    ).map(tuple),
+    owner=st.integers(0, 2**63),
+    req_id=st.integers(0, 2**32 - 1),
+)
+def test_calls_round_trip_for_any_values(
+    obj_id: int, method: str, args: tuple[object, ...], owner: int, req_id: int
+) -> None:
+    server, client = connected()
+    server.receive_data(client.encode_call(req_id, obj_id, method, args, None, owner))
+    assert server_events(server) == [Call(req_id, obj_id, method, args, None, owner)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    values=st.lists(st.one_of(st.integers(), st.text(), st.none()), min_size=1, max_size=20),
+    cuts=st.lists(st.integers(1, 50), max_size=30),
+)
+def test_frames_survive_any_fragmentation(values: list[object], cuts: list[int]) -> None:
+    server, client = connected()
+    data = b"".join(server.encode_result(i, v) for i, v in enumerate(values))
+    pos, got = 0, []
+    for cut in [*cuts, len(data)]:
+        client.receive_data(data[pos : pos + cut])
+        pos += cut
+        while (event := client.next_event()) is not NEED_DATA:
+            got.append(event)
+        if pos >= len(data):
+            break
+    assert got == [Result(i, v) for i, v in enumerate(values)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(garbage=st.binary(min_size=1, max_size=400))
+def test_garbage_after_login_never_escapes_as_anything_but_protocol_errors(garbage: bytes) -> None:
+    server, _ = connected()
+    server.receive_data(garbage)
+    try:
+        for _ in range(100):
+            event = server.next_event()
+            if event is NEED_DATA:
+                break
+    except ProtocolError:
+        assert server.state is ConnState.CLOSED
+
+
+@settings(max_examples=300, deadline=None)
+@given(garbage=st.binary(min_size=1, max_size=400))
+def test_garbage_before_login_is_refused(garbage: bytes) -> None:
+    server = ServerProtocol(KEY)
+    server.receive_data(garbage)
+    try:
+        event = server.next_event()
+    except (ProtocolError, AuthenticationError):
+        assert server.state is ConnState.CLOSED
+    else:
+        assert event is NEED_DATA
+
+
+def test_frame_reader_rejects_bad_limits() -> None:
+    with pytest.raises(ValueError):
+        FrameReader(max_frame=3)
+
+
+FORBIDDEN = {"socket", "selectors", "select", "threading", "asyncio", "time"}
+
+
+def test_the_protocol_package_does_no_io() -> None:
+    """_protocol imports no socket, selectors, threading, asyncio or time (STYLE.md rule 1)."""
+    package = pathlib.Path(protocol.__file__).parent
+    for path in package.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert not names & FORBIDDEN, f"{path.name} imports {names & FORBIDDEN}"

@@ -1,0 +1,520 @@
+"""The core on its own: every primitive's semantics, ownership, deaths, and references.
+
+No sockets and no real time: sessions are in-memory and the clock is advanced by hand.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import pytest
+
+from procshare._errors import MethodNotExposed, ObjectNotFound, ProcshareError
+
+from .harness import World
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+# -- locks ----------------------------------------------------------------------------------------
+
+
+def test_lock_is_handed_to_waiters_in_arrival_order(world: World) -> None:
+    a, b, c = world.client("a"), world.client("b"), world.client("c")
+    lock = a.create("Lock")
+    assert a.do(lock, "acquire") is True
+    rb = b.call(lock, "acquire")
+    rc = c.call(lock, "acquire")
+    assert b.pending(rb) and c.pending(rc)
+    a.do(lock, "release")
+    assert b.result(rb) is True and c.pending(rc)
+    b.do(lock, "release")
+    assert c.result(rc) is True
+
+
+def test_lock_nonblocking_and_timeout(world: World) -> None:
+    a, b = world.client(), world.client()
+    lock = a.create("Lock")
+    a.do(lock, "acquire")
+    assert b.do(lock, "acquire", False) is False
+    assert b.do(lock, "acquire", True, 0) is False
+    rid = b.call(lock, "acquire", True, 2.0)
+    world.advance(1.0)
+    assert b.pending(rid)
+    world.advance(1.5)
+    assert b.result(rid) is False
+    a.do(lock, "release")
+    assert a.do(lock, "locked") is False  # the timed-out waiter did not get it later
+
+
+def test_lock_argument_errors_match_threading(world: World) -> None:
+    a = world.client()
+    lock = a.create("Lock")
+    with pytest.raises(ValueError, match="non-blocking"):
+        a.do(lock, "acquire", False, 1)
+    with pytest.raises(ValueError, match="non-negative"):
+        a.do(lock, "acquire", True, -5)
+    with pytest.raises(RuntimeError, match="release unlocked lock"):
+        a.do(lock, "release")
+
+
+def test_a_dead_holder_releases_the_lock_to_the_next_waiter(world: World) -> None:
+    a, b = world.client(), world.client()
+    lock = a.create("Lock")
+    a.do(lock, "acquire")
+    rid = b.call(lock, "acquire")
+    a.die()
+    assert b.result(rid) is True
+
+
+def test_a_dead_waiter_is_skipped(world: World) -> None:
+    a, b, c = world.client(), world.client(), world.client()
+    lock = a.create("Lock")
+    a.do(lock, "acquire")
+    b.call(lock, "acquire")
+    rc = c.call(lock, "acquire")
+    b.die()
+    a.do(lock, "release")
+    assert c.result(rc) is True
+
+
+def test_a_waiter_whose_peer_vanished_is_skipped_before_its_close_is_processed(
+    world: World,
+) -> None:
+    a, b, c = world.client(), world.client(), world.client()
+    lock = a.create("Lock")
+    a.do(lock, "acquire")
+    b.call(lock, "acquire")
+    rc = c.call(lock, "acquire")
+    b.alive = False  # hung up, but the transport has not noticed yet
+    a.do(lock, "release")
+    assert c.result(rc) is True
+    assert b.session.closed  # the core closed it right away
+
+
+def test_rlock_counts_and_belongs_to_one_owner(world: World) -> None:
+    a, b = world.client(), world.client()
+    rlock = a.create("RLock")
+    assert a.do(rlock, "acquire", owner=1)
+    assert a.do(rlock, "acquire", owner=1)
+    assert a.do(rlock, "acquire", False, owner=2) is False  # another thread of the same process
+    with pytest.raises(RuntimeError, match="un-acquired"):
+        a.do(rlock, "release", owner=2)
+    rid = b.call(rlock, "acquire")
+    a.do(rlock, "release", owner=1)
+    assert b.pending(rid)
+    a.do(rlock, "release", owner=1)
+    assert b.result(rid) is True
+
+
+def test_a_dead_process_holding_an_rlock_twice_releases_it_fully(world: World) -> None:
+    a, b = world.client(), world.client()
+    rlock = a.create("RLock")
+    a.do(rlock, "acquire", owner=7)
+    a.do(rlock, "acquire", owner=7)
+    rid = b.call(rlock, "acquire")
+    a.die()
+    assert b.result(rid) is True
+    b.do(rlock, "release")
+    assert b.do(rlock, "locked") is False
+
+
+# -- semaphores -----------------------------------------------------------------------------
+
+
+def test_semaphore_counts_and_returns_a_dead_holders_slots(world: World) -> None:
+    a, b, c = world.client(), world.client(), world.client()
+    sem = a.create("Semaphore", 2)
+    assert a.do(sem, "acquire") and b.do(sem, "acquire")
+    rid = c.call(sem, "acquire")
+    assert c.pending(rid)
+    a.die()
+    assert c.result(rid) is True
+    assert c.do(sem, "get_value") == 0
+
+
+def test_semaphore_used_for_signalling_gives_nothing_back_on_exit(world: World) -> None:
+    producer, consumer = world.client(), world.client()
+    sem = producer.create("Semaphore", 0)
+    producer.do(sem, "release")  # a signal from a process holding no slot
+    assert consumer.do(sem, "acquire")
+    consumer.die()  # exits after consuming: it must not invent a signal
+    assert producer.do(sem, "get_value") == 0
+
+
+def test_bounded_semaphore_refuses_over_release(world: World) -> None:
+    a = world.client()
+    sem = a.create("BoundedSemaphore", 1)
+    with pytest.raises(ValueError, match="too many"):
+        a.do(sem, "release")
+
+
+def test_semaphore_timeout(world: World) -> None:
+    a = world.client()
+    sem = a.create("Semaphore", 0)
+    rid = a.call(sem, "acquire", True, 0.5)
+    world.advance(0.6)
+    assert a.result(rid) is False
+
+
+# -- conditions -----------------------------------------------------------------------------
+
+
+def test_condition_wait_releases_and_notify_hands_back(world: World) -> None:
+    a, b = world.client(), world.client()
+    cond = a.create("Condition")
+    with pytest.raises(RuntimeError, match="un-acquired"):
+        a.do(cond, "wait")
+    a.do(cond, "acquire", owner=1)
+    waiting = a.call(cond, "wait", owner=1)
+    assert a.pending(waiting)
+    assert b.do(cond, "acquire", owner=2)  # the waiter released the lock
+    b.do(cond, "notify", owner=2)
+    assert a.pending(waiting)  # notified, but b still holds the lock
+    b.do(cond, "release", owner=2)
+    assert a.result(waiting) is True
+    a.do(cond, "release", owner=1)
+
+
+def test_condition_wait_timeout_still_reacquires(world: World) -> None:
+    a, b = world.client(), world.client()
+    cond = a.create("Condition")
+    a.do(cond, "acquire")
+    waiting = a.call(cond, "wait", 1.0)
+    b.do(cond, "acquire")
+    world.advance(2.0)
+    assert a.pending(waiting)  # timed out, waiting to get the lock back
+    b.do(cond, "release")
+    assert a.result(waiting) is False
+
+
+def test_a_holder_killed_inside_wait_does_not_block_others(world: World) -> None:
+    a, b = world.client(), world.client()
+    cond = a.create("Condition")
+    a.do(cond, "acquire")
+    a.call(cond, "wait")
+    a.die()
+    assert b.do(cond, "acquire", False) is True
+    b.do(cond, "notify_all")  # nobody left to notify
+    b.do(cond, "release")
+
+
+def test_a_notified_waiter_dying_before_reacquiring_releases_nothing_it_never_had(
+    world: World,
+) -> None:
+    a, b = world.client(), world.client()
+    cond = a.create("Condition")
+    a.do(cond, "acquire")
+    a.call(cond, "wait")
+    b.do(cond, "acquire")
+    b.do(cond, "notify")
+    a.die()
+    b.do(cond, "release")
+    assert b.do(cond, "acquire", False) is True
+
+
+# -- events and barriers --------------------------------------------------------------------
+
+
+def test_event_wakes_every_waiter(world: World) -> None:
+    a, b, c = world.client(), world.client(), world.client()
+    ev = a.create("Event")
+    rb, rc = b.call(ev, "wait"), c.call(ev, "wait", 10)
+    a.do(ev, "set")
+    assert b.result(rb) is True and c.result(rc) is True
+    assert a.do(ev, "wait") is True
+    a.do(ev, "clear")
+    rid = a.call(ev, "wait", 1)
+    world.advance(1.1)
+    assert a.result(rid) is False
+
+
+def test_barrier_releases_all_parties_with_distinct_indices(world: World) -> None:
+    a, b, c = world.client(), world.client(), world.client()
+    barrier = a.create("Barrier", 3)
+    ra, rb = a.call(barrier, "wait"), b.call(barrier, "wait")
+    assert c.do(barrier, "__getattribute__", "n_waiting") == 2
+    idx = c.do(barrier, "wait")
+    assert sorted([a.result(ra), b.result(rb), idx]) == [0, 1, 2]
+
+
+def test_a_dead_party_breaks_the_barrier(world: World) -> None:
+    a, b, c = world.client(), world.client(), world.client()
+    barrier = a.create("Barrier", 3)
+    ra = a.call(barrier, "wait")
+    b.call(barrier, "wait")
+    b.die()
+    with pytest.raises(threading.BrokenBarrierError):
+        a.result(ra)
+    with pytest.raises(threading.BrokenBarrierError):
+        c.do(barrier, "wait")
+    c.do(barrier, "reset")
+    assert c.do(barrier, "__getattribute__", "broken") is False
+
+
+def test_barrier_timeout_and_abort(world: World) -> None:
+    a, b = world.client(), world.client()
+    barrier = a.create("Barrier", 2)
+    ra = a.call(barrier, "wait", 1.0)
+    world.advance(1.5)
+    with pytest.raises(threading.BrokenBarrierError):
+        a.result(ra)
+    a.do(barrier, "reset")
+    rb = b.call(barrier, "wait")
+    a.do(barrier, "abort")
+    with pytest.raises(threading.BrokenBarrierError):
+        b.result(rb)
+    with pytest.raises(AttributeError):
+        a.do(barrier, "__getattribute__", "_Barrier__secret")
+
+
+# -- queues ---------------------------------------------------------------------------------
+
+
+def test_queue_fifo_blocking_and_bounds(world: World) -> None:
+    a, b = world.client(), world.client()
+    q = a.create("Queue", 1)
+    rid = b.call(q, "get")
+    a.do(q, "put", "x")
+    assert b.result(rid) == "x"
+    a.do(q, "put", 1)
+    with pytest.raises(queue.Full):
+        a.do(q, "put", 2, False)
+    blocked = a.call(q, "put", 2)
+    assert a.pending(blocked)
+    assert b.do(q, "get") == 1
+    assert a.result(blocked) is None  # admitted once there was room
+    assert b.do(q, "get_nowait") == 2
+    with pytest.raises(queue.Empty):
+        b.do(q, "get_nowait")
+    rid = b.call(q, "get", True, 0.5)
+    world.advance(1)
+    with pytest.raises(queue.Empty):
+        b.result(rid)
+    with pytest.raises(ValueError, match="non-negative"):
+        b.do(q, "get", True, -1)
+
+
+def test_queue_item_is_never_given_to_a_dead_consumer(world: World) -> None:
+    producer, ghost, live = world.client(), world.client(), world.client()
+    q = producer.create("Queue")
+    ghost.call(q, "get")
+    rid = live.call(q, "get")
+    ghost.alive = False  # died; its hang-up not processed yet
+    producer.do(q, "put", "precious")
+    assert live.result(rid) == "precious"
+
+
+def test_queue_item_waits_when_the_only_consumer_is_dead(world: World) -> None:
+    producer, ghost = world.client(), world.client()
+    q = producer.create("Queue")
+    ghost.call(q, "get")
+    ghost.alive = False
+    producer.do(q, "put", "kept")
+    assert producer.do(q, "qsize") == 1
+    assert world.client().do(q, "get") == "kept"
+
+
+def test_join_and_task_done(world: World) -> None:
+    a, b = world.client(), world.client()
+    q = a.create("JoinableQueue")
+    a.do(q, "put", 1)
+    a.do(q, "put", 2)
+    joined = a.call(q, "join")
+    b.do(q, "get")
+    b.do(q, "task_done")
+    assert a.pending(joined)
+    b.do(q, "get")
+    b.do(q, "task_done")
+    assert a.result(joined) is None
+    with pytest.raises(ValueError, match="too many"):
+        b.do(q, "task_done")
+
+
+def test_joinable_queue_redelivers_a_dead_consumers_unfinished_items(world: World) -> None:
+    producer, dead, live = world.client(), world.client(), world.client()
+    q = producer.create("JoinableQueue")
+    producer.do(q, "put", "job-1")
+    producer.do(q, "put", "job-2")
+    joined = producer.call(q, "join")
+    assert dead.do(q, "get") == "job-1"
+    dead.die()
+    assert live.do(q, "get") == "job-1"  # back at the front, not lost
+    live.do(q, "task_done")
+    assert live.do(q, "get") == "job-2"
+    live.do(q, "task_done")
+    assert producer.result(joined) is None
+
+
+def test_plain_queue_settles_a_dead_consumers_tasks_so_join_returns(world: World) -> None:
+    producer, dead = world.client(), world.client()
+    q = producer.create("Queue")
+    producer.do(q, "put", "a")
+    joined = producer.call(q, "join")
+    dead.do(q, "get")
+    dead.die()
+    assert producer.result(joined) is None
+
+
+def test_task_done_by_another_process_retires_the_oldest_item(world: World) -> None:
+    producer, taker, marker = world.client(), world.client(), world.client()
+    q = producer.create("JoinableQueue")
+    producer.do(q, "put", "x")
+    taker.do(q, "get")
+    marker.do(q, "task_done")  # someone else does the bookkeeping
+    taker.die()  # must not redeliver an item already marked done
+    assert producer.do(q, "qsize") == 0
+
+
+# -- containers and errors ------------------------------------------------------------------
+
+
+def test_dict_and_list_operations(world: World) -> None:
+    a = world.client()
+    d = a.create("dict", {"x": 1})
+    a.do(d, "__setitem__", "y", 2)
+    assert a.do(d, "items") == [("x", 1), ("y", 2)]
+    with pytest.raises(KeyError):
+        a.do(d, "__getitem__", "zz")
+    lst = a.create("list", [3, 1, 2])
+    a.do(lst, "sort", reverse=True)
+    assert a.do(lst, "__iter__") == [3, 2, 1]
+    with pytest.raises(IndexError):
+        a.do(lst, "__getitem__", 10)
+
+
+def test_errors_for_unknown_objects_methods_and_types(world: World) -> None:
+    a = world.client()
+    d = a.create("dict")
+    with pytest.raises(ObjectNotFound):
+        a.do(424242, "__len__")
+    with pytest.raises(MethodNotExposed):
+        a.do(d, "__class__")
+    with pytest.raises(TypeError):
+        a.do(d, "__len__", 1, 2, 3)
+    with pytest.raises(ProcshareError, match="unknown typeid"):
+        a.create("NoSuchType")
+    with pytest.raises(ProcshareError, match="unknown command"):
+        a.control("format-disk")
+
+
+def test_namespace_hides_dunders(world: World) -> None:
+    a = world.client()
+    ns = a.create("Namespace", x=1)
+    assert a.do(ns, "__getattribute__", "x") == 1
+    with pytest.raises(AttributeError):
+        a.do(ns, "__getattribute__", "__class__")
+    a.do(ns, "__setattr__", "y", 2)
+    assert a.do(ns, "__repr__") == "Namespace(x=1, y=2)"
+
+
+def test_versions_count_mutations_only(world: World) -> None:
+    a = world.client()
+    d = a.create("dict")
+    a.do(d, "__setitem__", 1, 1)
+    a.do(d, "__getitem__", 1)
+    a.do(d, "update", {2: 2})
+    assert world.core.objects[d].version == 2
+
+
+# -- references -----------------------------------------------------------------------------
+
+
+def test_objects_live_while_referenced_and_go_after_the_delay(world: World) -> None:
+    a, b = world.client(), world.client()
+    d = a.create("dict")
+    b.retain(d)
+    a.release(d)
+    world.advance(10)
+    assert d in world.core.objects  # b still holds it
+    b.release(d)
+    world.advance(4)
+    assert d in world.core.objects  # within the release delay
+    world.advance(2)
+    assert d not in world.core.objects
+
+
+def test_a_retain_within_the_delay_keeps_the_object(world: World) -> None:
+    a, b = world.client(), world.client()
+    d = a.create("dict")
+    a.release(d)
+    world.advance(3)
+    b.retain(d)  # e.g. a child process that received the proxy announces itself
+    world.advance(10)
+    assert d in world.core.objects
+
+
+def test_a_dead_session_drops_its_references(world: World) -> None:
+    a = world.client()
+    objs = [a.create("list") for _ in range(5)]
+    a.die()
+    world.advance(6)
+    assert not any(o in world.core.objects for o in objs)
+
+
+def test_releases_never_go_negative(world: World) -> None:
+    a, b = world.client(), world.client()
+    d = a.create("dict")
+    b.release(d)  # b never held it: ignored
+    b.release(d)
+    world.advance(10)
+    assert d in world.core.objects
+
+
+# -- custom classes -------------------------------------------------------------------------
+
+
+class Counter:
+    def __init__(self, start: int = 0) -> None:
+        self.n = start
+
+    def bump(self, by: int = 1) -> int:
+        self.n += by
+        return self.n
+
+    def fail(self) -> None:
+        raise LookupError("custom failure")
+
+    def _private(self) -> None:
+        pass
+
+
+def test_custom_classes_run_on_workers_and_report_errors(world: World) -> None:
+    from procshare._manager import Registration, _server_types
+    from procshare._protocol import Create
+    from procshare._server._core import Core
+
+    world.core.types.update(_server_types({"Counter": Registration(Counter, None, None, None)}))
+    a = world.client()
+    rid = next(a._ids)
+    a.send(Create(rid, "Counter", (5,), None, 0))
+    assert a.pending(rid)  # constructors run on a worker too
+    world.run_jobs()
+    obj = a.result(rid)._id
+    call = a.call(obj, "bump", 2)
+    world.run_jobs()
+    assert a.result(call) == 7
+    call = a.call(obj, "fail")
+    world.run_jobs()
+    with pytest.raises(LookupError, match="custom failure"):
+        a.result(call)
+    with pytest.raises(MethodNotExposed):
+        a.do(obj, "_private")
+    assert isinstance(world.core, Core)
+
+
+def test_stats_show_holders_and_waiters(world: World) -> None:
+    a, b = world.client("holder"), world.client("waiter")
+    lock = a.create("Lock")
+    a.do(lock, "acquire", owner=5)
+    b.call(lock, "acquire")
+    stats = a.control("stats")
+    [obj] = [o for o in stats["objects"] if o["id"] == lock]
+    assert obj["state"]["holder"]["name"] == "holder"
+    assert obj["state"]["holder"]["owner"] == 5
+    assert [w["name"] for w in obj["state"]["waiters"]] == ["waiter"]
+    assert {s["name"] for s in stats["sessions"]} >= {"holder", "waiter"}

@@ -1,0 +1,47 @@
+"""The table of kinds, the server's handlers and the client's proxies agree."""
+
+from __future__ import annotations
+
+from procshare._kinds import KINDS
+from procshare._manager import SyncManager, _server_types
+from procshare._server._objects import HANDLERS
+from procshare.managers import (
+    ArrayProxy,
+    DictProxy,
+    ListProxy,
+    NamespaceProxy,
+    QueueProxy,
+    SetProxy,
+    ValueProxy,
+)
+
+PROXIES = {
+    "dict": DictProxy,
+    "list": ListProxy,
+    "set": SetProxy,
+    "Value": ValueProxy,
+    "Array": ArrayProxy,
+    "Queue": QueueProxy,
+}
+
+
+def test_every_kind_method_has_a_server_handler_and_nothing_else_does() -> None:
+    for name, kind in KINDS.items():
+        assert set(HANDLERS[name]) == set(kind.methods), name
+
+
+def test_proxies_offer_every_method_of_their_kind() -> None:
+    for name, proxy in PROXIES.items():
+        for method in KINDS[name].methods:
+            if method in ("__repr__", "__str__", "__getattribute__"):
+                continue
+            assert hasattr(proxy, method), f"{proxy.__name__} lacks {method}"
+        assert set(proxy._exposed_) == set(KINDS[name].exposed)
+    assert set(NamespaceProxy._exposed_) == set(KINDS["Namespace"].exposed)
+
+
+def test_syncmanager_types_map_to_native_kinds() -> None:
+    types = _server_types(SyncManager._registry)
+    for name in KINDS:
+        assert types[name].kind == name, name
+    assert types["Pool"].kind is None  # user code (the pool) runs on worker threads
