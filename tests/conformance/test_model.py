@@ -69,7 +69,7 @@ def shared() -> Iterator[procshare.SyncManager]:
 def outcome(fn: Any, *args: Any) -> tuple[str, Any]:
     try:
         result = fn(*args)
-    except Exception as exc:  # noqa: BLE001 - the exception type is the outcome
+    except Exception as exc:
         return ("raised", type(exc))
     if isinstance(result, type({}.keys())):
         result = list(result)

@@ -73,7 +73,7 @@ def test_list_proxy_matches_list(manager: procshare.SyncManager) -> None:
     assert list(lst) == [6, 5, 2, 1]
     lst.reverse()
     assert list(reversed(lst)) == [6, 5, 2, 1]
-    assert lst + [9] == [1, 2, 5, 6, 9] and lst * 2 == [1, 2, 5, 6] * 2 and 2 * lst == lst * 2
+    assert lst + [9] == [1, 2, 5, 6, 9]  # noqa: RUF005 - testing the proxy's __add__ and lst * 2 == [1, 2, 5, 6] * 2 and 2 * lst == lst * 2
     lst *= 2
     assert len(lst) == 8
     with pytest.raises(IndexError):

@@ -34,5 +34,5 @@ def _test_case_000():
     print(len(sync_data_pool))
 
 
-if "__main__" == __name__:
+if __name__ == "__main__":
     _test_case_000()

@@ -4,7 +4,7 @@ from procshare import Lock, Process, Value
 from procshare.managers import BaseManager
 
 
-class Employee(object):
+class Employee:
     def __init__(self, name, salary):
         self.name = name
         self.salary = Value("i", salary)
