@@ -1,15 +1,193 @@
-"""The ``procshare`` command line (placeholder until the subcommands land)."""
+"""The ``procshare`` command line: serve, inspect, demo, bench.
+
+``procshare serve`` runs a standalone server that unrelated programs reach by address and
+authkey; ``procshare inspect`` prints what a server holds (objects, lock holders, waiters,
+sessions); ``procshare demo`` runs the seed tutorial's scenarios; ``procshare bench`` times each
+operation against ``multiprocessing.Manager`` in the same run.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import secrets
+import signal
 import sys
+from typing import Any
+
+from . import __version__
+
+_AUTHKEY_ENV = "PROCSHARE_AUTHKEY"
+
+
+def _authkey(value: str | None, *, generate: bool) -> bytes:
+    if value is None:
+        value = os.environ.get(_AUTHKEY_ENV)
+    if value is None:
+        if not generate:
+            raise SystemExit(f"error: an authkey is needed (--authkey or ${_AUTHKEY_ENV})")
+        return secrets.token_hex(16).encode()
+    return value.encode()
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ._address import describe
+    from ._manager import SyncManager
+
+    key = _authkey(args.authkey, generate=True)
+    manager = SyncManager(address=args.address, authkey=key, release_delay=args.release_delay)
+    server = manager.get_server()
+    print(f"procshare {__version__} serving at {describe(server.address)}", flush=True)
+    if args.authkey is None and _AUTHKEY_ENV not in os.environ:
+        print(f"authkey: {key.decode()}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    signal.signal(signal.SIGINT, lambda *_: server.stop())
+    server.serve_forever()
+    print("stopped", flush=True)
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from ._address import parse_address
+    from ._client._channel import Channel
+
+    address = parse_address(args.address)
+    if address is None:
+        raise SystemExit("error: an address is needed")
+    channel = Channel(address, _authkey(args.authkey, generate=False))
+    try:
+        stats = channel.control("stats")
+    finally:
+        channel.close()
+    if args.json:
+        print(json.dumps(stats, indent=2, default=repr))
+        return 0
+    print(_format_stats(stats))
+    return 0
+
+
+def _format_stats(stats: dict[str, Any]) -> str:
+    lines = [
+        f"{len(stats['objects'])} objects, {len(stats['sessions'])} sessions, "
+        f"counters {stats['counters']}"
+    ]
+    lines.append("objects:")
+    for obj in sorted(stats["objects"], key=lambda o: o["id"]):
+        detail = ""
+        state = obj.get("state")
+        if state is not None:
+            holder = state.get("holder")
+            if holder:
+                detail += f" held by pid {holder['pid']} ({holder['name']})"
+            waiters = state.get("waiters") or []
+            if waiters:
+                detail += f", {len(waiters)} waiting: pids {[w['pid'] for w in waiters]}"
+            detail = detail or " " + ", ".join(
+                f"{k}={v}" for k, v in state.items() if not isinstance(v, (list, dict))
+            )
+        elif "len" in obj:
+            detail = f" len={obj['len']}"
+        lines.append(
+            f"  #{obj['id']:<5} {obj['typeid']:<16} refs={obj['refs']:<3} v{obj['version']}{detail}"
+        )
+    lines.append("sessions:")
+    for s in stats["sessions"]:
+        lines.append(
+            f"  {s['id']:<5} pid {s['pid']} {s['name']!r}: {s['calls']} calls, "
+            f"{s['refs']} refs, holds {s['holds']}, waiting {s['waiting']}"
+        )
+    return "\n".join(lines)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    print("procshare demo: the seed tutorial's scenarios, on procshare's embedded server")
+    timings = run_demo()
+    print("\nsummary (wall time of each scenario):")
+    for title, stdlib, ours in timings:
+        print(f"  {title:52s} stdlib {stdlib * 1e3:7.1f} ms   procshare {ours * 1e3:7.1f} ms")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from ._bench import CASES, header, run_bench, to_json
+
+    names = args.only or None
+    unknown = [n for n in names or [] if n not in CASES]
+    if unknown:
+        raise SystemExit(f"error: unknown case(s) {unknown}; choose from {list(CASES)}")
+    scale = 0.1 if args.quick else args.scale
+    rounds = 3 if args.quick else args.rounds
+    if not args.json:
+        print(
+            f"procshare {__version__} vs multiprocessing.Manager, same run, "
+            f"median of {rounds} alternating rounds"
+        )
+        print(header())
+    results = run_bench(names, rounds=rounds, scale=scale, progress=None if args.json else print)
+    if args.json:
+        print(to_json(results))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to document the CLI)."""
+    parser = argparse.ArgumentParser(
+        prog="procshare",
+        description="Share Python objects between processes: a faster, safer drop-in for "
+        "multiprocessing.Manager.",
+    )
+    parser.add_argument("--version", action="version", version=f"procshare {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run a standalone server for unrelated programs")
+    serve.add_argument(
+        "--address",
+        default=None,
+        help="unix:///path, tcp://host:port or a socket path (default: a private unix socket)",
+    )
+    serve.add_argument(
+        "--authkey",
+        default=None,
+        help=f"shared secret (default: ${_AUTHKEY_ENV}, else a random one)",
+    )
+    serve.add_argument(
+        "--release-delay",
+        type=float,
+        default=5.0,
+        help="seconds an unreferenced object is kept (default 5)",
+    )
+    serve.set_defaults(func=_cmd_serve)
+
+    inspect = sub.add_parser("inspect", help="show a server's objects, holders and waiters")
+    inspect.add_argument("address", help="the server's address")
+    inspect.add_argument("--authkey", default=None, help=f"shared secret (or ${_AUTHKEY_ENV})")
+    inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.set_defaults(func=_cmd_inspect)
+
+    demo = sub.add_parser("demo", help="run the seed tutorial's scenarios on procshare")
+    demo.set_defaults(func=_cmd_demo)
+
+    bench = sub.add_parser("bench", help="time operations against multiprocessing.Manager")
+    bench.add_argument("--quick", action="store_true", help="few, short rounds (a smoke test)")
+    bench.add_argument("--rounds", type=int, default=5, help="alternating rounds (default 5)")
+    bench.add_argument("--scale", type=float, default=1.0, help="multiply operation counts")
+    bench.add_argument("--only", action="append", metavar="CASE", help="run only this case")
+    bench.add_argument("--json", action="store_true", help="print JSON for machines")
+    bench.set_defaults(func=_cmd_bench)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="procshare")
-    parser.parse_args(argv)
-    return 0
+    """Entry point of the ``procshare`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

@@ -386,3 +386,29 @@ def test_base_proxy_api(manager: procshare.SyncManager) -> None:
 def test_manager_module_namespace_is_the_stdlib_one() -> None:
     ns = Namespace(a=1, _hidden=2)
     assert repr(ns) == "Namespace(a=1)"
+
+
+def test_snapshots_never_go_stale_across_processes(
+    manager: procshare.SyncManager, run: Any
+) -> None:
+    d = manager.dict({i: i for i in range(5000)})
+    assert len(d.copy()) == 5000
+    run(children.set_item, d, "late", "write")
+    assert d.copy()["late"] == "write"
+    assert dict(d.items())["late"] == "write"
+
+
+def test_snapshots_of_objects_holding_proxies_keep_references_right(
+    manager: procshare.SyncManager,
+) -> None:
+    outer = manager.list([manager.list([i]) for i in range(300)])
+    for _ in range(3):
+        inners = outer.copy()  # each copy hands out 300 proxies: never from a stale snapshot
+        assert [inner[0] for inner in inners[:3]] == [0, 1, 2]
+        del inners
+    import gc
+    import time
+
+    gc.collect()
+    time.sleep(1.0)
+    assert outer[299][:] == [299]

@@ -518,3 +518,28 @@ def test_stats_show_holders_and_waiters(world: World) -> None:
     assert obj["state"]["holder"]["owner"] == 5
     assert [w["name"] for w in obj["state"]["waiters"]] == ["waiter"]
     assert {s["name"] for s in stats["sessions"]} >= {"holder", "waiter"}
+
+
+# -- reusing encoded snapshots ----------------------------------------------------------------
+
+
+def test_large_snapshots_are_reused_until_the_object_changes(world: World) -> None:
+    a = world.client()
+    d = a.create("dict", {i: i for i in range(5000)})
+    first = a.do(d, "copy")
+    entry = world.core.objects[d]
+    assert entry.snapshot is not None and entry.snapshot[1] == "copy"
+    cached = entry.snapshot
+    assert a.do(d, "copy") == first
+    assert entry.snapshot is cached  # reused, not encoded again
+    a.do(d, "__setitem__", "new", 1)
+    assert entry.snapshot is None
+    assert a.do(d, "copy") == {**first, "new": 1}
+    assert a.do(d, "items")[-1] == ("new", 1)  # another method: its own snapshot
+
+
+def test_small_snapshots_are_not_kept(world: World) -> None:
+    a = world.client()
+    d = a.create("dict", {"a": 1})
+    assert a.do(d, "copy") == {"a": 1}
+    assert world.core.objects[d].snapshot is None

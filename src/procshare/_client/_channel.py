@@ -15,9 +15,18 @@ References: proxies tell the server which objects this process holds by queueing
 next request, so a proxy's birth or death costs no round trip and no system call of its own.
 
 Busy-polling: most of a round trip here is the sleep and wake-up of the waiting process. The
-reader first polls the socket without sleeping for up to ``spin`` seconds; it stops doing so
-while the server reports it is busy (more active clients than CPUs), where spinning would only
-steal CPU from the server. The spin adapts: after a run of polls that found nothing, it shrinks.
+reader first polls the socket without sleeping for a short budget; it does not while the server
+reports it is busy (more running clients than spare CPUs), where spinning would only steal
+the server's CPU, and not while the server last answered from this thread's own CPU. That last
+rule is what keeps spinning fast: a process forked next to the server starts on its CPU, and
+two processes that keep running are never migrated by Linux (they stay "cache-hot"), so the
+pair would share one CPU for good. A client that sleeps through one reply instead is woken on
+the idle CPU, and from then on both spin apart. (Making the server stop spinning too was
+measured worse: when both sleep, the scheduler wakes them next to each other.)
+
+The budget adapts per kind of call (plain calls, calls that may block): a slow reply halves it
+down to a short probe, so slow or blocking operations waste at most the probe, and a fast reply
+(however it was waited for) restores it: spinning is never switched off for good.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from typing import Any, Final
 
 from .._address import Address, describe, family
 from .._context import incoming
+from .._cpu import available_cpus, current_cpu
 from .._errors import AuthenticationError, ConnectionLost, ProcshareError, ProtocolError
 from .._protocol import (
     NEED_DATA,
@@ -51,18 +61,13 @@ __all__ = ["Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
 
 _RECV_SIZE: Final = 256 * 1024
 _MAX_SPIN: Final = 100e-6
+_PROBE: Final = 4e-6  # the least a budget shrinks to: a miss costs this much CPU at most
 
 
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-_DEFAULT_SPIN: Final = 50e-6 if _cpus() > 1 else 0.0
+_DEFAULT_SPIN: Final = 50e-6 if available_cpus() > 1 else 0.0
 
 _pid = [os.getpid()]
+_yield = os.sched_yield
 
 
 def current_pid() -> int:
@@ -104,9 +109,10 @@ class RefQueue:
 class _Slot:
     """Where the reply to one request lands, and how its waiting thread is woken."""
 
-    __slots__ = ("done", "error", "gate", "sleeping", "value")
+    __slots__ = ("blocking", "done", "error", "gate", "sleeping", "value")
 
-    def __init__(self) -> None:
+    def __init__(self, blocking: bool = False) -> None:
+        self.blocking = blocking
         self.done = False
         self.value: Any = None
         self.error: BaseException | None = None
@@ -143,8 +149,8 @@ class Channel:
         self.refs = refqueue_for(address)
         self.on_push = on_push
         self._spin_max = _DEFAULT_SPIN if spin is None else min(spin, _MAX_SPIN)
-        self._spin = self._spin_max
-        self._misses = 0
+        # adaptive budgets: [plain calls, calls that may block on the server]
+        self._budget = [self._spin_max, self._spin_max]
         self._proto = ClientProtocol(
             self.authkey,
             serializer=serializer,
@@ -222,11 +228,16 @@ class Channel:
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         owner: int = 0,
+        blocking: bool = False,
     ) -> Any:
-        """Call ``method`` on object ``obj_id`` and return its result (or raise its error)."""
+        """Call ``method`` on object ``obj_id`` and return its result (or raise its error).
+
+        ``blocking`` hints that the call may wait on the server (a lock, a queue): its
+        busy-poll budget adapts separately from that of quick calls.
+        """
         rid = self._take_id()
         frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, owner)
-        return self._roundtrip(rid, frame)
+        return self._roundtrip(rid, frame, blocking)
 
     def request(self, msg: Any) -> Any:
         """Send a request message (its ``req_id`` is replaced) and return its result."""
@@ -260,10 +271,10 @@ class Channel:
             out += self._proto.send(Release(release))
         return out
 
-    def _roundtrip(self, rid: int, frame: bytes) -> Any:
+    def _roundtrip(self, rid: int, frame: bytes, blocking: bool = False) -> Any:
         if self._broken is not None:
             raise ConnectionLost(str(self._broken)) from self._broken
-        slot = _Slot()
+        slot = _Slot(blocking)
         self._slots[rid] = slot
         try:
             with self._wlock:
@@ -315,9 +326,11 @@ class Channel:
     def _read_until(self, slot: _Slot) -> None:
         proto = self._proto
         incoming.channel = self
+        first = True
         try:
             while not slot.done:
-                data = self._recv()
+                data = self._recv(slot.blocking) if first else self._recv_more()
+                first = False
                 proto.receive_data(data)
                 while True:
                     try:
@@ -345,37 +358,47 @@ class Channel:
         finally:
             incoming.channel = None
 
-    def _recv(self) -> bytes:
+    def _recv(self, blocking: bool) -> bytes:
+        """Wait for the next bytes: busy-poll within the adaptive budget, then block.
+
+        The budget follows how long replies take, however they were waited for: a reply within
+        twice the full budget (spinning would have caught it, or nearly) restores it; a slower
+        one halves it, down to a short probe.
+        """
         sock = self._sock
-        spin = self._spin
+        budgets = self._budget
+        spin = budgets[blocking]
+        clock = time.perf_counter
+        start = clock()
+        proto = self._proto
         try:
-            if spin and not self._proto.server_busy:
-                clock = time.perf_counter
-                deadline = clock() + spin
+            if spin and not proto.server_busy and proto.server_cpu != current_cpu():
+                deadline = start + spin
                 while True:
                     try:
                         data = sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
                     except BlockingIOError:
                         if clock() < deadline:
+                            _yield()  # if the server shares our CPU, let it run
                             continue
-                        self._missed()
                         break
-                    self._misses = 0
-                    self._spin = self._spin_max
+                    budgets[blocking] = self._spin_max
                     return data
-            return sock.recv(_RECV_SIZE)
+            data = sock.recv(_RECV_SIZE)
         except OSError:
             return b""  # the protocol turns end-of-file into ConnectionClosed
+        if clock() - start <= 2 * self._spin_max:
+            budgets[blocking] = self._spin_max
+        else:
+            budgets[blocking] = max(_PROBE, spin / 2)
+        return data
 
-    def _missed(self) -> None:
-        # Replies that take longer than a spin are not helped by spinning: spin less, and
-        # after a long run of misses stop until a reply comes fast again.
-        self._misses += 1
-        if self._misses >= 8:
-            self._spin = 0.0 if self._misses >= 64 else self._spin_max / 4
-        if self._misses >= 256:
-            self._misses = 0
-            self._spin = self._spin_max  # try again now and then: the load may have changed
+    def _recv_more(self) -> bytes:
+        """The rest of a reply already arriving (no budget bookkeeping)."""
+        try:
+            return self._sock.recv(_RECV_SIZE)
+        except OSError:
+            return b""
 
     def _deliver(self, rid: int, value: Any, error: BaseException | None) -> None:
         slot = self._slots.pop(rid, None)

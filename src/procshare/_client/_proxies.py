@@ -156,6 +156,13 @@ class BaseProxy:
             args = tuple(args)
         return channel.call(self._id, methodname, args, kwds or None, _get_ident())
 
+    def _callblocking(self, methodname: str, args: tuple[Any, ...] = ()) -> Any:
+        """``_callmethod`` for a method that may wait on the server (lock, queue, event)."""
+        channel = self._ch
+        if channel is None or channel.pid != current_pid() or channel.broken:
+            channel = self._bind()
+        return channel.call(self._id, methodname, args, None, _get_ident(), True)
+
     def _getvalue(self) -> Any:
         """A copy of the referent."""
         return self._callmethod("#GETVALUE")
@@ -586,7 +593,7 @@ class AcquirerProxy(BaseProxy):
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         args = (blocking,) if timeout is None else (blocking, timeout)
-        return self._callmethod("acquire", args)  # type: ignore[no-any-return]
+        return self._callblocking("acquire", args)  # type: ignore[no-any-return]
 
     def release(self) -> None:
         self._callmethod("release")
@@ -596,7 +603,7 @@ class AcquirerProxy(BaseProxy):
         return self._callmethod("locked")  # type: ignore[no-any-return]
 
     def __enter__(self) -> bool:
-        return self._callmethod("acquire")  # type: ignore[no-any-return]
+        return self._callblocking("acquire")  # type: ignore[no-any-return]
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         self._callmethod("release")
@@ -608,7 +615,7 @@ class ConditionProxy(AcquirerProxy):
     _exposed_: tuple[str, ...] = ("acquire", "release", "wait", "notify", "notify_all")
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self._callmethod("wait", (timeout,))  # type: ignore[no-any-return]
+        return self._callblocking("wait", (timeout,))  # type: ignore[no-any-return]
 
     def notify(self, n: int = 1) -> None:
         self._callmethod("notify", (n,))
@@ -648,7 +655,7 @@ class EventProxy(BaseProxy):
         self._callmethod("clear")
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self._callmethod("wait", (timeout,))  # type: ignore[no-any-return]
+        return self._callblocking("wait", (timeout,))  # type: ignore[no-any-return]
 
 
 class BarrierProxy(BaseProxy):
@@ -657,7 +664,7 @@ class BarrierProxy(BaseProxy):
     _exposed_ = ("__getattribute__", "wait", "abort", "reset")
 
     def wait(self, timeout: float | None = None) -> int:
-        return self._callmethod("wait", (timeout,))  # type: ignore[no-any-return]
+        return self._callblocking("wait", (timeout,))  # type: ignore[no-any-return]
 
     def abort(self) -> None:
         self._callmethod("abort")
@@ -684,13 +691,13 @@ class QueueProxy(BaseProxy, Generic[T]):
     _exposed_ = KINDS["Queue"].exposed
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        self._callmethod("put", (item, block, timeout))
+        self._callblocking("put", (item, block, timeout))
 
     def put_nowait(self, item: T) -> None:
         self._callmethod("put_nowait", (item,))
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
-        return self._callmethod("get", (block, timeout))  # type: ignore[no-any-return]
+        return self._callblocking("get", (block, timeout))  # type: ignore[no-any-return]
 
     def get_nowait(self) -> T:
         return self._callmethod("get_nowait")  # type: ignore[no-any-return]
@@ -708,7 +715,7 @@ class QueueProxy(BaseProxy, Generic[T]):
         self._callmethod("task_done")
 
     def join(self) -> None:
-        self._callmethod("join")
+        self._callblocking("join")
 
 
 class IteratorProxy(BaseProxy):

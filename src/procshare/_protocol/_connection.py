@@ -407,6 +407,18 @@ class ServerProtocol(_Base):
                 flags,
             )
 
+    def serialize(self, value: Any) -> bytes:
+        """The payload ``encode_result`` would carry for ``value`` (to reuse it later).
+
+        Raises:
+            SerializationError: ``value`` cannot be serialized.
+        """
+        return self._dumps(value)  # type: ignore[no-any-return]
+
+    def encode_serialized(self, req_id: int, payload: bytes, flags: int = 0) -> bytes:
+        """Frame a successful reply whose payload was produced by ``serialize``."""
+        return pack(Op.RESULT, flags, req_id, payload)
+
     def encode_failure(self, req_id: int, error: BaseException, flags: int = 0) -> bytes:
         """Frame a failed reply. Never raises: an unserializable error becomes a RemoteError."""
         try:
@@ -480,6 +492,8 @@ class ClientProtocol(_Base):
         self.state = ConnState.AWAIT_HELLO
         #: The BUSY hint of the last frame received (see ``Flag.BUSY``).
         self.server_busy = False
+        #: The CPU the server last answered from, or -1 if it did not say (see ``Flag``).
+        self.server_cpu = -1
 
     def next_event(self) -> Any:
         """Return the next event: ``Ready``, ``Result``, ``Failure``, ``Push``,
@@ -500,6 +514,7 @@ class ClientProtocol(_Base):
         opcode, flags, req_id, payload = frame
         if self.state is ConnState.READY:
             self.server_busy = bool(flags & Flag.BUSY)
+            self.server_cpu = (flags >> Flag.CPU_SHIFT) - 1
             if opcode == Op.RESULT:
                 if flags & Flag.EMPTY:
                     return Result(req_id, None)

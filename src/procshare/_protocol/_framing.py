@@ -30,13 +30,27 @@ HANDSHAKE_MAX_FRAME: Final = 16 * 1024
 
 
 class Flag:
-    """Bits of the flags byte."""
+    """Bits of the flags byte.
+
+    Bits 0-1 are flags. On replies, bits 2-7 carry ``cpu + 1`` of the CPU the server answered
+    from (0: unknown), so a client can tell whether busy-polling would compete with the server
+    for the same CPU.
+    """
 
     #: The payload is omitted: the value is ``None`` (saves a serializer call per reply).
     EMPTY: Final = 0x01
-    #: Set by the server on replies while more clients are active than it has CPUs to spare:
+    #: Set by the server on replies while more clients are running than it has CPUs to spare:
     #: a hint that busy-polling for the next reply would steal CPU from the server.
     BUSY: Final = 0x02
+    #: Shift and limit of the server CPU field.
+    CPU_SHIFT: Final = 2
+    CPU_LIMIT: Final = 63
+
+    @staticmethod
+    def with_cpu(flags: int, cpu: int) -> int:
+        """``flags`` with the CPU field set to ``cpu`` (unknown when out of range)."""
+        field = cpu + 1 if 0 <= cpu < Flag.CPU_LIMIT else 0
+        return (flags & 0x03) | (field << Flag.CPU_SHIFT)
 
 
 def pack(opcode: int, flags: int, req_id: int, payload: bytes = b"") -> bytes:

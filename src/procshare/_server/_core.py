@@ -36,6 +36,7 @@ from .._errors import (
     ProcshareError,
     ProtocolError,
     RemoteError,
+    SerializationError,
 )
 from .._kinds import KINDS
 from .._protocol import (
@@ -57,6 +58,14 @@ from ._waiters import DeadlineHeap, Waiter, WaitQueue
 __all__ = ["CallContext", "Core", "Entry", "Job", "ServerType", "Session"]
 
 _FALLBACKS: Final = ("__repr__", "__str__", "#GETVALUE")
+
+# Whole-object reads without arguments whose encoded reply may be reused while the object is
+# unchanged (a reader that snapshots a large dict over and over skips re-serializing it).
+_SNAPSHOTS: Final = frozenset(
+    {"copy", "keys", "values", "items", "__iter__", "#GETVALUE", "tolist", "__repr__", "__str__"}
+)
+_SNAPSHOT_MIN: Final = 8 * 1024  # smaller payloads are cheap to encode again
+_SNAPSHOT_MAX: Final = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -157,6 +166,7 @@ class Entry:
         "proxytype",
         "referent",
         "refs",
+        "snapshot",
         "typeid",
         "version",
     )
@@ -182,6 +192,8 @@ class Entry:
         self.refs = 0
         self.version = 0
         self.created = now
+        #: (version, method, serializer, payload) of the last large snapshot read, or None
+        self.snapshot: tuple[int, str, str, bytes] | None = None
 
 
 class CallContext:
@@ -335,6 +347,7 @@ class Core:
         self._disowned: deque[int] = deque()  # internal references dropped, from any thread
         self._to_close: list[Session] = []
         self._outgoing: Session | None = None
+        self._lends = 0  # references lent while encoding replies (see lend)
         self._loop_thread = threading.get_ident()
         self._now = 0.0
         self.stats_counters = {"calls": 0, "creates": 0, "errors": 0, "sessions": 0}
@@ -459,6 +472,7 @@ class Core:
             return False
         entry.refs += 1
         session.refs[obj_id] = session.refs.get(obj_id, 0) + 1
+        self._lends += 1
         return True
 
     def adopt(self, obj_id: int) -> None:
@@ -579,12 +593,13 @@ class Core:
         if handlers is None:
             self._call_custom(session, msg, entry)
             return
-        handler = handlers.get(msg.method)
+        method = msg.method
+        if method in _SNAPSHOTS and not msg.args and not msg.kwargs:
+            self._snapshot_read(session, msg.req_id, entry, method)
+            return
+        handler = handlers.get(method)
         if handler is None:
-            if msg.method == "#GETVALUE" and not isinstance(entry.referent, Primitive):
-                self.reply(session, msg.req_id, entry.referent)
-            else:
-                self.fail(session, msg.req_id, _not_exposed(entry, msg.method))
+            self.fail(session, msg.req_id, _not_exposed(entry, method))
             return
         fn, takes_ctx = handler
         try:
@@ -600,8 +615,57 @@ class Core:
             return
         if result is not PARKED:
             self.reply(session, msg.req_id, result)
-        if msg.method in entry.mutators:
+        if method in entry.mutators:
             entry.version += 1
+            entry.snapshot = None
+
+    def _snapshot_read(self, session: Session, req_id: int, entry: Entry, method: str) -> None:
+        """Answer a whole-object read, reusing the encoded payload while nothing changed."""
+        protocol = session.protocol
+        serializer = protocol.serializer.name if protocol.serializer is not None else ""
+        cached = entry.snapshot
+        if (
+            cached is not None
+            and cached[0] == entry.version
+            and cached[1] == method
+            and cached[2] == serializer
+        ):
+            self._write(session, protocol.encode_serialized(req_id, cached[3], self.reply_flags))
+            return
+        referent = entry.referent
+        if method == "#GETVALUE":
+            if isinstance(referent, Primitive):
+                self.fail(session, req_id, _not_exposed(entry, method))
+                return
+            result = referent
+        else:
+            handler = entry.handlers.get(method) if entry.handlers is not None else None
+            if handler is None or handler[1]:
+                self.fail(session, req_id, _not_exposed(entry, method))
+                return
+            try:
+                result = handler[0](referent)
+            except Exception as exc:
+                self.fail(session, req_id, exc)
+                return
+        if result is None:
+            self.reply(session, req_id, None)
+            return
+        lends = self._lends
+        self._outgoing = session
+        try:
+            payload = protocol.serialize(result)
+        except SerializationError as exc:
+            self.fail(
+                session, req_id, SerializationError(f"the result could not be serialized: {exc}")
+            )
+            return
+        finally:
+            self._outgoing = None
+        # Replies that carried proxies counted references for this session: never reuse them.
+        if self._lends == lends and _SNAPSHOT_MIN <= len(payload) <= _SNAPSHOT_MAX:
+            entry.snapshot = (entry.version, method, serializer, payload)
+        self._write(session, protocol.encode_serialized(req_id, payload, self.reply_flags))
 
     def _call_custom(self, session: Session, msg: Call, entry: Entry) -> None:
         method = msg.method
@@ -728,6 +792,7 @@ class Core:
             return (False, exc)
         if call.method in entry.mutators:
             entry.version += 1
+            entry.snapshot = None
         return (True, result)
 
     def _control(self, session: Session, msg: Control, now: float) -> None:

@@ -32,6 +32,7 @@ from typing import Any, Final
 
 from .._address import Address, family, private_unix_path
 from .._context import register_server, unregister_server
+from .._cpu import available_cpus, current_cpu
 from .._errors import AuthenticationError, ProtocolError
 from .._protocol import (
     DEFAULT_MAX_FRAME,
@@ -49,14 +50,7 @@ log = logging.getLogger("procshare.server")
 
 _RECV_SIZE: Final = 256 * 1024
 _POLL_DEAD: Final = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
-_BUSY_WINDOW: Final = 0.005  # seconds: clients active within this window count as "active"
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+_BUSY_WINDOW: Final = 0.002  # seconds: a client answered within this window counts as running
 
 
 class _Conn:
@@ -139,7 +133,8 @@ class Server:
         serializers: the serializers clients may choose.
         max_frame: the largest frame a client may send.
         release_delay: seconds an unreferenced object is kept before disposal.
-        spin: seconds the loop keeps polling after activity before it sleeps.
+        spin: seconds the loop keeps polling after activity before it sleeps (default 50 us
+            with two or more CPUs, none with one).
         owner_pid: a process whose death (once no client is connected) stops the server.
         handshake_timeout: seconds a new connection has to authenticate.
         max_backlog: unsent bytes after which a client that does not read is dropped.
@@ -156,7 +151,7 @@ class Server:
         serializers: tuple[str, ...] = ("pickle",),
         max_frame: int = DEFAULT_MAX_FRAME,
         release_delay: float = 5.0,
-        spin: float = 50e-6,
+        spin: float | None = None,
         owner_pid: int | None = None,
         handshake_timeout: float = 10.0,
         max_backlog: int = 256 * 1024 * 1024,
@@ -167,7 +162,9 @@ class Server:
         self.instance = os.urandom(8).hex()
         self._serializers = serializers
         self._max_frame = max_frame
-        self._spin = spin
+        self._cpus = available_cpus()
+        # Busy-polling only pays with a CPU to spare for the client we wait for.
+        self._spin = (50e-6 if self._cpus > 1 else 0.0) if spin is None else spin
         self._handshake_timeout = handshake_timeout
         self._max_backlog = max_backlog
         self._owned_dir: str | None = None
@@ -192,7 +189,6 @@ class Server:
         self._owner_pid = owner_pid
         self._owner_fd: int | None = None
         self._owner_gone = False
-        self._cpus = _cpus()
         self._recent: dict[int, float] = {}
         self._recent_checked = 0.0
 
@@ -283,6 +279,7 @@ class Server:
         owner_fd = self._owner_fd
         spin = self._spin
         monotonic = time.monotonic
+        with_cpu = Flag.with_cpu
         last_active = monotonic()
         next_housekeeping = last_active
         while not self._stopping.is_set():
@@ -296,10 +293,13 @@ class Server:
                 if self._done:
                     timeout = 0.0
             events = sel.select(timeout)
+            if not events and timeout == 0.0:
+                os.sched_yield()  # spinning: if a client shares our CPU, let it run
             self._sleeping = False
             now = monotonic()
             if events:
                 last_active = now
+                core.reply_flags = with_cpu(core.reply_flags, current_cpu())
                 for key, mask in events:
                     fd = key.fd
                     conn = key.data
@@ -319,6 +319,8 @@ class Server:
             while done:
                 core.finish(done.popleft(), now)
             core.tick(now)
+            if now - self._recent_checked > _BUSY_WINDOW:
+                self._update_busy(now)
             if now >= next_housekeeping:
                 next_housekeeping = now + 0.5
                 self._housekeeping(now)
@@ -341,8 +343,6 @@ class Server:
                 self._owner_died()
             except OSError:
                 pass
-        if now - self._recent_checked > _BUSY_WINDOW:
-            self._update_busy(now)
 
     def _owner_died(self) -> None:
         self._owner_gone = True
@@ -353,13 +353,23 @@ class Server:
             self._owner_fd = None
 
     def _update_busy(self, now: float) -> None:
-        """Hint clients not to busy-poll while more of them are active than spare CPUs."""
+        """Hint clients not to busy-poll while more of them run than there are spare CPUs.
+
+        A client counts as running if it sent something within the window and is not parked
+        on the server (a process waiting for a lock sleeps: it competes for no CPU).
+        """
         horizon = now - _BUSY_WINDOW
-        recent = {sid: t for sid, t in self._recent.items() if t >= horizon}
+        sessions = self.core.sessions
+        recent = {
+            sid: t
+            for sid, t in self._recent.items()
+            if t >= horizon and (s := sessions.get(sid)) is not None and not s.waiters
+        }
         self._recent = recent
         self._recent_checked = now
         busy = len(recent) + 1 > self._cpus
-        self.core.reply_flags = Flag.BUSY if busy else 0
+        flags = self.core.reply_flags
+        self.core.reply_flags = (flags | Flag.BUSY) if busy else (flags & ~Flag.BUSY)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -400,8 +410,6 @@ class Server:
         proto = conn.proto
         proto.receive_data(data)
         session = conn.session
-        if session is not None:
-            self._recent[session.id] = now
         core = self.core
         try:
             while True:
@@ -420,6 +428,12 @@ class Server:
                     self._close(conn, now)
                     return
                 raise ProtocolError(f"unexpected event {event!r}")
+            if session is not None:
+                # Running (competing for CPU) unless its request is parked on the server.
+                if session.waiters:
+                    self._recent.pop(session.id, None)
+                else:
+                    self._recent[session.id] = now
         except AuthenticationError:
             conn.out += proto.data_to_send()
             self._send_pending(conn)
