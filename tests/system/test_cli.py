@@ -1,0 +1,105 @@
+"""The command line, run as a user runs it: a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from procshare.managers import BaseManager
+
+
+def run(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "procshare", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def test_help_and_version() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("serve", "inspect", "demo", "bench"):
+        assert command in out.stdout
+    assert run("--version").stdout.startswith("procshare ")
+
+
+def test_the_console_script_is_installed() -> None:
+    script = pathlib.Path(sys.executable).with_name("procshare")
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "serve" in out.stdout
+
+
+def test_demo_runs_the_seed_scenarios() -> None:
+    out = run("demo")
+    assert out.returncode == 0, out.stderr
+    assert "0=0, 1=2, 2=4" in out.stdout  # workers filling a dict
+    assert "[100, 101, 102, 103, 104, 300" in out.stdout  # two producers
+    assert "list=[21, 22, 23, 24, 25]" in out.stdout  # twenty processes under a lock
+    assert "pay: zhangsan:2000" in out.stdout  # the custom class
+    assert out.stdout.count("multiprocessing.Manager") >= 4  # each timed side by side
+
+
+def test_bench_reports_both_managers_as_json() -> None:
+    out = run("bench", "--quick", "--only", "dict set", "--only", "Lock acquire+release", "--json")
+    assert out.returncode == 0, out.stderr
+    results = {r["name"]: r for r in json.loads(out.stdout)}
+    assert {"dict set", "Lock acquire+release"} <= set(results)
+    assert any(name.startswith("floor") for name in results)
+    for name in ("dict set", "Lock acquire+release"):
+        assert results[name]["stdlib_us"] > 0 and results[name]["procshare_us"] > 0
+        assert results[name]["ratio"] == pytest.approx(
+            results[name]["procshare_us"] / results[name]["stdlib_us"]
+        )
+
+
+def test_bench_refuses_unknown_cases() -> None:
+    out = run("bench", "--only", "teleport")
+    assert out.returncode != 0 and "unknown case" in out.stderr
+
+
+def test_serve_and_inspect(tmp_path: pathlib.Path) -> None:
+    address = f"unix://{tmp_path}/cli.sock"
+    env = dict(os.environ, PROCSHARE_AUTHKEY="cli-secret")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "procshare", "serve", "--address", address],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        assert "serving at" in server.stdout.readline()
+
+        class Client(BaseManager):
+            pass
+
+        Client.register("Lock")
+        m = Client(address=str(tmp_path / "cli.sock"), authkey=b"cli-secret")
+        m.connect()
+        lock = m.Lock()  # type: ignore[attr-defined]
+        lock.acquire()
+        shown = run("inspect", address, env=env)
+        assert shown.returncode == 0, shown.stderr
+        assert f"held by pid {os.getpid()}" in shown.stdout
+        as_json = json.loads(run("inspect", address, "--json", env=env).stdout)
+        assert any(s["pid"] == os.getpid() for s in as_json["sessions"])
+        denied = run("inspect", address, "--authkey", "wrong")
+        assert denied.returncode != 0 and "AuthenticationError" in denied.stderr
+        lock.release()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        if server.stdout is not None:
+            server.stdout.close()
+    assert server.returncode == 0
