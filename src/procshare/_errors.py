@@ -64,14 +64,6 @@ class SerializationError(ProcshareError, pickle.PicklingError, TypeError):
     """
 
 
-class ObjectNotFound(ProcshareError, LookupError):
-    """The shared object a proxy refers to no longer exists on the server."""
-
-
-class MethodNotExposed(ProcshareError, AttributeError):
-    """The method is not exposed by the shared object's type (see ``register(exposed=...)``)."""
-
-
 class ManagerStateError(ProcshareError, multiprocessing.ProcessError):
     """A manager was used in the wrong state (not started, already started, shut down)."""
 
@@ -79,7 +71,9 @@ class ManagerStateError(ProcshareError, multiprocessing.ProcessError):
 class RemoteError(ProcshareError):
     """An error inside the server that is not the referent's own exception.
 
-    ``str()`` shows the remote traceback framed as the standard library's ``RemoteError`` does.
+    The standard library raises ``RemoteError`` in the same situations: a constructor that
+    failed in the server, a method that is not exposed, an object that does not exist.
+    ``str()`` shows the remote traceback framed as the standard library's does;
     ``remote_traceback`` holds the traceback text.
     """
 
@@ -93,3 +87,11 @@ class RemoteError(ProcshareError):
         if self.remote_traceback and self.message not in self.remote_traceback:
             body = f"{self.message}\n{self.remote_traceback}"
         return "\n" + "-" * 75 + "\n" + body.rstrip("\n") + "\n" + "-" * 75
+
+
+class ObjectNotFound(RemoteError, LookupError):
+    """The shared object a proxy refers to no longer exists on the server."""
+
+
+class MethodNotExposed(RemoteError, AttributeError):
+    """The method is not exposed by the shared object's type (see ``register(exposed=...)``)."""

@@ -63,6 +63,11 @@ class Kind:
         """Names of the methods that change the object."""
         return frozenset(m.name for m in self.methods.values() if m.mutates)
 
+    @property
+    def returning(self) -> Mapping[str, str]:
+        """Methods whose result is a new shared object, and that object's kind."""
+        return {m.name: m.returns for m in self.methods.values() if m.returns is not None}
+
 
 def _kind(
     name: str,
@@ -73,17 +78,20 @@ def _kind(
     writes: Iterable[str] = (),
     blocking: Iterable[str] = (),
     owned: Iterable[str] = (),
+    returns: Mapping[str, str] | None = None,
     watchable: bool = False,
 ) -> Kind:
     """Build a kind from name lists.
 
     ``pure`` are cacheable reads, ``reads`` other reads (their result may change on its own or
-    is too large to cache), ``writes`` mutators, ``blocking`` may park, ``owned`` carry an owner.
+    is too large to cache), ``writes`` mutators, ``blocking`` may park, ``owned`` carry an owner,
+    ``returns`` maps methods whose result is itself a shared object to that object's kind.
     A name may appear in several lists (a blocking, owner-scoped mutator, say).
     """
     pure_set, write_set = set(pure), set(writes)
     block_set, owned_set = set(blocking), set(owned)
-    names = set(reads) | pure_set | write_set | block_set | owned_set
+    returning = dict(returns or {})
+    names = set(reads) | pure_set | write_set | block_set | owned_set | set(returning)
     methods = {
         n: Method(
             n,
@@ -91,6 +99,7 @@ def _kind(
             blocks=n in block_set,
             owner=n in owned_set,
             cacheable=n in pure_set,
+            returns=returning.get(n),
         )
         for n in sorted(names)
     }
@@ -103,7 +112,9 @@ DICT: Final = _kind(
     "dict",
     "a shared dict",
     pure=_DICT_READS,
-    reads=("__iter__", "__reversed__", "__or__", "__ror__", "__repr__", "__str__"),
+    reads=("__reversed__", "__or__", "__ror__", "__repr__", "__str__"),
+    # iterating is live, as in the standard library: a server-side iterator
+    returns={"__iter__": "LiveIterator"},
     writes=(
         "__setitem__",
         "__delitem__",
@@ -121,7 +132,9 @@ LIST: Final = _kind(
     "list",
     "a shared list",
     pure=("__contains__", "__getitem__", "__len__", "count", "index", "copy"),
-    reads=("__iter__", "__reversed__", "__add__", "__mul__", "__rmul__", "__repr__", "__str__"),
+    # no __iter__, as in the standard library: iteration goes through __getitem__ and sees
+    # concurrent writes (``lst[:]`` is the one-round-trip snapshot)
+    reads=("__reversed__", "__add__", "__mul__", "__rmul__", "__repr__", "__str__"),
     writes=(
         "__setitem__",
         "__delitem__",
@@ -143,15 +156,8 @@ SET: Final = _kind(
     "set",
     "a shared set",
     pure=("__contains__", "__len__", "copy", "issubset", "issuperset", "isdisjoint"),
-    reads=(
-        "__iter__",
-        "union",
-        "intersection",
-        "difference",
-        "symmetric_difference",
-        "__repr__",
-        "__str__",
-    ),
+    reads=("union", "intersection", "difference", "symmetric_difference", "__repr__", "__str__"),
+    returns={"__iter__": "LiveIterator"},
     writes=(
         "add",
         "discard",
@@ -256,6 +262,14 @@ BARRIER: Final = _kind(
 )
 
 
+LIVE_ITERATOR: Final = _kind(
+    "LiveIterator",
+    "an iterator over a shared dict or set, advanced on the server (live, as in the stdlib)",
+    writes=("__next__",),
+    reads=("__repr__", "__str__"),
+)
+
+
 def _queue(name: str, doc: str) -> Kind:
     return _kind(
         name,
@@ -291,6 +305,7 @@ KINDS: Final[Mapping[str, Kind]] = MappingProxyType(
             BARRIER,
             QUEUE,
             JOINABLE_QUEUE,
+            LIVE_ITERATOR,
         )
     }
 )

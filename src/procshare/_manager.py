@@ -139,6 +139,11 @@ def _server_types(registry: Mapping[str, Registration]) -> dict[str, ServerType]
             method_to_typeid=dict(reg.method_to_typeid) if reg.method_to_typeid else None,
             proxytype=reg.proxytype if reg.proxytype is not None else AutoProxy,
         )
+    # Built-in kinds that methods return (a dict's live iterator) exist on every server.
+    types.setdefault(
+        "LiveIterator",
+        ServerType("LiveIterator", "LiveIterator", None, None, None, IteratorProxy),
+    )
     return types
 
 

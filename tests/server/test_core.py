@@ -382,7 +382,7 @@ def test_dict_and_list_operations(world: World) -> None:
         a.do(d, "__getitem__", "zz")
     lst = a.create("list", [3, 1, 2])
     a.do(lst, "sort", reverse=True)
-    assert a.do(lst, "__iter__") == [3, 2, 1]
+    assert a.do(lst, "copy") == [3, 2, 1]
     with pytest.raises(IndexError):
         a.do(lst, "__getitem__", 10)
 

@@ -12,7 +12,9 @@ reset after fork), as redis-py's pool does.
 
 References: proxies tell the server which objects this process holds by queueing ``Retain`` and
 ``Release`` notes in the :class:`RefQueue` of the server's address; they are sent in front of the
-next request, so a proxy's birth or death costs no round trip and no system call of its own.
+next request, so a proxy's birth costs no round trip. A proxy's death sends its ``Release`` at
+once when the connection is free (an idle process must not keep objects alive), still without
+waiting for a reply.
 
 Busy-polling: most of a round trip here is the sleep and wake-up of the waiting process. The
 reader first polls the socket without sleeping for a short budget; it does not while the server
@@ -257,6 +259,22 @@ class Channel:
                 if notes:
                     self._sendall(notes)
 
+    def release_soon(self, obj_id: int) -> None:
+        """Drop one reference to ``obj_id``: now if the connection is free, else with the next
+        request. Safe from a finalizer: it never blocks, even if this very thread is sending."""
+        self.refs.release(obj_id)
+        if self._broken is not None or self.pid != current_pid():
+            return
+        if self._wlock.acquire(blocking=False):
+            try:
+                notes = self._notes()
+                if notes:
+                    self._sock.sendall(notes)
+            except OSError:
+                pass  # the reader will find the connection broken
+            finally:
+                self._wlock.release()
+
     def _take_id(self) -> int:
         with self._mutex:
             self._next_id = rid = (self._next_id + 1) & 0xFFFFFFFF or 1
@@ -285,8 +303,13 @@ class Channel:
             self._slots.pop(rid, None)
             raise
         self._await(slot)
-        if slot.error is not None:
-            raise slot.error
+        error = slot.error
+        if error is not None:
+            slot.error = None
+            try:
+                raise error
+            finally:
+                del error  # no traceback -> frame -> exception cycle (bpo-106558 in the stdlib)
         return slot.value
 
     def _sendall(self, data: bytes) -> None:
@@ -430,6 +453,17 @@ class Channel:
             with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
 
+    def forget_inherited(self) -> None:
+        """In a forked child: drop this process's copy of the parent's socket, untouched.
+
+        Closing our copy of the file descriptor leaves the parent's connection as it was
+        (no shutdown, nothing sent); the channel object stays unusable here.
+        """
+        if self.pid == current_pid():
+            return
+        with contextlib.suppress(OSError):
+            os.close(self._sock.detach())
+
     def close(self) -> None:
         """Close the connection (sending pending reference notes first)."""
         if self.pid != current_pid():
@@ -467,6 +501,8 @@ def get_channel(address: Address, authkey: bytes, serializer: str = "pickle") ->
     with _registry_lock:
         channel = _channels.get(key)
         if channel is None or channel._broken is not None or channel.pid != _pid[0]:
+            if channel is not None:
+                channel.close()
             channel = Channel(address, key[1], serializer=serializer)
             _channels[key] = channel
     return channel
@@ -486,8 +522,8 @@ def _after_fork_in_child() -> None:
     _pid[0] = os.getpid()
     _registry_lock = threading.Lock()  # another thread may have held them at fork time
     _refqueue_lock = threading.Lock()
-    # The parent's sockets stay open in this process until it exits: closing them here would
-    # be harmless, but their objects may still be referenced; they are simply never used.
+    for channel in _channels.values():
+        channel.forget_inherited()
     _channels.clear()
     for queue in _refqueues.values():
         queue.drain()  # notes the parent had queued are the parent's to send

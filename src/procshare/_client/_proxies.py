@@ -13,15 +13,16 @@ the child. When a proxy is garbage collected its reference is released (queued, 
 next request). A proxy rebuilt *inside the server* that owns its referent (a managed list stored
 in a managed dict) is an internal reference instead, counted by the server directly.
 
-Differences from the standard library, all deliberate:
-* iterating a dict, list, set or array proxy fetches one snapshot (one round trip, and no
-  "changed size during iteration" error), instead of one round trip per item;
+Semantics are the standard library's, iteration included (a dict proxy iterates through a
+live server-side iterator, a list proxy through ``__getitem__``: ``keys()``, ``lst[:]`` and
+``copy()`` fetch everything in one round trip). Deliberate differences:
 * ``update``/``extend``/``+=`` with another proxy as argument send that proxy's value;
 * ``AutoProxy`` classes are built with closures, never ``exec``.
 """
 
 from __future__ import annotations
 
+import collections.abc
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -207,7 +208,11 @@ class BaseProxy:
                 if hook is not None:
                     hook.disown(self._id)
             elif self._ref_pid and self._ref_pid == current_pid():
-                refqueue_for(self._token.address).release(self._id)
+                channel = self._ch
+                if channel is not None and channel.pid == self._ref_pid:
+                    channel.release_soon(self._id)
+                else:
+                    refqueue_for(self._token.address).release(self._id)
         except Exception:  # noqa: BLE001,S110 - finalizers run at odd times (interpreter exit)
             pass
 
@@ -329,7 +334,9 @@ class DictProxy(BaseProxy, Generic[K, V]):
         return self._callmethod("__len__")  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[K]:
-        return iter(self._callmethod("__iter__"))
+        """A live iterator advanced on the server, as the standard library's (one round trip
+        per key; ``keys()`` fetches them all at once)."""
+        return self._callmethod("__iter__")  # type: ignore[no-any-return]
 
     def __reversed__(self) -> Iterator[K]:
         return iter(self._callmethod("__reversed__"))
@@ -394,9 +401,6 @@ class ListProxy(BaseProxy, Generic[T]):
 
     def __len__(self) -> int:
         return self._callmethod("__len__")  # type: ignore[no-any-return]
-
-    def __iter__(self) -> Iterator[T]:
-        return iter(self._callmethod("__iter__"))
 
     def __reversed__(self) -> Iterator[T]:
         return iter(self._callmethod("__reversed__"))
@@ -464,7 +468,8 @@ class SetProxy(BaseProxy, Generic[T]):
         return self._callmethod("__len__")  # type: ignore[no-any-return]
 
     def __iter__(self) -> Iterator[T]:
-        return iter(self._callmethod("__iter__"))
+        """A live iterator advanced on the server (``copy()`` fetches the set at once)."""
+        return self._callmethod("__iter__")  # type: ignore[no-any-return]
 
     def add(self, value: T) -> None:
         self._callmethod("add", (value,))
@@ -545,9 +550,6 @@ class ArrayProxy(BaseProxy, Generic[T]):
 
     def __setitem__(self, index: Any, value: Any) -> None:
         self._callmethod("__setitem__", (index, value))
-
-    def __iter__(self) -> Iterator[T]:
-        return iter(self._callmethod("tolist"))
 
     def tolist(self) -> list[T]:
         return self._callmethod("tolist")  # type: ignore[no-any-return]
@@ -770,3 +772,9 @@ class PoolProxy(MakeProxyType("PoolProxy", _POOL_METHODS)):  # type: ignore[misc
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         self.terminate()
+
+
+# Proxies are virtual subclasses of the collection ABCs, as in the standard library (3.13+).
+collections.abc.MutableMapping.register(DictProxy)
+collections.abc.MutableSequence.register(ListProxy)
+collections.abc.MutableSet.register(SetProxy)

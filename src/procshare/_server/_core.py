@@ -62,7 +62,7 @@ _FALLBACKS: Final = ("__repr__", "__str__", "#GETVALUE")
 # Whole-object reads without arguments whose encoded reply may be reused while the object is
 # unchanged (a reader that snapshots a large dict over and over skips re-serializing it).
 _SNAPSHOTS: Final = frozenset(
-    {"copy", "keys", "values", "items", "__iter__", "#GETVALUE", "tolist", "__repr__", "__str__"}
+    {"copy", "keys", "values", "items", "#GETVALUE", "tolist", "__repr__", "__str__"}
 )
 _SNAPSHOT_MIN: Final = 8 * 1024  # smaller payloads are cheap to encode again
 _SNAPSHOT_MAX: Final = 16 * 1024 * 1024
@@ -166,6 +166,7 @@ class Entry:
         "proxytype",
         "referent",
         "refs",
+        "returning",
         "snapshot",
         "typeid",
         "version",
@@ -187,7 +188,10 @@ class Entry:
         self.handlers: dict[str, Handler] | None = (
             HANDLERS[stype.kind] if stype.kind is not None else None
         )
-        self.mutators = KINDS[stype.kind].mutators if stype.kind is not None else frozenset()
+        kind = KINDS[stype.kind] if stype.kind is not None else None
+        self.mutators = kind.mutators if kind is not None else frozenset()
+        #: methods of a built-in kind whose result becomes a new shared object
+        self.returning = kind.returning if kind is not None else {}
         self.exposed = exposed
         self.refs = 0
         self.version = 0
@@ -614,10 +618,24 @@ class Core:
             self.fail(session, msg.req_id, exc)
             return
         if result is not PARKED:
+            returned = entry.returning.get(method)
+            if returned is not None:
+                try:
+                    result = self._share(returned, result, now)
+                except RemoteError as exc:
+                    self.fail(session, msg.req_id, exc)
+                    return
             self.reply(session, msg.req_id, result)
         if method in entry.mutators:
             entry.version += 1
             entry.snapshot = None
+
+    def _share(self, typeid: str, value: Any, now: float) -> Handle:
+        """Make ``value`` a new shared object of ``typeid``; return what the reply carries."""
+        stype = self.types.get(typeid)
+        if stype is None:
+            raise RemoteError(f"typeid {typeid!r} is not registered on this server")
+        return Handle(self, self._register(stype, value, now))
 
     def _snapshot_read(self, session: Session, req_id: int, entry: Entry, method: str) -> None:
         """Answer a whole-object read, reusing the encoded payload while nothing changed."""
@@ -689,7 +707,7 @@ class Core:
         self.stats_counters["creates"] += 1
         stype = self.types.get(msg.typeid)
         if stype is None:
-            self.fail(session, msg.req_id, ProcshareError(f"unknown typeid {msg.typeid!r}"))
+            self.fail(session, msg.req_id, RemoteError(f"unknown typeid {msg.typeid!r}"))
             return
         if stype.kind is not None:
             try:
@@ -697,7 +715,7 @@ class Core:
                     stype.kind, msg.args, msg.kwargs or {}, self._resolve_proxy
                 )
             except Exception as exc:
-                self.fail(session, msg.req_id, exc)
+                self.fail(session, msg.req_id, _creation_failed(msg.typeid, exc))
                 return
             entry = self._register(stype, referent, now)
             self.reply(session, msg.req_id, Handle(self, entry))
@@ -747,7 +765,9 @@ class Core:
         self._now = now
         session = job.session
         if not job.ok:
-            if isinstance(job.value, Exception):
+            if job.stype is not None:  # a constructor failed: the stdlib reports RemoteError
+                self.fail(session, job.req_id, _creation_failed(job.stype.typeid, job.value))
+            elif isinstance(job.value, Exception):
                 self.fail(session, job.req_id, job.value)
             else:
                 self.fail(session, job.req_id, RemoteError(repr(job.value)))
@@ -761,12 +781,12 @@ class Core:
         if typeid is None:
             self.reply(session, job.req_id, job.value)
             return
-        stype = self.types.get(typeid)
-        if stype is None:
-            self.fail(session, job.req_id, ProcshareError(f"unknown typeid {typeid!r}"))
+        try:
+            shared = self._share(typeid, job.value, now)
+        except RemoteError as exc:
+            self.fail(session, job.req_id, exc)
             return
-        result = self._register(stype, job.value, now)
-        self.reply(session, job.req_id, Handle(self, result))
+        self.reply(session, job.req_id, shared)
 
     def _batch(self, session: Session, msg: Batch, now: float) -> None:
         outcomes: list[tuple[bool, Any]] = []
@@ -867,6 +887,13 @@ def _public(referent: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _creation_failed(typeid: str, exc: BaseException) -> RemoteError:
+    return RemoteError(
+        f"creating a shared {typeid!r} object failed: {type(exc).__name__}: {exc}",
+        format_exception(exc),
+    )
+
+
 def _not_found(obj_id: int) -> ObjectNotFound:
     return ObjectNotFound(f"shared object {obj_id} does not exist (any more)")
 
@@ -890,13 +917,16 @@ def _ctl_stats(core: Core, session: Session, now: float) -> dict[str, Any]:
 
 
 def _ctl_number_of_objects(core: Core, session: Session, now: float) -> int:
-    return len(core.objects)
+    # As the stdlib counts: objects somebody references (not those waiting to be disposed of).
+    return sum(1 for entry in core.objects.values() if entry.refs > 0)
 
 
 def _ctl_debug_info(core: Core, session: Session, now: float) -> str:
     lines = []
     for obj_id in sorted(core.objects):
         entry = core.objects[obj_id]
+        if entry.refs <= 0:
+            continue
         try:
             text = str(entry.referent)[:75]
         except Exception as exc:

@@ -771,7 +771,7 @@ def _dict_handlers() -> dict[str, Handler]:
     ):
         h[name] = _plain(getattr(dict, name))
     h["keys"] = _plain(list)
-    h["__iter__"] = _plain(list)
+    h["__iter__"] = _plain(iter)  # the core turns it into a LiveIterator object
     h["values"] = _plain(lambda d: list(d.values()))
     h["items"] = _plain(lambda d: list(d.items()))
     h["__reversed__"] = _plain(lambda d: list(reversed(d)))
@@ -805,7 +805,6 @@ def _list_handlers() -> dict[str, Handler]:
         "copy",
     ):
         h[name] = _plain(getattr(list, name))
-    h["__iter__"] = _plain(list.copy)
     h["__reversed__"] = _plain(lambda lst: lst[::-1])
     h["__iadd__"] = _plain(_returns_none(list.extend))
     h["__imul__"] = _plain(_returns_none(list.__imul__))
@@ -836,7 +835,7 @@ def _set_handlers() -> dict[str, Handler]:
         "symmetric_difference_update",
     ):
         h[name] = _plain(getattr(set, name))
-    h["__iter__"] = _plain(list)
+    h["__iter__"] = _plain(iter)  # the core turns it into a LiveIterator object
     return h
 
 
@@ -883,6 +882,18 @@ def _array_handlers() -> dict[str, Handler]:
     for name in ("__len__", "__getitem__", "__setitem__", "tolist"):
         h[name] = _plain(getattr(array.array, name))
     return h
+
+
+def _live_iterator_handlers() -> dict[str, Handler]:
+    return {
+        "__next__": _plain(next),
+        "__repr__": _plain(lambda it: f"<live iterator over a shared {_source(it)}>"),
+        "__str__": _plain(lambda it: f"<live iterator over a shared {_source(it)}>"),
+    }
+
+
+def _source(it: Any) -> str:
+    return "set" if "set" in type(it).__name__ else "dict"
 
 
 def _primitive_handlers(cls: type[Primitive]) -> dict[str, Handler]:
@@ -963,6 +974,7 @@ HANDLERS: Final[dict[str, dict[str, Handler]]] = {
     "Namespace": _namespace_handlers(),
     "Value": _value_handlers(),
     "Array": _array_handlers(),
+    "LiveIterator": _live_iterator_handlers(),
     **{
         cls.kind: _primitive_handlers(cls)
         for cls in (

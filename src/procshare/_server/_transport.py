@@ -171,16 +171,18 @@ class Server:
         if address is None:
             address = private_unix_path()
             self._owned_dir = os.path.dirname(address)
-        self._listener = self._listen(address)
-        bound = self._listener.getsockname()
+        #: the listening socket (``server.listener.close()`` as with the stdlib's server)
+        self.listener = self._listen(address)
+        bound = self.listener.getsockname()
         self.address: Address = bound if isinstance(address, str) else (address[0], bound[1])
         self.core = Core(types, address=self.address, rebuild=rebuild, release_delay=release_delay)
-        self._sel = selectors.DefaultSelector()
+        # The selector and the wake-up pair exist while serving (a server made by get_server()
+        # and never served holds nothing but its listening socket).
+        self._sel: selectors.BaseSelector = _NO_SELECTOR
         self._conns: dict[int, _Conn] = {}
         self._by_session: dict[int, _Conn] = {}
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self._sleeping = False
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -234,12 +236,17 @@ class Server:
     def serve_forever(self) -> None:
         """Serve until ``stop()`` or a ``shutdown`` command. Must run on one thread throughout."""
         self.core.bind_loop_thread()
+        self._sel = selectors.DefaultSelector()
+        wake_r, self._wake_w = socket.socketpair()
+        self._wake_r = wake_r
+        wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         register_server(self.address, self)
-        self._sel.register(self._listener, selectors.EVENT_READ, None)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._sel.register(self.listener, selectors.EVENT_READ, None)
+        self._sel.register(wake_r, selectors.EVENT_READ, None)
         self._watch_owner()
         try:
-            self._loop()
+            self._loop(wake_r)
         finally:
             unregister_server(self.address)
             self._close_everything()
@@ -255,9 +262,15 @@ class Server:
         return self._stopped.wait(timeout)
 
     def _wake(self, force: bool = False) -> None:
-        if self._sleeping or force:
+        wake = self._wake_w
+        if wake is not None and (self._sleeping or force):
             with contextlib.suppress(OSError):
-                self._wake_w.send(b"\0")
+                wake.send(b"\0")
+
+    def close(self) -> None:
+        """Release a server that will not serve (``serve_forever`` releases its own)."""
+        if self._wake_r is None:
+            self._close_everything()
 
     def _watch_owner(self) -> None:
         if self._owner_pid is None:
@@ -271,11 +284,11 @@ class Server:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def _loop(self) -> None:
+    def _loop(self, wake_r: socket.socket) -> None:
         core = self.core
         sel = self._sel
-        listener_fd = self._listener.fileno()
-        wake_fd = self._wake_r.fileno()
+        listener_fd = self.listener.fileno()
+        wake_fd = wake_r.fileno()
         owner_fd = self._owner_fd
         spin = self._spin
         monotonic = time.monotonic
@@ -312,7 +325,7 @@ class Server:
                         self._accept(now)
                     elif fd == wake_fd:
                         with contextlib.suppress(OSError):
-                            self._wake_r.recv(4096)
+                            wake_r.recv(4096)
                     elif fd == owner_fd:
                         self._owner_died()
             done = self._done
@@ -376,7 +389,7 @@ class Server:
     def _accept(self, now: float) -> None:
         for _ in range(64):
             try:
-                sock, _ = self._listener.accept()
+                sock, _ = self.listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -514,9 +527,10 @@ class Server:
         self._workers.stop()
         with contextlib.suppress(Exception):
             self._sel.close()
-        self._listener.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self.listener.close()
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
         if self._owner_fd is not None:
             os.close(self._owner_fd)
         if isinstance(self.address, str):
@@ -525,6 +539,28 @@ class Server:
         if self._owned_dir is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(self._owned_dir)
+
+
+class _NoSelector(selectors.BaseSelector):
+    """Stands in for the selector until the server starts serving."""
+
+    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
+        raise RuntimeError("the server is not serving")
+
+    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
+        raise KeyError(fileobj)
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        return []
+
+    def get_map(self) -> Any:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+_NO_SELECTOR: Final = _NoSelector()
 
 
 def _make_probe(fd: int) -> Callable[[], bool]:
