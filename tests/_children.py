@@ -58,7 +58,7 @@ def condition_waiter(cond: Any, flag: Any, out: Any) -> None:
     out.append(ok)
 
 
-def hold_and_die(lock: Any, ready: Any, how: str) -> None:
+def hold_and_die(lock: Any, how: str, ready: Any) -> None:
     """Acquire ``lock``, say so, then die without releasing it."""
     lock.acquire()
     ready.set()

@@ -39,8 +39,14 @@ class ServerHook(Protocol):
         """Count one internal reference to ``obj_id``. Raises ObjectNotFound if it is gone."""
         ...
 
-    def disown(self, obj_id: int) -> None:
-        """Drop one internal reference to ``obj_id``. Any thread; takes effect on the loop."""
+    def adopted(self, proxy: Any) -> None:
+        """``proxy`` (just rebuilt, counted by ``adopt``) belongs to the message being decoded:
+        the server records which shared object holds it once it dispatches that message."""
+        ...
+
+    def disown(self, obj_id: int, holder: int | None) -> None:
+        """Drop one internal reference to ``obj_id``, held by shared object ``holder`` (or by
+        nobody known). Any thread; takes effect on the loop."""
         ...
 
     def lend(self, obj_id: int) -> bool:

@@ -98,6 +98,8 @@ class BaseProxy:
     ) -> None:
         self._ref_pid = 0
         self._owned_by_manager = manager_owned
+        #: inside the server: the shared object holding this internal reference (see _core)
+        self._held_by: int | None = None
         self._token = token
         self._id = token.id
         self._serializer = serializer
@@ -206,7 +208,7 @@ class BaseProxy:
             if self._owned_by_manager:
                 hook = server_hook(self._token.address)
                 if hook is not None:
-                    hook.disown(self._id)
+                    hook.disown(self._id, self._held_by)
             elif self._ref_pid and self._ref_pid == current_pid():
                 channel = self._ch
                 if channel is not None and channel.pid == self._ref_pid:
@@ -231,7 +233,9 @@ def RebuildProxy(  # noqa: N802 - the stdlib's name, used in pickles
     if hook is not None and hook.on_loop_thread():
         hook.adopt(token.id)
         kwds.pop("incref", None)
-        return func(token, serializer, incref=False, manager_owned=True, **kwds)
+        proxy = func(token, serializer, incref=False, manager_owned=True, **kwds)
+        hook.adopted(proxy)
+        return proxy
     channel = incoming.channel
     if channel is not None:
         token.address = channel.address  # as this process reaches the server

@@ -16,6 +16,13 @@ Reference counting (what keeps an object alive): each session counts the referen
 object (an internal reference) counts one. An object whose count drops to zero is disposed of
 after ``release_delay`` seconds unless someone takes a reference again: a proxy passed to a
 process that has not yet announced itself must not vanish in between.
+
+Cycles (a shared list that contains itself, two dicts holding each other) never reach zero, so
+the core also knows *which* shared object holds each internal reference: the object the message
+that carried it was addressed to. ``collect_cycles`` marks everything reachable from objects
+held by sessions (or by holders it cannot attribute, or waiting out their release delay) and
+frees what stays unreachable on two passes in a row. An unattributed reference always counts as
+a root, so the collector can leak a rare cycle but never free a live object.
 """
 
 from __future__ import annotations
@@ -160,6 +167,8 @@ class Entry:
         "created",
         "exposed",
         "handlers",
+        "held",
+        "holds",
         "id",
         "method_to_typeid",
         "mutators",
@@ -198,6 +207,10 @@ class Entry:
         self.created = now
         #: (version, method, serializer, payload) of the last large snapshot read, or None
         self.snapshot: tuple[int, str, str, bytes] | None = None
+        #: internal references this object's referent holds: target id -> count
+        self.holds: dict[int, int] | None = None
+        #: how many of ``refs`` are internal references held by a known shared object
+        self.held = 0
 
 
 class CallContext:
@@ -246,6 +259,7 @@ class Job:
         "args",
         "entry",
         "fn",
+        "fresh",
         "kwargs",
         "method",
         "ok",
@@ -277,6 +291,7 @@ class Job:
         self.stype = stype
         self.ok = False
         self.value: Any = None
+        self.fresh: list[Any] = []
 
     def run(self) -> None:
         """Run the user code (on a worker thread). Never raises."""
@@ -348,7 +363,11 @@ class Core:
         self._session_ids = itertools.count(1)
         self._by_pyid: dict[int, int] = {}  # custom referents: id(referent) -> object id
         self._disposals: list[tuple[float, int]] = []
-        self._disowned: deque[int] = deque()  # internal references dropped, from any thread
+        # internal references dropped, from any thread: (target id, holder id or None)
+        self._disowned: deque[tuple[int, int | None]] = deque()
+        self._fresh: list[Any] = []  # internal proxies rebuilt for the message being decoded
+        self._suspects: set[int] = set()  # unreachable on the last cycle collection
+        self._next_collection = 0.0
         self._to_close: list[Session] = []
         self._outgoing: Session | None = None
         self._lends = 0  # references lent while encoding replies (see lend)
@@ -486,9 +505,31 @@ class Core:
             raise ObjectNotFound(f"shared object {obj_id} does not exist (any more)")
         entry.refs += 1
 
-    def disown(self, obj_id: int) -> None:
+    def adopted(self, proxy: Any) -> None:
+        """Remember an internal proxy rebuilt while decoding; its holder is set on dispatch."""
+        self._fresh.append(proxy)
+
+    def disown(self, obj_id: int, holder: int | None = None) -> None:
         """Drop an internal reference; safe from any thread (applied on the loop)."""
-        self._disowned.append(obj_id)
+        self._disowned.append((obj_id, holder))
+
+    def _claim_fresh(self, holder: Entry | None, only: list[Any] | None = None) -> None:
+        """Record ``holder`` as the holder of the internal proxies just rebuilt (or ``only``)."""
+        fresh = self._fresh if only is None else only
+        if only is None:
+            self._fresh = []
+        if holder is None:
+            return  # unknown holder: the reference stays a root for the cycle collector
+        holds = holder.holds
+        if holds is None:
+            holds = holder.holds = {}
+        for proxy in fresh:
+            target = self.objects.get(proxy._id)
+            if target is None:
+                continue
+            proxy._held_by = holder.id
+            target.held += 1
+            holds[proxy._id] = holds.get(proxy._id, 0) + 1
 
     def referent(self, obj_id: int) -> Any:
         entry = self.objects.get(obj_id)
@@ -526,8 +567,54 @@ class Core:
 
     def _apply_disowned(self, now: float) -> None:
         disowned = self._disowned
+        objects = self.objects
         while disowned:
-            self._unref(disowned.popleft(), 1, now)
+            obj_id, holder_id = disowned.popleft()
+            if holder_id is not None:
+                holder = objects.get(holder_id)
+                if holder is not None and holder.holds:
+                    left = holder.holds.get(obj_id, 0) - 1
+                    if left > 0:
+                        holder.holds[obj_id] = left
+                    else:
+                        holder.holds.pop(obj_id, None)
+                target = objects.get(obj_id)
+                if target is not None and target.held > 0:
+                    target.held -= 1
+            self._unref(obj_id, 1, now)
+
+    def collect_cycles(self, now: float) -> int:
+        """Free shared objects reachable only from each other; return how many were freed.
+
+        Roots: objects with references not attributed to a holder (sessions, unknown holders)
+        and objects waiting out their release delay. An object is freed only when it was
+        unreachable on the previous collection too (a grace period as long as the interval).
+        """
+        objects = self.objects
+        marked: set[int] = set()
+        stack = [e.id for e in objects.values() if e.refs <= 0 or e.refs > e.held]
+        while stack:
+            obj_id = stack.pop()
+            if obj_id in marked:
+                continue
+            marked.add(obj_id)
+            entry = objects.get(obj_id)
+            if entry is not None and entry.holds:
+                stack.extend(entry.holds)
+        unreachable = {obj_id for obj_id in objects if obj_id not in marked}
+        garbage = unreachable & self._suspects
+        self._suspects = unreachable - garbage
+        for obj_id in garbage:
+            self._dispose(obj_id)
+        return len(garbage)
+
+    def _dispose(self, obj_id: int) -> None:
+        entry = self.objects.pop(obj_id, None)
+        if entry is None:
+            return
+        if entry.handlers is None:
+            self._by_pyid.pop(id(entry.referent), None)
+        entry.referent = None  # drops its internal references: they queue in _disowned
 
     def _dispose_due(self, now: float) -> None:
         disposals = self._disposals
@@ -535,10 +622,7 @@ class Core:
             _, obj_id = heapq.heappop(disposals)
             entry = self.objects.get(obj_id)
             if entry is not None and entry.refs <= 0:
-                del self.objects[obj_id]
-                if entry.handlers is None:
-                    self._by_pyid.pop(id(entry.referent), None)
-                entry.referent = None  # may drop internal references: they queue in _disowned
+                self._dispose(obj_id)
 
     # -- the clock ----------------------------------------------------------------------------
 
@@ -557,6 +641,9 @@ class Core:
                 waiter.on_timeout(self, waiter)
         self._apply_disowned(now)
         self._dispose_due(now)
+        if now >= self._next_collection:
+            self._next_collection = now + max(2.0, 2 * self.release_delay)
+            self.collect_cycles(now)
         self._close_pending(now)
 
     # -- dispatch -----------------------------------------------------------------------------
@@ -584,6 +671,8 @@ class Core:
             self.fail(session, msg.req_id, ProtocolError("watch is not supported by this server"))
         else:
             raise TypeError(f"not a request: {kind.__name__}")
+        if self._fresh:
+            self._claim_fresh(None)  # nobody known holds them: roots for the cycle collector
         if self._to_close:
             self._close_pending(now)
 
@@ -593,6 +682,8 @@ class Core:
         if entry is None:
             self.fail(session, msg.req_id, _not_found(msg.obj_id))
             return
+        if self._fresh:
+            self._claim_fresh(entry)  # proxies passed to a method end up held by its object
         handlers = entry.handlers
         if handlers is None:
             self._call_custom(session, msg, entry)
@@ -718,6 +809,7 @@ class Core:
                 self.fail(session, msg.req_id, _creation_failed(msg.typeid, exc))
                 return
             entry = self._register(stype, referent, now)
+            self._claim_fresh(entry)
             self.reply(session, msg.req_id, Handle(self, entry))
             return
         if stype.factory is None:
@@ -729,9 +821,12 @@ class Core:
                 )
                 return
             entry = self._register(stype, msg.args[0], now)
+            self._claim_fresh(entry)
             self.reply(session, msg.req_id, Handle(self, entry))
             return
-        self.jobs.append(Job(session, msg.req_id, stype.factory, msg.args, msg.kwargs, stype=stype))
+        job = Job(session, msg.req_id, stype.factory, msg.args, msg.kwargs, stype=stype)
+        job.fresh, self._fresh = self._fresh, []  # claimed by the object once it exists
+        self.jobs.append(job)
 
     def _register(self, stype: ServerType, referent: Any, now: float) -> Entry:
         """Add ``referent`` to the table (custom referents already there keep their id)."""
@@ -774,6 +869,7 @@ class Core:
             return
         if job.stype is not None:  # a custom constructor
             created = self._register(job.stype, job.value, now)
+            self._claim_fresh(created, job.fresh)
             self.reply(session, job.req_id, Handle(self, created))
             return
         entry = job.entry
@@ -789,10 +885,23 @@ class Core:
         self.reply(session, job.req_id, shared)
 
     def _batch(self, session: Session, msg: Batch, now: float) -> None:
+        if self._fresh:
+            self._claim_batch(msg.calls)
         outcomes: list[tuple[bool, Any]] = []
         for call in msg.calls:
             outcomes.append(self._batch_one(session, call, now))
         self.reply(session, msg.req_id, outcomes)
+
+    def _claim_batch(self, calls: tuple[Call, ...]) -> None:
+        """Attribute the proxies of a batch to the object each call addressed."""
+        fresh = {id(p): p for p in self._fresh}
+        self._fresh = []
+        for call in calls:
+            inside = _ids_within((call.args, call.kwargs))
+            found = [fresh.pop(pid) for pid in inside if pid in fresh]
+            if found:
+                self._claim_fresh(self.objects.get(call.obj_id), found)
+        # any left over (nested too deep to find) stay unattributed: roots, never freed wrongly
 
     def _batch_one(self, session: Session, call: Call, now: float) -> tuple[bool, Any]:
         entry = self.objects.get(call.obj_id)
@@ -865,6 +974,19 @@ class Core:
             "counters": dict(self.stats_counters),
             "pending_jobs": len(self.jobs),
         }
+
+
+def _ids_within(value: Any, depth: int = 3) -> list[int]:
+    """``id()`` of every object inside the plain containers of ``value``, ``depth`` deep."""
+    found = [id(value)]
+    if depth and isinstance(value, (tuple, list, set, frozenset)):
+        for item in value:
+            found.extend(_ids_within(item, depth - 1))
+    elif depth and isinstance(value, dict):
+        for key, item in value.items():
+            found.extend(_ids_within(key, depth - 1))
+            found.extend(_ids_within(item, depth - 1))
+    return found
 
 
 def _bound(referent: Any, method: str) -> Callable[..., Any]:
@@ -942,6 +1064,10 @@ def _ctl_get_methods(core: Core, session: Session, now: float, obj_id: int) -> t
     return entry.exposed
 
 
+def _ctl_collect(core: Core, session: Session, now: float) -> int:
+    return core.collect_cycles(now)
+
+
 def _ctl_session(core: Core, session: Session, now: float) -> dict[str, Any]:
     return {"id": session.id, "pid": session.pid, "name": session.name}
 
@@ -955,6 +1081,7 @@ _CONTROLS: Final[dict[str, Callable[..., Any]]] = {
     "debug_info": _ctl_debug_info,
     "get_methods": _ctl_get_methods,
     "session": _ctl_session,
+    "collect": _ctl_collect,
 }
 
 

@@ -202,8 +202,11 @@ class Server:
     def adopt(self, obj_id: int) -> None:
         self.core.adopt(obj_id)
 
-    def disown(self, obj_id: int) -> None:
-        self.core.disown(obj_id)
+    def adopted(self, proxy: Any) -> None:
+        self.core.adopted(proxy)
+
+    def disown(self, obj_id: int, holder: int | None) -> None:
+        self.core.disown(obj_id, holder)
 
     def lend(self, obj_id: int) -> bool:
         return self.core.lend(obj_id)
