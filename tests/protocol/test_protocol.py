@@ -383,3 +383,21 @@ def test_the_protocol_package_does_no_io() -> None:
             else:
                 continue
             assert not names & FORBIDDEN, f"{path.name} imports {names & FORBIDDEN}"
+
+
+def test_each_end_refuses_to_send_what_the_other_would_not_accept() -> None:
+    server = ServerProtocol(KEY, max_frame=1000)
+    client = ClientProtocol(KEY, max_frame=2000)
+    client.receive_data(server.data_to_send())
+    client.next_event()
+    server.receive_data(client.data_to_send())
+    server.next_event()
+    client.receive_data(server.data_to_send())
+    client.next_event()
+    assert client.peer_max_frame == 1000 and server.peer_max_frame == 2000
+    with pytest.raises(FrameTooLarge, match="limit of 1000"):
+        client.encode_call(1, 1, "append", (b"x" * 2000,))
+    client.encode_call(1, 1, "append", (b"x" * 500,))  # within the limit: fine
+    client.receive_data(server.encode_result(3, b"y" * 5000))  # too big for the client
+    event = client.next_event()
+    assert isinstance(event, Failure) and isinstance(event.error, FrameTooLarge)

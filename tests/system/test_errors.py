@@ -147,3 +147,12 @@ def test_pickling_a_manager_is_refused() -> None:
 
     with procshare.Manager() as m, pytest.raises(TypeError):
         pickle.dumps(m)
+
+
+def test_a_message_over_the_frame_limit_is_refused_before_sending() -> None:
+    with procshare.Manager(max_frame=64 * 1024) as m:
+        d = m.dict(kept=1)
+        with pytest.raises(procshare.FrameTooLarge):
+            d["big"] = b"x" * (128 * 1024)
+        d["small"] = b"x" * 1024
+        assert sorted(d.keys()) == ["kept", "small"]

@@ -8,7 +8,7 @@ protocol is tested by driving two ends against each other in memory.
 Handshake (mutual HMAC-SHA256 proof of the authkey; no payload is deserialized before it ends)::
 
     server -> HELLO   {"magic", "protocol", "nonce", "serializers", "max_frame"}
-    client -> LOGIN   {"protocol", "serializer", "nonce", "proof", "info"}
+    client -> LOGIN   {"protocol", "serializer", "nonce", "proof", "info", "max_frame"}
     server -> WELCOME {"proof", "info"}        or DENIED {"reason"} and close
 
 States (a table, not an if-chain): the transitions each end accepts are listed in
@@ -27,6 +27,7 @@ from typing import Any, Final, NamedTuple
 
 from .._errors import (
     AuthenticationError,
+    FrameTooLarge,
     ProtocolError,
     RemoteError,
     SerializationError,
@@ -35,6 +36,7 @@ from .._serializers import Serializer, get_serializer
 from ._framing import (
     DEFAULT_MAX_FRAME,
     HANDSHAKE_MAX_FRAME,
+    HEADER_SIZE,
     Flag,
     FrameReader,
     pack,
@@ -166,6 +168,8 @@ class _Base:
             raise TypeError(f"authkey must be bytes, not {type(authkey).__name__}")
         self._authkey = bytes(authkey)
         self._max_frame = max_frame
+        #: the largest frame the peer accepts (told during the handshake)
+        self.peer_max_frame = DEFAULT_MAX_FRAME
         self._reader = FrameReader(min(max_frame, HANDSHAKE_MAX_FRAME))
         self._eof = False
         self._out: list[bytes] = []
@@ -198,6 +202,15 @@ class _Base:
     def _fail(self, exc: Exception) -> Exception:
         self.state = ConnState.CLOSED
         return exc
+
+    def _frame(self, opcode: int, flags: int, req_id: int, payload: bytes) -> bytes:
+        """A frame for the peer, refused (nothing sent) if it exceeds the peer's limit."""
+        if len(payload) + 6 > self.peer_max_frame:
+            raise FrameTooLarge(
+                f"a message of {len(payload) + 6} bytes exceeds the peer's limit of "
+                f"{self.peer_max_frame} bytes"
+            )
+        return pack(opcode, flags, req_id, payload)
 
     def _enter_ready(self, serializer: Serializer) -> None:
         self.serializer = serializer
@@ -295,6 +308,9 @@ class ServerProtocol(_Base):
             self._deny("authentication failed: wrong authkey")
             raise self._fail(AuthenticationError("client failed the authkey challenge"))
         info = body.get("info")
+        limit = body.get("max_frame")
+        if isinstance(limit, int) and limit >= HEADER_SIZE:
+            self.peer_max_frame = limit
         welcome = {
             "proof": _proof(self._authkey, b"procshare-welcome", client_nonce, self._nonce).hex(),
             "info": self._info,
@@ -399,13 +415,15 @@ class ServerProtocol(_Base):
         if value is None:
             return pack(Op.RESULT, flags | Flag.EMPTY, req_id)
         try:
-            return pack(Op.RESULT, flags, req_id, self._dumps(value))
+            return self._frame(Op.RESULT, flags, req_id, self._dumps(value))
         except SerializationError as exc:
             return self.encode_failure(
                 req_id,
                 SerializationError(f"the result could not be serialized: {exc}"),
                 flags,
             )
+        except FrameTooLarge as exc:
+            return self.encode_failure(req_id, exc, flags)
 
     def serialize(self, value: Any) -> bytes:
         """The payload ``encode_result`` would carry for ``value`` (to reuse it later).
@@ -417,7 +435,10 @@ class ServerProtocol(_Base):
 
     def encode_serialized(self, req_id: int, payload: bytes, flags: int = 0) -> bytes:
         """Frame a successful reply whose payload was produced by ``serialize``."""
-        return pack(Op.RESULT, flags, req_id, payload)
+        try:
+            return self._frame(Op.RESULT, flags, req_id, payload)
+        except FrameTooLarge as exc:
+            return self.encode_failure(req_id, exc, flags)
 
     def encode_failure(self, req_id: int, error: BaseException, flags: int = 0) -> bytes:
         """Frame a failed reply. Never raises: an unserializable error becomes a RemoteError."""
@@ -557,6 +578,9 @@ class ClientProtocol(_Base):
                 ProtocolError(f"server does not accept serializer {self._wanted.name!r}")
             )
         self._server_nonce = _hex_field(body, "nonce", NONCE_SIZE)
+        limit = body.get("max_frame")
+        if isinstance(limit, int) and limit >= HEADER_SIZE:
+            self.peer_max_frame = limit
         login = {
             "protocol": PROTOCOL_VERSION,
             "serializer": self._wanted.name,
@@ -565,6 +589,7 @@ class ClientProtocol(_Base):
                 self._authkey, b"procshare-login", self._server_nonce, self._nonce
             ).hex(),
             "info": self._info,
+            "max_frame": self._max_frame,
         }
         self._out.append(_json_frame(Op.LOGIN, login))
         self.state = ConnState.AWAIT_WELCOME
@@ -602,7 +627,7 @@ class ClientProtocol(_Base):
     ) -> bytes:
         """Frame a CALL. Raises SerializationError (nothing sent) if an argument won't pickle."""
         body = self._dumps((obj_id, method, args, kwargs, owner))
-        return pack(Op.CALL, 0, req_id, body)
+        return self._frame(Op.CALL, 0, req_id, body)
 
     def send(self, msg: Any) -> bytes:
         """Frame any client message.
@@ -616,12 +641,12 @@ class ClientProtocol(_Base):
         if type(msg) is Call:
             return self.encode_call(*msg)
         if type(msg) is Create:
-            return pack(Op.CREATE, 0, msg.req_id, dumps(msg[1:]))
+            return self._frame(Op.CREATE, 0, msg.req_id, dumps(msg[1:]))
         if type(msg) is Control:
-            return pack(Op.CONTROL, 0, msg.req_id, dumps((msg.command, msg.args)))
+            return self._frame(Op.CONTROL, 0, msg.req_id, dumps((msg.command, msg.args)))
         if type(msg) is Batch:
             calls = tuple(tuple(c[1:]) for c in msg.calls)
-            return pack(Op.BATCH, 0, msg.req_id, dumps(calls))
+            return self._frame(Op.BATCH, 0, msg.req_id, dumps(calls))
         if type(msg) is Retain:
             return pack(Op.RETAIN, 0, 0, dumps(tuple(msg.obj_ids)))
         if type(msg) is Release:

@@ -1,0 +1,173 @@
+"""Throw garbage at a live server; it must keep serving everyone with their data intact."""
+
+from __future__ import annotations
+
+import pickle
+import random
+import socket
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import procshare
+from procshare._protocol import NEED_DATA, ClientProtocol, Op, pack
+
+SEED = 20261125
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[procshare.SyncManager, dict[str, Any]]]:
+    with procshare.Manager() as m:
+        objects = {
+            "d": m.dict({i: str(i) for i in range(100)}),
+            "l": m.list(range(50)),
+            "lock": m.Lock(),
+            "q": m.Queue(),
+        }
+        objects["q"].put("still here")
+        yield m, objects
+
+
+def check_intact(objects: dict[str, Any]) -> None:
+    assert dict(objects["d"].items()) == {i: str(i) for i in range(100)}
+    assert objects["l"][:] == list(range(50))
+    assert objects["lock"].acquire(timeout=5)
+    objects["lock"].release()
+    assert objects["q"].qsize() == 1
+
+
+def raw_connect(address: Any) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX if isinstance(address, str) else socket.AF_INET)
+    sock.settimeout(5)
+    sock.connect(address)
+    return sock
+
+
+def logged_in(m: procshare.SyncManager) -> tuple[socket.socket, ClientProtocol]:
+    sock = raw_connect(m.address)
+    proto = ClientProtocol(bytes(m._authkey))
+    while True:
+        event = proto.next_event()
+        out = proto.data_to_send()
+        if out:
+            sock.sendall(out)
+        if event is not NEED_DATA:
+            return sock, proto
+        proto.receive_data(sock.recv(65536))
+
+
+def send_and_close(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):  # drain until the server closes or answers everything
+            pass
+    except OSError:
+        pass  # the server dropped us: fine
+    finally:
+        sock.close()
+
+
+def test_garbage_before_authentication(
+    server: tuple[procshare.SyncManager, dict[str, Any]],
+) -> None:
+    m, objects = server
+    rng = random.Random(SEED)
+    for _ in range(150):
+        blob = rng.randbytes(rng.randrange(1, 600))
+        send_and_close(raw_connect(m.address), blob)
+    # a header claiming gigabytes, then nothing
+    send_and_close(raw_connect(m.address), struct.pack("!IBBI", 0xFFFFFFF0, Op.LOGIN, 0, 0))
+    # a login that is not JSON, and one with a wrong proof
+    send_and_close(raw_connect(m.address), pack(Op.LOGIN, 0, 0, b"\x80\x04not json"))
+    send_and_close(
+        raw_connect(m.address),
+        pack(
+            Op.LOGIN,
+            0,
+            0,
+            b'{"protocol":1,"serializer":"pickle","nonce":"'
+            + b"00" * 32
+            + b'","proof":"'
+            + b"11" * 32
+            + b'"}',
+        ),
+    )
+    check_intact(objects)
+
+
+def test_garbage_after_authentication(server: tuple[procshare.SyncManager, dict[str, Any]]) -> None:
+    m, objects = server
+    rng = random.Random(SEED + 1)
+    for _ in range(150):
+        sock, _ = logged_in(m)
+        kind = rng.randrange(4)
+        if kind == 0:  # random frames: any opcode, flags and payload
+            data = b"".join(
+                pack(
+                    rng.randrange(256),
+                    rng.randrange(256),
+                    rng.randrange(2**32),
+                    rng.randbytes(rng.randrange(0, 200)),
+                )
+                for _ in range(rng.randrange(1, 5))
+            )
+        elif kind == 1:  # a truncated frame
+            frame = pack(Op.CALL, 0, 1, pickle.dumps((1, "append", (1,), None, 0)))
+            data = frame[: rng.randrange(1, len(frame))]
+        elif kind == 2:  # a length prefix over the limit
+            data = struct.pack("!IBBI", 0x7FFFFFFF, Op.CALL, 0, 7)
+        else:  # raw bytes
+            data = rng.randbytes(rng.randrange(1, 400))
+        send_and_close(sock, data)
+    check_intact(objects)
+
+
+def test_wellformed_nonsense_calls_get_errors_and_change_nothing(
+    server: tuple[procshare.SyncManager, dict[str, Any]],
+) -> None:
+    m, objects = server
+    rng = random.Random(SEED + 2)
+    ids = [p._id for p in objects.values()] + [0, -1, 10**9]
+    methods = [
+        "__getitem__",
+        "__class__",
+        "__reduce__",
+        "__init__",
+        "_private",
+        "no_such",
+        "acquire",
+        "get",
+        "__len__",
+        "pop",
+        "",
+        "#GETVALUE",
+    ]
+    args_pool: list[tuple[Any, ...]] = [(), (1,), (1, 2, 3), ("x",) * 20, (None,), ([],)]
+    sock, proto = logged_in(m)
+    answers = 0
+    for rid in range(1, 400):
+        method = rng.choice(methods)
+        if method in ("pop", "get", "acquire"):
+            continue  # these would change state (not nonsense); tested elsewhere
+        frame = proto.encode_call(rid, rng.choice(ids), method, rng.choice(args_pool))
+        sock.sendall(frame)
+        answers += 1
+    received = 0
+    while received < answers:
+        proto.receive_data(sock.recv(65536))
+        while (event := proto.next_event()) is not NEED_DATA:
+            received += 1
+    sock.close()
+    check_intact(objects)
+
+
+def test_the_server_still_serves_new_clients(
+    server: tuple[procshare.SyncManager, dict[str, Any]],
+) -> None:
+    m, objects = server
+    fresh = m.dict(new="client")
+    assert fresh["new"] == "client"
+    check_intact(objects)

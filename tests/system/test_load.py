@@ -1,0 +1,42 @@
+"""64 processes of mixed traffic for a bounded time: no lost update, no deadlock."""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+
+import procshare
+from tests import _children as children
+
+FORK = multiprocessing.get_context("fork")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [64])
+def test_many_processes_lose_nothing(workers: int) -> None:
+    rounds = 100
+    with procshare.Manager(ctx=FORK) as m:
+        d, lst, q, lock = m.dict(), m.list(), m.Queue(), m.Lock()
+        procs = [
+            FORK.Process(target=children.mixed_load, args=(d, lst, q, lock, w, rounds))
+            for w in range(workers)
+        ]
+        started = time.monotonic()
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(max(1.0, 240 - (time.monotonic() - started)))
+        stuck = [p.pid for p in procs if p.is_alive()]
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+        assert not stuck, f"{len(stuck)} workers never finished: deadlock"
+        assert all(p.exitcode == 0 for p in procs)
+        assert d["counter"] == workers * rounds  # locked read-modify-write: no lost update
+        assert sorted(lst[:]) == sorted((w, i) for w in range(workers) for i in range(rounds))
+        assert q.qsize() == 0
+        sessions = m.stats()["sessions"]
+        assert len(sessions) <= 2  # the workers' sessions are all gone
