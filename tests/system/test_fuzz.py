@@ -158,7 +158,7 @@ def test_wellformed_nonsense_calls_get_errors_and_change_nothing(
     received = 0
     while received < answers:
         proto.receive_data(sock.recv(65536))
-        while (event := proto.next_event()) is not NEED_DATA:
+        while proto.next_event() is not NEED_DATA:
             received += 1
     sock.close()
     check_intact(objects)
