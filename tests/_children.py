@@ -130,3 +130,44 @@ def drain(q: Any) -> list[Any]:
             items.append(q.get_nowait())
         except queue.Empty:
             return items
+
+
+def write_numbers(target: Any, key: Any, count: int) -> None:
+    for i in range(count):
+        target[key] = i
+
+
+def append_numbers(lst: Any, start: int, count: int) -> None:
+    for i in range(start, start + count):
+        lst.append(i)
+
+
+def watch_and_report(obj: Any, expected: int, ready: Any, out: Any) -> None:
+    """Watch ``obj`` until ``expected`` changes arrived; report (op, args, version) triples."""
+    seen = []
+    with obj.watch(timeout=30) as changes:
+        ready.set()
+        for change in changes:
+            seen.append((change.op, change.args, change.version))
+            if len(seen) >= expected:
+                break
+    out.put(seen)
+
+
+def watch_then_die(obj: Any, ready: Any) -> None:
+    watch = obj.watch()
+    ready.set()
+    time.sleep(60)
+    watch.close()
+
+
+def cached_writer(d: Any, key: Any, rounds: int, out: Any) -> None:
+    """Write our own key and read it straight back through a cached proxy."""
+    d.cache()
+    stale = 0
+    for i in range(rounds):
+        d[key] = i
+        if d[key] != i:
+            stale += 1
+        d["shared"] = (key, i)  # everybody writes this one too
+    out.put(stale)

@@ -17,6 +17,7 @@ import multiprocessing as _mp
 from multiprocessing import context as _mp_context
 from typing import Any
 
+from . import managers
 from ._errors import (
     ConnectionLost,
     FrameTooLarge,
@@ -163,6 +164,7 @@ __all__ = [
     "get_logger",
     "get_start_method",
     "log_to_stderr",
+    "managers",
     "parent_process",
     "set_executable",
     "set_forkserver_preload",

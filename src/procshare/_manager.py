@@ -126,8 +126,11 @@ def _native_kind(typeid: str, reg: Registration) -> str | None:
     return kind
 
 
-def _server_types(registry: Mapping[str, Registration]) -> dict[str, ServerType]:
+def _server_types(
+    registry: Mapping[str, Registration], watched: Mapping[str, frozenset[str]] | None = None
+) -> dict[str, ServerType]:
     types = {}
+    watched = watched or {}
     for typeid, reg in registry.items():
         kind = _native_kind(typeid, reg)
         types[typeid] = ServerType(
@@ -138,6 +141,7 @@ def _server_types(registry: Mapping[str, Registration]) -> dict[str, ServerType]
             exposed=None if kind is not None or reg.exposed is None else tuple(reg.exposed),
             method_to_typeid=dict(reg.method_to_typeid) if reg.method_to_typeid else None,
             proxytype=reg.proxytype if reg.proxytype is not None else AutoProxy,
+            watched=watched.get(typeid, frozenset()),
         )
     # Built-in kinds that methods return (a dict's live iterator) exist on every server.
     types.setdefault(
@@ -160,9 +164,13 @@ class BaseManager:
         release_delay: seconds an object nobody references is kept before it is freed.
         spin: seconds the server busy-polls after activity before sleeping (speed vs. CPU).
         max_frame: the largest message, in bytes, the server accepts.
+        cache: serve reads of the dicts, lists, sets, Namespaces, Values and Arrays this
+            manager creates from local replicas (see ``proxy.cache()``).
     """
 
     _registry: dict[str, Registration] = {}
+    #: custom typeids that opted in to ``watch()``: typeid -> the methods that change them
+    _watched: dict[str, frozenset[str]] = {}
     _Server = Server
 
     def __init__(
@@ -176,6 +184,7 @@ class BaseManager:
         release_delay: float = 5.0,
         spin: float | None = None,
         max_frame: int | None = None,
+        cache: bool = False,
     ) -> None:
         if authkey is None:
             authkey = multiprocessing.current_process().authkey
@@ -195,6 +204,7 @@ class BaseManager:
         if max_frame is not None:
             self._options["max_frame"] = max_frame
         self._process: Any = None
+        self._cache = cache
 
     # -- state checks -------------------------------------------------------------------------
 
@@ -219,10 +229,12 @@ class BaseManager:
         address: Address | None,
         authkey: bytes,
         serializer: str,
+        *,
+        watched: Mapping[str, frozenset[str]] | None = None,
         **options: Any,
     ) -> Server:
         return cls._Server(
-            _server_types(registry),
+            _server_types(registry, watched),
             address,
             bytes(authkey),
             rebuild=RebuildProxy,
@@ -234,7 +246,12 @@ class BaseManager:
         """Return a server (with ``serve_forever()`` and ``address``) to run in this process."""
         self._check_initial()
         return self._make_server(
-            self._registry, self._address, self._authkey, self._serializer, **self._options
+            self._registry,
+            self._address,
+            self._authkey,
+            self._serializer,
+            watched=self._watched,
+            **self._options,
         )
 
     def connect(self) -> None:
@@ -270,7 +287,7 @@ class BaseManager:
                 initializer,
                 tuple(initargs),
                 os.getpid(),
-                self._options,
+                {**self._options, "watched": self._watched},
             ),
         )
         ident = ":".join(str(i) for i in self._process._identity)
@@ -414,6 +431,8 @@ class BaseManager:
             converted._ref_pid, proxy._ref_pid = proxy._ref_pid, 0
             proxy = converted
         proxy._manager = self
+        if self._cache and proxy._kind_ is not None:
+            proxy.cache()
         return proxy
 
     def _create(self, typeid: str, /, *args: Any, **kwds: Any) -> tuple[Any, tuple[str, ...]]:
@@ -448,12 +467,16 @@ class BaseManager:
         exposed: Iterable[str] | None = None,
         method_to_typeid: Mapping[str, str] | None = None,
         create_method: bool = True,
+        *,
+        watch: Iterable[str] | None = None,
     ) -> None:
         """Register a type (or a callable returning shared objects) under ``typeid``.
 
         Same parameters as the standard library. ``callable`` runs in the server; with
         ``create_method`` the manager gains a method named ``typeid`` that calls it and returns
         a proxy of type ``proxytype`` (default ``AutoProxy``: the referent's public methods).
+        procshare's own: ``watch`` lists the methods that change such an object; calls to them
+        are then published to ``proxy.watch()`` subscribers.
 
         Raises:
             TypeError: a ``method_to_typeid`` key or value is not a string.
@@ -462,6 +485,12 @@ class BaseManager:
             raise TypeError(f"typeid must be a str, not {type(typeid).__name__}")
         if "_registry" not in cls.__dict__:
             cls._registry = cls._registry.copy()
+        if "_watched" not in cls.__dict__:
+            cls._watched = cls._watched.copy()
+        if watch is not None:
+            cls._watched[typeid] = frozenset(watch)
+        else:
+            cls._watched.pop(typeid, None)
         if proxytype is None:
             proxytype = AutoProxy
         exposed = exposed or getattr(proxytype, "_exposed_", None)

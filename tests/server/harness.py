@@ -14,10 +14,12 @@ from procshare._protocol import (
     Control,
     Create,
     Failure,
+    Push,
     Release,
     Result,
     Retain,
     ServerProtocol,
+    Watch,
 )
 from procshare._server._core import Core, Session
 
@@ -55,6 +57,7 @@ class Client:
         self.session.probe = lambda: self.alive
         self._ids = itertools.count(1)
         self.answers: dict[int, Any] = {}
+        self.pushes: list[Push] = []
 
     # -- sending --------------------------------------------------------------------------------
 
@@ -86,6 +89,11 @@ class Client:
         self.send(Control(rid, command, args))
         return self.result(rid)
 
+    def watch(self, obj_id: int, snapshot: bool = False) -> tuple[int, Any]:
+        rid = next(self._ids)
+        self.send(Watch(rid, obj_id, {"snapshot": snapshot}))
+        return rid, self.result(rid)
+
     def retain(self, *ids: int) -> None:
         self.send(Retain(ids))
 
@@ -99,6 +107,8 @@ class Client:
         while (event := self.proto.next_event()) is not NEED_DATA:
             if isinstance(event, (Result, Failure)):
                 self.answers[event.req_id] = event
+            elif isinstance(event, Push):
+                self.pushes.append(event)
 
     def pending(self, rid: int) -> bool:
         return rid not in self.answers

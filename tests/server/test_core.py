@@ -543,3 +543,49 @@ def test_small_snapshots_are_not_kept(world: World) -> None:
     d = a.create("dict", {"a": 1})
     assert a.do(d, "copy") == {"a": 1}
     assert world.core.objects[d].snapshot is None
+
+
+# -- watching -------------------------------------------------------------------------------
+
+
+def test_watchers_get_each_change_in_order_with_versions(world: World) -> None:
+    a, watcher = world.client(), world.client()
+    d = a.create("dict")
+    sub, answer = watcher.watch(d, snapshot=True)
+    assert answer == {"version": 0, "value": {}}
+    a.do(d, "__setitem__", "k", 1)
+    a.do(d, "__getitem__", "k")  # reads publish nothing
+    a.do(d, "pop", "k")
+    with pytest.raises(KeyError):
+        a.do(d, "pop", "k")  # failures publish nothing
+    assert [(p.sub_id, p.payload[1:4]) for p in watcher.pushes] == [
+        (sub, (1, "__setitem__", ("k", 1))),
+        (sub, (2, "pop", ("k",))),
+    ]
+    assert watcher.pushes[1].payload[5] == 1  # the result travels too
+
+
+def test_a_watcher_that_falls_behind_is_told_how_many_it_missed(world: World) -> None:
+    a, watcher = world.client(), world.client()
+    lst = a.create("list")
+    watcher.watch(lst)
+    watcher.session.backlog = world.core.watch_backlog + 1  # its connection stopped draining
+    for i in range(10):
+        a.do(lst, "append", i)
+    assert watcher.pushes == []
+    watcher.session.backlog = 0  # it caught up
+    world.advance(0.01)
+    [overflow] = watcher.pushes
+    assert overflow.payload[2:4] == ("overflow", (10,))
+    a.do(lst, "append", "next")
+    assert watcher.pushes[-1].payload[2:4] == ("append", ("next",))
+
+
+def test_subscriptions_end_with_their_session(world: World) -> None:
+    a, watcher = world.client(), world.client()
+    d = a.create("dict")
+    watcher.watch(d)
+    assert world.core.objects[d].watchers
+    watcher.die()
+    assert not world.core.objects[d].watchers
+    a.do(d, "__setitem__", 1, 1)  # publishing to nobody is fine

@@ -57,6 +57,8 @@ from .._protocol import (
     Release,
     Result,
     Retain,
+    Unwatch,
+    Watch,
 )
 
 __all__ = ["Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
@@ -132,7 +134,7 @@ class Channel:
         serializer: what to ask the server for.
         connect_timeout: seconds for connecting and the handshake.
         spin: longest busy-poll before a blocking read (0 disables it).
-        on_push: called with ``(sub_id, payload)`` for each server push (watch events).
+        on_push: called with ``(sub_id, payload)`` for a server push no subscription claims.
     """
 
     def __init__(
@@ -150,6 +152,8 @@ class Channel:
         self.pid = current_pid()
         self.refs = refqueue_for(address)
         self.on_push = on_push
+        #: handlers of this connection's subscriptions, by subscription id (see ``subscribe``)
+        self._push_handlers: dict[int, Callable[[Any], None]] = {}
         self._spin_max = _DEFAULT_SPIN if spin is None else min(spin, _MAX_SPIN)
         # adaptive budgets: [plain calls, calls that may block on the server]
         self._budget = [self._spin_max, self._spin_max]
@@ -231,14 +235,16 @@ class Channel:
         kwargs: dict[str, Any] | None = None,
         owner: int = 0,
         blocking: bool = False,
+        versioned: bool = False,
     ) -> Any:
         """Call ``method`` on object ``obj_id`` and return its result (or raise its error).
 
         ``blocking`` hints that the call may wait on the server (a lock, a queue): its
-        busy-poll budget adapts separately from that of quick calls.
+        busy-poll budget adapts separately from that of quick calls. With ``versioned`` the
+        result is ``(result, version of the object right after the call)``.
         """
         rid = self._take_id()
-        frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, owner)
+        frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, owner, versioned)
         return self._roundtrip(rid, frame, blocking)
 
     def request(self, msg: Any) -> Any:
@@ -369,8 +375,7 @@ class Channel:
                     elif kind is Failure:
                         self._deliver(event.req_id, None, event.error)
                     elif kind is Push:
-                        if self.on_push is not None:
-                            self.on_push(event.sub_id, event.payload)
+                        self._dispatch_push(event.sub_id, event.payload)
                     elif kind is ConnectionClosed:
                         self._break(
                             ConnectionLost(
@@ -380,6 +385,66 @@ class Channel:
                         return
         finally:
             incoming.channel = None
+
+    def _dispatch_push(self, sub_id: int, payload: Any) -> None:
+        handler = self._push_handlers.get(sub_id)
+        if handler is not None:
+            handler(payload)
+        elif self.on_push is not None:
+            self.on_push(sub_id, payload)
+
+    def subscribe(
+        self, obj_id: int, options: dict[str, Any], handler: Callable[[Any], None]
+    ) -> tuple[int, Any]:
+        """Watch ``obj_id``: ``handler(event)`` is called (on the reading thread) for each push.
+
+        The handler is in place before the request leaves, so no event can slip in between.
+        Returns the subscription id and the server's answer (version, maybe a snapshot).
+        """
+        rid = self._take_id()
+        self._push_handlers[rid] = handler
+        try:
+            frame = self._proto.send(Watch(rid, obj_id, options))
+            return rid, self._roundtrip(rid, frame)
+        except BaseException:
+            self._push_handlers.pop(rid, None)
+            raise
+
+    def unsubscribe(self, sub_id: int) -> None:
+        """End subscription ``sub_id`` (events already on their way are dropped)."""
+        if self._push_handlers.pop(sub_id, None) is not None and self._broken is None:
+            self.request(Unwatch(0, sub_id))
+
+    def unsubscribe_soon(self, sub_id: int) -> None:
+        """``unsubscribe`` from a finalizer: never blocks, the reply is not awaited."""
+        if self._push_handlers.pop(sub_id, None) is None or self._broken is not None:
+            return
+        if self.pid == current_pid() and self._wlock.acquire(blocking=False):
+            try:
+                self._sock.sendall(self._proto.send(Unwatch(self._take_id(), sub_id)))
+            except OSError:
+                pass
+            finally:
+                self._wlock.release()
+
+    def read_forever(self, on_broken: Callable[[BaseException], None]) -> None:
+        """Be this connection's reader for good (a daemon thread for pushes calls it).
+
+        Other threads' requests are answered through their slots, as followers. Returns when
+        the connection breaks, after calling ``on_broken`` with the reason.
+        """
+        with self._mutex:
+            if self._reading:
+                raise RuntimeError("the connection already has a reader")
+            self._reading = True
+        never = _Slot()
+        try:
+            self._read_until(never)
+        finally:
+            error = self._broken or ConnectionLost("the connection was closed")
+            with self._mutex:
+                self._reading = False
+            on_broken(error)
 
     def _recv(self, blocking: bool) -> bytes:
         """Wait for the next bytes: busy-poll within the adaptive budget, then block.

@@ -32,7 +32,9 @@ from .._context import incoming, managers_by_address, server_hook
 from .._errors import ObjectNotFound, ProcshareError
 from .._kinds import KINDS
 from .._token import Token
+from ._cache import Replica, replay
 from ._channel import Channel, current_pid, get_channel, refqueue_for
+from ._push import Watch
 
 __all__ = [
     "AcquirerProxy",
@@ -85,6 +87,9 @@ class BaseProxy:
     _exposed_: tuple[str, ...] = ()
     _method_to_typeid_: dict[str, str] | None = None
     _isauto = False
+    #: the built-in kind this proxy class stands for (enables ``cache()`` and replays)
+    _kind_: str | None = None
+    _replica: Replica | None = None
 
     def __init__(
         self,
@@ -152,12 +157,98 @@ class BaseProxy:
         The referent's exceptions are raised as themselves; a result that is a shared object
         (``method_to_typeid``) comes back as a proxy.
         """
+        replica = self._replica
+        if replica is not None and replica.pid == current_pid() and not kwds:
+            if methodname in replica.reads:
+                return replica.read(methodname, tuple(args))
+            if methodname in replica.writes:
+                return self._write_through(replica, methodname, tuple(args))
         channel = self._ch
         if channel is None or channel.pid != current_pid() or channel.broken:
             channel = self._bind()
         if type(args) is not tuple:
             args = tuple(args)
         return channel.call(self._id, methodname, args, kwds or None, _get_ident())
+
+    def _callmethod_versioned(self, methodname: str, args: tuple[Any, ...] = ()) -> Any:
+        """``_callmethod``, returning ``(result, version of the object after the call)``."""
+        channel = self._ch
+        if channel is None or channel.pid != current_pid() or channel.broken:
+            channel = self._bind()
+        return channel.call(self._id, methodname, args, None, _get_ident(), versioned=True)
+
+    def _write_through(self, replica: Replica, methodname: str, args: tuple[Any, ...]) -> Any:
+        result, version = self._callmethod_versioned(methodname, args)
+        replica.after_write(methodname, args, None, result, version)
+        return result
+
+    # -- push: watching, waiting, caching -------------------------------------------------------
+
+    def watch(
+        self, timeout: float | None = None, *, maxsize: int = 10_000, snapshot: bool = False
+    ) -> Watch:
+        """Subscribe to this object's changes: ``for change in proxy.watch(): ...``.
+
+        Yields :class:`~procshare.Change` events (``op``, ``args``, ``version``, ...) in the
+        order the server applied them, none missed: a consumer too slow for ``maxsize`` queued
+        changes gets an ``"overflow"`` change saying how many it missed. With ``timeout``,
+        iteration ends after that many seconds without a change. Use as a context manager to
+        unsubscribe. Watchable: dict, list, set, Namespace, Value, Array, Event, and registered
+        classes that opt in (``register(..., watch=[...])``).
+
+        Raises:
+            MethodNotExposed: objects of this type cannot be watched.
+        """
+        return Watch(self, timeout=timeout, maxsize=maxsize, snapshot=snapshot)
+
+    def wait_until(self, predicate: Callable[[Any], Any], timeout: float | None = None) -> Any:
+        """Block until ``predicate(value)`` is true for this object's value; return the value.
+
+        No polling: the value is followed through its change events (replayed locally for the
+        built-in containers, fetched again after changes for other types).
+
+        Raises:
+            TimeoutError: the predicate did not become true within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with Watch(self, snapshot=True) as watch:
+            value = watch.value
+            while not predicate(value):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"the condition did not hold within {timeout} s")
+                changes = [watch.get(remaining)]
+                while (more := watch.get_nowait()) is not None:
+                    changes.append(more)
+                kind = self._kind_
+                if kind is None or not all(replay(kind, value, c) for c in changes):
+                    value = self._getvalue()
+            return value
+
+    def cache(self, enabled: bool = True) -> Any:
+        """Serve this proxy's pure reads from a local replica kept current by the server.
+
+        See ``procshare._client._cache`` for the rules (a writer reads its own writes; others'
+        writes show as soon as their change event arrives). Returns the proxy, for chaining:
+        ``d = manager.dict().cache()``. ``cache(False)`` goes back to asking the server.
+
+        Raises:
+            TypeError: this kind of object cannot be cached.
+        """
+        if enabled:
+            if self._replica is None or self._replica.pid != current_pid():
+                if self._kind_ is None:
+                    raise TypeError(f"{type(self).__name__} proxies cannot be cached")
+                self._replica = Replica(self, self._kind_)
+        elif self._replica is not None:
+            self._replica.close()
+            self._replica = None
+        return self
+
+    @property
+    def cached(self) -> bool:
+        """Whether reads are served from a local replica in this process."""
+        return self._replica is not None and self._replica.pid == current_pid()
 
     def _callblocking(self, methodname: str, args: tuple[Any, ...] = ()) -> Any:
         """``_callmethod`` for a method that may wait on the server (lock, queue, event)."""
@@ -321,8 +412,12 @@ class DictProxy(BaseProxy, Generic[K, V]):
     """Proxy of a shared ``dict``."""
 
     _exposed_ = KINDS["dict"].exposed
+    _kind_ = "dict"
 
     def __getitem__(self, key: K) -> V:
+        replica = self._replica
+        if replica is not None and replica.pid == current_pid():
+            return replica.get_item(key)  # type: ignore[no-any-return]
         return self._callmethod("__getitem__", (key,))  # type: ignore[no-any-return]
 
     def __setitem__(self, key: K, value: V) -> None:
@@ -390,8 +485,12 @@ class ListProxy(BaseProxy, Generic[T]):
     """Proxy of a shared ``list``."""
 
     _exposed_ = KINDS["list"].exposed
+    _kind_ = "list"
 
     def __getitem__(self, index: Any) -> Any:
+        replica = self._replica
+        if replica is not None and replica.pid == current_pid():
+            return replica.get_item(index)
         return self._callmethod("__getitem__", (index,))
 
     def __setitem__(self, index: Any, value: Any) -> None:
@@ -464,6 +563,7 @@ class SetProxy(BaseProxy, Generic[T]):
     """Proxy of a shared ``set`` (``manager.set()``, as in Python 3.14)."""
 
     _exposed_ = KINDS["set"].exposed
+    _kind_ = "set"
 
     def __contains__(self, value: object) -> bool:
         return self._callmethod("__contains__", (value,))  # type: ignore[no-any-return]
@@ -531,6 +631,7 @@ class ValueProxy(BaseProxy, Generic[T]):
     """Proxy of a shared ``Value`` (``manager.Value(typecode, value)``)."""
 
     _exposed_ = KINDS["Value"].exposed
+    _kind_ = "Value"
 
     def get(self) -> T:
         return self._callmethod("get")  # type: ignore[no-any-return]
@@ -545,6 +646,7 @@ class ArrayProxy(BaseProxy, Generic[T]):
     """Proxy of a shared ``array.array`` (``manager.Array(typecode, sequence)``)."""
 
     _exposed_ = KINDS["Array"].exposed
+    _kind_ = "Array"
 
     def __len__(self) -> int:
         return self._callmethod("__len__")  # type: ignore[no-any-return]
@@ -566,6 +668,7 @@ class NamespaceProxy(BaseProxy):
     """
 
     _exposed_ = KINDS["Namespace"].exposed
+    _kind_ = "Namespace"
 
     def __getattr__(self, key: str) -> Any:
         if key[0] == "_":

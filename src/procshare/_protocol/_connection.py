@@ -279,11 +279,13 @@ class ServerProtocol(_Base):
             raise self._fail(exc) from None
         if frame is None:
             return self._closed_event() if self._eof else NEED_DATA
-        opcode, _flags, req_id, payload = frame
+        opcode, flags, req_id, payload = frame
         if self.state is ConnState.READY:
             decode = _REQUEST_DECODERS.get(opcode)
             if decode is None:
                 raise self._fail(ProtocolError(f"unexpected opcode {opcode} from client"))
+            if opcode == Op.CALL:
+                return self._decode_call(req_id, payload, bool(flags & Flag.VERSIONED))
             return decode(self, req_id, payload)
         if opcode != Op.LOGIN:
             raise self._fail(ProtocolError(f"expected LOGIN, got opcode {opcode}"))
@@ -327,12 +329,15 @@ class ServerProtocol(_Base):
     def _payload(self, req_id: int, payload: bytes) -> Any:
         return self._loads(payload)
 
-    def _decode_call(self, req_id: int, payload: bytes) -> Call | BadRequest:
+    def _decode_call(
+        self, req_id: int, payload: bytes, versioned: bool = False
+    ) -> Call | BadRequest:
         try:
             body = self._payload(req_id, payload)
-            return _make_call(req_id, body)
+            call = _make_call(req_id, body)
         except (SerializationError, ProtocolError) as exc:
             return BadRequest(req_id, exc)
+        return call._replace(versioned=True) if versioned else call
 
     def _decode_create(self, req_id: int, payload: bytes) -> Create | BadRequest:
         try:
@@ -624,10 +629,11 @@ class ClientProtocol(_Base):
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
         owner: int = 0,
+        versioned: bool = False,
     ) -> bytes:
         """Frame a CALL. Raises SerializationError (nothing sent) if an argument won't pickle."""
         body = self._dumps((obj_id, method, args, kwargs, owner))
-        return self._frame(Op.CALL, 0, req_id, body)
+        return self._frame(Op.CALL, Flag.VERSIONED if versioned else 0, req_id, body)
 
     def send(self, msg: Any) -> bytes:
         """Frame any client message.
@@ -645,7 +651,7 @@ class ClientProtocol(_Base):
         if type(msg) is Control:
             return self._frame(Op.CONTROL, 0, msg.req_id, dumps((msg.command, msg.args)))
         if type(msg) is Batch:
-            calls = tuple(tuple(c[1:]) for c in msg.calls)
+            calls = tuple((c.obj_id, c.method, c.args, c.kwargs, c.owner) for c in msg.calls)
             return self._frame(Op.BATCH, 0, msg.req_id, dumps(calls))
         if type(msg) is Retain:
             return pack(Op.RETAIN, 0, 0, dumps(tuple(msg.obj_ids)))

@@ -32,9 +32,10 @@ HANDSHAKE_MAX_FRAME: Final = 16 * 1024
 class Flag:
     """Bits of the flags byte.
 
-    Bits 0-1 are flags. On replies, bits 2-7 carry ``cpu + 1`` of the CPU the server answered
-    from (0: unknown), so a client can tell whether busy-polling would compete with the server
-    for the same CPU.
+    Bits 0-1 mean the same both ways (``EMPTY``, ``BUSY``). On requests, bit 2 is
+    ``VERSIONED``. On replies, bits 2-7 carry ``cpu + 1`` of the CPU the server answered from
+    (0: unknown), so a client can tell whether busy-polling would compete with the server for
+    the same CPU.
     """
 
     #: The payload is omitted: the value is ``None`` (saves a serializer call per reply).
@@ -42,6 +43,8 @@ class Flag:
     #: Set by the server on replies while more clients are running than it has CPUs to spare:
     #: a hint that busy-polling for the next reply would steal CPU from the server.
     BUSY: Final = 0x02
+    #: On a CALL: reply with ``(result, version)`` (see ``Call.versioned``).
+    VERSIONED: Final = 0x04
     #: Shift and limit of the server CPU field.
     CPU_SHIFT: Final = 2
     CPU_LIMIT: Final = 63

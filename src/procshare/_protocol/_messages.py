@@ -69,6 +69,8 @@ class Call(NamedTuple):
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] | None = None
     owner: int = 0
+    #: reply with ``(result, version)``: the object's version right after this call (caches)
+    versioned: bool = False
 
 
 class Create(NamedTuple):
@@ -109,7 +111,9 @@ class Release(NamedTuple):
 
 
 class Watch(NamedTuple):
-    """Subscribe to the changes of ``obj_id``; the reply is the subscription's snapshot."""
+    """Subscribe to the changes of ``obj_id``; the reply is ``{"version": v}`` (and the value,
+    with ``options["snapshot"]``), taken atomically with the subscription. Change events then
+    arrive as ``Push`` messages whose ``sub_id`` is this request's id."""
 
     req_id: int
     obj_id: int

@@ -41,7 +41,6 @@ from .._errors import (
     MethodNotExposed,
     ObjectNotFound,
     ProcshareError,
-    ProtocolError,
     RemoteError,
     SerializationError,
 )
@@ -87,6 +86,7 @@ class ServerType:
         exposed: method names proxies may call; ``None``: the referent's public methods.
         method_to_typeid: methods whose result is shared (returned as a proxy of that typeid).
         proxytype: the client proxy class, passed along in tokens.
+        watched: for custom types that opt in to ``watch()``, the methods that change them.
     """
 
     typeid: str
@@ -95,6 +95,8 @@ class ServerType:
     exposed: tuple[str, ...] | None
     method_to_typeid: Mapping[str, str] | None
     proxytype: Any
+    #: methods of a custom type whose calls change the object: watchers are told of them
+    watched: frozenset[str] = frozenset()
 
 
 class Session:
@@ -106,6 +108,7 @@ class Session:
     """
 
     __slots__ = (
+        "backlog",
         "calls",
         "closed",
         "dead",
@@ -117,8 +120,10 @@ class Session:
         "pid",
         "probe",
         "protocol",
+        "queued",
         "refs",
         "started",
+        "subscriptions",
         "waiters",
     )
 
@@ -139,6 +144,11 @@ class Session:
         self.probe: Callable[[], bool] = _always_alive
         self.started = now
         self.calls = 0
+        self.subscriptions: dict[int, Subscription] = {}
+        #: bytes written by the core and not yet handed to the transport, and bytes the
+        #: transport has not managed to send (it keeps ``backlog`` up to date)
+        self.queued = 0
+        self.backlog = 0
 
     def hold(self, prim: Primitive, n: int) -> None:
         """Record that this session holds ``n`` more units of ``prim``."""
@@ -179,6 +189,8 @@ class Entry:
         "snapshot",
         "typeid",
         "version",
+        "watched",
+        "watchers",
     )
 
     def __init__(
@@ -211,6 +223,26 @@ class Entry:
         self.holds: dict[int, int] | None = None
         #: how many of ``refs`` are internal references held by a known shared object
         self.held = 0
+        #: methods whose calls are published to watchers (empty: not watchable)
+        self.watched: frozenset[str] = (
+            (kind.mutators if kind.watchable else frozenset())
+            if kind is not None
+            else stype.watched
+        )
+        self.watchers: list[Subscription] | None = None
+
+
+class Subscription:
+    """A session watching an object: change events are pushed to it as ``sub_id``."""
+
+    __slots__ = ("entry_id", "missed", "session", "sub_id")
+
+    def __init__(self, session: Session, sub_id: int, entry_id: int) -> None:
+        self.session = session
+        self.sub_id = sub_id
+        self.entry_id = entry_id
+        #: events not sent because the session's backlog was full (reported as "overflow")
+        self.missed = 0
 
 
 class CallContext:
@@ -263,6 +295,7 @@ class Job:
         "kwargs",
         "method",
         "ok",
+        "published_args",
         "req_id",
         "session",
         "stype",
@@ -292,6 +325,10 @@ class Job:
         self.ok = False
         self.value: Any = None
         self.fresh: list[Any] = []
+        #: the call's arguments, kept for watchers (``run`` lets go of ``args``)
+        self.published_args: tuple[Any, ...] = (
+            args if entry is not None and method in (entry.watched) else ()
+        )
 
     def run(self) -> None:
         """Run the user code (on a worker thread). Never raises."""
@@ -335,6 +372,8 @@ class Core:
         address: the server's address, as it appears in tokens.
         rebuild: the function proxies are rebuilt with when unpickled (``RebuildProxy``).
         release_delay: seconds an object with no references is kept before it is disposed of.
+        watch_backlog: bytes a session may have waiting to be sent before the change events
+            of its subscriptions are dropped (and counted, then reported as "overflow").
     """
 
     def __init__(
@@ -344,11 +383,14 @@ class Core:
         address: Any,
         rebuild: Callable[..., Any],
         release_delay: float = 5.0,
+        watch_backlog: int = 8 * 1024 * 1024,
     ) -> None:
         self.types = dict(types)
         self.address = address
         self.rebuild = rebuild
         self.release_delay = release_delay
+        self.watch_backlog = watch_backlog
+        self._overflowing: set[Session] = set()
         self.objects: dict[int, Entry] = {}
         self.sessions: dict[int, Session] = {}
         self.deadlines = DeadlineHeap()
@@ -417,6 +459,10 @@ class Core:
         for obj_id, count in session.refs.items():
             self._unref(obj_id, count, now)
         session.refs.clear()
+        for sub in session.subscriptions.values():
+            self._drop_subscription(sub)
+        session.subscriptions.clear()
+        self._overflowing.discard(session)
         self._close_pending(now)
 
     def deliverable(self, session: Session) -> bool:
@@ -443,6 +489,7 @@ class Core:
         if not session.out:
             self.dirty.append(session)
         session.out.append(data)
+        session.queued += len(data)
 
     def reply(self, session: Session, req_id: int, value: Any) -> None:
         """Send ``value`` as the result of ``req_id`` (no-op if the session is gone)."""
@@ -612,6 +659,13 @@ class Core:
         entry = self.objects.pop(obj_id, None)
         if entry is None:
             return
+        if entry.watchers:
+            # Tell watchers the object is gone (a watch normally keeps it alive through its
+            # proxy; this only happens if that proxy was dropped).
+            self._publish(entry, "dispose", (), None, None)
+            for sub in list(entry.watchers):
+                sub.session.subscriptions.pop(sub.sub_id, None)
+            entry.watchers = None
         if entry.handlers is None:
             self._by_pyid.pop(id(entry.referent), None)
         entry.referent = None  # drops its internal references: they queue in _disowned
@@ -641,6 +695,8 @@ class Core:
                 waiter.on_timeout(self, waiter)
         self._apply_disowned(now)
         self._dispose_due(now)
+        if self._overflowing:
+            self._report_overflows()
         if now >= self._next_collection:
             self._next_collection = now + max(2.0, 2 * self.release_delay)
             self.collect_cycles(now)
@@ -667,8 +723,10 @@ class Core:
             self._batch(session, msg, now)
         elif kind is BadRequest:
             self.fail(session, msg.req_id, msg.error)
-        elif kind in (Watch, Unwatch):
-            self.fail(session, msg.req_id, ProtocolError("watch is not supported by this server"))
+        elif kind is Watch:
+            self._watch(session, msg)
+        elif kind is Unwatch:
+            self._unwatch(session, msg)
         else:
             raise TypeError(f"not a request: {kind.__name__}")
         if self._fresh:
@@ -689,7 +747,10 @@ class Core:
             self._call_custom(session, msg, entry)
             return
         method = msg.method
-        if method in _SNAPSHOTS and not msg.args and not msg.kwargs:
+        if msg.versioned and method == "#GETVALUE" and not isinstance(entry.referent, Primitive):
+            self.reply(session, msg.req_id, (entry.referent, entry.version))  # for replicas
+            return
+        if method in _SNAPSHOTS and not msg.args and not msg.kwargs and not msg.versioned:
             self._snapshot_read(session, msg.req_id, entry, method)
             return
         handler = handlers.get(method)
@@ -708,6 +769,11 @@ class Core:
         except Exception as exc:
             self.fail(session, msg.req_id, exc)
             return
+        if method in entry.mutators and result is not PARKED:
+            entry.version += 1
+            entry.snapshot = None
+            if entry.watchers:
+                self._publish(entry, method, msg.args, msg.kwargs, result)
         if result is not PARKED:
             returned = entry.returning.get(method)
             if returned is not None:
@@ -716,10 +782,82 @@ class Core:
                 except RemoteError as exc:
                     self.fail(session, msg.req_id, exc)
                     return
+            if msg.versioned:
+                result = (result, entry.version)
             self.reply(session, msg.req_id, result)
-        if method in entry.mutators:
-            entry.version += 1
-            entry.snapshot = None
+
+    # -- watching ------------------------------------------------------------------------------
+
+    def _watch(self, session: Session, msg: Watch) -> None:
+        entry = self.objects.get(msg.obj_id)
+        if entry is None:
+            self.fail(session, msg.req_id, _not_found(msg.obj_id))
+            return
+        if not entry.watched:
+            self.fail(
+                session,
+                msg.req_id,
+                MethodNotExposed(f"objects of type {entry.typeid!r} cannot be watched"),
+            )
+            return
+        sub = Subscription(session, msg.req_id, entry.id)
+        if entry.watchers is None:
+            entry.watchers = []
+        entry.watchers.append(sub)
+        session.subscriptions[msg.req_id] = sub
+        answer: dict[str, Any] = {"version": entry.version}
+        if msg.options.get("snapshot"):
+            answer["value"] = entry.referent
+        self.reply(session, msg.req_id, answer)
+
+    def _unwatch(self, session: Session, msg: Unwatch) -> None:
+        sub = session.subscriptions.pop(msg.sub_id, None)
+        if sub is not None:
+            self._drop_subscription(sub)
+        self.reply(session, msg.req_id, sub is not None)
+
+    def _drop_subscription(self, sub: Subscription) -> None:
+        entry = self.objects.get(sub.entry_id)
+        if entry is not None and entry.watchers:
+            entry.watchers = [w for w in entry.watchers if w is not sub] or None
+
+    def _publish(
+        self,
+        entry: Entry,
+        op: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        result: Any,
+    ) -> None:
+        """Push one change of ``entry`` to its watchers, in the order changes are applied."""
+        event = (entry.id, entry.version, op, args, kwargs, result)
+        limit = self.watch_backlog
+        for sub in entry.watchers or ():
+            session = sub.session
+            if sub.missed or session.queued + session.backlog > limit:
+                # This watcher is not keeping up: drop, count, report once it has caught up.
+                sub.missed += 1
+                self._overflowing.add(session)
+                continue
+            self.push(session, sub.sub_id, event)
+
+    def _report_overflows(self) -> None:
+        """Tell watchers that caught up how many events they missed."""
+        half = self.watch_backlog // 2
+        for session in list(self._overflowing):
+            if session.closed:
+                self._overflowing.discard(session)
+                continue
+            if session.queued + session.backlog > half:
+                continue
+            self._overflowing.discard(session)
+            for sub in session.subscriptions.values():
+                if sub.missed:
+                    entry = self.objects.get(sub.entry_id)
+                    version = entry.version if entry is not None else -1
+                    event = (sub.entry_id, version, "overflow", (sub.missed,), None, None)
+                    sub.missed = 0
+                    self.push(session, sub.sub_id, event)
 
     def _share(self, typeid: str, value: Any, now: float) -> Handle:
         """Make ``value`` a new shared object of ``typeid``; return what the reply carries."""
@@ -873,6 +1011,10 @@ class Core:
             self.reply(session, job.req_id, Handle(self, created))
             return
         entry = job.entry
+        if entry is not None and job.method in entry.watched:
+            entry.version += 1
+            if entry.watchers:
+                self._publish(entry, job.method, job.published_args, job.kwargs, job.value)
         typeid = entry.method_to_typeid.get(job.method) if entry is not None else None
         if typeid is None:
             self.reply(session, job.req_id, job.value)
@@ -922,6 +1064,8 @@ class Core:
         if call.method in entry.mutators:
             entry.version += 1
             entry.snapshot = None
+            if entry.watchers:
+                self._publish(entry, call.method, call.args, call.kwargs, result)
         return (True, result)
 
     def _control(self, session: Session, msg: Control, now: float) -> None:
@@ -947,6 +1091,7 @@ class Core:
                 "typeid": entry.typeid,
                 "refs": entry.refs,
                 "version": entry.version,
+                "watchers": len(entry.watchers or ()),
             }
             referent = entry.referent
             if isinstance(referent, Primitive):
@@ -964,6 +1109,7 @@ class Core:
                 "holds": len(s.holdings),
                 "waiting": len(s.waiters),
                 "calls": s.calls,
+                "subscriptions": len(s.subscriptions),
                 "age": now - s.started,
             }
             for s in self.sessions.values()

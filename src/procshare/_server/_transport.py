@@ -139,6 +139,8 @@ class Server:
         handshake_timeout: seconds a new connection has to authenticate.
         max_backlog: unsent bytes after which a client that does not read is dropped.
         max_workers: the most threads running user code at once.
+        watch_backlog: unsent bytes after which a session's change events are dropped and
+            counted (its watchers are told how many they missed once it catches up).
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class Server:
         handshake_timeout: float = 10.0,
         max_backlog: int = 256 * 1024 * 1024,
         max_workers: int = 256,
+        watch_backlog: int = 8 * 1024 * 1024,
     ) -> None:
         self._authkey = bytes(authkey)
         #: tells clients apart a restarted server at the same address (object ids restart)
@@ -175,7 +178,13 @@ class Server:
         self.listener = self._listen(address)
         bound = self.listener.getsockname()
         self.address: Address = bound if isinstance(address, str) else (address[0], bound[1])
-        self.core = Core(types, address=self.address, rebuild=rebuild, release_delay=release_delay)
+        self.core = Core(
+            types,
+            address=self.address,
+            rebuild=rebuild,
+            release_delay=release_delay,
+            watch_backlog=watch_backlog,
+        )
         # The selector and the wake-up pair exist while serving (a server made by get_server()
         # and never served holds nothing but its listening socket).
         self._sel: selectors.BaseSelector = _NO_SELECTOR
@@ -493,6 +502,7 @@ class Server:
                     continue
                 conn.out += out[0] if len(out) == 1 else b"".join(out)
                 out.clear()
+                session.queued = 0
                 self._send_pending(conn)
         while core.ended:
             # Sessions the core closed itself (a peer found dead while handing it something).
@@ -501,6 +511,8 @@ class Server:
                 self._close(conn, time.monotonic())
 
     def _send_pending(self, conn: _Conn) -> None:
+        if conn.session is not None:
+            conn.session.backlog = len(conn.out)  # updated again below once sent
         if not conn.out:
             return
         try:
@@ -511,6 +523,8 @@ class Server:
             self._close(conn, time.monotonic())
             return
         del conn.out[:sent]
+        if conn.session is not None:
+            conn.session.backlog = len(conn.out)
         if conn.out:
             if len(conn.out) > self._max_backlog:
                 log.warning("dropping connection %d: %d unsent bytes", conn.fd, len(conn.out))
