@@ -28,7 +28,7 @@ from typing import Any
 
 __all__ = ["CASES", "BenchResult", "run_bench"]
 
-Runner = Callable[[Any, int], None]
+Runner = Callable[[Any, int], Any]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class Case:
     run: Runner
     n: int
     kind: str = "latency"  # or "throughput": several processes; reported as ops/s
+    measures_itself: bool = False  # run() returns its own figure in us (not wall time / n)
 
 
 @dataclass
@@ -123,6 +124,48 @@ def _dict_of_proxy(state: Any, n: int) -> None:
         dict(state)
 
 
+def _cached_dict(m: Any) -> Any:
+    d = _dict_with_keys(m)
+    if hasattr(d, "cache"):
+        d.cache()  # procshare: reads from a local replica; the stdlib has no such thing
+    return d
+
+
+def _follower(lst: Any, n: int, ready: Any, out: Any) -> None:
+    """Record how long each appended timestamp took to reach this process."""
+    latencies: list[float] = []
+    if hasattr(lst, "watch"):
+        with lst.watch() as changes:
+            ready.set()
+            for change in changes:
+                latencies.append(time.perf_counter() - change.args[0])
+                if len(latencies) >= n:
+                    break
+    else:  # no push in the stdlib: poll for new items as fast as it goes
+        seen = len(lst)
+        ready.set()
+        while len(latencies) < n:
+            fresh = lst[seen:]
+            now = time.perf_counter()
+            latencies.extend(now - t for t in fresh)
+            seen += len(fresh)
+    out.put(statistics.median(latencies) * 1e6)
+
+
+def _watch_latency(lst: Any, n: int) -> float:
+    ctx = multiprocessing.get_context("fork")
+    ready, out = ctx.Event(), ctx.SimpleQueue()
+    follower = ctx.Process(target=_follower, args=(lst, n, ready, out))
+    follower.start()
+    ready.wait(30)
+    for _ in range(n):
+        lst.append(time.perf_counter())  # CLOCK_MONOTONIC: comparable across processes
+        time.sleep(0.001)
+    latency: float = out.get()
+    follower.join(30)
+    return latency
+
+
 def _counter_worker(value: Any, lock: Any, go: Any, n: int) -> None:
     go.wait()
     for _ in range(n):
@@ -159,6 +202,15 @@ CASES: dict[str, Case] = {
         Case("Queue put+get", lambda m: m.Queue(), _queue_cycle, 1000),
         Case("dict copy 10k items", _big_dict, _dict_copy, 10),
         Case("dict(proxy) 10k items", _big_dict, _dict_of_proxy, 1),
+        Case("cached get (stdlib: plain get)", _cached_dict, _dict_get, 20000),
+        Case(
+            "write seen by a watcher (stdlib: poller)",
+            _list_reset,
+            _watch_latency,
+            200,
+            "latency",
+            measures_itself=True,
+        ),
         Case("locked counter, 4 processes", _counter_setup, _locked_counter, 2000, "throughput"),
     )
 }
@@ -237,7 +289,9 @@ def _time_floor(call: Callable[[Any, Any], Any], n: int) -> float:
 
 def _time(case: Case, state: Any, n: int) -> float:
     start = time.perf_counter()
-    case.run(state, n)
+    measured = case.run(state, n)
+    if case.measures_itself:
+        return float(measured)
     return (time.perf_counter() - start) / n * 1e6
 
 
@@ -290,10 +344,10 @@ def run_bench(
             states = {"stdlib": case.setup(stdlib_manager), "procshare": case.setup(ours)}
             samples_by: dict[str, list[float]] = {"stdlib": [], "procshare": []}
             for state in states.values():  # warm up both (connections, caches)
-                case.run(state, max(1, n // 10))
+                case.run(state, max(1, n // 10) if not case.measures_itself else 5)
             for _ in range(rounds):
                 for impl, state in states.items():
-                    if case.kind == "latency" and n >= 10:
+                    if case.kind == "latency" and n >= 10 and not case.measures_itself:
                         case.run(state, n // 10)  # settle after the switch (both alike)
                     samples_by[impl].append(_time(case, state, n))
             result = BenchResult(

@@ -60,6 +60,54 @@ def data_pool(mp: Any, manager: Any, say: Callable[[str], None]) -> None:
     say(f"final ({len(pool)} items): {sorted(pool)}")
 
 
+# -- scenario 2b: the same, pushed instead of polled ---------------------------------------------
+
+
+def _producer_done(pool: Any, numbers: range, pause: float) -> None:
+    _producer(pool, numbers, pause)
+    pool.append(None)  # this producer is done
+
+
+def data_pool_pushed(mp: Any, manager: Any, say: Callable[[str], None]) -> None:
+    """C follows the list as A and B append: told of each append (procshare), or polling
+    until both are done (the stdlib has no push; it polls as the seed does)."""
+    pool = manager.list()
+    a = mp.Process(target=_producer_done, args=(pool, range(100, 105), 0.05))
+    b = mp.Process(target=_producer_done, args=(pool, range(300, 309), 0.03))
+    reads = 0
+    arrived: list[int] = []
+    if hasattr(pool, "watch"):
+        with pool.watch() as changes:
+            a.start()
+            b.start()
+            done = 0
+            for change in changes:
+                reads += 1
+                if change.args[0] is None:
+                    done += 1
+                    if done == 2:
+                        break
+                else:
+                    arrived.append(change.args[0])
+    else:
+        a.start()
+        b.start()
+        while True:
+            reads += 1
+            snapshot = list(pool)
+            if snapshot.count(None) == 2:
+                arrived = [n for n in snapshot if n is not None]
+                break
+            time.sleep(0.01)
+    a.join()
+    b.join()
+    say(f"C saw {len(arrived)} numbers, in arrival order: {arrived}")
+    if hasattr(pool, "watch"):
+        say(f"C was told of {reads} appends as they happened, and read the list 0 times")
+    else:
+        say(f"C read the whole list {reads} times to follow it (polling every 10 ms)")
+
+
 # -- scenario 3: twenty processes, shared objects, one lock -----------------------------------
 
 
@@ -137,6 +185,7 @@ def custom_class(mp: Any, manager: Any, say: Callable[[str], None]) -> None:
 SCENARIOS: list[tuple[str, Callable[[Any, Any, Callable[[str], None]], None], bool]] = [
     ("workers filling a dict", dict_workers, False),
     ("two producers, one list, a third process polling", data_pool, False),
+    ("the same, with C told of each append (watch) instead of polling", data_pool_pushed, False),
     ("twenty processes, shared objects, one lock", locked_updates, False),
     ("a registered custom class", custom_class, True),
 ]
@@ -169,9 +218,9 @@ def run_demo(out: Callable[[str], None] = print) -> list[tuple[str, float, float
                 seconds[impl] = time.perf_counter() - start
             finally:
                 manager.shutdown()
-            if impl == "procshare":
-                for line in lines:
-                    out(f"   {line}")
+            shown = lines if impl == "procshare" else [ln for ln in lines if "times" in ln]
+            for line in shown:
+                out(f"   {impl + ':':11s}{line}" if scenario is data_pool_pushed else f"   {line}")
         out(
             f"   time: multiprocessing.Manager {seconds['stdlib'] * 1e3:7.1f} ms   "
             f"procshare {seconds['procshare'] * 1e3:7.1f} ms"

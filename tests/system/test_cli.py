@@ -47,6 +47,7 @@ def test_demo_runs_the_seed_scenarios() -> None:
     assert "[100, 101, 102, 103, 104, 300" in out.stdout  # two producers
     assert "list=[21, 22, 23, 24, 25]" in out.stdout  # twenty processes under a lock
     assert "pay: zhangsan:2000" in out.stdout  # the custom class
+    assert "read the list 0 times" in out.stdout  # the push version of the data pool
     assert out.stdout.count("multiprocessing.Manager") >= 4  # each timed side by side
 
 

@@ -328,6 +328,8 @@ def RebuildProxy(  # noqa: N802 - the stdlib's name, used in pickles
         hook.adopted(proxy)
         return proxy
     channel = incoming.channel
+    if channel is not None and hasattr(channel, "rebuild_proxy"):
+        return channel.rebuild_proxy(func, token, serializer, kwds, owned)  # an asyncio client
     if channel is not None:
         token.address = channel.address  # as this process reaches the server
         kwds.setdefault("authkey", channel.authkey)

@@ -1,0 +1,520 @@
+"""The asyncio client: one connection per event loop, on the same sans-IO protocol.
+
+An ``asyncio.Protocol`` feeds received bytes to :class:`~procshare._protocol.ClientProtocol`
+and turns its events into resolved futures (replies) and subscription callbacks (pushes); calls
+encode with the same protocol object. Nothing here blocks the event loop: a blocking operation
+(``await lock.acquire()``, ``await queue.get()``) is parked on the server and its future
+resolves when the server answers.
+
+Ownership: the owner tag of a call is the calling asyncio task, so an RLock is reentrant per
+task and two tasks are two owners, as two threads are for the sync client.
+
+References: proxies that arrive in replies on this connection become :class:`AsyncProxy`
+objects owning the reference the server counted for this connection; an async proxy made from
+anything else takes one. Releases are queued and sent with the next write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from functools import partial
+from typing import Any
+
+from .._address import Address, describe
+from .._context import incoming
+from .._errors import AuthenticationError, ConnectionLost, ProtocolError
+from .._kinds import KINDS
+from .._protocol import (
+    NEED_DATA,
+    ClientProtocol,
+    ConnectionClosed,
+    Control,
+    Failure,
+    Push,
+    Ready,
+    Release,
+    Result,
+    Retain,
+    Unwatch,
+    Watch,
+)
+from .._token import Token
+from ._cache import replay
+from ._push import Change, change_from
+
+__all__ = ["AsyncChannel", "AsyncProxy", "AsyncWatch"]
+
+
+def _owner() -> int:
+    task = asyncio.current_task()
+    return id(task) if task is not None else 0
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, channel: AsyncChannel) -> None:
+        self.channel = channel
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Before any data: the greeting may be handled before open() resumes.
+        self.channel._transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.channel._feed(data)
+
+    def eof_received(self) -> bool | None:
+        self.channel._feed(b"")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.channel._lost(exc)
+
+
+class AsyncChannel:
+    """An authenticated connection to a server, for one event loop."""
+
+    def __init__(self, address: Address, authkey: bytes, serializer: str) -> None:
+        self.address = address
+        self.authkey = bytes(authkey)
+        self._proto = ClientProtocol(
+            self.authkey, serializer=serializer, info={"pid": os.getpid(), "name": "asyncio"}
+        )
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._handlers: dict[int, Callable[[Any], None]] = {}
+        self._notes: deque[tuple[bool, int]] = deque()
+        self._next_id = 0
+        self._broken: BaseException | None = None
+        self.server_info: dict[str, Any] = {}
+
+    @classmethod
+    async def open(
+        cls, address: Address, authkey: bytes, serializer: str = "pickle", timeout: float = 10.0
+    ) -> AsyncChannel:
+        """Connect and authenticate.
+
+        Raises:
+            ConnectionLost: nobody answers at ``address``.
+            AuthenticationError: the server does not accept the authkey.
+        """
+        channel = cls(address, authkey, serializer)
+        loop = channel._loop
+        try:
+            if isinstance(address, str):
+                transport, _ = await asyncio.wait_for(
+                    loop.create_unix_connection(lambda: _Protocol(channel), address), timeout
+                )
+            else:
+                transport, _ = await asyncio.wait_for(
+                    loop.create_connection(lambda: _Protocol(channel), *address), timeout
+                )
+                sock = transport.get_extra_info("socket")
+                if sock is not None:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, asyncio.TimeoutError) as exc:
+            raise ConnectionLost(
+                f"cannot connect to the procshare server at {describe(address)}: {exc}"
+            ) from exc
+        try:
+            await asyncio.wait_for(asyncio.shield(channel._ready), timeout)
+        except asyncio.TimeoutError:
+            transport.close()
+            raise ConnectionLost(f"no handshake from {describe(address)}") from None
+        except BaseException:
+            transport.close()
+            raise
+        return channel
+
+    # -- incoming ---------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        proto = self._proto
+        proto.receive_data(data)
+        incoming.channel = self
+        try:
+            while True:
+                try:
+                    event = proto.next_event()
+                except (AuthenticationError, ProtocolError) as exc:
+                    self._fail(exc)
+                    return
+                out = proto.data_to_send()
+                if out and self._transport is not None:
+                    self._transport.write(out)
+                if event is NEED_DATA:
+                    return
+                kind = type(event)
+                if kind is Result:
+                    future = self._pending.pop(event.req_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(event.value)
+                elif kind is Failure:
+                    future = self._pending.pop(event.req_id, None)
+                    if future is not None and not future.done():
+                        future.set_exception(event.error)
+                elif kind is Push:
+                    handler = self._handlers.get(event.sub_id)
+                    if handler is not None:
+                        handler(event.payload)
+                elif kind is Ready:
+                    self.server_info = event.info
+                    if not self._ready.done():
+                        self._ready.set_result(None)
+                elif kind is ConnectionClosed:
+                    self._fail(
+                        ConnectionLost(
+                            f"the procshare server at {describe(self.address)} went away"
+                        )
+                    )
+                    return
+        finally:
+            incoming.channel = None
+
+    def _lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionLost(f"the connection to {describe(self.address)} was lost: {exc}"))
+
+    def _fail(self, error: BaseException) -> None:
+        if self._broken is None:
+            self._broken = error
+        if not self._ready.done():
+            self._ready.set_exception(error)
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLost(str(error)))
+        for handler in list(self._handlers.values()):
+            handler(error)
+        self._handlers.clear()
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- outgoing -----------------------------------------------------------------------------
+
+    def _take_id(self) -> int:
+        self._next_id = (self._next_id + 1) & 0xFFFFFFFF or 1
+        return self._next_id
+
+    def _send(self, rid: int, frame: bytes) -> asyncio.Future[Any]:
+        if self._broken is not None:
+            raise ConnectionLost(str(self._broken))
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionLost(f"the connection to {describe(self.address)} is closed")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._pending[rid] = future
+        transport.write(self._pending_notes() + frame)
+        return future
+
+    async def call(
+        self,
+        obj_id: int,
+        method: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        versioned: bool = False,
+    ) -> Any:
+        """Call ``method`` on object ``obj_id``; its result, or its exception raised."""
+        rid = self._take_id()
+        frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, _owner(), versioned)
+        return await self._send(rid, frame)
+
+    async def request(self, msg: Any) -> Any:
+        """Send a request message (its ``req_id`` is replaced) and return its result."""
+        rid = self._take_id()
+        return await self._send(rid, self._proto.send(msg._replace(req_id=rid)))
+
+    async def control(self, command: str, *args: Any) -> Any:
+        return await self.request(Control(0, command, args))
+
+    async def subscribe(
+        self, obj_id: int, options: dict[str, Any], handler: Callable[[Any], None]
+    ) -> tuple[int, Any]:
+        """Watch ``obj_id``; ``handler`` gets each event payload (or the error that ended it)."""
+        rid = self._take_id()
+        self._handlers[rid] = handler
+        try:
+            return rid, await self._send(rid, self._proto.send(Watch(rid, obj_id, options)))
+        except BaseException:
+            self._handlers.pop(rid, None)
+            raise
+
+    async def unsubscribe(self, sub_id: int) -> None:
+        if self._handlers.pop(sub_id, None) is not None and self._broken is None:
+            await self.request(Unwatch(0, sub_id))
+
+    # -- references ---------------------------------------------------------------------------
+
+    def retain(self, obj_id: int) -> None:
+        self._notes.append((True, obj_id))
+
+    def release(self, obj_id: int) -> None:
+        """Queue a release (safe from a finalizer on any thread)."""
+        self._notes.append((False, obj_id))
+        if self._broken is None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to flush
+                self._loop.call_soon_threadsafe(self._flush_notes)
+
+    def _flush_notes(self) -> None:
+        if self._notes and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(self._pending_notes())
+
+    def _pending_notes(self) -> bytes:
+        if not self._notes:
+            return b""
+        retain: list[int] = []
+        release: list[int] = []
+        while self._notes:
+            keep, obj_id = self._notes.popleft()
+            (retain if keep else release).append(obj_id)
+        out = b""
+        if retain:
+            out += self._proto.send(Retain(tuple(retain)))
+        if release:
+            out += self._proto.send(Release(tuple(release)))
+        return out
+
+    def rebuild_proxy(
+        self, func: Any, token: Token, serializer: str, kwds: dict[str, Any], owned: bool
+    ) -> AsyncProxy:
+        """A proxy arriving on this connection (see ``RebuildProxy``) becomes an async one."""
+        token.address = self.address
+        return AsyncProxy(self, token, func, kwds.get("exposed"), owned=owned)
+
+    async def close(self) -> None:
+        """Close the connection (pending releases are sent first)."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._flush_notes()
+            self._transport.close()
+        self._fail(ConnectionLost("the connection was closed"))
+
+
+class AsyncProxy:
+    """A shared object seen from asyncio: every method is awaitable.
+
+    ``await proxy.append(1)``, ``await proxy.keys()``, ``await proxy.call("__setitem__", k, v)``;
+    the dunder operations have named forms (``getitem``, ``setitem``, ``delitem``, ``contains``,
+    ``len``) and ``await proxy[key]`` works too. Locks: ``async with lock: ...``.
+    """
+
+    def __init__(
+        self,
+        channel: AsyncChannel,
+        token: Token,
+        proxytype: Any = None,
+        exposed: Any = None,
+        *,
+        owned: bool = False,
+    ) -> None:
+        self._channel = channel
+        self._token = token
+        self._id = token.id
+        self._proxytype = proxytype
+        self._exposed = tuple(exposed) if exposed else tuple(getattr(proxytype, "_exposed_", ()))
+        self._kind: str | None = getattr(proxytype, "_kind_", None)
+        if self._kind is None and token.typeid in KINDS:
+            self._kind = token.typeid
+        self._pid = os.getpid()
+        if not owned:
+            channel.retain(token.id)
+
+    async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call ``method`` on the referent; await its result."""
+        return await self._channel.call(self._id, method, args, kwargs or None)
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return partial(self.call, name)
+
+    async def getitem(self, key: Any) -> Any:
+        return await self.call("__getitem__", key)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.call("__getitem__", key)
+
+    async def setitem(self, key: Any, value: Any) -> None:
+        await self.call("__setitem__", key, value)
+
+    async def delitem(self, key: Any) -> None:
+        await self.call("__delitem__", key)
+
+    async def contains(self, key: Any) -> bool:
+        return await self.call("__contains__", key)  # type: ignore[no-any-return]
+
+    async def len(self) -> int:
+        return await self.call("__len__")  # type: ignore[no-any-return]
+
+    async def getvalue(self) -> Any:
+        """A copy of the referent (``_getvalue()`` of the sync proxies)."""
+        return await self.call("#GETVALUE")
+
+    async def repr(self) -> str:
+        return await self.call("__repr__")  # type: ignore[no-any-return]
+
+    async def __aenter__(self) -> Any:
+        return await self.call("acquire")
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.call("release")
+
+    def watch(
+        self, timeout: float | None = None, *, maxsize: int = 10_000, snapshot: bool = False
+    ) -> AsyncWatch:
+        """``async for change in proxy.watch(): ...`` (see the sync ``watch()``)."""
+        return AsyncWatch(self, timeout=timeout, maxsize=maxsize, snapshot=snapshot)
+
+    async def wait_until(
+        self, predicate: Callable[[Any], Any], timeout: float | None = None
+    ) -> Any:
+        """Wait (without blocking the loop) until ``predicate(value)`` holds; return the value.
+
+        Raises:
+            TimeoutError: it did not hold within ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        async with self.watch(snapshot=True) as watch:
+            value = watch.value
+            while not predicate(value):
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"the condition did not hold within {timeout} s")
+                changes = [await watch.get(remaining)]
+                while (more := watch.get_nowait()) is not None:
+                    changes.append(more)
+                if self._kind is None or not all(replay(self._kind, value, c) for c in changes):
+                    value = await self.getvalue()
+            return value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        from ._proxies import AutoProxy, RebuildProxy
+
+        func = self._proxytype or AutoProxy
+        return (RebuildProxy, (func, self._token, "pickle", {"exposed": self._exposed}))
+
+    def __repr__(self) -> str:
+        return f"<AsyncProxy of {self._token.typeid!r} object {self._id}>"
+
+    def __del__(self) -> None:
+        try:
+            if self._pid == os.getpid():
+                self._channel.release(self._id)
+        except Exception:  # noqa: BLE001,S110 - finalizers run at odd times
+            pass
+
+
+class AsyncWatch:
+    """The changes of one shared object, for ``async for`` (see the sync ``Watch``)."""
+
+    def __init__(
+        self,
+        proxy: AsyncProxy,
+        *,
+        timeout: float | None = None,
+        maxsize: int = 10_000,
+        snapshot: bool = False,
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.proxy = proxy
+        self.timeout = timeout
+        self.maxsize = maxsize
+        self._snapshot = snapshot
+        self._events: deque[Change] = deque()
+        self._missed = 0
+        self._wakeup: asyncio.Event = asyncio.Event()
+        self._error: BaseException | None = None
+        self._sub_id: int | None = None
+        self._closed = False
+        self.version = -1
+        self.value: Any = None
+
+    async def start(self) -> AsyncWatch:
+        """Subscribe (done by ``async with`` and by the first ``async for`` step)."""
+        if self._sub_id is None:
+            self._sub_id, answer = await self.proxy._channel.subscribe(
+                self.proxy._id, {"snapshot": self._snapshot}, self._on_event
+            )
+            self.version = answer["version"]
+            self.value = answer.get("value")
+        return self
+
+    def _on_event(self, payload: Any) -> None:
+        if isinstance(payload, BaseException):
+            self._error = payload
+        elif len(self._events) >= self.maxsize:
+            self._missed += 1
+        else:
+            change = change_from(payload)
+            if self._missed:
+                self._events.append(
+                    Change("overflow", (self._missed,), None, change.version, None, self._missed)
+                )
+                self._missed = 0
+            self._events.append(change)
+        self._wakeup.set()
+
+    def get_nowait(self) -> Change | None:
+        """The next change if one is waiting (an ``"overflow"`` included), else ``None``."""
+        if self._events:
+            return self._events.popleft()
+        if self._missed:
+            missed, self._missed = self._missed, 0
+            return Change("overflow", (missed,), None, -1, None, missed)
+        return None
+
+    async def get(self, timeout: float | None = None) -> Change:
+        """The next change, waiting up to ``timeout`` seconds (``TimeoutError`` after that)."""
+        await self.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            change = self.get_nowait()
+            if change is not None:
+                return change
+            if self._error is not None:
+                raise ConnectionLost(str(self._error)) from self._error
+            if self._closed:
+                raise ValueError("the watch is closed")
+            self._wakeup.clear()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"no change within {timeout} s")
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except asyncio.TimeoutError:
+                raise TimeoutError(f"no change within {timeout} s") from None
+
+    def __aiter__(self) -> AsyncIterator[Change]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Change]:
+        while not self._closed:
+            try:
+                change = await self.get(self.timeout)
+            except TimeoutError:
+                return
+            yield change
+            if change.op == "dispose":
+                return
+
+    async def close(self) -> None:
+        """Unsubscribe (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        if self._sub_id is not None:
+            with contextlib.suppress(ConnectionLost):
+                await self.proxy._channel.unsubscribe(self._sub_id)
+
+    async def __aenter__(self) -> AsyncWatch:
+        return await self.start()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()

@@ -1,0 +1,139 @@
+"""procshare for asyncio: the same shared objects, awaitable, from an event loop.
+
+::
+
+    import procshare, procshare.aio
+
+    with procshare.Manager() as m:
+        d = m.dict()
+
+        async def main():
+            async with await procshare.aio.connect(m.address, m._authkey) as client:
+                shared = client.proxy(d)                 # the same object, awaitable
+                await shared.setitem("k", 1)
+                lock = await client.Lock()
+                async with lock:                        # waits on the server, not the loop
+                    ...
+                async for change in shared.watch(timeout=1):
+                    print(change.op, change.args)
+
+One connection per client (per event loop), on the protocol the sync client uses. Every call
+is a coroutine; blocking operations (``acquire``, ``get``, ``wait``) are parked on the server
+and never block the loop. Owner tags are per task: an RLock is reentrant within one task.
+Cached reads (``proxy.cache()``) are a sync-client feature.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+from ._address import parse_address
+from ._client._achannel import AsyncChannel, AsyncProxy, AsyncWatch
+from ._client._push import Change
+from ._errors import ProcshareError
+from ._protocol import Create
+
+__all__ = ["AsyncClient", "AsyncProxy", "AsyncWatch", "Change", "connect"]
+
+
+class AsyncClient:
+    """A connection to a procshare server from asyncio, and a factory of async proxies."""
+
+    def __init__(self, channel: AsyncChannel) -> None:
+        self._channel = channel
+
+    @property
+    def address(self) -> Any:
+        """The server's address."""
+        return self._channel.address
+
+    def proxy(self, proxy: Any) -> AsyncProxy:
+        """The async twin of a sync proxy (same object, its own reference)."""
+        return AsyncProxy(self._channel, proxy._token, type(proxy), proxy._exposed_)
+
+    async def create(self, typeid: str, /, *args: Any, **kwargs: Any) -> AsyncProxy:
+        """Create a shared object of a registered ``typeid`` (``"dict"``, ``"Lock"``, ...)."""
+        result = await self._channel.request(Create(0, typeid, args, kwargs or None, 0))
+        if not isinstance(result, AsyncProxy):
+            raise ProcshareError(f"the server answered creation with {type(result).__name__}")
+        return result
+
+    # The SyncManager factories, awaitable.
+    async def dict(self, *args: Any, **kwargs: Any) -> AsyncProxy:
+        return await self.create("dict", *args, **kwargs)
+
+    async def list(self, *args: Any) -> AsyncProxy:
+        return await self.create("list", *args)
+
+    async def set(self, *args: Any) -> AsyncProxy:
+        return await self.create("set", *args)
+
+    async def Namespace(self, **kwargs: Any) -> AsyncProxy:  # noqa: N802
+        return await self.create("Namespace", **kwargs)
+
+    async def Value(self, typecode: Any, value: Any) -> AsyncProxy:  # noqa: N802
+        return await self.create("Value", typecode, value)
+
+    async def Array(self, typecode: str, sequence: Any) -> AsyncProxy:  # noqa: N802
+        return await self.create("Array", typecode, sequence)
+
+    async def Lock(self) -> AsyncProxy:  # noqa: N802
+        return await self.create("Lock")
+
+    async def RLock(self) -> AsyncProxy:  # noqa: N802
+        return await self.create("RLock")
+
+    async def Semaphore(self, value: int = 1) -> AsyncProxy:  # noqa: N802
+        return await self.create("Semaphore", value)
+
+    async def Condition(self, lock: Any = None) -> AsyncProxy:  # noqa: N802
+        return await self.create("Condition", lock)
+
+    async def Event(self) -> AsyncProxy:  # noqa: N802
+        return await self.create("Event")
+
+    async def Barrier(self, parties: int, timeout: float | None = None) -> AsyncProxy:  # noqa: N802
+        return await self.create("Barrier", parties, None, timeout)
+
+    async def Queue(self, maxsize: int = 0) -> AsyncProxy:  # noqa: N802
+        return await self.create("Queue", maxsize)
+
+    async def JoinableQueue(self, maxsize: int = 0) -> AsyncProxy:  # noqa: N802
+        return await self.create("JoinableQueue", maxsize)
+
+    async def stats(self) -> builtins.dict[str, Any]:
+        """The server's snapshot (objects, holders, waiters, sessions)."""
+        return await self._channel.control("stats")  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+async def connect(
+    address: Any, authkey: bytes | None = None, *, serializer: str = "pickle"
+) -> AsyncClient:
+    """Connect to the procshare server at ``address`` from the running event loop.
+
+    Args:
+        address: a manager's ``address`` (unix path or ``(host, port)``) or a URL.
+        authkey: the server's authkey (default: this process's, as for managers).
+        serializer: ``"pickle"``.
+
+    Raises:
+        ConnectionLost: nobody answers there. AuthenticationError: wrong authkey.
+    """
+    canonical = parse_address(address)
+    if canonical is None:
+        raise ValueError("connect() needs the address of a running server")
+    if authkey is None:
+        import multiprocessing
+
+        authkey = bytes(multiprocessing.current_process().authkey)
+    return AsyncClient(await AsyncChannel.open(canonical, bytes(authkey), serializer))

@@ -1,0 +1,203 @@
+"""procshare.aio: the same server from asyncio; nothing blocks the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import procshare
+import procshare.aio
+from tests import _children as children
+
+FORK = multiprocessing.get_context("fork")
+
+
+@pytest.fixture(scope="module")
+def m() -> Iterator[procshare.SyncManager]:
+    with procshare.Manager(ctx=FORK) as manager:
+        yield manager
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, 60))
+
+
+def test_every_method_is_awaitable(m: procshare.SyncManager) -> None:
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            d = await client.dict(a=1)
+            await d.setitem("b", 2)
+            assert await d["a"] == 1 and await d.getitem("b") == 2
+            assert await d.len() == 2 and await d.contains("a")
+            assert sorted(await d.keys()) == ["a", "b"]
+            with pytest.raises(KeyError):
+                await d.getitem("missing")
+            lst = await client.list([1])
+            await lst.append(2)
+            assert await lst.getvalue() == [1, 2]
+            assert await lst.repr() == "[1, 2]"
+            assert "dict" in repr(d)
+
+    run(main())
+
+
+def test_sync_and_async_clients_share_objects(m: procshare.SyncManager) -> None:
+    d = m.dict(x=1)
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            shared = client.proxy(d)
+            assert await shared.getitem("x") == 1
+            await shared.setitem("from_async", True)
+
+    run(main())
+    assert d["from_async"] is True
+
+
+def test_nested_proxies_come_back_async(m: procshare.SyncManager) -> None:
+    outer = m.dict(inner=m.list([1, 2]))
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            inner = await client.proxy(outer).getitem("inner")
+            assert isinstance(inner, procshare.aio.AsyncProxy)
+            await inner.append(3)
+
+    run(main())
+    assert outer["inner"][:] == [1, 2, 3]
+
+
+def test_waiting_on_a_lock_does_not_block_the_loop(m: procshare.SyncManager) -> None:
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            lock = await client.Lock()
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            async def holder() -> None:
+                async with lock:
+                    await asyncio.sleep(0.3)
+
+            ticking = asyncio.create_task(ticker())
+            holding = asyncio.create_task(holder())
+            await asyncio.sleep(0.05)
+            before = ticks
+            assert await lock.acquire() is True  # parked on the server until holder releases
+            assert ticks - before >= 10  # the loop kept running meanwhile
+            await lock.release()
+            await holding
+            ticking.cancel()
+
+    run(main())
+
+
+def test_rlock_ownership_is_per_task(m: procshare.SyncManager) -> None:
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            rlock = await client.RLock()
+            assert await rlock.acquire() and await rlock.acquire()  # reentrant in this task
+
+            async def other() -> bool:
+                return await rlock.acquire(True, 0.05)  # type: ignore[no-any-return]
+
+            assert await asyncio.create_task(other()) is False  # another task: another owner
+            await rlock.release()
+            await rlock.release()
+
+    run(main())
+
+
+def test_queue_get_waits_without_blocking(m: procshare.SyncManager) -> None:
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            q = await client.Queue()
+            getter = asyncio.create_task(q.get())
+            await asyncio.sleep(0.05)
+            assert not getter.done()
+            await q.put("item")
+            assert await getter == "item"
+
+    run(main())
+
+
+def test_many_watchers_in_one_loop(m: procshare.SyncManager) -> None:
+    lists = [m.list() for _ in range(30)]
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+
+            async def collect(proxy: Any) -> list[int]:
+                got = []
+                async with client.proxy(proxy).watch(timeout=30) as changes:
+                    ready.release()
+                    async for change in changes:
+                        got.append(change.args[0])
+                        if len(got) == 5:
+                            return got
+                return got
+
+            ready = asyncio.Semaphore(0)
+            tasks = [asyncio.create_task(collect(p)) for p in lists]
+            for _ in lists:
+                await ready.acquire()
+            writer = FORK.Process(target=_fill_all, args=(lists,))
+            writer.start()
+            results = await asyncio.gather(*tasks)
+            await asyncio.get_running_loop().run_in_executor(None, writer.join, 30)
+            assert results == [list(range(5))] * len(lists)
+
+    run(main())
+
+
+def _fill_all(lists: list[Any]) -> None:
+    for i in range(5):
+        for lst in lists:
+            lst.append(i)
+
+
+def test_async_wait_until(m: procshare.SyncManager) -> None:
+    lst = m.list()
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            p = FORK.Process(target=children.append_numbers, args=(lst, 0, 10))
+            asyncio.get_running_loop().call_later(0.05, p.start)
+            value = await client.proxy(lst).wait_until(lambda v: len(v) == 10, timeout=30)
+            assert value == list(range(10))
+            await asyncio.get_running_loop().run_in_executor(None, p.join, 30)
+            with pytest.raises(TimeoutError):
+                await client.proxy(lst).wait_until(lambda v: len(v) > 10, timeout=0.1)
+
+    run(main())
+
+
+def test_wrong_authkey_and_dead_server() -> None:
+    other = procshare.Manager(ctx=FORK)
+
+    async def main() -> None:
+        with pytest.raises(procshare.AuthenticationError):
+            await procshare.aio.connect(other.address, b"wrong")
+        client = await procshare.aio.connect(other.address, other._authkey)
+        q = await client.Queue()
+        pending = asyncio.create_task(q.get())
+        await asyncio.sleep(0.05)
+        os.kill(other._process.pid, signal.SIGKILL)
+        with pytest.raises(procshare.ConnectionLost):
+            await pending
+        with pytest.raises(procshare.ConnectionLost):
+            await q.put(1)
+        await client.close()
+
+    run(main())
+    other.shutdown()

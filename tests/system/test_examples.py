@@ -1,0 +1,26 @@
+"""The examples in ``examples/`` run and do what they say."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_data_pool_watch_prints_every_number_as_it_arrives() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "data_pool_watch.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    got = [int(line.split()[-1]) for line in lines if line.startswith("C got")]
+    numbers = [*range(100, 105), *range(300, 309)]
+    assert sorted(got) == numbers  # each one, once
+    assert [n for n in got if n < 300] == list(range(100, 105))  # A's in A's order
+    assert [n for n in got if n >= 300] == list(range(300, 309))  # B's in B's order
+    assert lines[-1] == str(numbers)
