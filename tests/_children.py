@@ -171,3 +171,24 @@ def cached_writer(d: Any, key: Any, rounds: int, out: Any) -> None:
             stale += 1
         d["shared"] = (key, i)  # everybody writes this one too
     out.put(stale)
+
+
+def atomic_increments(value: Any, d: Any, n: int) -> None:
+    for _ in range(n):
+        value.increment()
+        d.increment("hits")
+
+
+def cas_increments(value: Any, n: int) -> None:
+    """Increment through compare-and-set retries (an optimistic lock-free loop)."""
+    for _ in range(n):
+        while True:
+            current = value.get()
+            if value.compare_and_set(current, current + 1):
+                break
+
+
+def pipelined_appends(lst: Any, worker: int, n: int) -> None:
+    with lst.pipeline() as pl:
+        for i in range(n):
+            pl.append((worker, i))

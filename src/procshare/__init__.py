@@ -18,6 +18,8 @@ from multiprocessing import context as _mp_context
 from typing import Any
 
 from . import managers
+from ._client._pipeline import Pending, Pipeline
+from ._client._push import Change, Watch
 from ._errors import (
     ConnectionLost,
     FrameTooLarge,
@@ -126,6 +128,7 @@ __all__ = [
     "BaseManager",
     "BoundedSemaphore",
     "BufferTooShort",
+    "Change",
     "Condition",
     "ConnectionLost",
     "Context",
@@ -137,7 +140,9 @@ __all__ = [
     "ManagerStateError",
     "MethodNotExposed",
     "ObjectNotFound",
+    "Pending",
     "Pipe",
+    "Pipeline",
     "Pool",
     "Process",
     "ProcessError",
@@ -154,6 +159,7 @@ __all__ = [
     "SyncManager",
     "TimeoutError",
     "Value",
+    "Watch",
     "active_children",
     "allow_connection_pickling",
     "cpu_count",

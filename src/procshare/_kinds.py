@@ -124,6 +124,9 @@ DICT: Final = _kind(
         "popitem",
         "setdefault",
         "update",
+        # atomic read-modify-write, where users would otherwise take a lock
+        "increment",
+        "compare_and_set",
     ),
     watchable=True,
 )
@@ -186,7 +189,7 @@ VALUE: Final = _kind(
     "a shared single value",
     pure=("get",),
     reads=("__repr__", "__str__"),
-    writes=("set",),
+    writes=("set", "increment", "compare_and_set", "swap"),
     watchable=True,
 )
 

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 from ._address import Address, parse_address
 from ._client._channel import Channel, forget_channels, get_channel
+from ._client._pipeline import Pipeline
 from ._client._proxies import (
     AcquirerProxy,
     ArrayProxy,
@@ -451,6 +452,15 @@ class BaseManager:
     def _number_of_objects(self) -> int:
         """How many shared objects the server holds."""
         return self._channel().control("number_of_objects")  # type: ignore[no-any-return]
+
+    def pipeline(self, batch_size: int = 10_000) -> Pipeline:
+        """Queue calls to this manager's objects and send them together.
+
+        ``with manager.pipeline() as p: p(d)[k] = v; n = p(lst).len()`` — see
+        :class:`~procshare.Pipeline`.
+        """
+        self._check_started()
+        return Pipeline(batch_size=batch_size)
 
     def stats(self) -> dict[str, Any]:
         """A snapshot of the server: objects (with holders and waiters), sessions, counters."""

@@ -163,3 +163,13 @@ def test_interleavings_keep_the_rules(m: procshare.SyncManager, steps: list[Any]
             floor[(who, key)] = max(
                 floor[(who, key)], min(c for c in candidates if c >= floor[(who, key)])
             )
+
+
+def test_writes_with_keyword_arguments_are_read_back_at_once(m: procshare.SyncManager) -> None:
+    for _ in range(50):  # the push of the change may come later than the next read
+        lst = m.list([3, 1, 2]).cache()
+        lst.sort(reverse=True)
+        assert lst[:] == [3, 2, 1]
+        d = m.dict().cache()
+        d.update(a=1)
+        assert d["a"] == 1

@@ -128,6 +128,16 @@ def replay(kind: str, local: Any, change: Change) -> bool:
             local.discard(change.result)  # which element pop() takes depends on hashing
         elif kind == "dict" and op == "popitem":
             del local[change.result[0]]
+        elif op == "increment":  # the result is the new value
+            if kind == "dict":
+                local[change.args[0]] = change.result
+            else:
+                local.set(change.result)
+        elif op == "compare_and_set":
+            if change.result and kind == "dict":
+                local[change.args[0]] = change.args[2]
+            elif change.result:
+                local.set(change.args[1])
         else:
             getattr(local, op)(*change.args, **(change.kwargs or {}))
     except Exception:  # noqa: BLE001 - a change that cannot be replayed drops the replica
@@ -201,6 +211,11 @@ class Replica:
         for change in pending:
             if not self._advance(change):
                 return
+
+    def invalidate(self) -> None:
+        """Drop the replica: the next read fetches a fresh one."""
+        with self.lock:
+            self.valid = False
 
     # -- writes through this proxy ------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import pickle
 import threading
 import traceback
 from collections import deque
@@ -187,6 +188,7 @@ class Entry:
         "refs",
         "returning",
         "snapshot",
+        "spec",
         "typeid",
         "version",
         "watched",
@@ -210,6 +212,8 @@ class Entry:
             HANDLERS[stype.kind] if stype.kind is not None else None
         )
         kind = KINDS[stype.kind] if stype.kind is not None else None
+        #: the built-in kind's description, or None for a custom type
+        self.spec = kind
         self.mutators = kind.mutators if kind is not None else frozenset()
         #: methods of a built-in kind whose result becomes a new shared object
         self.returning = kind.returning if kind is not None else {}
@@ -282,6 +286,18 @@ class CallContext:
         if waiter.deadline is not None:
             self.core.deadlines.add(waiter)
         return waiter
+
+
+class _PipelineContext(CallContext):
+    """The context of a call inside a pipeline: it may not park."""
+
+    __slots__ = ()
+
+    def park(self, queue: WaitQueue, timeout: float | None, **kwargs: Any) -> Waiter:
+        raise ProcshareError(
+            "this call would have to wait, which a pipeline does not do "
+            "(the object was locked, empty or full at that point of the pipeline)"
+        )
 
 
 class Job:
@@ -1027,46 +1043,63 @@ class Core:
         self.reply(session, job.req_id, shared)
 
     def _batch(self, session: Session, msg: Batch, now: float) -> None:
+        """Apply a pipeline's calls in order, as one step (no other request in between).
+
+        The reply is ``(values, errors)``: one value per call (``None`` where it failed) and
+        ``{index: exception}`` for the calls that failed. A call that would have to wait (a
+        held lock, an empty queue) fails instead of waiting; methods of custom classes are
+        refused (they run user code on worker threads); each with its own error.
+        """
         if self._fresh:
             self._claim_batch(msg.calls)
-        outcomes: list[tuple[bool, Any]] = []
-        for call in msg.calls:
-            outcomes.append(self._batch_one(session, call, now))
-        self.reply(session, msg.req_id, outcomes)
+        objects = self.objects
+        values: list[Any] = []
+        errors: dict[int, BaseException] = {}
+        append = values.append
+        for index, (obj_id, method, args, kwargs, owner) in enumerate(msg.calls):
+            entry = objects.get(obj_id)
+            try:
+                if entry is None:
+                    raise _not_found(obj_id)
+                handlers = entry.handlers
+                if handlers is None:
+                    raise ProcshareError(
+                        f"methods of {entry.typeid!r} objects run user code: "
+                        "not allowed in a pipeline"
+                    )
+                handler = handlers.get(method)
+                if handler is None:
+                    raise _not_exposed(entry, method)
+                fn, takes_ctx = handler
+                if takes_ctx:
+                    ctx = _PipelineContext(self, session, msg.req_id, owner, now)
+                    result = fn(entry.referent, ctx, *args, **(kwargs or {}))
+                elif kwargs:
+                    result = fn(entry.referent, *args, **kwargs)
+                else:
+                    result = fn(entry.referent, *args)
+                if method in entry.mutators:
+                    entry.version += 1
+                    entry.snapshot = None
+                    if entry.watchers:
+                        self._publish(entry, method, args, kwargs, result)
+                returned = entry.returning.get(method)
+                append(self._share(returned, result, now) if returned is not None else result)
+            except Exception as exc:
+                append(None)
+                errors[index] = _travelling(exc)
+        self.reply(session, msg.req_id, (values, errors))
 
-    def _claim_batch(self, calls: tuple[Call, ...]) -> None:
+    def _claim_batch(self, calls: Any) -> None:
         """Attribute the proxies of a batch to the object each call addressed."""
         fresh = {id(p): p for p in self._fresh}
         self._fresh = []
-        for call in calls:
-            inside = _ids_within((call.args, call.kwargs))
+        for obj_id, _method, args, kwargs, _owner in calls:
+            inside = _ids_within((args, kwargs))
             found = [fresh.pop(pid) for pid in inside if pid in fresh]
             if found:
-                self._claim_fresh(self.objects.get(call.obj_id), found)
+                self._claim_fresh(self.objects.get(obj_id), found)
         # any left over (nested too deep to find) stay unattributed: roots, never freed wrongly
-
-    def _batch_one(self, session: Session, call: Call, now: float) -> tuple[bool, Any]:
-        entry = self.objects.get(call.obj_id)
-        if entry is None:
-            return (False, _not_found(call.obj_id))
-        handler = entry.handlers.get(call.method) if entry.handlers is not None else None
-        if handler is None:
-            if entry.handlers is None:
-                return (False, ProcshareError("custom types cannot be called in a pipeline"))
-            return (False, _not_exposed(entry, call.method))
-        fn, takes_ctx = handler
-        if takes_ctx:
-            return (False, ProcshareError(f"{call.method}() may block: not allowed in a pipeline"))
-        try:
-            result = fn(entry.referent, *call.args, **(call.kwargs or {}))
-        except Exception as exc:
-            return (False, exc)
-        if call.method in entry.mutators:
-            entry.version += 1
-            entry.snapshot = None
-            if entry.watchers:
-                self._publish(entry, call.method, call.args, call.kwargs, result)
-        return (True, result)
 
     def _control(self, session: Session, msg: Control, now: float) -> None:
         command = _CONTROLS.get(msg.command)
@@ -1120,6 +1153,16 @@ class Core:
             "counters": dict(self.stats_counters),
             "pending_jobs": len(self.jobs),
         }
+
+
+def _travelling(exc: BaseException) -> BaseException:
+    """``exc`` if it survives pickling, else a RemoteError with its text (one bad error must
+    not cost a whole pipeline its reply)."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return RemoteError(f"{type(exc).__name__}: {exc}", format_exception(exc))
+    return exc
 
 
 def _ids_within(value: Any, depth: int = 3) -> list[int]:

@@ -85,6 +85,23 @@ class Value:
     def set(self, value: Any) -> None:
         self._value = value
 
+    def increment(self, by: Any = 1) -> Any:
+        """Add ``by`` and return the new value (atomic on the server)."""
+        self._value = self._value + by
+        return self._value
+
+    def compare_and_set(self, expected: Any, new: Any) -> bool:
+        """Set ``new`` if the value equals ``expected``; whether it was set."""
+        if self._value == expected:
+            self._value = new
+            return True
+        return False
+
+    def swap(self, new: Any) -> Any:
+        """Set ``new``; return the value it replaced."""
+        old, self._value = self._value, new
+        return old
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._typecode!r}, {self._value!r})"
 
@@ -778,7 +795,27 @@ def _dict_handlers() -> dict[str, Handler]:
     h["__or__"] = _plain(lambda d, other: d | other)
     h["__ror__"] = _plain(lambda d, other: other | d)
     h["__ior__"] = _plain(_returns_none(dict.update))
+    h["increment"] = _plain(_dict_increment)
+    h["compare_and_set"] = _plain(_dict_compare_and_set)
     return h
+
+
+def _dict_increment(d: dict[Any, Any], key: Any, by: Any = 1, default: Any = 0) -> Any:
+    """``d[key] = d.get(key, default) + by``, atomically; the new value."""
+    value = d.get(key, default) + by
+    d[key] = value
+    return value
+
+
+def _dict_compare_and_set(d: dict[Any, Any], key: Any, expected: Any, new: Any) -> bool:
+    """``d[key] = new`` if ``d[key] == expected``, atomically; whether it was set.
+
+    Raises KeyError if ``key`` is absent (``setdefault`` inserts when absent).
+    """
+    if d[key] == expected:
+        d[key] = new
+        return True
+    return False
 
 
 def _list_handlers() -> dict[str, Handler]:
@@ -872,8 +909,8 @@ def _namespace_handlers() -> dict[str, Handler]:
 
 def _value_handlers() -> dict[str, Handler]:
     h = _container_common(Value)
-    h["get"] = _plain(Value.get)
-    h["set"] = _plain(Value.set)
+    for name in ("get", "set", "increment", "compare_and_set", "swap"):
+        h[name] = _plain(getattr(Value, name))
     return h
 
 
