@@ -32,7 +32,7 @@ class Serializer(Protocol):
         """Serialize ``obj``; raise :class:`SerializationError` if it cannot be."""
         ...
 
-    def loads(self, data: bytes) -> Any:
+    def loads(self, data: bytes | bytearray) -> Any:
         """Deserialize ``data``; raise :class:`SerializationError` if it cannot be."""
         ...
 
@@ -68,7 +68,7 @@ class PickleSerializer:
         except Exception as exc:
             raise SerializationError(f"cannot serialize {_describe(obj)}: {exc}") from exc
 
-    def loads(self, data: bytes) -> Any:
+    def loads(self, data: bytes | bytearray) -> Any:
         try:
             return pickle.loads(data)
         except SerializationError:

@@ -137,7 +137,7 @@ def test_protocol_version_mismatch_is_refused_clearly() -> None:
         Call(8, 3, "update", (), {"x": 1}, 12345),
         Create(9, "dict", ({"a": 1},), None, 0),
         Control(10, "stats", ()),
-        Batch(11, (Call(0, 1, "append", (1,), None, 0), Call(0, 1, "pop", (), None, 0))),
+        Batch(11, ((1, "append", (1,), None, 0), (1, "pop", (), {"index": 0}, 7))),
         Watch(12, 5, {"timeout": 1.0}),
         Unwatch(13, 12),
     ],
@@ -146,12 +146,7 @@ def test_requests_round_trip(message: object) -> None:
     server, client = connected()
     server.receive_data(client.send(message))
     [event] = server_events(server)
-    if isinstance(message, Batch):
-        assert event == Batch(
-            message.req_id, tuple(c._replace(req_id=message.req_id) for c in message.calls)
-        )
-    else:
-        assert event == message
+    assert event == message
 
 
 def test_reference_notes_round_trip() -> None:
@@ -401,3 +396,20 @@ def test_each_end_refuses_to_send_what_the_other_would_not_accept() -> None:
     client.receive_data(server.encode_result(3, b"y" * 5000))  # too big for the client
     event = client.next_event()
     assert isinstance(event, Failure) and isinstance(event.error, FrameTooLarge)
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        ((1, "m", ()),),  # too short
+        (("1", "m", (), None, 0),),  # bad object id
+        ((1, "m", [], None, 0),),  # args not a tuple
+        ((1, "m", (), {2: 1}, 0),),  # keyword names not str
+        ([1, "m", (), None, 0],),  # not a tuple
+    ],
+)
+def test_malformed_batches_are_rejected(calls: tuple[object, ...]) -> None:
+    server, _ = connected()
+    server.receive_data(pack(Op.BATCH, 0, 3, pickle.dumps(calls)))
+    [event] = server_events(server)
+    assert isinstance(event, BadRequest) and isinstance(event.error, ProtocolError)

@@ -34,6 +34,7 @@ down to a short probe, so slow or blocking operations waste at most the probe, a
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import socket
 import threading
@@ -111,7 +112,11 @@ class RefQueue:
 
 
 class _Slot:
-    """Where the reply to one request lands, and how its waiting thread is woken."""
+    """Where the reply to a request lands while another thread is the reader.
+
+    Only requests made while some other thread reads get one: a thread alone on the channel
+    reads its own reply directly (the common case costs no slot, no lock of its own).
+    """
 
     __slots__ = ("blocking", "done", "error", "gate", "sleeping", "value")
 
@@ -121,8 +126,7 @@ class _Slot:
         self.value: Any = None
         self.error: BaseException | None = None
         self.sleeping = False
-        self.gate = threading.Lock()
-        self.gate.acquire()
+        self.gate: threading.Lock | None = None  # made (held) when its thread first sleeps
 
 
 class Channel:
@@ -166,7 +170,7 @@ class Channel:
         self._mutex = threading.Lock()
         self._slots: dict[int, _Slot] = {}
         self._reading = False
-        self._next_id = 0
+        self._ids = itertools.count(1)
         self._broken: BaseException | None = None
         self.server_info: dict[str, Any] = {}
         self._sock = self._connect(connect_timeout)
@@ -253,6 +257,41 @@ class Channel:
         frame = self._proto.send(msg._replace(req_id=rid))
         return self._roundtrip(rid, frame)
 
+    def request_many(self, msgs: list[Any]) -> list[Any]:
+        """Send several requests at once, then wait for all; their results, in order.
+
+        Raises the first request's error if one failed as a whole (a batch's calls report
+        their own errors inside its result).
+        """
+        if self._broken is not None:
+            raise ConnectionLost(str(self._broken)) from self._broken
+        rids = [self._take_id() for _ in msgs]
+        frames = b"".join(
+            self._proto.send(m._replace(req_id=r)) for m, r in zip(msgs, rids, strict=True)
+        )
+        slots = [_Slot() for _ in msgs]
+        for rid, slot in zip(rids, slots, strict=True):
+            self._slots[rid] = slot
+        try:
+            with self._wlock:
+                if self.refs:
+                    frames = self._notes() + frames
+                self._sendall(frames)
+        except BaseException:
+            for rid in rids:
+                self._slots.pop(rid, None)
+            raise
+        results = []
+        for rid, slot in zip(rids, slots, strict=True):
+            value, error = self._await(rid, slot)
+            if error is not None:
+                try:
+                    raise error
+                finally:
+                    del error
+            results.append(value)
+        return results
+
     def control(self, command: str, *args: Any) -> Any:
         """Run a server-level command (``ping``, ``stats``, ``shutdown``, ...)."""
         return self.request(Control(0, command, args))
@@ -282,9 +321,8 @@ class Channel:
                 self._wlock.release()
 
     def _take_id(self) -> int:
-        with self._mutex:
-            self._next_id = rid = (self._next_id + 1) & 0xFFFFFFFF or 1
-        return rid
+        rid = next(self._ids) & 0xFFFFFFFF  # next() on a count is atomic: no lock needed
+        return rid or next(self._ids) & 0xFFFFFFFF  # 0 means "no reply wanted"
 
     def _notes(self) -> bytes:
         retain, release = self.refs.drain()
@@ -298,25 +336,39 @@ class Channel:
     def _roundtrip(self, rid: int, frame: bytes, blocking: bool = False) -> Any:
         if self._broken is not None:
             raise ConnectionLost(str(self._broken)) from self._broken
-        slot = _Slot(blocking)
-        self._slots[rid] = slot
+        mutex = self._mutex
+        with mutex:
+            lead = not self._reading
+            if lead:
+                self._reading = True  # alone: we read our own reply, no slot needed
+                slot = None
+            else:
+                slot = _Slot(blocking)
+                self._slots[rid] = slot
         try:
             with self._wlock:
                 if self.refs:
                     frame = self._notes() + frame
                 self._sendall(frame)
         except BaseException:
-            self._slots.pop(rid, None)
+            if slot is None:
+                self._stop_reading()
+            else:
+                self._slots.pop(rid, None)
             raise
-        self._await(slot)
-        error = slot.error
+        if slot is None:
+            try:
+                value, error = self._read_for(rid, blocking)
+            finally:
+                self._stop_reading()
+        else:
+            value, error = self._await(rid, slot)
         if error is not None:
-            slot.error = None
             try:
                 raise error
             finally:
                 del error  # no traceback -> frame -> exception cycle (bpo-106558 in the stdlib)
-        return slot.value
+        return value
 
     def _sendall(self, data: bytes) -> None:
         try:
@@ -325,64 +377,82 @@ class Channel:
             self._break(ConnectionLost(f"the procshare server went away: {exc}"))
             raise ConnectionLost(f"the procshare server went away: {exc}") from exc
 
-    def _await(self, slot: _Slot) -> None:
+    def _await(self, rid: int, slot: _Slot) -> tuple[Any, BaseException | None]:
+        """Wait for ``slot``'s reply while another thread reads; read ourselves if it stops."""
         mutex = self._mutex
         while True:
             with mutex:
                 if slot.done:
-                    return
+                    return slot.value, slot.error
                 if self._reading:
+                    if slot.gate is None:
+                        slot.gate = threading.Lock()
+                        slot.gate.acquire()
                     slot.sleeping = True
+                    gate = slot.gate
                     lead = False
                 else:
                     self._reading = True
                     lead = True
             if not lead:
-                slot.gate.acquire()  # woken: our reply is in, or it is our turn to read
+                gate.acquire()  # woken: our reply is in, or it is our turn to read
                 continue
             try:
-                self._read_until(slot)
+                return self._read_for(rid, slot.blocking)
             finally:
-                with mutex:
-                    self._reading = False
-                    for other in self._slots.values():
-                        if other.sleeping:  # hand the reading over
-                            other.sleeping = False
-                            other.gate.release()
-                            break
-            return
+                self._stop_reading()
 
-    def _read_until(self, slot: _Slot) -> None:
+    def _stop_reading(self) -> None:
+        """Give up the reader's role, handing it to a thread still waiting, if any."""
+        with self._mutex:
+            self._reading = False
+            for other in self._slots.values():
+                if other.sleeping and other.gate is not None:
+                    other.sleeping = False
+                    other.gate.release()
+                    break
+
+    def _read_for(self, rid: int, blocking: bool) -> tuple[Any, BaseException | None]:
+        """As the reader: read until the reply to ``rid`` (0: until the connection ends),
+        delivering other threads' replies and pushes on the way. Returns (value, error)."""
         proto = self._proto
         incoming.channel = self
-        first = True
         try:
-            while not slot.done:
-                data = self._recv(slot.blocking) if first else self._recv_more()
-                first = False
+            data = self._recv(blocking)
+            while True:
                 proto.receive_data(data)
+                mine = None
                 while True:
                     try:
                         event = proto.next_event()
                     except (ProtocolError, AuthenticationError) as exc:
-                        self._break(ConnectionLost(f"protocol error from the server: {exc}"))
-                        return
+                        lost = ConnectionLost(f"protocol error from the server: {exc}")
+                        self._break(lost)
+                        return None, lost
                     if event is NEED_DATA:
                         break
                     kind = type(event)
-                    if kind is Result:
-                        self._deliver(event.req_id, event.value, None)
-                    elif kind is Failure:
-                        self._deliver(event.req_id, None, event.error)
+                    if kind is Result or kind is Failure:
+                        if event.req_id == rid:
+                            self._slots.pop(rid, None)  # a waiter turned reader had a slot
+                            mine = event
+                        elif kind is Result:
+                            self._deliver(event.req_id, event.value, None)
+                        else:
+                            self._deliver(event.req_id, None, event.error)
                     elif kind is Push:
                         self._dispatch_push(event.sub_id, event.payload)
                     elif kind is ConnectionClosed:
-                        self._break(
-                            ConnectionLost(
-                                f"the procshare server at {describe(self.address)} went away"
-                            )
+                        lost = ConnectionLost(
+                            f"the procshare server at {describe(self.address)} went away"
                         )
-                        return
+                        self._break(lost)
+                        return None, lost
+                if mine is not None:
+                    if type(mine) is Result:
+                        return mine.value, None
+                    return None, mine.error
+                data = self._recv_more()
         finally:
             incoming.channel = None
 
@@ -437,9 +507,8 @@ class Channel:
             if self._reading:
                 raise RuntimeError("the connection already has a reader")
             self._reading = True
-        never = _Slot()
         try:
-            self._read_until(never)
+            self._read_for(0, False)  # no request has id 0: reads until the connection ends
         finally:
             error = self._broken or ConnectionLost("the connection was closed")
             with self._mutex:
@@ -496,7 +565,7 @@ class Channel:
             slot.value = value
             slot.error = error
             slot.done = True
-            if slot.sleeping:
+            if slot.sleeping and slot.gate is not None:
                 slot.sleeping = False
                 slot.gate.release()
 
@@ -511,7 +580,7 @@ class Channel:
             with self._mutex:
                 slot.error = ConnectionLost(str(error))
                 slot.done = True
-                if slot.sleeping:
+                if slot.sleeping and slot.gate is not None:
                     slot.sleeping = False
                     slot.gate.release()
         if self.pid == current_pid():  # never shut down a socket inherited from a parent

@@ -22,6 +22,7 @@ import hmac
 import json
 import os
 import traceback
+from collections.abc import Callable
 from enum import Enum
 from typing import Any, Final, NamedTuple
 
@@ -36,6 +37,7 @@ from .._serializers import Serializer, get_serializer
 from ._framing import (
     DEFAULT_MAX_FRAME,
     HANDSHAKE_MAX_FRAME,
+    HEADER,
     HEADER_SIZE,
     Flag,
     FrameReader,
@@ -69,6 +71,11 @@ __all__ = [
 ]
 
 PROTOCOL_VERSION: Final = 1
+_CALL: Final = int(Op.CALL)
+_VERSIONED: Final = int(Flag.VERSIONED)
+_ID_MASK: Final = 0xFFFFFFFF
+_HEADER_PACK: Final[Callable[..., bytes]] = HEADER.pack
+Payload = bytes | bytearray  # what the frame reader hands out
 MAGIC: Final = "procshare"
 NONCE_SIZE: Final = 32
 
@@ -131,7 +138,7 @@ def _json_frame(opcode: Op, body: dict[str, Any]) -> bytes:
     return pack(opcode, 0, 0, json.dumps(body, separators=(",", ":")).encode())
 
 
-def _json_body(payload: bytes) -> dict[str, Any]:
+def _json_body(payload: Payload) -> dict[str, Any]:
     try:
         body = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -326,11 +333,11 @@ class ServerProtocol(_Base):
 
     # -- request decoders (READY) -----------------------------------------------------------
 
-    def _payload(self, req_id: int, payload: bytes) -> Any:
+    def _payload(self, req_id: int, payload: Payload) -> Any:
         return self._loads(payload)
 
     def _decode_call(
-        self, req_id: int, payload: bytes, versioned: bool = False
+        self, req_id: int, payload: Payload, versioned: bool = False
     ) -> Call | BadRequest:
         try:
             body = self._payload(req_id, payload)
@@ -339,7 +346,7 @@ class ServerProtocol(_Base):
             return BadRequest(req_id, exc)
         return call._replace(versioned=True) if versioned else call
 
-    def _decode_create(self, req_id: int, payload: bytes) -> Create | BadRequest:
+    def _decode_create(self, req_id: int, payload: Payload) -> Create | BadRequest:
         try:
             body = self._payload(req_id, payload)
             if not (type(body) is tuple and len(body) == 4):
@@ -352,7 +359,7 @@ class ServerProtocol(_Base):
         except (SerializationError, ProtocolError) as exc:
             return BadRequest(req_id, exc)
 
-    def _decode_control(self, req_id: int, payload: bytes) -> Control | BadRequest:
+    def _decode_control(self, req_id: int, payload: Payload) -> Control | BadRequest:
         try:
             body = self._payload(req_id, payload)
             if not (
@@ -366,16 +373,31 @@ class ServerProtocol(_Base):
         except (SerializationError, ProtocolError) as exc:
             return BadRequest(req_id, exc)
 
-    def _decode_batch(self, req_id: int, payload: bytes) -> Batch | BadRequest:
+    def _decode_batch(self, req_id: int, payload: Payload) -> Batch | BadRequest:
         try:
             body = self._payload(req_id, payload)
             if type(body) is not tuple:
                 raise ProtocolError("BATCH payload must be a tuple of calls")
-            return Batch(req_id, tuple(_make_call(req_id, item) for item in body))
+            for item in body:
+                if not (
+                    type(item) is tuple
+                    and len(item) == 5
+                    and type(item[0]) is int
+                    and type(item[1]) is str
+                    and type(item[2]) is tuple
+                    and type(item[4]) is int
+                    and (item[3] is None or type(item[3]) is dict)
+                ):
+                    raise ProtocolError(
+                        "each BATCH call must be (obj_id, method, args, kwargs, owner)"
+                    )
+                if item[3] is not None and not all(type(k) is str for k in item[3]):
+                    raise ProtocolError("call keyword arguments must be a dict with str keys")
+            return Batch(req_id, body)
         except (SerializationError, ProtocolError) as exc:
             return BadRequest(req_id, exc)
 
-    def _decode_ids(self, req_id: int, payload: bytes) -> tuple[int, ...]:
+    def _decode_ids(self, req_id: int, payload: Payload) -> tuple[int, ...]:
         try:
             ids = self._payload(req_id, payload)
         except SerializationError:
@@ -384,13 +406,13 @@ class ServerProtocol(_Base):
             raise self._fail(ProtocolError("RETAIN/RELEASE payload must be a tuple of ints"))
         return ids
 
-    def _decode_retain(self, req_id: int, payload: bytes) -> Retain:
+    def _decode_retain(self, req_id: int, payload: Payload) -> Retain:
         return Retain(self._decode_ids(req_id, payload))
 
-    def _decode_release(self, req_id: int, payload: bytes) -> Release:
+    def _decode_release(self, req_id: int, payload: Payload) -> Release:
         return Release(self._decode_ids(req_id, payload))
 
-    def _decode_watch(self, req_id: int, payload: bytes) -> Watch | BadRequest:
+    def _decode_watch(self, req_id: int, payload: Payload) -> Watch | BadRequest:
         try:
             body = self._payload(req_id, payload)
             if not (
@@ -404,7 +426,7 @@ class ServerProtocol(_Base):
         except (SerializationError, ProtocolError) as exc:
             return BadRequest(req_id, exc)
 
-    def _decode_unwatch(self, req_id: int, payload: bytes) -> Unwatch | BadRequest:
+    def _decode_unwatch(self, req_id: int, payload: Payload) -> Unwatch | BadRequest:
         try:
             body = self._payload(req_id, payload)
             if type(body) is not int:
@@ -608,7 +630,7 @@ class ClientProtocol(_Base):
         info = body.get("info")
         return Ready(info if isinstance(info, dict) else {})
 
-    def _decode_error(self, payload: bytes) -> BaseException:
+    def _decode_error(self, payload: Payload) -> BaseException:
         try:
             error = self._loads(payload)
         except SerializationError as exc:
@@ -632,8 +654,11 @@ class ClientProtocol(_Base):
         versioned: bool = False,
     ) -> bytes:
         """Frame a CALL. Raises SerializationError (nothing sent) if an argument won't pickle."""
-        body = self._dumps((obj_id, method, args, kwargs, owner))
-        return self._frame(Op.CALL, Flag.VERSIONED if versioned else 0, req_id, body)
+        body: bytes = self._dumps((obj_id, method, args, kwargs, owner))
+        size = len(body) + 6
+        if size > self.peer_max_frame:
+            self._frame(Op.CALL, 0, req_id, body)  # raises FrameTooLarge with the details
+        return _HEADER_PACK(size, _CALL, _VERSIONED if versioned else 0, req_id & _ID_MASK) + body
 
     def send(self, msg: Any) -> bytes:
         """Frame any client message.
@@ -651,8 +676,7 @@ class ClientProtocol(_Base):
         if type(msg) is Control:
             return self._frame(Op.CONTROL, 0, msg.req_id, dumps((msg.command, msg.args)))
         if type(msg) is Batch:
-            calls = tuple((c.obj_id, c.method, c.args, c.kwargs, c.owner) for c in msg.calls)
-            return self._frame(Op.BATCH, 0, msg.req_id, dumps(calls))
+            return self._frame(Op.BATCH, 0, msg.req_id, dumps(tuple(msg.calls)))
         if type(msg) is Retain:
             return pack(Op.RETAIN, 0, 0, dumps(tuple(msg.obj_ids)))
         if type(msg) is Release:

@@ -65,7 +65,9 @@ class FrameReader:
     """Accumulates received bytes and cuts them into frames.
 
     ``feed(data)`` appends bytes; ``next_frame()`` returns ``(opcode, flags, req_id, payload)``
-    for each complete frame, then ``None`` when more data is needed.
+    for each complete frame, then ``None`` when more data is needed. When a read ends on a
+    frame boundary (the usual case: one reply per read), the data is used as it came, without
+    copying it into a buffer first; the reader may therefore keep a reference to ``data``.
     """
 
     __slots__ = ("_buf", "_pos", "max_frame")
@@ -73,24 +75,32 @@ class FrameReader:
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         if max_frame < HEADER_SIZE:
             raise ValueError(f"max_frame must be at least {HEADER_SIZE}, got {max_frame}")
-        self._buf = bytearray()
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self.max_frame = max_frame
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Append received bytes."""
-        if self._pos:
-            # Drop consumed bytes before growing: amortised O(1), one memmove per feed at most.
-            del self._buf[: self._pos]
+        buf = self._buf
+        if self._pos >= len(buf):
+            # Everything before was consumed: take the new bytes as they are (no copy).
+            self._buf = data if type(data) is bytes else bytes(data)
             self._pos = 0
-        self._buf += data
+            return
+        if type(buf) is not bytearray:
+            buf = bytearray(buf[self._pos :])  # a frame is split across reads: buffer it
+        elif self._pos:
+            del buf[: self._pos]  # drop what was consumed: one memmove per feed at most
+        self._pos = 0
+        buf += data
+        self._buf = buf
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as frames."""
         return len(self._buf) - self._pos
 
-    def next_frame(self) -> tuple[int, int, int, bytes] | None:
+    def next_frame(self) -> tuple[int, int, int, bytes | bytearray] | None:
         """Return the next complete frame, or ``None`` if it has not fully arrived yet.
 
         Raises:
@@ -111,10 +121,5 @@ class FrameReader:
         end = pos + 4 + length
         if len(buf) < end:
             return None
-        payload = bytes(buf[pos + HEADER_SIZE : end])
-        if end == len(buf):
-            buf.clear()
-            self._pos = 0
-        else:
-            self._pos = end
-        return opcode, flags, req_id, payload
+        self._pos = end
+        return opcode, flags, req_id, buf[pos + HEADER_SIZE : end]

@@ -92,10 +92,14 @@ class Control(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """Several calls applied in order, one at a time, replied to with one list of outcomes."""
+    """Several calls applied in order as one step; the reply is ``(values, {index: error})``.
+
+    Each call is ``(obj_id, method, args, kwargs, owner)``: plain tuples, not ``Call``
+    messages, because a pipeline carries thousands of them.
+    """
 
     req_id: int
-    calls: tuple[Call, ...]
+    calls: tuple[tuple[int, str, tuple[Any, ...], dict[str, Any] | None, int], ...]
 
 
 class Retain(NamedTuple):

@@ -201,6 +201,7 @@ class Server:
         self._owner_fd: int | None = None
         self._owner_gone = False
         self._recent: dict[int, float] = {}
+
         self._recent_checked = 0.0
 
     # -- ServerHook (see _context) ----------------------------------------------------------
@@ -346,6 +347,7 @@ class Server:
             core.tick(now)
             if now - self._recent_checked > _BUSY_WINDOW:
                 self._update_busy(now)
+
             if now >= next_housekeeping:
                 next_housekeeping = now + 0.5
                 self._housekeeping(now)
