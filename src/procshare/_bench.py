@@ -5,8 +5,10 @@ figure from another run means nothing. So every case runs in alternating rounds 
 stdlib, ours, ...) against managers started by this process, and the medians are compared.
 Each timed round starts with an untimed tenth of its work, for both alike: switching from one
 server to the other disturbs where the scheduler places the processes for a moment.
+
 The "floor" is a bare pickled request/reply over a unix socket to a blocking echo process: what
-any Python RPC costs here before doing anything.
+any Python RPC costs here before doing anything. Rows marked in ``FLOOR_ROWS`` also show
+procshare's time as a multiple of it.
 """
 
 from __future__ import annotations
@@ -29,18 +31,25 @@ from typing import Any
 __all__ = ["CASES", "BenchResult", "run_bench"]
 
 Runner = Callable[[Any, int], Any]
+_FORK = multiprocessing.get_context("fork")
 
 
 @dataclass(frozen=True)
 class Case:
-    """One benchmark: ``setup(manager)`` builds its state, ``run(state, n)`` does n operations."""
+    """One benchmark: ``setup(manager)`` builds its state, ``run(state, n)`` does n operations.
+
+    ``kind`` is ``"latency"`` (us per operation), ``"throughput"`` (several processes; shown
+    as operations per second) or ``"memory"``. A ``measures_itself`` case's ``run`` returns
+    its own figure instead of being timed.
+    """
 
     name: str
     setup: Callable[[Any], Any]
     run: Runner
     n: int
-    kind: str = "latency"  # or "throughput": several processes; reported as ops/s
-    measures_itself: bool = False  # run() returns its own figure in us (not wall time / n)
+    kind: str = "latency"
+    measures_itself: bool = False
+    clients: int = 0  # for throughput-vs-clients rows
 
 
 @dataclass
@@ -52,16 +61,22 @@ class BenchResult:
     procshare_us: float
     kind: str = "latency"
     rounds: int = 0
+    clients: int = 0
+    floor_us: float | None = None
     stdlib_samples: list[float] = field(default_factory=list)
     procshare_samples: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
-        """procshare time / stdlib time: below 1 is faster."""
+        """procshare / stdlib (time per operation, or memory): below 1 is better."""
         return self.procshare_us / self.stdlib_us if self.stdlib_us else float("nan")
 
 
-# -- the cases ----------------------------------------------------------------------------------
+def _is_ours(proxy: Any) -> bool:
+    return type(proxy).__module__.startswith("procshare")
+
+
+# -- latency cases ------------------------------------------------------------------------------
 
 
 def _dict_set(state: Any, n: int) -> None:
@@ -85,8 +100,9 @@ def _list_append(state: Any, n: int) -> None:
         state.append(i)
 
 
-def _list_reset(m: Any) -> Any:
-    return m.list()
+def _value_read(state: Any, n: int) -> None:
+    for _ in range(n):
+        _ = state.value
 
 
 def _value_increment(state: Any, n: int) -> None:
@@ -126,15 +142,26 @@ def _dict_of_proxy(state: Any, n: int) -> None:
 
 def _cached_dict(m: Any) -> Any:
     d = _dict_with_keys(m)
-    if hasattr(d, "cache"):
+    if _is_ours(d):
         d.cache()  # procshare: reads from a local replica; the stdlib has no such thing
     return d
+
+
+def _pipelined_sets(state: Any, n: int) -> None:
+    """procshare: pipelines of 1000 sets; the stdlib has none: plain sets."""
+    if not _is_ours(state):
+        _dict_set(state, n)
+        return
+    for start in range(0, n, 1000):
+        with state.pipeline() as pd:
+            for i in range(start, min(n, start + 1000)):
+                pd[i & 1023] = i
 
 
 def _follower(lst: Any, n: int, ready: Any, out: Any) -> None:
     """Record how long each appended timestamp took to reach this process."""
     latencies: list[float] = []
-    if hasattr(lst, "watch"):
+    if _is_ours(lst):
         with lst.watch() as changes:
             ready.set()
             for change in changes:
@@ -153,9 +180,8 @@ def _follower(lst: Any, n: int, ready: Any, out: Any) -> None:
 
 
 def _watch_latency(lst: Any, n: int) -> float:
-    ctx = multiprocessing.get_context("fork")
-    ready, out = ctx.Event(), ctx.SimpleQueue()
-    follower = ctx.Process(target=_follower, args=(lst, n, ready, out))
+    ready, out = _FORK.Event(), _FORK.SimpleQueue()
+    follower = _FORK.Process(target=_follower, args=(lst, n, ready, out))
     follower.start()
     ready.wait(30)
     for _ in range(n):
@@ -166,54 +192,192 @@ def _watch_latency(lst: Any, n: int) -> float:
     return latency
 
 
-def _counter_worker(value: Any, lock: Any, go: Any, n: int) -> None:
+# -- throughput cases (several processes) ------------------------------------------------------
+
+
+def _start_workers(target: Callable[..., None], args: tuple[Any, ...], count: int) -> float:
+    """Run ``count`` workers from a common start line; return the seconds they took."""
+    go = _FORK.Event()
+    ready = _FORK.Semaphore(0)
+    procs = [_FORK.Process(target=target, args=(*args, go, ready)) for _ in range(count)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        ready.acquire(timeout=60)  # every worker connected and waiting
+    start = time.perf_counter()
+    go.set()
+    for p in procs:
+        p.join()
+    return time.perf_counter() - start
+
+
+def _counter_worker(value: Any, lock: Any, n: int, go: Any, ready: Any) -> None:
+    _ = value.value  # connect before the start line
+    ready.release()
     go.wait()
     for _ in range(n):
         with lock:
             value.value += 1
 
 
+def _atomic_worker(value: Any, lock: Any, n: int, go: Any, ready: Any) -> None:
+    _ = value.value  # connect before the start line
+    ready.release()
+    go.wait()
+    if _is_ours(value):
+        for _ in range(n):
+            value.increment()
+    else:  # the stdlib has no atomic increment: the locked counter
+        for _ in range(n):
+            with lock:
+                value.value += 1
+
+
 def _counter_setup(m: Any) -> Any:
     return (m.Value("i", 0), m.Lock())
 
 
-def _locked_counter(state: Any, n: int) -> None:
-    value, lock = state
-    ctx = multiprocessing.get_context("fork")
-    go = ctx.Event()
-    per = max(1, n // 4)
-    procs = [ctx.Process(target=_counter_worker, args=(value, lock, go, per)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    time.sleep(0.05)  # let them all reach the start line
-    go.set()
-    for p in procs:
-        p.join()
+def _counter(worker: Callable[..., None]) -> Runner:
+    def run(state: Any, n: int) -> float:
+        value, lock = state
+        per = max(1, n // 4)
+        return _start_workers(worker, (value, lock, per), 4) / (per * 4) * 1e6
 
+    return run
+
+
+def _set_worker(d: Any, n: int, go: Any, ready: Any) -> None:
+    len(d)  # connect before the start line
+    ready.release()
+    go.wait()
+    for i in range(n):
+        d[i & 1023] = i
+
+
+def _clients(count: int) -> Runner:
+    def run(d: Any, n: int) -> float:
+        per = max(50, n // count)
+        return _start_workers(_set_worker, (d, per), count) / (per * count) * 1e6
+
+    return run
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _items(n: int) -> Iterator[dict[int, int]]:
+    # Distinct key and value objects: an item that crossed a process boundary arrives as two
+    # objects even when it left as one ({i: i} would flatter the plain dict by a third).
+    for start in range(0, n, 50_000):
+        yield {i: -i for i in range(start, min(n, start + 50_000))}
+
+
+def _plain_dict_growth(n: int, out: Any) -> None:
+    before = _rss_kib(os.getpid())
+    d: dict[int, int] = {}
+    for chunk in _items(n):
+        d.update(chunk)
+    del chunk
+    out.put(_rss_kib(os.getpid()) - before)
+
+
+def _server_growth(manager: Any, n: int) -> int:
+    pid = manager._process.pid
+    d = manager.dict()
+    before = _rss_kib(pid)
+    for chunk in _items(n):
+        d.update(chunk)
+    growth = _rss_kib(pid) - before
+    d.clear()
+    return growth
+
+
+def memory_result(stdlib_manager: Any, ours: Any, n: int = 1_000_000) -> BenchResult:
+    """Server memory for ``n`` small dict items, as a multiple of a plain dict's in one process."""
+    out = _FORK.SimpleQueue()
+    baseline_proc = _FORK.Process(target=_plain_dict_growth, args=(n, out))
+    baseline_proc.start()
+    baseline = max(1, out.get())
+    baseline_proc.join()
+    stdlib = _server_growth(stdlib_manager, n) / baseline
+    procshare = _server_growth(ours, n) / baseline
+    return BenchResult(
+        f"server memory, {n:,} dict items (x plain dict)",
+        stdlib,
+        procshare,
+        kind="memory",
+        rounds=1,
+    )
+
+
+# -- the cases ----------------------------------------------------------------------------------
+
+THROUGHPUT_CLIENTS = (1, 2, 4, 8, 16, 64)
 
 CASES: dict[str, Case] = {
     c.name: c
     for c in (
         Case("dict set", lambda m: m.dict(), _dict_set, 2000),
         Case("dict get", _dict_with_keys, _dict_get, 2000),
-        Case("list append", _list_reset, _list_append, 2000),
+        Case("list append", lambda m: m.list(), _list_append, 2000),
+        Case("Value read", lambda m: m.Value("i", 0), _value_read, 2000),
         Case("Value += 1", lambda m: m.Value("i", 0), _value_increment, 1000),
         Case("Lock acquire+release", lambda m: m.Lock(), _lock_cycle, 1000),
         Case("Queue put+get", lambda m: m.Queue(), _queue_cycle, 1000),
         Case("dict copy 10k items", _big_dict, _dict_copy, 10),
         Case("dict(proxy) 10k items", _big_dict, _dict_of_proxy, 1),
-        Case("cached get (stdlib: plain get)", _cached_dict, _dict_get, 20000),
+        Case(
+            "pipelined sets, per item (stdlib: plain)", lambda m: m.dict(), _pipelined_sets, 10_000
+        ),
+        Case("cached get (stdlib: plain get)", _cached_dict, _dict_get, 20_000),
         Case(
             "write seen by a watcher (stdlib: poller)",
-            _list_reset,
+            lambda m: m.list(),
             _watch_latency,
             200,
-            "latency",
             measures_itself=True,
         ),
-        Case("locked counter, 4 processes", _counter_setup, _locked_counter, 2000, "throughput"),
+        Case(
+            "locked counter, 4 processes",
+            _counter_setup,
+            _counter(_counter_worker),
+            2000,
+            "throughput",
+            measures_itself=True,
+        ),
+        Case(
+            "atomic counter, 4 processes (stdlib: locked)",
+            _counter_setup,
+            _counter(_atomic_worker),
+            4000,
+            "throughput",
+            measures_itself=True,
+        ),
+        *(
+            Case(
+                f"dict sets, {k} client{'s' if k > 1 else ''}",
+                lambda m: m.dict(),
+                _clients(k),
+                max(4000, 400 * k),
+                "throughput",
+                measures_itself=True,
+                clients=k,
+            )
+            for k in THROUGHPUT_CLIENTS
+        ),
     )
 }
+
+#: rows whose procshare time is also shown as a multiple of the raw socket floor
+FLOOR_ROWS = ("dict set", "dict get", "list append", "Value read")
 
 
 # -- the raw socket floor -------------------------------------------------------------------------
@@ -247,11 +411,10 @@ def _echo_server(path: str, ready: Any) -> None:
 
 @contextlib.contextmanager
 def _floor_client() -> Iterator[Callable[[Any, Any], Any]]:
-    ctx = multiprocessing.get_context("fork")
     directory = tempfile.mkdtemp(prefix="procshare-bench-")
     path = os.path.join(directory, "echo.sock")
-    ready = ctx.Event()
-    server = ctx.Process(target=_echo_server, args=(path, ready), daemon=True)
+    ready = _FORK.Event()
+    server = _FORK.Process(target=_echo_server, args=(path, ready), daemon=True)
     server.start()
     ready.wait(10)
     sock = socket.socket(socket.AF_UNIX)
@@ -301,6 +464,7 @@ def run_bench(
     rounds: int = 5,
     scale: float = 1.0,
     floor: bool = True,
+    memory: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> list[BenchResult]:
     """Run the chosen cases (all by default) for both managers, alternating rounds.
@@ -310,58 +474,68 @@ def run_bench(
         rounds: rounds per implementation; the median is reported.
         scale: multiplies each case's operation count (``--quick`` uses a small one).
         floor: also time the bare socket round trip.
+        memory: also measure server memory for a million dict items (when running all cases).
         progress: called with a line of text as each case finishes.
     """
     import procshare
 
     chosen = [CASES[n] for n in (names or list(CASES))]
     results: list[BenchResult] = []
-    ctx = multiprocessing.get_context("fork")
-    stdlib_manager = multiprocessing.managers.SyncManager(ctx=ctx)
+    stdlib_manager = multiprocessing.managers.SyncManager(ctx=_FORK)
     stdlib_manager.start()
-    ours = procshare.Manager(ctx=ctx)
+    ours = procshare.Manager(ctx=_FORK)
+
+    def report(result: BenchResult) -> None:
+        results.append(result)
+        if progress:
+            progress(_line(result))
+
+    floor_us: float | None = None
     try:
         if floor:
             with _floor_client() as call:
                 n = max(50, int(2000 * scale))
                 _time_floor(call, n // 10)
                 samples = [_time_floor(call, n) for _ in range(rounds)]
-            med = statistics.median(samples)
-            results.append(
+            floor_us = statistics.median(samples)
+            report(
                 BenchResult(
                     "floor: raw pickled socket round trip",
-                    med,
-                    med,
+                    floor_us,
+                    floor_us,
+                    kind="floor",
                     rounds=rounds,
                     stdlib_samples=samples,
                     procshare_samples=samples,
                 )
             )
-            if progress:
-                progress(_line(results[-1]))
         for case in chosen:
             n = max(1, int(case.n * scale))
             states = {"stdlib": case.setup(stdlib_manager), "procshare": case.setup(ours)}
             samples_by: dict[str, list[float]] = {"stdlib": [], "procshare": []}
-            for state in states.values():  # warm up both (connections, caches)
-                case.run(state, max(1, n // 10) if not case.measures_itself else 5)
+            if not case.measures_itself:
+                for state in states.values():  # warm up both (connections, caches)
+                    case.run(state, max(1, n // 10))
             for _ in range(rounds):
                 for impl, state in states.items():
                     if case.kind == "latency" and n >= 10 and not case.measures_itself:
                         case.run(state, n // 10)  # settle after the switch (both alike)
                     samples_by[impl].append(_time(case, state, n))
-            result = BenchResult(
-                case.name,
-                statistics.median(samples_by["stdlib"]),
-                statistics.median(samples_by["procshare"]),
-                kind=case.kind,
-                rounds=rounds,
-                stdlib_samples=samples_by["stdlib"],
-                procshare_samples=samples_by["procshare"],
+            report(
+                BenchResult(
+                    case.name,
+                    statistics.median(samples_by["stdlib"]),
+                    statistics.median(samples_by["procshare"]),
+                    kind=case.kind,
+                    rounds=rounds,
+                    clients=case.clients,
+                    floor_us=floor_us if case.name in FLOOR_ROWS else None,
+                    stdlib_samples=samples_by["stdlib"],
+                    procshare_samples=samples_by["procshare"],
+                )
             )
-            results.append(result)
-            if progress:
-                progress(_line(result))
+        if memory and names is None:
+            report(memory_result(stdlib_manager, ours, max(10_000, int(1_000_000 * scale))))
     finally:
         ours.shutdown()
         stdlib_manager.shutdown()
@@ -369,21 +543,59 @@ def run_bench(
 
 
 def _line(r: BenchResult) -> str:
-    if r.name.startswith("floor"):
-        return f"{r.name:38s} {r.stdlib_us:10.1f} us"
+    if r.kind == "floor":
+        return f"{r.name:46s} {r.stdlib_us:10.1f} us"
+    if r.kind == "memory":
+        return f"{r.name:46s} {r.stdlib_us:9.2f}x {r.procshare_us:9.2f}x        {r.ratio:5.2f}"
     if r.kind == "throughput":
         return (
-            f"{r.name:38s} {1e6 / r.stdlib_us:10.0f} {1e6 / r.procshare_us:10.0f} ops/s"
-            f"   {r.stdlib_us / r.procshare_us:5.2f}x throughput"
+            f"{r.name:46s} {1e6 / r.stdlib_us:10.0f} {1e6 / r.procshare_us:10.0f} ops/s"
+            f"  {r.stdlib_us / r.procshare_us:5.2f}x throughput"
         )
-    return f"{r.name:38s} {r.stdlib_us:10.1f} {r.procshare_us:10.1f} us   {r.ratio:5.2f}"
+    line = f"{r.name:46s} {r.stdlib_us:10.1f} {r.procshare_us:10.1f} us     {r.ratio:5.2f}"
+    if r.floor_us:
+        line += f"   ({r.procshare_us / r.floor_us:.2f}x floor)"
+    return line
 
 
 def header() -> str:
     """The table header matching ``_line``."""
-    return f"{'operation':38s} {'stdlib':>10s} {'procshare':>10s}      ratio (procshare/stdlib)"
+    return f"{'operation':46s} {'stdlib':>10s} {'procshare':>10s}        ratio (procshare/stdlib)"
 
 
 def to_json(results: list[BenchResult]) -> str:
     """Results as JSON, with the ratio included."""
     return json.dumps([dict(asdict(r), ratio=r.ratio) for r in results], indent=2)
+
+
+def plot(results: list[BenchResult], path: str) -> None:
+    """Save a chart of throughput against the number of client processes to ``path``.
+
+    Raises:
+        ImportError: matplotlib is not installed (``pip install 'procshare[plot]'``).
+        ValueError: the results hold no throughput-vs-clients rows.
+    """
+    rows = sorted((r for r in results if r.clients), key=lambda r: r.clients)
+    if not rows:
+        raise ValueError("no 'dict sets, N clients' rows to plot (do not restrict --only)")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("plotting needs matplotlib: pip install 'procshare[plot]'") from exc
+    clients = [r.clients for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(clients, [1e6 / r.stdlib_us for r in rows], "o-", label="multiprocessing.Manager")
+    ax.plot(clients, [1e6 / r.procshare_us for r in rows], "o-", label="procshare")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(clients, [str(c) for c in clients])
+    ax.set_xlabel("client processes (each doing dict sets)")
+    ax.set_ylabel("operations per second, all clients")
+    ax.set_title("Throughput against the number of clients (same run)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

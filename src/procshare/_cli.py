@@ -112,12 +112,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ._bench import CASES, header, run_bench, to_json
+    from ._bench import CASES, header, plot, run_bench, to_json
 
     names = args.only or None
     unknown = [n for n in names or [] if n not in CASES]
     if unknown:
         raise SystemExit(f"error: unknown case(s) {unknown}; choose from {list(CASES)}")
+    if args.plot and names is not None and not any(CASES[n].clients for n in names):
+        raise SystemExit("error: --plot needs the 'dict sets, N clients' cases")
     scale = 0.1 if args.quick else args.scale
     rounds = 3 if args.quick else args.rounds
     if not args.json:
@@ -126,9 +128,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             f"median of {rounds} alternating rounds"
         )
         print(header())
-    results = run_bench(names, rounds=rounds, scale=scale, progress=None if args.json else print)
+    results = run_bench(
+        names,
+        rounds=rounds,
+        scale=scale,
+        memory=not args.no_memory,
+        progress=None if args.json else print,
+    )
     if args.json:
         print(to_json(results))
+    if args.plot:
+        try:
+            plot(results, args.plot)
+        except ImportError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        if not args.json:
+            print(f"throughput chart written to {args.plot}")
     return 0
 
 
@@ -176,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--scale", type=float, default=1.0, help="multiply operation counts")
     bench.add_argument("--only", action="append", metavar="CASE", help="run only this case")
     bench.add_argument("--json", action="store_true", help="print JSON for machines")
+    bench.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="chart throughput against clients (needs: pip install 'procshare[plot]')",
+    )
+    bench.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the server-memory measurement (a million items)",
+    )
     bench.set_defaults(func=_cmd_bench)
     return parser
 
