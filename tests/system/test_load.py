@@ -40,3 +40,21 @@ def test_many_processes_lose_nothing(workers: int) -> None:
         assert q.qsize() == 0
         sessions = m.stats()["sessions"]
         assert len(sessions) <= 2  # the workers' sessions are all gone
+
+
+@pytest.mark.parametrize("spin", [0.0, 0.01])
+def test_the_server_reports_how_it_waited_for_work(spin: float) -> None:
+    with procshare.Manager(ctx=FORK, spin=spin) as m:
+        d = m.dict()
+        before = dict(m.stats()["counters"])
+        for i in range(100):
+            d[i] = i
+        after = m.stats()["counters"]
+        polled = after["polled"] - before["polled"]
+        woken = after["woken"] - before["woken"]
+        # one synchronous client: every request is a loop iteration of its own
+        assert polled + woken >= 100
+        if spin == 0.0:
+            assert polled == 0  # never busy-polls: every request had to wake it
+        else:
+            assert polled > woken  # a 10 ms spin catches back-to-back requests

@@ -308,6 +308,9 @@ class Server:
         with_cpu = Flag.with_cpu
         last_active = monotonic()
         next_housekeeping = last_active
+        # how the loop found its work: by busy-polling, or woken from sleep (see "inspect")
+        counters = core.stats_counters
+        counters["polled"] = counters["woken"] = 0
         while not self._stopping.is_set():
             now = monotonic()
             if self._done or core.dirty or now - last_active < spin:
@@ -325,6 +328,7 @@ class Server:
             now = monotonic()
             if events:
                 last_active = now
+                counters["polled" if timeout == 0.0 else "woken"] += 1
                 core.reply_flags = with_cpu(core.reply_flags, current_cpu())
                 for key, mask in events:
                     fd = key.fd
