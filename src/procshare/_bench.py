@@ -389,13 +389,20 @@ SPINNING_FLOOR = "floor, both sides busy-polling"
 _HEAD = struct.Struct("!I")
 
 
-def _recv_spinning(sock: socket.socket) -> bytes:
-    """A busy-polling recv: what a round trip costs when neither side ever sleeps."""
-    while True:
-        try:
-            return sock.recv(65536, socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            os.sched_yield()
+def _receiver(sock: socket.socket, spin: bool) -> Callable[[], bytes]:
+    """``sock``'s recv; with ``spin`` a busy-polling one (neither side of the floor sleeps)."""
+
+    def recv_spinning() -> bytes:
+        while True:
+            try:
+                return sock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                os.sched_yield()
+
+    def recv_blocking() -> bytes:
+        return sock.recv(65536)
+
+    return recv_spinning if spin else recv_blocking
 
 
 def _echo_server(path: str, ready: Any, spin: bool) -> None:
@@ -404,7 +411,7 @@ def _echo_server(path: str, ready: Any, spin: bool) -> None:
     listener.listen(1)
     ready.set()
     conn, _ = listener.accept()
-    recv = (lambda: _recv_spinning(conn)) if spin else (lambda: conn.recv(65536))
+    recv = _receiver(conn, spin)
     data = {}
     buf = b""
     while True:
@@ -435,7 +442,7 @@ def _floor_client(spin: bool = False) -> Iterator[Callable[[Any, Any], Any]]:
     ready.wait(10)
     sock = socket.socket(socket.AF_UNIX)
     sock.connect(path)
-    recv = (lambda: _recv_spinning(sock)) if spin else (lambda: sock.recv(65536))
+    recv = _receiver(sock, spin)
 
     def call(key: Any, value: Any) -> Any:
         body = pickle.dumps((key, value), 5)
