@@ -1,0 +1,110 @@
+"""``with lock: v.value += 1`` from several processes, taken apart, next to ``v.increment()``.
+
+Each worker times its acquire (mostly waiting for the others), read, write and release; the
+counter's throughput is one over the chain that the lock serialises: hand-over to the next
+holder, read, write, release.
+
+    python benchmarks/locked_counter.py [--procs 4] [--ops 4000] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing.managers
+import statistics
+import time
+from typing import Any
+
+import procshare
+from procshare._bench import _FORK
+
+
+def _locked(v: Any, lock: Any, n: int, go: Any, out: Any) -> None:
+    _ = v.value  # connected before the start line
+    go.wait()
+    clock = time.perf_counter
+    spent = [0.0, 0.0, 0.0, 0.0]
+    for _ in range(n):
+        t0 = clock()
+        lock.acquire()
+        t1 = clock()
+        x = v.value
+        t2 = clock()
+        v.value = x + 1
+        t3 = clock()
+        lock.release()
+        t4 = clock()
+        spent[0] += t1 - t0
+        spent[1] += t2 - t1
+        spent[2] += t3 - t2
+        spent[3] += t4 - t3
+    out.put([s / n * 1e6 for s in spent])
+
+
+def _atomic(v: Any, lock: Any, n: int, go: Any, out: Any) -> None:
+    _ = v.value
+    go.wait()
+    for _ in range(n):
+        v.increment()
+    out.put([0.0, 0.0, 0.0, 0.0])
+
+
+def _run(m: Any, worker: Any, procs: int, ops: int) -> tuple[float, list[float]]:
+    v, lock = m.Value("i", 0), m.Lock()
+    go, out = _FORK.Barrier(procs + 1), _FORK.SimpleQueue()
+    per = ops // procs
+    workers = [_FORK.Process(target=worker, args=(v, lock, per, go, out)) for _ in range(procs)]
+    for p in workers:
+        p.start()
+    go.wait()
+    start = time.perf_counter()
+    for p in workers:
+        p.join()
+    elapsed = time.perf_counter() - start
+    if v.value != per * procs:
+        raise AssertionError(f"lost updates: {v.value} != {per * procs}")
+    phases = [out.get() for _ in workers]
+    return per * procs / elapsed, [statistics.mean(p[i] for p in phases) for i in range(4)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--procs", type=int, default=4)
+    parser.add_argument("--ops", type=int, default=4000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    stdlib = multiprocessing.managers.SyncManager(ctx=_FORK)
+    stdlib.start()
+    ours = procshare.Manager(ctx=_FORK)
+    try:
+        rows = (
+            ("stdlib, locked", stdlib, _locked),
+            ("procshare, locked", ours, _locked),
+            ("procshare, increment()", ours, _atomic),
+        )
+        runs: dict[str, list[tuple[float, list[float]]]] = {name: [] for name, _, _ in rows}
+        for _ in range(args.rounds):
+            for name, manager, worker in rows:
+                runs[name].append(_run(manager, worker, args.procs, args.ops))
+        base = statistics.median(r[0] for r in runs["stdlib, locked"])
+        print(f"{args.procs} processes; us per operation in each worker (acquire includes waiting)")
+        print(
+            f"{'':24s} {'ops/s':>8s} {'x stdlib':>8s} {'acquire':>8s} {'read':>6s} "
+            f"{'write':>6s} {'release':>8s}"
+        )
+        for name, results in runs.items():
+            rate = statistics.median(r[0] for r in results)
+            acquire, read, write, release = (
+                statistics.median(r[1][i] for r in results) for i in range(4)
+            )
+            line = f"{name:24s} {rate:8.0f} {rate / base:7.2f}x"
+            if acquire:
+                line += f" {acquire:8.1f} {read:6.1f} {write:6.1f} {release:8.1f}"
+            print(line)
+    finally:
+        ours.shutdown()
+        stdlib.shutdown()
+
+
+if __name__ == "__main__":
+    main()

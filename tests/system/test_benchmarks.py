@@ -1,0 +1,53 @@
+"""The scripts in benchmarks/ run, as a user runs them (tiny sizes: correctness, not speed)."""
+
+from __future__ import annotations
+
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).parents[2] / "benchmarks"
+
+
+def run(script: str, *args: str) -> str:
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_the_floor() -> None:
+    out = run("floor.py", "--n", "100", "--rounds", "1")
+    assert "sleep in recv" in out and "busy-poll" in out
+
+
+def test_throughput_with_a_chart(tmp_path: pathlib.Path) -> None:
+    chart = tmp_path / "chart.png"
+    out = run(
+        "throughput.py", "--clients", "1,2", "--ops", "200", "--rounds", "1", "--plot", str(chart)
+    )
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert len(rows) == 2
+    assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_locked_counter_taken_apart() -> None:
+    out = run("locked_counter.py", "--ops", "200", "--rounds", "1")
+    assert "stdlib, locked" in out and "procshare, increment()" in out
+
+
+def test_the_server_profile_with_cprofile() -> None:
+    out = run("profile_server.py", "--seconds", "0.3", "--top", "5", "--cprofile")
+    assert "ops/s under cProfile" in out and "function calls" in out
+
+
+@pytest.mark.parametrize("args", [["--quick", "--only", "dict set"]])
+def test_run_all_is_procshare_bench(args: list[str]) -> None:
+    out = run("run_all.py", *args)
+    assert "dict set" in out and "floor" in out
