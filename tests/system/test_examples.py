@@ -24,3 +24,16 @@ def test_data_pool_watch_prints_every_number_as_it_arrives() -> None:
     assert [n for n in got if n < 300] == list(range(100, 105))  # A's in A's order
     assert [n for n in got if n >= 300] == list(range(300, 309))  # B's in B's order
     assert lines[-1] == str(numbers)
+
+
+def test_counters_reach_the_exact_count_both_ways() -> None:
+    out = subprocess.run(
+        [sys.executable, str(EXAMPLES / "counters.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split("count=")[1].split()[0] for line in lines[:2]] == ["2000", "2000"]
+    assert lines[2] == "pipelined 1000 items; d[999] = 998001"
