@@ -46,7 +46,7 @@ from .._protocol import (
 )
 from .._token import Token
 from ._cache import replay
-from ._push import Change, change_from
+from ._push import Change, ChangeBuffer, change_from
 
 __all__ = ["AsyncChannel", "AsyncProxy", "AsyncWatch"]
 
@@ -420,14 +420,11 @@ class AsyncWatch:
         maxsize: int = 10_000,
         snapshot: bool = False,
     ) -> None:
-        if maxsize < 1:
-            raise ValueError("maxsize must be at least 1")
+        self._changes = ChangeBuffer(maxsize)
         self.proxy = proxy
         self.timeout = timeout
         self.maxsize = maxsize
         self._snapshot = snapshot
-        self._events: deque[Change] = deque()
-        self._missed = 0
         self._wakeup: asyncio.Event = asyncio.Event()
         self._error: BaseException | None = None
         self._sub_id: int | None = None
@@ -448,26 +445,13 @@ class AsyncWatch:
     def _on_event(self, payload: Any) -> None:
         if isinstance(payload, BaseException):
             self._error = payload
-        elif len(self._events) >= self.maxsize:
-            self._missed += 1
         else:
-            change = change_from(payload)
-            if self._missed:
-                self._events.append(
-                    Change("overflow", (self._missed,), None, change.version, None, self._missed)
-                )
-                self._missed = 0
-            self._events.append(change)
+            self._changes.add(change_from(payload))
         self._wakeup.set()
 
     def get_nowait(self) -> Change | None:
         """The next change if one is waiting (an ``"overflow"`` included), else ``None``."""
-        if self._events:
-            return self._events.popleft()
-        if self._missed:
-            missed, self._missed = self._missed, 0
-            return Change("overflow", (missed,), None, -1, None, missed)
-        return None
+        return self._changes.take()
 
     async def get(self, timeout: float | None = None) -> Change:
         """The next change, waiting up to ``timeout`` seconds (``TimeoutError`` after that)."""

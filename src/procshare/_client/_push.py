@@ -29,7 +29,7 @@ from .._address import Address
 from .._errors import ConnectionLost
 from ._channel import Channel, current_pid
 
-__all__ = ["Change", "PushHub", "Watch", "hub_for"]
+__all__ = ["Change", "ChangeBuffer", "PushHub", "Watch", "hub_for"]
 
 
 class Change(NamedTuple):
@@ -60,6 +60,57 @@ def change_from(payload: Any) -> Change:
     if op == "overflow":
         return Change("overflow", args, None, version, None, int(args[0]))
     return Change(op, tuple(args), kwargs, version, result)
+
+
+class ChangeBuffer:
+    """Changes kept for one consumer, at most ``maxsize``: those that do not fit are counted
+    and handed out as one ``"overflow"`` change in the place where they were lost.
+
+    Not thread-safe: :class:`Watch` guards it with its condition, ``AsyncWatch`` uses it from
+    its event loop only.
+    """
+
+    __slots__ = ("_events", "_missed", "maxsize")
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.maxsize = maxsize
+        self._events: deque[Change] = deque()
+        self._missed = 0
+
+    def add(self, change: Change) -> bool:
+        """Keep ``change``, or count it as missed if full; whether it was kept."""
+        lost = change.missed if change.op == "overflow" else 1  # the server's own overflow
+        if len(self._events) >= self.maxsize:
+            self._missed += lost
+            return False
+        if self._missed:
+            if change.op == "overflow":  # one report for both losses
+                lost += self._missed
+                change = change._replace(args=(lost,), missed=lost)
+            else:
+                self._events.append(_overflow(self._missed, change.version))
+            self._missed = 0
+        self._events.append(change)
+        return True
+
+    def take(self) -> Change | None:
+        """The next change (an ``"overflow"`` included), or ``None`` if there is none."""
+        if self._events:
+            return self._events.popleft()
+        if self._missed:
+            missed, self._missed = self._missed, 0
+            return _overflow(missed, -1)
+        return None
+
+    def clear(self) -> None:
+        self._events.clear()
+        self._missed = 0
+
+
+def _overflow(missed: int, version: int) -> Change:
+    return Change("overflow", (missed,), None, version, None, missed)
 
 
 class PushHub:
@@ -160,14 +211,11 @@ class Watch:
         maxsize: int = 10_000,
         snapshot: bool = False,
     ) -> None:
-        if maxsize < 1:
-            raise ValueError("maxsize must be at least 1")
+        self._changes = ChangeBuffer(maxsize)
         self.proxy = proxy
         self.timeout = timeout
         self.maxsize = maxsize
-        self._events: deque[Change] = deque()
         self._cond = threading.Condition(threading.Lock())
-        self._missed = 0
         self._closed = False
         self._error: BaseException | None = None
         self._hub = hub_for(proxy._token.address, proxy._authkey)
@@ -184,18 +232,8 @@ class Watch:
     def _on_event(self, payload: Any) -> None:
         change = change_from(payload)
         with self._cond:
-            if self._closed:
-                return
-            if len(self._events) >= self.maxsize:
-                self._missed += 1 + change.missed
-                return
-            if self._missed:
-                self._events.append(
-                    Change("overflow", (self._missed,), None, change.version, None, self._missed)
-                )
-                self._missed = 0
-            self._events.append(change)
-            self._cond.notify()
+            if not self._closed and self._changes.add(change):
+                self._cond.notify()
 
     def _on_broken(self, error: BaseException) -> None:
         with self._cond:
@@ -214,10 +252,10 @@ class Watch:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not self._events:
-                if self._missed:
-                    missed, self._missed = self._missed, 0
-                    return Change("overflow", (missed,), None, -1, None, missed)
+            while True:
+                change = self._changes.take()
+                if change is not None:
+                    return change
                 if self._closed:
                     raise ValueError("the watch is closed")
                 if self._error is not None:
@@ -226,17 +264,11 @@ class Watch:
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"no change within {timeout} s")
                 self._cond.wait(remaining)
-            return self._events.popleft()
 
     def get_nowait(self) -> Change | None:
         """The next change if one is waiting (an ``"overflow"`` included), else ``None``."""
         with self._cond:
-            if self._events:
-                return self._events.popleft()
-            if self._missed:
-                missed, self._missed = self._missed, 0
-                return Change("overflow", (missed,), None, -1, None, missed)
-        return None
+            return self._changes.take()
 
     def __iter__(self) -> Iterator[Change]:
         while True:
@@ -258,7 +290,7 @@ class Watch:
             if self._closed:
                 return
             self._closed = True
-            self._events.clear()
+            self._changes.clear()
             self._cond.notify_all()
         with contextlib.suppress(ConnectionLost):
             self._hub.unsubscribe(self._sub_id)

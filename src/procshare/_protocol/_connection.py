@@ -359,19 +359,27 @@ class ServerProtocol(_Base):
         except (SerializationError, ProtocolError) as exc:
             return BadRequest(req_id, exc)
 
-    def _decode_control(self, req_id: int, payload: Payload) -> Control | BadRequest:
+    def _decode_pair(
+        self, req_id: int, payload: Payload, first: type, second: type, shape: str
+    ) -> tuple[Any, Any] | BadRequest:
+        """A payload that must be a 2-tuple of exactly these types (a bad one is the
+        request's own error, not the connection's)."""
         try:
             body = self._payload(req_id, payload)
             if not (
                 type(body) is tuple
                 and len(body) == 2
-                and type(body[0]) is str
-                and type(body[1]) is tuple
+                and type(body[0]) is first
+                and type(body[1]) is second
             ):
-                raise ProtocolError("CONTROL payload must be (command, args)")
-            return Control(req_id, body[0], body[1])
+                raise ProtocolError(f"{shape}: malformed payload")
+            return body
         except (SerializationError, ProtocolError) as exc:
             return BadRequest(req_id, exc)
+
+    def _decode_control(self, req_id: int, payload: Payload) -> Control | BadRequest:
+        body = self._decode_pair(req_id, payload, str, tuple, "CONTROL (command, args)")
+        return body if type(body) is BadRequest else Control(req_id, *body)
 
     def _decode_batch(self, req_id: int, payload: Payload) -> Batch | BadRequest:
         try:
@@ -413,18 +421,8 @@ class ServerProtocol(_Base):
         return Release(self._decode_ids(req_id, payload))
 
     def _decode_watch(self, req_id: int, payload: Payload) -> Watch | BadRequest:
-        try:
-            body = self._payload(req_id, payload)
-            if not (
-                type(body) is tuple
-                and len(body) == 2
-                and type(body[0]) is int
-                and type(body[1]) is dict
-            ):
-                raise ProtocolError("WATCH payload must be (obj_id, options)")
-            return Watch(req_id, body[0], body[1])
-        except (SerializationError, ProtocolError) as exc:
-            return BadRequest(req_id, exc)
+        body = self._decode_pair(req_id, payload, int, dict, "WATCH (obj_id, options)")
+        return body if type(body) is BadRequest else Watch(req_id, *body)
 
     def _decode_unwatch(self, req_id: int, payload: Payload) -> Unwatch | BadRequest:
         try:

@@ -763,41 +763,33 @@ def _returns_none(fn: Callable[..., Any]) -> Callable[..., None]:
     return call
 
 
-def _container_common(cls: type) -> dict[str, Handler]:
-    return {
-        "__repr__": _plain(cls.__repr__),
-        "__str__": _plain(cls.__str__),
-    }
+def _container_handlers(cls: type, kind: str, special: dict[str, Handler]) -> dict[str, Handler]:
+    """Handlers of a built-in container: every method ``_kinds.py`` exposes for ``kind`` is the
+    class's own, except the ``special`` ones."""
+    handlers = dict(special)
+    for name in KINDS[kind].exposed:
+        if name not in handlers:
+            handlers[name] = _plain(getattr(cls, name))
+    return handlers
 
 
 def _dict_handlers() -> dict[str, Handler]:
-    h = _container_common(dict)
-    for name in (
-        "__contains__",
-        "__getitem__",
-        "__len__",
-        "__setitem__",
-        "__delitem__",
-        "get",
-        "clear",
-        "pop",
-        "popitem",
-        "setdefault",
-        "update",
-        "copy",
-    ):
-        h[name] = _plain(getattr(dict, name))
-    h["keys"] = _plain(list)
-    h["__iter__"] = _plain(iter)  # the core turns it into a LiveIterator object
-    h["values"] = _plain(lambda d: list(d.values()))
-    h["items"] = _plain(lambda d: list(d.items()))
-    h["__reversed__"] = _plain(lambda d: list(reversed(d)))
-    h["__or__"] = _plain(lambda d, other: d | other)
-    h["__ror__"] = _plain(lambda d, other: other | d)
-    h["__ior__"] = _plain(_returns_none(dict.update))
-    h["increment"] = _plain(_dict_increment)
-    h["compare_and_set"] = _plain(_dict_compare_and_set)
-    return h
+    return _container_handlers(
+        dict,
+        "dict",
+        {
+            "keys": _plain(list),
+            "__iter__": _plain(iter),  # the core turns it into a LiveIterator object
+            "values": _plain(lambda d: list(d.values())),
+            "items": _plain(lambda d: list(d.items())),
+            "__reversed__": _plain(lambda d: list(reversed(d))),
+            "__or__": _plain(lambda d, other: d | other),
+            "__ror__": _plain(lambda d, other: other | d),
+            "__ior__": _plain(_returns_none(dict.update)),
+            "increment": _plain(_dict_increment),
+            "compare_and_set": _plain(_dict_compare_and_set),
+        },
+    )
 
 
 def _dict_increment(d: dict[Any, Any], key: Any, by: Any = 1, default: Any = 0) -> Any:
@@ -819,61 +811,20 @@ def _dict_compare_and_set(d: dict[Any, Any], key: Any, expected: Any, new: Any) 
 
 
 def _list_handlers() -> dict[str, Handler]:
-    h = _container_common(list)
-    for name in (
-        "__contains__",
-        "__getitem__",
-        "__len__",
-        "__setitem__",
-        "__delitem__",
-        "__add__",
-        "__mul__",
-        "__rmul__",
-        "append",
-        "count",
-        "extend",
-        "index",
-        "insert",
-        "pop",
-        "remove",
-        "reverse",
-        "sort",
-        "clear",
-        "copy",
-    ):
-        h[name] = _plain(getattr(list, name))
-    h["__reversed__"] = _plain(lambda lst: lst[::-1])
-    h["__iadd__"] = _plain(_returns_none(list.extend))
-    h["__imul__"] = _plain(_returns_none(list.__imul__))
-    return h
+    return _container_handlers(
+        list,
+        "list",
+        {
+            "__reversed__": _plain(lambda lst: lst[::-1]),
+            "__iadd__": _plain(_returns_none(list.extend)),
+            "__imul__": _plain(_returns_none(list.__imul__)),
+        },
+    )
 
 
 def _set_handlers() -> dict[str, Handler]:
-    h = _container_common(set)
-    for name in (
-        "__contains__",
-        "__len__",
-        "copy",
-        "issubset",
-        "issuperset",
-        "isdisjoint",
-        "union",
-        "intersection",
-        "difference",
-        "symmetric_difference",
-        "add",
-        "discard",
-        "remove",
-        "pop",
-        "clear",
-        "update",
-        "difference_update",
-        "intersection_update",
-        "symmetric_difference_update",
-    ):
-        h[name] = _plain(getattr(set, name))
-    h["__iter__"] = _plain(iter)  # the core turns it into a LiveIterator object
-    return h
+    # __iter__: the core turns the iterator into a LiveIterator object
+    return _container_handlers(set, "set", {"__iter__": _plain(iter)})
 
 
 def _ns_getattr(ns: Namespace, name: str) -> Any:
@@ -899,26 +850,24 @@ def _check_attr_name(name: Any) -> None:
 
 
 def _namespace_handlers() -> dict[str, Handler]:
-    h = _container_common(Namespace)
-    h["__getattribute__"] = _plain(_ns_getattr)
-    h["__setattr__"] = _plain(_ns_setattr)
-    h["__delattr__"] = _plain(_ns_delattr)
-    h["_asdict"] = _plain(lambda ns: {k: v for k, v in vars(ns).items()})
-    return h
+    return _container_handlers(
+        Namespace,
+        "Namespace",
+        {
+            "__getattribute__": _plain(_ns_getattr),
+            "__setattr__": _plain(_ns_setattr),
+            "__delattr__": _plain(_ns_delattr),
+            "_asdict": _plain(lambda ns: {k: v for k, v in vars(ns).items()}),
+        },
+    )
 
 
 def _value_handlers() -> dict[str, Handler]:
-    h = _container_common(Value)
-    for name in ("get", "set", "increment", "compare_and_set", "swap"):
-        h[name] = _plain(getattr(Value, name))
-    return h
+    return _container_handlers(Value, "Value", {})
 
 
 def _array_handlers() -> dict[str, Handler]:
-    h = _container_common(array.array)
-    for name in ("__len__", "__getitem__", "__setitem__", "tolist"):
-        h[name] = _plain(getattr(array.array, name))
-    return h
+    return _container_handlers(array.array, "Array", {})
 
 
 def _live_iterator_handlers() -> dict[str, Handler]:
