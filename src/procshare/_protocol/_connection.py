@@ -202,6 +202,19 @@ class _Base:
         self._out.clear()
         return out
 
+    def _next_frame(self) -> Any:
+        """The next whole frame ``(opcode, flags, req_id, payload)``, else the event that
+        stands for its absence (``NEED_DATA``, ``ConnectionClosed``)."""
+        if self.state is ConnState.CLOSED:
+            return ConnectionClosed()
+        try:
+            frame = self._reader.next_frame()
+        except ProtocolError as exc:
+            raise self._fail(exc) from None
+        if frame is None:
+            return self._closed_event() if self._eof else NEED_DATA
+        return frame
+
     def _closed_event(self) -> ConnectionClosed:
         self.state = ConnState.CLOSED
         return ConnectionClosed(truncated=self._reader.buffered > 0)
@@ -278,14 +291,9 @@ class ServerProtocol(_Base):
                 ``data_to_send()``; close the connection after sending it).
             ProtocolError: the client broke the protocol; close the connection.
         """
-        if self.state is ConnState.CLOSED:
-            return ConnectionClosed()
-        try:
-            frame = self._reader.next_frame()
-        except ProtocolError as exc:
-            raise self._fail(exc) from None
-        if frame is None:
-            return self._closed_event() if self._eof else NEED_DATA
+        frame = self._next_frame()
+        if type(frame) is not tuple:
+            return frame
         opcode, flags, req_id, payload = frame
         if self.state is ConnState.READY:
             decode = _REQUEST_DECODERS.get(opcode)
@@ -549,14 +557,9 @@ class ClientProtocol(_Base):
             AuthenticationError: the server denied the login, or failed to prove the authkey.
             ProtocolError: the server broke the protocol.
         """
-        if self.state is ConnState.CLOSED:
-            return ConnectionClosed()
-        try:
-            frame = self._reader.next_frame()
-        except ProtocolError as exc:
-            raise self._fail(exc) from None
-        if frame is None:
-            return self._closed_event() if self._eof else NEED_DATA
+        frame = self._next_frame()
+        if type(frame) is not tuple:
+            return frame
         opcode, flags, req_id, payload = frame
         if self.state is ConnState.READY:
             self.server_busy = bool(flags & Flag.BUSY)
