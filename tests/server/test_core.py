@@ -51,6 +51,19 @@ def test_lock_nonblocking_and_timeout(world: World) -> None:
     assert a.do(lock, "locked") is False  # the timed-out waiter did not get it later
 
 
+def test_satisfied_waiters_with_long_timeouts_do_not_pile_up(world: World) -> None:
+    a, b = world.client(), world.client()
+    lock = a.create("Lock")
+    for _ in range(1000):
+        a.do(lock, "acquire")
+        rid = b.call(lock, "acquire", True, 60.0)  # parked with a deadline a minute away
+        a.do(lock, "release")
+        assert b.result(rid) is True
+        b.do(lock, "release")
+        world.advance(0.001)  # a turn of the loop
+    assert len(world.core.deadlines._heap) <= 1  # not 1000 entries waiting for their minute
+
+
 def test_lock_argument_errors_match_threading(world: World) -> None:
     a = world.client()
     lock = a.create("Lock")

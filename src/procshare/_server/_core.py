@@ -706,6 +706,16 @@ class Core:
     def tick(self, now: float) -> None:
         """Time out expired waiters, apply dropped references, dispose of unreferenced objects."""
         self._now = now
+        disposals = self._disposals
+        if not (
+            self._disowned
+            or self._overflowing
+            or self._to_close
+            or now >= self._next_collection
+            or (disposals and disposals[0][0] <= now)
+            or self.deadlines.due(now)
+        ):
+            return  # the usual case, on every turn of the loop: cheap
         for waiter in self.deadlines.pop_expired(now):
             if waiter.on_timeout is not None:
                 waiter.on_timeout(self, waiter)

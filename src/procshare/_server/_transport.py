@@ -1,6 +1,6 @@
 """The server transport: sockets and one event loop feeding the core; threads for user code.
 
-Why one loop (measured on these 2-CPU machines, see DESIGN.md "Measuring"): a single selectors
+Why one loop (measured on these 2-CPU machines, see DESIGN.md "Measuring"): a single epoll
 loop serves many clients at about 2.5x the throughput of a thread per connection, and with a
 short busy-poll after activity (``spin``) it also answers a single client faster than a blocking
 thread does, because most of a round trip here is the sleeping process waking up. The loop only
@@ -22,7 +22,6 @@ import logging
 import os
 import queue
 import select
-import selectors
 import socket
 import threading
 import time
@@ -43,6 +42,7 @@ from .._protocol import (
     ServerProtocol,
 )
 from ._core import Core, Job, ServerType, Session
+from ._poller import OUT, Poller
 
 __all__ = ["Server"]
 
@@ -185,9 +185,9 @@ class Server:
             release_delay=release_delay,
             watch_backlog=watch_backlog,
         )
-        # The selector and the wake-up pair exist while serving (a server made by get_server()
+        # The poller and the wake-up pair exist while serving (a server made by get_server()
         # and never served holds nothing but its listening socket).
-        self._sel: selectors.BaseSelector = _NO_SELECTOR
+        self._poller = Poller()
         self._conns: dict[int, _Conn] = {}
         self._by_session: dict[int, _Conn] = {}
         self._wake_r: socket.socket | None = None
@@ -249,14 +249,14 @@ class Server:
     def serve_forever(self) -> None:
         """Serve until ``stop()`` or a ``shutdown`` command. Must run on one thread throughout."""
         self.core.bind_loop_thread()
-        self._sel = selectors.DefaultSelector()
+        self._poller.open()
         wake_r, self._wake_w = socket.socketpair()
         self._wake_r = wake_r
         wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         register_server(self.address, self)
-        self._sel.register(self.listener, selectors.EVENT_READ, None)
-        self._sel.register(wake_r, selectors.EVENT_READ, None)
+        self._poller.register(self.listener.fileno())
+        self._poller.register(wake_r.fileno())
         self._watch_owner()
         try:
             self._loop(wake_r)
@@ -293,13 +293,14 @@ class Server:
         except (AttributeError, OSError):
             return  # polled in _check_owner instead
         self._owner_fd = fd
-        self._sel.register(fd, selectors.EVENT_READ, None)
+        self._poller.register(fd)
 
     # -- the loop -----------------------------------------------------------------------------
 
     def _loop(self, wake_r: socket.socket) -> None:
         core = self.core
-        sel = self._sel
+        poll = self._poller.poll
+        conns = self._conns
         listener_fd = self.listener.fileno()
         wake_fd = wake_r.fileno()
         owner_fd = self._owner_fd
@@ -321,7 +322,7 @@ class Server:
                 self._sleeping = True
                 if self._done:
                     timeout = 0.0
-            events = sel.select(timeout)
+            events = poll(timeout)
             if not events and timeout == 0.0:
                 os.sched_yield()  # spinning: if a client shares our CPU, let it run
             self._sleeping = False
@@ -330,13 +331,12 @@ class Server:
                 last_active = now
                 counters["polled" if timeout == 0.0 else "woken"] += 1
                 core.reply_flags = with_cpu(core.reply_flags, current_cpu())
-                for key, mask in events:
-                    fd = key.fd
-                    conn = key.data
+                for fd, mask in events:
+                    conn = conns.get(fd)
                     if conn is not None:
-                        if mask & selectors.EVENT_READ:
+                        if mask & ~OUT:  # data, or a hang-up or error that recv reports
                             self._on_readable(conn, now)
-                        if mask & selectors.EVENT_WRITE and conn.fd in self._conns:
+                        if mask & OUT and fd in conns:
                             self._send_pending(conn)
                     elif fd == listener_fd:
                         self._accept(now)
@@ -378,8 +378,7 @@ class Server:
     def _owner_died(self) -> None:
         self._owner_gone = True
         if self._owner_fd is not None:
-            with contextlib.suppress(KeyError, ValueError):
-                self._sel.unregister(self._owner_fd)
+            self._poller.unregister(self._owner_fd)
             os.close(self._owner_fd)
             self._owner_fd = None
 
@@ -427,7 +426,7 @@ class Server:
             )
             conn = _Conn(sock, proto, sid, now)
             self._conns[conn.fd] = conn
-            self._sel.register(sock, selectors.EVENT_READ, conn)
+            self._poller.register(conn.fd)
             conn.out += proto.data_to_send()
             self._send_pending(conn)
 
@@ -485,8 +484,7 @@ class Server:
     def _close(self, conn: _Conn, now: float) -> None:
         if self._conns.pop(conn.fd, None) is None:
             return
-        with contextlib.suppress(KeyError, ValueError):
-            self._sel.unregister(conn.sock)
+        self._poller.unregister(conn.fd)
         conn.sock.close()
         if conn.session is not None:
             self._by_session.pop(conn.session.id, None)
@@ -538,18 +536,17 @@ class Server:
                 return
             if not conn.writing:
                 conn.writing = True
-                self._sel.modify(conn.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, conn)
+                self._poller.modify(conn.fd, write=True)
         elif conn.writing:
             conn.writing = False
-            self._sel.modify(conn.sock, selectors.EVENT_READ, conn)
+            self._poller.modify(conn.fd, write=False)
 
     def _close_everything(self) -> None:
         now = time.monotonic()
         for conn in list(self._conns.values()):
             self._close(conn, now)
         self._workers.stop()
-        with contextlib.suppress(Exception):
-            self._sel.close()
+        self._poller.close()
         self.listener.close()
         for sock in (self._wake_r, self._wake_w):
             if sock is not None:
@@ -562,28 +559,6 @@ class Server:
         if self._owned_dir is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(self._owned_dir)
-
-
-class _NoSelector(selectors.BaseSelector):
-    """Stands in for the selector until the server starts serving."""
-
-    def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
-        raise RuntimeError("the server is not serving")
-
-    def unregister(self, fileobj: Any) -> selectors.SelectorKey:
-        raise KeyError(fileobj)
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        return []
-
-    def get_map(self) -> Any:
-        return {}
-
-    def close(self) -> None:
-        pass
-
-
-_NO_SELECTOR: Final = _NoSelector()
 
 
 def _tune_tcp(sock: socket.socket) -> None:

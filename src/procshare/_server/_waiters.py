@@ -184,6 +184,13 @@ class DeadlineHeap:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
+    def due(self, now: float) -> bool:
+        """Whether ``pop_expired(now)`` has something to do: a deadline at or before ``now``,
+        or a stale entry on top (dropped at once, so that satisfied waiters with long
+        timeouts do not pile up under load)."""
+        heap = self._heap
+        return bool(heap) and (heap[0][0] <= now or not _current(heap[0]))
+
     def pop_expired(self, now: float) -> list[Waiter]:
         """Remove and return the parked waiters whose deadline is at or before ``now``."""
         heap = self._heap
