@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import itertools
 import pathlib
 import pickle
 import queue
@@ -355,6 +356,27 @@ def test_garbage_before_login_is_refused(garbage: bytes) -> None:
         assert server.state is ConnState.CLOSED
     else:
         assert event is NEED_DATA
+
+
+@given(
+    sizes=st.lists(st.integers(0, 3000), min_size=1, max_size=5),
+    cuts=st.lists(st.integers(1, 700), max_size=40),
+)
+def test_the_reader_says_how_much_of_a_frame_is_missing(sizes: list[int], cuts: list[int]) -> None:
+    data = b"".join(pack(1, 0, i, b"x" * n) for i, n in enumerate(sizes))
+    ends = list(itertools.accumulate(len(pack(1, 0, 0, b"x" * n)) for n in sizes))
+    reader, pos, done = FrameReader(), 0, 0
+    for cut in [*cuts, len(data)]:
+        reader.feed(data[pos : pos + cut])
+        pos = min(len(data), pos + cut)
+        while reader.next_frame() is not None:
+            done += 1
+        started = done < len(ends) and pos - (ends[done - 1] if done else 0) >= protocol.HEADER_SIZE
+        # exactly the rest of the frame under way, once its header is in; else nothing
+        assert reader.wanted == (ends[done] - pos if started else 0)
+        if pos >= len(data):
+            break
+    assert done == len(sizes)
 
 
 def test_frame_reader_rejects_bad_limits() -> None:

@@ -49,6 +49,7 @@ from .._cpu import available_cpus, current_cpu
 from .._errors import AuthenticationError, ConnectionLost, ProcshareError, ProtocolError
 from .._protocol import (
     NEED_DATA,
+    RECV_SIZE,
     ClientProtocol,
     ConnectionClosed,
     Control,
@@ -64,7 +65,6 @@ from .._protocol import (
 
 __all__ = ["Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
 
-_RECV_SIZE: Final = 256 * 1024
 _MAX_SPIN: Final = 100e-6
 _PROBE: Final = 4e-6  # the least a budget shrinks to: a miss costs this much CPU at most
 
@@ -209,7 +209,7 @@ class Channel:
             if event is not NEED_DATA:
                 raise ProtocolError(f"unexpected event during handshake: {event!r}")
             try:
-                data = sock.recv(_RECV_SIZE)
+                data = sock.recv(RECV_SIZE)
             except TimeoutError:
                 raise ConnectionLost(
                     f"no handshake from {describe(self.address)}: is it a procshare server?"
@@ -533,7 +533,7 @@ class Channel:
                 deadline = start + spin
                 while True:
                     try:
-                        data = sock.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+                        data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
                     except BlockingIOError:
                         if clock() < deadline:
                             _yield()  # if the server shares our CPU, let it run
@@ -541,7 +541,7 @@ class Channel:
                         break
                     budgets[blocking] = self._spin_max
                     return data
-            data = sock.recv(_RECV_SIZE)
+            data = sock.recv(RECV_SIZE)
         except OSError:
             return b""  # the protocol turns end-of-file into ConnectionClosed
         if clock() - start <= 2 * self._spin_max:
@@ -553,7 +553,7 @@ class Channel:
     def _recv_more(self) -> bytes:
         """The rest of a reply already arriving (no budget bookkeeping)."""
         try:
-            return self._sock.recv(_RECV_SIZE)
+            return self._sock.recv(self._proto.recv_size())
         except OSError:
             return b""
 

@@ -15,7 +15,7 @@ from ._connection import (
     Ready,
     ServerProtocol,
 )
-from ._framing import DEFAULT_MAX_FRAME, HEADER_SIZE, Flag, FrameReader, pack
+from ._framing import DEFAULT_MAX_FRAME, HEADER_SIZE, RECV_SIZE, Flag, FrameReader, pack
 from ._messages import (
     Batch,
     Call,
@@ -36,6 +36,7 @@ __all__ = [
     "HEADER_SIZE",
     "NEED_DATA",
     "PROTOCOL_VERSION",
+    "RECV_SIZE",
     "Authenticated",
     "BadRequest",
     "Batch",

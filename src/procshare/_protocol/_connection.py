@@ -39,6 +39,8 @@ from ._framing import (
     HANDSHAKE_MAX_FRAME,
     HEADER,
     HEADER_SIZE,
+    MAX_RECV_SIZE,
+    RECV_SIZE,
     Flag,
     FrameReader,
     pack,
@@ -193,6 +195,11 @@ class _Base:
             self._reader.feed(data)
         else:
             self._eof = True
+
+    def recv_size(self) -> int:
+        """How many bytes to ask the socket for: enough for the rest of a large frame under
+        way (one read instead of many), else ``RECV_SIZE``."""
+        return max(RECV_SIZE, min(self._reader.wanted, MAX_RECV_SIZE))
 
     def data_to_send(self) -> bytes:
         """Bytes the state machine produced by itself (handshake frames), to be sent in order."""

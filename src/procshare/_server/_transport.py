@@ -48,7 +48,6 @@ __all__ = ["Server"]
 
 log = logging.getLogger("procshare.server")
 
-_RECV_SIZE: Final = 256 * 1024
 _POLL_DEAD: Final = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
 _BUSY_WINDOW: Final = 0.002  # seconds: a client answered within this window counts as running
 
@@ -432,7 +431,7 @@ class Server:
 
     def _on_readable(self, conn: _Conn, now: float) -> None:
         try:
-            data = conn.sock.recv(_RECV_SIZE)
+            data = conn.sock.recv(conn.proto.recv_size())
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
