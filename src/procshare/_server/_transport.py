@@ -300,6 +300,9 @@ class Server:
         core = self.core
         poll = self._poller.poll
         conns = self._conns
+        done = self._done
+        jobs = core.jobs
+        stopping = self._stopping.is_set
         listener_fd = self.listener.fileno()
         wake_fd = wake_r.fileno()
         owner_fd = self._owner_fd
@@ -311,24 +314,23 @@ class Server:
         # how the loop found its work: by busy-polling, or woken from sleep (see "inspect")
         counters = core.stats_counters
         counters["polled"] = counters["woken"] = 0
-        while not self._stopping.is_set():
+        while not stopping():
             now = monotonic()
-            if self._done or core.dirty or now - last_active < spin:
+            if done or core.dirty or now - last_active < spin:
                 timeout: float | None = 0.0
             else:
                 deadline = core.next_deadline()
                 timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - now))
                 self._sleeping = True
-                if self._done:
+                if done:
                     timeout = 0.0
             events = poll(timeout)
-            if not events and timeout == 0.0:
-                os.sched_yield()  # spinning: if a client shares our CPU, let it run
             self._sleeping = False
-            now = monotonic()
             if events:
+                now = monotonic()
                 last_active = now
                 counters["polled" if timeout == 0.0 else "woken"] += 1
+                # which CPU answers: clients use it to decide whether to busy-poll (Flag)
                 core.reply_flags = with_cpu(core.reply_flags, current_cpu())
                 for fd, mask in events:
                     conn = conns.get(fd)
@@ -344,20 +346,21 @@ class Server:
                             wake_r.recv(4096)
                     elif fd == owner_fd:
                         self._owner_died()
-            done = self._done
+            elif timeout == 0.0:
+                os.sched_yield()  # spinning: if a client shares our CPU, let it run
+                now = monotonic()
             while done:
                 core.finish(done.popleft(), now)
             core.tick(now)
             if now - self._recent_checked > _BUSY_WINDOW:
                 self._update_busy(now)
-
             if now >= next_housekeeping:
                 next_housekeeping = now + 0.5
                 self._housekeeping(now)
-            jobs = core.jobs
             while jobs:
                 self._workers.submit(jobs.popleft())
-            self._flush()
+            if core.dirty or core.ended:
+                self._flush()
             if core.shutdown_requested or (self._owner_gone and not core.sessions):
                 self._stopping.set()
         self._flush()
@@ -492,6 +495,7 @@ class Server:
 
     def _flush(self) -> None:
         core = self.core
+        by_session = self._by_session
         while core.dirty:
             dirty = core.dirty
             core.dirty = []
@@ -499,17 +503,30 @@ class Server:
                 out = session.out
                 if not out:
                     continue
-                conn = self._by_session.get(session.id)
-                if conn is None:
-                    out.clear()
-                    continue
-                conn.out += out[0] if len(out) == 1 else b"".join(out)
+                data = out[0] if len(out) == 1 else b"".join(out)
                 out.clear()
                 session.queued = 0
-                self._send_pending(conn)
+                conn = by_session.get(session.id)
+                if conn is None:
+                    continue
+                if conn.out:  # already waiting for the socket: keep the order
+                    conn.out += data
+                    self._send_pending(conn)
+                    continue
+                # The usual case: nothing queued, send straight away (no buffer copy).
+                try:
+                    sent = conn.sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    self._close(conn, time.monotonic())
+                    continue
+                if sent < len(data):
+                    conn.out += memoryview(data)[sent:]
+                    self._send_pending(conn)
         while core.ended:
             # Sessions the core closed itself (a peer found dead while handing it something).
-            conn = self._by_session.get(core.ended.pop().id)
+            conn = by_session.get(core.ended.pop().id)
             if conn is not None:
                 self._close(conn, time.monotonic())
 
