@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import procshare
+from procshare._bench import _rss_kib
 
 FORK = multiprocessing.get_context("fork")
 DELAY = 0.1
@@ -87,14 +88,6 @@ def _create(proxy: Any, typeid: str) -> Any:
     from procshare._protocol import Create
 
     return proxy._channel().request(Create(0, typeid, (), None, 0))
-
-
-def _rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def _churn(d: Any, lst: Any, lock: Any, rounds: int) -> None:
