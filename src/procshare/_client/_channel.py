@@ -270,16 +270,17 @@ class Channel:
             self._proto.send(m._replace(req_id=r)) for m, r in zip(msgs, rids, strict=True)
         )
         slots = [_Slot() for _ in msgs]
-        for rid, slot in zip(rids, slots, strict=True):
-            self._slots[rid] = slot
+        with self._mutex:  # every change of _slots holds it: the reader iterates them
+            self._slots.update(zip(rids, slots, strict=True))
         try:
             with self._wlock:
                 if self.refs:
                     frames = self._notes() + frames
                 self._sendall(frames)
         except BaseException:
-            for rid in rids:
-                self._slots.pop(rid, None)
+            with self._mutex:
+                for rid in rids:
+                    self._slots.pop(rid, None)
             raise
         results = []
         for rid, slot in zip(rids, slots, strict=True):
@@ -354,11 +355,12 @@ class Channel:
             if slot is None:
                 self._stop_reading()
             else:
-                self._slots.pop(rid, None)
+                with mutex:
+                    self._slots.pop(rid, None)
             raise
         if slot is None:
             try:
-                value, error = self._read_for(rid, blocking)
+                value, error = self._read_for(rid, blocking, slotted=False)
             finally:
                 self._stop_reading()
         else:
@@ -398,7 +400,7 @@ class Channel:
                 gate.acquire()  # woken: our reply is in, or it is our turn to read
                 continue
             try:
-                return self._read_for(rid, slot.blocking)
+                return self._read_for(rid, slot.blocking, slotted=True)
             finally:
                 self._stop_reading()
 
@@ -412,9 +414,12 @@ class Channel:
                     other.gate.release()
                     break
 
-    def _read_for(self, rid: int, blocking: bool) -> tuple[Any, BaseException | None]:
+    def _read_for(
+        self, rid: int, blocking: bool, slotted: bool
+    ) -> tuple[Any, BaseException | None]:
         """As the reader: read until the reply to ``rid`` (0: until the connection ends),
-        delivering other threads' replies and pushes on the way. Returns (value, error)."""
+        delivering other threads' replies and pushes on the way. Returns (value, error).
+        ``slotted``: the request has a slot (it waited as a follower before reading)."""
         proto = self._proto
         incoming.channel = self
         try:
@@ -434,7 +439,9 @@ class Channel:
                     kind = type(event)
                     if kind is Result or kind is Failure:
                         if event.req_id == rid:
-                            self._slots.pop(rid, None)  # a waiter turned reader had a slot
+                            if slotted:
+                                with self._mutex:
+                                    self._slots.pop(rid, None)
                             mine = event
                         elif kind is Result:
                             self._deliver(event.req_id, event.value, None)
@@ -508,7 +515,7 @@ class Channel:
                 raise RuntimeError("the connection already has a reader")
             self._reading = True
         try:
-            self._read_for(0, False)  # no request has id 0: reads until the connection ends
+            self._read_for(0, False, slotted=False)  # no request has id 0: reads until the end
         finally:
             error = self._broken or ConnectionLost("the connection was closed")
             with self._mutex:
@@ -558,10 +565,10 @@ class Channel:
             return b""
 
     def _deliver(self, rid: int, value: Any, error: BaseException | None) -> None:
-        slot = self._slots.pop(rid, None)
-        if slot is None:
-            return  # a reply nobody waits for any more
         with self._mutex:
+            slot = self._slots.pop(rid, None)
+            if slot is None:
+                return  # a reply nobody waits for any more
             slot.value = value
             slot.error = error
             slot.done = True
