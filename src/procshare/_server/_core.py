@@ -779,38 +779,63 @@ class Core:
         if method in _SNAPSHOTS and not msg.args and not msg.kwargs and not msg.versioned:
             self._snapshot_read(session, msg.req_id, entry, method)
             return
-        handler = handlers.get(method)
-        if handler is None:
-            self.fail(session, msg.req_id, _not_exposed(entry, method))
-            return
-        fn, takes_ctx = handler
         try:
-            if takes_ctx:
-                ctx = CallContext(self, session, msg.req_id, msg.owner, now)
-                result = fn(entry.referent, ctx, *msg.args, **(msg.kwargs or {}))
-            elif msg.kwargs:
-                result = fn(entry.referent, *msg.args, **msg.kwargs)
-            else:
-                result = fn(entry.referent, *msg.args)
+            result = self._apply(
+                entry,
+                session,
+                msg.req_id,
+                method,
+                msg.args,
+                msg.kwargs,
+                msg.owner,
+                now,
+                CallContext,
+            )
+            if result is PARKED:
+                return  # answered when the waiter is satisfied (or times out)
+            returned = entry.returning.get(method)
+            if returned is not None:
+                result = self._share(returned, result, now)
         except Exception as exc:
             self.fail(session, msg.req_id, exc)
             return
-        if method in entry.mutators and result is not PARKED:
+        if msg.versioned:
+            result = (result, entry.version)
+        self.reply(session, msg.req_id, result)
+
+    def _apply(
+        self,
+        entry: Entry,
+        session: Session,
+        req_id: int,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        owner: int,
+        now: float,
+        context: type[CallContext],
+    ) -> Any:
+        """Run a built-in kind's method on ``entry`` and account for it: a change bumps the
+        version, drops the cached snapshot and is published to watchers. Returns the result
+        (or ``PARKED``); raises what the method raised."""
+        handler = entry.handlers.get(method)  # type: ignore[union-attr]
+        if handler is None:
+            raise _not_exposed(entry, method)
+        fn, takes_ctx = handler
+        if takes_ctx:
+            result = fn(
+                entry.referent, context(self, session, req_id, owner, now), *args, **(kwargs or {})
+            )
+        elif kwargs:
+            result = fn(entry.referent, *args, **kwargs)
+        else:
+            result = fn(entry.referent, *args)
+        if result is not PARKED and method in entry.mutators:
             entry.version += 1
             entry.snapshot = None
             if entry.watchers:
-                self._publish(entry, method, msg.args, msg.kwargs, result)
-        if result is not PARKED:
-            returned = entry.returning.get(method)
-            if returned is not None:
-                try:
-                    result = self._share(returned, result, now)
-                except RemoteError as exc:
-                    self.fail(session, msg.req_id, exc)
-                    return
-            if msg.versioned:
-                result = (result, entry.version)
-            self.reply(session, msg.req_id, result)
+                self._publish(entry, method, args, kwargs, result)
+        return result
 
     # -- watching ------------------------------------------------------------------------------
 
@@ -1071,28 +1096,14 @@ class Core:
             try:
                 if entry is None:
                     raise _not_found(obj_id)
-                handlers = entry.handlers
-                if handlers is None:
+                if entry.handlers is None:
                     raise ProcshareError(
                         f"methods of {entry.typeid!r} objects run user code: "
                         "not allowed in a pipeline"
                     )
-                handler = handlers.get(method)
-                if handler is None:
-                    raise _not_exposed(entry, method)
-                fn, takes_ctx = handler
-                if takes_ctx:
-                    ctx = _PipelineContext(self, session, msg.req_id, owner, now)
-                    result = fn(entry.referent, ctx, *args, **(kwargs or {}))
-                elif kwargs:
-                    result = fn(entry.referent, *args, **kwargs)
-                else:
-                    result = fn(entry.referent, *args)
-                if method in entry.mutators:
-                    entry.version += 1
-                    entry.snapshot = None
-                    if entry.watchers:
-                        self._publish(entry, method, args, kwargs, result)
+                result = self._apply(
+                    entry, session, msg.req_id, method, args, kwargs, owner, now, _PipelineContext
+                )
                 returned = entry.returning.get(method)
                 append(self._share(returned, result, now) if returned is not None else result)
             except Exception as exc:
