@@ -200,7 +200,6 @@ class Server:
         self._owner_fd: int | None = None
         self._owner_gone = False
         self._recent: dict[int, float] = {}
-
         self._recent_checked = 0.0
 
     # -- ServerHook (see _context) ----------------------------------------------------------
@@ -346,9 +345,10 @@ class Server:
                             wake_r.recv(4096)
                     elif fd == owner_fd:
                         self._owner_died()
-            elif timeout == 0.0:
-                os.sched_yield()  # spinning: if a client shares our CPU, let it run
-                now = monotonic()
+            else:
+                if timeout == 0.0:
+                    os.sched_yield()  # spinning: if a client shares our CPU, let it run
+                now = monotonic()  # (after a sleep too: a deadline may be due now)
             while done:
                 core.finish(done.popleft(), now)
             core.tick(now)
