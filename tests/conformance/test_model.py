@@ -78,6 +78,14 @@ def outcome(fn: Any, *args: Any) -> tuple[str, Any]:
     return ("returned", result)
 
 
+def apply_both(proxy: Any, model: Any, ops: list[tuple[Any, ...]]) -> None:
+    """Apply each ``(method, *args)`` to the proxy and the plain model: same outcome each time."""
+    for name, *args in ops:
+        expected = outcome(getattr(model, name), *args)
+        got = outcome(getattr(proxy, name), *args)
+        assert got == expected, (name, args)
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -87,10 +95,7 @@ def test_dict_proxy_agrees_with_dict(
 ) -> None:
     proxy = shared.dict(initial)
     model = dict(initial)
-    for name, *args in ops:
-        expected = outcome(getattr(model, name), *args)
-        got = outcome(getattr(proxy, name), *args)
-        assert got == expected, (name, args)
+    apply_both(proxy, model, ops)
     assert proxy.copy() == model
     assert list(proxy) == list(model)
 
@@ -104,8 +109,5 @@ def test_list_proxy_agrees_with_list(
 ) -> None:
     proxy = shared.list(initial)
     model = list(initial)
-    for name, *args in ops:
-        expected = outcome(getattr(model, name), *args)
-        got = outcome(getattr(proxy, name), *args)
-        assert got == expected, (name, args)
+    apply_both(proxy, model, ops)
     assert proxy[:] == model == list(proxy)
