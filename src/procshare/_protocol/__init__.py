@@ -15,7 +15,15 @@ from ._connection import (
     Ready,
     ServerProtocol,
 )
-from ._framing import DEFAULT_MAX_FRAME, HEADER_SIZE, RECV_SIZE, Flag, FrameReader, pack
+from ._framing import (
+    DEFAULT_MAX_FRAME,
+    HEADER_SIZE,
+    MAX_RECV_SIZE,
+    RECV_SIZE,
+    Flag,
+    FrameReader,
+    pack,
+)
 from ._messages import (
     Batch,
     Call,
@@ -34,6 +42,7 @@ from ._messages import (
 __all__ = [
     "DEFAULT_MAX_FRAME",
     "HEADER_SIZE",
+    "MAX_RECV_SIZE",
     "NEED_DATA",
     "PROTOCOL_VERSION",
     "RECV_SIZE",

@@ -101,16 +101,15 @@ class FrameReader:
         buf += data
         self._buf = buf
 
-    @property
-    def wanted(self) -> int:
-        """Bytes still missing from the frame being received (0 if none is under way or its
-        header has not arrived)."""
+    def recv_size(self) -> int:
+        """How many bytes to ask the socket for: enough for the rest of a large frame under
+        way (one read instead of many), else ``RECV_SIZE``."""
         buf = self._buf
         pos = self._pos
         if len(buf) - pos < HEADER_SIZE:
-            return 0
+            return RECV_SIZE  # the usual case: nothing, or a few bytes, buffered
         length: int = HEADER.unpack_from(buf, pos)[0]
-        return max(0, pos + 4 + length - len(buf))
+        return max(RECV_SIZE, min(pos + 4 + length - len(buf), MAX_RECV_SIZE))
 
     @property
     def buffered(self) -> int:

@@ -511,12 +511,20 @@ class Core:
         """Send ``value`` as the result of ``req_id`` (no-op if the session is gone)."""
         if session.closed:
             return
-        self._outgoing = session
-        try:
-            data = session.protocol.encode_result(req_id, value, self.reply_flags)
-        finally:
-            self._outgoing = None
-        self._write(session, data)
+        if value is None:
+            data = session.protocol.encode_result(req_id, None, self.reply_flags)
+        else:
+            self._outgoing = session  # proxies pickled into the reply are lent to it
+            try:
+                data = session.protocol.encode_result(req_id, value, self.reply_flags)
+            finally:
+                self._outgoing = None
+        # _write, inlined: every reply passes here
+        out = session.out
+        if not out:
+            self.dirty.append(session)
+        out.append(data)
+        session.queued += len(data)
 
     def fail(self, session: Session, req_id: int, error: BaseException) -> None:
         """Send ``error`` as the outcome of ``req_id`` (no-op if the session is gone)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+from collections.abc import Callable
 from typing import Final
 
 __all__ = ["Poller"]
@@ -46,6 +47,17 @@ class Poller:
         if self._impl is not None:
             with contextlib.suppress(KeyError, ValueError, OSError):  # already gone
                 self._impl.unregister(fd)
+
+    def waiter(self) -> Callable[[float], list[tuple[int, int]]]:
+        """A function of a timeout in seconds (never ``None``) that returns the ready pairs, as
+        ``poll`` does: for the loop, which calls it on every turn (epoll's own method, no
+        wrapper in between). Valid until ``close()``."""
+        impl = self._impl
+        if impl is None:
+            raise RuntimeError("the server is not serving")
+        if _EPOLL:
+            return impl.poll  # type: ignore[return-value]
+        return lambda timeout: impl.poll(timeout * 1000.0)
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:
         """Ready ``(fd, mask)`` pairs within ``timeout`` seconds (``None``: wait).

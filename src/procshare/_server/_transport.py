@@ -297,7 +297,7 @@ class Server:
 
     def _loop(self, wake_r: socket.socket) -> None:
         core = self.core
-        poll = self._poller.poll
+        poll = self._poller.waiter()
         conns = self._conns
         done = self._done
         jobs = core.jobs
