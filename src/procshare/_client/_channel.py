@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import select
 import socket
 import threading
 import time
@@ -80,31 +81,28 @@ def current_pid() -> int:
     return _pid[0]
 
 
-class RefQueue:
-    """Reference notes for one server address, waiting for the next request to carry them."""
+class RefQueue(deque[tuple[bool, int]]):
+    """Reference notes for one server address, waiting for the next request to carry them.
 
-    __slots__ = ("_notes",)
+    A deque of ``(retain?, obj_id)``: every request asks whether it is empty, which a deque
+    answers without a Python-level call.
+    """
 
-    def __init__(self) -> None:
-        self._notes: deque[tuple[bool, int]] = deque()
+    __slots__ = ()
 
     def retain(self, obj_id: int) -> None:
-        self._notes.append((True, obj_id))
+        self.append((True, obj_id))
 
     def release(self, obj_id: int) -> None:
-        self._notes.append((False, obj_id))
-
-    def __bool__(self) -> bool:
-        return bool(self._notes)
+        self.append((False, obj_id))
 
     def drain(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """Take every note: (ids to retain, ids to release)."""
         retain: list[int] = []
         release: list[int] = []
-        notes = self._notes
-        while notes:
+        while self:
             try:
-                keep, obj_id = notes.popleft()
+                keep, obj_id = self.popleft()
             except IndexError:  # another thread drained it first
                 break
             (retain if keep else release).append(obj_id)
@@ -172,8 +170,16 @@ class Channel:
         self._reading = False
         self._ids = itertools.count(1)
         self._broken: BaseException | None = None
+        #: the process that may use this connection: its opener, until it breaks (-1); one
+        #: comparison tells a proxy whether it can call through it
+        self.usable_pid = self.pid
         self.server_info: dict[str, Any] = {}
         self._sock = self._connect(connect_timeout)
+        # Busy-polling probes readiness with poll(0): a miss costs 0.4 us, where a
+        # non-blocking recv that fails costs 1.3 us (the BlockingIOError it raises).
+        probe = select.poll()
+        probe.register(self._sock.fileno(), select.POLLIN)
+        self._ready = probe.poll
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -443,6 +449,8 @@ class Channel:
                                 with self._mutex:
                                     self._slots.pop(rid, None)
                             mine = event
+                            if not proto.has_buffered():
+                                break  # the usual case: nothing after our reply
                         elif kind is Result:
                             self._deliver(event.req_id, event.value, None)
                         else:
@@ -538,16 +546,14 @@ class Channel:
         try:
             if spin and not proto.server_busy and proto.server_cpu != current_cpu():
                 deadline = start + spin
-                while True:
-                    try:
-                        data = sock.recv(RECV_SIZE, socket.MSG_DONTWAIT)
-                    except BlockingIOError:
-                        if clock() < deadline:
-                            _yield()  # if the server shares our CPU, let it run
-                            continue
+                ready = self._ready
+                while not ready(0):
+                    if clock() >= deadline:
                         break
+                    _yield()  # if the server shares our CPU, let it run
+                else:
                     budgets[blocking] = self._spin_max
-                    return data
+                    return sock.recv(RECV_SIZE)
             data = sock.recv(RECV_SIZE)
         except OSError:
             return b""  # the protocol turns end-of-file into ConnectionClosed
@@ -581,6 +587,7 @@ class Channel:
         with self._mutex:
             if self._broken is None:
                 self._broken = error
+            self.usable_pid = -1
             slots = list(self._slots.items())
             self._slots.clear()
         for _, slot in slots:

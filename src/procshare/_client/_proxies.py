@@ -123,7 +123,7 @@ class BaseProxy:
 
     def _channel(self) -> Channel:
         channel = self._ch
-        if channel is None or channel.pid != current_pid() or channel.broken:
+        if channel is None or channel.usable_pid != current_pid():
             channel = self._bind()
         return channel
 
@@ -165,7 +165,7 @@ class BaseProxy:
             if not kwds and methodname in replica.reads:
                 return replica.read(methodname, tuple(args))
         channel = self._ch
-        if channel is None or channel.pid != current_pid() or channel.broken:
+        if channel is None or channel.usable_pid != current_pid():
             channel = self._bind()
         if type(args) is not tuple:
             args = tuple(args)
@@ -179,7 +179,7 @@ class BaseProxy:
     ) -> Any:
         """``_callmethod``, returning ``(result, version of the object after the call)``."""
         channel = self._ch
-        if channel is None or channel.pid != current_pid() or channel.broken:
+        if channel is None or channel.usable_pid != current_pid():
             channel = self._bind()
         return channel.call(self._id, methodname, args, kwds, _get_ident(), versioned=True)
 
@@ -273,7 +273,7 @@ class BaseProxy:
     def _callblocking(self, methodname: str, args: tuple[Any, ...] = ()) -> Any:
         """``_callmethod`` for a method that may wait on the server (lock, queue, event)."""
         channel = self._ch
-        if channel is None or channel.pid != current_pid() or channel.broken:
+        if channel is None or channel.usable_pid != current_pid():
             channel = self._bind()
         return channel.call(self._id, methodname, args, None, _get_ident(), True)
 

@@ -196,6 +196,8 @@ class _Base:
         #: under way (one read instead of many), else ``RECV_SIZE``. (The reader's own method:
         #: it is asked before every read.)
         self.recv_size: Callable[[], int] = self._reader.recv_size
+        #: Whether received bytes remain that ``next_event`` has not turned into events.
+        self.has_buffered: Callable[[], bool] = self._reader.has_buffered
         self._eof = False
         self._out: list[bytes] = []
         self.state: ConnState = ConnState.CLOSED

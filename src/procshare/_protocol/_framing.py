@@ -111,6 +111,10 @@ class FrameReader:
         length: int = HEADER.unpack_from(buf, pos)[0]
         return max(RECV_SIZE, min(pos + 4 + length - len(buf), MAX_RECV_SIZE))
 
+    def has_buffered(self) -> bool:
+        """Whether any received bytes have not been returned as frames yet."""
+        return self._pos < len(self._buf)
+
     @property
     def buffered(self) -> int:
         """Bytes received but not yet returned as frames."""

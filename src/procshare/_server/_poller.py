@@ -56,7 +56,7 @@ class Poller:
         if impl is None:
             raise RuntimeError("the server is not serving")
         if _EPOLL:
-            return impl.poll  # type: ignore[return-value]
+            return impl.poll
         return lambda timeout: impl.poll(timeout * 1000.0)
 
     def poll(self, timeout: float | None) -> list[tuple[int, int]]:

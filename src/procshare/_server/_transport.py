@@ -309,6 +309,7 @@ class Server:
         monotonic = time.monotonic
         with_cpu = Flag.with_cpu
         last_active = monotonic()
+        last_cpu = -2
         next_housekeeping = last_active
         # how the loop found its work: by busy-polling, or woken from sleep (see "inspect")
         counters = core.stats_counters
@@ -316,7 +317,7 @@ class Server:
         while not stopping():
             now = monotonic()
             if done or core.dirty or now - last_active < spin:
-                timeout: float | None = 0.0
+                timeout = 0.0
             else:
                 deadline = core.next_deadline()
                 timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - now))
@@ -330,7 +331,10 @@ class Server:
                 last_active = now
                 counters["polled" if timeout == 0.0 else "woken"] += 1
                 # which CPU answers: clients use it to decide whether to busy-poll (Flag)
-                core.reply_flags = with_cpu(core.reply_flags, current_cpu())
+                cpu = current_cpu()
+                if cpu != last_cpu:
+                    last_cpu = cpu
+                    core.reply_flags = with_cpu(core.reply_flags, cpu)
                 for fd, mask in events:
                     conn = conns.get(fd)
                     if conn is not None:
@@ -433,33 +437,34 @@ class Server:
             self._send_pending(conn)
 
     def _on_readable(self, conn: _Conn, now: float) -> None:
+        proto = conn.proto
         try:
-            data = conn.sock.recv(conn.proto.recv_size())
+            data = conn.sock.recv(proto.recv_size())
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             data = b""
-        proto = conn.proto
         proto.receive_data(data)
         session = conn.session
-        core = self.core
+        next_event = proto.next_event
+        dispatch = self.core.dispatch
         try:
             while True:
-                event = proto.next_event()
+                event = next_event()
                 if event is NEED_DATA:
                     break
-                if session is not None and type(event) is not ConnectionClosed:
-                    core.dispatch(session, event, now)
-                    if session.closed:
-                        break
-                    continue
-                if type(event) is Authenticated:
-                    session = self._authenticated(conn, event, now)
-                    continue
-                if type(event) is ConnectionClosed:
+                kind = type(event)
+                if kind is ConnectionClosed:
                     self._close(conn, now)
                     return
-                raise ProtocolError(f"unexpected event {event!r}")
+                if session is not None:
+                    dispatch(session, event, now)
+                    if session.closed:
+                        break
+                elif kind is Authenticated:
+                    session = self._authenticated(conn, event, now)
+                else:
+                    raise ProtocolError(f"unexpected event {event!r}")
             if session is not None:
                 # Running (competing for CPU) unless its request is parked on the server.
                 if session.waiters:
