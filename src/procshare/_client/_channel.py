@@ -554,6 +554,10 @@ class Channel:
                 else:
                     budgets[blocking] = self._spin_max
                     return sock.recv(RECV_SIZE)
+            # Sleep in poll, not in recv: a thread asleep in recv is also woken each time the
+            # server reads our request (the kernel then wakes the socket's writers, and a recv
+            # sleeper is not told apart from them); a poll waiting for input is not.
+            self._ready(None)
             data = sock.recv(RECV_SIZE)
         except OSError:
             return b""  # the protocol turns end-of-file into ConnectionClosed
