@@ -458,6 +458,7 @@ class Server:
         proto.receive_data(data)
         session = conn.session
         next_event = proto.next_event
+        has_buffered = proto.has_buffered
         dispatch = self.core.dispatch
         try:
             while True:
@@ -470,8 +471,8 @@ class Server:
                     return
                 if session is not None:
                     dispatch(session, event, now)
-                    if session.closed:
-                        break
+                    if session.closed or not has_buffered():
+                        break  # (the usual case: one request per read, nothing after it)
                 elif kind is Authenticated:
                     session = self._authenticated(conn, event, now)
                 else:
