@@ -49,8 +49,9 @@ class ServerHook(Protocol):
         nobody known). Any thread; takes effect on the loop."""
         ...
 
-    def lend(self, obj_id: int) -> bool:
-        """If a reply is being encoded on this thread, count a reference for its session.
+    def lend(self, obj_id: int, by: object) -> bool:
+        """If a reply is being encoded on this thread, count a reference for its session
+        (once per object ``by`` being pickled, however often it is pickled).
 
         Returns whether a session was counted.
         """

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from procshare._errors import MethodNotExposed, ObjectNotFound, ProcshareError
+from procshare._server._core import Handle
 
 from .harness import World
 
@@ -467,6 +468,34 @@ def test_a_dead_session_drops_its_references(world: World) -> None:
     a.die()
     world.advance(6)
     assert not any(o in world.core.objects for o in objs)
+
+
+def test_a_proxy_in_a_reply_counts_once_however_often_it_is_pickled(world: World) -> None:
+    # The pickle serializer tries twice when a value needs its fallback reducers (a dict view):
+    # a shared object pickled by the failed first try must not be counted twice.
+    a = world.client()
+    inner, outer = a.create("dict"), a.create("list")
+    held = world.core.objects[inner].refs
+    world.core.objects[outer].referent.extend(
+        [Handle(world.core, world.core.objects[inner]), {}.keys()]
+    )
+    proxy, view = a.do(outer, "__getitem__", slice(None))
+    assert proxy._id == inner and view == []
+    assert world.core.objects[inner].refs == held + 1
+    assert a.session.refs[inner] == 2
+
+
+def test_references_lent_to_a_reply_that_could_not_be_sent_are_given_back(world: World) -> None:
+    a = world.client()
+    inner, outer = a.create("dict"), a.create("list")
+    held = world.core.objects[inner].refs
+    world.core.objects[outer].referent.extend(
+        [Handle(world.core, world.core.objects[inner]), threading.Lock()]
+    )
+    with pytest.raises(ProcshareError, match="could not be serialized"):
+        a.do(outer, "__getitem__", slice(None))
+    assert world.core.objects[inner].refs == held
+    assert a.session.refs[inner] == 1
 
 
 def test_releases_never_go_negative(world: World) -> None:

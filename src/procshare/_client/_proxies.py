@@ -300,7 +300,7 @@ class BaseProxy:
     def __reduce__(self) -> tuple[Any, ...]:
         kwds: dict[str, Any] = {}
         hook = server_hook(self._token.address)
-        if hook is not None and hook.lend(self._id):
+        if hook is not None and hook.lend(self._id, self):
             kwds["owned"] = True  # encoded into a reply: the receiving session got a reference
         from multiprocessing.context import get_spawning_popen
 

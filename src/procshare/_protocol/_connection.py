@@ -506,6 +506,11 @@ class ServerProtocol(_Base):
         except FrameTooLarge as exc:
             return self.encode_failure(req_id, exc, flags)
 
+    @staticmethod
+    def is_failure(frame: bytes) -> bool:
+        """Whether ``frame`` (from ``encode_result``) reports a failure instead of a value."""
+        return len(frame) > 4 and frame[4] == _FAILURE
+
     def serialize(self, value: Any) -> bytes:
         """The payload ``encode_result`` would carry for ``value`` (to reuse it later).
 

@@ -374,7 +374,7 @@ class Handle:
 
     def __reduce__(self) -> tuple[Any, ...]:
         core, entry = self.core, self.entry
-        owned = core.lend(entry.id)
+        owned = core.lend(entry.id, self)
         kwds = {"exposed": entry.exposed, "owned": owned}
         token = Token(entry.typeid, core.address, entry.id)
         return (core.rebuild, (entry.proxytype, token, "pickle", kwds))
@@ -429,6 +429,8 @@ class Core:
         self._to_close: list[Session] = []
         self._outgoing: Session | None = None
         self._lends = 0  # references lent while encoding replies (see lend)
+        # what the message being encoded lent: id(object pickled) -> obj_id (see lend)
+        self._lent: dict[int, int] = {}
         self._loop_thread = threading.get_ident()
         self._now = 0.0
         self.stats_counters = {"calls": 0, "creates": 0, "errors": 0, "sessions": 0}
@@ -515,10 +517,11 @@ class Core:
             data = session.protocol.encode_result(req_id, None, self.reply_flags)
         else:
             self._outgoing = session  # proxies pickled into the reply are lent to it
+            data = b""
             try:
                 data = session.protocol.encode_result(req_id, value, self.reply_flags)
             finally:
-                self._outgoing = None
+                self._encoded(session, sent=bool(data) and not ServerProtocol.is_failure(data))
         # _write, inlined: every reply passes here
         out = session.out
         if not out:
@@ -538,10 +541,11 @@ class Core:
         if session.closed:
             return
         self._outgoing = session
+        data = b""
         try:
             data = session.protocol.encode_push(sub_id, payload)
         finally:
-            self._outgoing = None
+            self._encoded(session, sent=bool(data))
         self._write(session, data)
 
     def answer(self, waiter: Waiter, value: Any) -> None:
@@ -556,18 +560,43 @@ class Core:
 
     # -- references ---------------------------------------------------------------------------
 
-    def lend(self, obj_id: int) -> bool:
-        """Count a reference for the session whose reply is being encoded, if any."""
+    def lend(self, obj_id: int, by: object) -> bool:
+        """Count a reference for the session whose reply is being encoded, if any.
+
+        ``by`` is the object being pickled (a proxy or a handle): the same object pickled
+        again while encoding the same message (a serializer's second attempt) is counted once.
+        """
         session = self._outgoing
         if session is None or not self.on_loop_thread():
             return False
+        key = id(by)  # alive: it is part of the value being encoded
+        if key in self._lent:
+            return True
         entry = self.objects.get(obj_id)
         if entry is None:
             return False
         entry.refs += 1
         session.refs[obj_id] = session.refs.get(obj_id, 0) + 1
         self._lends += 1
+        self._lent[key] = obj_id
         return True
+
+    def _encoded(self, session: Session, sent: bool) -> None:
+        """The message for ``session`` is encoded: stop lending. If it could not be (it will
+        not reach the client, and no proxy with it), give back what it lent."""
+        self._outgoing = None
+        lent = self._lent
+        if not lent:
+            return
+        if not sent:
+            for obj_id in lent.values():
+                held = session.refs.get(obj_id, 0)
+                if held <= 1:
+                    session.refs.pop(obj_id, None)
+                else:
+                    session.refs[obj_id] = held - 1
+                self._unref(obj_id, 1, self._now)
+        lent.clear()
 
     def adopt(self, obj_id: int) -> None:
         """Count an internal reference (a proxy rebuilt inside this server)."""
@@ -959,6 +988,7 @@ class Core:
             return
         lends = self._lends
         self._outgoing = session
+        payload = b""
         try:
             payload = protocol.serialize(result)
         except SerializationError as exc:
@@ -967,7 +997,7 @@ class Core:
             )
             return
         finally:
-            self._outgoing = None
+            self._encoded(session, sent=bool(payload))
         # Replies that carried proxies counted references for this session: never reuse them.
         if self._lends == lends and _SNAPSHOT_MIN <= len(payload) <= _SNAPSHOT_MAX:
             entry.snapshot = (entry.version, method, serializer, payload)

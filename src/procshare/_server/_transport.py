@@ -216,8 +216,8 @@ class Server:
     def disown(self, obj_id: int, holder: int | None) -> None:
         self.core.disown(obj_id, holder)
 
-    def lend(self, obj_id: int) -> bool:
-        return self.core.lend(obj_id)
+    def lend(self, obj_id: int, by: object) -> bool:
+        return self.core.lend(obj_id, by)
 
     def referent(self, obj_id: int) -> Any:
         return self.core.referent(obj_id)
