@@ -253,7 +253,9 @@ class Channel:
         busy-poll budget adapts separately from that of quick calls. With ``versioned`` the
         result is ``(result, version of the object right after the call)``.
         """
-        rid = self._take_id()
+        rid = next(self._ids) & 0xFFFFFFFF  # (_take_id, inlined: every call passes here)
+        if not rid:
+            rid = next(self._ids) & 0xFFFFFFFF
         frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, owner, versioned)
         return self._roundtrip(rid, frame, blocking)
 
@@ -356,7 +358,10 @@ class Channel:
             with self._wlock:
                 if self.refs:
                     frame = self._notes() + frame
-                self._sendall(frame)
+                try:
+                    self._sock.sendall(frame)
+                except OSError as exc:
+                    raise self._lost_on_send(exc) from exc
         except BaseException:
             if slot is None:
                 self._stop_reading()
@@ -368,7 +373,10 @@ class Channel:
             try:
                 value, error = self._read_for(rid, blocking, slotted=False)
             finally:
-                self._stop_reading()
+                with mutex:  # _stop_reading, inlined for the usual case: nobody else waits
+                    self._reading = False
+                    if self._slots:
+                        self._wake_next_reader()
         else:
             value, error = self._await(rid, slot)
         if error is not None:
@@ -382,8 +390,12 @@ class Channel:
         try:
             self._sock.sendall(data)
         except OSError as exc:
-            self._break(ConnectionLost(f"the procshare server went away: {exc}"))
-            raise ConnectionLost(f"the procshare server went away: {exc}") from exc
+            raise self._lost_on_send(exc) from exc
+
+    def _lost_on_send(self, exc: OSError) -> ConnectionLost:
+        """Break the channel after a failed send; the error to raise."""
+        self._break(ConnectionLost(f"the procshare server went away: {exc}"))
+        return ConnectionLost(f"the procshare server went away: {exc}")
 
     def _await(self, rid: int, slot: _Slot) -> tuple[Any, BaseException | None]:
         """Wait for ``slot``'s reply while another thread reads; read ourselves if it stops."""
@@ -414,11 +426,15 @@ class Channel:
         """Give up the reader's role, handing it to a thread still waiting, if any."""
         with self._mutex:
             self._reading = False
-            for other in self._slots.values():
-                if other.sleeping and other.gate is not None:
-                    other.sleeping = False
-                    other.gate.release()
-                    break
+            self._wake_next_reader()
+
+    def _wake_next_reader(self) -> None:
+        """Wake one thread waiting for its reply, to read in our place (mutex held)."""
+        for other in self._slots.values():
+            if other.sleeping and other.gate is not None:
+                other.sleeping = False
+                other.gate.release()
+                break
 
     def _read_for(
         self, rid: int, blocking: bool, slotted: bool
