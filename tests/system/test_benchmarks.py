@@ -42,6 +42,14 @@ def test_the_locked_counter_taken_apart() -> None:
     assert "stdlib, locked" in out and "procshare, increment()" in out
 
 
+def test_the_server_path_in_one_process() -> None:
+    out = run("server_path.py", "--calls", "300", "--rounds", "1", "--profile", "3")
+    rows = {line.split()[1]: line.split() for line in out.splitlines() if line.startswith("dict")}
+    assert set(rows) == {"set", "get"}
+    assert all(float(row[2]) > 0 for row in rows.values())
+    assert "function calls" in out
+
+
 def test_the_server_profile_with_cprofile() -> None:
     out = run("profile_server.py", "--seconds", "0.3", "--top", "5", "--cprofile")
     assert "ops/s under cProfile" in out and "function calls" in out

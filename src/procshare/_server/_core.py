@@ -521,7 +521,9 @@ class Core:
             try:
                 data = session.protocol.encode_result(req_id, value, self.reply_flags)
             finally:
-                self._encoded(session, sent=bool(data) and not ServerProtocol.is_failure(data))
+                self._outgoing = None
+                if self._lent:
+                    self._settle_lends(session, bool(data) and not ServerProtocol.is_failure(data))
         # _write, inlined: every reply passes here
         out = session.out
         if not out:
@@ -545,7 +547,9 @@ class Core:
         try:
             data = session.protocol.encode_push(sub_id, payload)
         finally:
-            self._encoded(session, sent=bool(data))
+            self._outgoing = None
+            if self._lent:
+                self._settle_lends(session, sent=bool(data))
         self._write(session, data)
 
     def answer(self, waiter: Waiter, value: Any) -> None:
@@ -581,13 +585,11 @@ class Core:
         self._lent[key] = obj_id
         return True
 
-    def _encoded(self, session: Session, sent: bool) -> None:
-        """The message for ``session`` is encoded: stop lending. If it could not be (it will
-        not reach the client, and no proxy with it), give back what it lent."""
-        self._outgoing = None
+    def _settle_lends(self, session: Session, sent: bool) -> None:
+        """The message for ``session`` that lent references is encoded: forget what it lent,
+        or, if it could not be encoded (it will not reach the client, and no proxy with it),
+        give the references back."""
         lent = self._lent
-        if not lent:
-            return
         if not sent:
             for obj_id in lent.values():
                 held = session.refs.get(obj_id, 0)
@@ -997,7 +999,9 @@ class Core:
             )
             return
         finally:
-            self._encoded(session, sent=bool(payload))
+            self._outgoing = None
+            if self._lent:
+                self._settle_lends(session, sent=bool(payload))
         # Replies that carried proxies counted references for this session: never reuse them.
         if self._lends == lends and _SNAPSHOT_MIN <= len(payload) <= _SNAPSHOT_MAX:
             entry.snapshot = (entry.version, method, serializer, payload)
