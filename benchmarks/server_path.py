@@ -96,7 +96,7 @@ def main() -> None:
 
     rig = Rig()
     obj_id = rig.create("dict")
-    cases = {
+    cases: dict[str, Callable[[int], tuple[int, ...]]] = {
         "dict set": lambda i: (i & 1023, i),
         "dict get": lambda i: (i & 1023,),
     }
