@@ -610,6 +610,8 @@ class ClientProtocol(_Base):
             AuthenticationError: the server denied the login, or failed to prove the authkey.
             ProtocolError: the server broke the protocol.
         """
+        # The frame preamble is the server's, written out again on purpose: every reply passes
+        # here, and a shared helper would cost a call each time.
         if self.state is not _READY:
             return self._next_event_unready()
         try:
