@@ -23,31 +23,33 @@ def poller(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> P
 
 
 def test_readable_writable_and_hang_up(poller: Poller) -> None:
+    wait = poller.waiter()
     a, b = socket.socketpair()
     with a, b:
         poller.register(a.fileno())
-        assert poller.poll(0) == []
+        assert wait(0) == []
         b.send(b"x")
-        [(fd, mask)] = poller.poll(1.0)
+        [(fd, mask)] = wait(1.0)
         assert fd == a.fileno() and mask & ~OUT and not mask & OUT
         a.recv(1)
         poller.modify(a.fileno(), write=True)
-        [(fd, mask)] = poller.poll(1.0)
+        [(fd, mask)] = wait(1.0)
         assert mask & OUT and not mask & ~OUT  # writable only
         poller.modify(a.fileno(), write=False)
-        assert poller.poll(0) == []
+        assert wait(0) == []
         b.close()
-        [(fd, mask)] = poller.poll(1.0)
+        [(fd, mask)] = wait(1.0)
         assert mask & ~OUT  # a hang-up reads as "read it" (recv then reports the end)
         poller.unregister(a.fileno())
         poller.unregister(a.fileno())  # twice is harmless
-        assert poller.poll(0) == []
+        assert wait(0) == []
 
 
 def test_a_poller_that_is_not_open() -> None:
     p = Poller()
-    assert p.poll(0) == []
     p.unregister(3)
     p.close()
     with pytest.raises(RuntimeError, match="not serving"):
         p.register(0)
+    with pytest.raises(RuntimeError, match="not serving"):
+        p.waiter()

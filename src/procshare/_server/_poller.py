@@ -49,28 +49,19 @@ class Poller:
                 self._impl.unregister(fd)
 
     def waiter(self) -> Callable[[float], list[tuple[int, int]]]:
-        """A function of a timeout in seconds (never ``None``) that returns the ready pairs, as
-        ``poll`` does: for the loop, which calls it on every turn (epoll's own method, no
-        wrapper in between). Valid until ``close()``."""
-        impl = self._impl
-        if impl is None:
-            raise RuntimeError("the server is not serving")
-        if _EPOLL:
-            return impl.poll
-        return lambda timeout: impl.poll(timeout * 1000.0)
-
-    def poll(self, timeout: float | None) -> list[tuple[int, int]]:
-        """Ready ``(fd, mask)`` pairs within ``timeout`` seconds (``None``: wait).
+        """The function the loop waits with: given a timeout in seconds, it returns the ready
+        ``(fd, mask)`` pairs (epoll's own method where there is epoll: the loop calls it on
+        every turn, so no wrapper sits in between). Valid until ``close()``.
 
         A mask with anything but ``OUT`` (data, hang-up, error) means: read it; with ``OUT``:
         write to it.
         """
         impl = self._impl
         if impl is None:
-            return []
+            raise RuntimeError("the server is not serving")
         if _EPOLL:
-            return impl.poll(-1 if timeout is None else timeout)
-        return impl.poll(None if timeout is None else timeout * 1000.0)
+            return impl.poll
+        return lambda timeout: impl.poll(timeout * 1000.0)
 
     def close(self) -> None:
         if _EPOLL and self._impl is not None:
