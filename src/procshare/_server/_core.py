@@ -801,34 +801,25 @@ class Core:
 
     def _call(self, session: Session, msg: Call, now: float) -> None:
         self.stats_counters["calls"] += 1
-        entry = self.objects.get(msg.obj_id)
+        req_id, obj_id, method, args, kwargs, owner, versioned = msg  # one unpacking, not seven
+        entry = self.objects.get(obj_id)
         if entry is None:
-            self.fail(session, msg.req_id, _not_found(msg.obj_id))
+            self.fail(session, req_id, _not_found(obj_id))
             return
         if self._fresh:
             self._claim_fresh(entry)  # proxies passed to a method end up held by its object
-        handlers = entry.handlers
-        if handlers is None:
+        if entry.handlers is None:
             self._call_custom(session, msg, entry)
             return
-        method = msg.method
-        if msg.versioned and method == "#GETVALUE" and not isinstance(entry.referent, Primitive):
-            self.reply(session, msg.req_id, (entry.referent, entry.version))  # for replicas
+        if versioned and method == "#GETVALUE" and not isinstance(entry.referent, Primitive):
+            self.reply(session, req_id, (entry.referent, entry.version))  # for replicas
             return
-        if method in _SNAPSHOTS and not msg.args and not msg.kwargs and not msg.versioned:
-            self._snapshot_read(session, msg.req_id, entry, method)
+        if method in _SNAPSHOTS and not args and not kwargs and not versioned:
+            self._snapshot_read(session, req_id, entry, method)
             return
         try:
             result = self._apply(
-                entry,
-                session,
-                msg.req_id,
-                method,
-                msg.args,
-                msg.kwargs,
-                msg.owner,
-                now,
-                CallContext,
+                entry, session, req_id, method, args, kwargs, owner, now, CallContext
             )
             if result is PARKED:
                 return  # answered when the waiter is satisfied (or times out)
@@ -836,11 +827,11 @@ class Core:
             if returned is not None:
                 result = self._share(returned, result, now)
         except Exception as exc:
-            self.fail(session, msg.req_id, exc)
+            self.fail(session, req_id, exc)
             return
-        if msg.versioned:
+        if versioned:
             result = (result, entry.version)
-        self.reply(session, msg.req_id, result)
+        self.reply(session, req_id, result)
 
     def _apply(
         self,
