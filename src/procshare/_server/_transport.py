@@ -457,12 +457,10 @@ class Server:
             data = b""
         proto.receive_data(data)
         session = conn.session
-        next_event = proto.next_event
-        has_buffered = proto.has_buffered
-        dispatch = self.core.dispatch
+        core = self.core
         try:
             while True:
-                event = next_event()
+                event = proto.next_event()
                 if event is NEED_DATA:
                     break
                 kind = type(event)
@@ -470,8 +468,8 @@ class Server:
                     self._close(conn, now)
                     return
                 if session is not None:
-                    dispatch(session, event, now)
-                    if session.closed or not has_buffered():
+                    core.dispatch(session, event, now)
+                    if session.closed or not proto.has_buffered():
                         break  # (the usual case: one request per read, nothing after it)
                 elif kind is Authenticated:
                     session = self._authenticated(conn, event, now)
