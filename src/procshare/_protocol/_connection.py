@@ -237,7 +237,7 @@ class _Base:
 
     def _closed_event(self) -> ConnectionClosed:
         self.state = ConnState.CLOSED
-        return ConnectionClosed(truncated=self._reader.buffered > 0)
+        return ConnectionClosed(truncated=self._reader.has_buffered())
 
     def _fail(self, exc: Exception) -> Exception:
         self.state = ConnState.CLOSED
@@ -311,6 +311,8 @@ class ServerProtocol(_Base):
                 ``data_to_send()``; close the connection after sending it).
             ProtocolError: the client broke the protocol; close the connection.
         """
+        # ``_next_frame`` written out for the READY state: every request passes here, and the
+        # call (and its CLOSED check) would cost more than the lines it saves.
         if self.state is not _READY:
             return self._next_event_unready()
         try:
@@ -610,8 +612,8 @@ class ClientProtocol(_Base):
             AuthenticationError: the server denied the login, or failed to prove the authkey.
             ProtocolError: the server broke the protocol.
         """
-        # The frame preamble is the server's, written out again on purpose: every reply passes
-        # here, and a shared helper would cost a call each time.
+        # ``_next_frame`` written out for the READY state, as in the server's next_event: every
+        # reply passes here.
         if self.state is not _READY:
             return self._next_event_unready()
         try:

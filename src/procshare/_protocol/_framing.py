@@ -115,11 +115,6 @@ class FrameReader:
         """Whether any received bytes have not been returned as frames yet."""
         return self._pos < len(self._buf)
 
-    @property
-    def buffered(self) -> int:
-        """Bytes received but not yet returned as frames."""
-        return len(self._buf) - self._pos
-
     def next_frame(self) -> tuple[int, int, int, bytes | bytearray] | None:
         """Return the next complete frame, or ``None`` if it has not fully arrived yet.
 
