@@ -12,6 +12,14 @@ def set_item(d: Any, key: Any, value: Any) -> None:
     d[key] = value
 
 
+def check_copy(d: Any, expected: dict[Any, Any]) -> None:
+    """Read a large dict whole, twice, and once more after changing it from here."""
+    assert d.copy() == expected
+    assert d.copy() == expected
+    d["child"] = True
+    assert d.copy() == {**expected, "child": True}
+
+
 def append_many(lst: Any, values: list[Any]) -> None:
     for v in values:
         lst.append(v)

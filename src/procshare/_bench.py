@@ -135,6 +135,12 @@ def _dict_copy(state: Any, n: int) -> None:
         state.copy()
 
 
+def _dict_change_copy(state: Any, n: int) -> None:
+    for i in range(n):
+        state[0] = i  # a change before each copy: nothing read before can be reused
+        state.copy()
+
+
 def _dict_of_proxy(state: Any, n: int) -> None:
     for _ in range(n):
         dict(state)
@@ -333,6 +339,7 @@ CASES: dict[str, Case] = {
         Case("Lock acquire+release", lambda m: m.Lock(), _lock_cycle, 1000),
         Case("Queue put+get", lambda m: m.Queue(), _queue_cycle, 1000),
         Case("dict copy 10k items", _big_dict, _dict_copy, 10),
+        Case("dict set + copy 10k items", _big_dict, _dict_change_copy, 10),
         Case("dict(proxy) 10k items", _big_dict, _dict_of_proxy, 1),
         Case(
             "pipelined sets, per item (stdlib: plain)", lambda m: m.dict(), _pipelined_sets, 10_000

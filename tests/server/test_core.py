@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from typing import Any
 
 import pytest
 
@@ -578,6 +579,48 @@ def test_large_snapshots_are_reused_until_the_object_changes(world: World) -> No
     assert entry.snapshot is None
     assert a.do(d, "copy") == {**first, "new": 1}
     assert a.do(d, "items")[-1] == ("new", 1)  # another method: its own snapshot
+
+
+def test_conditional_reads_answer_none_while_unchanged(world: World) -> None:
+    a, b = world.client(), world.client()
+    d = a.create("dict", {i: i for i in range(5000)})
+    value, version = a.do(d, "#SINCE", "copy", -1)
+    assert value == {i: i for i in range(5000)}
+    assert a.do(d, "#SINCE", "copy", version) is None
+    assert b.do(d, "#SINCE", "items", version) is None  # any reader, any whole-object method
+    cached = world.core.objects[d].snapshot
+    assert cached is not None and cached[1] == "#SINCE copy"
+    assert b.do(d, "#SINCE", "copy", -1) == (value, version)  # the pair, reused
+    assert world.core.objects[d].snapshot is cached
+    a.do(d, "__setitem__", "new", 1)
+    value, newer = b.do(d, "#SINCE", "copy", version)
+    assert newer == version + 1 and value["new"] == 1
+    assert a.do(d, "copy") == value  # plain reads keep their own snapshot
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("copy",), TypeError),
+        (("copy", "0"), TypeError),
+        (("pop", 0), TypeError),  # not a whole-object read
+        ((0, 0), TypeError),
+    ],
+)
+def test_malformed_conditional_reads_are_refused(
+    world: World, args: tuple[Any, ...], error: type[Exception]
+) -> None:
+    a = world.client()
+    d = a.create("dict", {"k": 1})
+    with pytest.raises(error):
+        a.do(d, "#SINCE", *args)
+    lock = a.create("Lock")
+    with pytest.raises(MethodNotExposed):
+        a.do(lock, "#SINCE", "#GETVALUE", 0)
+    lst = a.create("list", [1])
+    with pytest.raises(MethodNotExposed):
+        a.do(lst, "#SINCE", "keys", 0)  # a list has no keys()
+    assert a.do(d, "copy") == {"k": 1}
 
 
 def test_small_snapshots_are_not_kept(world: World) -> None:

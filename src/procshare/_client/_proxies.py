@@ -36,6 +36,7 @@ from ._cache import Replica, replay
 from ._channel import Channel, current_pid, get_channel, refqueue_for
 from ._pipeline import Pipeline
 from ._push import Watch
+from ._snapshots import OFF, Held, after_fill, fresh, held_for, is_frozen
 
 __all__ = [
     "AcquirerProxy",
@@ -91,6 +92,8 @@ class BaseProxy:
     #: the built-in kind this proxy class stands for (enables ``cache()`` and replays)
     _kind_: str | None = None
     _replica: Replica | None = None
+    #: the last large whole-object read, for re-reading it only after a change (_snapshots)
+    _held: Held | None = None
 
     def __init__(
         self,
@@ -182,6 +185,33 @@ class BaseProxy:
         if channel is None or channel.usable_pid != current_pid():
             channel = self._bind()
         return channel.call(self._id, methodname, args, kwds, _get_ident(), versioned=True)
+
+    def _read_whole(self, methodname: str) -> Any:
+        """``_callmethod(methodname)`` for a read returning the whole object (``copy()``,
+        ``items()``, ...): a large result is kept, and fetched again only once it changed."""
+        held = self._held
+        if held is OFF or (self._replica is not None and self._replica.pid == current_pid()):
+            return self._callmethod(methodname)
+        if held is not None and held.skip:
+            held.skip -= 1
+            return self._callmethod(methodname)
+        channel = self._ch
+        if channel is None or channel.usable_pid != current_pid():
+            channel = self._bind()
+        same = held_for(held, methodname)
+        known = same.version if same is not None else -1
+        answer = channel.call(self._id, "#SINCE", (methodname, known), None, _get_ident())
+        if answer is None and same is not None:  # unchanged since `known`: what it would send
+            same.misses = 0
+            if same.frozen is None:
+                same.frozen = is_frozen(same.value)
+            if same.frozen:
+                return fresh(same.value)
+            self._held = OFF  # its items may have been changed through an earlier copy
+            return self._callmethod(methodname)
+        value, version = answer
+        self._held, value = after_fill(held, methodname, version, value)
+        return value
 
     def _write_through(
         self,
@@ -279,6 +309,8 @@ class BaseProxy:
 
     def _getvalue(self) -> Any:
         """A copy of the referent."""
+        if self._kind_ in _WHOLE_VALUE_KINDS:
+            return self._read_whole("#GETVALUE")
         return self._callmethod("#GETVALUE")
 
     def _incref(self) -> None:
@@ -422,6 +454,10 @@ def AutoProxy(  # noqa: N802 - the stdlib's name
     )
 
 
+#: kinds whose ``#GETVALUE`` is a plain container (a Namespace's or a custom type's is not)
+_WHOLE_VALUE_KINDS = frozenset({"dict", "list", "set"})
+
+
 def _value_of(obj: Any) -> Any:
     """What to send for ``obj``: the value of a proxy, the object itself otherwise."""
     return obj._getvalue() if isinstance(obj, BaseProxy) else obj
@@ -463,13 +499,13 @@ class DictProxy(BaseProxy, Generic[K, V]):
         return iter(self._callmethod("__reversed__"))
 
     def keys(self) -> list[K]:
-        return self._callmethod("keys")  # type: ignore[no-any-return]
+        return self._read_whole("keys")  # type: ignore[no-any-return]
 
     def values(self) -> list[V]:
-        return self._callmethod("values")  # type: ignore[no-any-return]
+        return self._read_whole("values")  # type: ignore[no-any-return]
 
     def items(self) -> list[tuple[K, V]]:
-        return self._callmethod("items")  # type: ignore[no-any-return]
+        return self._read_whole("items")  # type: ignore[no-any-return]
 
     def get(self, key: K, default: Any = None) -> V | Any:
         return self._callmethod("get", (key, default))
@@ -490,7 +526,7 @@ class DictProxy(BaseProxy, Generic[K, V]):
         self._callmethod("clear")
 
     def copy(self) -> dict[K, V]:
-        return self._callmethod("copy")  # type: ignore[no-any-return]
+        return self._read_whole("copy")  # type: ignore[no-any-return]
 
     def __or__(self, other: Any) -> dict[K, V]:
         return self._callmethod("__or__", (_value_of(other),))  # type: ignore[no-any-return]
@@ -593,7 +629,7 @@ class ListProxy(BaseProxy, Generic[T]):
         self._callmethod("clear")
 
     def copy(self) -> list[T]:
-        return self._callmethod("copy")  # type: ignore[no-any-return]
+        return self._read_whole("copy")  # type: ignore[no-any-return]
 
 
 class SetProxy(BaseProxy, Generic[T]):
@@ -628,7 +664,7 @@ class SetProxy(BaseProxy, Generic[T]):
         self._callmethod("clear")
 
     def copy(self) -> set[T]:
-        return self._callmethod("copy")  # type: ignore[no-any-return]
+        return self._read_whole("copy")  # type: ignore[no-any-return]
 
     def update(self, *others: Iterable[T]) -> None:
         self._callmethod("update", tuple(_value_of(o) for o in others))
@@ -710,7 +746,7 @@ class ArrayProxy(BaseProxy, Generic[T]):
         self._callmethod("__setitem__", (index, value))
 
     def tolist(self) -> list[T]:
-        return self._callmethod("tolist")  # type: ignore[no-any-return]
+        return self._read_whole("tolist")  # type: ignore[no-any-return]
 
 
 class NamespaceProxy(BaseProxy):

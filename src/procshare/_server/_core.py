@@ -73,6 +73,11 @@ _SNAPSHOTS: Final = frozenset(
 )
 _SNAPSHOT_MIN: Final = 8 * 1024  # smaller payloads are cheap to encode again
 _SNAPSHOT_MAX: Final = 16 * 1024 * 1024
+# ``#SINCE(method, version)``: the result of ``method``, unless the object is still at
+# ``version`` (the caller holds that snapshot already): then ``None``. Otherwise the reply is
+# ``(result, version)``. Clients use it to re-read large snapshots only after a change.
+_SINCE: Final = "#SINCE"
+_WHOLE_READS: Final = _SNAPSHOTS | {_SINCE}
 
 
 @dataclass(frozen=True)
@@ -814,9 +819,22 @@ class Core:
         if versioned and method == "#GETVALUE" and not isinstance(entry.referent, Primitive):
             self.reply(session, req_id, (entry.referent, entry.version))  # for replicas
             return
-        if method in _SNAPSHOTS and not args and not kwargs and not versioned:
-            self._snapshot_read(session, req_id, entry, method)
-            return
+        if method in _WHOLE_READS and not kwargs and not versioned:
+            if method != _SINCE:
+                if not args:
+                    self._snapshot_read(session, req_id, entry, method, None)
+                    return
+            elif (
+                len(args) == 2
+                and type(args[0]) is str
+                and args[0] in _SNAPSHOTS
+                and type(args[1]) is int
+            ):
+                self._snapshot_read(session, req_id, entry, args[0], args[1])
+                return
+            else:
+                self.fail(session, req_id, TypeError(f"{_SINCE} takes (method, version)"))
+                return
         try:
             result = self._apply(
                 entry, session, req_id, method, args, kwargs, owner, now, CallContext
@@ -947,8 +965,30 @@ class Core:
             raise RemoteError(f"typeid {typeid!r} is not registered on this server")
         return Handle(self, self._register(stype, value, now))
 
-    def _snapshot_read(self, session: Session, req_id: int, entry: Entry, method: str) -> None:
-        """Answer a whole-object read, reusing the encoded payload while nothing changed."""
+    def _snapshot_read(
+        self, session: Session, req_id: int, entry: Entry, method: str, known: int | None
+    ) -> None:
+        """Answer a whole-object read, reusing the encoded payload while nothing changed.
+
+        With ``known`` (a ``#SINCE`` read) the answer is ``None`` when the object is still at
+        version ``known``, ``(result, version)`` otherwise.
+        """
+        referent = entry.referent
+        if method == "#GETVALUE":
+            if isinstance(referent, Primitive):
+                self.fail(session, req_id, _not_exposed(entry, method))
+                return
+            handler = None
+        else:
+            handler = entry.handlers.get(method) if entry.handlers is not None else None
+            if handler is None or handler[1]:
+                self.fail(session, req_id, _not_exposed(entry, method))
+                return
+        if known is not None:
+            if known == entry.version:
+                self.reply(session, req_id, None)
+                return
+            method = f"{_SINCE} {method}"  # its own cached payload: the pair, not the bare value
         protocol = session.protocol
         serializer = protocol.serializer.name if protocol.serializer is not None else ""
         cached = entry.snapshot
@@ -960,23 +1000,17 @@ class Core:
         ):
             self._write(session, protocol.encode_serialized(req_id, cached[3], self.reply_flags))
             return
-        referent = entry.referent
-        if method == "#GETVALUE":
-            if isinstance(referent, Primitive):
-                self.fail(session, req_id, _not_exposed(entry, method))
-                return
+        if handler is None:
             result = referent
         else:
-            handler = entry.handlers.get(method) if entry.handlers is not None else None
-            if handler is None or handler[1]:
-                self.fail(session, req_id, _not_exposed(entry, method))
-                return
             try:
                 result = handler[0](referent)
             except Exception as exc:
                 self.fail(session, req_id, exc)
                 return
-        if result is None:
+        if known is not None:
+            result = (result, entry.version)
+        elif result is None:
             self.reply(session, req_id, None)
             return
         lends = self._lends

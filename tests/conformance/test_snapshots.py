@@ -1,0 +1,186 @@
+"""Whole-object reads of large objects (``copy()``, ``items()``, ``tolist()``, ...) fetched again
+only after a change: every read must still equal the server's current value, and a copy a user
+changed must never show in a later read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import procshare
+from tests import _children as children
+
+BIG = 1000  # above the size from which a proxy keeps what it read
+
+
+@pytest.fixture(scope="module")
+def shared() -> Iterator[procshare.SyncManager]:
+    with procshare.Manager() as m:
+        yield m
+
+
+def test_an_unchanged_dict_is_not_sent_again(shared: procshare.SyncManager) -> None:
+    d = shared.dict({i: f"v{i}" for i in range(BIG)})
+    first, second, third = d.copy(), d.copy(), d.copy()
+    assert first == second == third == {i: f"v{i}" for i in range(BIG)}
+    assert first is not second and second is not third  # a new dict each time, as before
+    # The same string objects: the later reads were served from what the proxy already had
+    # (decoding a reply would have built new ones).
+    assert second[7] is third[7]
+
+
+def test_an_object_changed_before_every_read_is_read_plainly_then_held_again(
+    shared: procshare.SyncManager,
+) -> None:
+    d = shared.dict({i: f"v{i}" for i in range(BIG)})
+    model = d.copy()
+    for step in range(100):  # pauses of 4, 8, 16, ... plain reads, each ended by one held read
+        d[0] = model[0] = step
+        assert d.copy() == model
+    reads = [d.copy() for _ in range(70)]  # unchanged now: the pause ends within 64 reads
+    assert all(read == model for read in reads)
+    assert reads[-1][7] is reads[-2][7]
+
+
+def test_each_read_returns_a_container_the_caller_may_change(
+    shared: procshare.SyncManager,
+) -> None:
+    d = shared.dict({i: i for i in range(BIG)})
+    for _ in range(3):
+        mine = d.copy()
+        mine["local"] = 1
+        del mine[0]
+        keys = d.keys()
+        keys.append("local")
+    assert d.copy() == {i: i for i in range(BIG)}
+    assert d.keys() == list(range(BIG))
+
+
+def test_a_changed_copy_never_shows_in_a_later_read(shared: procshare.SyncManager) -> None:
+    d = shared.dict({i: [i] for i in range(BIG)})
+    nested = shared.dict({i: (i, [i]) for i in range(BIG)})
+    for _ in range(3):
+        d.copy()[5].append("changed locally")
+        nested.copy()[5][1].append("changed locally")
+        d.items()[6][1].append("changed locally")
+    assert d.copy()[5] == [5]
+    assert d.items()[6] == (6, [6])
+    assert nested.copy()[5] == (5, [5])
+
+
+def test_reads_follow_every_change(shared: procshare.SyncManager) -> None:
+    d = shared.dict({i: i for i in range(BIG)})
+    model = dict(d.copy())
+    for step in range(6):
+        d[step] = -step
+        model[step] = -step
+        assert d.copy() == model
+        assert d.items() == list(model.items())
+        assert d.values() == list(model.values())
+        assert d.copy() == model  # unchanged since the read before
+    del d[0]
+    del model[0]
+    assert d.keys() == list(model)
+    assert d._getvalue() == model
+
+
+@pytest.mark.parametrize("kind", ["list", "set", "Array"])
+def test_other_kinds_follow_every_change(shared: procshare.SyncManager, kind: str) -> None:
+    obj: Any
+    if kind == "list":
+        obj = shared.list(range(BIG))
+        read, change, before, after = obj.copy, obj.append, list(range(BIG)), [*range(BIG), -1]
+    elif kind == "set":
+        obj = shared.set(range(BIG))
+        read, change, before, after = obj.copy, obj.add, set(range(BIG)), {*range(BIG), -1}
+    else:
+        obj = shared.Array("i", range(BIG))
+        read, before, after = obj.tolist, list(range(BIG)), [*range(BIG - 1), -1]
+        change = lambda value: obj.__setitem__(BIG - 1, value)  # noqa: E731
+    assert read() == before
+    assert read() == before
+    change(-1)
+    assert read() == after
+    assert read() == after
+
+
+def test_another_process_write_is_seen(manager: procshare.SyncManager, run: Any) -> None:
+    d = manager.dict({i: i for i in range(BIG)})
+    assert len(d.copy()) == BIG
+    assert len(d.copy()) == BIG
+    run(children.set_item, d, "late", "write")
+    assert d.copy()["late"] == "write"
+    assert d.copy()["late"] == "write"
+
+
+def test_a_child_inherits_or_unpickles_the_proxy_and_reads_right(
+    manager: procshare.SyncManager, run: Any
+) -> None:
+    d = manager.dict({i: i for i in range(BIG)})
+    d.copy()
+    d.copy()
+    d["parent"] = True
+    run(children.check_copy, d, {**{i: i for i in range(BIG)}, "parent": True})
+    assert d.copy()["child"] is True
+
+
+def test_cached_proxies_read_from_their_replica(shared: procshare.SyncManager) -> None:
+    d = shared.dict({i: i for i in range(BIG)}).cache()
+    d[1] = "one"
+    assert d.copy()[1] == "one"
+    d.cache(False)
+    assert d.copy()[1] == "one"
+
+
+def test_the_server_refuses_malformed_conditional_reads(shared: procshare.SyncManager) -> None:
+    d = shared.dict({"a": 1})
+    with pytest.raises(TypeError):
+        d._callmethod("#SINCE", ("copy",))
+    with pytest.raises(TypeError):
+        d._callmethod("#SINCE", ("__setitem__", 0))
+    with pytest.raises(procshare.MethodNotExposed):
+        shared.Lock()._callmethod("#SINCE", ("#GETVALUE", -1))  # type: ignore[attr-defined]
+    assert d._callmethod("#SINCE", ("copy", -1))[0] == {"a": 1}
+
+
+values = st.one_of(st.integers(), st.text(max_size=3), st.lists(st.integers(), max_size=2))
+ops = st.one_of(
+    st.tuples(st.just("set"), st.integers(0, 300), values),
+    st.tuples(st.just("del"), st.integers(0, 300)),
+    st.tuples(st.just("mutate copy"), st.integers(0, 300)),
+    st.tuples(st.sampled_from(["copy", "items", "keys", "values"])),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=st.lists(ops, max_size=20), nested=st.booleans())
+def test_conditional_reads_agree_with_a_plain_dict(
+    shared: procshare.SyncManager, steps: list[tuple[Any, ...]], nested: bool
+) -> None:
+    model: dict[int, Any] = {i: ([i] if nested else i) for i in range(300)}
+    proxy = shared.dict(model)
+    for name, *args in steps:
+        if name == "set":
+            proxy[args[0]] = args[1]
+            model[args[0]] = args[1]
+        elif name == "del":
+            proxy.pop(args[0], None)
+            model.pop(args[0], None)
+        elif name == "mutate copy":
+            mine = proxy.copy()
+            mine[args[0]] = "local"
+            for value in mine.values():
+                if isinstance(value, list):
+                    value.append("local")
+        else:
+            got = getattr(proxy, name)()
+            want = getattr(model, name)()
+            assert got == (want if name == "copy" else list(want))
+    assert proxy.copy() == model
