@@ -194,6 +194,20 @@ def test_busy_flag_reaches_the_client() -> None:
     assert not client.server_busy
 
 
+def test_the_server_cpu_reaches_the_client() -> None:
+    server, client = connected()
+    assert client.server_cpu == -1  # not said yet
+    client.receive_data(server.encode_result(1, 1, Flag.with_cpu(0, 3)))
+    client.next_event()
+    assert client.server_cpu == 3
+    client.receive_data(server.encode_result(2, None, Flag.with_cpu(Flag.EMPTY, 0)))
+    assert client.next_event().value is None
+    assert client.server_cpu == 0
+    client.receive_data(server.encode_result(3, 1, Flag.with_cpu(0, Flag.CPU_LIMIT + 5)))
+    client.next_event()
+    assert client.server_cpu == -1  # out of range: unknown
+
+
 def test_an_unpicklable_argument_fails_before_anything_is_sent() -> None:
     _, client = connected()
     with pytest.raises(SerializationError) as info:

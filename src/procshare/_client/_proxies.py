@@ -36,7 +36,7 @@ from ._cache import Replica, replay
 from ._channel import Channel, current_pid, get_channel, refqueue_for
 from ._pipeline import Pipeline
 from ._push import Watch
-from ._snapshots import OFF, Held, after_fill, fresh, held_for, is_frozen
+from ._snapshots import OFF, Held, after_read, fresh, held_for, is_frozen
 
 __all__ = [
     "AcquirerProxy",
@@ -188,12 +188,9 @@ class BaseProxy:
 
     def _read_whole(self, methodname: str) -> Any:
         """``_callmethod(methodname)`` for a read returning the whole object (``copy()``,
-        ``items()``, ...): a large result is kept, and fetched again only once it changed."""
+        ``items()``, ...): a large object that stays put is not sent again (``_snapshots``)."""
         held = self._held
         if held is OFF or (self._replica is not None and self._replica.pid == current_pid()):
-            return self._callmethod(methodname)
-        if held is not None and held.skip:
-            held.skip -= 1
             return self._callmethod(methodname)
         channel = self._ch
         if channel is None or channel.usable_pid != current_pid():
@@ -202,7 +199,6 @@ class BaseProxy:
         known = same.version if same is not None else -1
         answer = channel.call(self._id, "#SINCE", (methodname, known), None, _get_ident())
         if answer is None and same is not None:  # unchanged since `known`: what it would send
-            same.misses = 0
             if same.frozen is None:
                 same.frozen = is_frozen(same.value)
             if same.frozen:
@@ -210,7 +206,7 @@ class BaseProxy:
             self._held = OFF  # its items may have been changed through an earlier copy
             return self._callmethod(methodname)
         value, version = answer
-        self._held, value = after_fill(held, methodname, version, value)
+        self._held, value = after_read(held, methodname, version, value)
         return value
 
     def _write_through(

@@ -1,26 +1,27 @@
 """Whole-object reads (``d.copy()``, ``d.items()``, ``lst.copy()``, ...) fetched again only after
 the object changed.
 
-A proxy keeps the last large snapshot it read, with the object's version at that moment, and
-asks the server ``#SINCE(method, version)``: the server answers ``None`` while the object is
-still at that version (one small round trip instead of encoding, sending and decoding every
-item again), or the new ``(result, version)``. Reading a large unchanged dict again costs a
-round trip and a local shallow copy; a changed one costs what a plain read costs, plus a local
-copy. A proxy whose object changes before every read stops holding values for a while.
+Every whole read asks the server for the object's version with the value. A proxy that read a
+large object twice at the same version (a reader polling something that stays put) keeps that
+value, and from then on asks ``#SINCE(method, version)``: the server answers ``None`` while the
+object is still at that version (one small round trip instead of encoding, sending and decoding
+every item again), or the new ``(result, version)``, and the proxy stops holding until it sees
+the object stay put again. An object that changes before every read is never held: its reads
+cost what plain reads cost, with no copy and no memory kept.
 
 Each read still returns a new container, as a plain read does. The items inside are shared
-between the copies a proxy hands out, so a snapshot is reused only when everything in it is
+between the copies a proxy hands out, so a held value is reused only when everything in it is
 immutable (numbers, strings, bytes, ``None``, and tuples or frozensets of them): a change made
 to one copy can never show in another. That check costs about as much as decoding, so it runs
-once per version, on the first read that would reuse the snapshot. A proxy whose snapshot held
-anything else goes back to plain reads for good.
+once per held value, on its first reuse. A proxy whose value held anything else goes back to
+plain reads for good.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final
 
-__all__ = ["OFF", "Held", "after_fill", "fresh", "held_for", "is_frozen"]
+__all__ = ["OFF", "Held", "after_read", "fresh", "held_for", "is_frozen"]
 
 #: Smaller results are as cheap to fetch again as to check: not held.
 MIN_ITEMS: Final = 256
@@ -36,32 +37,22 @@ _CONTAINERS: Final = (dict, list, set, tuple, frozenset)
 
 class Held:
     """What a proxy knows of its last whole-object read: ``method``'s result at the object's
-    ``version`` (``value`` is ``None`` while the proxy reads plainly).
+    ``version``; ``value`` is that result when the proxy holds it, else ``None``.
 
     ``frozen``: whether the value's items were found immutable (``None``: not checked yet).
-    ``misses``: reads in a row that found the object changed since the read before.
-    ``skip``: plain reads left before holding a value again.
     """
 
-    __slots__ = ("frozen", "method", "misses", "skip", "value", "version")
+    __slots__ = ("frozen", "method", "value", "version")
 
-    def __init__(self, method: str, version: int, value: Any, misses: int = 0) -> None:
+    def __init__(self, method: str, version: int, value: Any = None) -> None:
         self.method = method
         self.version = version
         self.value = value
         self.frozen: bool | None = None
-        self.misses = misses
-        self.skip = 0
 
 
-#: Marks a proxy whose snapshots held mutable items: it reads plainly from then on.
-OFF: Final = Held("", -1, None)
-
-#: An object found changed at every read this many times in a row is read plainly for a while
-#: (holding a value costs a copy and keeps memory busy, for nothing if it always changes):
-#: 4 reads, then 8, 16, ... up to MAX_SKIP, each pause followed by one read that holds again.
-MISSES_BEFORE_PAUSE: Final = 2
-MAX_SKIP: Final = 64
+#: Marks a proxy whose held value had mutable items: it reads plainly from then on.
+OFF: Final = Held("", -1)
 
 
 def held_for(held: Held | None, method: str) -> Held | None:
@@ -71,20 +62,20 @@ def held_for(held: Held | None, method: str) -> Held | None:
     return None
 
 
-def after_fill(held: Held | None, method: str, version: int, value: Any) -> tuple[Held | None, Any]:
-    """What to keep, and what to return, after the server sent a new ``value`` at ``version``.
+def after_read(held: Held | None, method: str, version: int, value: Any) -> tuple[Held, Any]:
+    """What to remember, and what to return, after the server sent ``value`` at ``version``.
 
-    ``held`` is what the proxy knew before the read.
+    ``held`` is what the proxy knew before the read. The value is kept (and the caller given a
+    copy of it) when the read before saw the same version: the object stays put.
     """
-    holding = held_for(held, method) is not None
-    misses = 0 if held is None else held.misses + holding
-    if holding and misses >= MISSES_BEFORE_PAUSE:
-        paused = Held(method, version, None, misses)
-        paused.skip = min(1 << misses, MAX_SKIP)
-        return paused, value
-    if worth_holding(value):
-        return Held(method, version, value, misses), fresh(value)
-    return None, value
+    if (
+        held is not None
+        and held.method == method
+        and held.version == version
+        and worth_holding(value)
+    ):
+        return Held(method, version, value), fresh(value)
+    return Held(method, version), value
 
 
 def worth_holding(value: Any) -> bool:
