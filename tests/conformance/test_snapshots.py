@@ -5,6 +5,7 @@ changed must never show in a later read.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,20 +35,76 @@ def test_an_unchanged_dict_is_not_sent_again(shared: procshare.SyncManager) -> N
     assert second[7] is third[7]
 
 
-def test_an_object_changed_before_every_read_is_never_held(
+def test_copies_of_a_changing_dict_are_brought_up_to_date_with_its_changes(
     shared: procshare.SyncManager,
 ) -> None:
     d = shared.dict({i: f"v{i}" for i in range(BIG)})
     model = d.copy()
     reads = []
+    for step in range(100):  # more changes than the server keeps, between two of the reads
+        d[step % 7] = model[step % 7] = step
+        if step % 3 == 0:
+            d.pop(f"k{step - 3}", None)
+            model.pop(f"k{step - 3}", None)
+            d.update({f"k{step}": step})
+            model.update({f"k{step}": step})
+        if step != 50:
+            reads.append(d.copy())
+            assert reads[-1] == model
+    assert reads[-1][8] is reads[-2][8]  # not decoded anew: the changes were replayed
+
+
+def test_lists_of_a_changing_dict_are_never_held(shared: procshare.SyncManager) -> None:
+    d = shared.dict({i: f"v{i}" for i in range(BIG)})
+    reads = []
     for step in range(5):
-        d[0] = model[0] = step
-        reads.append(d.copy())
-        assert reads[-1] == model
-    assert reads[-1][7] is not reads[-2][7]  # each decoded anew: nothing held
-    still = [d.copy() for _ in range(3)]  # it stays put now: held from the second read on
-    assert all(read == model for read in still)
-    assert still[1][7] is still[2][7]
+        d[0] = step
+        reads.append(d.items())
+        assert reads[-1] == [(0, step), *((i, f"v{i}") for i in range(1, BIG))]
+    assert reads[-1][7][1] is not reads[-2][7][1]  # each decoded anew: nothing held
+    still = [d.items() for _ in range(3)]  # it stays put now: held from the second read on
+    assert still[1][7][1] is still[2][7][1]
+
+
+def test_a_change_bringing_a_mutable_value_is_never_shared(
+    shared: procshare.SyncManager,
+) -> None:
+    d = shared.dict({i: i for i in range(BIG)})
+    d.copy()
+    d.copy()  # held and found immutable
+    d["list"] = [1]
+    mine = d.copy()  # brought up to date with the change: the list must not be shared
+    mine["list"].append("changed locally")
+    assert d.copy()["list"] == [1]
+    d.increment("counter", [1], [])  # an increment whose result is a list
+    d.copy()["counter"].append("changed locally")
+    assert d.copy()["counter"] == [1]
+
+
+def test_threads_sharing_a_proxy_read_consistent_copies(
+    shared: procshare.SyncManager, run: Any
+) -> None:
+    lst = shared.list(range(BIG))
+    stop = threading.Event()
+    wrong: list[list[Any]] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            copy = lst.copy()
+            if copy[BIG:] != list(range(len(copy) - BIG)):  # each append seen once, in order
+                wrong.append(copy)
+
+    readers = [threading.Thread(target=reader) for _ in range(4)]
+    for t in readers:
+        t.start()
+    try:
+        run(children.append_many, lst, list(range(300)))
+    finally:
+        stop.set()
+        for t in readers:
+            t.join()
+    assert not wrong
+    assert lst.copy()[BIG:] == list(range(300))
 
 
 def test_each_read_returns_a_container_the_caller_may_change(
@@ -154,6 +211,7 @@ def test_the_server_refuses_malformed_conditional_reads(shared: procshare.SyncMa
 values = st.one_of(st.integers(), st.text(max_size=3), st.lists(st.integers(), max_size=2))
 ops = st.one_of(
     st.tuples(st.just("set"), st.integers(0, 300), values),
+    st.tuples(st.just("update"), st.dictionaries(st.integers(0, 300), values, max_size=3)),
     st.tuples(st.just("del"), st.integers(0, 300)),
     st.tuples(st.just("mutate copy"), st.integers(0, 300)),
     st.tuples(st.sampled_from(["copy", "items", "keys", "values"])),
@@ -161,7 +219,7 @@ ops = st.one_of(
 
 
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(steps=st.lists(ops, max_size=20), nested=st.booleans())
 def test_conditional_reads_agree_with_a_plain_dict(
@@ -173,6 +231,9 @@ def test_conditional_reads_agree_with_a_plain_dict(
         if name == "set":
             proxy[args[0]] = args[1]
             model[args[0]] = args[1]
+        elif name == "update":
+            proxy.update(args[0])
+            model.update(args[0])
         elif name == "del":
             proxy.pop(args[0], None)
             model.pop(args[0], None)

@@ -593,9 +593,67 @@ def test_conditional_reads_answer_none_while_unchanged(world: World) -> None:
     assert b.do(d, "#SINCE", "copy", -1) == (value, version)  # the pair, reused
     assert world.core.objects[d].snapshot is cached
     a.do(d, "__setitem__", "new", 1)
-    value, newer = b.do(d, "#SINCE", "copy", version)
-    assert newer == version + 1 and value["new"] == 1
-    assert a.do(d, "copy") == value  # plain reads keep their own snapshot
+    value, newer = b.do(d, "#SINCE", "items", version)  # not answered with changes
+    assert newer == version + 1 and value[-1] == ("new", 1)
+    assert a.do(d, "copy") == dict(value)  # plain reads keep their own snapshot
+
+
+def test_conditional_copies_are_answered_with_the_changes_since(world: World) -> None:
+    a, b = world.client(), world.client()
+    d = a.create("dict", {i: i for i in range(5000)})
+    _, version = a.do(d, "#SINCE", "copy", -1)  # the first one starts the object's log
+    a.do(d, "__setitem__", "new", 1)
+    a.do(d, "pop", 0)
+    a.do(d, "update", {1: "one"}, two=2)
+    with pytest.raises(KeyError):
+        a.do(d, "pop", "missing")  # failures change nothing: not logged
+    changes, newer, delta = b.do(d, "#SINCE", "copy", version)
+    assert delta is True and newer == version + 3
+    assert changes == [
+        ("__setitem__", ("new", 1), None, None),
+        ("pop", (0,), None, 0),
+        ("update", ({1: "one"},), {"two": 2}, None),
+    ]
+    assert b.do(d, "#SINCE", "copy", version + 2)[0] == changes[2:]
+    assert b.do(d, "#SINCE", "copy", newer) is None
+    lst = a.create("list", list(range(1000)))
+    _, version = a.do(lst, "#SINCE", "#GETVALUE", -1)
+    a.do(lst, "append", "x")
+    assert a.do(lst, "#SINCE", "#GETVALUE", version) == (
+        [("append", ("x",), None, None)],
+        version + 1,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ("update", {f"k{i}": i for i in range(1000)}),  # more items than an eighth of the dict
+        ("update", {f"k{i}": i for i in range(5000)}),  # more than the log keeps of one change
+    ],
+)
+def test_large_changes_send_the_whole_object(world: World, change: tuple[Any, ...]) -> None:
+    a = world.client()
+    d = a.create("dict", {i: i for i in range(5000)})
+    _, version = a.do(d, "#SINCE", "copy", -1)
+    a.do(d, "__setitem__", "small", 1)
+    a.do(d, *change)
+    value, newer = a.do(d, "#SINCE", "copy", version)
+    assert newer == version + 2 and value == a.do(d, "copy")
+
+
+def test_changes_older_than_the_log_send_the_whole_object(world: World) -> None:
+    a = world.client()
+    d = a.create("dict", {i: i for i in range(5000)})
+    _, version = a.do(d, "#SINCE", "copy", -1)
+    for i in range(100):  # more than the log keeps
+        a.do(d, "__setitem__", i, -i)
+    value, newer = a.do(d, "#SINCE", "copy", version)
+    assert newer == version + 100 and value[99] == -99
+    changes, _, _ = a.do(d, "#SINCE", "copy", newer - 3)  # recent ones are still there
+    assert [c[1] for c in changes] == [(97, -97), (98, -98), (99, -99)]
+    assert a.do(d, "#SINCE", "copy", newer + 5)[1] == newer  # a version from nowhere: all
 
 
 @pytest.mark.parametrize(

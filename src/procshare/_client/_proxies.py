@@ -36,7 +36,7 @@ from ._cache import Replica, replay
 from ._channel import Channel, current_pid, get_channel, refqueue_for
 from ._pipeline import Pipeline
 from ._push import Watch
-from ._snapshots import OFF, Held, after_read, fresh, held_for, is_frozen
+from ._snapshots import OFF, Held, after_read, catch_up, handout, held_for
 
 __all__ = [
     "AcquirerProxy",
@@ -198,15 +198,19 @@ class BaseProxy:
         same = held_for(held, methodname)
         known = same.version if same is not None else -1
         answer = channel.call(self._id, "#SINCE", (methodname, known), None, _get_ident())
-        if answer is None and same is not None:  # unchanged since `known`: what it would send
-            if same.frozen is None:
-                same.frozen = is_frozen(same.value)
-            if same.frozen:
-                return fresh(same.value)
-            self._held = OFF  # its items may have been changed through an earlier copy
+        if same is not None and (answer is None or len(answer) == 3):
+            # Unchanged since `known`, or these changes since: answered from what we hold.
+            if answer is not None and not catch_up(same, self._kind_ or "", known, *answer[:2]):
+                self._held = None
+                return self._callmethod(methodname)
+            copy = handout(same)
+            if copy is not None:
+                return copy
+            # Its items may have been changed through an earlier copy: plain reads from now on.
+            self._held = OFF if same.frozen is False else None
             return self._callmethod(methodname)
         value, version = answer
-        self._held, value = after_read(held, methodname, version, value)
+        self._held, value = after_read(held, methodname, self._kind_, version, value)
         return value
 
     def _write_through(

@@ -1,13 +1,17 @@
 """Whole-object reads (``d.copy()``, ``d.items()``, ``lst.copy()``, ...) fetched again only after
 the object changed.
 
-Every whole read asks the server for the object's version with the value. A proxy that read a
-large object twice at the same version (a reader polling something that stays put) keeps that
-value, and from then on asks ``#SINCE(method, version)``: the server answers ``None`` while the
+Every whole read asks the server for the object's version with the value. A proxy holding a
+large result asks ``#SINCE(method, version)`` instead: the server answers ``None`` while the
 object is still at that version (one small round trip instead of encoding, sending and decoding
-every item again), or the new ``(result, version)``, and the proxy stops holding until it sees
-the object stay put again. An object that changes before every read is never held: its reads
-cost what plain reads cost, with no copy and no memory kept.
+every item again). For ``copy()`` of a dict, list or set (and ``_getvalue()``) it may answer
+with the few changes made since, which the proxy replays on a copy of what it holds; otherwise
+it sends the new ``(result, version)``.
+
+Which results are held: ``copy()``/``_getvalue()`` of a dict, list or set of 256 items or more
+(later reads are answered with nothing or with changes); ``keys()``, ``values()``, ``items()``
+and ``tolist()`` once two reads in a row saw the same version (an object changed before every
+read is then never held: its reads cost what plain reads cost, no copy, no memory kept).
 
 Each read still returns a new container, as a plain read does. The items inside are shared
 between the copies a proxy hands out, so a held value is reused only when everything in it is
@@ -19,9 +23,14 @@ plain reads for good.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterable
 from typing import Any, Final
 
-__all__ = ["OFF", "Held", "after_read", "fresh", "held_for", "is_frozen"]
+from ._cache import replay
+from ._push import Change
+
+__all__ = ["OFF", "Held", "after_read", "catch_up", "fresh", "handout", "held_for", "is_frozen"]
 
 #: Smaller results are as cheap to fetch again as to check: not held.
 MIN_ITEMS: Final = 256
@@ -33,6 +42,9 @@ _NESTS: Final = frozenset({tuple, frozenset})
 _ATOMS_OR_NESTS: Final = _ATOMS | _NESTS
 _MAX_DEPTH: Final = 4  # tuples of tuples of ... deeper than this are not worth following
 _CONTAINERS: Final = (dict, list, set, tuple, frozenset)
+#: Reads the server may answer with the changes since the version held (for these kinds).
+DELTA_READS: Final = frozenset({"copy", "#GETVALUE"})
+DELTA_KINDS: Final = frozenset({"dict", "list", "set"})
 
 
 class Held:
@@ -40,15 +52,17 @@ class Held:
     ``version``; ``value`` is that result when the proxy holds it, else ``None``.
 
     ``frozen``: whether the value's items were found immutable (``None``: not checked yet).
+    A held value is read and brought up to date under ``lock``: threads share the proxy.
     """
 
-    __slots__ = ("frozen", "method", "value", "version")
+    __slots__ = ("frozen", "lock", "method", "value", "version")
 
     def __init__(self, method: str, version: int, value: Any = None) -> None:
         self.method = method
         self.version = version
         self.value = value
         self.frozen: bool | None = None
+        self.lock = threading.Lock()
 
 
 #: Marks a proxy whose held value had mutable items: it reads plainly from then on.
@@ -62,20 +76,87 @@ def held_for(held: Held | None, method: str) -> Held | None:
     return None
 
 
-def after_read(held: Held | None, method: str, version: int, value: Any) -> tuple[Held, Any]:
+def after_read(
+    held: Held | None, method: str, kind: str | None, version: int, value: Any
+) -> tuple[Held, Any]:
     """What to remember, and what to return, after the server sent ``value`` at ``version``.
 
     ``held`` is what the proxy knew before the read. The value is kept (and the caller given a
-    copy of it) when the read before saw the same version: the object stays put.
+    copy of it) when later reads may be answered with changes, or when the read before saw the
+    same version (the object stays put).
     """
-    if (
-        held is not None
-        and held.method == method
-        and held.version == version
-        and worth_holding(value)
+    if worth_holding(value) and (
+        (method in DELTA_READS and kind in DELTA_KINDS)
+        or (held is not None and held.method == method and held.version == version)
     ):
         return Held(method, version, value), fresh(value)
     return Held(method, version), value
+
+
+def catch_up(
+    held: Held,
+    kind: str,
+    known: int,
+    changes: Iterable[tuple[str, Any, Any, Any]],
+    version: int,
+) -> bool:
+    """Bring ``held`` from version ``known`` to ``version`` by replaying ``changes`` on its
+    value, in place (the copies handed out have their own tables). False if it cannot be: a
+    change that does not replay (the value is then dropped), or another thread moved it on."""
+    with held.lock:
+        if held.value is None or held.version != known:
+            return held.value is not None and held.version == version  # done by another thread
+        added: list[Any] = []
+        for op, args, kwargs, result in changes:
+            if not replay(kind, held.value, Change(op, args, kwargs, version, result)):
+                held.value = None
+                return False
+            _collect(added, op, (*args, *(kwargs or {}).values(), result))
+        held.version = version
+        if held.frozen and not _all_frozen(added, 0):
+            held.frozen = None  # what came in may be mutable: look again before sharing
+        return True
+
+
+def handout(held: Held) -> Any:
+    """A new container with ``held``'s items for the caller, or ``None`` if it cannot be given:
+    dropped meanwhile, or holding mutable items (``held.frozen`` is then ``False``)."""
+    with held.lock:
+        value = held.value
+        if value is None:
+            return None
+        if held.frozen is None:
+            held.frozen = is_frozen(value)
+        return fresh(value) if held.frozen else None
+
+
+# Changes that put the *items* of their argument into the object (the others put the argument
+# itself, or a result, which is checked as it is).
+_SPREADING: Final = frozenset(
+    {
+        "update",
+        "extend",
+        "__iadd__",
+        "__ior__",
+        "difference_update",
+        "intersection_update",
+        "symmetric_difference_update",
+    }
+)
+
+
+def _collect(into: list[Any], op: str, values: Iterable[Any]) -> None:
+    """Gather what a change ``op`` with arguments ``values`` may put into a container."""
+    spreads = op in _SPREADING
+    for value in values:
+        kind = type(value)
+        if spreads and kind is dict:
+            into.extend(value.keys())
+            into.extend(value.values())
+        elif spreads and kind in (list, set, tuple, frozenset):
+            into.extend(value)
+        else:
+            into.append(value)
 
 
 def worth_holding(value: Any) -> bool:

@@ -73,11 +73,19 @@ _SNAPSHOTS: Final = frozenset(
 )
 _SNAPSHOT_MIN: Final = 8 * 1024  # smaller payloads are cheap to encode again
 _SNAPSHOT_MAX: Final = 16 * 1024 * 1024
-# ``#SINCE(method, version)``: the result of ``method``, unless the object is still at
-# ``version`` (the caller holds that snapshot already): then ``None``. Otherwise the reply is
-# ``(result, version)``. Clients use it to re-read large snapshots only after a change.
+# ``#SINCE(method, version)``: a whole-object read for a caller holding the result as of
+# ``version`` (-1: nothing). Answers: ``None`` while the object is still at ``version``; for a
+# copy of a dict, list or set, ``(changes, new_version, True)`` when the changes since are few
+# and all logged (each ``(op, args, kwargs, result)``, to replay in order); else
+# ``(result, new_version)``.
 _SINCE: Final = "#SINCE"
 _WHOLE_READS: Final = _SNAPSHOTS | {_SINCE}
+# Reads answered with changes, and the kinds whose changes a client can replay.
+_DELTA_READS: Final = frozenset({"copy", "#GETVALUE"})
+_DELTA_KINDS: Final = frozenset({"dict", "list", "set"})
+_LOG_MAX: Final = 64  # changes kept per object read with #SINCE
+_LOG_WEIGHT_MAX: Final = 4096  # a change with more items than this empties the log instead
+_SIZED: Final = (dict, list, tuple, set, frozenset)
 
 
 @dataclass(frozen=True)
@@ -186,6 +194,7 @@ class Entry:
         "held",
         "holds",
         "id",
+        "log",
         "method_to_typeid",
         "mutators",
         "proxytype",
@@ -228,6 +237,9 @@ class Entry:
         self.created = now
         #: (version, method, serializer, payload) of the last large snapshot read, or None
         self.snapshot: tuple[int, str, str, bytes] | None = None
+        #: the latest changes, once a client re-reads this object whole (#SINCE): each
+        #: (weight, op, args, kwargs, result); the last one made the current version
+        self.log: deque[tuple[int, str, tuple[Any, ...], Any, Any]] | None = None
         #: internal references this object's referent holds: target id -> count
         self.holds: dict[int, int] | None = None
         #: how many of ``refs`` are internal references held by a known shared object
@@ -881,6 +893,8 @@ class Core:
         if result is not PARKED and method in entry.mutators:
             entry.version += 1
             entry.snapshot = None
+            if entry.log is not None:
+                _log_change(entry.log, method, args, kwargs, result)
             if entry.watchers:
                 self._publish(entry, method, args, kwargs, result)
         return result
@@ -988,6 +1002,17 @@ class Core:
             if known == entry.version:
                 self.reply(session, req_id, None)
                 return
+            if (
+                method in _DELTA_READS
+                and entry.spec is not None
+                and entry.spec.name in _DELTA_KINDS
+            ):
+                changes = _changes_since(entry, known)
+                if changes is not None:
+                    self.reply(session, req_id, (changes, entry.version, True))
+                    return
+                if entry.log is None:
+                    entry.log = deque(maxlen=_LOG_MAX)
             method = f"{_SINCE} {method}"  # its own cached payload: the pair, not the bare value
         protocol = session.protocol
         serializer = protocol.serializer.name if protocol.serializer is not None else ""
@@ -1295,6 +1320,39 @@ def _creation_failed(typeid: str, exc: BaseException) -> RemoteError:
 
 def _not_found(obj_id: int) -> ObjectNotFound:
     return ObjectNotFound(f"shared object {obj_id} does not exist (any more)")
+
+
+def _log_change(
+    log: deque[tuple[int, str, tuple[Any, ...], Any, Any]],
+    method: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None,
+    result: Any,
+) -> None:
+    """Keep one change for #SINCE readers; a large one empties the log (it is cheaper to send
+    the whole object than to replay it)."""
+    weight = 1 + (len(kwargs) if kwargs else 0)
+    for arg in args:
+        if isinstance(arg, _SIZED):
+            weight += len(arg)
+    if weight > _LOG_WEIGHT_MAX:
+        log.clear()
+    else:
+        log.append((weight, method, args, kwargs, result))
+
+
+def _changes_since(entry: Entry, known: int) -> list[tuple[str, Any, Any, Any]] | None:
+    """The changes from version ``known`` to the current one, if all are logged and replaying
+    them is cheaper than sending the object (fewer items than an eighth of it)."""
+    log = entry.log
+    missing = entry.version - known
+    if log is None or known < 0 or not 0 < missing <= len(log):
+        return None
+    recent = list(log)[-missing:]
+    budget = max(16, len(entry.referent) // 8)
+    if sum(change[0] for change in recent) > budget:
+        return None
+    return [change[1:] for change in recent]
 
 
 def _not_exposed(entry: Entry, method: str) -> MethodNotExposed:
