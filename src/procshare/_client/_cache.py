@@ -37,22 +37,12 @@ from typing import Any, Final
 from .._errors import ConnectionLost
 from .._kinds import KINDS
 from ._channel import current_pid
+from ._frozen import ATOMS, change_is_frozen, is_frozen, is_plain
 from ._push import Change, change_from, hub_for
 
-__all__ = ["Replica", "is_plain", "replay"]
+__all__ = ["Replica", "replay"]
 
-_SCALARS: Final = frozenset({int, float, complex, bool, str, bytes, type(None)})
 _PENDING_LIMIT: Final = 10_000  # changes kept while the replica is being rebuilt
-
-
-def is_plain(value: Any) -> bool:
-    """Whether ``value`` is immutable all the way down (safe to hand out without a copy)."""
-    kind = type(value)
-    if kind in _SCALARS:
-        return True
-    if kind is tuple or kind is frozenset:
-        return all(is_plain(item) for item in value)
-    return False
 
 
 def _private_copy(value: Any) -> Any:
@@ -62,11 +52,7 @@ def _private_copy(value: Any) -> Any:
 
 def _values_plain(kind: str, value: Any) -> bool:
     """Whether every element of a container replica is immutable (copies may be shallow)."""
-    if kind == "dict":
-        return all(is_plain(v) for v in value.values())
-    if kind in ("list", "set"):
-        return all(is_plain(v) for v in value)
-    return kind == "Array"
+    return kind == "Array" or (kind in ("dict", "list", "set") and is_frozen(value))
 
 
 def _namespace_attr(ns: Any, name: str) -> Any:
@@ -179,7 +165,7 @@ class Replica:
             self.refresh()
         with self.lock:
             value = self.value[key]
-        return value if type(value) in _SCALARS or is_plain(value) else _private_copy(value)
+        return value if type(value) in ATOMS or is_plain(value) else _private_copy(value)
 
     def read(self, method: str, args: tuple[Any, ...]) -> Any:
         """Answer ``method(*args)`` from the replica (rebuilding it first if it was dropped)."""
@@ -260,9 +246,8 @@ class Replica:
             self._pending.clear()
             return False
         self.version = change.version
-        if self.plain and not (
-            all(is_plain(a) for a in change.args)
-            and all(is_plain(v) for v in (change.kwargs or {}).values())
+        if self.plain and not change_is_frozen(
+            change.op, change.args, change.kwargs, change.result
         ):
             self.plain = False
         return True

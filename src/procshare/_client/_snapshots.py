@@ -28,19 +28,16 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from ._cache import replay
+from ._frozen import change_is_frozen, is_frozen
 from ._push import Change
 
-__all__ = ["OFF", "Held", "after_read", "catch_up", "fresh", "handout", "held_for", "is_frozen"]
+__all__ = ["OFF", "Held", "after_read", "catch_up", "fresh", "handout", "held_for"]
 
 #: Smaller results are as cheap to fetch again as to check: not held.
 MIN_ITEMS: Final = 256
 #: Larger results are not held: the proxy would keep a second table of that size alive.
 MAX_ITEMS: Final = 1 << 20
 
-_ATOMS: Final = frozenset({int, float, complex, str, bytes, bool, type(None)})
-_NESTS: Final = frozenset({tuple, frozenset})
-_ATOMS_OR_NESTS: Final = _ATOMS | _NESTS
-_MAX_DEPTH: Final = 4  # tuples of tuples of ... deeper than this are not worth following
 _CONTAINERS: Final = (dict, list, set, tuple, frozenset)
 #: Reads the server may answer with the changes since the version held (for these kinds).
 DELTA_READS: Final = frozenset({"copy", "#GETVALUE"})
@@ -106,15 +103,15 @@ def catch_up(
     with held.lock:
         if held.value is None or held.version != known:
             return held.value is not None and held.version == version  # done by another thread
-        added: list[Any] = []
+        frozen = held.frozen
         for op, args, kwargs, result in changes:
             if not replay(kind, held.value, Change(op, args, kwargs, version, result)):
                 held.value = None
                 return False
-            _collect(added, op, (*args, *(kwargs or {}).values(), result))
+            if frozen and not change_is_frozen(op, args, kwargs, result):
+                frozen = None  # what came in may be mutable: look again before sharing
         held.version = version
-        if held.frozen and not _all_frozen(added, 0):
-            held.frozen = None  # what came in may be mutable: look again before sharing
+        held.frozen = frozen
         return True
 
 
@@ -130,35 +127,6 @@ def handout(held: Held) -> Any:
         return fresh(value) if held.frozen else None
 
 
-# Changes that put the *items* of their argument into the object (the others put the argument
-# itself, or a result, which is checked as it is).
-_SPREADING: Final = frozenset(
-    {
-        "update",
-        "extend",
-        "__iadd__",
-        "__ior__",
-        "difference_update",
-        "intersection_update",
-        "symmetric_difference_update",
-    }
-)
-
-
-def _collect(into: list[Any], op: str, values: Iterable[Any]) -> None:
-    """Gather what a change ``op`` with arguments ``values`` may put into a container."""
-    spreads = op in _SPREADING
-    for value in values:
-        kind = type(value)
-        if spreads and kind is dict:
-            into.extend(value.keys())
-            into.extend(value.values())
-        elif spreads and kind in (list, set, tuple, frozenset):
-            into.extend(value)
-        else:
-            into.append(value)
-
-
 def worth_holding(value: Any) -> bool:
     """Whether ``value`` is a container large enough to keep for the next read."""
     return type(value) in _CONTAINERS and MIN_ITEMS <= len(value) <= MAX_ITEMS
@@ -167,20 +135,3 @@ def worth_holding(value: Any) -> bool:
 def fresh(value: Any) -> Any:
     """A new top-level container with the same items (immutable ones are returned as they are)."""
     return value.copy() if type(value) in (dict, list, set) else value
-
-
-def is_frozen(value: Any) -> bool:
-    """Whether every item of the container ``value`` (keys and values of a dict) is immutable."""
-    if type(value) is dict:
-        return _all_frozen(value.keys(), 0) and _all_frozen(value.values(), 0)
-    return _all_frozen(value, 0)
-
-
-def _all_frozen(items: Any, depth: int) -> bool:
-    types = set(map(type, items))  # one pass in C: far cheaper than looking at each item here
-    if types <= _ATOMS:
-        return True
-    if depth >= _MAX_DEPTH or not types <= _ATOMS_OR_NESTS:
-        return False
-    nested = [member for item in items if type(item) in _NESTS for member in item]
-    return _all_frozen(nested, depth + 1)
