@@ -59,6 +59,7 @@ from .._protocol import (
     Watch,
 )
 from .._token import Token
+from ._changelog import ChangeLog
 from ._objects import HANDLERS, PARKED, Handler, Primitive, make_referent
 from ._waiters import DeadlineHeap, Waiter, WaitQueue
 
@@ -83,9 +84,6 @@ _WHOLE_READS: Final = _SNAPSHOTS | {_SINCE}
 # Reads answered with changes, and the kinds whose changes a client can replay.
 _DELTA_READS: Final = frozenset({"copy", "#GETVALUE"})
 _DELTA_KINDS: Final = frozenset({"dict", "list", "set"})
-_LOG_MAX: Final = 64  # changes kept per object read with #SINCE
-_LOG_WEIGHT_MAX: Final = 4096  # a change with more items than this empties the log instead
-_SIZED: Final = (dict, list, tuple, set, frozenset)
 
 
 @dataclass(frozen=True)
@@ -237,9 +235,8 @@ class Entry:
         self.created = now
         #: (version, method, serializer, payload) of the last large snapshot read, or None
         self.snapshot: tuple[int, str, str, bytes] | None = None
-        #: the latest changes, once a client re-reads this object whole (#SINCE): each
-        #: (weight, op, args, kwargs, result); the last one made the current version
-        self.log: deque[tuple[int, str, tuple[Any, ...], Any, Any]] | None = None
+        #: the latest changes, once a client re-reads this object whole (#SINCE)
+        self.log: ChangeLog | None = None
         #: internal references this object's referent holds: target id -> count
         self.holds: dict[int, int] | None = None
         #: how many of ``refs`` are internal references held by a known shared object
@@ -894,7 +891,7 @@ class Core:
             entry.version += 1
             entry.snapshot = None
             if entry.log is not None:
-                _log_change(entry.log, method, args, kwargs, result)
+                entry.log.record(method, args, kwargs, result)
             if entry.watchers:
                 self._publish(entry, method, args, kwargs, result)
         return result
@@ -1012,7 +1009,7 @@ class Core:
                     self.reply(session, req_id, (changes, entry.version, True))
                     return
                 if entry.log is None:
-                    entry.log = deque(maxlen=_LOG_MAX)
+                    entry.log = ChangeLog()
             method = f"{_SINCE} {method}"  # its own cached payload: the pair, not the bare value
         protocol = session.protocol
         serializer = protocol.serializer.name if protocol.serializer is not None else ""
@@ -1322,37 +1319,12 @@ def _not_found(obj_id: int) -> ObjectNotFound:
     return ObjectNotFound(f"shared object {obj_id} does not exist (any more)")
 
 
-def _log_change(
-    log: deque[tuple[int, str, tuple[Any, ...], Any, Any]],
-    method: str,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any] | None,
-    result: Any,
-) -> None:
-    """Keep one change for #SINCE readers; a large one empties the log (it is cheaper to send
-    the whole object than to replay it)."""
-    weight = 1 + (len(kwargs) if kwargs else 0)
-    for arg in args:
-        if isinstance(arg, _SIZED):
-            weight += len(arg)
-    if weight > _LOG_WEIGHT_MAX:
-        log.clear()
-    else:
-        log.append((weight, method, args, kwargs, result))
-
-
 def _changes_since(entry: Entry, known: int) -> list[tuple[str, Any, Any, Any]] | None:
     """The changes from version ``known`` to the current one, if all are logged and replaying
-    them is cheaper than sending the object (fewer items than an eighth of it)."""
-    log = entry.log
-    missing = entry.version - known
-    if log is None or known < 0 or not 0 < missing <= len(log):
+    them is cheaper than sending the object (they weigh less than an eighth of it)."""
+    if entry.log is None or known < 0:
         return None
-    recent = list(log)[-missing:]
-    budget = max(16, len(entry.referent) // 8)
-    if sum(change[0] for change in recent) > budget:
-        return None
-    return [change[1:] for change in recent]
+    return entry.log.last(entry.version - known, max(16, len(entry.referent) // 8))
 
 
 def _not_exposed(entry: Entry, method: str) -> MethodNotExposed:
