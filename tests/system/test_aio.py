@@ -73,6 +73,32 @@ def test_nested_proxies_come_back_async(m: procshare.SyncManager) -> None:
     assert outer["inner"][:] == [1, 2, 3]
 
 
+def test_large_whole_reads_send_only_what_changed(m: procshare.SyncManager) -> None:
+    d = m.dict({i: f"v{i}" for i in range(1000)})
+    nested = m.dict({i: [i] for i in range(1000)})
+    lock = m.Lock()
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            ad, an, al = client.proxy(d), client.proxy(nested), client.proxy(lock)
+            first, second = await ad.copy(), await ad.copy()
+            assert first == second == {i: f"v{i}" for i in range(1000)}
+            assert first is not second
+            assert (await ad.copy())[7] is second[7]  # served from what the proxy holds
+            d[0] = "changed"  # from the sync side
+            assert (await ad.copy())[0] == "changed"
+            assert (await ad.getvalue())[0] == "changed"
+            items = await ad.items()
+            assert items[0] == (0, "changed") and len(items) == 1000
+            for _ in range(3):
+                (await an.copy())[5].append("changed locally")
+            assert (await an.copy())[5] == [5]
+            assert await al.acquire() is True  # not a whole-object read: a plain call
+            await al.release()
+
+    run(main())
+
+
 def test_waiting_on_a_lock_does_not_block_the_loop(m: procshare.SyncManager) -> None:
     async def main() -> None:
         async with await procshare.aio.connect(m.address, m._authkey) as client:

@@ -47,6 +47,7 @@ from .._protocol import (
 from .._token import Token
 from ._cache import replay
 from ._push import Change, ChangeBuffer, change_from
+from ._snapshots import CONTAINER_KINDS, OFF, PLAIN, WHOLE_READ_KINDS, Held, held_for, settle
 
 __all__ = ["AsyncChannel", "AsyncProxy", "AsyncWatch"]
 
@@ -321,6 +322,7 @@ class AsyncProxy:
         if self._kind is None and token.typeid in KINDS:
             self._kind = token.typeid
         self._pid = os.getpid()
+        self._held: Held | None = None
         if not owned:
             channel.retain(token.id)
 
@@ -353,7 +355,36 @@ class AsyncProxy:
 
     async def getvalue(self) -> Any:
         """A copy of the referent (``_getvalue()`` of the sync proxies)."""
+        if self._kind in CONTAINER_KINDS:
+            return await self._read_whole("#GETVALUE")
         return await self.call("#GETVALUE")
+
+    # Whole-object reads: a large result is kept and only what changed is sent again, as for
+    # the sync proxies (see ``_snapshots``).
+    async def copy(self) -> Any:
+        return await self._read_whole("copy")
+
+    async def keys(self) -> Any:
+        return await self._read_whole("keys")
+
+    async def values(self) -> Any:
+        return await self._read_whole("values")
+
+    async def items(self) -> Any:
+        return await self._read_whole("items")
+
+    async def tolist(self) -> Any:
+        return await self._read_whole("tolist")
+
+    async def _read_whole(self, method: str) -> Any:
+        held = self._held
+        if held is OFF or self._kind not in WHOLE_READ_KINDS:
+            return await self.call(method)
+        same = held_for(held, method)
+        known = same.version if same is not None else -1
+        reply = await self.call("#SINCE", method, known)
+        self._held, value = settle(held, same, method, self._kind, known, reply)
+        return await self.call(method) if value is PLAIN else value
 
     async def repr(self) -> str:
         return await self.call("__repr__")  # type: ignore[no-any-return]

@@ -36,7 +36,7 @@ from ._cache import Replica, replay
 from ._channel import Channel, current_pid, get_channel, refqueue_for
 from ._pipeline import Pipeline
 from ._push import Watch
-from ._snapshots import OFF, Held, after_read, catch_up, handout, held_for
+from ._snapshots import CONTAINER_KINDS, OFF, PLAIN, Held, held_for, settle
 
 __all__ = [
     "AcquirerProxy",
@@ -197,21 +197,9 @@ class BaseProxy:
             channel = self._bind()
         same = held_for(held, methodname)
         known = same.version if same is not None else -1
-        answer = channel.call(self._id, "#SINCE", (methodname, known), None, _get_ident())
-        if same is not None and (answer is None or len(answer) == 3):
-            # Unchanged since `known`, or these changes since: answered from what we hold.
-            if answer is not None and not catch_up(same, self._kind_ or "", known, *answer[:2]):
-                self._held = None
-                return self._callmethod(methodname)
-            copy = handout(same)
-            if copy is not None:
-                return copy
-            # Its items may have been changed through an earlier copy: plain reads from now on.
-            self._held = OFF if same.frozen is False else None
-            return self._callmethod(methodname)
-        value, version = answer
-        self._held, value = after_read(held, methodname, self._kind_, version, value)
-        return value
+        reply = channel.call(self._id, "#SINCE", (methodname, known), None, _get_ident())
+        self._held, value = settle(held, same, methodname, self._kind_, known, reply)
+        return self._callmethod(methodname) if value is PLAIN else value
 
     def _write_through(
         self,
@@ -309,7 +297,7 @@ class BaseProxy:
 
     def _getvalue(self) -> Any:
         """A copy of the referent."""
-        if self._kind_ in _WHOLE_VALUE_KINDS:
+        if self._kind_ in CONTAINER_KINDS:  # (an Array's value is an array: read plainly)
             return self._read_whole("#GETVALUE")
         return self._callmethod("#GETVALUE")
 
@@ -452,10 +440,6 @@ def AutoProxy(  # noqa: N802 - the stdlib's name
         incref=incref,
         manager_owned=manager_owned,
     )
-
-
-#: kinds whose ``#GETVALUE`` is a plain container (a Namespace's or a custom type's is not)
-_WHOLE_VALUE_KINDS = frozenset({"dict", "list", "set"})
 
 
 def _value_of(obj: Any) -> Any:

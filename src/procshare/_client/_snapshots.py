@@ -31,7 +31,7 @@ from ._cache import replay
 from ._frozen import change_is_frozen, is_frozen
 from ._push import Change
 
-__all__ = ["OFF", "Held", "after_read", "catch_up", "fresh", "handout", "held_for"]
+__all__ = ["CONTAINER_KINDS", "OFF", "PLAIN", "WHOLE_READ_KINDS", "Held", "held_for", "settle"]
 
 #: Smaller results are as cheap to fetch again as to check: not held.
 MIN_ITEMS: Final = 256
@@ -39,9 +39,11 @@ MIN_ITEMS: Final = 256
 MAX_ITEMS: Final = 1 << 20
 
 _CONTAINERS: Final = (dict, list, set, tuple, frozenset)
+#: Kinds whose proxies read whole objects through ``#SINCE``.
+WHOLE_READ_KINDS: Final = frozenset({"dict", "list", "set", "Array"})
 #: Reads the server may answer with the changes since the version held (for these kinds).
 DELTA_READS: Final = frozenset({"copy", "#GETVALUE"})
-DELTA_KINDS: Final = frozenset({"dict", "list", "set"})
+CONTAINER_KINDS: Final = frozenset({"dict", "list", "set"})
 
 
 class Held:
@@ -66,11 +68,42 @@ class Held:
 OFF: Final = Held("", -1)
 
 
+#: What ``settle`` returns when the read must be made again, plainly.
+PLAIN: Final = object()
+
+
 def held_for(held: Held | None, method: str) -> Held | None:
     """``held``, if it holds a value of ``method``'s result."""
     if held is not None and held.value is not None and held.method == method:
         return held
     return None
+
+
+def settle(
+    held: Held | None,
+    same: Held | None,
+    method: str,
+    kind: str | None,
+    known: int,
+    reply: Any,
+) -> tuple[Held | None, Any]:
+    """What to keep and what to return after the server answered ``#SINCE(method, known)``
+    with ``reply``; the value is ``PLAIN`` when the caller must read plainly instead.
+
+    ``held`` is what the proxy knew before the read, ``same`` the value it held for this
+    method (``held_for``), at version ``known``.
+    """
+    if same is not None and (reply is None or len(reply) == 3):
+        # Unchanged since `known`, or these changes since: answered from what we hold.
+        if reply is not None and not catch_up(same, kind or "", known, *reply[:2]):
+            return None, PLAIN
+        copy = handout(same)
+        if copy is not None:
+            return same, copy
+        # Its items may have been changed through an earlier copy: plain reads from now on.
+        return (OFF if same.frozen is False else None), PLAIN
+    value, version = reply
+    return after_read(held, method, kind, version, value)
 
 
 def after_read(
@@ -83,7 +116,7 @@ def after_read(
     same version (the object stays put).
     """
     if worth_holding(value) and (
-        (method in DELTA_READS and kind in DELTA_KINDS)
+        (method in DELTA_READS and kind in CONTAINER_KINDS)
         or (held is not None and held.method == method and held.version == version)
     ):
         return Held(method, version, value), fresh(value)
