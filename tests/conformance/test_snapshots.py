@@ -5,6 +5,7 @@ changed must never show in a later read.
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import procshare
+from procshare.managers import DictProxy, ListProxy
 from tests import _children as children
 
 BIG = 1000  # above the size from which a proxy keeps what it read
@@ -195,6 +197,35 @@ def test_cached_proxies_read_from_their_replica(shared: procshare.SyncManager) -
     assert d.copy()[1] == "one"
     d.cache(False)
     assert d.copy()[1] == "one"
+
+
+class OrderedThings(collections.OrderedDict):  # type: ignore[type-arg]
+    pass
+
+
+class Things(list):  # type: ignore[type-arg]
+    pass
+
+
+class CustomManager(procshare.BaseManager):
+    pass
+
+
+CustomManager.register("OrderedThings", OrderedThings, DictProxy)
+CustomManager.register("Things", Things, ListProxy)
+
+
+def test_custom_types_behind_built_in_proxy_types_read_plainly() -> None:
+    with CustomManager() as m:
+        d = m.OrderedThings()  # type: ignore[attr-defined]
+        d.update({i: i for i in range(BIG)})
+        for _ in range(3):
+            copy = d.copy()
+            assert type(copy) is OrderedThings and list(copy) == list(range(BIG))
+        d[0] = "changed"
+        assert d.copy()[0] == "changed" and d._getvalue()[0] == "changed"
+        lst = m.Things(range(BIG))  # type: ignore[attr-defined]
+        assert lst.copy() == lst.copy() == list(range(BIG))
 
 
 def test_the_server_refuses_malformed_conditional_reads(shared: procshare.SyncManager) -> None:

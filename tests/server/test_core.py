@@ -681,6 +681,19 @@ def test_malformed_conditional_reads_are_refused(
     assert a.do(d, "copy") == {"k": 1}
 
 
+def test_conditional_reads_of_custom_types_say_to_read_plainly(world: World) -> None:
+    from procshare._manager import Registration, _server_types
+    from procshare._protocol import Create
+
+    world.core.types.update(_server_types({"Counter": Registration(Counter, None, None, None)}))
+    a = world.client()
+    rid = next(a._ids)
+    a.send(Create(rid, "Counter", (5,), None, 0))
+    world.run_jobs()
+    obj = a.result(rid)._id
+    assert a.do(obj, "#SINCE", "copy", -1) is False  # a custom class: no versions to compare
+
+
 def test_small_snapshots_are_not_kept(world: World) -> None:
     a = world.client()
     d = a.create("dict", {"a": 1})

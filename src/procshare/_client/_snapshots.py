@@ -64,7 +64,8 @@ class Held:
         self.lock = threading.Lock()
 
 
-#: Marks a proxy whose held value had mutable items: it reads plainly from then on.
+#: Marks a proxy that reads plainly from now on: what it held had mutable items, or its object
+#: is of a custom type (registered with a built-in proxy type, such as ``DictProxy``).
 OFF: Final = Held("", -1)
 
 
@@ -93,6 +94,8 @@ def settle(
     ``held`` is what the proxy knew before the read, ``same`` the value it held for this
     method (``held_for``), at version ``known``.
     """
+    if reply is False:  # an object of a custom type (registered with a built-in proxy type)
+        return OFF, PLAIN
     if same is not None and (reply is None or len(reply) == 3):
         # Unchanged since `known`, or these changes since: answered from what we hold.
         if reply is not None and not catch_up(same, kind or "", known, *reply[:2]):

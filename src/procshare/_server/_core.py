@@ -78,7 +78,8 @@ _SNAPSHOT_MAX: Final = 16 * 1024 * 1024
 # ``version`` (-1: nothing). Answers: ``None`` while the object is still at ``version``; for a
 # copy of a dict, list or set, ``(changes, new_version, True)`` when the changes since are few
 # and all logged (each ``(op, args, kwargs, result)``, to replay in order); else
-# ``(result, new_version)``.
+# ``(result, new_version)``; ``False`` for an object of a custom type (no versions to compare:
+# the caller reads plainly).
 _SINCE: Final = "#SINCE"
 _WHOLE_READS: Final = _SNAPSHOTS | {_SINCE}
 # Reads answered with changes, and the kinds whose changes a client can replay.
@@ -823,6 +824,9 @@ class Core:
         if self._fresh:
             self._claim_fresh(entry)  # proxies passed to a method end up held by its object
         if entry.handlers is None:
+            if method == _SINCE:
+                self.reply(session, req_id, False)  # not for custom types: read plainly
+                return
             self._call_custom(session, msg, entry)
             return
         if versioned and method == "#GETVALUE" and not isinstance(entry.referent, Primitive):
