@@ -1,12 +1,12 @@
 """Whole-object reads (``d.copy()``, ``d.items()``, ``lst.copy()``, ...) fetched again only after
 the object changed.
 
-Every whole read asks the server for the object's version with the value. A proxy holding a
-large result asks ``#SINCE(method, version)`` instead: the server answers ``None`` while the
-object is still at that version (one small round trip instead of encoding, sending and decoding
-every item again). For ``copy()`` of a dict, list or set (and ``_getvalue()``) it may answer
-with the few changes made since, which the proxy replays on a copy of what it holds; otherwise
-it sends the new ``(result, version)``.
+Every whole read is a ``#SINCE(method, version)`` call, ``version`` being that of the result
+the proxy holds (-1: none). The server answers ``None`` while the object is still at that
+version (one small round trip instead of encoding, sending and decoding every item again); for
+``copy()`` of a dict, list or set (and ``_getvalue()``) it may answer with the few changes made
+since, which the proxy replays on what it holds; otherwise it sends ``(result, version)``. For
+objects of custom types it answers ``False``, and the proxy reads them plainly from then on.
 
 Which results are held: ``copy()``/``_getvalue()`` of a dict, list or set of 256 items or more
 (later reads are answered with nothing or with changes); ``keys()``, ``values()``, ``items()``

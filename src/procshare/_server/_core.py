@@ -833,20 +833,11 @@ class Core:
             self.reply(session, req_id, (entry.referent, entry.version))  # for replicas
             return
         if method in _WHOLE_READS and not kwargs and not versioned:
-            if method != _SINCE:
-                if not args:
-                    self._snapshot_read(session, req_id, entry, method, None)
-                    return
-            elif (
-                len(args) == 2
-                and type(args[0]) is str
-                and args[0] in _SNAPSHOTS
-                and type(args[1]) is int
-            ):
-                self._snapshot_read(session, req_id, entry, args[0], args[1])
+            if method == _SINCE:
+                self._since(session, req_id, entry, args)
                 return
-            else:
-                self.fail(session, req_id, TypeError(f"{_SINCE} takes (method, version)"))
+            if not args:
+                self._snapshot_read(session, req_id, entry, method, None)
                 return
         try:
             result = self._apply(
@@ -980,13 +971,23 @@ class Core:
             raise RemoteError(f"typeid {typeid!r} is not registered on this server")
         return Handle(self, self._register(stype, value, now))
 
+    def _since(self, session: Session, req_id: int, entry: Entry, args: tuple[Any, ...]) -> None:
+        """``#SINCE(method, version)`` on a built-in kind (see ``_SINCE``)."""
+        if len(args) != 2 or type(args[0]) is not str or type(args[1]) is not int:
+            self.fail(session, req_id, TypeError(f"{_SINCE} takes (method, version)"))
+        elif args[0] not in _SNAPSHOTS:
+            self.fail(session, req_id, TypeError(f"{args[0]!r} is not a whole-object read"))
+        else:
+            self._snapshot_read(session, req_id, entry, args[0], args[1])
+
     def _snapshot_read(
         self, session: Session, req_id: int, entry: Entry, method: str, known: int | None
     ) -> None:
         """Answer a whole-object read, reusing the encoded payload while nothing changed.
 
         With ``known`` (a ``#SINCE`` read) the answer is ``None`` when the object is still at
-        version ``known``, ``(result, version)`` otherwise.
+        version ``known``, the changes since when they are few (a dict, list or set copy),
+        ``(result, version)`` otherwise.
         """
         referent = entry.referent
         if method == "#GETVALUE":
