@@ -6,6 +6,7 @@ changed must never show in a later read.
 from __future__ import annotations
 
 import collections
+import multiprocessing
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,7 @@ from procshare.managers import DictProxy, ListProxy
 from tests import _children as children
 
 BIG = 1000  # above the size from which a proxy keeps what it read
+FORK = multiprocessing.get_context("fork")
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +190,26 @@ def test_a_child_inherits_or_unpickles_the_proxy_and_reads_right(
     d.copy()
     d["parent"] = True
     run(children.check_copy, d, {**{i: i for i in range(BIG)}, "parent": True})
+    assert d.copy()["child"] is True
+
+
+def test_a_child_forked_while_a_thread_updates_a_held_copy_does_not_hang(
+    shared: procshare.SyncManager,
+) -> None:
+    d = shared.dict({i: i for i in range(BIG)})
+    d.copy()
+    d.copy()
+    held = d._held
+    assert held is not None
+    with held.lock:  # as if another thread were bringing it up to date at the fork
+        child = FORK.Process(target=children.check_copy, args=(d, {i: i for i in range(BIG)}))
+        child.start()
+    child.join(30)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("the child hung on a lock held at the fork")
+    assert child.exitcode == 0
     assert d.copy()["child"] is True
 
 

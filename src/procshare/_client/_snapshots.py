@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from typing import Any, Final
 
 from ._cache import replay
+from ._channel import current_pid
 from ._frozen import change_is_frozen, is_frozen
 from ._push import Change
 
@@ -54,7 +55,7 @@ class Held:
     A held value is read and brought up to date under ``lock``: threads share the proxy.
     """
 
-    __slots__ = ("frozen", "lock", "method", "value", "version")
+    __slots__ = ("frozen", "lock", "method", "pid", "value", "version")
 
     def __init__(self, method: str, version: int, value: Any = None) -> None:
         self.method = method
@@ -62,6 +63,9 @@ class Held:
         self.value = value
         self.frozen: bool | None = None
         self.lock = threading.Lock()
+        #: a child forked from this process starts afresh: it may have been forked while
+        #: another thread held ``lock``, which would stay locked there for good
+        self.pid = current_pid()
 
 
 #: Marks a proxy that reads plainly from now on: what it held had mutable items, or its object
@@ -74,8 +78,13 @@ PLAIN: Final = object()
 
 
 def held_for(held: Held | None, method: str) -> Held | None:
-    """``held``, if it holds a value of ``method``'s result."""
-    if held is not None and held.value is not None and held.method == method:
+    """``held``, if it holds a value of ``method``'s result for this process."""
+    if (
+        held is not None
+        and held.value is not None
+        and held.method == method
+        and held.pid == current_pid()
+    ):
         return held
     return None
 
