@@ -4,6 +4,8 @@ A *kind* is a type of shared object the server implements natively (dict, list, 
 ...). Its entry lists its methods and, for each, what the rest of procshare needs to know:
 
 * ``mutates``: changes the object (so it is published to watchers and invalidates caches);
+* ``partial``: a mutator that may change the object part-way and then raise (``update`` with a
+  bad item, ``sort`` of incomparable items): a failed call still counts as a change;
 * ``blocks``: may park the caller until another operation satisfies it;
 * ``owner``: its meaning depends on who calls (lock ownership), so the call carries an owner tag;
 * ``cacheable``: a pure read whose result depends only on the object and the arguments;
@@ -31,6 +33,7 @@ class Method:
 
     name: str
     mutates: bool = False
+    partial: bool = False
     blocks: bool = False
     owner: bool = False
     cacheable: bool = False
@@ -64,6 +67,11 @@ class Kind:
         return frozenset(m.name for m in self.methods.values() if m.mutates)
 
     @property
+    def partial_mutators(self) -> frozenset[str]:
+        """Names of the mutators that may change the object and then raise."""
+        return frozenset(m.name for m in self.methods.values() if m.partial)
+
+    @property
     def returning(self) -> Mapping[str, str]:
         """Methods whose result is a new shared object, and that object's kind."""
         return {m.name: m.returns for m in self.methods.values() if m.returns is not None}
@@ -76,6 +84,7 @@ def _kind(
     reads: Iterable[str] = (),
     pure: Iterable[str] = (),
     writes: Iterable[str] = (),
+    partial: Iterable[str] = (),
     blocking: Iterable[str] = (),
     owned: Iterable[str] = (),
     returns: Mapping[str, str] | None = None,
@@ -84,11 +93,14 @@ def _kind(
     """Build a kind from name lists.
 
     ``pure`` are cacheable reads, ``reads`` other reads (their result may change on its own or
-    is too large to cache), ``writes`` mutators, ``blocking`` may park, ``owned`` carry an owner,
+    is too large to cache), ``writes`` mutators (``partial`` those of them that may fail
+    part-way), ``blocking`` may park, ``owned`` carry an owner,
     ``returns`` maps methods whose result is itself a shared object to that object's kind.
     A name may appear in several lists (a blocking, owner-scoped mutator, say).
     """
-    pure_set, write_set = set(pure), set(writes)
+    pure_set, write_set, partial_set = set(pure), set(writes), set(partial)
+    if not partial_set <= write_set:
+        raise ValueError(f"{name}: partial methods must be writes: {partial_set - write_set}")
     block_set, owned_set = set(blocking), set(owned)
     returning = dict(returns or {})
     names = set(reads) | pure_set | write_set | block_set | owned_set | set(returning)
@@ -96,6 +108,7 @@ def _kind(
         n: Method(
             n,
             mutates=n in write_set,
+            partial=n in partial_set,
             blocks=n in block_set,
             owner=n in owned_set,
             cacheable=n in pure_set,
@@ -128,6 +141,7 @@ DICT: Final = _kind(
         "increment",
         "compare_and_set",
     ),
+    partial=("update", "__ior__"),
     watchable=True,
 )
 
@@ -152,6 +166,7 @@ LIST: Final = _kind(
         "sort",
         "clear",
     ),
+    partial=("extend", "__iadd__", "sort"),
     watchable=True,
 )
 
@@ -172,6 +187,7 @@ SET: Final = _kind(
         "intersection_update",
         "symmetric_difference_update",
     ),
+    partial=("update", "difference_update", "intersection_update", "symmetric_difference_update"),
     watchable=True,
 )
 

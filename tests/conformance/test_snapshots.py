@@ -85,6 +85,30 @@ def test_a_change_bringing_a_mutable_value_is_never_shared(
     assert d.copy()["counter"] == [1]
 
 
+def test_reads_after_a_call_that_failed_part_way_see_what_it_did(
+    shared: procshare.SyncManager,
+) -> None:
+    d = shared.dict({i: i for i in range(BIG)})
+    lst = shared.list([3, 1, 2] * BIG + ["x"])
+    s = shared.set(range(BIG))
+    cached = shared.dict({i: i for i in range(BIG)}).cache()
+    for obj in (d, lst, s, cached):
+        obj.copy()
+        obj.copy()
+    with pytest.raises(ValueError):
+        d.update([("new", 1), "bad!"])
+    with pytest.raises(TypeError):
+        lst.sort()  # "x" does not compare with numbers, after part of the sort
+    with pytest.raises(TypeError):
+        s.update([-1], [[-2]])  # -1 is in before the unhashable list fails
+    with pytest.raises(ValueError):
+        cached.update([("new", 1), "bad!"])
+    assert d.copy()["new"] == 1 and d.items()[-1] == ("new", 1)
+    assert lst.copy() == lst[:]
+    assert -1 in s.copy()
+    assert cached.copy()["new"] == 1 and cached["new"] == 1
+
+
 def test_threads_sharing_a_proxy_read_consistent_copies(
     shared: procshare.SyncManager, run: Any
 ) -> None:

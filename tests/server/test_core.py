@@ -701,6 +701,25 @@ def test_small_snapshots_are_not_kept(world: World) -> None:
     assert world.core.objects[d].snapshot is None
 
 
+def test_a_call_that_fails_part_way_counts_as_a_change(world: World) -> None:
+    a, watcher = world.client(), world.client()
+    d = a.create("dict", {i: i for i in range(5000)})
+    a.do(d, "copy")
+    assert world.core.objects[d].snapshot is not None
+    watcher.watch(d)
+    version = world.core.objects[d].version
+    with pytest.raises(ValueError):
+        a.do(d, "update", [("new", 1), "bad!"])  # sets "new", then fails on the second item
+    entry = world.core.objects[d]
+    assert entry.version == version + 1 and entry.snapshot is None
+    assert a.do(d, "copy")["new"] == 1
+    [event] = watcher.pushes
+    assert event.payload[1:4] == (version + 1, "update", ([("new", 1), "bad!"],))
+    with pytest.raises(KeyError):
+        a.do(d, "pop", "missing")  # fails before changing anything: not a change
+    assert world.core.objects[d].version == version + 1 and len(watcher.pushes) == 1
+
+
 # -- watching -------------------------------------------------------------------------------
 
 

@@ -867,29 +867,46 @@ class Core:
         now: float,
         context: type[CallContext],
     ) -> Any:
-        """Run a built-in kind's method on ``entry`` and account for it: a change bumps the
-        version, drops the cached snapshot and is published to watchers. Returns the result
-        (or ``PARKED``); raises what the method raised."""
+        """Run a built-in kind's method on ``entry`` and account for it (``_changed``).
+        Returns the result (or ``PARKED``); raises what the method raised."""
         handler = entry.handlers.get(method)  # type: ignore[union-attr]
         if handler is None:
             raise _not_exposed(entry, method)
         fn, takes_ctx = handler
-        if takes_ctx:
-            result = fn(
-                entry.referent, context(self, session, req_id, owner, now), *args, **(kwargs or {})
-            )
-        elif kwargs:
-            result = fn(entry.referent, *args, **kwargs)
-        else:
-            result = fn(entry.referent, *args)
+        try:
+            if takes_ctx:
+                ctx = context(self, session, req_id, owner, now)
+                result = fn(entry.referent, ctx, *args, **(kwargs or {}))
+            elif kwargs:
+                result = fn(entry.referent, *args, **kwargs)
+            else:
+                result = fn(entry.referent, *args)
+        except Exception:
+            if entry.spec is not None and method in entry.spec.partial_mutators:
+                # It may have changed the object before raising: readers must not trust what
+                # they hold (replaying the call fails the same way, so they read it afresh).
+                self._changed(entry, method, args, kwargs, None)
+            raise
         if result is not PARKED and method in entry.mutators:
-            entry.version += 1
-            entry.snapshot = None
-            if entry.log is not None:
-                entry.log.record(method, args, kwargs, result)
-            if entry.watchers:
-                self._publish(entry, method, args, kwargs, result)
+            self._changed(entry, method, args, kwargs, result)
         return result
+
+    def _changed(
+        self,
+        entry: Entry,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        result: Any,
+    ) -> None:
+        """Account for a change of ``entry``: a new version, no cached snapshot, one more
+        entry in its change log, and an event for its watchers."""
+        entry.version += 1
+        entry.snapshot = None
+        if entry.log is not None:
+            entry.log.record(method, args, kwargs, result)
+        if entry.watchers:
+            self._publish(entry, method, args, kwargs, result)
 
     # -- watching ------------------------------------------------------------------------------
 
