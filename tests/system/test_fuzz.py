@@ -144,8 +144,22 @@ def test_wellformed_nonsense_calls_get_errors_and_change_nothing(
         "pop",
         "",
         "#GETVALUE",
+        "#SINCE",
     ]
-    args_pool: list[tuple[Any, ...]] = [(), (1,), (1, 2, 3), ("x",) * 20, (None,), ([],)]
+    args_pool: list[tuple[Any, ...]] = [
+        (),
+        (1,),
+        (1, 2, 3),
+        ("x",) * 20,
+        (None,),
+        ([],),
+        ("copy", -1),  # whole-object reads, with versions real and not
+        ("copy", 10**9),
+        ("#GETVALUE", 0),
+        ("keys", "x"),
+        ("pop", 1),
+        ("copy", 2**70),
+    ]
     sock, proto = logged_in(m)
     answers = 0
     for rid in range(1, 400):
