@@ -18,7 +18,7 @@ waiting for a reply.
 
 Busy-polling: most of a round trip here is the sleep and wake-up of the waiting process. The
 reader first polls the socket without sleeping for a short budget; it does not while the server
-reports it is busy (more running clients than spare CPUs), where spinning would only steal
+reports it is busy (more running clients than CPUs), where spinning would only steal
 the server's CPU, and not while the server last answered from this thread's own CPU. That last
 rule is what keeps spinning fast: a process forked next to the server starts on its CPU, and
 two processes that keep running are never migrated by Linux (they stay "cache-hot"), so the

@@ -46,8 +46,8 @@ class Flag:
 
     #: The payload is omitted: the value is ``None`` (saves a serializer call per reply).
     EMPTY: Final = 0x01
-    #: Set by the server on replies while more clients are running than it has CPUs to spare:
-    #: a hint that busy-polling for the next reply would steal CPU from the server.
+    #: Set by the server on replies while more clients are running than it has CPUs: a hint
+    #: that busy-polling for the next reply would steal CPU from the server.
     BUSY: Final = 0x02
     #: On a CALL: reply with ``(result, version)`` (see ``Call.versioned``).
     VERSIONED: Final = 0x04

@@ -400,10 +400,13 @@ class Server:
             self._owner_fd = None
 
     def _update_busy(self, now: float) -> None:
-        """Hint clients not to busy-poll while more of them run than there are spare CPUs.
+        """Hint clients not to busy-poll while more of them run than there are CPUs.
 
         A client counts as running if it sent something within the window and is not parked
-        on the server (a process waiting for a lock sleeps: it competes for no CPU).
+        on the server (a process waiting for a lock sleeps: it competes for no CPU). The loop
+        itself is not counted: as many spinning clients as CPUs, next to the spinning loop, do
+        better than clients that sleep (they and the loop yield the CPU between polls; measured
+        at 2 clients on 2 CPUs: +15-20%, and no worse with more clients or a lock's waiters).
         """
         horizon = now - _BUSY_WINDOW
         sessions = self.core.sessions
@@ -414,7 +417,7 @@ class Server:
         }
         self._recent = recent
         self._recent_checked = now
-        busy = len(recent) + 1 > self._cpus
+        busy = len(recent) > self._cpus
         flags = self.core.reply_flags
         self.core.reply_flags = (flags | Flag.BUSY) if busy else (flags & ~Flag.BUSY)
 
