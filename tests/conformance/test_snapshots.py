@@ -75,7 +75,8 @@ def test_a_change_bringing_a_mutable_value_is_never_shared(
 ) -> None:
     d = shared.dict({i: i for i in range(BIG)})
     d.copy()
-    d.copy()  # held and found immutable
+    d.copy()  # held
+    d.copy()  # reused: found immutable
     d["list"] = [1]
     mine = d.copy()  # brought up to date with the change: the list must not be shared
     mine["list"].append("changed locally")
@@ -133,6 +134,16 @@ def test_threads_sharing_a_proxy_read_consistent_copies(
             t.join()
     assert not wrong
     assert lst.copy()[BIG:] == list(range(300))
+
+
+def test_a_proxy_read_once_keeps_nothing_alive(shared: procshare.SyncManager) -> None:
+    d = shared.dict({i: i for i in range(BIG)})
+    d.copy()
+    d.items()
+    assert d._held is not None and d._held.value is None  # only the version is remembered
+    d.copy()
+    d.copy()
+    assert d._held.value is not None
 
 
 def test_each_read_returns_a_container_the_caller_may_change(

@@ -8,7 +8,8 @@ version (one small round trip instead of encoding, sending and decoding every it
 since, which the proxy replays on what it holds; otherwise it sends ``(result, version)``. For
 objects of custom types it answers ``False``, and the proxy reads them plainly from then on.
 
-Which results are held: ``copy()``/``_getvalue()`` of a dict, list or set of 256 items or more
+Which results are held (never after a single read: a proxy read once keeps nothing alive):
+``copy()``/``_getvalue()`` of a dict, list or set of 256 items or more, from the second read on
 (later reads are answered with nothing or with changes); ``keys()``, ``values()``, ``items()``
 and ``tolist()`` once two reads in a row saw the same version (an object changed before every
 read is then never held: its reads cost what plain reads cost, no copy, no memory kept).
@@ -124,12 +125,15 @@ def after_read(
     """What to remember, and what to return, after the server sent ``value`` at ``version``.
 
     ``held`` is what the proxy knew before the read. The value is kept (and the caller given a
-    copy of it) when later reads may be answered with changes, or when the read before saw the
-    same version (the object stays put).
+    copy of it) from the second read of the same method on: a proxy read once keeps nothing
+    alive. Results that cannot be brought up to date with changes are kept only when the read
+    before saw the same version (the object stays put).
     """
-    if worth_holding(value) and (
-        (method in DELTA_READS and kind in CONTAINER_KINDS)
-        or (held is not None and held.method == method and held.version == version)
+    if (
+        held is not None
+        and held.method == method
+        and worth_holding(value)
+        and ((method in DELTA_READS and kind in CONTAINER_KINDS) or held.version == version)
     ):
         return Held(method, version, value), fresh(value)
     return Held(method, version), value
