@@ -58,6 +58,27 @@ def test_copies_of_a_changing_dict_are_brought_up_to_date_with_its_changes(
     assert reads[-1][8] is reads[-2][8]  # not decoded anew: the changes were replayed
 
 
+def test_a_dict_changed_too_much_between_copies_is_held_again_only_after_a_pause(
+    shared: procshare.SyncManager,
+) -> None:
+    d = shared.dict({i: f"v{i}" for i in range(BIG)})
+    model = d.copy()
+    holding = []
+    for step in range(40):
+        change = {k: f"{step}-{k}" for k in range(BIG // 2)}  # more than the server replays
+        d.update(change)
+        model.update(change)
+        assert d.copy() == model
+        holding.append(d._held is not None and d._held.value is not None)
+    # Held from the second copy; the second whole answer while holding starts a pause of 4
+    # reads, then one read holds again to see, then a pause of 8, ...
+    assert holding[:8] == [True, True, False, False, False, False, False, True]
+    assert holding[8:18] == [False] * 9 + [True]
+    still = [d.copy() for _ in range(70)]  # it stays put now: held again within 64 reads
+    assert all(read == model for read in still)
+    assert still[-1][7] is still[-2][7]
+
+
 def test_lists_of_a_changing_dict_are_never_held(shared: procshare.SyncManager) -> None:
     d = shared.dict({i: f"v{i}" for i in range(BIG)})
     reads = []

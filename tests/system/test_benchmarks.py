@@ -42,6 +42,12 @@ def test_the_locked_counter_taken_apart() -> None:
     assert "stdlib, locked" in out and "procshare, increment()" in out
 
 
+def test_whole_reads() -> None:
+    out = run("whole_reads.py", "--sizes", "300", "--copies", "5", "--rounds", "1")
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["300"]]
+    assert len(rows) == 3 and all(float(row[-1]) > 0 for row in rows)
+
+
 def test_the_server_path_in_one_process() -> None:
     out = run("server_path.py", "--calls", "300", "--rounds", "1", "--profile", "3")
     rows = {line.split()[1]: line.split() for line in out.splitlines() if line.startswith("dict")}

@@ -53,15 +53,21 @@ class Held:
     ``version``; ``value`` is that result when the proxy holds it, else ``None``.
 
     ``frozen``: whether the value's items were found immutable (``None``: not checked yet).
+    ``misses``: whole answers in a row that came while a value was held (the changes were too
+    large to send); ``pause``: reads left before holding a value again.
     A held value is read and brought up to date under ``lock``: threads share the proxy.
     """
 
-    __slots__ = ("frozen", "lock", "method", "pid", "value", "version")
+    __slots__ = ("frozen", "lock", "method", "misses", "pause", "pid", "value", "version")
 
-    def __init__(self, method: str, version: int, value: Any = None) -> None:
+    def __init__(
+        self, method: str, version: int, value: Any = None, misses: int = 0, pause: int = 0
+    ) -> None:
         self.method = method
         self.version = version
         self.value = value
+        self.misses = misses
+        self.pause = pause
         self.frozen: bool | None = None
         self.lock = threading.Lock()
         #: a child forked from this process starts afresh: it may have been forked while
@@ -73,6 +79,9 @@ class Held:
 #: is of a custom type (registered with a built-in proxy type, such as ``DictProxy``).
 OFF: Final = Held("", -1)
 
+
+MISSES_BEFORE_PAUSE: Final = 2
+MAX_PAUSE: Final = 64
 
 #: What ``settle`` returns when the read must be made again, plainly.
 PLAIN: Final = object()
@@ -112,6 +121,7 @@ def settle(
             return None, PLAIN
         copy = handout(same)
         if copy is not None:
+            same.misses = 0
             return same, copy
         # Its items may have been changed through an earlier copy: plain reads from now on.
         return (OFF if same.frozen is False else None), PLAIN
@@ -127,16 +137,25 @@ def after_read(
     ``held`` is what the proxy knew before the read. The value is kept (and the caller given a
     copy of it) from the second read of the same method on: a proxy read once keeps nothing
     alive. Results that cannot be brought up to date with changes are kept only when the read
-    before saw the same version (the object stays put).
+    before saw the same version (the object stays put). A proxy whose object keeps changing too
+    much to be sent as changes (whole answers while it held a value, ``MISSES_BEFORE_PAUSE``
+    times in a row) stops holding for 4 reads, then 8, 16, ... up to ``MAX_PAUSE``, trying once
+    in between: holding costs a copy per read, for nothing then.
     """
-    if (
-        held is not None
-        and held.method == method
-        and worth_holding(value)
-        and ((method in DELTA_READS and kind in CONTAINER_KINDS) or held.version == version)
-    ):
-        return Held(method, version, value), fresh(value)
-    return Held(method, version), value
+    if held is None or held.method != method or not worth_holding(value):
+        return Held(method, version), value
+    if not (method in DELTA_READS and kind in CONTAINER_KINDS):
+        if held.version == version:
+            return Held(method, version, value), fresh(value)
+        return Held(method, version), value
+    if held.pause:
+        return Held(method, version, None, held.misses, held.pause - 1), value
+    misses = held.misses
+    if held.value is not None:  # a whole answer although we held a value: too much changed
+        misses += 1
+        if misses >= MISSES_BEFORE_PAUSE:
+            return Held(method, version, None, misses, min(1 << misses, MAX_PAUSE)), value
+    return Held(method, version, value, misses), fresh(value)
 
 
 def catch_up(

@@ -1,0 +1,71 @@
+"""Copying a large shared dict again and again: unchanged, after a few changes, after many.
+
+A procshare proxy that reads a large object whole more than once keeps what it read and asks
+the server for what changed since (nothing, a few changes to replay, or everything again);
+the stdlib sends and decodes every item each time. The last column is the worst case for
+procshare: so many changes between copies that the whole dict is sent again.
+
+    python benchmarks/whole_reads.py [--sizes 1000,10000,100000] [--copies 20] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing.managers
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import procshare
+from procshare._bench import _FORK
+
+# Changes made before each copy: none, one, and an update of a quarter of the items (more
+# than the server replays: the whole object is sent again).
+PATTERNS: dict[str, Callable[[Any, int, int], None]] = {
+    "unchanged": lambda d, i, size: None,
+    "1 change": lambda d, i, size: d.__setitem__(i % size, -i),
+    "many changes": lambda d, i, size: d.update({k: -i for k in range(size // 4)}),
+}
+
+
+def _us_per_copy(d: Any, pattern: Callable[[Any, int, int], None], size: int, n: int) -> float:
+    d.copy()
+    d.copy()  # a reader that copies again and again, past its first reads
+    start = time.perf_counter()
+    for i in range(n):
+        pattern(d, i, size)
+        d.copy()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--copies", type=int, default=20, help="copies per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    stdlib = multiprocessing.managers.SyncManager(ctx=_FORK)
+    stdlib.start()
+    ours = procshare.Manager(ctx=_FORK)
+    try:
+        print(
+            f"{'items':>7s} {'changes before each copy':26s} {'stdlib':>9s} {'procshare':>10s}"
+            "  us/copy   ratio"
+        )
+        for size in (int(s) for s in args.sizes.split(",")):
+            for name, pattern in PATTERNS.items():
+                samples: dict[str, list[float]] = {"stdlib": [], "procshare": []}
+                for _ in range(args.rounds):  # alternating, a fresh dict each round
+                    for impl, manager in (("stdlib", stdlib), ("procshare", ours)):
+                        d = manager.dict({k: k for k in range(size)})
+                        samples[impl].append(_us_per_copy(d, pattern, size, args.copies))
+                a, b = statistics.median(samples["stdlib"]), statistics.median(samples["procshare"])
+                print(f"{size:7d} {name:26s} {a:9.1f} {b:10.1f}          {b / a:6.2f}")
+    finally:
+        ours.shutdown()
+        stdlib.shutdown()
+
+
+if __name__ == "__main__":
+    main()
