@@ -56,9 +56,11 @@ def main() -> None:
         for size in (int(s) for s in args.sizes.split(",")):
             for name, pattern in PATTERNS.items():
                 samples: dict[str, list[float]] = {"stdlib": [], "procshare": []}
-                for _ in range(args.rounds):  # alternating, a fresh dict each round
-                    for impl, manager in (("stdlib", stdlib), ("procshare", ours)):
-                        d = manager.dict({k: k for k in range(size)})
+                dicts = {"stdlib": stdlib.dict(), "procshare": ours.dict()}
+                for d in dicts.values():
+                    d.update({k: k for k in range(size)})
+                for _ in range(args.rounds):  # alternating rounds on the same dicts
+                    for impl, d in dicts.items():
                         samples[impl].append(_us_per_copy(d, pattern, size, args.copies))
                 a, b = statistics.median(samples["stdlib"]), statistics.median(samples["procshare"])
                 print(f"{size:7d} {name:26s} {a:9.1f} {b:10.1f}          {b / a:6.2f}")
