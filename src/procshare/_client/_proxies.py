@@ -15,7 +15,8 @@ in a managed dict) is an internal reference instead, counted by the server direc
 
 Semantics are the standard library's, iteration included (a dict proxy iterates through a
 live server-side iterator, a list proxy through ``__getitem__``: ``keys()``, ``lst[:]`` and
-``copy()`` fetch everything in one round trip). Deliberate differences:
+``copy()`` fetch everything in one round trip; read whole again, a large object comes back as
+what changed since, see ``_snapshots``). Deliberate differences:
 * ``update``/``extend``/``+=`` with another proxy as argument send that proxy's value;
 * ``AutoProxy`` classes are built with closures, never ``exec``.
 """
