@@ -499,6 +499,20 @@ def test_references_lent_to_a_reply_that_could_not_be_sent_are_given_back(world:
     assert a.session.refs[inner] == 1
 
 
+def test_changes_naming_shared_objects_are_never_sent_as_changes(world: World) -> None:
+    a = world.client()
+    d, inner = a.create("dict", {i: i for i in range(5000)}), a.create("list")
+    _, version = a.do(d, "#SINCE", "copy", -1)
+    entry, held = world.core.objects[d], world.core.objects[inner].refs
+    handle = Handle(world.core, world.core.objects[inner])
+    entry.referent["inner"] = handle  # as a call storing a proxy does
+    world.core._changed(entry, "__setitem__", ("inner", handle), None, None)
+    value, newer = a.do(d, "#SINCE", "copy", version)  # the whole object, not the change
+    assert newer == version + 1 and value["inner"]._id == inner
+    assert world.core.objects[inner].refs == held + 1  # lent once, for the reply sent
+    assert a.session.refs[inner] == 2
+
+
 def test_releases_never_go_negative(world: World) -> None:
     a, b = world.client(), world.client()
     d = a.create("dict")

@@ -997,6 +997,23 @@ class Core:
         else:
             self._snapshot_read(session, req_id, entry, args[0], args[1])
 
+    def _encode_without_proxies(self, session: Session, value: Any) -> bytes | None:
+        """``value`` serialized for ``session``, or ``None`` if it holds shared objects (or
+        cannot be encoded). Changes kept in a log may name objects freed since: they are never
+        sent; the reader gets the whole object instead."""
+        self._outgoing = session
+        payload: bytes | None = None
+        try:
+            payload = session.protocol.serialize(value)
+        except SerializationError:
+            pass
+        finally:
+            self._outgoing = None
+            if self._lent:
+                self._settle_lends(session, sent=False)
+                payload = None
+        return payload
+
     def _snapshot_read(
         self, session: Session, req_id: int, entry: Entry, method: str, known: int | None
     ) -> None:
@@ -1028,8 +1045,11 @@ class Core:
             ):
                 changes = _changes_since(entry, known)
                 if changes is not None:
-                    self.reply(session, req_id, (changes, entry.version, True))
-                    return
+                    delta = self._encode_without_proxies(session, (changes, entry.version, True))
+                    if delta is not None:
+                        frame = session.protocol.encode_serialized(req_id, delta, self.reply_flags)
+                        self._write(session, frame)
+                        return
                 if entry.log is None:
                     entry.log = ChangeLog()
             method = f"{_SINCE} {method}"  # its own cached payload: the pair, not the bare value
