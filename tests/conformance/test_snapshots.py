@@ -357,3 +357,76 @@ def test_conditional_reads_agree_with_a_plain_dict(
             want = getattr(model, name)()
             assert got == (want if name == "copy" else list(want))
     assert proxy.copy() == model
+
+
+list_ops = st.one_of(
+    st.tuples(st.just("append"), values),
+    st.tuples(st.just("extend"), st.lists(values, max_size=3)),
+    st.tuples(st.just("insert"), st.integers(-5, 400), values),
+    st.tuples(st.just("pop"), st.integers(-5, 5)),
+    st.tuples(st.just("__setitem__"), st.integers(0, 250), values),
+    st.tuples(st.just("__delitem__"), st.integers(0, 250)),
+    st.tuples(st.just("reverse")),
+    st.tuples(st.just("sort")),  # fails part-way once a list or text meets a number
+    st.tuples(st.just("mutate copy")),
+    st.tuples(st.just("copy")),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=st.lists(list_ops, max_size=20))
+def test_conditional_list_copies_agree_with_a_plain_list(
+    shared: procshare.SyncManager, steps: list[tuple[Any, ...]]
+) -> None:
+    model: list[Any] = list(range(300))
+    proxy = shared.list(model)
+    for name, *args in steps:
+        if name == "mutate copy":
+            mine = proxy.copy()
+            mine[0] = "local"
+            for value in mine:
+                if isinstance(value, list):
+                    value.append("local")
+        elif name == "copy":
+            assert proxy.copy() == model
+        else:
+            try:
+                getattr(model, name)(*args)
+            except Exception as exc:  # the same failure, with the same part-way effect
+                with pytest.raises(type(exc)):
+                    getattr(proxy, name)(*args)
+            else:
+                getattr(proxy, name)(*args)
+    assert proxy.copy() == model
+
+
+set_ops = st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 400)),
+    st.tuples(st.just("discard"), st.integers(0, 400)),
+    st.tuples(st.just("update"), st.lists(st.integers(0, 400), max_size=5)),
+    st.tuples(st.just("difference_update"), st.lists(st.integers(0, 400), max_size=5)),
+    st.tuples(st.just("pop")),
+    st.tuples(st.just("copy")),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(steps=st.lists(set_ops, max_size=20))
+def test_conditional_set_copies_agree_with_a_plain_set(
+    shared: procshare.SyncManager, steps: list[tuple[Any, ...]]
+) -> None:
+    proxy = shared.set(range(300))
+    model = set(range(300))
+    for name, *args in steps:
+        if name == "pop":
+            model.discard(proxy.pop())  # which element goes depends on the server's hashing
+        elif name == "copy":
+            assert proxy.copy() == model
+        else:
+            getattr(proxy, name)(*args)
+            getattr(model, name)(*args)
+    assert proxy.copy() == model
