@@ -10,13 +10,11 @@ holder, read, write, release.
 from __future__ import annotations
 
 import argparse
-import multiprocessing.managers
 import statistics
 import time
 from typing import Any
 
-import procshare
-from procshare._bench import _FORK
+from procshare._bench import _FORK, both_managers
 
 
 def _locked(v: Any, lock: Any, n: int, go: Any, out: Any) -> None:
@@ -73,10 +71,7 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=4000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    stdlib = multiprocessing.managers.SyncManager(ctx=_FORK)
-    stdlib.start()
-    ours = procshare.Manager(ctx=_FORK)
-    try:
+    with both_managers() as (stdlib, ours):
         rows = (
             ("stdlib, locked", stdlib, _locked),
             ("procshare, locked", ours, _locked),
@@ -101,9 +96,6 @@ def main() -> None:
             if acquire:
                 line += f" {acquire:8.1f} {read:6.1f} {write:6.1f} {release:8.1f}"
             print(line)
-    finally:
-        ours.shutdown()
-        stdlib.shutdown()
 
 
 if __name__ == "__main__":

@@ -10,13 +10,11 @@ For procshare it also shows the server's CPU per operation and how its loop foun
 from __future__ import annotations
 
 import argparse
-import multiprocessing.managers
 import os
 import statistics
 from typing import Any
 
-import procshare
-from procshare._bench import _FORK, BenchResult, _set_worker, _start_workers, plot
+from procshare._bench import BenchResult, _set_worker, _start_workers, both_managers, plot
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -39,11 +37,8 @@ def main() -> None:
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
 
-    stdlib = multiprocessing.managers.SyncManager(ctx=_FORK)
-    stdlib.start()
-    ours = procshare.Manager(ctx=_FORK)
     results = []
-    try:
+    with both_managers() as (stdlib, ours):
         dicts = {"stdlib": stdlib.dict(), "procshare": ours.dict()}
         server_pid = ours._process.pid
         print(
@@ -74,9 +69,6 @@ def main() -> None:
                 f"   {cpu / ops * 1e6:8.1f} us  {after['polled'] - before['polled']:6d}"
                 f" {after['woken'] - before['woken']:6d}"
             )
-    finally:
-        ours.shutdown()
-        stdlib.shutdown()
     if args.plot:
         plot(results, args.plot)
         print(f"chart written to {args.plot}")

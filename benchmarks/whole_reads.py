@@ -11,14 +11,12 @@ procshare: so many changes between copies that the whole dict is sent again.
 from __future__ import annotations
 
 import argparse
-import multiprocessing.managers
 import statistics
 import time
 from collections.abc import Callable
 from typing import Any
 
-import procshare
-from procshare._bench import _FORK
+from procshare._bench import both_managers
 
 # Changes made before each copy: none, one, and an update of a quarter of the items (more
 # than the server replays: the whole object is sent again).
@@ -45,10 +43,7 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=20, help="copies per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    stdlib = multiprocessing.managers.SyncManager(ctx=_FORK)
-    stdlib.start()
-    ours = procshare.Manager(ctx=_FORK)
-    try:
+    with both_managers() as (stdlib, ours):
         print(
             f"{'items':>7s} {'changes before each copy':26s} {'stdlib':>9s} {'procshare':>10s}"
             "  us/copy   ratio"
@@ -64,9 +59,6 @@ def main() -> None:
                         samples[impl].append(_us_per_copy(d, pattern, size, args.copies))
                 a, b = statistics.median(samples["stdlib"]), statistics.median(samples["procshare"])
                 print(f"{size:7d} {name:26s} {a:9.1f} {b:10.1f}          {b / a:6.2f}")
-    finally:
-        ours.shutdown()
-        stdlib.shutdown()
 
 
 if __name__ == "__main__":

@@ -438,6 +438,23 @@ def _echo_server(path: str, ready: Any, spin: bool) -> None:
 
 
 @contextlib.contextmanager
+def both_managers() -> Iterator[tuple[Any, Any]]:
+    """A started stdlib ``SyncManager`` and a procshare manager (both forked), shut down after."""
+    import procshare
+
+    stdlib = multiprocessing.managers.SyncManager(ctx=_FORK)
+    stdlib.start()
+    try:
+        ours = procshare.Manager(ctx=_FORK)
+        try:
+            yield stdlib, ours
+        finally:
+            ours.shutdown()
+    finally:
+        stdlib.shutdown()
+
+
+@contextlib.contextmanager
 def _floor_client(spin: bool = False) -> Iterator[Callable[[Any, Any], Any]]:
     """A client of a fresh echo process; with ``spin`` both sides busy-poll instead of
     sleeping in recv."""
@@ -508,13 +525,8 @@ def run_bench(
         memory: also measure server memory for a million dict items (when running all cases).
         progress: called with a line of text as each case finishes.
     """
-    import procshare
-
     chosen = [CASES[n] for n in (names or list(CASES))]
     results: list[BenchResult] = []
-    stdlib_manager = multiprocessing.managers.SyncManager(ctx=_FORK)
-    stdlib_manager.start()
-    ours = procshare.Manager(ctx=_FORK)
 
     def report(result: BenchResult) -> None:
         results.append(result)
@@ -522,7 +534,7 @@ def run_bench(
             progress(_line(result))
 
     floor_us: float | None = None
-    try:
+    with both_managers() as (stdlib_manager, ours):
         if floor:
             for spin, name in ((False, FLOOR), (True, SPINNING_FLOOR)):
                 with _floor_client(spin) as call:
@@ -569,9 +581,6 @@ def run_bench(
             )
         if memory and names is None:
             report(memory_result(stdlib_manager, ours, max(10_000, int(1_000_000 * scale))))
-    finally:
-        ours.shutdown()
-        stdlib_manager.shutdown()
     return results
 
 
