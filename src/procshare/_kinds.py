@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 
-__all__ = ["KINDS", "Kind", "Method", "kind_for_typeid"]
+__all__ = ["KINDS", "REPLAYABLE_KINDS", "REPLAYABLE_READS", "Kind", "Method", "kind_for_typeid"]
 
 
 @dataclass(frozen=True)
@@ -328,6 +328,13 @@ KINDS: Final[Mapping[str, Kind]] = MappingProxyType(
         )
     }
 )
+
+
+#: Kinds whose whole value is a plain container that a reader holding an older copy can bring
+#: up to date by replaying the changes since (server and clients agree on it: ``#SINCE``).
+REPLAYABLE_KINDS: Final = frozenset({"dict", "list", "set"})
+#: Whole-object reads of those kinds that the server may answer with such changes.
+REPLAYABLE_READS: Final = frozenset({"copy", "#GETVALUE"})
 
 
 def kind_for_typeid(name: str) -> Kind | None:

@@ -29,7 +29,7 @@ from typing import Any
 from .._address import Address, describe
 from .._context import incoming
 from .._errors import AuthenticationError, ConnectionLost, ProtocolError
-from .._kinds import KINDS
+from .._kinds import KINDS, REPLAYABLE_KINDS
 from .._protocol import (
     NEED_DATA,
     ClientProtocol,
@@ -47,7 +47,7 @@ from .._protocol import (
 from .._token import Token
 from ._cache import replay
 from ._push import Change, ChangeBuffer, change_from
-from ._snapshots import CONTAINER_KINDS, OFF, PLAIN, WHOLE_READ_KINDS, Held, held_for, settle
+from ._snapshots import OFF, PLAIN, WHOLE_READ_KINDS, Held, held_for, settle
 
 __all__ = ["AsyncChannel", "AsyncProxy", "AsyncWatch"]
 
@@ -355,7 +355,7 @@ class AsyncProxy:
 
     async def getvalue(self) -> Any:
         """A copy of the referent (``_getvalue()`` of the sync proxies)."""
-        if self._kind in CONTAINER_KINDS:
+        if self._kind in REPLAYABLE_KINDS:
             return await self._read_whole("#GETVALUE")
         return await self.call("#GETVALUE")
 

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .._errors import ConnectionLost
-from .._kinds import KINDS
+from .._kinds import KINDS, REPLAYABLE_KINDS
 from ._channel import current_pid
 from ._frozen import ATOMS, change_is_frozen, is_frozen, is_plain
 from ._push import Change, change_from, hub_for
@@ -52,7 +52,7 @@ def _private_copy(value: Any) -> Any:
 
 def _values_plain(kind: str, value: Any) -> bool:
     """Whether every element of a container replica is immutable (copies may be shallow)."""
-    return kind == "Array" or (kind in ("dict", "list", "set") and is_frozen(value))
+    return kind == "Array" or (kind in REPLAYABLE_KINDS and is_frozen(value))
 
 
 def _namespace_attr(ns: Any, name: str) -> Any:

@@ -31,13 +31,13 @@ from typing import Any, Generic, TypeVar
 
 from .._context import incoming, managers_by_address, server_hook
 from .._errors import ObjectNotFound, ProcshareError
-from .._kinds import KINDS
+from .._kinds import KINDS, REPLAYABLE_KINDS
 from .._token import Token
 from ._cache import Replica, replay
 from ._channel import Channel, current_pid, get_channel, refqueue_for
 from ._pipeline import Pipeline
 from ._push import Watch
-from ._snapshots import CONTAINER_KINDS, OFF, PLAIN, Held, held_for, settle
+from ._snapshots import OFF, PLAIN, Held, held_for, settle
 
 __all__ = [
     "AcquirerProxy",
@@ -298,7 +298,7 @@ class BaseProxy:
 
     def _getvalue(self) -> Any:
         """A copy of the referent."""
-        if self._kind_ in CONTAINER_KINDS:  # (an Array's value is an array: read plainly)
+        if self._kind_ in REPLAYABLE_KINDS:  # (an Array's value is an array: read plainly)
             return self._read_whole("#GETVALUE")
         return self._callmethod("#GETVALUE")
 

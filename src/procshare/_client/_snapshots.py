@@ -28,12 +28,13 @@ import threading
 from collections.abc import Iterable
 from typing import Any, Final
 
+from .._kinds import REPLAYABLE_KINDS, REPLAYABLE_READS
 from ._cache import replay
 from ._channel import current_pid
 from ._frozen import change_is_frozen, is_frozen
 from ._push import Change
 
-__all__ = ["CONTAINER_KINDS", "OFF", "PLAIN", "WHOLE_READ_KINDS", "Held", "held_for", "settle"]
+__all__ = ["OFF", "PLAIN", "WHOLE_READ_KINDS", "Held", "held_for", "settle"]
 
 #: Smaller results are as cheap to fetch again as to check: not held.
 MIN_ITEMS: Final = 256
@@ -43,9 +44,6 @@ MAX_ITEMS: Final = 1 << 20
 _CONTAINERS: Final = (dict, list, set, tuple, frozenset)
 #: Kinds whose proxies read whole objects through ``#SINCE``.
 WHOLE_READ_KINDS: Final = frozenset({"dict", "list", "set", "Array"})
-#: Reads the server may answer with the changes since the version held (for these kinds).
-DELTA_READS: Final = frozenset({"copy", "#GETVALUE"})
-CONTAINER_KINDS: Final = frozenset({"dict", "list", "set"})
 
 
 class Held:
@@ -144,7 +142,7 @@ def after_read(
     """
     if held is None or held.method != method or not worth_holding(value):
         return Held(method, version), value
-    if not (method in DELTA_READS and kind in CONTAINER_KINDS):
+    if not (method in REPLAYABLE_READS and kind in REPLAYABLE_KINDS):
         if held.version == version:
             return Held(method, version, value), fresh(value)
         return Held(method, version), value

@@ -45,7 +45,7 @@ from .._errors import (
     RemoteError,
     SerializationError,
 )
-from .._kinds import KINDS
+from .._kinds import KINDS, REPLAYABLE_KINDS, REPLAYABLE_READS
 from .._protocol import (
     BadRequest,
     Batch,
@@ -82,9 +82,6 @@ _SNAPSHOT_MAX: Final = 16 * 1024 * 1024
 # the caller reads plainly).
 _SINCE: Final = "#SINCE"
 _WHOLE_READS: Final = _SNAPSHOTS | {_SINCE}
-# Reads answered with changes, and the kinds whose changes a client can replay.
-_DELTA_READS: Final = frozenset({"copy", "#GETVALUE"})
-_DELTA_KINDS: Final = frozenset({"dict", "list", "set"})
 
 
 @dataclass(frozen=True)
@@ -1039,9 +1036,9 @@ class Core:
                 self.reply(session, req_id, None)
                 return
             if (
-                method in _DELTA_READS
+                method in REPLAYABLE_READS
                 and entry.spec is not None
-                and entry.spec.name in _DELTA_KINDS
+                and entry.spec.name in REPLAYABLE_KINDS
             ):
                 changes = _changes_since(entry, known)
                 if changes is not None:
