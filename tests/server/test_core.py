@@ -513,6 +513,35 @@ def test_changes_naming_shared_objects_are_never_sent_as_changes(world: World) -
     assert a.session.refs[inner] == 2
 
 
+class _InternalRef:
+    """Stands for a proxy rebuilt inside the server: counts a reference, drops it when freed."""
+
+    def __init__(self, world: World, obj_id: int) -> None:
+        self.core, self.obj_id = world.core, obj_id
+        self.core.adopt(obj_id)
+
+    def __del__(self) -> None:
+        self.core.disown(self.obj_id)
+
+
+def test_what_a_disposed_object_held_goes_one_release_delay_later_without_other_traffic(
+    world: World,
+) -> None:
+    # Disposing of the outer dict drops its reference to the inner list during a tick; that
+    # tick must schedule the list's disposal too, not leave it for some later message.
+    a = world.client()
+    outer, inner = a.create("dict"), a.create("list")
+    world.core.objects[outer].referent["x"] = _InternalRef(world, inner)
+    a.release(inner, outer)
+    world.advance(5.01)
+    assert outer not in world.core.objects
+    assert world.core.objects[inner].refs == 0
+    deadline = world.core.next_deadline()
+    assert deadline is not None and deadline <= world.clock.now + 5.0
+    world.advance(5.01)
+    assert inner not in world.core.objects
+
+
 def test_releases_never_go_negative(world: World) -> None:
     a, b = world.client(), world.client()
     d = a.create("dict")

@@ -749,6 +749,8 @@ class Core:
 
     def next_deadline(self) -> float | None:
         """When ``tick`` next has something to do, or ``None``."""
+        if self._disowned:
+            return self._now  # dropped internal references (freed by the GC, say): due now
         candidates = [t for t in (self.deadlines.next_deadline(),) if t is not None]
         if self._disposals:
             candidates.append(self._disposals[0][0])
@@ -778,6 +780,9 @@ class Core:
             self._next_collection = now + max(2.0, 2 * self.release_delay)
             self.collect_cycles(now)
         self._close_pending(now)
+        # What was just disposed of let go of the objects it held: start their release delay
+        # now, not whenever a message next wakes the loop.
+        self._apply_disowned(now)
 
     # -- dispatch -----------------------------------------------------------------------------
 
