@@ -200,3 +200,11 @@ def pipelined_appends(lst: Any, worker: int, n: int) -> None:
     with lst.pipeline() as pl:
         for i in range(n):
             pl.append((worker, i))
+
+
+def apply_calls(obj: Any, calls: list[tuple[str, tuple[Any, ...]]], pause: float = 0.0) -> None:
+    """Make ``calls`` (method name, arguments) on ``obj``, one after another, ``pause`` apart."""
+    for method, args in calls:
+        getattr(obj, method)(*args)
+        if pause:
+            time.sleep(pause)

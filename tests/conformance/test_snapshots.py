@@ -6,7 +6,9 @@ changed must never show in a later read.
 from __future__ import annotations
 
 import collections
+import copy
 import multiprocessing
+import random
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -236,6 +238,111 @@ def test_another_process_write_is_seen(manager: procshare.SyncManager, run: Any)
     run(children.set_item, d, "late", "write")
     assert d.copy()["late"] == "write"
     assert d.copy()["late"] == "write"
+
+
+def _dict_calls(rng: random.Random, model: dict[Any, Any]) -> tuple[str, tuple[Any, ...]]:
+    roll, keys = rng.random(), list(model)
+    if roll < 0.35 or len(keys) < BIG // 2:
+        value: Any = (rng.random(),) if rng.random() < 0.2 else rng.randrange(100)
+        return "__setitem__", (rng.choice(keys) if rng.random() < 0.5 else rng.random(), value)
+    if roll < 0.55:
+        return "__delitem__", (rng.choice(keys),)
+    if roll < 0.65:
+        return "pop", (rng.choice(keys),)
+    if roll < 0.72:
+        return "setdefault", (rng.randrange(2 * BIG), -1)
+    if roll < 0.78:
+        return "popitem", ()
+    if roll < 0.98:  # a few keys, now and then a quarter of them: too much to send as changes
+        count = BIG // 4 if rng.random() < 0.1 else rng.randrange(1, 6)
+        return "update", ({rng.choice(keys): rng.randrange(100) for _ in range(count)},)
+    return "update", ({rng.random(): 0 for _ in range(BIG // 8)},)
+
+
+def _list_calls(rng: random.Random, model: list[Any]) -> tuple[str, tuple[Any, ...]]:
+    roll, n = rng.random(), len(model)
+    if n > 2 * BIG:
+        return "__delitem__", (slice(rng.randrange(n // 2), None, 3),)
+    if roll < 0.3 or n < BIG // 2:
+        return "append", ((rng.random(),) if rng.random() < 0.2 else rng.randrange(100),)
+    if roll < 0.5:
+        return "__setitem__", (rng.randrange(n), rng.randrange(100))
+    if roll < 0.65:
+        return "pop", (rng.randrange(n),)
+    if roll < 0.75:
+        return "insert", (rng.randrange(n), -1)
+    if roll < 0.85:
+        return "__delitem__", (slice(rng.randrange(n), None, 97),)
+    if roll < 0.96:
+        count = BIG // 4 if rng.random() < 0.1 else rng.randrange(1, 6)
+        return "extend", ([rng.randrange(100) for _ in range(count)],)
+    return "reverse", ()
+
+
+def _set_calls(rng: random.Random, model: set[Any]) -> tuple[str, tuple[Any, ...]]:
+    roll = rng.random()
+    if roll < 0.4 or len(model) < BIG // 2:
+        return "add", ((rng.random(),) if rng.random() < 0.2 else rng.randrange(2 * BIG),)
+    if roll < 0.7:
+        return "discard", (rng.randrange(2 * BIG),)
+    if roll < 0.8:
+        return "remove", (rng.choice(sorted(model, key=repr)),)
+    count = BIG // 4 if rng.random() < 0.1 else rng.randrange(1, 6)
+    values = [rng.randrange(2 * BIG) for _ in range(count)]
+    return ("update" if roll < 0.9 else "difference_update"), (values,)
+
+
+def _fingerprint(value: Any) -> int:
+    """Equal for equal contents (in the same order, but for sets)."""
+    if isinstance(value, set):
+        return hash(frozenset(value))
+    return hash(tuple(value.items()) if isinstance(value, dict) else tuple(value))
+
+
+@pytest.mark.parametrize("kind", ["dict", "list", "set"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_copies_read_while_another_process_writes_are_states_it_passed_through_in_order(
+    shared: procshare.SyncManager, kind: str, seed: int
+) -> None:
+    # One writer process makes a known sequence of calls; each copy read meanwhile (brought
+    # up to date with changes, or whole) must be exactly one of the states between two calls,
+    # and never an earlier one than the copy read before it.
+    rng = random.Random(seed)
+    model: Any = {
+        "dict": lambda: {i: i for i in range(BIG)},
+        "list": lambda: [*range(BIG)],
+        "set": lambda: {*range(BIG)},
+    }[kind]()
+    obj: Any = getattr(shared, kind)(model)
+    make: Any = {"dict": _dict_calls, "list": _list_calls, "set": _set_calls}[kind]
+    states: dict[int, list[int]] = collections.defaultdict(list)
+    states[_fingerprint(model)].append(0)
+    calls = []
+    for step in range(1, 1001):
+        method, args = make(rng, model)
+        getattr(model, method)(*copy.deepcopy(args))
+        calls.append((method, args))
+        states[_fingerprint(model)].append(step)
+    writer = FORK.Process(target=children.apply_calls, args=(obj, calls, 0.0001))
+    reads = reached = 0
+    writer.start()
+    try:
+        while True:
+            done = not writer.is_alive()
+            read = obj.copy()
+            steps = [s for s in states.get(_fingerprint(read), []) if s >= reached]
+            assert steps, f"read {reads} is no state the writer passed through after {reached}"
+            reached, last = steps[0], _fingerprint(read)
+            if reads % 5 == 0:  # the caller may change what it got: never seen again
+                read.clear()
+            reads += 1
+            if done:
+                break
+    finally:
+        writer.join(60)
+    assert writer.exitcode == 0
+    assert last == _fingerprint(model), "the read after the writer finished saw its last call"
+    assert reads > 2
 
 
 def test_a_child_inherits_or_unpickles_the_proxy_and_reads_right(
