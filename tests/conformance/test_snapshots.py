@@ -10,7 +10,7 @@ import copy
 import multiprocessing
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -81,16 +81,56 @@ def test_a_dict_changed_too_much_between_copies_is_held_again_only_after_a_pause
     assert still[-1][7] is still[-2][7]
 
 
-def test_lists_of_a_changing_dict_are_never_held(shared: procshare.SyncManager) -> None:
+@pytest.mark.parametrize("read", ["items", "values", "keys"])
+def test_reads_of_a_changing_dict_are_made_from_a_copy_brought_up_to_date(
+    shared: procshare.SyncManager, read: str
+) -> None:
     d = shared.dict({i: f"v{i}" for i in range(BIG)})
+    model = {i: f"v{i}" for i in range(BIG)}
+    if read != "items":  # keys() and values() alone are read as they are: not held
+        d[0] = "first"
+        assert getattr(d, read)() == list(getattr({**model, 0: "first"}, read)())
+        d[0] = "second"
+        assert getattr(d, read)() == list(getattr({**model, 0: "second"}, read)())
+        assert d._held is not None and d._held.method == read and d._held.value is None
+        d.copy()  # a copy was read: from now on they are made from one
     reads = []
     for step in range(5):
-        d[0] = step
-        reads.append(d.items())
-        assert reads[-1] == [(0, step), *((i, f"v{i}") for i in range(1, BIG))]
-    assert reads[-1][7][1] is not reads[-2][7][1]  # each decoded anew: nothing held
-    still = [d.items() for _ in range(3)]  # it stays put now: held from the second read on
-    assert still[1][7][1] is still[2][7][1]
+        d[0] = model[0] = step
+        reads.append(getattr(d, read)())
+        assert reads[-1] == list(getattr(model, read)())
+    assert reads[-1][7] == reads[-2][7] and reads[-1] is not reads[-2]
+    assert reads[-1][7] is reads[-2][7] or reads[-1][7][1] is reads[-2][7][1]  # not decoded
+    reads[-1].clear()  # each read is a new list the caller may change
+    assert getattr(d, read)() == list(getattr(model, read)())
+
+
+def test_keys_alone_are_held_only_while_the_dict_stays_put(shared: procshare.SyncManager) -> None:
+    # (values() alone: the same)
+    d = shared.dict({i: f"v{i}" for i in range(BIG)})
+    reads = []
+    for step in range(4):
+        d[f"new{step}"] = step
+        reads.append(d.keys())
+    assert reads[-1][-1] == "new3" and len(reads[-1]) == BIG + 4
+    assert d._held is not None and d._held.method == "keys" and d._held.value is None
+    still = [d.keys() for _ in range(3)]  # it stays put now: held from the second read on
+    assert still[1][7] is still[2][7] and still[2] == reads[-1]
+
+
+def test_one_held_copy_answers_every_whole_read_of_a_dict(shared: procshare.SyncManager) -> None:
+    d = shared.dict({i: f"v{i}" for i in range(BIG)})
+    model = dict(d.copy())
+    d.copy()
+    for step in range(3):
+        d[step] = model[step] = f"changed {step}"
+        assert d.items() == list(model.items())
+        assert d.keys() == list(model)
+        assert d.values() == list(model.values())
+        assert d.copy() == model
+        assert d._getvalue() == model
+        assert d._held is not None and d._held.method == "copy"
+    assert d.values()[5] is d.copy()[5]  # one copy: no read decoded its items anew
 
 
 def test_a_change_bringing_a_mutable_value_is_never_shared(
@@ -161,11 +201,11 @@ def test_threads_sharing_a_proxy_read_consistent_copies(
 
 def test_a_proxy_read_once_keeps_nothing_alive(shared: procshare.SyncManager) -> None:
     d = shared.dict({i: i for i in range(BIG)})
-    d.copy()
-    d.items()
+    d.keys()
     assert d._held is not None and d._held.value is None  # only the version is remembered
-    d.copy()
-    d.copy()
+    d.items()  # read as a copy (of which the items are made): another read, once
+    assert d._held.value is None
+    d.keys()  # after a copy, keys are made from a copy too: its second read, now held
     assert d._held.value is not None
 
 
@@ -299,6 +339,15 @@ def _fingerprint(value: Any) -> int:
     return hash(tuple(value.items()) if isinstance(value, dict) else tuple(value))
 
 
+#: The reads taken in turn from a shared dict, and what each shows of a plain one.
+_DICT_READS: dict[str, Callable[[dict[Any, Any]], Any]] = {
+    "copy": lambda d: d,
+    "items": lambda d: d.items(),
+    "values": lambda d: d.values(),
+    "keys": lambda d: d.keys(),
+}
+
+
 @pytest.mark.parametrize("kind", ["dict", "list", "set"])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_copies_read_while_another_process_writes_are_states_it_passed_through_in_order(
@@ -315,24 +364,36 @@ def test_copies_read_while_another_process_writes_are_states_it_passed_through_i
     }[kind]()
     obj: Any = getattr(shared, kind)(model)
     make: Any = {"dict": _dict_calls, "list": _list_calls, "set": _set_calls}[kind]
-    states: dict[int, list[int]] = collections.defaultdict(list)
-    states[_fingerprint(model)].append(0)
+    # A dict is read with every read a copy answers, in turn (each shows part of the state).
+    views: dict[str, Callable[[Any], Any]] = _DICT_READS if kind == "dict" else {"copy": id}
+    states: dict[str, dict[int, list[int]]] = {v: collections.defaultdict(list) for v in views}
+
+    def record(step: int) -> None:
+        for view, show in views.items():
+            shown = model if view == "copy" else tuple(show(model))
+            states[view][_fingerprint(shown)].append(step)
+
+    record(0)
     calls = []
     for step in range(1, 1001):
         method, args = make(rng, model)
         getattr(model, method)(*copy.deepcopy(args))
         calls.append((method, args))
-        states[_fingerprint(model)].append(step)
+        record(step)
     writer = FORK.Process(target=children.apply_calls, args=(obj, calls, 0.0001))
     reads = reached = 0
     writer.start()
     try:
         while True:
             done = not writer.is_alive()
-            read = obj.copy()
-            steps = [s for s in states.get(_fingerprint(read), []) if s >= reached]
-            assert steps, f"read {reads} is no state the writer passed through after {reached}"
-            reached, last = steps[0], _fingerprint(read)
+            view = list(views)[reads % len(views)]
+            read = getattr(obj, view)()
+            shown = _fingerprint(read)
+            steps = [s for s in states[view].get(shown, []) if s >= reached]
+            assert steps, (
+                f"{view}() read {reads} is no state the writer passed through after {reached}"
+            )
+            reached, last = steps[0], (view, shown)
             if reads % 5 == 0:  # the caller may change what it got: never seen again
                 read.clear()
             reads += 1
@@ -341,7 +402,7 @@ def test_copies_read_while_another_process_writes_are_states_it_passed_through_i
     finally:
         writer.join(60)
     assert writer.exitcode == 0
-    assert last == _fingerprint(model), "the read after the writer finished saw its last call"
+    assert len(calls) in states[last[0]][last[1]], "the read after the writer ended saw it all"
     assert reads > 2
 
 
@@ -430,6 +491,7 @@ ops = st.one_of(
     st.tuples(st.just("update"), st.dictionaries(st.integers(0, 300), values, max_size=3)),
     st.tuples(st.just("del"), st.integers(0, 300)),
     st.tuples(st.just("mutate copy"), st.integers(0, 300)),
+    st.tuples(st.sampled_from(["mutate items", "mutate values", "mutate keys"])),
     st.tuples(st.sampled_from(["copy", "items", "keys", "values"])),
 )
 
@@ -459,11 +521,19 @@ def test_conditional_reads_agree_with_a_plain_dict(
             for value in mine.values():
                 if isinstance(value, list):
                     value.append("local")
+        elif name.startswith("mutate "):  # what a read returned is the caller's to change
+            mine = getattr(proxy, name.split()[1])()
+            for item in mine:
+                for part in item if isinstance(item, tuple) else (item,):
+                    if isinstance(part, list):
+                        part.append("local")
+            mine.clear()
         else:
             got = getattr(proxy, name)()
             want = getattr(model, name)()
             assert got == (want if name == "copy" else list(want))
     assert proxy.copy() == model
+    assert proxy.items() == list(model.items())
 
 
 list_ops = st.one_of(

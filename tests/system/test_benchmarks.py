@@ -42,8 +42,10 @@ def test_the_locked_counter_taken_apart() -> None:
     assert "stdlib, locked" in out and "procshare, increment()" in out
 
 
-def test_whole_reads() -> None:
-    out = run("whole_reads.py", "--sizes", "300", "--copies", "5", "--rounds", "1")
+@pytest.mark.parametrize("read", ["copy", "items"])
+def test_whole_reads(read: str) -> None:
+    out = run("whole_reads.py", "--sizes", "300", "--copies", "5", "--rounds", "1", "--read", read)
+    assert f"each {read}()" in out
     rows = [line.split() for line in out.splitlines() if line.split()[:1] == ["300"]]
     assert len(rows) == 3 and all(float(row[-1]) > 0 for row in rows)
 

@@ -47,7 +47,7 @@ from .._protocol import (
 from .._token import Token
 from ._cache import replay
 from ._push import Change, ChangeBuffer, change_from
-from ._snapshots import OFF, PLAIN, WHOLE_READ_KINDS, Held, held_for, settle
+from ._snapshots import OFF, PLAIN, WHOLE_READ_KINDS, Held, plan, settle
 
 __all__ = ["AsyncChannel", "AsyncProxy", "AsyncWatch"]
 
@@ -380,10 +380,9 @@ class AsyncProxy:
         held = self._held
         if held is OFF or self._kind not in WHOLE_READ_KINDS:
             return await self.call(method)
-        same = held_for(held, method)
-        known = same.version if same is not None else -1
-        reply = await self.call("#SINCE", method, known)
-        self._held, value = settle(held, same, method, self._kind, known, reply)
+        read, same, known = plan(held, method, self._kind)
+        reply = await self.call("#SINCE", read, known)
+        self._held, value = settle(held, same, read, self._kind, known, reply, method)
         return await self.call(method) if value is PLAIN else value
 
     async def repr(self) -> str:

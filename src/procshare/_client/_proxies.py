@@ -37,7 +37,7 @@ from ._cache import Replica, replay
 from ._channel import Channel, current_pid, get_channel, refqueue_for
 from ._pipeline import Pipeline
 from ._push import Watch
-from ._snapshots import OFF, PLAIN, Held, held_for, settle
+from ._snapshots import OFF, PLAIN, Held, plan, settle
 
 __all__ = [
     "AcquirerProxy",
@@ -196,10 +196,9 @@ class BaseProxy:
         channel = self._ch
         if channel is None or channel.usable_pid != current_pid():
             channel = self._bind()
-        same = held_for(held, methodname)
-        known = same.version if same is not None else -1
-        reply = channel.call(self._id, "#SINCE", (methodname, known), None, _get_ident())
-        self._held, value = settle(held, same, methodname, self._kind_, known, reply)
+        read, same, known = plan(held, methodname, self._kind_)
+        reply = channel.call(self._id, "#SINCE", (read, known), None, _get_ident())
+        self._held, value = settle(held, same, read, self._kind_, known, reply, methodname)
         return self._callmethod(methodname) if value is PLAIN else value
 
     def _write_through(
