@@ -129,16 +129,15 @@ def settle(
     kind: str | None,
     known: int,
     reply: Any,
-    want: str | None = None,
+    want: str,
 ) -> tuple[Held | None, Any]:
     """What to keep and what to return after the server answered ``#SINCE(method, known)``
     with ``reply``; the value is ``PLAIN`` when the caller must read plainly instead.
 
     ``held`` is what the proxy knew before the read, ``same`` the value it held for this
-    method (``held_for``), at version ``known``. ``want`` is the read the caller made, when
-    ``method`` is a copy that answers it (``plan``).
+    method (``held_for``), at version ``known``. ``want`` is the read the caller made:
+    ``method`` itself, or a copy that answers it (``plan``).
     """
-    want = want or method
     if reply is False:  # an object of a custom type (registered with a built-in proxy type)
         return OFF, PLAIN
     if same is not None and (reply is None or len(reply) == 3):
@@ -161,7 +160,7 @@ def after_read(
     kind: str | None,
     version: int,
     value: Any,
-    want: str | None = None,
+    want: str,
 ) -> tuple[Held, Any]:
     """What to remember, and what to return, after the server sent ``value`` at ``version``.
 
@@ -173,7 +172,6 @@ def after_read(
     times in a row) stops holding for 4 reads, then 8, 16, ... up to ``MAX_PAUSE``, trying once
     in between: holding costs a copy per read, for nothing then.
     """
-    want = want or method
     if held is None or held.method != method or not worth_holding(value):
         return Held(method, version), answer(want, method, kind, value)
     if not (method in REPLAYABLE_READS and kind in REPLAYABLE_KINDS):
