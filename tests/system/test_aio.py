@@ -90,6 +90,10 @@ def test_large_whole_reads_send_only_what_changed(m: procshare.SyncManager) -> N
             assert (await ad.getvalue())[0] == "changed"
             items = await ad.items()
             assert items[0] == (0, "changed") and len(items) == 1000
+            d[1] = "changed too"
+            items, values = await ad.items(), await ad.values()  # made from the copy held
+            assert items[1] == (1, "changed too") and values[1] == "changed too"
+            assert items[7][1] is values[7] is second[7]
             for _ in range(3):
                 (await an.copy())[5].append("changed locally")
             assert (await an.copy())[5] == [5]
