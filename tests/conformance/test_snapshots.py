@@ -340,7 +340,7 @@ def _fingerprint(value: Any) -> int:
 
 
 #: The reads taken in turn from a shared dict, and what each shows of a plain one.
-_DICT_READS: dict[str, Callable[[dict[Any, Any]], Any]] = {
+_DICT_READS: dict[str, Callable[[Any], Any]] = {
     "copy": lambda d: d,
     "items": lambda d: d.items(),
     "values": lambda d: d.values(),
@@ -365,13 +365,12 @@ def test_copies_read_while_another_process_writes_are_states_it_passed_through_i
     obj: Any = getattr(shared, kind)(model)
     make: Any = {"dict": _dict_calls, "list": _list_calls, "set": _set_calls}[kind]
     # A dict is read with every read a copy answers, in turn (each shows part of the state).
-    views: dict[str, Callable[[Any], Any]] = _DICT_READS if kind == "dict" else {"copy": id}
+    views = _DICT_READS if kind == "dict" else {"copy": _DICT_READS["copy"]}
     states: dict[str, dict[int, list[int]]] = {v: collections.defaultdict(list) for v in views}
 
     def record(step: int) -> None:
         for view, show in views.items():
-            shown = model if view == "copy" else tuple(show(model))
-            states[view][_fingerprint(shown)].append(step)
+            states[view][_fingerprint(show(model))].append(step)
 
     record(0)
     calls = []

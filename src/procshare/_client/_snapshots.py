@@ -190,7 +190,7 @@ def after_read(
                 want, method, kind, value
             )
     kept = Held(method, version, value, misses)
-    return kept, (fresh(value) if want == method else _derive(kept, want, kind))
+    return kept, _derive(kept, want, kind)
 
 
 def catch_up(
@@ -219,7 +219,7 @@ def catch_up(
         return True
 
 
-def handout(held: Held, want: str | None = None, kind: str | None = None) -> Any:
+def handout(held: Held, want: str, kind: str | None) -> Any:
     """A new container with ``held``'s items for the caller (of ``want``'s result, when that is
     made from a held copy), or ``None`` if it cannot be given: dropped meanwhile, or holding
     mutable items (``held.frozen`` is then ``False``)."""
@@ -231,8 +231,6 @@ def handout(held: Held, want: str | None = None, kind: str | None = None) -> Any
             held.frozen = is_frozen(value)
         if not held.frozen:
             return None
-        if want is None or want == held.method:
-            return fresh(value)
         return _derive(held, want, kind)
 
 
@@ -288,10 +286,10 @@ def answer(want: str, method: str, kind: str | None, value: Any) -> Any:
 
 
 def _derive(held: Held, want: str, kind: str | None) -> Any:
-    """``want``'s result from the copy ``held`` holds (``held.lock`` held or not yet shared):
-    the list last made for the same read is kept until the copy changes."""
-    make = _FROM_COPY[(kind or "", want)]
-    if make is fresh:
+    """``want``'s result from the value ``held`` holds (``held.lock`` held or not yet shared):
+    a fresh container of it for its own read or a copy's; otherwise a list made from the copy,
+    the last one made for the same read being kept until the copy changes."""
+    if want == held.method or (make := _FROM_COPY[(kind or "", want)]) is fresh:
         return fresh(held.value)
     derived = held.derived
     if derived is None or derived[0] != want:
