@@ -208,3 +208,20 @@ def apply_calls(obj: Any, calls: list[tuple[str, tuple[Any, ...]]], pause: float
         getattr(obj, method)(*args)
         if pause:
             time.sleep(pause)
+
+
+def set_value(value: Any, new: Any) -> None:
+    value.value = new
+
+
+def release_lock(lock: Any) -> None:
+    lock.release()
+
+
+def locked_read_modify_write(value: Any, d: Any, lock: Any, n: int) -> None:
+    """``n`` locked increments of a Value and a dict entry, read first and written after."""
+    for _ in range(n):
+        with lock:
+            x, y = value.value, d["n"]
+            value.value = x + 1
+            d["n"] = y + 1

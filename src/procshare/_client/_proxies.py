@@ -35,6 +35,7 @@ from .._kinds import KINDS, REPLAYABLE_KINDS
 from .._token import Token
 from ._cache import Replica, replay
 from ._channel import Channel, current_pid, get_channel, refqueue_for
+from ._leases import MISS, Read
 from ._pipeline import Pipeline
 from ._push import Watch
 from ._snapshots import OFF, PLAIN, Held, plan, settle
@@ -64,6 +65,8 @@ V = TypeVar("V")
 T = TypeVar("T")
 
 _get_ident = threading.get_ident
+#: typeids whose acquire may bring leased reads with the grant (the server confirms the kind)
+_LEASING_TYPEIDS = frozenset({"Lock", "RLock"})
 
 
 def _authkey_default(manager: Any) -> bytes:
@@ -173,6 +176,11 @@ class BaseProxy:
             channel = self._bind()
         if type(args) is not tuple:
             args = tuple(args)
+        leases = channel.leases
+        if leases is not None and leases.recording is not None and not kwds and self._kind_:
+            value = leases.read(self._kind_, self._id, methodname, args)
+            if value is not MISS:
+                return value
         return channel.call(self._id, methodname, args, kwds or None, _get_ident())
 
     def _callmethod_versioned(
@@ -771,12 +779,41 @@ class AcquirerProxy(BaseProxy):
     """
 
     _exposed_: tuple[str, ...] = ("acquire", "release")
+    #: what its holder read last time it held it, asked for again with the next grant
+    #: (``_leases``); ``None`` once the server declined (not one of its own locks)
+    _lease_reads: tuple[Read, ...] | None = ()
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         args = (blocking,) if timeout is None else (blocking, timeout)
-        return self._callblocking("acquire", args)  # type: ignore[no-any-return]
+        reads = self._lease_reads
+        if reads is None or self._token.typeid not in _LEASING_TYPEIDS:
+            return self._callblocking("acquire", args)  # type: ignore[no-any-return]
+        channel = self._channel()
+        leases = channel.leases
+        if leases is None:
+            return self._callblocking("acquire", args)  # type: ignore[no-any-return]
+        reply = None
+        if reads:
+            wait = -1 if timeout is None else timeout
+            reply = channel.call(
+                self._id, "#LEASE", (blocking, wait, reads), None, _get_ident(), True
+            )
+            if reply is None:  # declined: acquire plainly, now and from now on
+                self._lease_reads = None
+                return self._callblocking("acquire", args)  # type: ignore[no-any-return]
+            if reply is False:
+                return False
+        elif not self._callblocking("acquire", args):
+            return False
+        leases.granted(self._id, reads, reply)
+        return True
 
     def release(self) -> None:
+        channel = self._ch
+        if channel is not None and channel.leases is not None and self._lease_reads is not None:
+            learned = channel.leases.released(self._id)
+            if learned is not None:
+                self._lease_reads = learned
         self._callmethod("release")
 
     def locked(self) -> bool:
@@ -784,10 +821,10 @@ class AcquirerProxy(BaseProxy):
         return self._callmethod("locked")  # type: ignore[no-any-return]
 
     def __enter__(self) -> bool:
-        return self._callblocking("acquire")  # type: ignore[no-any-return]
+        return self.acquire()
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
-        self._callmethod("release")
+        self.release()
 
 
 class ConditionProxy(AcquirerProxy):

@@ -46,6 +46,7 @@ from .._errors import (
     SerializationError,
 )
 from .._kinds import KINDS, REPLAYABLE_KINDS, REPLAYABLE_READS
+from .._leases import LEASED_TYPES, LeasePage, LeaseRequest, parse_reads
 from .._protocol import (
     BadRequest,
     Batch,
@@ -60,7 +61,7 @@ from .._protocol import (
 )
 from .._token import Token
 from ._changelog import ChangeLog
-from ._objects import HANDLERS, PARKED, Handler, Primitive, make_referent
+from ._objects import HANDLERS, PARKED, Handler, Lock, Primitive, make_referent
 from ._waiters import DeadlineHeap, Waiter, WaitQueue
 
 __all__ = ["CallContext", "Core", "Entry", "Job", "ServerType", "Session"]
@@ -82,6 +83,8 @@ _SNAPSHOT_MAX: Final = 16 * 1024 * 1024
 # the caller reads plainly).
 _SINCE: Final = "#SINCE"
 _WHOLE_READS: Final = _SNAPSHOTS | {_SINCE}
+# ``#LEASE(blocking, timeout, reads)``: a Lock's acquire that also reads (see _leases).
+_LEASE: Final = "#LEASE"
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,8 @@ class Session:
         "holdings",
         "id",
         "info",
+        "lease_slot",
+        "leased",
         "name",
         "out",
         "pid",
@@ -159,6 +164,10 @@ class Session:
         #: transport has not managed to send (it keeps ``backlog`` up to date)
         self.queued = 0
         self.backlog = 0
+        #: its epoch counter in the lease page (see ``_leases``), and the objects it holds
+        #: leases on
+        self.lease_slot = LeasePage.slot_of(sid)
+        self.leased: list[Entry] = []
 
     def hold(self, prim: Primitive, n: int) -> None:
         """Record that this session holds ``n`` more units of ``prim``."""
@@ -190,6 +199,7 @@ class Entry:
         "held",
         "holds",
         "id",
+        "leased",
         "log",
         "method_to_typeid",
         "mutators",
@@ -246,6 +256,8 @@ class Entry:
             else stype.watched
         )
         self.watchers: list[Subscription] | None = None
+        #: the sessions holding leases on it (``_leases``): a change ends them
+        self.leased: set[Session] | None = None
 
 
 class Subscription:
@@ -445,6 +457,8 @@ class Core:
         self._lent: dict[int, int] = {}
         self._loop_thread = threading.get_ident()
         self._now = 0.0
+        #: the epochs of leases granted with locks (set by the transport for unix sockets)
+        self.lease_page: LeasePage | None = None
         self.stats_counters = {"calls": 0, "creates": 0, "errors": 0, "sessions": 0}
 
     # -- sessions ---------------------------------------------------------------------------
@@ -492,6 +506,8 @@ class Core:
         for sub in session.subscriptions.values():
             self._drop_subscription(sub)
         session.subscriptions.clear()
+        if session.leased:
+            self.revoke_leases(session)
         self._overflowing.discard(session)
         self._close_pending(now)
 
@@ -565,8 +581,10 @@ class Core:
         self._write(session, data)
 
     def answer(self, waiter: Waiter, value: Any) -> None:
-        """Answer a parked request with ``value``."""
+        """Answer a parked request with ``value`` (a lease request: with the reads it asks)."""
         waiter.session.waiters.discard(waiter)
+        if type(value) is LeaseRequest:
+            value = self._lease(waiter.session, value)
         self.reply(waiter.session, waiter.req_id, value)
 
     def answer_error(self, waiter: Waiter, error: BaseException) -> None:
@@ -829,6 +847,9 @@ class Core:
             if method == _SINCE:
                 self.reply(session, req_id, False)  # not for custom types: read plainly
                 return
+            if method == _LEASE:
+                self.reply(session, req_id, None)  # not a lock of ours: acquire plainly
+                return
             self._call_custom(session, msg, entry)
             return
         if versioned and method == "#GETVALUE" and not isinstance(entry.referent, Primitive):
@@ -841,6 +862,9 @@ class Core:
             if not args:
                 self._snapshot_read(session, req_id, entry, method, None)
                 return
+        elif method == _LEASE:
+            self._acquire_leasing(session, msg, entry, now)
+            return
         try:
             result = self._apply(
                 entry, session, req_id, method, args, kwargs, owner, now, CallContext
@@ -905,10 +929,82 @@ class Core:
         entry in its change log, and an event for its watchers."""
         entry.version += 1
         entry.snapshot = None
+        if entry.leased is not None:
+            for holder in list(entry.leased):
+                self.revoke_leases(holder)
         if entry.log is not None:
             entry.log.record(method, args, kwargs, result)
         if entry.watchers:
             self._publish(entry, method, args, kwargs, result)
+
+    # -- leases (see _leases) ------------------------------------------------------------------
+
+    def _acquire_leasing(self, session: Session, msg: Call, entry: Entry, now: float) -> None:
+        """``#LEASE(blocking, timeout, reads)``: acquire a Lock or RLock, answering
+        ``(True, epoch, {index: value})`` with the reads made at the grant; ``None`` (and no
+        acquire) where leases are off or the object is no lock: the caller acquires plainly."""
+        lock = entry.referent
+        if self.lease_page is None or not isinstance(lock, Lock) or msg.kwargs:
+            self.reply(session, msg.req_id, None)
+            return
+        try:
+            if len(msg.args) != 3:
+                raise TypeError(f"{_LEASE} takes (blocking, timeout, reads)")
+            blocking, timeout, reads = msg.args
+            request = LeaseRequest(parse_reads(reads))
+            ctx = CallContext(self, session, msg.req_id, msg.owner, now)
+            result = lock.acquire_answering(ctx, blocking, timeout, request)
+        except Exception as exc:
+            self.fail(session, msg.req_id, exc)
+            return
+        if result is PARKED:
+            return  # answered by the grant (Core.answer makes the reads then)
+        self._changed(entry, "acquire", (blocking, timeout), None, result is request)
+        self.reply(session, msg.req_id, self._lease(session, result))
+
+    def _lease(self, session: Session, answer: Any) -> Any:
+        """The reply to a granted leasing acquire: the reads it asked for, made now, each
+        leased to ``session`` until the object changes or the lock is freed."""
+        page = self.lease_page
+        if type(answer) is not LeaseRequest or page is None:
+            return answer
+        values: dict[int, Any] = {}
+        for index, (obj_id, method, args) in enumerate(answer.reads):
+            entry = self.objects.get(obj_id)
+            if entry is None or entry.spec is None or entry.handlers is None:
+                continue
+            spec = entry.spec.methods.get(method)
+            if spec is None or not spec.cacheable:
+                continue
+            fn, takes_ctx = entry.handlers[method]
+            if takes_ctx:
+                continue
+            try:
+                value = fn(entry.referent, *args)
+            except Exception:  # noqa: S112 - not leased: the holder's own read will raise it
+                continue
+            if type(value) not in LEASED_TYPES:
+                continue
+            values[index] = value
+            if entry.leased is None:
+                entry.leased = set()
+            if session not in entry.leased:
+                entry.leased.add(session)
+                session.leased.append(entry)
+        return (True, page.epoch(session.lease_slot), values)
+
+    def revoke_leases(self, session: Session) -> None:
+        """End every lease of ``session``: bump its epoch (before any reply that could tell of
+        the change), and forget which objects they covered."""
+        if self.lease_page is not None:
+            self.lease_page.bump(session.lease_slot)
+        for entry in session.leased:
+            holders = entry.leased
+            if holders is not None:
+                holders.discard(session)
+                if not holders:
+                    entry.leased = None
+        session.leased.clear()
 
     # -- watching ------------------------------------------------------------------------------
 

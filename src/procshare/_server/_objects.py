@@ -184,18 +184,23 @@ class Lock(Primitive):
 
     # owner-scoped API
     def acquire(self, ctx: CallContext, blocking: Any = True, timeout: Any = -1) -> Any:
+        return self.acquire_answering(ctx, blocking, timeout, True)
+
+    def acquire_answering(self, ctx: CallContext, blocking: Any, timeout: Any, answer: Any) -> Any:
+        """``acquire``, answering ``answer`` instead of ``True`` once granted (a leasing acquire
+        passes its request, which the core turns into the reads it asked for)."""
         wait = _acquire_timeout(blocking, timeout)
         me = (ctx.session, ctx.owner)
         if self.holder is None:
             self._grant(ctx.core, me, 1)
-            return True
+            return answer
         if self.reentrant and self.holder == me:
             self.count += 1
             ctx.session.hold(self, 1)
-            return True
+            return answer
         if not blocking or wait == 0:
             return False
-        ctx.park(self.waiters, wait, data=(1, True), on_timeout=_answer_false)
+        ctx.park(self.waiters, wait, data=(1, answer), on_timeout=_answer_false)
         return PARKED
 
     def release(self, ctx: CallContext) -> None:
@@ -210,9 +215,7 @@ class Lock(Primitive):
                 return
         else:
             self.holder[0].unhold(self, 1)
-        self.holder = None
-        self.count = 0
-        self._pass_on(ctx.core)
+        self._free(ctx.core)
 
     def locked(self) -> bool:
         return self.holder is not None
@@ -234,9 +237,7 @@ class Lock(Primitive):
         if holder is None:
             raise RuntimeError("cannot release un-acquired lock")
         holder[0].unhold(self, count)
-        self.holder = None
-        self.count = 0
-        self._pass_on(core)
+        self._free(core)
         return count
 
     def acquire_restore(self, core: Core, waiter: Waiter, count: int, answer: Any) -> None:
@@ -255,6 +256,15 @@ class Lock(Primitive):
         self.count = count
         owner[0].hold(self, count)
 
+    def _free(self, core: Core) -> None:
+        """Unlock, end the leases granted with it, and pass it to the next waiter."""
+        holder = self.holder
+        self.holder = None
+        self.count = 0
+        if holder is not None and holder[0].leased:
+            core.revoke_leases(holder[0])
+        self._pass_on(core)
+
     def _pass_on(self, core: Core) -> None:
         while self.holder is None:
             waiter = self.waiters.pop()
@@ -268,9 +278,7 @@ class Lock(Primitive):
 
     def drop_session(self, core: Core, session: Session, held: int) -> None:
         if self.holder is not None and self.holder[0] is session:
-            self.holder = None
-            self.count = 0
-            self._pass_on(core)
+            self._free(core)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -33,6 +33,7 @@ from .._address import Address, family, private_unix_path
 from .._context import register_server, unregister_server
 from .._cpu import available_cpus, current_cpu
 from .._errors import AuthenticationError, ProtocolError
+from .._leases import LeasePage
 from .._protocol import (
     DEFAULT_MAX_FRAME,
     NEED_DATA,
@@ -247,6 +248,9 @@ class Server:
     def serve_forever(self) -> None:
         """Serve until ``stop()`` or a ``shutdown`` command. Must run on one thread throughout."""
         self.core.bind_loop_thread()
+        # Leases (reads granted with a lock) need a page that clients map: same machine only.
+        if isinstance(self.address, str) and self.core.lease_page is None:
+            self.core.lease_page = LeasePage.create(self.instance)
         self._poller.open()
         wake_r, self._wake_w = socket.socketpair()
         self._wake_r = wake_r
@@ -438,10 +442,14 @@ class Server:
             if sock.family != socket.AF_UNIX:
                 _tune_tcp(sock)
             sid = self.core.new_session_id()
+            info: dict[str, Any] = {"session": sid, "pid": os.getpid(), "instance": self.instance}
+            page = self.core.lease_page
+            if page is not None and sock.family == socket.AF_UNIX:
+                info["leases"] = (page.path, page.slot_of(sid))
             proto = ServerProtocol(
                 self._authkey,
                 serializers=self._serializers,
-                info={"session": sid, "pid": os.getpid(), "instance": self.instance},
+                info=info,
                 max_frame=self._max_frame,
             )
             conn = _Conn(sock, proto, sid, now)
@@ -587,6 +595,9 @@ class Server:
                 sock.close()
         if self._owner_fd is not None:
             os.close(self._owner_fd)
+        if self.core.lease_page is not None:
+            self.core.lease_page.close()
+            self.core.lease_page = None
         if isinstance(self.address, str):
             with contextlib.suppress(OSError):
                 os.unlink(self.address)

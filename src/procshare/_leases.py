@@ -1,0 +1,143 @@
+"""Reads granted with a lock: what a lock's holder reads first comes back with the grant.
+
+A process that takes a shared lock usually reads the same few values right after it
+(``with lock: v.value += 1``). Its lock proxy remembers what was read while it held the lock,
+and its next acquire asks for those reads to be made at the moment the lock is granted and
+sent with the grant: one round trip instead of two. A value read this way is a *lease*. It may
+answer the holder's read later only if the object has not changed since the grant.
+
+Validity travels through shared memory, not messages. Each session has a counter, its *epoch*,
+in a page that clients map read-only. The server bumps a session's epoch when anything its
+leases cover changes (whoever changed it, the holder included), and when the lock is freed.
+The grant carries the epoch it was made at; a lease answers a read only while the page still
+shows that epoch. The bump is a store made before the server replies to the change that
+caused it. So a process that learns of the change (from the reply, or from anything that
+happened after it) and then tells the holder cannot get there before the store: the holder's
+read never misses a change that finished before it began, as a round trip would not. A pushed
+message could not promise that: it may wait in the server's output queue behind other data.
+
+Only clients on the same machine get leases: the page is a ``memfd`` that they open through
+``/proc/<server pid>/fd`` over a unix socket, and they check its magic number. Everyone else
+acquires as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+from typing import Any, Final
+
+__all__ = [
+    "HEADER_WORDS",
+    "LEASABLE_METHODS",
+    "LEASED_TYPES",
+    "MAX_READS",
+    "SLOTS",
+    "LeasePage",
+    "LeaseRequest",
+    "leasable_args",
+    "magic_for",
+    "parse_reads",
+]
+
+#: Epoch counters in a page; sessions share one when their ids collide modulo this (a shared
+#: counter only bumps more often: a lease is dropped that could have stayed, never the reverse)
+SLOTS: Final = 4096
+#: 8-byte words before the counters: the magic number (b"psleases" + the server instance)
+HEADER_WORDS: Final = 2
+#: The most reads one grant carries.
+MAX_READS: Final = 8
+#: Argument types a leased read may take: hashable, and no two of them compare equal across
+#: types (``1 == 1.0 == True``: ``d.get(k, 0)`` must not answer ``d.get(k, 0.0)``).
+_KEY_ATOMS: Final = frozenset({int, str, bytes, type(None)})
+#: Reads that may be leased, where the kind has them as cacheable: quick ones (a whole copy made
+#: at every grant would cost more than the round trip it saves)
+LEASABLE_METHODS: Final = frozenset(
+    {"get", "__getitem__", "__contains__", "__len__", "__getattribute__"}
+)
+#: Result types a lease may hold: immutable, so one value may answer several reads.
+LEASED_TYPES: Final = frozenset({int, float, complex, str, bytes, bool, type(None)})
+
+
+def magic_for(instance: str) -> bytes:
+    """The page's first 16 bytes for the server ``instance`` (a hex string of 8 bytes)."""
+    return b"psleases" + bytes.fromhex(instance)[:8].ljust(8, b"\0")
+
+
+class LeasePage:
+    """The server's side of the page: one writable epoch counter per session slot."""
+
+    def __init__(self, instance: str) -> None:
+        size = (HEADER_WORDS + SLOTS) * 8
+        fd = os.memfd_create("procshare-leases", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._map[:16] = magic_for(instance)
+        self._epochs = memoryview(self._map).cast("Q")
+        #: where clients open it (valid while this process keeps ``_fd`` open)
+        self.path = f"/proc/{os.getpid()}/fd/{fd}"
+
+    @classmethod
+    def create(cls, instance: str) -> LeasePage | None:
+        """A new page, or ``None`` where memfds are not available (leases are then off)."""
+        if not hasattr(os, "memfd_create"):
+            return None
+        try:
+            return cls(instance)
+        except OSError:
+            return None
+
+    @staticmethod
+    def slot_of(session_id: int) -> int:
+        """The counter (word index) of session ``session_id``."""
+        return HEADER_WORDS + session_id % SLOTS
+
+    def epoch(self, slot: int) -> int:
+        return self._epochs[slot]
+
+    def bump(self, slot: int) -> None:
+        """End every lease of the sessions on ``slot`` (one aligned 8-byte store)."""
+        self._epochs[slot] = (self._epochs[slot] + 1) & 0xFFFF_FFFF_FFFF_FFFF
+
+    def close(self) -> None:
+        self._epochs.release()
+        self._map.close()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
+class LeaseRequest:
+    """What a leasing acquire answers once granted: the core makes the reads then."""
+
+    __slots__ = ("reads",)
+
+    def __init__(self, reads: tuple[tuple[int, str, tuple[Any, ...]], ...]) -> None:
+        self.reads = reads
+
+
+def parse_reads(reads: Any) -> tuple[tuple[int, str, tuple[Any, ...]], ...]:
+    """Check a leasing acquire's reads: ``((obj_id, method, args), ...)``; raise TypeError."""
+    if type(reads) is not tuple or len(reads) > MAX_READS:
+        raise TypeError(f"reads to lease must be a tuple of at most {MAX_READS}")
+    for read in reads:
+        if (
+            type(read) is not tuple
+            or len(read) != 3
+            or type(read[0]) is not int
+            or type(read[1]) is not str
+            or type(read[2]) is not tuple
+            or not leasable_args(read[2])
+        ):
+            raise TypeError(f"not a read to lease: {read!r}")
+    return reads
+
+
+def leasable_args(args: tuple[Any, ...]) -> bool:
+    """Whether a read with these arguments may be leased (a few hashable atoms)."""
+    return len(args) <= 2 and all(type(a) in _KEY_ATOMS for a in args)
