@@ -191,3 +191,12 @@ def test_a_custom_lock_type_declines_and_the_proxy_acquires_plainly() -> None:
                 assert v.value == 1
         if v._channel().leases is not None:
             assert lock._lease_reads is None  # declined once, never asked again
+
+
+def test_reads_that_compare_equal_across_types_are_not_mixed_up(manager: Any) -> None:
+    d, lock = manager.dict(), manager.Lock()
+    _learn(lock, lambda: d.get("k", 0))
+    with lock:
+        assert d.get("k", 0) == 0
+        assert d.get("k", False) is False
+        assert d.get("k", 0.0) == 0.0 and type(d.get("k", 0.0)) is float

@@ -114,14 +114,16 @@ class LeaseBook:
 
     def read(self, kind: str, obj_id: int, method: str, args: tuple[Any, ...]) -> Any:
         """The leased value answering this read, or ``MISS``; records the read."""
+        # Checked on every read, not only when recording: ``(k, 0) == (k, False)``, and a
+        # lease of ``d.get(k, 0)`` must not answer ``d.get(k, False)``.
         if method not in _LEASABLE.get(kind, ()) or not leasable_args(args):
             return MISS
         key = (obj_id, method, args)
+        epoch, leases = self._leases
+        value = leases.get(key, MISS)
         recording = self.recording
         if recording is not None and len(recording) < MAX_READS and key not in recording:
             recording.append(key)
-        epoch, leases = self._leases
-        value = leases.get(key, MISS)
         if value is not MISS and self.view.epoch() != epoch:
             return MISS
         return value

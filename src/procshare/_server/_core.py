@@ -46,7 +46,7 @@ from .._errors import (
     SerializationError,
 )
 from .._kinds import KINDS, REPLAYABLE_KINDS, REPLAYABLE_READS
-from .._leases import LEASED_TYPES, LeasePage, LeaseRequest, parse_reads
+from .._leases import LEASABLE_METHODS, LEASED_TYPES, LeasePage, LeaseRequest, parse_reads
 from .._protocol import (
     BadRequest,
     Batch,
@@ -974,7 +974,7 @@ class Core:
             if entry is None or entry.spec is None or entry.handlers is None:
                 continue
             spec = entry.spec.methods.get(method)
-            if spec is None or not spec.cacheable:
+            if spec is None or not spec.cacheable or method not in LEASABLE_METHODS:
                 continue
             fn, takes_ctx = entry.handlers[method]
             if takes_ctx:
