@@ -28,9 +28,12 @@ import mmap
 import os
 from typing import Any, Final
 
+from ._client._frozen import ATOMS
+from ._kinds import KINDS
+
 __all__ = [
     "HEADER_WORDS",
-    "LEASABLE_METHODS",
+    "LEASABLE",
     "LEASED_TYPES",
     "MAX_READS",
     "SLOTS",
@@ -51,13 +54,15 @@ MAX_READS: Final = 8
 #: Argument types a leased read may take: hashable, and no two of them compare equal across
 #: types (``1 == 1.0 == True``: ``d.get(k, 0)`` must not answer ``d.get(k, 0.0)``).
 _KEY_ATOMS: Final = frozenset({int, str, bytes, type(None)})
-#: Reads that may be leased, where the kind has them as cacheable: quick ones (a whole copy made
-#: at every grant would cost more than the round trip it saves)
-LEASABLE_METHODS: Final = frozenset(
-    {"get", "__getitem__", "__contains__", "__len__", "__getattribute__"}
-)
-#: Result types a lease may hold: immutable, so one value may answer several reads.
-LEASED_TYPES: Final = frozenset({int, float, complex, str, bytes, bool, type(None)})
+#: The reads each kind may lease: its cacheable (pure) reads that are also quick (a whole copy
+#: made at every grant would cost more than the round trip it saves). Server and client agree.
+LEASABLE: Final = {
+    name: frozenset(m for m, spec in kind.methods.items() if spec.cacheable)
+    & {"get", "__getitem__", "__contains__", "__len__", "__getattribute__"}
+    for name, kind in KINDS.items()
+}
+#: Result types a lease may hold: immutable atoms, so one value may answer several reads.
+LEASED_TYPES: Final = ATOMS
 
 
 def magic_for(instance: str) -> bytes:

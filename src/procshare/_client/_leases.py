@@ -16,8 +16,7 @@ import mmap
 import os
 from typing import Any, Final
 
-from .._kinds import KINDS
-from .._leases import HEADER_WORDS, LEASABLE_METHODS, MAX_READS, SLOTS, leasable_args, magic_for
+from .._leases import HEADER_WORDS, LEASABLE, MAX_READS, SLOTS, leasable_args, magic_for
 
 __all__ = ["MISS", "LeaseBook", "LeaseView", "Read"]
 
@@ -26,12 +25,6 @@ Read = tuple[int, str, tuple[Any, ...]]
 
 #: What :meth:`LeaseBook.read` returns when no lease answers.
 MISS: Final = object()
-
-# The reads each kind may lease: quick, pure ones.
-_LEASABLE: Final = {
-    name: frozenset(m for m, spec in kind.methods.items() if spec.cacheable) & LEASABLE_METHODS
-    for name, kind in KINDS.items()
-}
 
 
 class LeaseView:
@@ -116,7 +109,7 @@ class LeaseBook:
         """The leased value answering this read, or ``MISS``; records the read."""
         # Checked on every read, not only when recording: ``(k, 0) == (k, False)``, and a
         # lease of ``d.get(k, 0)`` must not answer ``d.get(k, False)``.
-        if method not in _LEASABLE.get(kind, ()) or not leasable_args(args):
+        if method not in LEASABLE.get(kind, ()) or not leasable_args(args):
             return MISS
         key = (obj_id, method, args)
         epoch, leases = self._leases

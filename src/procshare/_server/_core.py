@@ -46,7 +46,7 @@ from .._errors import (
     SerializationError,
 )
 from .._kinds import KINDS, REPLAYABLE_KINDS, REPLAYABLE_READS
-from .._leases import LEASABLE_METHODS, LEASED_TYPES, LeasePage, LeaseRequest, parse_reads
+from .._leases import LEASABLE, LEASED_TYPES, LeasePage, LeaseRequest, parse_reads
 from .._protocol import (
     BadRequest,
     Batch,
@@ -973,8 +973,7 @@ class Core:
             entry = self.objects.get(obj_id)
             if entry is None or entry.spec is None or entry.handlers is None:
                 continue
-            spec = entry.spec.methods.get(method)
-            if spec is None or not spec.cacheable or method not in LEASABLE_METHODS:
+            if method not in LEASABLE[entry.spec.name]:
                 continue
             fn, takes_ctx = entry.handlers[method]
             if takes_ctx:
