@@ -225,3 +225,24 @@ def locked_read_modify_write(value: Any, d: Any, lock: Any, n: int) -> None:
             x, y = value.value, d["n"]
             value.value = x + 1
             d["n"] = y + 1
+
+
+def change_on_cue(obj: Any, calls: list[tuple[str, tuple[Any, ...]]], conn: Any) -> None:
+    """Make each call when told to through ``conn`` (a pipe the server never sees), and say
+    when it has returned."""
+    for method, args in calls:
+        assert conn.recv() == "go"
+        getattr(obj, method)(*args)
+        conn.send("done")
+
+
+def read_forever(d: Any, key: Any, out: Any) -> None:
+    """Read ``d[key]`` in a loop until the read fails; report how it failed."""
+    out.put("reading")
+    try:
+        for _ in range(10_000_000):
+            d[key]
+    except Exception as exc:
+        out.put(type(exc).__name__)
+        return
+    out.put("never failed")

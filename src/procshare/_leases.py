@@ -1,10 +1,17 @@
-"""Reads granted with a lock: what a lock's holder reads first comes back with the grant.
+"""Leases: values a process may read again without asking the server, while they stay true.
 
-A process that takes a shared lock usually reads the same few values right after it
-(``with lock: v.value += 1``). Its lock proxy remembers what was read while it held the lock,
-and its next acquire asks for those reads to be made at the moment the lock is granted and
-sent with the grant: one round trip instead of two. A value read this way is a *lease*. It may
-answer the holder's read later only if the object has not changed since the grant.
+Two ways to get one:
+
+* **with a lock.** A process that takes a shared lock usually reads the same few values right
+  after it (``with lock: v.value += 1``). Its lock proxy remembers what was read while it held
+  the lock, and its next acquire asks for those reads to be made at the moment the lock is
+  granted and sent with the grant: one round trip instead of two.
+* **with a read** (``#READ``). A quick pure read (``d[k]``, ``v.value``, ``len(d)``, ...) of a
+  built-in kind comes back with a lease on its value, and reading the same thing again is
+  answered locally until the object changes: a polling loop costs no round trips while
+  nothing happens.
+
+A lease may answer a read only if the object has not changed since it was granted.
 
 Validity travels through shared memory, not messages. Each session has a counter, its *epoch*,
 in a page that clients map read-only. The server bumps a session's epoch when anything its
@@ -18,7 +25,9 @@ message could not promise that: it may wait in the server's output queue behind 
 
 Only clients on the same machine get leases: the page is a ``memfd`` that they open through
 ``/proc/<server pid>/fd`` over a unix socket, and they check its magic number. Everyone else
-acquires as before.
+reads and acquires as before. A server that died leaves its page mapped, still showing the
+last epochs: so a client answers from a lease only while its connection shows nothing to read
+(no end-of-file), and a read made after the server went away raises as a round trip would.
 """
 
 from __future__ import annotations
@@ -35,7 +44,9 @@ __all__ = [
     "HEADER_WORDS",
     "LEASABLE",
     "LEASED_TYPES",
+    "MAX_LEASES",
     "MAX_READS",
+    "READ",
     "SLOTS",
     "LeasePage",
     "LeaseRequest",
@@ -51,6 +62,10 @@ SLOTS: Final = 4096
 HEADER_WORDS: Final = 2
 #: The most reads one grant carries.
 MAX_READS: Final = 8
+#: The most values a client keeps leased at one epoch (reads beyond it go to the server).
+MAX_LEASES: Final = 4096
+#: ``#READ(method, args)``: make a leasable read and answer ``(epoch or None, value)``.
+READ: Final = "#READ"
 #: Argument types a leased read may take: hashable, and no two of them compare equal across
 #: types (``1 == 1.0 == True``: ``d.get(k, 0)`` must not answer ``d.get(k, 0.0)``).
 _KEY_ATOMS: Final = frozenset({int, str, bytes, type(None)})

@@ -161,3 +161,76 @@ def test_objects_that_are_no_lock_of_ours_decline(world: World) -> None:
     lock = a.create("Lock")
     assert a.do(lock, "#LEASE", True, -1, ()) is None
     assert a.do(lock, "locked") is False
+
+
+# -- #READ: a plain read that comes with a lease ------------------------------------------------
+
+
+def test_a_read_comes_with_the_epoch_it_was_made_at(world: World) -> None:
+    a = world.client()
+    d, v = a.create("dict", {"k": "x", "n": 1}), a.create("Value", "i", 5)
+    assert a.do(d, "#READ", "__getitem__", ("k",)) == (_epoch(world, a), "x")
+    assert a.do(d, "#READ", "get", ("nope", 0)) == (_epoch(world, a), 0)
+    assert a.do(d, "#READ", "__len__", ()) == (_epoch(world, a), 2)
+    assert a.do(v, "#READ", "get", ()) == (_epoch(world, a), 5)
+    assert world.core.objects[d].leased == {a.session}
+
+
+def test_a_change_by_anyone_ends_a_read_lease_before_its_reply(world: World) -> None:
+    a, b = world.client(), world.client()
+    d, other = a.create("dict", {"k": 1}), a.create("dict")
+    epoch, _ = a.do(d, "#READ", "__getitem__", ("k",))
+    b.do(other, "__setitem__", "k", 2)  # not leased: nothing happens
+    assert _epoch(world, a) == epoch
+    b.do(d, "update", {"j": 0})
+    assert _epoch(world, a) != epoch
+    assert world.core.objects[d].leased is None
+    epoch, _ = a.do(d, "#READ", "__getitem__", ("k",))
+    a.do(d, "__setitem__", "k", 3)  # the reader's own write too
+    assert _epoch(world, a) != epoch
+    epoch, _ = a.do(d, "#READ", "__getitem__", ("k",))
+    a.die()
+    assert world.core.objects[d].leased is None
+
+
+def test_a_mutable_value_is_read_without_a_lease(world: World) -> None:
+    a = world.client()
+    d = a.create("dict", {"big": [1, 2]})
+    assert a.do(d, "#READ", "__getitem__", ("big",)) == (None, [1, 2])
+    assert world.core.objects[d].leased is None
+
+
+def test_a_read_that_raises_fails_as_the_plain_read_does(world: World) -> None:
+    a = world.client()
+    d = a.create("dict")
+    with pytest.raises(KeyError):
+        a.do(d, "#READ", "__getitem__", ("missing",))
+    assert world.core.objects[d].leased is None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("__setitem__", ("k", 1)),  # a write: never made
+        ("copy", ()),  # a whole copy is no quick read
+        ("get", ("k", 0.0)),  # arguments that compare equal across types
+        ("get", (["unhashable"],)),
+        ("__getitem__",),  # malformed
+        ("__getitem__", "k"),
+        (1, ()),
+    ],
+)
+def test_what_cannot_be_leased_is_declined_without_reading(world: World, args: Any) -> None:
+    a = world.client()
+    d = a.create("dict", {"k": 0})
+    assert a.do(d, "#READ", *args) is None
+    assert a.do(d, "__getitem__", "k") == 0 and world.core.objects[d].leased is None
+
+
+def test_reads_are_not_leased_where_leases_are_off(world: World) -> None:
+    a = world.client()
+    world.core.lease_page = None
+    d = a.create("dict", {"k": 1})
+    assert a.do(d, "#READ", "__getitem__", ("k",)) == (None, 1)
+    lock = a.create("Lock")
+    assert a.do(lock, "#READ", "locked", ()) is None  # no leasable read of a lock

@@ -176,17 +176,22 @@ class Channel:
         self.usable_pid = self.pid
         self.server_info: dict[str, Any] = {}
         self._sock = self._connect(connect_timeout)
-        #: reads granted with locks (``_leases``): same machine only, so unix sockets only
-        self.leases: LeaseBook | None = None
-        if self._sock.family == socket.AF_UNIX:
-            view = LeaseView.open(self.server_info)
-            if view is not None:
-                self.leases = LeaseBook(view)
         # Busy-polling probes readiness with poll(0): a miss costs 0.4 us, where a
         # non-blocking recv that fails costs 1.3 us (the BlockingIOError it raises).
         probe = select.poll()
         probe.register(self._sock.fileno(), select.POLLIN)
         self._ready = probe.poll
+        #: values read before, answered again while unchanged (``_leases``): same machine
+        #: only, so unix sockets only
+        self.leases: LeaseBook | None = None
+        if self._sock.family == socket.AF_UNIX:
+            view = LeaseView.open(self.server_info)
+            if view is not None:
+                # (its own poll object: one may not be polled by two threads at once)
+                peek = select.poll()
+                peek.register(self._sock.fileno(), select.POLLIN)
+                self._peek = peek.poll
+                self.leases = LeaseBook(view, self._quiet)
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -243,6 +248,14 @@ class Channel:
     def broken(self) -> bool:
         """Whether the connection is unusable (the server went away)."""
         return self._broken is not None
+
+    def _quiet(self) -> bool:
+        """Whether the connection is up with nothing to read (no end-of-file either); no
+        answer (``False``) while another thread is asking."""
+        try:
+            return self._broken is None and not self._peek(0)
+        except RuntimeError:  # "concurrent poll() invocation"
+            return False
 
     def call(
         self,

@@ -1,9 +1,12 @@
-"""The client's side of leases (reads granted with a lock; the rules are in ``.._leases``).
+"""The client's side of leases (the rules are in ``.._leases``).
 
-A channel keeps a :class:`LeaseBook`. While a lock taken through it is held, the book records
-the quick pure reads the process makes (up to ``MAX_READS``); the lock proxy keeps that list
-when it releases, and asks for the same reads with its next acquire. The values that come back
-with the grant answer those reads for as long as the page shows the grant's epoch.
+A channel keeps a :class:`LeaseBook`: the values leased to it, all granted at one epoch, which
+answer reads for as long as the page shows that epoch. They come from two places:
+
+* a quick pure read of a built-in kind goes as ``#READ`` and its value, if immutable, is kept;
+* while a lock taken through the channel is held, the book records the quick pure reads the
+  process makes (up to ``MAX_READS``); the lock proxy keeps that list when it releases, and
+  asks for the same reads with its next acquire, whose grant brings their values.
 
 Nothing here can make a read wrong: a lease answers only while the server has bumped nothing
 since the grant, and anything else goes to the server. What is learned only decides what is
@@ -14,17 +17,29 @@ from __future__ import annotations
 
 import mmap
 import os
+from collections.abc import Callable
 from typing import Any, Final
 
-from .._leases import HEADER_WORDS, LEASABLE, MAX_READS, SLOTS, leasable_args, magic_for
+from .._leases import (
+    HEADER_WORDS,
+    LEASABLE,
+    MAX_LEASES,
+    MAX_READS,
+    SLOTS,
+    leasable_args,
+    magic_for,
+)
 
-__all__ = ["MISS", "LeaseBook", "LeaseView", "Read"]
+__all__ = ["COLD_READS", "MISS", "UNLEASED", "LeaseBook", "LeaseView", "Read"]
 
 #: One read: (object id, method, arguments).
 Read = tuple[int, str, tuple[Any, ...]]
 
-#: What :meth:`LeaseBook.read` returns when no lease answers.
+#: What :meth:`LeaseBook.read` returns when no lease answers: ask with a lease, or plainly.
 MISS: Final = object()
+UNLEASED: Final = object()
+#: Plain reads of a key whose lease ended unused, before it is leased again.
+COLD_READS: Final = 16
 
 
 class LeaseView:
@@ -71,27 +86,38 @@ class LeaseView:
 
 
 class LeaseBook:
-    """A channel's leases and the reads recorded while one of its locks is held."""
+    """A channel's leases and the reads recorded while one of its locks is held.
 
-    __slots__ = ("_leases", "_lock", "recording", "view")
+    Asking for a lease costs the server a little (it notes the lease, and a change of the
+    object ends it). A read followed by a change before it is read again (``v.value += 1``)
+    would pay that for nothing: a key whose lease ended unused is read plainly for the next
+    ``COLD_READS`` reads, then leased again.
+    """
 
-    def __init__(self, view: LeaseView) -> None:
+    __slots__ = ("_cold", "_leases", "_lock", "alive", "recording", "view")
+
+    def __init__(self, view: LeaseView, alive: Callable[[], bool]) -> None:
         self.view = view
+        #: whether the connection shows nothing to read: a dead server's page stays mapped
+        #: with its last epochs, so a lease answers only while this holds (``.._leases``)
+        self.alive = alive
         #: reads made since a lock was granted, or None when no lock is held
         self.recording: list[Read] | None = None
         self._lock = 0  # the lock whose grant started the recording
-        # (epoch of the grant, values by read): one attribute, so that a thread reading
-        # while another is granted sees the values with their own epoch
-        self._leases: tuple[int, dict[Read, Any]] = (-1, {})
+        # (epoch of the grant, values by read, reads that one answered): one attribute, so
+        # that a thread reading while another is granted sees the values with their epoch
+        self._leases: tuple[int, dict[Read, Any], set[Read]] = (-1, {}, set())
+        #: reads whose last lease ended unused: how many more to make plainly
+        self._cold: dict[Read, int] = {}
 
     def granted(self, lock_id: int, asked: tuple[Read, ...], reply: Any) -> None:
         """Lock ``lock_id`` was granted; ``reply`` is a leasing acquire's answer (``None``
         after a plain acquire): start recording, and keep the values it brought."""
         if reply is None:
-            self._leases = (-1, {})
+            self._leases = (-1, {}, set())
         else:
             _, epoch, values = reply
-            self._leases = (epoch, {asked[i]: value for i, value in values.items()})
+            self._leases = (epoch, {asked[i]: value for i, value in values.items()}, set())
         self._lock = lock_id
         self.recording = []
 
@@ -102,21 +128,52 @@ class LeaseBook:
         if recording is None or lock_id != self._lock:
             return None
         self.recording = None
-        self._leases = (-1, {})
+        self._leases = (-1, {}, set())
         return tuple(recording)
 
-    def read(self, kind: str, obj_id: int, method: str, args: tuple[Any, ...]) -> Any:
-        """The leased value answering this read, or ``MISS``; records the read."""
-        # Checked on every read, not only when recording: ``(k, 0) == (k, False)``, and a
-        # lease of ``d.get(k, 0)`` must not answer ``d.get(k, False)``.
-        if method not in LEASABLE.get(kind, ()) or not leasable_args(args):
-            return MISS
+    def add(self, epoch: int, key: Read, value: Any) -> None:
+        """Keep ``value``, leased at ``epoch`` by a ``#READ``, to answer ``key`` again."""
+        current, leases, _ = self._leases
+        if epoch == current:
+            if len(leases) < MAX_LEASES:
+                leases[key] = value
+        elif epoch > current:  # epochs only grow: an older one has ended already
+            self._leases = (epoch, {key: value}, set())
+
+    @staticmethod
+    def leasable(kind: str | None, method: str, args: tuple[Any, ...]) -> bool:
+        """Whether this read may be leased (and answered by a lease)."""
+        # ``(k, 0) == (k, False)``: a lease of ``d.get(k, 0)`` must not answer
+        # ``d.get(k, False)``, so the arguments' types are checked too (``leasable_args``).
+        return kind is not None and method in LEASABLE.get(kind, ()) and leasable_args(args)
+
+    def read(self, obj_id: int, method: str, args: tuple[Any, ...]) -> Any:
+        """What answers this (leasable) read: the leased value; else ``MISS`` (ask with a
+        lease) or ``UNLEASED`` (ask plainly: its last lease ended unused). Records the read
+        while a lock is held."""
         key = (obj_id, method, args)
-        epoch, leases = self._leases
+        epoch, leases, used = self._leases
         value = leases.get(key, MISS)
         recording = self.recording
         if recording is not None and len(recording) < MAX_READS and key not in recording:
             recording.append(key)
-        if value is not MISS and self.view.epoch() != epoch:
+        cold = self._cold
+        if value is not MISS:
+            if self.view.epoch() == epoch:
+                if not self.alive():
+                    return MISS  # something to read first (perhaps the end of the connection)
+                used.add(key)
+                return value
+            leases.pop(key, None)  # ended: counted once
+            if key not in used:
+                if len(cold) >= MAX_LEASES:
+                    cold.clear()
+                cold[key] = COLD_READS
+        skip = cold.get(key)
+        if skip is None:
             return MISS
-        return value
+        if skip > 1:
+            cold[key] = skip - 1
+        else:
+            del cold[key]
+        return UNLEASED

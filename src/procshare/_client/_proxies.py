@@ -32,10 +32,11 @@ from typing import Any, Generic, TypeVar
 from .._context import incoming, managers_by_address, server_hook
 from .._errors import ObjectNotFound, ProcshareError
 from .._kinds import KINDS, REPLAYABLE_KINDS
+from .._leases import READ
 from .._token import Token
 from ._cache import Replica, replay
 from ._channel import Channel, current_pid, get_channel, refqueue_for
-from ._leases import MISS, Read
+from ._leases import MISS, UNLEASED, Read
 from ._pipeline import Pipeline
 from ._push import Watch
 from ._snapshots import OFF, PLAIN, Held, plan, settle
@@ -95,6 +96,8 @@ class BaseProxy:
     _isauto = False
     #: the built-in kind this proxy class stands for (enables ``cache()`` and replays)
     _kind_: str | None = None
+    #: whether its reads may come with leases (``_leases``); off once the server declined
+    _leasing: bool = True
     _replica: Replica | None = None
     #: the last large whole-object read, for re-reading it only after a change (_snapshots)
     _held: Held | None = None
@@ -177,9 +180,23 @@ class BaseProxy:
         if type(args) is not tuple:
             args = tuple(args)
         leases = channel.leases
-        if leases is not None and leases.recording is not None and not kwds and self._kind_:
-            value = leases.read(self._kind_, self._id, methodname, args)
-            if value is not MISS:
+        if (
+            leases is not None
+            and not kwds
+            and self._leasing
+            and leases.leasable(self._kind_, methodname, args)
+        ):
+            value = leases.read(self._id, methodname, args)
+            if value is MISS:
+                # Read with a lease: the same read answers locally until the object changes.
+                reply = channel.call(self._id, READ, (methodname, args), None, _get_ident())
+                if reply is not None:
+                    epoch, value = reply
+                    if epoch is not None:
+                        leases.add(epoch, (self._id, methodname, args), value)
+                    return value
+                self._leasing = False  # declined (not the kind it looks like): read plainly
+            elif value is not UNLEASED:
                 return value
         return channel.call(self._id, methodname, args, kwds or None, _get_ident())
 

@@ -46,7 +46,15 @@ from .._errors import (
     SerializationError,
 )
 from .._kinds import KINDS, REPLAYABLE_KINDS, REPLAYABLE_READS
-from .._leases import LEASABLE, LEASED_TYPES, LeasePage, LeaseRequest, parse_reads
+from .._leases import (
+    LEASABLE,
+    LEASED_TYPES,
+    READ,
+    LeasePage,
+    LeaseRequest,
+    leasable_args,
+    parse_reads,
+)
 from .._protocol import (
     BadRequest,
     Batch,
@@ -847,8 +855,8 @@ class Core:
             if method == _SINCE:
                 self.reply(session, req_id, False)  # not for custom types: read plainly
                 return
-            if method == _LEASE:
-                self.reply(session, req_id, None)  # not a lock of ours: acquire plainly
+            if method in (_LEASE, READ):
+                self.reply(session, req_id, None)  # not one of ours: acquire/read plainly
                 return
             self._call_custom(session, msg, entry)
             return
@@ -864,6 +872,9 @@ class Core:
                 return
         elif method == _LEASE:
             self._acquire_leasing(session, msg, entry, now)
+            return
+        elif method == READ:
+            self._read_leasing(session, msg, entry, now)
             return
         try:
             result = self._apply(
@@ -985,12 +996,49 @@ class Core:
             if type(value) not in LEASED_TYPES:
                 continue
             values[index] = value
-            if entry.leased is None:
-                entry.leased = set()
-            if session not in entry.leased:
-                entry.leased.add(session)
-                session.leased.append(entry)
+            self._hold_lease(session, entry)
         return (True, page.epoch(session.lease_slot), values)
+
+    def _read_leasing(self, session: Session, msg: Call, entry: Entry, now: float) -> None:
+        """``#READ(method, args)``: make a quick pure read and answer ``(epoch, value)``, the
+        value leased to ``session`` until the object changes; ``(None, value)`` where it
+        cannot be leased (a mutable value, or leases off); ``None`` (and no read) where it is
+        no leasable read of this object's kind: the caller reads plainly. A read that raises
+        fails as itself, as the plain call would."""
+        req_id, args = msg.req_id, msg.args
+        if (
+            entry.spec is None
+            or msg.kwargs
+            or len(args) != 2
+            or args[0] not in LEASABLE[entry.spec.name]
+            or type(args[1]) is not tuple
+            or not leasable_args(args[1])
+        ):
+            self.reply(session, req_id, None)
+            return
+        method, args = args
+        try:
+            value = self._apply(
+                entry, session, req_id, method, args, None, msg.owner, now, CallContext
+            )
+        except Exception as exc:
+            self.fail(session, req_id, exc)
+            return
+        page = self.lease_page
+        if page is None or type(value) not in LEASED_TYPES:
+            self.reply(session, req_id, (None, value))
+            return
+        self._hold_lease(session, entry)
+        self.reply(session, req_id, (page.epoch(session.lease_slot), value))
+
+    @staticmethod
+    def _hold_lease(session: Session, entry: Entry) -> None:
+        """Note that ``session`` holds a lease on ``entry``: its next change ends it."""
+        if entry.leased is None:
+            entry.leased = set()
+        if session not in entry.leased:
+            entry.leased.add(session)
+            session.leased.append(entry)
 
     def revoke_leases(self, session: Session) -> None:
         """End every lease of ``session``: bump its epoch (before any reply that could tell of
