@@ -238,6 +238,7 @@ def change_on_cue(obj: Any, calls: list[tuple[str, tuple[Any, ...]]], conn: Any)
 
 def read_forever(d: Any, key: Any, out: Any) -> None:
     """Read ``d[key]`` in a loop until the read fails; report how it failed."""
+    d[key]  # connected (and leased) before the test goes on
     out.put("reading")
     try:
         for _ in range(10_000_000):
