@@ -290,3 +290,17 @@ def test_a_custom_type_behind_a_builtin_proxy_is_read_plainly(run: Any) -> None:
             assert d._leasing is False  # declined once, never asked again
         run(_children.set_item, d, "k", 2)
         assert d["k"] == 2
+
+
+def test_reading_more_keys_than_a_process_keeps_leased_goes_on_leasing(manager: Any) -> None:
+    """The leases a process keeps are bounded (``MAX_LEASES``): past it, it starts afresh."""
+    from procshare._leases import MAX_LEASES
+
+    n = MAX_LEASES + 10
+    d = manager.dict({i: i for i in range(n)})
+    assert all(d[i] == i for i in range(n))
+    assert d[0] == 0
+    if _leasing(d):
+        before = _calls(manager)
+        assert d[0] == 0 and d[n - 1] == n - 1
+        assert _calls(manager) == before

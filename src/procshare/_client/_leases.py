@@ -134,11 +134,10 @@ class LeaseBook:
     def add(self, epoch: int, key: Read, value: Any) -> None:
         """Keep ``value``, leased at ``epoch`` by a ``#READ``, to answer ``key`` again."""
         current, leases, _ = self._leases
-        if epoch == current:
-            if len(leases) < MAX_LEASES:
-                leases[key] = value
-        elif epoch > current:  # epochs only grow: an older one has ended already
-            self._leases = (epoch, {key: value}, set())
+        if epoch == current and len(leases) < MAX_LEASES:
+            leases[key] = value
+        elif epoch >= current:  # epochs only grow: an older one has ended already
+            self._leases = (epoch, {key: value}, set())  # (full: start again from this one)
 
     @staticmethod
     def leasable(kind: str | None, method: str, args: tuple[Any, ...]) -> bool:
