@@ -218,6 +218,7 @@ def test_a_read_that_raises_fails_as_the_plain_read_does(world: World) -> None:
         ("__getitem__",),  # malformed
         ("__getitem__", "k"),
         (1, ()),
+        (["unhashable"], ()),
     ],
 )
 def test_what_cannot_be_leased_is_declined_without_reading(world: World, args: Any) -> None:

@@ -1010,6 +1010,7 @@ class Core:
             entry.spec is None
             or msg.kwargs
             or len(args) != 2
+            or type(args[0]) is not str
             or args[0] not in LEASABLE[entry.spec.name]
             or type(args[1]) is not tuple
             or not leasable_args(args[1])
