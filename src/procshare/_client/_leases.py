@@ -89,12 +89,13 @@ class LeaseBook:
     """A channel's leases and the reads recorded while one of its locks is held.
 
     Asking for a lease costs the server a little (it notes the lease, and a change of the
-    object ends it). A read followed by a change before it is read again (``v.value += 1``)
-    would pay that for nothing: a key whose lease ended unused is read plainly for the next
-    ``COLD_READS`` reads, then leased again.
+    object ends it). Reads that are not made again would pay that for nothing: a read is
+    leased from its second time on (a scan of many keys leases none), and a read whose lease
+    ended unused (``v.value += 1``: a change before the read came again) is made plainly for
+    the next ``COLD_READS`` times, then leased again.
     """
 
-    __slots__ = ("_cold", "_leases", "_lock", "alive", "recording", "view")
+    __slots__ = ("_cold", "_leases", "_lock", "_seen", "alive", "recording", "view")
 
     def __init__(self, view: LeaseView, alive: Callable[[], bool]) -> None:
         self.view = view
@@ -109,6 +110,8 @@ class LeaseBook:
         self._leases: tuple[int, dict[Read, Any], set[Read]] = (-1, {}, set())
         #: reads whose last lease ended unused: how many more to make plainly
         self._cold: dict[Read, int] = {}
+        #: reads made once: the next one asks for a lease
+        self._seen: set[Read] = set()
 
     def granted(self, lock_id: int, asked: tuple[Read, ...], reply: Any) -> None:
         """Lock ``lock_id`` was granted; ``reply`` is a leasing acquire's answer (``None``
@@ -170,7 +173,13 @@ class LeaseBook:
                 cold[key] = COLD_READS
         skip = cold.get(key)
         if skip is None:
-            return MISS
+            seen = self._seen
+            if key in seen:
+                return MISS
+            if len(seen) >= MAX_LEASES:
+                seen.clear()
+            seen.add(key)  # a read made once (a scan) is not worth a lease
+            return UNLEASED
         if skip > 1:
             cold[key] = skip - 1
         else:
