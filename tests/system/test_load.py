@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 
 import pytest
@@ -58,3 +59,36 @@ def test_the_server_reports_how_it_waited_for_work(spin: float) -> None:
             assert polled == 0  # never busy-polls: every request had to wake it
         else:
             assert polled > woken  # a 10 ms spin catches back-to-back requests
+
+
+def _on_cpu(cpu: int) -> None:
+    """Move the calling thread to ``cpu`` and give it back its mask: it stays there a while."""
+    mask = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    os.sched_setaffinity(0, mask)
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs and affinity masks",
+)
+def test_a_client_on_the_servers_cpu_steps_aside_and_keeps_its_mask() -> None:
+    """A client busy-polls only off the server's CPU (two spinning processes on one CPU are
+    never moved apart by Linux). One that finds itself there moves off it for a moment with
+    its affinity mask, and must give the mask back exactly."""
+    with procshare.Manager(ctx=FORK) as m:
+        d = m.dict()
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(m._process.pid, {cpus[0]})  # the server stays on the first CPU
+        mask = os.sched_getaffinity(0)
+        try:
+            for i in range(200):
+                _on_cpu(cpus[0])
+                d[i] = i
+                assert os.sched_getaffinity(0) == mask
+                time.sleep(0.0005)
+            assert d.copy() == {i: i for i in range(200)}
+            channel = d._channel()
+            assert channel._next_step_aside > 0  # it did try to move
+        finally:
+            os.sched_setaffinity(m._process.pid, set(cpus))
