@@ -145,6 +145,8 @@ def test_wellformed_nonsense_calls_get_errors_and_change_nothing(
         "",
         "#GETVALUE",
         "#SINCE",
+        "#READ",
+        "#LEASE",
     ]
     args_pool: list[tuple[Any, ...]] = [
         (),
@@ -159,6 +161,13 @@ def test_wellformed_nonsense_calls_get_errors_and_change_nothing(
         ("keys", "x"),
         ("pop", 1),
         ("copy", 2**70),
+        ([1], ()),  # reads to lease (#READ): names and arguments of every wrong shape
+        ("__getitem__", ("x",)),
+        ("get", ([],)),
+        ("__len__", "x"),
+        (False, 0, ((0, "get", ()), ([], "x", ()))),  # non-blocking leasing acquires
+        (False, 0, "x"),
+        (False, 0, ((10**9, "__getitem__", ([],)),)),
     ]
     sock, proto = logged_in(m)
     answers = 0
