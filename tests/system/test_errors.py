@@ -156,3 +156,32 @@ def test_a_message_over_the_frame_limit_is_refused_before_sending() -> None:
             d["big"] = b"x" * (128 * 1024)
         d["small"] = b"x" * 1024
         assert sorted(d.keys()) == ["kept", "small"]
+
+
+def test_a_server_bug_met_by_one_request_drops_that_connection_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An exception the server did not expect (a bug) must not stop it for everyone: the
+    client that met it loses its connection, the others go on."""
+    from procshare._server._core import Core
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("a bug in the server")
+
+    monkeypatch.setattr(Core, "_read_leasing", broken)  # the forked server inherits it
+    with procshare.Manager(ctx=multiprocessing.get_context("fork")) as m:
+        d = m.dict(k=1)
+        other = multiprocessing.get_context("fork").Process(
+            target=children.set_item, args=(d, "from_child", 1)
+        )
+        assert d["k"] == 1  # a plain read: leases are asked from the second time on
+        if d._channel().leases is None:
+            pytest.skip("leases are off on this platform: no #READ to break")
+        with pytest.raises(procshare.ConnectionLost):
+            d["k"]  # the #READ meets the bug
+        other.start()
+        other.join(30)
+        assert other.exitcode == 0
+        fresh = m.dict()  # and this process reconnects
+        fresh["x"] = 2
+        assert fresh.copy() == {"x": 2} and d.copy() == {"k": 1, "from_child": 1}

@@ -499,6 +499,11 @@ class Server:
         except ProtocolError as exc:
             log.info("dropping connection %d: %s", conn.fd, exc)
             self._close(conn, now)
+        except Exception:
+            # A bug of the server's met by this request: drop its connection (what it held is
+            # freed, as for a client that died) and go on serving everyone else.
+            log.exception("dropping connection %d: the server failed on its request", conn.fd)
+            self._close(conn, now)
 
     def _authenticated(self, conn: _Conn, event: Authenticated, now: float) -> Session:
         session = self.core.open_session(conn.sid, conn.proto, event.info, now)
