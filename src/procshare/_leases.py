@@ -6,10 +6,10 @@ Two ways to get one:
   after it (``with lock: v.value += 1``). Its lock proxy remembers what was read while it held
   the lock, and its next acquire asks for those reads to be made at the moment the lock is
   granted and sent with the grant: one round trip instead of two.
-* **with a read** (``#READ``). A quick pure read (``d[k]``, ``v.value``, ``len(d)``, ...) of a
-  built-in kind comes back with a lease on its value, and reading the same thing again is
-  answered locally until the object changes: a polling loop costs no round trips while
-  nothing happens.
+* **with a read** (``#READ``). A quick pure read (``d[k]``, ``v.value``, ``len(d)``,
+  ``event.is_set()``, ...) of a built-in kind comes back with a lease on its value, and
+  reading the same thing again is answered locally until the object changes: a polling loop
+  costs no round trips while nothing happens.
 
 A lease may answer a read only if the object has not changed since it was granted.
 
@@ -74,6 +74,7 @@ _KEY_ATOMS: Final = frozenset({int, str, bytes, type(None)})
 LEASABLE: Final = {
     name: frozenset(m for m, spec in kind.methods.items() if spec.cacheable)
     & {"get", "__getitem__", "__contains__", "__len__", "__getattribute__"}
+    | ({"is_set"} if name == "Event" else set())  # (its flag changes only by set and clear)
     for name, kind in KINDS.items()
 }
 #: Result types a lease may hold: immutable atoms, so one value may answer several reads.

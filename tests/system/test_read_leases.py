@@ -116,6 +116,17 @@ KINDS = {
             (("compare_and_set", (3, 5)), (4,)),  # fails: unchanged, still right
         ],
     ),
+    "Event": (
+        lambda m: m.Event(),
+        lambda e: (e.is_set(),),
+        [
+            (("set", ()), (True,)),
+            (("set", ()), (True,)),
+            (("clear", ()), (False,)),
+            (("wait", (0.0,)), (False,)),
+            (("set", ()), (True,)),
+        ],
+    ),
     "Array": (
         lambda m: m.Array("i", [1, 2, 3]),
         lambda a: (a[0], a[-1], len(a)),

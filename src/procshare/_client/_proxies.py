@@ -98,6 +98,8 @@ class BaseProxy:
     _kind_: str | None = None
     #: whether its reads may come with leases (``_leases``); off once the server declined
     _leasing: bool = True
+    #: the kind whose reads it may lease, where that is not ``_kind_`` (an Event's ``is_set``)
+    _lease_kind_: str | None = None
     _replica: Replica | None = None
     #: the last large whole-object read, for re-reading it only after a change (_snapshots)
     _held: Held | None = None
@@ -184,7 +186,7 @@ class BaseProxy:
             leases is not None
             and not kwds
             and self._leasing
-            and leases.leasable(self._kind_, methodname, args)
+            and leases.leasable(self._kind_ or self._lease_kind_, methodname, args)
         ):
             value = leases.read(self._id, methodname, args)
             if value is MISS:
@@ -879,6 +881,7 @@ class EventProxy(BaseProxy):
     """Proxy of a shared Event."""
 
     _exposed_ = ("is_set", "set", "clear", "wait")
+    _lease_kind_ = "Event"
 
     def is_set(self) -> bool:
         return self._callmethod("is_set")  # type: ignore[no-any-return]
