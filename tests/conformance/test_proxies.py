@@ -26,6 +26,7 @@ from procshare.managers import (
     ValueProxy,
 )
 from tests import _children as children
+from tests._threads import run_threads
 
 
 def test_dict_proxy_matches_dict(manager: procshare.SyncManager) -> None:
@@ -221,30 +222,21 @@ def test_many_threads_hammering_one_connection_lose_nothing(
     manager: procshare.SyncManager,
 ) -> None:
     d, q = manager.dict(), manager.Queue()
-    errors: list[BaseException] = []
 
     def work(t: int) -> None:
-        try:
-            for i in range(150):
-                if i % 25 == 0:  # pipelines (several frames at once) mixed with plain calls
-                    with manager.pipeline() as p:
-                        for j in range(5):
-                            p(d).increment(("p", t, j))
-                elif i % 3 == 0:
-                    q.put((t, i))
-                    q.get(timeout=10)
-                else:
-                    d[(t, i)] = i
-                    assert d[(t, i)] == i
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for i in range(150):
+            if i % 25 == 0:  # pipelines (several frames at once) mixed with plain calls
+                with manager.pipeline() as p:
+                    for j in range(5):
+                        p(d).increment(("p", t, j))
+            elif i % 3 == 0:
+                q.put((t, i))
+                q.get(timeout=10)
+            else:
+                d[(t, i)] = i
+                assert d[(t, i)] == i
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors and not any(t.is_alive() for t in threads)
+    run_threads(work, [(t,) for t in range(8)])
     plain = sum(1 for i in range(150) if i % 25 and i % 3)
     assert len(d) == 8 * (plain + 5)
     assert all(d[("p", t, j)] == 6 for t in range(8) for j in range(5))

@@ -17,6 +17,7 @@ import pytest
 
 import procshare
 from tests import _children
+from tests._threads import run_threads
 
 
 def _calls(manager: Any) -> int:
@@ -137,11 +138,7 @@ def test_threads_sharing_a_connection_and_a_lock_stay_exact(manager: Any) -> Non
             with lk:
                 v.value = v.value + 1
 
-    threads = [threading.Thread(target=work, args=(lk,)) for lk in (lock, lock, lock)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
+    run_threads(work, [(lock,)] * 3)
     assert v.value == 600
     # two locks held one inside the other: each release ends what it must
     with lock:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 
 import procshare
 from tests import _children
+from tests._threads import run_threads
 
 
 def _calls(manager: Any) -> int:
@@ -190,24 +190,15 @@ def test_own_writes_are_read_back(manager: Any) -> None:
 
 def test_threads_sharing_a_connection_read_each_others_writes(manager: Any) -> None:
     v, d = manager.Value("i", 0), manager.dict()
-    errors: list[BaseException] = []
 
     def work(n: int) -> None:
-        try:
-            for i in range(200):
-                v.increment()
-                seen = v.value
-                d[n] = i
-                assert d[n] == i and v.value >= seen
-        except BaseException as exc:
-            errors.append(exc)
+        for i in range(200):
+            v.increment()
+            seen = v.value
+            d[n] = i
+            assert d[n] == i and v.value >= seen
 
-    threads = [threading.Thread(target=work, args=(n,)) for n in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not errors
+    run_threads(work, [(n,) for n in range(3)])
     assert v.value == 600 and d.copy() == {0: 199, 1: 199, 2: 199}
 
 
