@@ -235,3 +235,14 @@ def test_reads_are_not_leased_where_leases_are_off(world: World) -> None:
     assert a.do(d, "#READ", "__getitem__", ("k",)) == (None, 1)
     lock = a.create("Lock")
     assert a.do(lock, "#READ", "locked", ()) is None  # no leasable read of a lock
+
+
+def test_disposing_of_an_object_ends_its_leases(world: World) -> None:
+    """A read of a disposed object must fail (ObjectNotFound), not be answered by a lease."""
+    a = world.client()
+    d = a.create("dict", {"k": 1})
+    epoch, _ = a.do(d, "#READ", "__getitem__", ("k",))
+    a.release(d)
+    world.advance(10)
+    assert d not in world.core.objects
+    assert _epoch(world, a) != epoch and not a.session.leased

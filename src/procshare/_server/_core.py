@@ -752,6 +752,9 @@ class Core:
         entry = self.objects.pop(obj_id, None)
         if entry is None:
             return
+        if entry.leased is not None:  # a read of it must now fail, not be answered locally
+            for holder in list(entry.leased):
+                self.revoke_leases(holder)
         if entry.watchers:
             # Tell watchers the object is gone (a watch normally keeps it alive through its
             # proxy; this only happens if that proxy was dropped).
