@@ -231,3 +231,72 @@ def test_wrong_authkey_and_dead_server() -> None:
 
     run(main())
     other.shutdown()
+
+
+def _server_calls(m: procshare.SyncManager) -> int:
+    return int(m._channel().control("stats")["counters"]["calls"])
+
+
+def test_reads_made_again_are_leased_and_never_stale(m: procshare.SyncManager) -> None:
+    """As for the sync proxies: a read made again costs no call while the object stays as it
+    is, and a write finished anywhere else (here: by this process's sync connection, which
+    the async one knows nothing of) is seen by the next read."""
+    d, v = m.dict(k=1), m.Value("i", 1)
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            ad, av = client.proxy(d), client.proxy(v)
+            for _ in range(2):
+                assert await ad["k"] == 1 and await av.get() == 1 and await ad.len() == 1
+            if client._channel.leases is None:
+                pytest.skip("leases are off on this platform")
+            before = _server_calls(m)
+            for _ in range(5):
+                assert await ad["k"] == 1 and await av.get() == 1 and await ad.len() == 1
+            assert _server_calls(m) == before
+            for i in range(2, 6):
+                d["k"] = i  # done and answered before the next read begins
+                v.value = i
+                assert await ad["k"] == i and await av.get() == i
+
+    run(main())
+
+
+def test_a_task_polling_a_leased_flag_lets_the_others_run(m: procshare.SyncManager) -> None:
+    """A leased read answers without a round trip, yet must still let the loop's other tasks
+    run, as a round trip would: here the task that sets the flag polled."""
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            event = await client.Event()
+
+            async def setter() -> None:
+                await asyncio.sleep(0.01)
+                await event.set()
+
+            task = asyncio.create_task(setter())
+            for _ in range(1_000_000):  # (bounded: without yielding it never ends)
+                if await event.is_set():
+                    break
+            assert await event.is_set(), "the setter never ran while the flag was polled"
+            await task
+
+    run(main())
+
+
+def test_a_leased_read_after_the_server_died_raises() -> None:
+    other = procshare.Manager(ctx=FORK)
+
+    async def main() -> None:
+        client = await procshare.aio.connect(other.address, other._authkey)
+        d = await client.dict(k=1)
+        assert await d["k"] == 1 and await d["k"] == 1  # leased from here on
+        os.kill(other._process.pid, signal.SIGKILL)
+        other._process.join(10)
+        with pytest.raises(procshare.ConnectionLost):
+            for _ in range(1_000_000):  # (bounded: a lease must not answer for ever)
+                await d["k"]
+        await client.close()
+
+    run(main())
+    other.shutdown()

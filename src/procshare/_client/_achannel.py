@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import socket
 import time
 from collections import deque
@@ -30,6 +31,7 @@ from .._address import Address, describe
 from .._context import incoming
 from .._errors import AuthenticationError, ConnectionLost, ProtocolError
 from .._kinds import KINDS, REPLAYABLE_KINDS
+from .._leases import READ
 from .._protocol import (
     NEED_DATA,
     ClientProtocol,
@@ -46,6 +48,7 @@ from .._protocol import (
 )
 from .._token import Token
 from ._cache import replay
+from ._leases import MISS, UNLEASED, LeaseBook, LeaseView
 from ._push import Change, ChangeBuffer, change_from
 from ._snapshots import OFF, PLAIN, WHOLE_READ_KINDS, Held, plan, settle
 
@@ -94,6 +97,8 @@ class AsyncChannel:
         self._next_id = 0
         self._broken: BaseException | None = None
         self.server_info: dict[str, Any] = {}
+        #: values read before, answered again while unchanged (``.._leases``): unix sockets
+        self.leases: LeaseBook | None = None
 
     @classmethod
     async def open(
@@ -131,7 +136,24 @@ class AsyncChannel:
         except BaseException:
             transport.close()
             raise
+        channel._open_leases(transport.get_extra_info("socket"))
         return channel
+
+    def _open_leases(self, sock: Any) -> None:
+        """Map the server's lease page, if it offers one to this (unix socket) connection."""
+        if sock is None or sock.family != socket.AF_UNIX:
+            return
+        view = LeaseView.open(self.server_info)
+        if view is None:
+            return
+        peek = select.poll()  # (readable: data the loop has yet to read, or the end)
+        peek.register(sock.fileno(), select.POLLIN)
+        probe = peek.poll
+
+        def quiet() -> bool:
+            return self._broken is None and not probe(0)
+
+        self.leases = LeaseBook(view, quiet)
 
     # -- incoming ---------------------------------------------------------------------------
 
@@ -323,12 +345,39 @@ class AsyncProxy:
             self._kind = token.typeid
         self._pid = os.getpid()
         self._held: Held | None = None
+        self._leasing = True  # off once the server declined (not the kind it looks like)
         if not owned:
             channel.retain(token.id)
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call ``method`` on the referent; await its result."""
-        return await self._channel.call(self._id, method, args, kwargs or None)
+        """Call ``method`` on the referent; await its result.
+
+        A quick pure read made again is answered by a lease while the object is unchanged
+        (``procshare._leases``), as for the sync proxies; it still lets the loop's other
+        tasks run first, as a round trip would (a task polling a flag that another task of
+        the loop sets must not starve it).
+        """
+        channel = self._channel
+        leases = channel.leases
+        if (
+            leases is not None
+            and not kwargs
+            and self._leasing
+            and leases.leasable(self._kind, method, args)
+        ):
+            value = leases.read(self._id, method, args)
+            if value is MISS:
+                reply = await channel.call(self._id, READ, (method, args))
+                if reply is not None:
+                    epoch, value = reply
+                    if epoch is not None:
+                        leases.add(epoch, (self._id, method, args), value)
+                    return value
+                self._leasing = False
+            elif value is not UNLEASED:
+                await asyncio.sleep(0)
+                return value
+        return await channel.call(self._id, method, args, kwargs or None)
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("_"):
