@@ -167,6 +167,9 @@ class BaseManager:
         max_frame: the largest message, in bytes, the server accepts.
         cache: serve reads of the dicts, lists, sets, Namespaces, Values and Arrays this
             manager creates from local replicas (see ``proxy.cache()``).
+        leases: let local clients answer reads made again, and reads with a lock's grant,
+            while the objects are unchanged (default; see ``procshare._leases``). ``False``:
+            every read is a round trip.
     """
 
     _registry: dict[str, Registration] = {}
@@ -186,6 +189,7 @@ class BaseManager:
         spin: float | None = None,
         max_frame: int | None = None,
         cache: bool = False,
+        leases: bool = True,
     ) -> None:
         if authkey is None:
             authkey = multiprocessing.current_process().authkey
@@ -204,6 +208,8 @@ class BaseManager:
             self._options["spin"] = spin
         if max_frame is not None:
             self._options["max_frame"] = max_frame
+        if not leases:
+            self._options["leases"] = False
         self._process: Any = None
         self._cache = cache
 

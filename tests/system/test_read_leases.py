@@ -308,3 +308,17 @@ def test_reading_more_keys_than_a_process_keeps_leased_goes_on_leasing(manager: 
         before = _calls(manager)
         assert d[0] == 0 and d[n - 1] == n - 1
         assert _calls(manager) == before
+
+
+def test_leases_can_be_turned_off(run: Any) -> None:
+    with procshare.Manager(leases=False) as m:
+        d, lock = m.dict(k=0), m.Lock()
+        assert d._channel().leases is None
+        before = _calls(m)
+        for _ in range(3):
+            assert d["k"] == 0
+            with lock:
+                assert d["k"] == 0
+        assert _calls(m) - before == 6 + 6  # every read, acquire and release reached it
+        run(_children.set_item, d, "k", 1)
+        assert d["k"] == 1

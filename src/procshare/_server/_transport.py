@@ -141,6 +141,7 @@ class Server:
         max_workers: the most threads running user code at once.
         watch_backlog: unsent bytes after which a session's change events are dropped and
             counted (its watchers are told how many they missed once it catches up).
+        leases: offer local clients the lease page (``_leases``); off: every read asks.
     """
 
     def __init__(
@@ -159,6 +160,7 @@ class Server:
         max_backlog: int = 256 * 1024 * 1024,
         max_workers: int = 256,
         watch_backlog: int = 8 * 1024 * 1024,
+        leases: bool = True,
     ) -> None:
         self._authkey = bytes(authkey)
         #: tells clients apart a restarted server at the same address (object ids restart)
@@ -169,6 +171,7 @@ class Server:
         # Busy-polling only pays with a CPU to spare for the client we wait for.
         self._spin = (50e-6 if self._cpus > 1 else 0.0) if spin is None else spin
         self._handshake_timeout = handshake_timeout
+        self._leases = leases
         self._max_backlog = max_backlog
         self._owned_dir: str | None = None
         if address is None:
@@ -248,8 +251,8 @@ class Server:
     def serve_forever(self) -> None:
         """Serve until ``stop()`` or a ``shutdown`` command. Must run on one thread throughout."""
         self.core.bind_loop_thread()
-        # Leases (reads granted with a lock) need a page that clients map: same machine only.
-        if isinstance(self.address, str) and self.core.lease_page is None:
+        # Leases need a page that clients map: same machine only.
+        if self._leases and isinstance(self.address, str) and self.core.lease_page is None:
             self.core.lease_page = LeasePage.create(self.instance)
         self._poller.open()
         wake_r, self._wake_w = socket.socketpair()
