@@ -13,12 +13,14 @@ Two ways to get one:
 
 A lease may answer a read only if the object has not changed since it was granted.
 
-Validity travels through shared memory, not messages. Each session has a counter, its *epoch*,
-in a page that clients map read-only. The server bumps a session's epoch when anything its
-leases cover changes (whoever changed it, the holder included), and when the lock is freed.
-The grant carries the epoch it was made at; a lease answers a read only while the page still
-shows that epoch. The bump is a store made before the server replies to the change that
-caused it. So a process that learns of the change (from the reply, or from anything that
+Validity travels through shared memory, not messages. Each object has a counter, its *epoch*,
+in a page that clients map read-only (objects share one when their ids collide modulo
+``SLOTS``). The server bumps an object's epoch when it changes while a lease on it may be out
+(whoever changed it, the lease's holder included, through any method). A grant carries the
+epoch it was made at; a lease answers a read only while the page still shows that epoch. So a
+change ends the leases on that object and no others, and freeing a lock ends none: a lease
+does not depend on any lock. The bump is a store made before the server replies to the change
+that caused it. So a process that learns of the change (from the reply, or from anything that
 happened after it) and then tells the holder cannot get there before the store: the holder's
 read never misses a change that finished before it began, as a round trip would not. A pushed
 message could not promise that: it may wait in the server's output queue behind other data.
@@ -53,11 +55,12 @@ __all__ = [
     "leasable_args",
     "magic_for",
     "parse_reads",
+    "slot_of",
 ]
 
-#: Epoch counters in a page; sessions share one when their ids collide modulo this (a shared
-#: counter only bumps more often: a lease is dropped that could have stayed, never the reverse)
-SLOTS: Final = 4096
+#: Epoch counters in a page (512 KiB); objects share one when their ids collide modulo this (a
+#: shared counter only bumps more often: a lease ends that could have stayed, never the reverse)
+SLOTS: Final = 65536
 #: 8-byte words before the counters: the magic number (b"psleases" + the server instance)
 HEADER_WORDS: Final = 2
 #: The most reads one grant carries.
@@ -81,13 +84,18 @@ LEASABLE: Final = {
 LEASED_TYPES: Final = ATOMS
 
 
+def slot_of(obj_id: int) -> int:
+    """The counter (8-byte word index in the page) of object ``obj_id``."""
+    return HEADER_WORDS + obj_id % SLOTS
+
+
 def magic_for(instance: str) -> bytes:
     """The page's first 16 bytes for the server ``instance`` (a hex string of 8 bytes)."""
     return b"psleases" + bytes.fromhex(instance)[:8].ljust(8, b"\0")
 
 
 class LeasePage:
-    """The server's side of the page: one writable epoch counter per session slot."""
+    """The server's side of the page: one writable epoch counter per object slot."""
 
     def __init__(self, instance: str) -> None:
         size = (HEADER_WORDS + SLOTS) * 8
@@ -115,15 +123,15 @@ class LeasePage:
             return None
 
     @staticmethod
-    def slot_of(session_id: int) -> int:
-        """The counter (word index) of session ``session_id``."""
-        return HEADER_WORDS + session_id % SLOTS
+    def slot_of(obj_id: int) -> int:
+        """The counter (word index) of object ``obj_id``."""
+        return slot_of(obj_id)
 
     def epoch(self, slot: int) -> int:
         return self._epochs[slot]
 
     def bump(self, slot: int) -> None:
-        """End every lease of the sessions on ``slot`` (one aligned 8-byte store)."""
+        """End every lease on the objects of ``slot`` (one aligned 8-byte store)."""
         self._epochs[slot] = (self._epochs[slot] + 1) & 0xFFFF_FFFF_FFFF_FFFF
 
     def close(self) -> None:

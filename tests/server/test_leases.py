@@ -1,7 +1,7 @@
-"""Leases in the core: reads granted with a lock, and every way they end (see ``_leases``).
+"""Leases in the core: reads leased with a grant or a ``#READ``, and every way they end.
 
-A lease is valid while its session's epoch in the page stays what the grant said; these tests
-read the page as a client would and check when the server bumps it.
+A lease is valid while its object's epoch in the page stays what the grant said (see
+``_leases``); these tests read the page as a client would and check when the server bumps it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from procshare._leases import LeasePage
+from procshare._leases import LeasePage, slot_of
 
 from .harness import Client, World
 
@@ -27,14 +27,17 @@ def world() -> Iterator[World]:
     page.close()
 
 
-def _epoch(world: World, client: Client) -> int:
+def _epoch(world: World, obj: int) -> int:
     page = world.core.lease_page
     assert page is not None
-    return page.epoch(client.session.lease_slot)
+    return page.epoch(slot_of(obj))
 
 
 def _lease(client: Client, lock: int, reads: tuple[Any, ...], owner: int = 1) -> int:
     return client.call(lock, "#LEASE", True, -1, reads, owner=owner)
+
+
+# -- reads granted with a lock --------------------------------------------------------------------
 
 
 def test_the_grant_carries_the_reads_made_when_it_is_granted(world: World) -> None:
@@ -42,17 +45,21 @@ def test_the_grant_carries_the_reads_made_when_it_is_granted(world: World) -> No
     lock, v = a.create("Lock"), a.create("Value", "i", 5)
     d = a.create("dict", {"k": "x", "big": [1, 2]})
     reads = ((v, "get", ()), (d, "__getitem__", ("k",)), (d, "get", ("nope", None)))
-    ok, epoch, values = a.result(_lease(a, lock, reads))
-    assert ok is True and epoch == _epoch(world, a)
-    assert values == {0: 5, 1: "x", 2: None}
+    ok, values = a.result(_lease(a, lock, reads))
+    assert ok is True
+    assert values == {
+        0: (_epoch(world, v), 5),
+        1: (_epoch(world, d), "x"),
+        2: (_epoch(world, d), None),
+    }
 
     # parked behind a holder: the reads are made when the lock is handed over, not before
     waiting = _lease(b, lock, reads, owner=2)
     assert b.pending(waiting)
     a.do(v, "set", 6)
     a.do(lock, "release", owner=1)
-    _, epoch_b, values_b = b.result(waiting)
-    assert values_b[0] == 6 and epoch_b == _epoch(world, b)
+    _, values_b = b.result(waiting)
+    assert values_b[0] == (_epoch(world, v), 6)
 
 
 def test_reads_that_cannot_be_leased_are_left_out(world: World) -> None:
@@ -66,57 +73,37 @@ def test_reads_that_cannot_be_leased_are_left_out(world: World) -> None:
         (d, "__setitem__", ("k", 2)),  # not a read at all: never run
         (999_999, "get", ()),  # no such object
     )
-    _, _, values = a.result(_lease(a, lock, reads))
+    _, values = a.result(_lease(a, lock, reads))
     assert values == {}
     assert a.do(d, "__getitem__", "k") == 1
+    assert not world.core.objects[d].leased
 
 
-def test_any_change_to_a_leased_object_bumps_the_holders_epoch(world: World) -> None:
+def test_a_change_ends_the_leases_on_that_object_only(world: World) -> None:
     a, b = world.client(), world.client()
     lock, v, other = a.create("Lock"), a.create("Value", "i", 0), a.create("Value", "i", 0)
-    _, epoch, _ = a.result(_lease(a, lock, ((v, "get", ()),)))
-    b.do(other, "set", 1)  # not leased: nothing happens
-    assert _epoch(world, a) == epoch
-    b.do(v, "set", 1)  # another session's write ends the lease before its reply is sent
-    assert _epoch(world, a) != epoch
-    assert not a.session.leased and world.core.objects[v].leased is None
+    _, values = a.result(_lease(a, lock, ((v, "get", ()), (other, "get", ()))))
+    epoch, epoch_other = values[0][0], values[1][0]
+    b.do(other, "set", 1)  # another session's write ends the lease on it, before its reply
+    assert _epoch(world, other) != epoch_other
+    assert _epoch(world, v) == epoch  # and not the lease on v
+    a.do(v, "set", 1)  # the holder's own write too
+    assert _epoch(world, v) != epoch
 
 
-def test_the_holders_own_write_and_the_release_end_its_leases(world: World) -> None:
-    a = world.client()
-    lock, v = a.create("Lock"), a.create("Value", "i", 0)
-    _, epoch, _ = a.result(_lease(a, lock, ((v, "get", ()),)))
-    a.do(v, "set", 1)
-    assert _epoch(world, a) != epoch
-    a.do(lock, "release", owner=1)
-    _, epoch, _ = a.result(_lease(a, lock, ((v, "get", ()),)))
-    a.do(lock, "release", owner=1)
-    assert _epoch(world, a) != epoch
-    assert not a.session.leased and world.core.objects[v].leased is None
-
-
-def test_freeing_the_lock_any_other_way_ends_the_leases(world: World) -> None:
+def test_freeing_the_lock_ends_no_lease(world: World) -> None:
+    """A lease depends on its object only: released, passed on, its holder dead, the lock
+    leaves the values leased with it valid until they change."""
     a, b = world.client(), world.client()
     lock, v = a.create("Lock"), a.create("Value", "i", 0)
-    # released by another process (a plain Lock allows it)
-    _, epoch, _ = a.result(_lease(a, lock, ((v, "get", ()),)))
-    b.do(lock, "release", owner=2)
-    assert _epoch(world, a) != epoch
-    # its holder dying
-    _, epoch, _ = b.result(_lease(b, lock, ((v, "get", ()),), owner=2))
+    _, values = a.result(_lease(a, lock, ((v, "get", ()),)))
+    epoch = values[0][0]
+    a.do(lock, "release", owner=1)
+    assert b.result(_lease(b, lock, ((v, "get", ()),), owner=2))[1] == {0: (epoch, 0)}
     b.die()
-    assert world.core.objects[v].leased is None
-
-
-def test_an_rlock_released_once_of_twice_keeps_its_leases(world: World) -> None:
-    a = world.client()
-    rlock, v = a.create("RLock"), a.create("Value", "i", 0)
-    _, epoch, _ = a.result(_lease(a, rlock, ((v, "get", ()),)))
-    a.do(rlock, "acquire", owner=1)
-    a.do(rlock, "release", owner=1)
-    assert _epoch(world, a) == epoch
-    a.do(rlock, "release", owner=1)
-    assert _epoch(world, a) != epoch
+    assert _epoch(world, v) == epoch
+    a.do(v, "set", 2)
+    assert _epoch(world, v) != epoch
 
 
 def test_a_leasing_acquire_keeps_the_locks_semantics(world: World) -> None:
@@ -130,6 +117,10 @@ def test_a_leasing_acquire_keeps_the_locks_semantics(world: World) -> None:
     assert b.result(timed) is False
     with pytest.raises(ValueError):
         b.do(lock, "#LEASE", False, 1.0, reads, owner=2)  # threading's own rule
+    rlock = a.create("RLock")
+    assert a.result(_lease(a, rlock, reads))[0] is True
+    assert a.result(_lease(a, rlock, reads))[0] is True  # reentrant, per owner
+    assert b.do(rlock, "#LEASE", False, -1, reads, owner=2) is False
 
 
 @pytest.mark.parametrize(
@@ -169,11 +160,11 @@ def test_objects_that_are_no_lock_of_ours_decline(world: World) -> None:
 def test_a_read_comes_with_the_epoch_it_was_made_at(world: World) -> None:
     a = world.client()
     d, v = a.create("dict", {"k": "x", "n": 1}), a.create("Value", "i", 5)
-    assert a.do(d, "#READ", "__getitem__", ("k",)) == (_epoch(world, a), "x")
-    assert a.do(d, "#READ", "get", ("nope", 0)) == (_epoch(world, a), 0)
-    assert a.do(d, "#READ", "__len__", ()) == (_epoch(world, a), 2)
-    assert a.do(v, "#READ", "get", ()) == (_epoch(world, a), 5)
-    assert world.core.objects[d].leased == {a.session}
+    assert a.do(d, "#READ", "__getitem__", ("k",)) == (_epoch(world, d), "x")
+    assert a.do(d, "#READ", "get", ("nope", 0)) == (_epoch(world, d), 0)
+    assert a.do(d, "#READ", "__len__", ()) == (_epoch(world, d), 2)
+    assert a.do(v, "#READ", "get", ()) == (_epoch(world, v), 5)
+    assert world.core.objects[d].leased and world.core.objects[v].leased
 
 
 def test_a_change_by_anyone_ends_a_read_lease_before_its_reply(world: World) -> None:
@@ -181,23 +172,22 @@ def test_a_change_by_anyone_ends_a_read_lease_before_its_reply(world: World) -> 
     d, other = a.create("dict", {"k": 1}), a.create("dict")
     epoch, _ = a.do(d, "#READ", "__getitem__", ("k",))
     b.do(other, "__setitem__", "k", 2)  # not leased: nothing happens
-    assert _epoch(world, a) == epoch
+    assert _epoch(world, d) == epoch
     b.do(d, "update", {"j": 0})
-    assert _epoch(world, a) != epoch
-    assert world.core.objects[d].leased is None
+    assert _epoch(world, d) != epoch and not world.core.objects[d].leased
+    bumped = _epoch(world, d)
+    b.do(d, "update", {"j": 1})  # no lease out since: no need to bump again
+    assert _epoch(world, d) == bumped
     epoch, _ = a.do(d, "#READ", "__getitem__", ("k",))
     a.do(d, "__setitem__", "k", 3)  # the reader's own write too
-    assert _epoch(world, a) != epoch
-    epoch, _ = a.do(d, "#READ", "__getitem__", ("k",))
-    a.die()
-    assert world.core.objects[d].leased is None
+    assert _epoch(world, d) != epoch
 
 
 def test_a_mutable_value_is_read_without_a_lease(world: World) -> None:
     a = world.client()
     d = a.create("dict", {"big": [1, 2]})
     assert a.do(d, "#READ", "__getitem__", ("big",)) == (None, [1, 2])
-    assert world.core.objects[d].leased is None
+    assert not world.core.objects[d].leased
 
 
 def test_a_read_that_raises_fails_as_the_plain_read_does(world: World) -> None:
@@ -205,7 +195,7 @@ def test_a_read_that_raises_fails_as_the_plain_read_does(world: World) -> None:
     d = a.create("dict")
     with pytest.raises(KeyError):
         a.do(d, "#READ", "__getitem__", ("missing",))
-    assert world.core.objects[d].leased is None
+    assert not world.core.objects[d].leased
 
 
 @pytest.mark.parametrize(
@@ -225,7 +215,7 @@ def test_what_cannot_be_leased_is_declined_without_reading(world: World, args: A
     a = world.client()
     d = a.create("dict", {"k": 0})
     assert a.do(d, "#READ", *args) is None
-    assert a.do(d, "__getitem__", "k") == 0 and world.core.objects[d].leased is None
+    assert a.do(d, "__getitem__", "k") == 0 and not world.core.objects[d].leased
 
 
 def test_reads_are_not_leased_where_leases_are_off(world: World) -> None:
@@ -245,4 +235,4 @@ def test_disposing_of_an_object_ends_its_leases(world: World) -> None:
     a.release(d)
     world.advance(10)
     assert d not in world.core.objects
-    assert _epoch(world, a) != epoch and not a.session.leased
+    assert _epoch(world, d) != epoch

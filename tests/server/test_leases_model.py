@@ -1,6 +1,6 @@
 """The lease invariant, on random interleavings of reads, writes and lock hand-overs.
 
-A lease answers a read while its session's epoch in the page is the one it was granted at. So
+A lease answers a read while its object's epoch in the page is the one it was granted at. So
 the invariant is: **whenever the page still shows a lease's epoch, the leased value is what
 the read would return now.** Several sessions here lease reads (``#READ``, and with a lock's
 grant), write through every mutating method of every leasable kind, and take and free a lock
@@ -10,6 +10,7 @@ read made by an onlooker that holds no leases.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from procshare._leases import LeasePage
+from procshare._leases import LeasePage, slot_of
 
 from .harness import World
 
@@ -82,7 +83,12 @@ OBJECTS: list[tuple[str, tuple[Any, ...], list[Call], list[Call]]] = [
         [("__getattribute__", ("x",))],
         [("__setattr__", ("x", None)), ("__delattr__", ("x",))],
     ),
-    ("Array", ("i", [0, 0]), [("__getitem__", (0,)), ("__len__", ())], [("__setitem__", (0, None))]),
+    (
+        "Array",
+        ("i", [0, 0]),
+        [("__getitem__", (0,)), ("__len__", ())],
+        [("__setitem__", (0, None))],
+    ),
     ("Event", (), [("is_set", ())], [("set", ()), ("clear", ())]),
 ]
 CLIENTS = 3
@@ -125,7 +131,7 @@ def _fill(args: tuple[Any, ...], number: int) -> tuple[Any, ...]:
 def _outcome(client: Any, obj: int, method: str, args: tuple[Any, ...]) -> Any:
     try:
         return ("value", client.do(obj, method, *args))
-    except Exception as exc:  # noqa: BLE001 - the outcome is what the read does
+    except Exception as exc:  # (the outcome is what the read does)
         return ("raises", type(exc))
 
 
@@ -157,30 +163,25 @@ def test_a_lease_valid_by_the_page_always_holds_the_current_value(
             obj, method, args = read_of(step[2], step[3])
             try:
                 epoch, value = client.do(obj, "#READ", method, args)
-            except Exception:  # noqa: BLE001, S112 - a read that raises is not leased
+            except Exception:  # noqa: S112 - a read that raises is not leased
                 continue
             if epoch is not None:
                 leases[(c, (obj, method, args))] = (epoch, value)
         elif kind == "write":
             method, args = OBJECTS[step[2]][3][step[3] % len(OBJECTS[step[2]][3])]
-            try:
+            with contextlib.suppress(Exception):  # a write may fail (pop of nothing): fine
                 client.do(objs[step[2]], method, *_fill(args, step[4]))
-            except Exception:  # noqa: BLE001, S110 - a write may fail (pop of nothing): fine
-                pass
         elif kind == "acquire":
             reads = tuple(read_of(i, w) for i, w in step[2])
             answer = client.do(lock, "#LEASE", False, -1, reads, owner=1)
             if answer:
-                _, epoch, values = answer
-                for index, value in values.items():
+                for index, (epoch, value) in answer[1].items():
                     leases[(c, reads[index])] = (epoch, value)
         else:
-            try:
+            with contextlib.suppress(RuntimeError):  # not locked
                 client.do(lock, "release", owner=1)
-            except RuntimeError:
-                pass  # not locked
         for (holder, (obj, method, args)), (epoch, value) in leases.items():
-            if page.epoch(clients[holder].session.lease_slot) != epoch:
+            if page.epoch(slot_of(obj)) != epoch:
                 continue  # ended: the client asks the server again
             now = _outcome(onlooker, obj, method, args)
             assert now == ("value", value) and type(now[1]) is type(value), (

@@ -76,7 +76,10 @@ def test_the_holders_own_writes_are_read_back(manager: Any) -> None:
             assert v.value == i and d["k"] == i
 
 
-def test_a_lease_ends_with_the_hold(manager: Any, run: Any) -> None:
+def test_a_value_leased_with_a_lock_and_changed_after_its_release_is_read_afresh(
+    manager: Any, run: Any
+) -> None:
+    """A lease outlives the hold (it depends on its object only): the change must end it."""
     v, lock = manager.Value("i", 0), manager.Lock()
     _learn(lock, lambda: v.value)
     lock.acquire()
@@ -92,7 +95,7 @@ def test_a_lease_ends_with_the_hold(manager: Any, run: Any) -> None:
     assert v.value == 6
 
 
-def test_a_condition_wait_ends_the_leases_of_its_lock(manager: Any, run: Any) -> None:
+def test_a_change_made_during_a_condition_wait_is_seen_after_it(manager: Any, run: Any) -> None:
     v, lock = manager.Value("i", 0), manager.RLock()
     cond = manager.Condition(lock)
     _learn(lock, lambda: v.value)

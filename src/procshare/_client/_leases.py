@@ -1,7 +1,8 @@
 """The client's side of leases (the rules are in ``.._leases``).
 
-A channel keeps a :class:`LeaseBook`: the values leased to it, all granted at one epoch, which
-answer reads for as long as the page shows that epoch. They come from two places:
+A channel keeps a :class:`LeaseBook`: the values leased to it, each with the epoch of its object
+it was granted at, which answer reads for as long as the page shows that epoch. They come from
+two places:
 
 * a quick pure read of a built-in kind goes as ``#READ`` and its value, if immutable, is kept;
 * while a lock taken through the channel is held, the book records the quick pure reads the
@@ -28,6 +29,7 @@ from .._leases import (
     SLOTS,
     leasable_args,
     magic_for,
+    slot_of,
 )
 
 __all__ = ["COLD_READS", "MISS", "UNLEASED", "LeaseBook", "LeaseView", "Read"]
@@ -43,14 +45,14 @@ COLD_READS: Final = 16
 
 
 class LeaseView:
-    """A read-only view of the server's page: the epoch of this connection's session."""
+    """A read-only view of the server's page: the epochs of the objects."""
 
-    __slots__ = ("_epochs", "_map", "slot")
+    __slots__ = ("_map", "epochs")
 
-    def __init__(self, mapped: mmap.mmap, slot: int) -> None:
+    def __init__(self, mapped: mmap.mmap) -> None:
         self._map = mapped
-        self._epochs = memoryview(mapped).cast("Q")
-        self.slot = slot
+        #: the counters, by slot (``slot_of``)
+        self.epochs = memoryview(mapped).cast("Q")
 
     @classmethod
     def open(cls, info: dict[str, Any]) -> LeaseView | None:
@@ -59,16 +61,11 @@ class LeaseView:
         The magic number proves that it is this server's page: the path of another machine's
         server, or of one in another pid namespace, may name some other file here.
         """
-        offer, instance = info.get("leases"), info.get("instance")
-        if not isinstance(offer, (tuple, list)) or len(offer) != 2 or type(instance) is not str:
+        path, instance = info.get("leases"), info.get("instance")
+        if type(path) is not str or type(instance) is not str:
             return None
-        path, slot = offer
         try:
             magic = magic_for(instance)
-            if type(path) is not str or type(slot) is not int:
-                return None
-            if not HEADER_WORDS <= slot < HEADER_WORDS + SLOTS:
-                return None
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
                 mapped = mmap.mmap(fd, (HEADER_WORDS + SLOTS) * 8, prot=mmap.PROT_READ)
@@ -79,68 +76,68 @@ class LeaseView:
         if mapped[:16] != magic:
             mapped.close()
             return None
-        return cls(mapped, slot)
-
-    def epoch(self) -> int:
-        return self._epochs[self.slot]
+        return cls(mapped)
 
 
 class LeaseBook:
     """A channel's leases and the reads recorded while one of its locks is held.
 
-    Asking for a lease costs the server a little (it notes the lease, and a change of the
-    object ends it). Reads that are not made again would pay that for nothing: a read is
-    leased from its second time on (a scan of many keys leases none), and a read whose lease
-    ended unused (``v.value += 1``: a change before the read came again) is made plainly for
-    the next ``COLD_READS`` times, then leased again.
+    Each lease is ``(slot, epoch, value)``: it answers its read while the page shows ``epoch``
+    in ``slot``, its object's counter. Asking for a lease costs the server a little (a change
+    of a leased object bumps its counter). Reads that are not made again would pay that for
+    nothing: a read is leased from its second time on (a scan of many keys leases none), and a
+    read whose lease ended unused (``v.value += 1``: a change before the read came again) is
+    made plainly for the next ``COLD_READS`` times, then leased again.
     """
 
-    __slots__ = ("_cold", "_leases", "_lock", "_seen", "alive", "recording", "view")
+    __slots__ = ("_cold", "_leases", "_lock", "_seen", "_used", "alive", "epochs", "recording")
 
     def __init__(self, view: LeaseView, alive: Callable[[], bool]) -> None:
-        self.view = view
+        self.epochs = view.epochs
         #: whether the connection shows nothing to read: a dead server's page stays mapped
         #: with its last epochs, so a lease answers only while this holds (``.._leases``)
         self.alive = alive
         #: reads made since a lock was granted, or None when no lock is held
         self.recording: list[Read] | None = None
         self._lock = 0  # the lock whose grant started the recording
-        # (epoch of the grant, values by read, reads that one answered): one attribute, so
-        # that a thread reading while another is granted sees the values with their epoch
-        self._leases: tuple[int, dict[Read, Any], set[Read]] = (-1, {}, set())
+        #: read -> (slot, epoch, value); each entry is one tuple, so a thread never sees a
+        #: value with another lease's epoch
+        self._leases: dict[Read, tuple[int, int, Any]] = {}
+        #: reads whose current lease answered at least once
+        self._used: set[Read] = set()
         #: reads whose last lease ended unused: how many more to make plainly
         self._cold: dict[Read, int] = {}
         #: reads made once: the next one asks for a lease
         self._seen: set[Read] = set()
 
     def granted(self, lock_id: int, asked: tuple[Read, ...], reply: Any) -> None:
-        """Lock ``lock_id`` was granted; ``reply`` is a leasing acquire's answer (``None``
-        after a plain acquire): start recording, and keep the values it brought."""
-        if reply is None:
-            self._leases = (-1, {}, set())
-        else:
-            _, epoch, values = reply
-            self._leases = (epoch, {asked[i]: value for i, value in values.items()}, set())
+        """Lock ``lock_id`` was granted; ``reply`` is a leasing acquire's answer,
+        ``(True, {index: (epoch, value)})`` (``None`` after a plain acquire): start
+        recording, and keep the values it brought."""
+        if reply is not None:
+            for i, (epoch, value) in reply[1].items():
+                self.add(epoch, asked[i], value)
         self._lock = lock_id
         self.recording = []
 
     def released(self, lock_id: int) -> tuple[Read, ...] | None:
         """Lock ``lock_id`` is being released: the reads to ask for with its next grant
-        (``None`` if the recording is another lock's)."""
+        (``None`` if the recording is another lock's). The leases stay: each lasts until its
+        object changes, lock or no lock."""
         recording = self.recording
         if recording is None or lock_id != self._lock:
             return None
         self.recording = None
-        self._leases = (-1, {}, set())
         return tuple(recording)
 
     def add(self, epoch: int, key: Read, value: Any) -> None:
-        """Keep ``value``, leased at ``epoch`` by a ``#READ``, to answer ``key`` again."""
-        current, leases, _ = self._leases
-        if epoch == current and len(leases) < MAX_LEASES:
-            leases[key] = value
-        elif epoch >= current:  # epochs only grow: an older one has ended already
-            self._leases = (epoch, {key: value}, set())  # (full: start again from this one)
+        """Keep ``value``, leased at ``epoch``, to answer ``key`` while that holds."""
+        leases = self._leases
+        if len(leases) >= MAX_LEASES and key not in leases:
+            leases.clear()  # (full: start again)
+            self._used.clear()
+        leases[key] = (slot_of(key[0]), epoch, value)
+        self._used.discard(key)
 
     @staticmethod
     def leasable(kind: str | None, method: str, args: tuple[Any, ...]) -> bool:
@@ -154,20 +151,22 @@ class LeaseBook:
         lease) or ``UNLEASED`` (ask plainly: its last lease ended unused). Records the read
         while a lock is held."""
         key = (obj_id, method, args)
-        epoch, leases, used = self._leases
-        value = leases.get(key, MISS)
         recording = self.recording
         if recording is not None and len(recording) < MAX_READS and key not in recording:
             recording.append(key)
+        lease = self._leases.get(key)
         cold = self._cold
-        if value is not MISS:
-            if self.view.epoch() == epoch:
+        if lease is not None:
+            slot, epoch, value = lease
+            if self.epochs[slot] == epoch:
                 if not self.alive():
                     return MISS  # something to read first (perhaps the end of the connection)
-                used.add(key)
+                self._used.add(key)
                 return value
-            leases.pop(key, None)  # ended: counted once
-            if key not in used:
+            self._leases.pop(key, None)  # ended: counted once
+            if key in self._used:
+                self._used.discard(key)
+            else:
                 if len(cold) >= MAX_LEASES:
                     cold.clear()
                 cold[key] = COLD_READS

@@ -136,8 +136,6 @@ class Session:
         "holdings",
         "id",
         "info",
-        "lease_slot",
-        "leased",
         "name",
         "out",
         "pid",
@@ -172,10 +170,6 @@ class Session:
         #: transport has not managed to send (it keeps ``backlog`` up to date)
         self.queued = 0
         self.backlog = 0
-        #: its epoch counter in the lease page (see ``_leases``), and the objects it holds
-        #: leases on
-        self.lease_slot = LeasePage.slot_of(sid)
-        self.leased: list[Entry] = []
 
     def hold(self, prim: Primitive, n: int) -> None:
         """Record that this session holds ``n`` more units of ``prim``."""
@@ -264,8 +258,8 @@ class Entry:
             else stype.watched
         )
         self.watchers: list[Subscription] | None = None
-        #: the sessions holding leases on it (``_leases``): a change ends them
-        self.leased: set[Session] | None = None
+        #: whether a lease on it may be out (``_leases``): its next change bumps its epoch
+        self.leased = False
 
 
 class Subscription:
@@ -514,8 +508,6 @@ class Core:
         for sub in session.subscriptions.values():
             self._drop_subscription(sub)
         session.subscriptions.clear()
-        if session.leased:
-            self.revoke_leases(session)
         self._overflowing.discard(session)
         self._close_pending(now)
 
@@ -752,9 +744,8 @@ class Core:
         entry = self.objects.pop(obj_id, None)
         if entry is None:
             return
-        if entry.leased is not None:  # a read of it must now fail, not be answered locally
-            for holder in list(entry.leased):
-                self.revoke_leases(holder)
+        if entry.leased:  # a read of it must now fail, not be answered locally
+            self._end_leases(entry)
         if entry.watchers:
             # Tell watchers the object is gone (a watch normally keeps it alive through its
             # proxy; this only happens if that proxy was dropped).
@@ -943,9 +934,8 @@ class Core:
         entry in its change log, and an event for its watchers."""
         entry.version += 1
         entry.snapshot = None
-        if entry.leased is not None:
-            for holder in list(entry.leased):
-                self.revoke_leases(holder)
+        if entry.leased:
+            self._end_leases(entry)
         if entry.log is not None:
             entry.log.record(method, args, kwargs, result)
         if entry.watchers:
@@ -977,12 +967,12 @@ class Core:
         self.reply(session, msg.req_id, self._lease(session, result))
 
     def _lease(self, session: Session, answer: Any) -> Any:
-        """The reply to a granted leasing acquire: the reads it asked for, made now, each
-        leased to ``session`` until the object changes or the lock is freed."""
+        """The reply to a granted leasing acquire: ``(True, {index: (epoch, value)})``, the
+        reads it asked for made now, each leased until its object changes."""
         page = self.lease_page
         if type(answer) is not LeaseRequest or page is None:
             return answer
-        values: dict[int, Any] = {}
+        values: dict[int, tuple[int, Any]] = {}
         for index, (obj_id, method, args) in enumerate(answer.reads):
             entry = self.objects.get(obj_id)
             if entry is None or entry.spec is None or entry.handlers is None:
@@ -998,16 +988,15 @@ class Core:
                 continue
             if type(value) not in LEASED_TYPES:
                 continue
-            values[index] = value
-            self._hold_lease(session, entry)
-        return (True, page.epoch(session.lease_slot), values)
+            values[index] = (self._lease_epoch(entry), value)
+        return (True, values)
 
     def _read_leasing(self, session: Session, msg: Call, entry: Entry, now: float) -> None:
         """``#READ(method, args)``: make a quick pure read and answer ``(epoch, value)``, the
-        value leased to ``session`` until the object changes; ``(None, value)`` where it
-        cannot be leased (a mutable value, or leases off); ``None`` (and no read) where it is
-        no leasable read of this object's kind: the caller reads plainly. A read that raises
-        fails as itself, as the plain call would."""
+        value leased until the object changes; ``(None, value)`` where it cannot be leased (a
+        mutable value, or leases off); ``None`` (and no read) where it is no leasable read of
+        this object's kind: the caller reads plainly. A read that raises fails as itself, as
+        the plain call would."""
         req_id, args = msg.req_id, msg.args
         if (
             entry.spec is None
@@ -1028,34 +1017,23 @@ class Core:
         except Exception as exc:
             self.fail(session, req_id, exc)
             return
-        page = self.lease_page
-        if page is None or type(value) not in LEASED_TYPES:
+        if self.lease_page is None or type(value) not in LEASED_TYPES:
             self.reply(session, req_id, (None, value))
             return
-        self._hold_lease(session, entry)
-        self.reply(session, req_id, (page.epoch(session.lease_slot), value))
+        self.reply(session, req_id, (self._lease_epoch(entry), value))
 
-    @staticmethod
-    def _hold_lease(session: Session, entry: Entry) -> None:
-        """Note that ``session`` holds a lease on ``entry``: its next change ends it."""
-        if entry.leased is None:
-            entry.leased = set()
-        if session not in entry.leased:
-            entry.leased.add(session)
-            session.leased.append(entry)
+    def _lease_epoch(self, entry: Entry) -> int:
+        """Lease ``entry``'s current value: note that its next change must bump its epoch,
+        and return the epoch the lease is valid at."""
+        entry.leased = True
+        return self.lease_page.epoch(LeasePage.slot_of(entry.id))  # type: ignore[union-attr]
 
-    def revoke_leases(self, session: Session) -> None:
-        """End every lease of ``session``: bump its epoch (before any reply that could tell of
-        the change), and forget which objects they covered."""
+    def _end_leases(self, entry: Entry) -> None:
+        """End every lease on ``entry``: bump its epoch (before any reply that could tell of
+        the change)."""
+        entry.leased = False
         if self.lease_page is not None:
-            self.lease_page.bump(session.lease_slot)
-        for entry in session.leased:
-            holders = entry.leased
-            if holders is not None:
-                holders.discard(session)
-                if not holders:
-                    entry.leased = None
-        session.leased.clear()
+            self.lease_page.bump(LeasePage.slot_of(entry.id))
 
     # -- watching ------------------------------------------------------------------------------
 

@@ -257,12 +257,10 @@ class Lock(Primitive):
         owner[0].hold(self, count)
 
     def _free(self, core: Core) -> None:
-        """Unlock, end the leases granted with it, and pass it to the next waiter."""
-        holder = self.holder
+        """Unlock and pass it to the next waiter. (The leases granted with it stay: like any
+        lease, each lasts until its object changes, lock or no lock.)"""
         self.holder = None
         self.count = 0
-        if holder is not None and holder[0].leased:
-            core.revoke_leases(holder[0])
         self._pass_on(core)
 
     def _pass_on(self, core: Core) -> None:

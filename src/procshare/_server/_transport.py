@@ -448,7 +448,7 @@ class Server:
             info: dict[str, Any] = {"session": sid, "pid": os.getpid(), "instance": self.instance}
             page = self.core.lease_page
             if page is not None and sock.family == socket.AF_UNIX:
-                info["leases"] = (page.path, page.slot_of(sid))
+                info["leases"] = page.path
             proto = ServerProtocol(
                 self._authkey,
                 serializers=self._serializers,
