@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import time
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -32,7 +33,7 @@ from .._leases import (
     slot_of,
 )
 
-__all__ = ["COLD_READS", "MISS", "UNLEASED", "LeaseBook", "LeaseView", "Read"]
+__all__ = ["ALIVE_FOR", "COLD_READS", "MISS", "UNLEASED", "LeaseBook", "LeaseView", "Read"]
 
 #: One read: (object id, method, arguments).
 Read = tuple[int, str, tuple[Any, ...]]
@@ -42,6 +43,12 @@ MISS: Final = object()
 UNLEASED: Final = object()
 #: Plain reads of a key whose lease ended unused, before it is leased again.
 COLD_READS: Final = 16
+#: Seconds a check that the connection is alive vouches for. (A lease answering after the
+#: server died returns the last value it had, which no write can have changed since: what must
+#: not happen is answering for ever, where a round trip would raise.)
+ALIVE_FOR: Final = 0.005
+
+_monotonic = time.monotonic
 
 
 class LeaseView:
@@ -90,13 +97,25 @@ class LeaseBook:
     made plainly for the next ``COLD_READS`` times, then leased again.
     """
 
-    __slots__ = ("_cold", "_leases", "_lock", "_seen", "_used", "alive", "epochs", "recording")
+    __slots__ = (
+        "_alive_until",
+        "_cold",
+        "_leases",
+        "_lock",
+        "_seen",
+        "_used",
+        "alive",
+        "epochs",
+        "recording",
+    )
 
     def __init__(self, view: LeaseView, alive: Callable[[], bool]) -> None:
         self.epochs = view.epochs
         #: whether the connection shows nothing to read: a dead server's page stays mapped
-        #: with its last epochs, so a lease answers only while this holds (``.._leases``)
+        #: with its last epochs, so a lease answers only while this held within ``ALIVE_FOR``
+        #: (``.._leases``)
         self.alive = alive
+        self._alive_until = 0.0
         #: reads made since a lock was granted, or None when no lock is held
         self.recording: list[Read] | None = None
         self._lock = 0  # the lock whose grant started the recording
@@ -159,8 +178,11 @@ class LeaseBook:
         if lease is not None:
             slot, epoch, value = lease
             if self.epochs[slot] == epoch:
-                if not self.alive():
-                    return MISS  # something to read first (perhaps the end of the connection)
+                now = _monotonic()
+                if now >= self._alive_until:
+                    if not self.alive():
+                        return MISS  # something to read first (perhaps the end)
+                    self._alive_until = now + ALIVE_FOR
                 self._used.add(key)
                 return value
             self._leases.pop(key, None)  # ended: counted once

@@ -625,13 +625,15 @@ def _tune_tcp(sock: socket.socket) -> None:
 
 
 def _make_probe(fd: int) -> Callable[[], bool]:
-    """A check that the peer of ``fd`` is still there (no hang-up pending)."""
+    """A check that the peer of ``fd`` is still there (no hang-up pending). Made once per
+    connection: a lock's hand-over asks it each time (only the loop's thread does)."""
+    poller = select.poll()
+    poller.register(fd, _POLL_DEAD)
+    poll = poller.poll
 
     def alive() -> bool:
-        poller = select.poll()
-        poller.register(fd, _POLL_DEAD)
         try:
-            return not poller.poll(0)
+            return not poll(0)
         except OSError:
             return False
 
