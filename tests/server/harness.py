@@ -153,6 +153,7 @@ class World:
         core = self.core
         while core.dirty:
             dirty, core.dirty = core.dirty, []
+            core.answered.clear()  # (the transport sends to them last: no order to keep here)
             for session in dirty:
                 data = b"".join(session.out)
                 session.out.clear()

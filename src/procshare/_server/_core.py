@@ -437,6 +437,8 @@ class Core:
         self.sessions: dict[int, Session] = {}
         self.deadlines = DeadlineHeap()
         self.dirty: list[Session] = []
+        #: sessions in ``dirty`` given the answer to a parked request since the last flush
+        self.answered: set[Session] = set()
         #: sessions closed since the transport last looked (it closes their sockets)
         self.ended: list[Session] = []
         self.jobs: deque[Job] = deque()
@@ -586,11 +588,13 @@ class Core:
         if type(value) is LeaseRequest:
             value = self._lease(waiter.session, value)
         self.reply(waiter.session, waiter.req_id, value)
+        self.answered.add(waiter.session)
 
     def answer_error(self, waiter: Waiter, error: BaseException) -> None:
         """Answer a parked request with ``error``."""
         waiter.session.waiters.discard(waiter)
         self.fail(waiter.session, waiter.req_id, error)
+        self.answered.add(waiter.session)
 
     # -- references ---------------------------------------------------------------------------
 
