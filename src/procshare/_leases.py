@@ -122,11 +122,6 @@ class LeasePage:
         except OSError:
             return None
 
-    @staticmethod
-    def slot_of(obj_id: int) -> int:
-        """The counter (word index) of object ``obj_id``."""
-        return slot_of(obj_id)
-
     def epoch(self, slot: int) -> int:
         return self._epochs[slot]
 

@@ -54,6 +54,7 @@ from .._leases import (
     LeaseRequest,
     leasable_args,
     parse_reads,
+    slot_of,
 )
 from .._protocol import (
     BadRequest,
@@ -461,7 +462,7 @@ class Core:
         self._lent: dict[int, int] = {}
         self._loop_thread = threading.get_ident()
         self._now = 0.0
-        #: the epochs of leases granted with locks (set by the transport for unix sockets)
+        #: the objects' lease epochs (``_leases``; set by the transport for unix sockets)
         self.lease_page: LeasePage | None = None
         self.stats_counters = {"calls": 0, "creates": 0, "errors": 0, "sessions": 0}
 
@@ -949,7 +950,7 @@ class Core:
 
     def _acquire_leasing(self, session: Session, msg: Call, entry: Entry, now: float) -> None:
         """``#LEASE(blocking, timeout, reads)``: acquire a Lock or RLock, answering
-        ``(True, epoch, {index: value})`` with the reads made at the grant; ``None`` (and no
+        ``(True, {index: (epoch, value)})`` with the reads made at the grant; ``None`` (and no
         acquire) where leases are off or the object is no lock: the caller acquires plainly."""
         lock = entry.referent
         if self.lease_page is None or not isinstance(lock, Lock) or msg.kwargs:
@@ -1030,14 +1031,14 @@ class Core:
         """Lease ``entry``'s current value: note that its next change must bump its epoch,
         and return the epoch the lease is valid at."""
         entry.leased = True
-        return self.lease_page.epoch(LeasePage.slot_of(entry.id))  # type: ignore[union-attr]
+        return self.lease_page.epoch(slot_of(entry.id))  # type: ignore[union-attr]
 
     def _end_leases(self, entry: Entry) -> None:
         """End every lease on ``entry``: bump its epoch (before any reply that could tell of
         the change)."""
         entry.leased = False
         if self.lease_page is not None:
-            self.lease_page.bump(LeasePage.slot_of(entry.id))
+            self.lease_page.bump(slot_of(entry.id))
 
     # -- watching ------------------------------------------------------------------------------
 
