@@ -322,3 +322,18 @@ def test_leases_can_be_turned_off(run: Any) -> None:
         assert _calls(m) - before == 6 + 6  # every read, acquire and release reached it
         run(_children.set_item, d, "k", 1)
         assert d["k"] == 1
+
+
+def test_a_change_ends_the_leases_on_that_object_only(manager: Any, run: Any) -> None:
+    flag, counter, lock = manager.dict(mode="run"), manager.Value("i", 0), manager.Lock()
+    for _ in range(2):
+        assert flag["mode"] == "run" and counter.value == 0
+    if not _leasing(flag):
+        pytest.skip("leases are off on this platform")
+    run(_children.set_value, counter, 5)  # another object changes; so does the lock
+    with lock:
+        pass
+    before = _calls(manager)
+    assert flag["mode"] == "run"  # still leased
+    assert _calls(manager) == before
+    assert counter.value == 5  # read afresh
