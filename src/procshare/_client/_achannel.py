@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import select
 import socket
 import time
 from collections import deque
@@ -48,7 +47,7 @@ from .._protocol import (
 )
 from .._token import Token
 from ._cache import replay
-from ._leases import MISS, UNLEASED, LeaseBook, LeaseView
+from ._leases import DECLINED, MISS, UNLEASED, LeaseBook, LeaseView, quiet_check
 from ._push import Change, ChangeBuffer, change_from
 from ._snapshots import OFF, PLAIN, WHOLE_READ_KINDS, Held, plan, settle
 
@@ -144,16 +143,9 @@ class AsyncChannel:
         if sock is None or sock.family != socket.AF_UNIX:
             return
         view = LeaseView.open(self.server_info)
-        if view is None:
-            return
-        peek = select.poll()  # (readable: data the loop has yet to read, or the end)
-        peek.register(sock.fileno(), select.POLLIN)
-        probe = peek.poll
-
-        def quiet() -> bool:
-            return self._broken is None and not probe(0)
-
-        self.leases = LeaseBook(view, quiet)
+        if view is not None:
+            broken = lambda: self._broken is not None  # noqa: E731 - read at each check
+            self.leases = LeaseBook(view, quiet_check(sock.fileno(), broken))
 
     # -- incoming ---------------------------------------------------------------------------
 
@@ -368,10 +360,8 @@ class AsyncProxy:
             value = leases.read(self._id, method, args)
             if value is MISS:
                 reply = await channel.call(self._id, READ, (method, args))
-                if reply is not None:
-                    epoch, value = reply
-                    if epoch is not None:
-                        leases.add(epoch, (self._id, method, args), value)
+                value = leases.took((self._id, method, args), reply)
+                if value is not DECLINED:
                     return value
                 self._leasing = False
             elif value is not UNLEASED:

@@ -68,7 +68,7 @@ from .._protocol import (
     Unwatch,
     Watch,
 )
-from ._leases import LeaseBook, LeaseView
+from ._leases import LeaseBook, LeaseView, quiet_check
 
 __all__ = ["Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
 
@@ -194,11 +194,8 @@ class Channel:
         if self._sock.family == socket.AF_UNIX:
             view = LeaseView.open(self.server_info)
             if view is not None:
-                # (its own poll object: one may not be polled by two threads at once)
-                peek = select.poll()
-                peek.register(self._sock.fileno(), select.POLLIN)
-                self._peek = peek.poll
-                self.leases = LeaseBook(view, self._quiet)
+                broken = lambda: self._broken is not None  # noqa: E731 - read at each check
+                self.leases = LeaseBook(view, quiet_check(self._sock.fileno(), broken))
 
     # -- connecting ---------------------------------------------------------------------------
 
@@ -255,14 +252,6 @@ class Channel:
     def broken(self) -> bool:
         """Whether the connection is unusable (the server went away)."""
         return self._broken is not None
-
-    def _quiet(self) -> bool:
-        """Whether the connection is up with nothing to read (no end-of-file either); no
-        answer (``False``) while another thread is asking."""
-        try:
-            return self._broken is None and not self._peek(0)
-        except RuntimeError:  # "concurrent poll() invocation"
-            return False
 
     def call(
         self,

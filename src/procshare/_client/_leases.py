@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import select
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -33,7 +34,17 @@ from .._leases import (
     slot_of,
 )
 
-__all__ = ["ALIVE_FOR", "COLD_READS", "MISS", "UNLEASED", "LeaseBook", "LeaseView", "Read"]
+__all__ = [
+    "ALIVE_FOR",
+    "COLD_READS",
+    "DECLINED",
+    "MISS",
+    "UNLEASED",
+    "LeaseBook",
+    "LeaseView",
+    "Read",
+    "quiet_check",
+]
 
 #: One read: (object id, method, arguments).
 Read = tuple[int, str, tuple[Any, ...]]
@@ -41,6 +52,8 @@ Read = tuple[int, str, tuple[Any, ...]]
 #: What :meth:`LeaseBook.read` returns when no lease answers: ask with a lease, or plainly.
 MISS: Final = object()
 UNLEASED: Final = object()
+#: What :meth:`LeaseBook.took` returns for a ``#READ`` the server declined (read plainly).
+DECLINED: Final = object()
 #: Plain reads of a key whose lease ended unused, before it is leased again.
 COLD_READS: Final = 16
 #: Seconds a check that the connection is alive vouches for. (A lease answering after the
@@ -49,6 +62,23 @@ COLD_READS: Final = 16
 ALIVE_FOR: Final = 0.005
 
 _monotonic = time.monotonic
+
+
+def quiet_check(fd: int, broken: Callable[[], bool]) -> Callable[[], bool]:
+    """A check that the connection on ``fd`` is up with nothing to read (no end-of-file
+    either): what :class:`LeaseBook` asks before it answers. ``False`` too while another
+    thread is asking (a poll object may not be polled by two threads at once)."""
+    peek = select.poll()
+    peek.register(fd, select.POLLIN)
+    poll = peek.poll
+
+    def quiet() -> bool:
+        try:
+            return not broken() and not poll(0)
+        except RuntimeError:  # "concurrent poll() invocation"
+            return False
+
+    return quiet
 
 
 class LeaseView:
@@ -148,6 +178,16 @@ class LeaseBook:
             return None
         self.recording = None
         return tuple(recording)
+
+    def took(self, key: Read, reply: Any) -> Any:
+        """The value a ``#READ`` of ``key`` brought, kept if it came with a lease; ``DECLINED``
+        where the server declined (not the kind the proxy takes it for)."""
+        if reply is None:
+            return DECLINED
+        epoch, value = reply
+        if epoch is not None:
+            self.add(epoch, key, value)
+        return value
 
     def add(self, epoch: int, key: Read, value: Any) -> None:
         """Keep ``value``, leased at ``epoch``, to answer ``key`` while that holds."""

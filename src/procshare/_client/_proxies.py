@@ -36,7 +36,7 @@ from .._leases import READ
 from .._token import Token
 from ._cache import Replica, replay
 from ._channel import Channel, current_pid, get_channel, refqueue_for
-from ._leases import MISS, UNLEASED, Read
+from ._leases import DECLINED, MISS, UNLEASED, Read
 from ._pipeline import Pipeline
 from ._push import Watch
 from ._snapshots import OFF, PLAIN, Held, plan, settle
@@ -192,12 +192,10 @@ class BaseProxy:
             if value is MISS:
                 # Read with a lease: the same read answers locally until the object changes.
                 reply = channel.call(self._id, READ, (methodname, args), None, _get_ident())
-                if reply is not None:
-                    epoch, value = reply
-                    if epoch is not None:
-                        leases.add(epoch, (self._id, methodname, args), value)
+                value = leases.took((self._id, methodname, args), reply)
+                if value is not DECLINED:
                     return value
-                self._leasing = False  # declined (not the kind it looks like): read plainly
+                self._leasing = False  # (not the kind it looks like): read plainly
             elif value is not UNLEASED:
                 return value
         return channel.call(self._id, methodname, args, kwds or None, _get_ident())
