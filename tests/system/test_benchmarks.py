@@ -67,3 +67,10 @@ def test_the_server_profile_with_cprofile() -> None:
 def test_run_all_is_procshare_bench(args: list[str]) -> None:
     out = run("run_all.py", *args)
     assert "dict set" in out and "floor" in out
+
+
+def test_reads_made_again() -> None:
+    out = run("leases.py", "--n", "200", "--rounds", "1")
+    rows = {line[:24].strip(): line[24:].split() for line in out.splitlines()[1:]}
+    assert set(rows) == {"poll", "poll, changing", "check, then lock", "v.value += 1"}
+    assert all(len(row) == 3 and all(float(x) > 0 for x in row) for row in rows.values())
