@@ -236,3 +236,16 @@ def test_disposing_of_an_object_ends_its_leases(world: World) -> None:
     world.advance(10)
     assert d not in world.core.objects
     assert _epoch(world, d) != epoch
+
+
+def test_the_stats_count_leases_and_their_ends(world: World) -> None:
+    a = world.client()
+    d = a.create("dict", {"k": 1})
+    counters = world.core.stats_counters
+    leased, ended = counters["leased"], counters["lease ends"]
+    a.do(d, "#READ", "__getitem__", ("k",))
+    a.do(d, "#READ", "__len__", ())
+    a.do(d, "__setitem__", "k", 2)  # ends both (one bump: the object's)
+    a.do(d, "__setitem__", "k", 3)  # none out since: nothing to end
+    assert (counters["leased"] - leased, counters["lease ends"] - ended) == (2, 1)
+    assert a.control("stats")["counters"]["leased"] == counters["leased"]

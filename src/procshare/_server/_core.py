@@ -464,7 +464,15 @@ class Core:
         self._now = 0.0
         #: the objects' lease epochs (``_leases``; set by the transport for unix sockets)
         self.lease_page: LeasePage | None = None
-        self.stats_counters = {"calls": 0, "creates": 0, "errors": 0, "sessions": 0}
+        self.stats_counters = {
+            "calls": 0,
+            "creates": 0,
+            "errors": 0,
+            "sessions": 0,
+            # values sent with a lease (#READ, a lock's grant), and changes that ended leases
+            "leased": 0,
+            "lease ends": 0,
+        }
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -1031,6 +1039,7 @@ class Core:
         """Lease ``entry``'s current value: note that its next change must bump its epoch,
         and return the epoch the lease is valid at."""
         entry.leased = True
+        self.stats_counters["leased"] += 1
         return self.lease_page.epoch(slot_of(entry.id))  # type: ignore[union-attr]
 
     def _end_leases(self, entry: Entry) -> None:
@@ -1039,6 +1048,7 @@ class Core:
         entry.leased = False
         if self.lease_page is not None:
             self.lease_page.bump(slot_of(entry.id))
+            self.stats_counters["lease ends"] += 1
 
     # -- watching ------------------------------------------------------------------------------
 
