@@ -45,7 +45,6 @@ from ._kinds import KINDS
 __all__ = [
     "HEADER_WORDS",
     "LEASABLE",
-    "LEASED_TYPES",
     "MAX_LEASES",
     "MAX_READS",
     "READ",
@@ -53,6 +52,7 @@ __all__ = [
     "LeasePage",
     "LeaseRequest",
     "leasable_args",
+    "leasable_value",
     "magic_for",
     "parse_reads",
     "slot_of",
@@ -80,8 +80,32 @@ LEASABLE: Final = {
     | ({"is_set"} if name == "Event" else set())  # (its flag changes only by set and clear)
     for name, kind in KINDS.items()
 }
-#: Result types a lease may hold: immutable atoms, so one value may answer several reads.
-LEASED_TYPES: Final = ATOMS
+#: A tuple or frozenset is leased if it is this small and nested this little at most (the check
+#: runs at every leased read on the server: it must stay cheap).
+_TUPLE_ITEMS: Final = 16
+_TUPLE_DEPTH: Final = 2
+
+
+def leasable_value(value: Any) -> bool:
+    """Whether ``value`` may be leased: immutable all the way down, so that one object may
+    answer several reads (an atom, or a small tuple or frozenset of them)."""
+    kind = type(value)
+    if kind in ATOMS:
+        return True
+    return (kind is tuple or kind is frozenset) and _plain_within(value, _TUPLE_DEPTH)
+
+
+def _plain_within(items: Any, depth: int) -> bool:
+    if len(items) > _TUPLE_ITEMS:
+        return False
+    for item in items:
+        kind = type(item)
+        if kind in ATOMS:
+            continue
+        if depth and (kind is tuple or kind is frozenset) and _plain_within(item, depth - 1):
+            continue
+        return False
+    return True
 
 
 def slot_of(obj_id: int) -> int:

@@ -249,3 +249,26 @@ def test_the_stats_count_leases_and_their_ends(world: World) -> None:
     a.do(d, "__setitem__", "k", 3)  # none out since: nothing to end
     assert (counters["leased"] - leased, counters["lease ends"] - ended) == (2, 1)
     assert a.control("stats")["counters"]["leased"] == counters["leased"]
+
+
+@pytest.mark.parametrize(
+    ("value", "leased"),
+    [
+        (1, True),
+        ("s", True),
+        (None, True),
+        ((1, "a", b"b"), True),
+        ((1, (2, (3,))), True),  # nested twice
+        (frozenset({1, 2}), True),
+        ((1, (2, (3, (4,)))), False),  # nested deeper: not worth checking at every read
+        (tuple(range(17)), False),  # too long to check at every read
+        ((1, [2]), False),  # a mutable part: the reader could change a shared value
+        ([1], False),
+        ({"k": 1}, False),
+    ],
+)
+def test_which_values_are_leased(world: World, value: Any, leased: bool) -> None:
+    a = world.client()
+    d = a.create("dict", {"k": value})
+    epoch, got = a.do(d, "#READ", "__getitem__", ("k",))
+    assert got == value and (epoch is not None) == leased

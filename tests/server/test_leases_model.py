@@ -43,6 +43,7 @@ OBJECTS: list[tuple[str, tuple[Any, ...], list[Call], list[Call]]] = [
             ("pop", ("b", None)),
             ("setdefault", ("a", 5)),
             ("update", ({"b": "y"},)),
+            ("__setitem__", ("b", (1, ("x", None)))),  # a tuple: leased too
             ("increment", ("a",)),
             ("compare_and_set", ("a", 1, 2)),
             ("popitem", ()),

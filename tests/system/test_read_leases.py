@@ -57,6 +57,8 @@ KINDS = {
             (("compare_and_set", ("a", 12, 4)), (4, 2, True, 7, 7)),
             (("__delitem__", ("b",)), (4, 1, False, 0, None)),
             (("__ior__", ({"b": 1},)), (4, 2, True, 1, 1)),
+            (("__setitem__", ("b", (1, "t"))), (4, 2, True, (1, "t"), (1, "t"))),
+            (("__setitem__", ("b", (1, "u"))), (4, 2, True, (1, "u"), (1, "u"))),
             (("popitem", ()), (4, 1, False, 0, None)),
             (("clear", ()), (None, 0, False, 0, None)),
         ],

@@ -48,11 +48,11 @@ from .._errors import (
 from .._kinds import KINDS, REPLAYABLE_KINDS, REPLAYABLE_READS
 from .._leases import (
     LEASABLE,
-    LEASED_TYPES,
     READ,
     LeasePage,
     LeaseRequest,
     leasable_args,
+    leasable_value,
     parse_reads,
     slot_of,
 )
@@ -999,7 +999,7 @@ class Core:
                 value = fn(entry.referent, *args)
             except Exception:  # noqa: S112 - not leased: the holder's own read will raise it
                 continue
-            if type(value) not in LEASED_TYPES:
+            if not leasable_value(value):
                 continue
             values[index] = (self._lease_epoch(entry), value)
         return (True, values)
@@ -1030,7 +1030,7 @@ class Core:
         except Exception as exc:
             self.fail(session, req_id, exc)
             return
-        if self.lease_page is None or type(value) not in LEASED_TYPES:
+        if self.lease_page is None or not leasable_value(value):
             self.reply(session, req_id, (None, value))
             return
         self.reply(session, req_id, (self._lease_epoch(entry), value))
