@@ -65,7 +65,7 @@ SLOTS: Final = 65536
 HEADER_WORDS: Final = 2
 #: The most reads one grant carries.
 MAX_READS: Final = 8
-#: The most values a client keeps leased at one epoch (reads beyond it go to the server).
+#: The most values a client keeps leased (past it, it starts again from none).
 MAX_LEASES: Final = 4096
 #: ``#READ(method, args)``: make a leasable read and answer ``(epoch or None, value)``.
 READ: Final = "#READ"

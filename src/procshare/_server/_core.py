@@ -982,26 +982,23 @@ class Core:
     def _lease(self, session: Session, answer: Any) -> Any:
         """The reply to a granted leasing acquire: ``(True, {index: (epoch, value)})``, the
         reads it asked for made now, each leased until its object changes."""
-        page = self.lease_page
-        if type(answer) is not LeaseRequest or page is None:
+        if type(answer) is not LeaseRequest:
             return answer
         values: dict[int, tuple[int, Any]] = {}
         for index, (obj_id, method, args) in enumerate(answer.reads):
             entry = self.objects.get(obj_id)
-            if entry is None or entry.spec is None or entry.handlers is None:
+            if entry is None or not self._leasable(entry, method):
                 continue
-            if method not in LEASABLE[entry.spec.name]:
-                continue
-            fn, takes_ctx = entry.handlers[method]
+            fn, takes_ctx = entry.handlers[method]  # type: ignore[index]
             if takes_ctx:
                 continue
             try:
                 value = fn(entry.referent, *args)
             except Exception:  # noqa: S112 - not leased: the holder's own read will raise it
                 continue
-            if not leasable_value(value):
-                continue
-            values[index] = (self._lease_epoch(entry), value)
+            epoch = self._lease_epoch(entry, value)
+            if epoch is not None:
+                values[index] = (epoch, value)
         return (True, values)
 
     def _read_leasing(self, session: Session, msg: Call, entry: Entry, now: float) -> None:
@@ -1012,11 +1009,10 @@ class Core:
         the plain call would."""
         req_id, args = msg.req_id, msg.args
         if (
-            entry.spec is None
-            or msg.kwargs
+            msg.kwargs
             or len(args) != 2
             or type(args[0]) is not str
-            or args[0] not in LEASABLE[entry.spec.name]
+            or not self._leasable(entry, args[0])
             or type(args[1]) is not tuple
             or not leasable_args(args[1])
         ):
@@ -1030,17 +1026,24 @@ class Core:
         except Exception as exc:
             self.fail(session, req_id, exc)
             return
-        if self.lease_page is None or not leasable_value(value):
-            self.reply(session, req_id, (None, value))
-            return
-        self.reply(session, req_id, (self._lease_epoch(entry), value))
+        self.reply(session, req_id, (self._lease_epoch(entry, value), value))
 
-    def _lease_epoch(self, entry: Entry) -> int:
-        """Lease ``entry``'s current value: note that its next change must bump its epoch,
-        and return the epoch the lease is valid at."""
+    @staticmethod
+    def _leasable(entry: Entry, method: str) -> bool:
+        """Whether ``method`` is a read of ``entry`` that may be leased (its kind's table)."""
+        spec = entry.spec
+        return spec is not None and entry.handlers is not None and method in LEASABLE[spec.name]
+
+    def _lease_epoch(self, entry: Entry, value: Any) -> int | None:
+        """Lease ``value``, just read from ``entry``: note that the entry's next change must
+        bump its epoch, and return the epoch the lease is valid at; ``None`` where it cannot
+        be leased (leases off, or a value that is not immutable all the way down)."""
+        page = self.lease_page
+        if page is None or not leasable_value(value):
+            return None
         entry.leased = True
         self.stats_counters["leased"] += 1
-        return self.lease_page.epoch(slot_of(entry.id))  # type: ignore[union-attr]
+        return page.epoch(slot_of(entry.id))
 
     def _end_leases(self, entry: Entry) -> None:
         """End every lease on ``entry``: bump its epoch (before any reply that could tell of
