@@ -47,7 +47,7 @@ from .._protocol import (
 )
 from .._token import Token
 from ._cache import replay
-from ._leases import DECLINED, MISS, UNLEASED, LeaseBook, LeaseView, quiet_check
+from ._leases import DECLINED, MISS, UNLEASED, LeaseBook, book_for
 from ._push import Change, ChangeBuffer, change_from
 from ._snapshots import OFF, PLAIN, WHOLE_READ_KINDS, Held, plan, settle
 
@@ -135,17 +135,12 @@ class AsyncChannel:
         except BaseException:
             transport.close()
             raise
-        channel._open_leases(transport.get_extra_info("socket"))
+        channel.leases = book_for(
+            transport.get_extra_info("socket"),
+            channel.server_info,
+            lambda: channel._broken is not None,
+        )
         return channel
-
-    def _open_leases(self, sock: Any) -> None:
-        """Map the server's lease page, if it offers one to this (unix socket) connection."""
-        if sock is None or sock.family != socket.AF_UNIX:
-            return
-        view = LeaseView.open(self.server_info)
-        if view is not None:
-            broken = lambda: self._broken is not None  # noqa: E731 - read at each check
-            self.leases = LeaseBook(view, quiet_check(sock.fileno(), broken))
 
     # -- incoming ---------------------------------------------------------------------------
 

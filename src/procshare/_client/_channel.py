@@ -68,7 +68,7 @@ from .._protocol import (
     Unwatch,
     Watch,
 )
-from ._leases import LeaseBook, LeaseView, quiet_check
+from ._leases import LeaseBook, book_for
 
 __all__ = ["Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
 
@@ -190,12 +190,9 @@ class Channel:
         self._ready = probe.poll
         #: values read before, answered again while unchanged (``_leases``): same machine
         #: only, so unix sockets only
-        self.leases: LeaseBook | None = None
-        if self._sock.family == socket.AF_UNIX:
-            view = LeaseView.open(self.server_info)
-            if view is not None:
-                broken = lambda: self._broken is not None  # noqa: E731 - read at each check
-                self.leases = LeaseBook(view, quiet_check(self._sock.fileno(), broken))
+        self.leases: LeaseBook | None = book_for(
+            self._sock, self.server_info, lambda: self._broken is not None
+        )
 
     # -- connecting ---------------------------------------------------------------------------
 

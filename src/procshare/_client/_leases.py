@@ -19,6 +19,7 @@ from __future__ import annotations
 import mmap
 import os
 import select
+import socket
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -43,6 +44,7 @@ __all__ = [
     "LeaseBook",
     "LeaseView",
     "Read",
+    "book_for",
     "quiet_check",
 ]
 
@@ -62,6 +64,15 @@ COLD_READS: Final = 16
 ALIVE_FOR: Final = 0.005
 
 _monotonic = time.monotonic
+
+
+def book_for(sock: Any, info: dict[str, Any], broken: Callable[[], bool]) -> LeaseBook | None:
+    """The lease book of a connection (``sock``, its handshake ``info``), or ``None``: leases
+    need a unix socket (the same machine) and a server that offers its page."""
+    if sock is None or sock.family != socket.AF_UNIX:
+        return None
+    view = LeaseView.open(info)
+    return None if view is None else LeaseBook(view, quiet_check(sock.fileno(), broken))
 
 
 def quiet_check(fd: int, broken: Callable[[], bool]) -> Callable[[], bool]:
