@@ -31,6 +31,20 @@ def locked_increments(value: Any, lock: Any, n: int) -> None:
             value.value += 1
 
 
+def relock_until_stopped(lock: Any, started: Any, stop: Any, limit: int, out: Any) -> None:
+    """Take ``lock`` again as soon as it is released, until ``stop`` is set (or ``limit``
+    times); report how many times."""
+    lock.acquire()
+    started.set()
+    n = 0
+    while n < limit and not stop.is_set():
+        lock.release()
+        lock.acquire()
+        n += 1
+    lock.release()
+    out.put(n)
+
+
 def put_all(q: Any, items: list[Any]) -> None:
     for item in items:
         q.put(item)

@@ -437,6 +437,12 @@ class Core:
         self.objects: dict[int, Entry] = {}
         self.sessions: dict[int, Session] = {}
         self.deadlines = DeadlineHeap()
+        #: How long a released lock with waiters stays free for whoever asks first, before
+        #: its first waiter is handed it (``Lock.release``); 0 hands it over at once. The
+        #: transport sets its busy-poll window: the loop notices the deadline while it polls.
+        self.lock_window = 0.0
+        #: locks released within the last ``lock_window``: (until, lock), oldest first
+        self.open_locks: deque[tuple[float, Lock]] = deque()
         self.dirty: list[Session] = []
         #: sessions in ``dirty`` given the answer to a parked request since the last flush
         self.answered: set[Session] = set()
@@ -472,6 +478,8 @@ class Core:
             # values sent with a lease (#READ, a lock's grant), and changes that ended leases
             "leased": 0,
             "lease ends": 0,
+            # locks taken by a process while others waited (see ``Lock.release``)
+            "lock barges": 0,
         }
 
     # -- sessions ---------------------------------------------------------------------------
@@ -785,13 +793,20 @@ class Core:
         if self._disowned:
             return self._now  # dropped internal references (freed by the GC, say): due now
         candidates = [t for t in (self.deadlines.next_deadline(),) if t is not None]
+        if self.open_locks:
+            candidates.append(self.open_locks[0][0])
         if self._disposals:
             candidates.append(self._disposals[0][0])
         return min(candidates) if candidates else None
 
     def tick(self, now: float) -> None:
-        """Time out expired waiters, apply dropped references, dispose of unreferenced objects."""
+        """Hand over locks whose window passed, time out expired waiters, apply dropped
+        references, dispose of unreferenced objects."""
         self._now = now
+        open_locks = self.open_locks
+        while open_locks and open_locks[0][0] <= now:
+            until, lock = open_locks.popleft()
+            lock.window_closed(self, until)
         disposals = self._disposals
         if not (
             self._disowned

@@ -43,6 +43,7 @@ from .._protocol import (
     ServerProtocol,
 )
 from ._core import Core, Job, ServerType, Session
+from ._objects import LOCK_WINDOW
 from ._poller import OUT, Poller
 
 __all__ = ["Server"]
@@ -142,6 +143,8 @@ class Server:
         watch_backlog: unsent bytes after which a session's change events are dropped and
             counted (its watchers are told how many they missed once it catches up).
         leases: offer local clients the lease page (``_leases``); off: every read asks.
+        lock_window: seconds a released lock with waiters stays free for whoever asks first
+            (``Lock``); default ``LOCK_WINDOW`` within ``spin``; 0: strict arrival order.
     """
 
     def __init__(
@@ -161,6 +164,7 @@ class Server:
         max_workers: int = 256,
         watch_backlog: int = 8 * 1024 * 1024,
         leases: bool = True,
+        lock_window: float | None = None,
     ) -> None:
         self._authkey = bytes(authkey)
         #: tells clients apart a restarted server at the same address (object ids restart)
@@ -188,6 +192,12 @@ class Server:
             release_delay=release_delay,
             watch_backlog=watch_backlog,
         )
+        # A released lock stays free for whoever asks first (``Lock``) within the loop's
+        # busy-poll window: the loop notices the window's end there to the microsecond (a
+        # sleeping poll's timeout is rounded up to a millisecond, too long to keep waiters
+        # from their lock).
+        default_window = min(self._spin, LOCK_WINDOW)
+        self.core.lock_window = default_window if lock_window is None else lock_window
         # The poller and the wake-up pair exist while serving (a server made by get_server()
         # and never served holds nothing but its listening socket).
         self._poller = Poller()

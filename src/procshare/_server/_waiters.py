@@ -6,7 +6,8 @@ unparks it and answers its request. Every lock, semaphore, condition, event, bar
 uses this one queue, as trio builds every primitive on its ParkingLot.
 
 Invariants:
-* FIFO: ``first()``/``pop()`` return waiters in the order they parked (fairness: no barging).
+* FIFO: ``first()``/``pop()`` return waiters in the order they parked. (Whether a newcomer may
+  overtake them is the primitive's choice: a Lock briefly may, see ``Lock``.)
 * A waiter is in at most one queue; ``cancel()`` removes it in O(1) (lazy deletion: the deque
   keeps a dead slot that is skipped later, and is compacted when dead slots outnumber live ones).
 * A waiter is settled (woken, timed out or cancelled) once per parking; a deadline counts only
