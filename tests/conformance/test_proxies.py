@@ -159,16 +159,17 @@ def test_children_write_and_parent_reads(manager: procshare.SyncManager, run: An
     assert lst[:] == [0, 1, 2, 3, 4]
 
 
-def test_locked_counter_is_exact(manager: procshare.SyncManager, ctx: Any) -> None:
-    v = manager.Value("i", 0)
-    lock = manager.Lock()
-    procs = [ctx.Process(target=children.locked_increments, args=(v, lock, 50)) for _ in range(4)]
+@pytest.mark.parametrize("kind", ["Lock", "RLock"])
+def test_locked_counter_is_exact(manager: procshare.SyncManager, ctx: Any, kind: str) -> None:
+    # (300 turns each: enough for the lock to be kept by its releaser and handed over fairly)
+    v, lock = manager.Value("i", 0), getattr(manager, kind)()
+    procs = [ctx.Process(target=children.locked_increments, args=(v, lock, 300)) for _ in range(4)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(120)
         assert p.exitcode == 0
-    assert v.value == 200
+    assert v.value == 1200
 
 
 @pytest.mark.parametrize("kind", ["Lock", "RLock", "Semaphore", "BoundedSemaphore"])

@@ -66,17 +66,3 @@ def test_fair_locks_hand_over_in_arrival_order(ctx: Any, kind: str) -> None:
     with procshare.Manager(ctx=FORK, fair_locks=True) as m:
         _waiter_against_relocker(m, ctx, kind)
         assert m.stats()["counters"]["lock barges"] == 0
-
-
-@pytest.mark.parametrize("kind", ["Lock", "RLock"])
-def test_locked_counter_of_processes_taking_turns_is_exact(
-    manager: procshare.SyncManager, ctx: Any, kind: str
-) -> None:
-    v, lock = manager.Value("i", 0), getattr(manager, kind)()
-    procs = [ctx.Process(target=children.locked_increments, args=(v, lock, 300)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-        assert p.exitcode == 0
-    assert v.value == 1200
