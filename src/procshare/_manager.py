@@ -173,7 +173,7 @@ class BaseManager:
         fair_locks: hand a released Lock or RLock to its longest waiter at once, always
             (strict arrival order). Default: a process that releases a lock and asks for it
             again at once may keep it, for up to a millisecond while others wait, which
-            saves a wake-up per hand-over (see "Locks under contention" in the README).
+            saves a wake-up per hand-over (README: "A contended lock changes hands").
     """
 
     _registry: dict[str, Registration] = {}

@@ -186,13 +186,14 @@ class Lock(Primitive):
 
     Hand-over (eventual fairness, as Go's ``sync.Mutex`` and Rust's parking_lot do it): a
     ``release()`` with waiters leaves the lock free for a moment (``Core.lock_window``,
-    ``LOCK_WINDOW``) and whoever asks first takes it: most often the releaser
-    itself, coming back for its next turn. Handing the lock to a waiter instead means waking a
-    sleeping process, ~20 µs on the critical path of every hand-over, in which nobody holds
-    the lock. Nobody starves: once the first waiter has waited ``FAIR_AFTER`` (1 ms) the lock is
-    handed to it at release, as it is whenever the window passes unused; a lock whose windows go
+    ``LOCK_WINDOW``) and whoever asks first takes it: most often the releaser itself, coming
+    back for its next turn. Handing the lock to a waiter instead means waking a sleeping
+    process, ~20 µs on the critical path of every hand-over, in which nobody holds the lock.
+    Nobody starves: once the first waiter has waited ``FAIR_AFTER`` (1 ms) the lock is handed
+    to it at release, as it is whenever the window passes unused; a lock whose windows go
     unused (its releasers do not come back soon) hands over at once for its next 2, 4, ... 64
-    releases. A holder that dies or waits on a Condition hands over at once.
+    releases. A holder that dies or waits on a Condition hands over at once, and so does every
+    release with no window (``Manager(fair_locks=True)``, or a server that does not busy-poll).
     (``threading.Lock``, and so the stdlib Manager's, promises no order at all.)
     """
 
