@@ -241,10 +241,7 @@ class Lock(Primitive):
                 return
         else:
             self.holder[0].unhold(self, 1)
-        self.holder = None
-        self.count = 0
-        if self.waiters and not self._keep_open(ctx.core, ctx.now):
-            self._pass_on(ctx.core)
+        self._free(ctx.core, ctx.now)
 
     def locked(self) -> bool:
         return self.holder is not None
@@ -293,8 +290,8 @@ class Lock(Primitive):
     def _keep_open(self, core: Core, now: float) -> bool:
         """Whether to leave the just released lock free for a moment (see the class)."""
         window = core.lock_window
-        if not window:
-            return False
+        if not window or not self.waiters:
+            return False  # (a skip counts only releases that hand over)
         if self._skips:
             self._skips -= 1
             return False
@@ -314,12 +311,14 @@ class Lock(Primitive):
         self.count = count
         owner[0].hold(self, count)
 
-    def _free(self, core: Core) -> None:
-        """Unlock and pass it to the next waiter. (The leases granted with it stay: like any
-        lease, each lasts until its object changes, lock or no lock.)"""
+    def _free(self, core: Core, released_at: float | None = None) -> None:
+        """Unlock and pass it to the next waiter, or, for a ``release()`` (``released_at``),
+        perhaps leave it free a moment for whoever asks first (see the class). (The leases
+        granted with it stay: like any lease, each lasts until its object changes.)"""
         self.holder = None
         self.count = 0
-        self._pass_on(core)
+        if released_at is None or not self._keep_open(core, released_at):
+            self._pass_on(core)
 
     def _pass_on(self, core: Core) -> None:
         while self.holder is None:
