@@ -52,6 +52,20 @@ log = logging.getLogger("procshare.server")
 
 _POLL_DEAD: Final = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
 _BUSY_WINDOW: Final = 0.002  # seconds: a client answered within this window counts as running
+#: poll() sleeps whole milliseconds, rounding a shorter timeout up (epoll's resolution)
+_SLEEP_RESOLUTION: Final = 0.001
+
+
+def poll_timeout(deadline: float | None, now: float) -> float:
+    """How long the loop may sleep in poll(): up to ``deadline`` (at most a second), in the
+    whole milliseconds poll() can sleep, or 0 (busy-poll) when it is nearer than that. So a
+    parked call's 0.3 ms timeout fires after ~0.3 ms, where a rounded-up sleep took 1.2 ms."""
+    if deadline is None:
+        return 1.0
+    left = deadline - now
+    if left < _SLEEP_RESOLUTION:
+        return 0.0
+    return min(1.0, _SLEEP_RESOLUTION * int(left / _SLEEP_RESOLUTION))
 
 
 class _Conn:
@@ -337,9 +351,8 @@ class Server:
             if done or core.dirty or now - last_active < spin:
                 timeout = 0.0
             else:
-                deadline = core.next_deadline()
-                timeout = 1.0 if deadline is None else min(1.0, max(0.0, deadline - now))
-                self._sleeping = True
+                timeout = poll_timeout(core.next_deadline(), now)
+                self._sleeping = timeout > 0.0
                 if done:
                     timeout = 0.0
             events = poll(timeout)
