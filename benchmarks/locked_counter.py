@@ -14,11 +14,12 @@ import statistics
 import time
 from typing import Any
 
-from procshare._bench import _FORK, both_managers
+from procshare._bench import _FORK, _start_workers, both_managers
 
 
-def _locked(v: Any, lock: Any, n: int, go: Any, out: Any, leave: Any) -> None:
+def _locked(v: Any, lock: Any, n: int, out: Any, go: Any, ready: Any) -> None:
     _ = v.value  # connected before the start line
+    ready.release()
     go.wait()
     clock = time.perf_counter
     spent = [0.0, 0.0, 0.0, 0.0]
@@ -36,38 +37,27 @@ def _locked(v: Any, lock: Any, n: int, go: Any, out: Any, leave: Any) -> None:
         spent[1] += t2 - t1
         spent[2] += t3 - t2
         spent[3] += t4 - t3
-    out.put((clock(), [s / n * 1e6 for s in spent]))
-    leave.wait(120)  # (exiting now would take CPU from the workers still running)
+    out.put([s / n * 1e6 for s in spent])
 
 
-def _atomic(v: Any, lock: Any, n: int, go: Any, out: Any, leave: Any) -> None:
+def _atomic(v: Any, lock: Any, n: int, out: Any, go: Any, ready: Any) -> None:
     _ = v.value
+    ready.release()
     go.wait()
     for _ in range(n):
         v.increment()
-    out.put((time.perf_counter(), [0.0, 0.0, 0.0, 0.0]))
-    leave.wait(120)
+    out.put([0.0, 0.0, 0.0, 0.0])
 
 
 def _run(m: Any, worker: Any, procs: int, ops: int) -> tuple[float, list[float]]:
     v, lock = m.Value("i", 0), m.Lock()
-    go, out, leave = _FORK.Barrier(procs + 1), _FORK.SimpleQueue(), _FORK.Event()
+    out = _FORK.SimpleQueue()
     per = ops // procs
-    workers = [
-        _FORK.Process(target=worker, args=(v, lock, per, go, out, leave)) for _ in range(procs)
-    ]
-    for p in workers:
-        p.start()
-    go.wait()
-    start = time.perf_counter()
-    reports = [out.get() for _ in workers]  # (when it finished, its phases)
-    leave.set()
-    for p in workers:
-        p.join()
-    elapsed = max(end for end, _ in reports) - start
+    # (the bench's own start line and finish time: workers exit only once all are done)
+    elapsed = _start_workers(worker, (v, lock, per, out), procs)
     if v.value != per * procs:
         raise AssertionError(f"lost updates: {v.value} != {per * procs}")
-    phases = [p for _, p in reports]
+    phases = [out.get() for _ in range(procs)]
     return per * procs / elapsed, [statistics.mean(p[i] for p in phases) for i in range(4)]
 
 
