@@ -206,10 +206,10 @@ class Server:
             release_delay=release_delay,
             watch_backlog=watch_backlog,
         )
-        # A released lock stays free for whoever asks first (``Lock``) within the loop's
-        # busy-poll window: the loop notices the window's end there to the microsecond (a
-        # sleeping poll's timeout is rounded up to a millisecond, too long to keep waiters
-        # from their lock).
+        # A released lock stays free for whoever asks first (``Lock``) no longer than the
+        # loop busy-polls after the release: a releaser coming back finds it still polling, and
+        # a server that does not busy-poll (one CPU: the releaser cannot run meanwhile)
+        # hands over at once.
         default_window = min(self._spin, LOCK_WINDOW)
         self.core.lock_window = default_window if lock_window is None else lock_window
         # The poller and the wake-up pair exist while serving (a server made by get_server()
