@@ -33,16 +33,20 @@ class Rig:
     """A server and one authenticated connection to it, driven turn by turn."""
 
     def __init__(self) -> None:
-        self.server = Server(_server_types(SyncManager._registry), None, KEY, rebuild=RebuildProxy)
+        self.server = Server(
+            _server_types(SyncManager._registry), None, KEY, rebuild=RebuildProxy, reactors=1
+        )
         self.server.core.bind_loop_thread()
-        self.server._poller.open()
-        self.poll = self.server._poller.waiter()
+        self.reactor = self.server._reactors[0]
+        self.reactor.open()
+        self.poll = self.reactor.poller.waiter()
         ours, self.peer = socket.socketpair()
         ours.setblocking(False)
         sid = self.server.core.new_session_id()
-        conn = _Conn(ours, ServerProtocol(KEY, info={"session": sid}), sid, time.monotonic())
-        self.server._conns[conn.fd] = conn
-        self.server._poller.register(conn.fd)
+        proto = ServerProtocol(KEY, info={"session": sid})
+        conn = _Conn(ours, proto, sid, time.monotonic(), self.reactor)
+        self.reactor.conns[conn.fd] = conn
+        self.reactor.poller.register(conn.fd)
         self.client = ClientProtocol(KEY)
         self.client.receive_data(conn.proto.data_to_send())
         self.client.next_event()  # HELLO; LOGIN queued
@@ -56,7 +60,7 @@ class Rig:
         server, core = self.server, self.server.core
         now = time.monotonic()
         for fd, _mask in self.poll(0.0):
-            server._on_readable(server._conns[fd], now)
+            server._on_readable(self.reactor.conns[fd], now)
         if core.dirty:
             server._flush()
         core.tick(now)
@@ -95,20 +99,28 @@ def main() -> None:
     args = parser.parse_args()
 
     rig = Rig()
-    obj_id = rig.create("dict")
-    cases: dict[str, Callable[[int], tuple[int, ...]]] = {
-        "dict set": lambda i: (i & 1023, i),
-        "dict get": lambda i: (i & 1023,),
+    objects = {"dict": rig.create("dict"), "Lock": rig.create("Lock"), "Queue": rig.create("Queue")}
+    # each case: (object, its calls in turn as (method, args) of call i); a lock's and a queue's
+    # calls alternate (acquire, release; put, get) so that none waits
+    cases: dict[str, tuple[str, Callable[[int], tuple[str, tuple[Any, ...]]]]] = {
+        "dict set": ("dict", lambda i: ("__setitem__", (i & 1023, i))),
+        "dict get": ("dict", lambda i: ("__getitem__", (i & 1023,))),
+        "Lock acquire/release": (
+            "Lock",
+            lambda i: ("acquire", (True,)) if i % 2 == 0 else ("release", ()),
+        ),
+        "Queue put/get": (
+            "Queue",
+            lambda i: ("put", (i, True, None)) if i % 2 == 0 else ("get", ()),
+        ),
     }
-    methods = {"dict set": "__setitem__", "dict get": "__getitem__"}
     encode = rig.client.encode_call
-    conn = next(iter(rig.server._conns.values()))
+    conn = next(iter(rig.reactor.conns.values()))
     server_end, server_proto = conn.sock, conn.proto
-    print(f"{'call':10s} {'round trip':>11s} {'bare sockets':>13s} {'server work':>12s}  (us/call)")
-    for name, make_args in cases.items():
-        frames = [
-            encode(i + 10, obj_id, methods[name], make_args(i), None, 0) for i in range(args.calls)
-        ]
+    print(f"{'call':22s} {'round trip':>11s} {'bare sockets':>13s} {'server work':>12s}  (us/call)")
+    for name, (kind, make_call) in cases.items():
+        obj_id = objects[kind]
+        frames = [encode(i + 10, obj_id, *make_call(i), None, 0) for i in range(args.calls & ~1)]
 
         def served(frames: list[bytes] = frames) -> None:
             for frame in frames:
@@ -130,7 +142,7 @@ def main() -> None:
         served(frames[:2000])  # warm up (and fill the dict for the gets)
         total = _time(served, len(frames), args.rounds)
         socket_work = _time(bare, len(frames), args.rounds)
-        print(f"{name:10s} {total:11.2f} {socket_work:13.2f} {total - socket_work:12.2f}")
+        print(f"{name:22s} {total:11.2f} {socket_work:13.2f} {total - socket_work:12.2f}")
         if args.profile:
             profile = cProfile.Profile()
             profile.enable()

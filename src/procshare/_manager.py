@@ -53,6 +53,7 @@ from ._client._proxies import (
 from ._context import managers_by_address
 from ._errors import ManagerStateError, ProcshareError
 from ._protocol import Create
+from ._sched import parse_spin
 from ._serializers import serializer_names
 from ._server import _objects
 from ._server._core import ServerType
@@ -163,7 +164,10 @@ class BaseManager:
         ctx: the multiprocessing context used to start the server process.
         shutdown_timeout: seconds ``shutdown()`` waits for the server before terminating it.
         release_delay: seconds an object nobody references is kept before it is freed.
-        spin: seconds the server busy-polls after activity before sleeping (speed vs. CPU).
+        spin: the longest busy-poll, for the server and its clients alike, made only where it
+            takes nobody's CPU: ``None`` (50 us with two CPUs or more), seconds, ``"50us"``,
+            or 0 / ``"off"``; default ``$PROCSHARE_SPIN`` (README: "Speed on a busy machine").
+        reactors: server threads serving connections (default: one per CPU, at most 8).
         max_frame: the largest message, in bytes, the server accepts.
         cache: serve reads of the dicts, lists, sets, Namespaces, Values and Arrays this
             manager creates from local replicas (see ``proxy.cache()``).
@@ -190,11 +194,12 @@ class BaseManager:
         *,
         shutdown_timeout: float = 1.0,
         release_delay: float = 5.0,
-        spin: float | None = None,
+        spin: float | str | None = None,
         max_frame: int | None = None,
         cache: bool = False,
         leases: bool = True,
         fair_locks: bool = False,
+        reactors: int | None = None,
     ) -> None:
         if authkey is None:
             authkey = multiprocessing.current_process().authkey
@@ -210,6 +215,7 @@ class BaseManager:
         self._shutdown_timeout = shutdown_timeout
         self._options: dict[str, Any] = {"release_delay": release_delay}
         if spin is not None:
+            parse_spin(spin)  # a bad setting fails here, not in the server process
             self._options["spin"] = spin
         if max_frame is not None:
             self._options["max_frame"] = max_frame
@@ -217,6 +223,8 @@ class BaseManager:
             self._options["leases"] = False
         if fair_locks:
             self._options["lock_window"] = 0.0
+        if reactors is not None:
+            self._options["reactors"] = reactors
         self._process: Any = None
         self._cache = cache
 

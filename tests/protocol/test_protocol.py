@@ -184,14 +184,17 @@ def test_none_results_carry_no_payload() -> None:
     assert frame[5] & Flag.EMPTY
 
 
-def test_busy_flag_reaches_the_client() -> None:
+def test_the_servers_advice_reaches_the_client() -> None:
     server, client = connected()
-    client.receive_data(server.encode_result(1, 1, Flag.BUSY))
+    client.receive_data(server.encode_result(1, 1, Flag.CROWDED | Flag.with_cpu(0, 5)))
     client.next_event()
-    assert client.server_busy
-    client.receive_data(server.encode_result(2, 1))
+    assert client.server_crowded and not client.server_spin and client.server_cpu == 5
+    client.receive_data(server.encode_result(2, None, Flag.SPIN | Flag.with_cpu(0, 30)))
+    assert client.take_result(b"", 2) is protocol.NEED_DATA  # (nothing there: not taken)
     client.next_event()
-    assert not client.server_busy
+    assert client.server_spin and not client.server_crowded and client.server_cpu == 30
+    assert Flag.cpu_of(Flag.with_cpu(Flag.SPIN | Flag.CROWDED, 7)) == 7
+    assert Flag.with_cpu(Flag.SPIN | Flag.CROWDED, 7) & (Flag.SPIN | Flag.CROWDED)
 
 
 def test_the_server_cpu_reaches_the_client() -> None:

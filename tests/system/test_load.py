@@ -1,14 +1,18 @@
-"""64 processes of mixed traffic for a bounded time: no lost update, no deadlock."""
+"""Under load: 64 processes of mixed traffic lose nothing; where clients and the server wait and
+run (busy-polling, CPU moves) as the machine is idle or busy."""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 import time
+from typing import Any
 
 import pytest
 
 import procshare
+from procshare import _sched
+from procshare._sched import LoadGauge
 from tests import _children as children
 
 FORK = multiprocessing.get_context("fork")
@@ -43,8 +47,21 @@ def test_many_processes_lose_nothing(workers: int) -> None:
         assert len(sessions) <= 2  # the workers' sessions are all gone
 
 
+@pytest.fixture
+def idle_gauge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The servers forked from here find no process of anybody else's waiting for a CPU (the
+    machine running the tests may be busy; these tests are about what follows from it)."""
+    monkeypatch.setattr(LoadGauge, "loaded", lambda self, now, ours: False)
+
+
+@pytest.fixture
+def loaded_gauge(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The servers forked from here find another process waiting for a CPU, always."""
+    monkeypatch.setattr(LoadGauge, "loaded", lambda self, now, ours: True)
+
+
 @pytest.mark.parametrize("spin", [0.0, 0.01])
-def test_the_server_reports_how_it_waited_for_work(spin: float) -> None:
+def test_the_server_reports_how_it_waited_for_work(spin: float, idle_gauge: None) -> None:
     with procshare.Manager(ctx=FORK, spin=spin) as m:
         d = m.dict()
         before = dict(m.stats()["counters"])
@@ -61,6 +78,100 @@ def test_the_server_reports_how_it_waited_for_work(spin: float) -> None:
             assert polled > woken  # a 10 ms spin catches back-to-back requests
 
 
+def test_the_servers_spin_setting_binds_its_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PROCSHARE_SPIN", raising=False)
+    with procshare.Manager(ctx=FORK, spin="off") as m:
+        d = m.dict()
+        d[1] = 1
+        assert d._channel()._spin_max == 0.0
+    with pytest.raises(ValueError, match="spin"):
+        procshare.Manager(ctx=FORK, spin="fast")  # refused here, not in the server process
+
+
+def test_procshare_spin_in_the_environment_turns_spinning_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROCSHARE_SPIN", "off")
+    with procshare.Manager(ctx=FORK) as m:
+        d = m.dict()
+        before = dict(m.stats()["counters"])
+        for i in range(50):
+            d[i] = i
+        after = m.stats()["counters"]
+        assert after["polled"] == before["polled"]
+        assert d._channel()._spin_max == 0.0
+
+
+def _hog(seconds: float) -> None:
+    end = time.monotonic() + seconds  # bounded even if the test dies
+    while time.monotonic() < end:
+        pass
+
+
+def test_the_server_stops_spinning_when_others_want_the_cpus() -> None:
+    """Processes that compute (not clients) on every CPU: the server must neither spin
+    itself nor tell its client to. The real gauge, real processes."""
+    hogs = [FORK.Process(target=_hog, args=(60,), daemon=True) for _ in range(_cpus())]
+    for h in hogs:
+        h.start()
+    try:
+        with procshare.Manager(ctx=FORK) as m:
+            d = m.dict()
+            for i in range(300):  # long enough for the gauge to have read a loaded machine
+                d[i % 10] = i
+            before = dict(m.stats()["counters"])
+            for i in range(200):
+                d[i % 10] = i
+                assert not d._channel()._proto.server_spin
+            after = m.stats()["counters"]
+            assert after["polled"] - before["polled"] <= 2  # (the turn that noticed, at most)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.join()
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+
+
+def _computing_client(d: Any, me: int, calls: int, out: Any, leave: Any) -> None:
+    """Compute about a millisecond of CPU between calls; report what the server advised in the
+    middle of the run (at its start and end the other client may not be running yet, or any
+    more)."""
+    advised = []
+    for i in range(calls):
+        start = time.process_time()
+        while time.process_time() - start < 0.001:
+            pass
+        d[(me, i % 5)] = i
+        proto = d._channel()._proto
+        advised.append((proto.server_spin, proto.server_crowded))
+    out.put((me, advised[calls // 2 - 10 : calls // 2 + 10]))
+    leave.wait(30)  # connected until the test has looked
+
+
+def test_clients_that_compute_are_not_told_to_spin_and_get_reactors_of_their_own(
+    idle_gauge: None,
+) -> None:
+    with procshare.Manager(ctx=FORK, reactors=2) as m:
+        d, out, leave = m.dict(), FORK.SimpleQueue(), FORK.Event()
+        procs = [
+            FORK.Process(target=_computing_client, args=(d, k, 120, out, leave)) for k in range(2)
+        ]
+        for p in procs:
+            p.start()
+        results = dict(out.get() for _ in procs)
+        stats = m.stats()
+        leave.set()
+        for p in procs:
+            p.join(30)
+        for advised in results.values():
+            assert all(not spin and crowded for spin, crowded in advised), advised
+        reactors = {s["reactor"] for s in stats["sessions"] if s["pid"] in {p.pid for p in procs}}
+        assert reactors == {0, 1}
+
+
 def _on_cpu(cpu: int) -> None:
     """Move the calling thread to ``cpu`` and give it back its mask: it stays there a while."""
     mask = os.sched_getaffinity(0)
@@ -68,15 +179,20 @@ def _on_cpu(cpu: int) -> None:
     os.sched_setaffinity(0, mask)
 
 
-@pytest.mark.skipif(
-    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+needs_two_cpus = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or _cpus() < 2,
     reason="needs two CPUs and affinity masks",
 )
-def test_a_client_on_the_servers_cpu_steps_aside_and_keeps_its_mask() -> None:
-    """A client busy-polls only off the server's CPU (two spinning processes on one CPU are
-    never moved apart by Linux). One that finds itself there moves off it for a moment with
-    its affinity mask, and must give the mask back exactly."""
-    with procshare.Manager(ctx=FORK) as m:
+
+
+@needs_two_cpus
+def test_a_client_about_to_spin_on_the_servers_cpu_steps_aside_and_keeps_its_mask(
+    idle_gauge: None,
+) -> None:
+    """Two spinning processes on one CPU only slow each other (and Linux does not move them
+    apart): told to spin, a client on the server's CPU moves off it for a moment, and must
+    give its affinity mask back exactly."""
+    with procshare.Manager(ctx=FORK, reactors=1) as m:
         d = m.dict()
         cpus = sorted(os.sched_getaffinity(0))
         os.sched_setaffinity(m._process.pid, {cpus[0]})  # the server stays on the first CPU
@@ -89,6 +205,34 @@ def test_a_client_on_the_servers_cpu_steps_aside_and_keeps_its_mask() -> None:
                 time.sleep(0.0005)
             assert d.copy() == {i: i for i in range(200)}
             channel = d._channel()
-            assert channel._next_step_aside > 0  # it did try to move
+            assert channel._proto.server_spin
+            assert channel._stepper._next > 0  # it did try to move
+        finally:
+            os.sched_setaffinity(m._process.pid, set(cpus))
+
+
+@needs_two_cpus
+def test_a_lone_client_on_a_loaded_machine_steps_toward_the_server(loaded_gauge: None) -> None:
+    """On a busy machine the lone client sleeps on the server's CPU, where the server's reply
+    wakes it as the server goes to sleep; and it gives its mask back."""
+    with procshare.Manager(ctx=FORK, reactors=1) as m:
+        d = m.dict()
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(m._process.pid, {cpus[0]})  # the server stays on the first CPU
+        mask = os.sched_getaffinity(0)
+        try:
+            arrived = 0
+            for i in range(100):
+                _on_cpu(cpus[-1])  # away from it
+                time.sleep(0.011)  # (a move happens at most every STEP_EVERY)
+                d[i] = i
+                assert os.sched_getaffinity(0) == mask
+                arrived += _sched.current_cpu() == cpus[0]
+                proto = d._channel()._proto
+                assert not proto.server_spin and not proto.server_crowded
+                if arrived >= 5:
+                    break
+            assert arrived >= 5  # (the scheduler may move it again; it keeps coming back)
+            assert d._channel()._stepper._next > 0  # it moved itself (not only the scheduler)
         finally:
             os.sched_setaffinity(m._process.pid, set(cpus))

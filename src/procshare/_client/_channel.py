@@ -51,7 +51,6 @@ from typing import Any, Final
 
 from .._address import Address, describe, family
 from .._context import incoming
-from .._cpu import available_cpus, current_cpu
 from .._errors import AuthenticationError, ConnectionLost, ProcshareError, ProtocolError
 from .._protocol import (
     NEED_DATA,
@@ -68,24 +67,24 @@ from .._protocol import (
     Unwatch,
     Watch,
 )
+from .._sched import ADVICE_FOR, THINK_AFTER, Stepper, configured_spin, current_cpu
 from ._leases import LeaseBook, book_for
 
-__all__ = ["Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
+__all__ = ["PID_CELL", "Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
 
 _MAX_SPIN: Final = 100e-6
 _PROBE: Final = 4e-6  # the least a budget shrinks to: a miss costs this much CPU at most
-_STEP_ASIDE_EVERY: Final = 0.01  # seconds between moves off the server's CPU, at most
 
-
-_DEFAULT_SPIN: Final = 50e-6 if available_cpus() > 1 else 0.0
-
-_pid = [os.getpid()]
+#: ``[this process's pid]``, kept up to date across fork: the hot paths read ``PID_CELL[0]``
+PID_CELL = [os.getpid()]
 _yield = os.sched_yield
+_clock = time.perf_counter
+_cpu_clock = time.process_time
 
 
 def current_pid() -> int:
     """This process's pid (kept up to date across fork without a system call per use)."""
-    return _pid[0]
+    return PID_CELL[0]
 
 
 class RefQueue(deque[tuple[bool, int]]):
@@ -163,10 +162,15 @@ class Channel:
         self.on_push = on_push
         #: handlers of this connection's subscriptions, by subscription id (see ``subscribe``)
         self._push_handlers: dict[int, Callable[[Any], None]] = {}
-        self._spin_max = _DEFAULT_SPIN if spin is None else min(spin, _MAX_SPIN)
+        self._spin_max = min(configured_spin(spin), _MAX_SPIN)
         # adaptive budgets: [plain calls, calls that may block on the server]
         self._budget = [self._spin_max, self._spin_max]
-        self._next_step_aside = 0.0
+        self._stepper = Stepper()
+        self._returned = 0.0  # when the last call returned (perf_counter)
+        self._cpu_at_call = 0.0  # the process's CPU time when the last call began
+        self._spun = 0.0  # seconds busy-polled since then
+        #: whether the server's CPU (sent with its replies) is ours to compare: unix sockets
+        self._local = family(address) == socket.AF_UNIX
         self._proto = ClientProtocol(
             self.authkey,
             serializer=serializer,
@@ -183,6 +187,10 @@ class Channel:
         self.usable_pid = self.pid
         self.server_info: dict[str, Any] = {}
         self._sock = self._connect(connect_timeout)
+        server_spin = self.server_info.get("spin")
+        if isinstance(server_spin, (int, float)) and server_spin < self._spin_max:
+            self._spin_max = float(server_spin)  # the server's setting binds its clients too
+            self._budget = [self._spin_max, self._spin_max]
         # Busy-polling probes readiness with poll(0): a miss costs 0.4 us, where a
         # non-blocking recv that fails costs 1.3 us (the BlockingIOError it raises).
         probe = select.poll()
@@ -269,8 +277,19 @@ class Channel:
         rid = next(self._ids) & 0xFFFFFFFF  # (_take_id, inlined: every call passes here)
         if not rid:
             rid = next(self._ids) & 0xFFFFFFFF
-        frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, owner, versioned)
-        return self._roundtrip(rid, frame, blocking)
+        # Whether this process computed since its last call: the server tells its other
+        # clients, which then leave the CPUs to us (``Flag.THINKS``, ``_sched``). CPU time,
+        # not wall time: a process that waited for a CPU meanwhile did not compute.
+        # (Less the time the last call spent busy-polling: that is CPU time too.)
+        cpu = _cpu_clock()
+        thinks = cpu - self._cpu_at_call - self._spun > THINK_AFTER
+        self._cpu_at_call = cpu
+        self._spun = 0.0
+        frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, owner, versioned, thinks)
+        try:
+            return self._roundtrip(rid, frame, blocking)
+        finally:
+            self._returned = _clock()
 
     def request(self, msg: Any) -> Any:
         """Send a request message (its ``req_id`` is replaced) and return its result."""
@@ -459,6 +478,15 @@ class Channel:
         incoming.channel = self
         try:
             data = self._recv(blocking)
+            if rid:
+                event = proto.take_result(data, rid)  # the usual reply: one frame, ours
+                if event is not NEED_DATA:
+                    if slotted:
+                        with self._mutex:
+                            self._slots.pop(rid, None)
+                    if type(event) is Result:
+                        return event.value, None
+                    return None, event.error
             while True:
                 proto.receive_data(data)
                 mine = None
@@ -560,7 +588,9 @@ class Channel:
             on_broken(error)
 
     def _recv(self, blocking: bool) -> bytes:
-        """Wait for the next bytes: busy-poll within the adaptive budget, then block.
+        """Wait for the next bytes as the server advised with its last reply (``_sched``):
+        busy-poll within the adaptive budget where that takes nobody's CPU, else sleep (next
+        to the server, on a busy machine where we are its only running client).
 
         The budget follows how long replies take, however they were waited for: a reply within
         twice the full budget (spinning would have caught it, or nearly) restores it; a slower
@@ -569,14 +599,27 @@ class Channel:
         sock = self._sock
         budgets = self._budget
         spin = budgets[blocking]
-        clock = time.perf_counter
+        clock = _clock
         start = clock()
         proto = self._proto
         try:
+            if not (spin and proto.server_spin and start - self._returned < ADVICE_FOR):
+                if spin and not proto.server_crowded:
+                    # A busy machine, and we are the server's only running client: sleep
+                    # where it runs, so that its reply wakes us on its own CPU as it goes to
+                    # sleep, rather than on a CPU that a computing process holds. Sleep in
+                    # recv: woken (spuriously) when the server reads our request, we are
+                    # pulled next to it, where a poll sleeper is not.
+                    server_cpu = proto.server_cpu
+                    if self._local and server_cpu >= 0 and server_cpu != current_cpu():
+                        self._stepper.toward(server_cpu)
+                    return sock.recv(RECV_SIZE)
+                self._ready(None)  # (poll: see below)
+                return sock.recv(RECV_SIZE)
             if (
-                spin
-                and not proto.server_busy
-                and (proto.server_cpu != current_cpu() or self._step_aside())
+                not self._local
+                or proto.server_cpu != current_cpu()
+                or self._stepper.aside(proto.server_cpu)
             ):
                 deadline = start + spin
                 ready = self._ready
@@ -586,7 +629,9 @@ class Channel:
                     _yield()  # if the server shares our CPU, let it run
                 else:
                     budgets[blocking] = self._spin_max
+                    self._spun += clock() - start
                     return sock.recv(RECV_SIZE)
+                self._spun += spin
             # Sleep in poll, not in recv: a thread asleep in recv is also woken each time the
             # server reads our request (the kernel then wakes the socket's writers, and a recv
             # sleeper is not told apart from them); a poll waiting for input is not.
@@ -599,27 +644,6 @@ class Channel:
         else:
             budgets[blocking] = max(_PROBE, spin / 2)
         return data
-
-    def _step_aside(self) -> bool:
-        """Move this thread off the server's CPU, if allowed another; whether it moved."""
-        now = time.monotonic()
-        if now < self._next_step_aside:
-            return False
-        self._next_step_aside = now + _STEP_ASIDE_EVERY
-        cpu = current_cpu()
-        try:
-            mask = os.sched_getaffinity(0)
-            others = mask - {cpu}
-            if not others:
-                return False
-            os.sched_setaffinity(0, others)  # (the scheduler moves us now)
-        except (AttributeError, OSError):
-            return False
-        # Back to the mask as it was, which lets us stay where we landed. (If it fails, our
-        # cpuset changed in between, and the kernel's mask holds.)
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(0, mask)
-        return current_cpu() != cpu
 
     def _recv_more(self) -> bytes:
         """The rest of a reply already arriving (no budget bookkeeping)."""
@@ -702,11 +726,11 @@ def get_channel(address: Address, authkey: bytes, serializer: str = "pickle") ->
     """This process's channel to ``address``, connecting (again) if needed."""
     key = (address, bytes(authkey))
     channel = _channels.get(key)
-    if channel is not None and channel._broken is None and channel.pid == _pid[0]:
+    if channel is not None and channel._broken is None and channel.pid == PID_CELL[0]:
         return channel
     with _registry_lock:
         channel = _channels.get(key)
-        if channel is None or channel._broken is not None or channel.pid != _pid[0]:
+        if channel is None or channel._broken is not None or channel.pid != PID_CELL[0]:
             if channel is not None:
                 channel.close()
             channel = Channel(address, key[1], serializer=serializer)
@@ -725,7 +749,7 @@ def forget_channels(address: Address) -> None:
 
 def _after_fork_in_child() -> None:
     global _registry_lock, _refqueue_lock
-    _pid[0] = os.getpid()
+    PID_CELL[0] = os.getpid()
     _registry_lock = threading.Lock()  # another thread may have held them at fork time
     _refqueue_lock = threading.Lock()
     for channel in _channels.values():

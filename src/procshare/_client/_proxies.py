@@ -32,10 +32,10 @@ from typing import Any, Generic, TypeVar
 from .._context import incoming, managers_by_address, server_hook
 from .._errors import ObjectNotFound, ProcshareError
 from .._kinds import KINDS, REPLAYABLE_KINDS
-from .._leases import READ
+from .._leases import LEASABLE, READ, leasable_args
 from .._token import Token
 from ._cache import Replica, replay
-from ._channel import Channel, current_pid, get_channel, refqueue_for
+from ._channel import PID_CELL, Channel, current_pid, get_channel, refqueue_for
 from ._leases import DECLINED, MISS, UNLEASED, Read
 from ._pipeline import Pipeline
 from ._push import Watch
@@ -103,6 +103,13 @@ class BaseProxy:
     _replica: Replica | None = None
     #: the last large whole-object read, for re-reading it only after a change (_snapshots)
     _held: Held | None = None
+    #: the methods whose reads may be leased (from ``_kind_`` or ``_lease_kind_``)
+    _leasable_: frozenset[str] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        kind = cls._kind_ or cls._lease_kind_
+        cls._leasable_ = LEASABLE.get(kind, frozenset()) if kind else frozenset()
 
     def __init__(
         self,
@@ -177,16 +184,16 @@ class BaseProxy:
             if not kwds and methodname in replica.reads:
                 return replica.read(methodname, tuple(args))
         channel = self._ch
-        if channel is None or channel.usable_pid != current_pid():
+        if channel is None or channel.usable_pid != PID_CELL[0]:
             channel = self._bind()
         if type(args) is not tuple:
             args = tuple(args)
-        leases = channel.leases
         if (
-            leases is not None
+            methodname in self._leasable_
+            and (leases := channel.leases) is not None
             and not kwds
             and self._leasing
-            and leases.leasable(self._kind_ or self._lease_kind_, methodname, args)
+            and leasable_args(args)
         ):
             value = leases.read(self._id, methodname, args)
             if value is MISS:

@@ -79,13 +79,17 @@ _RESULT: Final = int(Op.RESULT)
 _FAILURE: Final = int(Op.FAILURE)
 _PUSH: Final = int(Op.PUSH)
 _VERSIONED: Final = int(Flag.VERSIONED)
+_THINKS: Final = int(Flag.THINKS)
 _EMPTY: Final = int(Flag.EMPTY)
-_BUSY: Final = int(Flag.BUSY)
+_CROWDED: Final = int(Flag.CROWDED)
+_SPIN: Final = int(Flag.SPIN)
+_CPU_MASK: Final = int(Flag._CPU_MASK)
 _CPU_SHIFT: Final = int(Flag.CPU_SHIFT)
 _tuple_new: Final = tuple.__new__
 _AFTER_LENGTH: Final = HEADER_SIZE - 4  # header bytes the length field counts
 _ID_MASK: Final = 0xFFFFFFFF
 _HEADER_PACK: Final[Callable[..., bytes]] = HEADER.pack
+_HEADER_UNPACK: Final[Callable[..., tuple[int, int, int, int]]] = HEADER.unpack_from
 Payload = bytes | bytearray  # what the frame reader hands out
 MAGIC: Final = "procshare"
 NONCE_SIZE: Final = 32
@@ -284,6 +288,8 @@ class ServerProtocol(_Base):
         for name in serializers:
             get_serializer(name)  # fail at construction, not at the first login
         self._serializers = serializers
+        #: the THINKS hint of the last CALL received (see ``Flag.THINKS``)
+        self.client_thinks = False
         self._info = dict(info or {})
         self._nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
         self.state = ConnState.AWAIT_LOGIN
@@ -323,6 +329,7 @@ class ServerProtocol(_Base):
             return self._closed_event() if self._eof else NEED_DATA
         opcode, flags, req_id, payload = frame
         if opcode == _CALL:
+            self.client_thinks = bool(flags & _THINKS)
             return self._decode_call(req_id, payload, flags & _VERSIONED)
         decode = _REQUEST_DECODERS.get(opcode)
         if decode is None:
@@ -371,6 +378,21 @@ class ServerProtocol(_Base):
 
     def _deny(self, reason: str) -> None:
         self._out.append(_json_frame(Op.DENIED, {"reason": reason}))
+
+    def take_call(self, data: bytes) -> Any:
+        """The request in ``data`` (a ``Call`` or ``BadRequest``) if it is exactly one CALL and
+        nothing else is buffered, else ``NEED_DATA`` (``data`` untouched: feed it as usual).
+
+        The usual request, decoded without the frame reader and the event loop of
+        ``next_event``. (Never decoded twice: unpickling a proxy counts a reference.)
+        """
+        if self.state is not _READY or self._reader.has_buffered() or len(data) < HEADER_SIZE:
+            return NEED_DATA
+        length, opcode, flags, req_id = _HEADER_UNPACK(data, 0)
+        if opcode != _CALL or length + 4 != len(data) or length > self._reader.max_frame:
+            return NEED_DATA
+        self.client_thinks = bool(flags & _THINKS)
+        return self._decode_call(req_id, data[HEADER_SIZE:], flags & _VERSIONED)
 
     # -- request decoders (READY) -----------------------------------------------------------
 
@@ -599,8 +621,9 @@ class ClientProtocol(_Base):
         self._nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
         self._server_nonce = b""
         self.state = ConnState.AWAIT_HELLO
-        #: The BUSY hint of the last frame received (see ``Flag.BUSY``).
-        self.server_busy = False
+        #: The server's advice with the last reply: ``Flag.CROWDED`` and ``Flag.SPIN``.
+        self.server_crowded = False
+        self.server_spin = False
         #: The CPU the server last answered from, or -1 if it did not say (see ``Flag``).
         self.server_cpu = -1
 
@@ -623,8 +646,9 @@ class ClientProtocol(_Base):
         if frame is None:
             return self._closed_event() if self._eof else NEED_DATA
         opcode, flags, req_id, payload = frame
-        self.server_busy = bool(flags & _BUSY)
-        self.server_cpu = (flags >> _CPU_SHIFT) - 1
+        self.server_crowded = bool(flags & _CROWDED)
+        self.server_spin = bool(flags & _SPIN)
+        self.server_cpu = ((flags & _CPU_MASK) >> _CPU_SHIFT) - 1
         if opcode == _RESULT:
             if flags & _EMPTY:
                 return _tuple_new(Result, (req_id, None))
@@ -640,6 +664,32 @@ class ClientProtocol(_Base):
             except SerializationError as exc:
                 return Push(req_id, exc)
         raise self._fail(ProtocolError(f"unexpected opcode {opcode} from server"))
+
+    def take_result(self, data: bytes, req_id: int) -> Any:
+        """The reply in ``data`` (a ``Result`` or ``Failure``) if it is exactly one RESULT for
+        ``req_id`` and nothing else is buffered, else ``NEED_DATA`` (``data`` untouched: feed
+        it as usual).
+
+        The usual reply, decoded without the frame reader and the event loop of
+        ``next_event``; the server's hints are updated as there. (Never decoded twice:
+        unpickling a proxy takes over a reference.)
+        """
+        if self.state is not _READY or self._reader.has_buffered() or len(data) < HEADER_SIZE:
+            return NEED_DATA
+        length, opcode, flags, rid = _HEADER_UNPACK(data, 0)
+        if opcode != _RESULT or rid != req_id or length + 4 != len(data):
+            return NEED_DATA
+        if length > self._reader.max_frame:
+            return NEED_DATA  # (the reader raises FrameTooLarge for it)
+        self.server_crowded = bool(flags & _CROWDED)
+        self.server_spin = bool(flags & _SPIN)
+        self.server_cpu = ((flags & _CPU_MASK) >> _CPU_SHIFT) - 1
+        if flags & _EMPTY:
+            return _tuple_new(Result, (req_id, None))
+        try:
+            return _tuple_new(Result, (req_id, self._loads(data[HEADER_SIZE:])))
+        except SerializationError as exc:
+            return Failure(req_id, exc)
 
     def _next_event_unready(self) -> Any:
         """``next_event`` during the handshake and after the end."""
@@ -721,13 +771,18 @@ class ClientProtocol(_Base):
         kwargs: dict[str, Any] | None = None,
         owner: int = 0,
         versioned: bool = False,
+        thinks: bool = False,
     ) -> bytes:
-        """Frame a CALL. Raises SerializationError (nothing sent) if an argument won't pickle."""
+        """Frame a CALL. Raises SerializationError (nothing sent) if an argument won't pickle.
+
+        ``thinks``: the caller computed for a while since its last call (``Flag.THINKS``).
+        """
         body: bytes = self._dumps((obj_id, method, args, kwargs, owner))
         size = len(body) + 6
         if size > self.peer_max_frame:
             self._frame(Op.CALL, 0, req_id, body)  # raises FrameTooLarge with the details
-        return _HEADER_PACK(size, _CALL, _VERSIONED if versioned else 0, req_id & _ID_MASK) + body
+        flags = (_VERSIONED if versioned else 0) | (_THINKS if thinks else 0)
+        return _HEADER_PACK(size, _CALL, flags, req_id & _ID_MASK) + body
 
     def send(self, msg: Any) -> bytes:
         """Frame any client message.

@@ -38,28 +38,40 @@ HANDSHAKE_MAX_FRAME: Final = 16 * 1024
 class Flag:
     """Bits of the flags byte.
 
-    Bits 0-1 mean the same both ways (``EMPTY``, ``BUSY``). On requests, bit 2 is
-    ``VERSIONED``. On replies, bits 2-7 carry ``cpu + 1`` of the CPU the server answered from
-    (0: unknown), so a client can tell whether busy-polling would compete with the server for
-    the same CPU.
+    Bit 0 means the same both ways (``EMPTY``). On requests, bit 2 is ``VERSIONED`` and bit 3
+    ``THINKS``. On replies, bits 1 and 7 are the server's advice on waiting (``CROWDED``,
+    ``SPIN``), and bits 2-6 carry ``cpu + 1`` of the CPU the server answered from (0:
+    unknown): where a client should run (see ``_sched``).
     """
 
     #: The payload is omitted: the value is ``None`` (saves a serializer call per reply).
     EMPTY: Final = 0x01
-    #: Set by the server on replies while more clients are running than it has CPUs: a hint
-    #: that busy-polling for the next reply would steal CPU from the server.
-    BUSY: Final = 0x02
+    #: On replies: other clients of the server are running too, so a client stays on its CPU
+    #: instead of moving next to the server (they would crowd onto one CPU).
+    CROWDED: Final = 0x02
     #: On a CALL: reply with ``(result, version)`` (see ``Call.versioned``).
     VERSIONED: Final = 0x04
-    #: Shift and limit of the server CPU field.
+    #: On a CALL: the client computed for a while since its previous call returned (it holds
+    #: a CPU between its calls, rather than waiting on the server most of the time).
+    THINKS: Final = 0x08
+    #: On replies: busy-polling for the next reply takes nobody's CPU now (no process is
+    #: waiting for one but the server's own clients, and none of them computes between calls).
+    SPIN: Final = 0x80
+    #: Shift and limit of the server CPU field (bits 2-6).
     CPU_SHIFT: Final = 2
-    CPU_LIMIT: Final = 63
+    CPU_LIMIT: Final = 31
+    _CPU_MASK: Final = 0x1F << 2
 
     @staticmethod
     def with_cpu(flags: int, cpu: int) -> int:
         """``flags`` with the CPU field set to ``cpu`` (unknown when out of range)."""
         field = cpu + 1 if 0 <= cpu < Flag.CPU_LIMIT else 0
-        return (flags & 0x03) | (field << Flag.CPU_SHIFT)
+        return (flags & ~Flag._CPU_MASK & 0xFF) | (field << Flag.CPU_SHIFT)
+
+    @staticmethod
+    def cpu_of(flags: int) -> int:
+        """The CPU field of ``flags``: the server's CPU, or -1 if unknown."""
+        return ((flags & Flag._CPU_MASK) >> Flag.CPU_SHIFT) - 1
 
 
 def pack(opcode: int, flags: int, req_id: int, payload: bytes = b"") -> bytes:

@@ -73,7 +73,7 @@ from ._changelog import ChangeLog
 from ._objects import HANDLERS, PARKED, Handler, Lock, Primitive, make_referent
 from ._waiters import DeadlineHeap, Waiter, WaitQueue
 
-__all__ = ["CallContext", "Core", "Entry", "Job", "ServerType", "Session"]
+__all__ = ["CallContext", "Core", "Entry", "Home", "Job", "ServerType", "Session"]
 
 _FALLBACKS: Final = ("__repr__", "__str__", "#GETVALUE")
 
@@ -121,6 +121,17 @@ class ServerType:
     watched: frozenset[str] = frozenset()
 
 
+class Home:
+    """Where sessions are served from (one of the transport's threads, by ``index``): the
+    flags their replies carry (the server's advice and CPU, ``Flag``), kept by the transport."""
+
+    __slots__ = ("flags", "index")
+
+    def __init__(self, index: int = 0) -> None:
+        self.index = index
+        self.flags = 0
+
+
 class Session:
     """The core's view of one client connection.
 
@@ -135,6 +146,7 @@ class Session:
         "closed",
         "dead",
         "holdings",
+        "home",
         "id",
         "info",
         "name",
@@ -158,6 +170,8 @@ class Session:
         name = self.info.get("name")
         self.name = name if isinstance(name, str) else ""
         self.out: list[bytes] = []
+        #: the flags of its replies (the transport gives it the home it is served from)
+        self.home = Home()
         self.closed = False
         self.dead = False
         self.refs: dict[int, int] = {}
@@ -450,8 +464,6 @@ class Core:
         self.ended: list[Session] = []
         self.jobs: deque[Job] = deque()
         self.shutdown_requested = False
-        #: flags added to every reply (the transport sets ``Flag.BUSY`` under load)
-        self.reply_flags = 0
         self._ids = itertools.count(1)
         self._session_ids = itertools.count(1)
         self._by_pyid: dict[int, int] = {}  # custom referents: id(referent) -> object id
@@ -561,12 +573,12 @@ class Core:
         if session.closed:
             return
         if value is None:
-            data = session.protocol.encode_result(req_id, None, self.reply_flags)
+            data = session.protocol.encode_result(req_id, None, session.home.flags)
         else:
             self._outgoing = session  # proxies pickled into the reply are lent to it
             data = b""
             try:
-                data = session.protocol.encode_result(req_id, value, self.reply_flags)
+                data = session.protocol.encode_result(req_id, value, session.home.flags)
             finally:
                 self._outgoing = None
                 if self._lent:
@@ -583,7 +595,7 @@ class Core:
         if session.closed:
             return
         self.stats_counters["errors"] += 1
-        self._write(session, session.protocol.encode_failure(req_id, error, self.reply_flags))
+        self._write(session, session.protocol.encode_failure(req_id, error, session.home.flags))
 
     def push(self, session: Session, sub_id: int, payload: Any) -> None:
         """Send an unrequested message on ``session``."""
@@ -792,12 +804,14 @@ class Core:
         """When ``tick`` next has something to do, or ``None``."""
         if self._disowned:
             return self._now  # dropped internal references (freed by the GC, say): due now
-        candidates = [t for t in (self.deadlines.next_deadline(),) if t is not None]
+        due = self.deadlines.next_deadline()
         if self.open_locks:
-            candidates.append(self.open_locks[0][0])
+            until = self.open_locks[0][0]
+            due = until if due is None else min(due, until)
         if self._disposals:
-            candidates.append(self._disposals[0][0])
-        return min(candidates) if candidates else None
+            until = self._disposals[0][0]
+            due = until if due is None else min(due, until)
+        return due
 
     def tick(self, now: float) -> None:
         """Hand over locks whose window passed, time out expired waiters, apply dropped
@@ -1207,7 +1221,9 @@ class Core:
                 if changes is not None:
                     delta = self._encode_without_proxies(session, (changes, entry.version, True))
                     if delta is not None:
-                        frame = session.protocol.encode_serialized(req_id, delta, self.reply_flags)
+                        frame = session.protocol.encode_serialized(
+                            req_id, delta, session.home.flags
+                        )
                         self._write(session, frame)
                         return
                 if entry.log is None:
@@ -1222,7 +1238,7 @@ class Core:
             and cached[1] == method
             and cached[2] == serializer
         ):
-            self._write(session, protocol.encode_serialized(req_id, cached[3], self.reply_flags))
+            self._write(session, protocol.encode_serialized(req_id, cached[3], session.home.flags))
             return
         if handler is None:
             result = referent
@@ -1254,7 +1270,7 @@ class Core:
         # Replies that carried proxies counted references for this session: never reuse them.
         if self._lends == lends and _SNAPSHOT_MIN <= len(payload) <= _SNAPSHOT_MAX:
             entry.snapshot = (entry.version, method, serializer, payload)
-        self._write(session, protocol.encode_serialized(req_id, payload, self.reply_flags))
+        self._write(session, protocol.encode_serialized(req_id, payload, session.home.flags))
 
     def _call_custom(self, session: Session, msg: Call, entry: Entry) -> None:
         method = msg.method
@@ -1456,6 +1472,7 @@ class Core:
                 "calls": s.calls,
                 "subscriptions": len(s.subscriptions),
                 "age": now - s.started,
+                "reactor": s.home.index,
             }
             for s in self.sessions.values()
         ]

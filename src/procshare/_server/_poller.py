@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import time
 from collections.abc import Callable
 from typing import Final
 
@@ -62,6 +63,16 @@ class Poller:
         if _EPOLL:
             return impl.poll
         return lambda timeout: impl.poll(timeout * 1000.0)
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep until one of the descriptors is ready or ``seconds`` passed, at the
+        microsecond (``waiter()`` sleeps whole milliseconds, rounding up)."""
+        if self._impl is None:
+            raise RuntimeError("the server is not serving")
+        if _EPOLL:
+            select.select([self._impl.fileno()], (), (), seconds)  # type: ignore[union-attr]
+        else:
+            time.sleep(seconds)  # (poll has no descriptor of its own; only where no epoll)
 
     def close(self) -> None:
         if _EPOLL and self._impl is not None:

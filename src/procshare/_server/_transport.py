@@ -1,17 +1,25 @@
-"""The server transport: sockets and one event loop feeding the core; threads for user code.
+"""The server transport: sockets and a few reactor threads feeding the core; threads for user code.
 
-Why one loop (measured on these 2-CPU machines, see DESIGN.md "Measuring"): a single epoll
-loop serves many clients at about 2.5x the throughput of a thread per connection, and with a
-short busy-poll after activity (``spin``) it also answers a single client faster than a blocking
-thread does, because most of a round trip here is the sleeping process waking up. The loop only
-moves bytes: it decodes frames with the sans-IO protocol, hands messages to the core, and sends
-what the core wrote. Methods of custom registered classes (user code that may block or call back
-into this server) run on worker threads and are finished by the core on the loop.
+Why several reactors (measured on these 2-CPU machines, README "Speed on a busy machine"): a
+request is cheapest when the server thread that serves it runs on its client's CPU, where the
+client's send wakes it and the client's sleep gives it the CPU; a thread on another CPU is
+woken through an inter-processor interrupt, and its reply wakes the client the same way (a
+dict set cost the server 26 us of CPU instead of 9 when two working clients shared one server
+thread). So each connection belongs to one of up to one reactor per CPU (the least loaded when
+it connects); an idle reactor is pulled to its clients' CPU by the scheduler. Each reactor
+is an epoll loop, so many clients are served in batches (one thread per connection, as the
+standard library does, loses 2-3x of throughput to the GIL passing from thread to thread).
 
-Invariants: only the loop thread touches the core; a connection is never given a session before
-it has authenticated; pre-authentication connections are dropped after ``handshake_timeout``;
-a connection whose unsent output exceeds ``max_backlog`` bytes is dropped rather than letting
-one slow reader grow the server without bound.
+A reactor only moves bytes: it decodes frames with the sans-IO protocol, hands messages to the
+core, and sends what the core wrote. The core runs one operation at a time under ``core_lock``
+(each reactor takes it once per turn). Reactor 0 also accepts connections, keeps the clock
+(deadlines, housekeeping) and finishes the jobs of the worker threads that run user code
+(methods of registered classes, which may block or call back into this server).
+
+Invariants: the core is touched only under ``core_lock``; a connection is never given a
+session before it has authenticated; pre-authentication connections are dropped after
+``handshake_timeout``; a connection whose unsent output exceeds ``max_backlog`` bytes is dropped
+rather than letting one slow reader grow the server without bound.
 """
 
 from __future__ import annotations
@@ -31,7 +39,6 @@ from typing import Any, Final
 
 from .._address import Address, family, private_unix_path
 from .._context import register_server, unregister_server
-from .._cpu import available_cpus, current_cpu
 from .._errors import AuthenticationError, ProtocolError
 from .._leases import LeasePage
 from .._protocol import (
@@ -42,7 +49,8 @@ from .._protocol import (
     Flag,
     ServerProtocol,
 )
-from ._core import Core, Job, ServerType, Session
+from .._sched import LoadGauge, available_cpus, configured_spin, current_cpu
+from ._core import Core, Home, Job, ServerType, Session
 from ._objects import LOCK_WINDOW
 from ._poller import OUT, Poller
 
@@ -51,15 +59,19 @@ __all__ = ["Server"]
 log = logging.getLogger("procshare.server")
 
 _POLL_DEAD: Final = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
-_BUSY_WINDOW: Final = 0.002  # seconds: a client answered within this window counts as running
+_RUNNING_WINDOW: Final = 0.002  # seconds: a client answered within this window counts as running
 #: poll() sleeps whole milliseconds, rounding a shorter timeout up (epoll's resolution)
 _SLEEP_RESOLUTION: Final = 0.001
+#: reactors by default: one per CPU, at most this many (each is a thread taking turns on the GIL)
+MAX_REACTORS: Final = 8
+#: requests in a row that show a client belongs on another reactor before it moves there
+_PLACE_AFTER: Final = 4
 
 
 def poll_timeout(deadline: float | None, now: float) -> float:
     """How long the loop may sleep in poll(): up to ``deadline`` (at most a second), in the
-    whole milliseconds poll() can sleep, or 0 (busy-poll) when it is nearer than that. So a
-    parked call's 0.3 ms timeout fires after ~0.3 ms, where a rounded-up sleep took 1.2 ms."""
+    whole milliseconds poll() can sleep, or 0 when it is nearer than that (then the loop
+    sleeps the rest in ``Poller.sleep``, at the microsecond, or busy-polls while spinning)."""
     if deadline is None:
         return 1.0
     left = deadline - now
@@ -68,20 +80,56 @@ def poll_timeout(deadline: float | None, now: float) -> float:
     return min(1.0, _SLEEP_RESOLUTION * int(left / _SLEEP_RESOLUTION))
 
 
+class _CoreLock:
+    """The lock every reactor and worker takes to touch the core; it tells the core which
+    thread is inside (``Core.on_loop_thread``: proxies rebuilt or pickled there are the
+    server's own)."""
+
+    __slots__ = ("_core", "_lock")
+
+    def __init__(self, core: Core) -> None:
+        self._lock = threading.Lock()
+        self._core = core
+
+    def __enter__(self) -> None:
+        self._lock.acquire()
+        self._core._loop_thread = threading.get_ident()
+
+    def __exit__(self, *exc: object) -> None:
+        self._core._loop_thread = 0
+        self._lock.release()
+
+
 class _Conn:
-    """One client socket, its protocol end, and (once authenticated) its session."""
+    """One client socket, its protocol end, its reactor, and (once authenticated) its session."""
 
-    __slots__ = ("accepted", "fd", "out", "proto", "session", "sid", "sock", "writing")
+    __slots__ = (
+        "accepted",
+        "fd",
+        "out",
+        "proto",
+        "reactor",
+        "session",
+        "sid",
+        "sock",
+        "streak",
+        "writing",
+    )
 
-    def __init__(self, sock: socket.socket, proto: ServerProtocol, sid: int, now: float) -> None:
+    def __init__(
+        self, sock: socket.socket, proto: ServerProtocol, sid: int, now: float, reactor: _Reactor
+    ) -> None:
         self.sid = sid
         self.sock = sock
         self.fd = sock.fileno()
         self.proto = proto
+        self.reactor = reactor
         self.session: Session | None = None
         self.out = bytearray()
         self.writing = False
         self.accepted = now
+        #: requests in a row that did not fit its reactor (``Server._placed``)
+        self.streak = 0
 
 
 class _Workers:
@@ -137,8 +185,174 @@ class _Workers:
             self._jobs.put(None)
 
 
+class _Reactor:
+    """One server thread: an epoll loop over its share of the connections.
+
+    Its ``home`` holds the flags of its sessions' replies: its CPU (clients compare it with
+    theirs, ``_sched``) and ``Flag.SHARED`` (it serves other running clients too).
+    """
+
+    def __init__(self, server: Server, index: int) -> None:
+        self.server = server
+        self.index = index
+        self.poller = Poller()
+        self.conns: dict[int, _Conn] = {}
+        self.home = Home(index)
+        #: its clients that sent something lately and are not parked: sid -> when
+        self.recent: dict[int, float] = {}
+        self.sleeping = False
+        #: when it means to wake at the latest (reactor 0 keeps the clock: others wake it
+        #: when they create an earlier deadline)
+        self.sleep_until = 0.0
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
+        self.thread: threading.Thread | None = None
+
+    def open(self) -> None:
+        self.poller.open()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.poller.register(self._wake_r.fileno())
+
+    def wake(self, force: bool = False) -> None:
+        wake = self._wake_w
+        if wake is not None and (self.sleeping or force):
+            with contextlib.suppress(OSError):
+                wake.send(b"\0")
+
+    def close(self) -> None:
+        self.poller.close()
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_r = self._wake_w = None
+
+    def run(self) -> None:
+        """The loop: sleep until a descriptor is ready (busy-poll a moment first after
+        activity, while a CPU is free), then serve what is ready under the core lock."""
+        server = self.server
+        core = server.core
+        core_lock = server.core_lock
+        poll = self.poller.waiter()
+        fine_sleep = self.poller.sleep
+        conns = self.conns
+        stopping = server._stopping.is_set
+        keeps_clock = self.index == 0
+        clock_reactor = server._reactors[0]
+        wake_r = self._wake_r
+        if wake_r is None:
+            raise RuntimeError("the reactor is not open")
+        wake_fd = wake_r.fileno()
+        listener_fd = server.listener.fileno() if keeps_clock else -1
+        owner_fd = server._owner_fd if keeps_clock else None
+        spin = server._spin
+        monotonic = time.monotonic
+        perf_counter = time.perf_counter
+        sched_yield = os.sched_yield
+        with_cpu = Flag.with_cpu
+        home = self.home
+        done = server._done
+        jobs = core.jobs
+        last_active = monotonic()
+        last_cpu = -2
+        next_housekeeping = last_active
+        counters = core.stats_counters
+        # whether to busy-poll after the activity just served: only while a CPU is free
+        spinning = False
+        lock_window = server._lock_window
+        while not stopping():
+            now = monotonic()
+            if spinning and now - last_active < spin:
+                timeout = 0.0
+            elif keeps_clock:
+                if done:
+                    timeout = 0.0
+                else:
+                    deadline = core.next_deadline()
+                    timeout = poll_timeout(deadline, now)
+                    self.sleep_until = now + timeout
+                    if timeout == 0.0 and deadline is not None and deadline > now and not spinning:
+                        # Due within a millisecond, which poll() cannot sleep: sleep to it in
+                        # select(), which can (the poller's own descriptor is readable when one
+                        # of its descriptors is), rather than busy-poll a CPU others need.
+                        self.sleep_until = deadline
+                        self.sleeping = True
+                        fine_sleep(deadline - now)
+            else:
+                timeout = 1.0
+            self.sleeping = timeout > 0.0
+            events = poll(timeout)
+            self.sleeping = False
+            if not events and timeout == 0.0 and spinning and not done:
+                # Busy-polling, in a tight loop of its own until the first event or the end
+                # of the window: a whole turn costs ~1 us more, which a request arriving now
+                # would wait for. (A deadline falls due at most ``spin`` late.)
+                until = last_active + spin
+                while True:
+                    sched_yield()  # if a client shares our CPU, let it run
+                    events = poll(0.0)
+                    if events or done or monotonic() >= until:
+                        break
+            now = monotonic()
+            if events:
+                last_active = now
+                # which CPU answers: clients use it to decide where to run (``_sched``)
+                cpu = current_cpu()
+                if cpu != last_cpu:
+                    last_cpu = cpu
+                    home.flags = with_cpu(home.flags, cpu)
+            with core_lock:
+                if events:
+                    # how the loop found its work: by busy-polling, or woken (see "inspect")
+                    counters["polled" if timeout == 0.0 else "woken"] += 1
+                for fd, mask in events:
+                    conn = conns.get(fd)
+                    if conn is not None:
+                        if mask & ~OUT:  # data, or a hang-up or error that recv reports
+                            server._on_readable(conn, now)
+                        if mask & OUT and fd in conns:
+                            server._send_pending(conn)
+                    elif fd == wake_fd:
+                        with contextlib.suppress(OSError):
+                            wake_r.recv(4096)
+                    elif fd == listener_fd:
+                        server._accept(now)
+                    elif fd == owner_fd and owner_fd is not None:
+                        server._owner_died()
+                if core.dirty:
+                    server._flush()  # replies first: the housekeeping below can wait a moment
+                if keeps_clock:
+                    while done:
+                        core.finish(done.popleft(), now)
+                core.tick(now)
+                if keeps_clock:
+                    if now - server._running_checked > _RUNNING_WINDOW:
+                        server._update_running(now)
+                    if now >= next_housekeeping:
+                        next_housekeeping = now + 0.5
+                        server._housekeeping(now)
+                while jobs:
+                    server._workers.submit(jobs.popleft())
+                if core.dirty or core.ended:
+                    server._flush()
+                if core.shutdown_requested or (server._owner_gone and not core.sessions):
+                    server._stopping.set()
+                    server._wake_all()
+                if not keeps_clock and clock_reactor.sleeping:
+                    due = core.next_deadline()
+                    if due is not None and due < clock_reactor.sleep_until:
+                        clock_reactor.wake()  # it sleeps past a deadline we just made
+            if events and spin:
+                # Spin after activity only where that takes nobody's CPU (``_advise``).
+                spinning = server._advise(perf_counter())
+                core.lock_window = lock_window if spinning else 0.0
+        with core_lock:
+            server._flush()
+
+
 class Server:
-    """A procshare server: a listening socket, a loop, and the core.
+    """A procshare server: a listening socket, a few reactor threads, and the core.
 
     Args:
         types: the registered typeids.
@@ -148,8 +362,9 @@ class Server:
         serializers: the serializers clients may choose.
         max_frame: the largest frame a client may send.
         release_delay: seconds an unreferenced object is kept before disposal.
-        spin: seconds the loop keeps polling after activity before it sleeps (default 50 us
-            with two or more CPUs, none with one).
+        spin: the longest busy-poll after activity, for the server and its clients alike,
+            only while a CPU is free (``_sched``); ``None``: 50 us with two or more CPUs;
+            0: never.
         owner_pid: a process whose death (once no client is connected) stops the server.
         handshake_timeout: seconds a new connection has to authenticate.
         max_backlog: unsent bytes after which a client that does not read is dropped.
@@ -159,6 +374,8 @@ class Server:
         leases: offer local clients the lease page (``_leases``); off: every read asks.
         lock_window: seconds a released lock with waiters stays free for whoever asks first
             (``Lock``); default ``LOCK_WINDOW`` within ``spin``; 0: strict arrival order.
+        reactors: server threads serving connections (default: one per CPU, at most
+            ``MAX_REACTORS``).
     """
 
     def __init__(
@@ -171,7 +388,7 @@ class Server:
         serializers: tuple[str, ...] = ("pickle",),
         max_frame: int = DEFAULT_MAX_FRAME,
         release_delay: float = 5.0,
-        spin: float | None = None,
+        spin: Any = None,
         owner_pid: int | None = None,
         handshake_timeout: float = 10.0,
         max_backlog: int = 256 * 1024 * 1024,
@@ -179,6 +396,7 @@ class Server:
         watch_backlog: int = 8 * 1024 * 1024,
         leases: bool = True,
         lock_window: float | None = None,
+        reactors: int | None = None,
     ) -> None:
         self._authkey = bytes(authkey)
         #: tells clients apart a restarted server at the same address (object ids restart)
@@ -186,8 +404,12 @@ class Server:
         self._serializers = serializers
         self._max_frame = max_frame
         self._cpus = available_cpus()
-        # Busy-polling only pays with a CPU to spare for the client we wait for.
-        self._spin = (50e-6 if self._cpus > 1 else 0.0) if spin is None else spin
+        # the longest busy-poll after activity; only while a CPU is free (``_sched``)
+        self._spin = configured_spin(spin)
+        if reactors is None:
+            reactors = min(self._cpus, MAX_REACTORS)
+        if not isinstance(reactors, int) or reactors < 1:
+            raise ValueError(f"reactors must be a positive int, not {reactors!r}")
         self._handshake_timeout = handshake_timeout
         self._leases = leases
         self._max_backlog = max_backlog
@@ -206,29 +428,33 @@ class Server:
             release_delay=release_delay,
             watch_backlog=watch_backlog,
         )
+        self.core_lock = _CoreLock(self.core)
         # A released lock stays free for whoever asks first (``Lock``) no longer than the
-        # loop busy-polls after the release: a releaser coming back finds it still polling, and
-        # a server that does not busy-poll (one CPU: the releaser cannot run meanwhile)
-        # hands over at once.
-        default_window = min(self._spin, LOCK_WINDOW)
-        self.core.lock_window = default_window if lock_window is None else lock_window
-        # The poller and the wake-up pair exist while serving (a server made by get_server()
-        # and never served holds nothing but its listening socket).
-        self._poller = Poller()
-        self._conns: dict[int, _Conn] = {}
+        # loop busy-polls after the release: a releaser coming back finds it still polling.
+        # (While the loop sleeps instead, under load, locks are handed over at once.)
+        self._lock_window = min(self._spin, LOCK_WINDOW) if lock_window is None else lock_window
+        self.core.lock_window = self._lock_window
+        self._reactors = [_Reactor(self, i) for i in range(reactors)]
         self._by_session: dict[int, _Conn] = {}
-        self._wake_r: socket.socket | None = None
-        self._wake_w: socket.socket | None = None
-        self._sleeping = False
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._done: deque[Job] = deque()
-        self._workers = _Workers(self._done, self._wake, max_workers)
+        self._workers = _Workers(self._done, self._wake_clock, max_workers)
         self._owner_pid = owner_pid
         self._owner_fd: int | None = None
         self._owner_gone = False
-        self._recent: dict[int, float] = {}
-        self._recent_checked = 0.0
+        #: running clients, all reactors together, and those of them that compute between
+        #: calls (see ``_update_running``)
+        self.running = 0
+        self.thinking = 0
+        self._thinking: dict[int, float] = {}
+        #: clients that sent something lately, parked or not (a parked one is runnable
+        #: the moment what it waits for is handed to it)
+        self.active = 0
+        self._active: dict[int, float] = {}
+        self._running_checked = 0.0
+        self._gauge = LoadGauge(self._cpus)
+        self._serving = False
 
     # -- ServerHook (see _context) ----------------------------------------------------------
 
@@ -273,45 +499,56 @@ class Server:
         return sock
 
     def serve_forever(self) -> None:
-        """Serve until ``stop()`` or a ``shutdown`` command. Must run on one thread throughout."""
-        self.core.bind_loop_thread()
+        """Serve until ``stop()`` or a ``shutdown`` command. The calling thread is reactor 0
+        (it keeps the clock); the others run on threads of their own."""
         # Leases need a page that clients map: same machine only.
         if self._leases and isinstance(self.address, str) and self.core.lease_page is None:
             self.core.lease_page = LeasePage.create(self.instance)
-        self._poller.open()
-        wake_r, self._wake_w = socket.socketpair()
-        self._wake_r = wake_r
-        wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        register_server(self.address, self)
-        self._poller.register(self.listener.fileno())
-        self._poller.register(wake_r.fileno())
+        for reactor in self._reactors:
+            reactor.open()
+        self.core.stats_counters["polled"] = self.core.stats_counters["woken"] = 0
+        clock = self._reactors[0]
+        clock.poller.register(self.listener.fileno())
         self._watch_owner()
+        register_server(self.address, self)
+        self._serving = True
         try:
-            self._loop(wake_r)
+            for reactor in self._reactors[1:]:
+                reactor.thread = threading.Thread(
+                    target=reactor.run, name=f"procshare-reactor-{reactor.index}", daemon=True
+                )
+                reactor.thread.start()
+            clock.run()
         finally:
+            self._stopping.set()
+            self._wake_all()
+            for reactor in self._reactors[1:]:
+                if reactor.thread is not None:
+                    reactor.thread.join(5.0)
             unregister_server(self.address)
-            self._close_everything()
+            with self.core_lock:
+                self._close_everything()
             self._stopped.set()
 
     def stop(self) -> None:
         """Ask the loop to stop (from any thread); returns at once."""
         self._stopping.set()
-        self._wake(force=True)
+        self._wake_all()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
         """Block until the loop has stopped and released its resources."""
         return self._stopped.wait(timeout)
 
-    def _wake(self, force: bool = False) -> None:
-        wake = self._wake_w
-        if wake is not None and (self._sleeping or force):
-            with contextlib.suppress(OSError):
-                wake.send(b"\0")
+    def _wake_all(self) -> None:
+        for reactor in self._reactors:
+            reactor.wake(force=True)
+
+    def _wake_clock(self) -> None:
+        self._reactors[0].wake()
 
     def close(self) -> None:
         """Release a server that will not serve (``serve_forever`` releases its own)."""
-        if self._wake_r is None:
+        if not self._serving:
             self._close_everything()
 
     def _watch_owner(self) -> None:
@@ -320,100 +557,15 @@ class Server:
         try:
             fd = os.pidfd_open(self._owner_pid)
         except (AttributeError, OSError):
-            return  # polled in _check_owner instead
+            return  # polled in _housekeeping instead
         self._owner_fd = fd
-        self._poller.register(fd)
-
-    # -- the loop -----------------------------------------------------------------------------
-
-    def _loop(self, wake_r: socket.socket) -> None:
-        core = self.core
-        poll = self._poller.waiter()
-        conns = self._conns
-        done = self._done
-        jobs = core.jobs
-        stopping = self._stopping.is_set
-        listener_fd = self.listener.fileno()
-        wake_fd = wake_r.fileno()
-        owner_fd = self._owner_fd
-        spin = self._spin
-        monotonic = time.monotonic
-        sched_yield = os.sched_yield
-        with_cpu = Flag.with_cpu
-        last_active = monotonic()
-        last_cpu = -2
-        next_housekeeping = last_active
-        # how the loop found its work: by busy-polling, or woken from sleep (see "inspect")
-        counters = core.stats_counters
-        counters["polled"] = counters["woken"] = 0
-        while not stopping():
-            now = monotonic()
-            if done or core.dirty or now - last_active < spin:
-                timeout = 0.0
-            else:
-                timeout = poll_timeout(core.next_deadline(), now)
-                self._sleeping = timeout > 0.0
-                if done:
-                    timeout = 0.0
-            events = poll(timeout)
-            self._sleeping = False
-            if not events and timeout == 0.0 and not done:
-                # Busy-polling, in a tight loop of its own until the first event or the end
-                # of the window: a whole turn costs ~1 us more, which a request arriving now
-                # would wait for. (A deadline falls due at most ``spin`` late.)
-                until = last_active + spin
-                while True:
-                    sched_yield()  # if a client shares our CPU, let it run
-                    events = poll(0.0)
-                    if events or done or monotonic() >= until:
-                        break
-            if events:
-                now = monotonic()
-                last_active = now
-                counters["polled" if timeout == 0.0 else "woken"] += 1
-                # which CPU answers: clients use it to decide whether to busy-poll (Flag)
-                cpu = current_cpu()
-                if cpu != last_cpu:
-                    last_cpu = cpu
-                    core.reply_flags = with_cpu(core.reply_flags, cpu)
-                for fd, mask in events:
-                    conn = conns.get(fd)
-                    if conn is not None:
-                        if mask & ~OUT:  # data, or a hang-up or error that recv reports
-                            self._on_readable(conn, now)
-                        if mask & OUT and fd in conns:
-                            self._send_pending(conn)
-                    elif fd == listener_fd:
-                        self._accept(now)
-                    elif fd == wake_fd:
-                        with contextlib.suppress(OSError):
-                            wake_r.recv(4096)
-                    elif fd == owner_fd:
-                        self._owner_died()
-                if core.dirty:
-                    self._flush()  # replies first: the housekeeping below can wait a moment
-            else:
-                now = monotonic()  # (after a sleep too: a deadline may be due now)
-            while done:
-                core.finish(done.popleft(), now)
-            core.tick(now)
-            if now - self._recent_checked > _BUSY_WINDOW:
-                self._update_busy(now)
-            if now >= next_housekeeping:
-                next_housekeeping = now + 0.5
-                self._housekeeping(now)
-            while jobs:
-                self._workers.submit(jobs.popleft())
-            if core.dirty or core.ended:
-                self._flush()
-            if core.shutdown_requested or (self._owner_gone and not core.sessions):
-                self._stopping.set()
-        self._flush()
+        self._reactors[0].poller.register(fd)
 
     def _housekeeping(self, now: float) -> None:
-        for conn in list(self._conns.values()):
-            if conn.session is None and now - conn.accepted > self._handshake_timeout:
-                self._close(conn, now)
+        for reactor in self._reactors:
+            for conn in list(reactor.conns.values()):
+                if conn.session is None and now - conn.accepted > self._handshake_timeout:
+                    self._close(conn, now)
         if self._owner_pid is not None and self._owner_fd is None and not self._owner_gone:
             try:
                 os.kill(self._owner_pid, 0)
@@ -425,33 +577,63 @@ class Server:
     def _owner_died(self) -> None:
         self._owner_gone = True
         if self._owner_fd is not None:
-            self._poller.unregister(self._owner_fd)
+            self._reactors[0].poller.unregister(self._owner_fd)
             os.close(self._owner_fd)
             self._owner_fd = None
 
-    def _update_busy(self, now: float) -> None:
-        """Hint clients not to busy-poll while more of them run than there are CPUs.
+    def _update_running(self, now: float) -> None:
+        """Count the running clients, and those that compute between calls (``THINKS``).
 
         A client counts as running if it sent something within the window and is not parked
-        on the server (a process waiting for a lock sleeps: it competes for no CPU). The loop
-        itself is not counted: as many spinning clients as CPUs, next to the spinning loop, do
-        better than clients that sleep (they and the loop yield the CPU between polls; measured
-        at 2 clients on 2 CPUs: +15-20%, and no worse with more clients or a lock's waiters).
+        on the server (a process waiting for a lock sleeps). Tells them whether others run
+        too (``Flag.CROWDED``): a lone client on a busy machine moves next to its reactor
+        (``_sched``), several must not (they would crowd onto one CPU while another runs
+        something else).
         """
-        horizon = now - _BUSY_WINDOW
+        horizon = now - _RUNNING_WINDOW
         sessions = self.core.sessions
-        recent = {
-            sid: t
-            for sid, t in self._recent.items()
-            if t >= horizon and (s := sessions.get(sid)) is not None and not s.waiters
+        running = 0
+        for reactor in self._reactors:
+            recent = {
+                sid: t
+                for sid, t in reactor.recent.items()
+                if t >= horizon and (s := sessions.get(sid)) is not None and not s.waiters
+            }
+            reactor.recent = recent
+            running += len(recent)
+        self._thinking = {
+            sid: t for sid, t in self._thinking.items() if t >= horizon and sid in sessions
         }
-        self._recent = recent
-        self._recent_checked = now
-        busy = len(recent) > self._cpus
-        flags = self.core.reply_flags
-        self.core.reply_flags = (flags | Flag.BUSY) if busy else (flags & ~Flag.BUSY)
+        self._active = {
+            sid: t for sid, t in self._active.items() if t >= horizon and sid in sessions
+        }
+        self.active = len(self._active)
+        self.running = running
+        self.thinking = len(self._thinking)
+        self._running_checked = now
+        crowded = Flag.CROWDED if running > 1 else 0
+        for reactor in self._reactors:
+            reactor.home.flags = (reactor.home.flags & ~Flag.CROWDED) | crowded
 
-    # -- connections --------------------------------------------------------------------------
+    def _advise(self, now: float) -> bool:
+        """Whether busy-polling takes nobody's CPU now; told to clients with the replies
+        (``Flag.SPIN``), and what the reactors do.
+
+        No while a process that is not ours waits for a CPU (or did a moment ago:
+        ``LoadGauge``), and no while a client computes between its calls, unless it is the
+        only client running (a spin would hold the CPU it, or the reactor its next call
+        wakes, needs; the runnable count cannot show that: it is read before that reactor's
+        wake-up lands).
+        """
+        running = self.running
+        ours = self.active + 1  # (the reactor itself)
+        free = not self._gauge.loaded(now, ours) and (not self.thinking or running <= 1)
+        advice = Flag.SPIN if free else 0
+        for reactor in self._reactors:
+            reactor.home.flags = (reactor.home.flags & ~Flag.SPIN) | advice
+        return free
+
+    # -- connections (all under the core lock) -------------------------------------------------
 
     def _accept(self, now: float) -> None:
         for _ in range(64):
@@ -468,7 +650,12 @@ class Server:
             if sock.family != socket.AF_UNIX:
                 _tune_tcp(sock)
             sid = self.core.new_session_id()
-            info: dict[str, Any] = {"session": sid, "pid": os.getpid(), "instance": self.instance}
+            info: dict[str, Any] = {
+                "session": sid,
+                "pid": os.getpid(),
+                "instance": self.instance,
+                "spin": self._spin,  # binds the client's busy-polling too
+            }
             page = self.core.lease_page
             if page is not None and sock.family == socket.AF_UNIX:
                 info["leases"] = page.path
@@ -478,9 +665,10 @@ class Server:
                 info=info,
                 max_frame=self._max_frame,
             )
-            conn = _Conn(sock, proto, sid, now)
-            self._conns[conn.fd] = conn
-            self._poller.register(conn.fd)
+            reactor = self._reactors[0]  # until it shows it computes between calls (_ran)
+            conn = _Conn(sock, proto, sid, now, reactor)
+            reactor.conns[conn.fd] = conn
+            reactor.poller.register(conn.fd)
             conn.out += proto.data_to_send()
             self._send_pending(conn)
 
@@ -492,10 +680,16 @@ class Server:
             return
         except OSError:
             data = b""
-        proto.receive_data(data)
         session = conn.session
         core = self.core
         try:
+            if session is not None and data:
+                call = proto.take_call(data)  # the usual request: one frame, a call
+                if call is not NEED_DATA:
+                    core.dispatch(session, call, now)
+                    self._ran(conn, session, now)
+                    return
+            proto.receive_data(data)
             while True:
                 event = proto.next_event()
                 if event is NEED_DATA:
@@ -513,11 +707,7 @@ class Server:
                 else:
                     raise ProtocolError(f"unexpected event {event!r}")
             if session is not None:
-                # Running (competing for CPU) unless its request is parked on the server.
-                if session.waiters:
-                    self._recent.pop(session.id, None)
-                else:
-                    self._recent[session.id] = now
+                self._ran(conn, session, now)
         except AuthenticationError:
             conn.out += proto.data_to_send()
             self._send_pending(conn)
@@ -531,9 +721,53 @@ class Server:
             log.exception("dropping connection %d: the server failed on its request", conn.fd)
             self._close(conn, now)
 
+    def _ran(self, conn: _Conn, session: Session, now: float) -> None:
+        """Account for a request of ``session`` just served: running (competing for a CPU)
+        unless its request is parked on the server; and on the right reactor."""
+        reactor = conn.reactor
+        self._active[session.id] = now
+        if session.waiters:
+            reactor.recent.pop(session.id, None)
+            return
+        reactor.recent[session.id] = now
+        thinks = conn.proto.client_thinks
+        if thinks:
+            self._thinking[session.id] = now
+        # Clients that compute between calls get reactors of their own, which follow them
+        # to their CPUs; clients that call back to back share reactor 0, which serves them
+        # in batches and busy-polls for them (module docstring).
+        if thinks != (reactor.index == 0) or len(self._reactors) == 1:
+            conn.streak = 0
+            return
+        conn.streak += 1
+        if conn.streak < _PLACE_AFTER:
+            return
+        conn.streak = 0
+        if thinks:
+            if len(reactor.recent) > 1:  # alone, it may stay where it is
+                self._move(conn, min(self._reactors[1:], key=lambda r: len(r.conns)), now)
+        else:
+            self._move(conn, self._reactors[0], now)
+
+    def _move(self, conn: _Conn, reactor: _Reactor, now: float) -> None:
+        """Hand ``conn`` over to ``reactor`` (data waiting on it is reported there: level-
+        triggered)."""
+        old = conn.reactor
+        old.conns.pop(conn.fd, None)
+        old.poller.unregister(conn.fd)
+        reactor.conns[conn.fd] = conn
+        reactor.poller.register(conn.fd, write=conn.writing)
+        conn.reactor = reactor
+        session = conn.session
+        if session is not None:
+            session.home = reactor.home
+            if old.recent.pop(session.id, None) is not None:
+                reactor.recent[session.id] = now
+
     def _authenticated(self, conn: _Conn, event: Authenticated, now: float) -> Session:
         session = self.core.open_session(conn.sid, conn.proto, event.info, now)
         session.probe = _make_probe(conn.fd)
+        session.home = conn.reactor.home
         conn.session = session
         self._by_session[conn.sid] = conn
         conn.out += conn.proto.data_to_send()
@@ -541,13 +775,14 @@ class Server:
         return session
 
     def _close(self, conn: _Conn, now: float) -> None:
-        if self._conns.pop(conn.fd, None) is None:
+        reactor = conn.reactor
+        if reactor.conns.pop(conn.fd, None) is None:
             return
-        self._poller.unregister(conn.fd)
+        reactor.poller.unregister(conn.fd)
         conn.sock.close()
         if conn.session is not None:
             self._by_session.pop(conn.session.id, None)
-            self._recent.pop(conn.session.id, None)
+            reactor.recent.pop(conn.session.id, None)
             self.core.close_session(conn.session, now)
 
     def _flush(self) -> None:
@@ -620,23 +855,23 @@ class Server:
                 return
             if not conn.writing:
                 conn.writing = True
-                self._poller.modify(conn.fd, write=True)
+                conn.reactor.poller.modify(conn.fd, write=True)
         elif conn.writing:
             conn.writing = False
-            self._poller.modify(conn.fd, write=False)
+            conn.reactor.poller.modify(conn.fd, write=False)
 
     def _close_everything(self) -> None:
         now = time.monotonic()
-        for conn in list(self._conns.values()):
-            self._close(conn, now)
+        for reactor in self._reactors:
+            for conn in list(reactor.conns.values()):
+                self._close(conn, now)
         self._workers.stop()
-        self._poller.close()
+        for reactor in self._reactors:
+            reactor.close()
         self.listener.close()
-        for sock in (self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
         if self._owner_fd is not None:
             os.close(self._owner_fd)
+            self._owner_fd = None
         if self.core.lease_page is not None:
             self.core.lease_page.close()
             self.core.lease_page = None
@@ -660,7 +895,7 @@ def _tune_tcp(sock: socket.socket) -> None:
 
 def _make_probe(fd: int) -> Callable[[], bool]:
     """A check that the peer of ``fd`` is still there (no hang-up pending). Made once per
-    connection: a lock's hand-over asks it each time (only the loop's thread does)."""
+    connection: a lock's hand-over asks it each time (under the core lock)."""
     poller = select.poll()
     poller.register(fd, _POLL_DEAD)
     poll = poller.poll

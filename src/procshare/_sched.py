@@ -1,0 +1,305 @@
+"""When to busy-poll and where to run: the scheduling policy of clients and the server alike.
+
+Most of a round trip between two processes is the sleep and wake-up of the one that waits. So
+on a machine with a CPU to spare, both sides busy-poll (*spin*) for a short while before they
+sleep, and a reply lands on a process that is still running. On a machine whose CPUs are busy
+(the usual case: people use a manager because their workers compute), a spin holds a CPU that
+a worker, the server or the client itself needs, and its yields hand the CPU to a computing
+process for the rest of that process's time slice (milliseconds). So:
+
+* **the server advises, with every reply** (``Flag.SPIN``): it knows which runnable tasks may
+  be its own (its threads and the clients that called lately), reads how many are runnable
+  (``/proc/loadavg``, ~0.5 us, at most every ``READ_EVERY``: ``LoadGauge``), and advises to
+  spin only while no other process waits for a CPU, and no client of its computes between
+  its calls (``Flag.THINKS``, measured by the client in CPU time: the spin would hold the CPU
+  that client, or the server thread it wakes, needs). The server spins by the same advice. A
+  client follows the advice of a reply only for a call made soon after it (``ADVICE_FOR``).
+* **on a busy machine, a lone client shares the server's CPU**: a client asleep on another
+  CPU is woken through an inter-processor interrupt, and on a CPU running a worker it may wait
+  for the worker's slice to end; on the server's CPU it is woken where the server is about to
+  sleep. So it *steps toward* the server's CPU, and a client about to spin on the server's CPU
+  *steps aside* (two spinners on one CPU only slow each other). Both narrow the thread's
+  affinity mask for a moment and give it back at once, which moves it now and lets it stay
+  where it landed; never more than every ``STEP_EVERY`` seconds; nothing stays pinned. Several
+  running clients (``Flag.CROWDED``) stay where they are: they would crowd onto one CPU. The
+  server's CPU is known to clients on unix sockets only (a TCP peer may be elsewhere).
+* **one switch**: ``spin`` is ``None`` (the default: up to ``DEFAULT_SPIN``), a number of
+  seconds, or 0 (never spin, never step). ``$PROCSHARE_SPIN`` (``auto``, ``off``, or a duration
+  such as ``50us``) sets it for a process; a server tells its clients its own setting when
+  they connect, and a client takes the smaller of the two. A machine (or cgroup quota) with
+  one CPU never spins: nobody could run meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import os
+import time
+from collections.abc import Callable
+from typing import Final
+
+__all__ = [
+    "ADVICE_FOR",
+    "DEFAULT_SPIN",
+    "STEP_EVERY",
+    "THINK_AFTER",
+    "LoadGauge",
+    "Stepper",
+    "available_cpus",
+    "configured_spin",
+    "current_cpu",
+    "parse_spin",
+    "quota_cpus",
+    "runnable_tasks",
+]
+
+#: the longest busy-poll by default, on either side
+DEFAULT_SPIN: Final = 50e-6
+#: seconds between two moves of a thread (stepping aside or toward), at most
+STEP_EVERY: Final = 0.01
+#: a client that used more CPU time than this from one call to the next computes between
+#: them (``Flag.THINKS``): it holds a CPU, where one that calls back to back mostly waits on
+#: the server (a call and the Python around it take a few microseconds)
+THINK_AFTER: Final = 50e-6
+#: the server's advice to spin (``Flag.SPIN``) is followed for calls made within this long of
+#: the reply that brought it; a later call sleeps (the machine may be busy by now)
+ADVICE_FOR: Final = 5e-3
+
+
+def _cgroup_quota() -> float | None:
+    """The CPUs a cgroup v2 quota (``cpu.max``) allows this process, or None."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            line = next((x for x in f if x.startswith("0::")), None)
+        if line is None:
+            return None
+        with open(os.path.join("/sys/fs/cgroup" + line[3:].strip(), "cpu.max")) as f:
+            return quota_cpus(f.read())
+    except OSError:
+        return None
+
+
+def quota_cpus(cpu_max: str) -> float | None:
+    """The CPUs a cgroup v2 ``cpu.max`` text (``"200000 100000"``, ``"max 100000"``) allows,
+    or None for no quota or an unreadable text."""
+    try:
+        quota, period = cpu_max.split()
+        if quota == "max":
+            return None
+        return max(1.0, int(quota) / int(period))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, bounded by a cgroup's quota (>= 1)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        cpus = min(cpus, math.floor(quota))
+    return max(1, cpus)
+
+
+def _load_getcpu() -> Callable[[], int]:
+    try:
+        getcpu = ctypes.CDLL(None, use_errno=True).sched_getcpu
+    except (OSError, AttributeError):
+        return lambda: -1
+    getcpu.restype = ctypes.c_int
+    getcpu.argtypes = []
+    return getcpu
+
+
+#: The CPU the calling thread runs on now (through the vDSO, ~0.1 us), or -1 if unknown.
+current_cpu: Callable[[], int] = _load_getcpu()
+
+_CPUS = available_cpus()
+
+
+class _ProcFile:
+    """A small /proc file kept open and read again with ``pread`` (~0.5 us a read)."""
+
+    __slots__ = ("fd", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def read(self) -> bytes:
+        if self.fd < 0:
+            try:
+                self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return b""
+        try:
+            return os.pread(self.fd, 256, 0)
+        except OSError:
+            return b""
+
+    def forget(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+_loadavg = _ProcFile("/proc/loadavg")
+
+
+def runnable_tasks() -> int:
+    """Tasks runnable on the whole machine right now (the caller included), or -1 if unknown."""
+    try:
+        # "0.52 0.58 0.59 3/467 12345": runnable/total is the fourth field
+        field = _loadavg.read().split()[3]
+        return int(field[: field.index(b"/")])
+    except (IndexError, ValueError):
+        return -1
+
+
+#: how often the gauge reads the runnable count, at most, and how long "loaded" stands after a
+#: reading found a process that is not ours waiting for a CPU (a client that sleeps is not
+#: runnable when it is read: one reading in several finds it, and it must keep the state)
+READ_EVERY: Final = 100e-6
+LOADED_HOLD: Final = 0.005
+
+
+class LoadGauge:
+    """Whether the machine is loaded, as the server sees it: it knows which of the runnable
+    tasks may be its own (its threads and its running clients), and the rest are not."""
+
+    __slots__ = ("_cpus", "_loaded_until", "_read_at")
+
+    def __init__(self, cpus: int) -> None:
+        self._cpus = cpus
+        self._read_at = 0.0
+        self._loaded_until = 0.0
+
+    def loaded(self, now: float, ours: int) -> bool:
+        """Whether a process that is not ours waits for a CPU, or did lately. ``ours``: how
+        many of the runnable tasks may be ours; ``now``: ``time.perf_counter()``."""
+        if now >= self._read_at:
+            self._read_at = now + READ_EVERY
+            running = runnable_tasks()
+            if running > self._cpus and running > ours:
+                self._loaded_until = now + LOADED_HOLD
+        return now < self._loaded_until
+
+
+def parse_spin(value: object) -> float | None:
+    """A ``spin`` setting as seconds (``None``: automatic).
+
+    Accepts ``None``/``"auto"``, ``0``/``False``/``"off"``, a number of seconds, or a string
+    with a unit: ``"50us"``, ``"0.2ms"``, ``"0.00005"``.
+
+    Raises:
+        ValueError: not one of these, or negative.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return DEFAULT_SPIN if value else 0.0
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("", "auto", "default"):
+            return None
+        if text in ("off", "no", "false", "never"):
+            return 0.0
+        scale = 1.0
+        for unit, factor in (("us", 1e-6), ("ms", 1e-3), ("s", 1.0)):
+            if text.endswith(unit):
+                text, scale = text[: -len(unit)], factor
+                break
+        try:
+            seconds = float(text) * scale
+        except ValueError:
+            raise ValueError(
+                f"spin must be 'auto', 'off' or a duration such as '50us', not {value!r}"
+            ) from None
+    else:
+        raise ValueError(f"spin must be None, a number of seconds or a string, not {value!r}")
+    if not seconds >= 0.0:  # (also refuses NaN)
+        raise ValueError(f"spin must not be negative: {value!r}")
+    return seconds
+
+
+def configured_spin(explicit: object = None) -> float:
+    """The longest spin for this process: ``explicit`` if given, else ``$PROCSHARE_SPIN``,
+    else ``DEFAULT_SPIN`` (0 on a machine with one CPU: nobody could run meanwhile).
+
+    Raises:
+        ValueError: the setting is malformed (named in the message).
+    """
+    spin = parse_spin(explicit)
+    if spin is None:
+        try:
+            spin = parse_spin(os.environ.get("PROCSHARE_SPIN"))
+        except ValueError as exc:
+            raise ValueError(f"$PROCSHARE_SPIN: {exc}") from None
+    if spin is None:
+        spin = DEFAULT_SPIN if _CPUS > 1 else 0.0
+    return spin
+
+
+class Stepper:
+    """Moves the calling thread onto or off a CPU, at most every ``STEP_EVERY`` seconds."""
+
+    __slots__ = ("_next",)
+
+    def __init__(self) -> None:
+        self._next = 0.0
+
+    def _due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next:
+            return False
+        self._next = now + STEP_EVERY
+        return True
+
+    def aside(self, cpu: int) -> bool:
+        """Leave ``cpu`` (the server's) for another CPU we may use; whether we moved."""
+        if not self._due():
+            return False
+        try:
+            mask = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            return False
+        return _move(mask, mask - {cpu}) and current_cpu() != cpu
+
+    def toward(self, cpu: int) -> bool:
+        """Move onto ``cpu`` (the server's), if we may run there; whether we moved."""
+        if cpu < 0 or not self._due():
+            return False
+        try:
+            mask = os.sched_getaffinity(0)
+        except (AttributeError, OSError):
+            return False
+        return cpu in mask and _move(mask, {cpu}) and current_cpu() == cpu
+
+
+def _move(mask: set[int], narrowed: set[int]) -> bool:
+    """Narrow this thread's affinity to ``narrowed`` (the kernel moves it now), then give
+    ``mask`` back, which lets it stay where it landed."""
+    if not narrowed:
+        return False
+    try:
+        os.sched_setaffinity(0, narrowed)
+    except OSError:
+        return False
+    # (If this fails, our cpuset changed in between, and the kernel's mask holds.)
+    with contextlib.suppress(OSError):
+        os.sched_setaffinity(0, mask)
+    return True
+
+
+def _after_fork_in_child() -> None:
+    _loadavg.forget()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,147 @@
+"""The scheduling policy's pieces (``_sched``): the spin setting, the load gauge, the CPU moves."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from procshare import _sched
+from procshare._sched import (
+    DEFAULT_SPIN,
+    LOADED_HOLD,
+    READ_EVERY,
+    LoadGauge,
+    Stepper,
+    configured_spin,
+    parse_spin,
+    quota_cpus,
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        (None, None),
+        ("auto", None),
+        ("", None),
+        (0, 0.0),
+        (False, 0.0),
+        ("off", 0.0),
+        ("OFF", 0.0),
+        (True, DEFAULT_SPIN),
+        (0.0002, 0.0002),
+        ("50us", 50e-6),
+        ("0.2ms", 0.2e-3),
+        ("1s", 1.0),
+        (" 0.00005 ", 0.00005),
+    ],
+)
+def test_a_spin_setting_is_read_as_seconds(value: object, seconds: float | None) -> None:
+    assert parse_spin(value) == pytest.approx(seconds) if seconds else parse_spin(value) == seconds
+
+
+@pytest.mark.parametrize("value", [-1, "-5us", "fast", "5 parsecs", float("nan"), [50]])
+def test_a_bad_spin_setting_is_refused(value: object) -> None:
+    with pytest.raises(ValueError, match="spin"):
+        parse_spin(value)
+
+
+def test_the_environment_sets_spin_unless_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_sched, "_CPUS", 2)
+    monkeypatch.delenv("PROCSHARE_SPIN", raising=False)
+    assert configured_spin() == DEFAULT_SPIN
+    monkeypatch.setenv("PROCSHARE_SPIN", "off")
+    assert configured_spin() == 0.0
+    assert configured_spin("20us") == pytest.approx(20e-6)  # an explicit setting wins
+    monkeypatch.setenv("PROCSHARE_SPIN", "sometimes")
+    with pytest.raises(ValueError, match=r"\$PROCSHARE_SPIN"):
+        configured_spin()
+
+
+def test_one_cpu_never_spins_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_sched, "_CPUS", 1)
+    monkeypatch.delenv("PROCSHARE_SPIN", raising=False)
+    assert configured_spin() == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [("max 100000", None), ("200000 100000", 2.0), ("50000 100000", 1.0), ("garbage", None)],
+)
+def test_a_cgroup_quota_bounds_the_cpus(text: str, cpus: float | None) -> None:
+    assert quota_cpus(text) == cpus
+
+
+def test_the_runnable_count_includes_the_caller() -> None:
+    if not os.path.exists("/proc/loadavg"):
+        pytest.skip("no /proc/loadavg")
+    assert _sched.runnable_tasks() >= 1
+    assert _sched.available_cpus() >= 1
+
+
+@pytest.fixture
+def readings(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Runnable counts the gauge will read, in order (it counts how many it took)."""
+    values: list[int] = []
+    taken = [0]
+
+    def fake() -> int:
+        taken[0] += 1
+        return values.pop(0)
+
+    monkeypatch.setattr(_sched, "runnable_tasks", fake)
+    yield values
+    assert not values, "the gauge read fewer counts than the test expected"
+
+
+def test_a_process_not_ours_waiting_for_a_cpu_means_loaded(readings: list[int]) -> None:
+    gauge = LoadGauge(cpus=2)
+    readings.extend([2, 3, 4])
+    assert not gauge.loaded(10.0, ours=2)  # us alone, fitting the CPUs
+    assert not gauge.loaded(10.1, ours=3)  # oversubscribed, but by our own: they yield
+    assert gauge.loaded(10.2, ours=3)  # one more than ours and than the CPUs
+    assert gauge.loaded(10.2 + READ_EVERY / 2, ours=3)  # (too soon to read again)
+
+
+def test_loaded_stands_a_while_then_ends(readings: list[int]) -> None:
+    gauge = LoadGauge(cpus=2)
+    readings.extend([5, 1, 1])
+    assert gauge.loaded(10.0, ours=2)
+    assert gauge.loaded(10.0 + READ_EVERY * 1.5, ours=2)  # a quiet reading: still holds
+    assert not gauge.loaded(10.0 + LOADED_HOLD * 1.5, ours=2)
+
+
+def test_the_gauge_reads_at_most_every_read_every(readings: list[int]) -> None:
+    gauge = LoadGauge(cpus=2)
+    readings.extend([1, 1])
+    for i in range(10):  # ten questions within READ_EVERY: one reading
+        gauge.loaded(10.0 + i * READ_EVERY / 20, ours=1)
+    gauge.loaded(10.0 + READ_EVERY * 1.01, ours=1)
+
+
+needs_two_cpus = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="needs two CPUs and affinity masks",
+)
+
+
+@needs_two_cpus
+def test_a_thread_moves_onto_a_cpu_and_keeps_its_mask() -> None:
+    mask = os.sched_getaffinity(0)
+    target = max(mask)
+    stepper = Stepper()
+    assert stepper.toward(target) is True or _sched.current_cpu() != target
+    assert os.sched_getaffinity(0) == mask  # nothing stays pinned
+    assert stepper.toward(target) is False  # at most every STEP_EVERY
+
+
+@needs_two_cpus
+def test_a_thread_moves_off_a_cpu_and_keeps_its_mask() -> None:
+    mask = os.sched_getaffinity(0)
+    here = _sched.current_cpu()
+    stepper = Stepper()
+    stepper.aside(here)
+    assert os.sched_getaffinity(0) == mask
+    assert Stepper().toward(-1) is False  # an unknown CPU: no move
