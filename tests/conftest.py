@@ -27,6 +27,13 @@ def manager(ctx: Any) -> Iterator[procshare.SyncManager]:
         yield m
 
 
+@pytest.fixture(scope="module")
+def stdlib_manager(ctx: Any) -> Iterator[Any]:
+    """The standard library's manager, with ``ctx``: the oracle where it defines behaviour."""
+    with ctx.Manager() as m:
+        yield m
+
+
 @pytest.fixture
 def run(ctx: Any) -> Callable[..., None]:
     """Run ``target(*args)`` in a child process of ``ctx`` and check it exited cleanly."""

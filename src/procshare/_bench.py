@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["CASES", "BenchResult", "run_bench"]
+__all__ = ["CASES", "BenchResult", "cpu_load", "run_bench", "side_by_side"]
 
 Runner = Callable[[Any, int], Any]
 _FORK = multiprocessing.get_context("fork")
@@ -39,8 +39,10 @@ class Case:
     """One benchmark: ``setup(manager)`` builds its state, ``run(state, n)`` does n operations.
 
     ``kind`` is ``"latency"`` (us per operation), ``"throughput"`` (several processes; shown
-    as operations per second) or ``"memory"``. A ``measures_itself`` case's ``run`` returns
-    its own figure instead of being timed.
+    as operations per second), ``"cpu"`` (us of CPU per operation), ``"progress"`` (us per
+    thousand iterations of CPU-bound workers; shown as iterations per second) or
+    ``"memory"``. A ``measures_itself`` case's ``run`` returns its own figure instead of being
+    timed.
     """
 
     name: str
@@ -62,13 +64,15 @@ class BenchResult:
     kind: str = "latency"
     rounds: int = 0
     clients: int = 0
+    load: int = 0  # CPU-bound processes that ran during the rounds
     floor_us: float | None = None
     stdlib_samples: list[float] = field(default_factory=list)
     procshare_samples: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
-        """procshare / stdlib (time per operation, or memory): below 1 is better."""
+        """procshare / stdlib (time per operation, CPU, or memory): below 1 is better. For
+        throughput and the workers' progress, the time per operation or iteration too."""
         return self.procshare_us / self.stdlib_us if self.stdlib_us else float("nan")
 
 
@@ -205,6 +209,159 @@ def _watch_latency(lst: Any, n: int) -> float:
     latency: float = out.get()
     follower.join(30)
     return latency
+
+
+# -- event latency: a blocked call woken by a write from an idle process ---------------------------
+#
+# A consumer process blocks; a millisecond later a producer (this process, idle in between)
+# writes what wakes it, with the time; the consumer records how long the write took to reach
+# it. Stamps travel in a shared-memory double (CLOCK_MONOTONIC: one clock for all processes);
+# a stdlib pipe paces the two (it is never timed).
+
+
+def _blocked_consumer(kind: str, state: Any, n: int, stamp: Any, pace: Any, out: Any) -> None:
+    latencies: list[float] = []
+    for _ in range(n):
+        if kind == "Queue.get":
+            pace.send("blocking")
+            t = state.get()
+            latencies.append(time.perf_counter() - t)
+        elif kind == "Event.wait":
+            pace.send("blocking")
+            state.wait()
+            latencies.append(time.perf_counter() - stamp.value)
+            state.clear()
+        elif kind == "Condition.wait":
+            with state:
+                pace.send("blocking")
+                state.wait()
+                latencies.append(time.perf_counter() - stamp.value)
+        else:  # a lock's waiter: the producer holds the lock and releases it
+            pace.send("blocking")
+            state.acquire()
+            latencies.append(time.perf_counter() - stamp.value)
+            state.release()
+            pace.send("released")
+            pace.recv()  # the producer holds it again
+    out.put(statistics.median(latencies) * 1e6)
+
+
+def _event_latency(kind: str) -> Runner:
+    def run(state: Any, n: int) -> float:
+        stamp = _FORK.Value("d", 0.0, lock=False)
+        pace, pace_end = _FORK.Pipe()
+        out = _FORK.SimpleQueue()
+        consumer = _FORK.Process(
+            target=_blocked_consumer, args=(kind, state, n, stamp, pace_end, out)
+        )
+        lock = kind == "lock waiter"
+        if lock:
+            state.acquire()
+        consumer.start()
+        try:
+            for _ in range(n):
+                pace.recv()  # about to block (a millisecond later it surely is)
+                time.sleep(0.001)
+                stamp.value = time.perf_counter()
+                if kind == "Queue.get":
+                    state.put(time.perf_counter())
+                elif kind == "Event.wait":
+                    state.set()
+                elif kind == "Condition.wait":
+                    with state:
+                        stamp.value = time.perf_counter()
+                        state.notify()
+                else:
+                    state.release()
+                    pace.recv()  # it took the lock, timed, and gave it back
+                    state.acquire()
+                    pace.send("held")
+            latency: float = out.get()
+        finally:
+            if lock:
+                state.release()
+        consumer.join(30)
+        return latency
+
+    return run
+
+
+_EVENT_SETUPS: dict[str, Callable[[Any], Any]] = {
+    "Queue.get": lambda m: m.Queue(),
+    "Event.wait": lambda m: m.Event(),
+    "Condition.wait": lambda m: m.Condition(),
+    "lock waiter": lambda m: m.Lock(),
+}
+
+
+# -- what procshare costs the machine -------------------------------------------------------------
+
+
+def _cpu_ns(pid: int) -> int:
+    """CPU time of every thread of ``pid`` so far (schedstat, nanoseconds)."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with (
+                contextlib.suppress(OSError, ValueError),
+                open(f"/proc/{pid}/task/{tid}/schedstat") as f,
+            ):
+                total += int(f.read().split()[0])
+    return total
+
+
+def _cpu_per_set(state: Any, n: int) -> float:
+    """Microseconds of CPU, server and client together, per dict set."""
+    d, server_pid = state
+    me = os.getpid()
+    before = _cpu_ns(me) + _cpu_ns(server_pid)
+    _dict_set(d, n)
+    return (_cpu_ns(me) + _cpu_ns(server_pid) - before) / n / 1000
+
+
+def _count_forever(counter: Any, seconds: float) -> None:
+    """A CPU-bound worker: count, publishing the count every thousand (bounded in time)."""
+    end = time.monotonic() + seconds
+    n = 0
+    while True:
+        for _ in range(1000):
+            n += 1
+        counter.value = n
+        if time.monotonic() > end:
+            return
+
+
+def _workers_progress(state: Any, n: int) -> float:
+    """One CPU-bound worker per CPU counts while this process makes ``n`` dict sets: the
+    workers' iterations, as microseconds per thousand (more progress: fewer)."""
+    d, _server_pid = state
+    counters = [_FORK.Value("Q", 0, lock=False) for _ in range(_cpus())]
+    workers = [_FORK.Process(target=_count_forever, args=(c, 120.0)) for c in counters]
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(0.05)  # all of them counting
+        start_counts = [c.value for c in counters]
+        start = time.perf_counter()
+        _dict_set(d, n)
+        elapsed = time.perf_counter() - start
+        counted = sum(c.value - s for c, s in zip(counters, start_counts, strict=True))
+    finally:
+        for w in workers:
+            w.kill()
+            w.join()
+    return float(elapsed / max(1, counted / 1000) * 1e6)
+
+
+def _with_server_pid(m: Any) -> Any:
+    return (m.dict(), m._process.pid)
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 # -- throughput cases (several processes) ------------------------------------------------------
@@ -396,6 +553,32 @@ CASES: dict[str, Case] = {
             200,
             measures_itself=True,
         ),
+        *(
+            Case(
+                f"write seen by a blocked {kind}",
+                setup,
+                _event_latency(kind),
+                200,
+                measures_itself=True,
+            )
+            for kind, setup in _EVENT_SETUPS.items()
+        ),
+        Case(
+            "CPU per dict set, server and client",
+            _with_server_pid,
+            _cpu_per_set,
+            2000,
+            "cpu",
+            measures_itself=True,
+        ),
+        Case(
+            "workers' progress while a client calls (per 1k)",
+            _with_server_pid,
+            _workers_progress,
+            2000,
+            "progress",
+            measures_itself=True,
+        ),
         Case(
             "locked counter, 4 processes",
             _counter_setup,
@@ -550,6 +733,27 @@ def _time(case: Case, state: Any, n: int) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
+def _hog(seconds: float) -> None:
+    """A CPU-bound process of the load (``--load``): busy for ``seconds`` at most."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+@contextlib.contextmanager
+def cpu_load(processes: int) -> Iterator[None]:
+    """``processes`` CPU-bound processes running meanwhile (each ends by itself in an hour)."""
+    hogs = [_FORK.Process(target=_hog, args=(3600.0,), daemon=True) for _ in range(processes)]
+    for h in hogs:
+        h.start()
+    try:
+        yield
+    finally:
+        for h in hogs:
+            h.kill()
+            h.join()
+
+
 def run_bench(
     names: list[str] | None = None,
     *,
@@ -557,6 +761,7 @@ def run_bench(
     scale: float = 1.0,
     floor: bool = True,
     memory: bool = True,
+    load: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> list[BenchResult]:
     """Run the chosen cases (all by default) for both managers, alternating rounds.
@@ -567,18 +772,20 @@ def run_bench(
         scale: multiplies each case's operation count (``--quick`` uses a small one).
         floor: also time the bare socket round trip.
         memory: also measure server memory for a million dict items (when running all cases).
+        load: CPU-bound processes to run during the rounds (a busy machine, as users' is).
         progress: called with a line of text as each case finishes.
     """
     chosen = [CASES[n] for n in (names or list(CASES))]
     results: list[BenchResult] = []
 
     def report(result: BenchResult) -> None:
+        result.load = load
         results.append(result)
         if progress:
             progress(_line(result))
 
     floor_us: float | None = None
-    with both_managers() as (stdlib_manager, ours):
+    with both_managers() as (stdlib_manager, ours), cpu_load(load):
         if floor:
             for spin, name in ((False, FLOOR), (True, SPINNING_FLOOR)):
                 with _floor_client(spin) as call:
@@ -638,6 +845,13 @@ def _line(r: BenchResult) -> str:
             f"{r.name:46s} {1e6 / r.stdlib_us:10.0f} {1e6 / r.procshare_us:10.0f} ops/s"
             f"  {r.stdlib_us / r.procshare_us:5.2f}x throughput"
         )
+    if r.kind == "progress":
+        return (
+            f"{r.name:46s} {1e9 / r.stdlib_us:10.0f} {1e9 / r.procshare_us:10.0f} it/s "
+            f"  {r.stdlib_us / r.procshare_us:5.2f}x progress"
+        )
+    if r.kind == "cpu":
+        return f"{r.name:46s} {r.stdlib_us:10.1f} {r.procshare_us:10.1f} us CPU {r.ratio:5.2f}"
     line = f"{r.name:46s} {r.stdlib_us:10.1f} {r.procshare_us:10.1f} us     {r.ratio:5.2f}"
     if r.floor_us:
         line += f"   ({r.procshare_us / r.floor_us:.2f}x floor)"
@@ -647,6 +861,30 @@ def _line(r: BenchResult) -> str:
 def header() -> str:
     """The table header matching ``_line``."""
     return f"{'operation':46s} {'stdlib':>10s} {'procshare':>10s}        ratio (procshare/stdlib)"
+
+
+def _figure(r: BenchResult) -> str:
+    """A row's comparison in a few characters: a time ratio (below 1 is better), or how many
+    times the stdlib's throughput or progress (above 1 is better)."""
+    if r.kind == "floor":
+        return f"{r.stdlib_us:.1f} us"
+    if r.kind in ("throughput", "progress"):
+        return f"{r.stdlib_us / r.procshare_us:.2f}x"
+    return f"{r.ratio:.2f}"
+
+
+def side_by_side(results: list[BenchResult]) -> str:
+    """The rows of runs at several loads, their comparisons side by side (one column each)."""
+    loads = sorted({r.load for r in results})
+    rows: dict[str, dict[int, BenchResult]] = {}
+    for r in results:
+        rows.setdefault(r.name, {})[r.load] = r
+    names = ["idle" if k == 0 else f"{k} CPU-bound" for k in loads]
+    lines = [f"{'operation':46s} " + " ".join(f"{n:>13s}" for n in names)]
+    for name, by_load in rows.items():
+        cells = [_figure(by_load[k]) if k in by_load else "" for k in loads]
+        lines.append(f"{name:46s} " + " ".join(f"{c:>13s}" for c in cells))
+    return "\n".join(lines)
 
 
 def to_json(results: list[BenchResult]) -> str:

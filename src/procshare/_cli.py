@@ -112,7 +112,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ._bench import CASES, header, plot, run_bench, to_json
+    from ._bench import CASES, header, plot, run_bench, side_by_side, to_json
 
     names = args.only or None
     unknown = [n for n in names or [] if n not in CASES]
@@ -122,21 +122,31 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise SystemExit("error: --plot needs the 'dict sets, N clients' cases")
     scale = 0.1 if args.quick else args.scale
     rounds = 3 if args.quick else args.rounds
-    if not args.json:
-        print(
-            f"procshare {__version__} vs multiprocessing.Manager, same run, "
-            f"median of {rounds} alternating rounds"
+    loads = args.load or [0]
+    if any(k < 0 for k in loads):
+        raise SystemExit("error: --load takes a number of processes (0 or more)")
+    results = []
+    for k in loads:
+        if not args.json:
+            busy = "an idle machine" if k == 0 else f"{k} CPU-bound processes running"
+            print(
+                f"procshare {__version__} vs multiprocessing.Manager, same run, "
+                f"median of {rounds} alternating rounds, {busy}"
+            )
+            print(header())
+        results += run_bench(
+            names,
+            rounds=rounds,
+            scale=scale,
+            memory=not args.no_memory and k == loads[0],
+            load=k,
+            progress=None if args.json else print,
         )
-        print(header())
-    results = run_bench(
-        names,
-        rounds=rounds,
-        scale=scale,
-        memory=not args.no_memory,
-        progress=None if args.json else print,
-    )
     if args.json:
         print(to_json(results))
+    elif len(loads) > 1:
+        print("\nside by side: time ratios (below 1 is better) and throughput (x stdlib):")
+        print(side_by_side(results))
     if args.plot:
         try:
             plot(results, args.plot)
@@ -191,6 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--scale", type=float, default=1.0, help="multiply operation counts")
     bench.add_argument("--only", action="append", metavar="CASE", help="run only this case")
     bench.add_argument("--json", action="store_true", help="print JSON for machines")
+    bench.add_argument(
+        "--load",
+        type=int,
+        action="append",
+        metavar="K",
+        help="run K CPU-bound processes during the rounds (repeat for a table side by side: "
+        "--load 0 --load 2)",
+    )
     bench.add_argument(
         "--plot",
         metavar="FILE.png",

@@ -12,8 +12,11 @@ process for the rest of that process's time slice (milliseconds). So:
   (``/proc/loadavg``, ~0.5 us, at most every ``READ_EVERY``: ``LoadGauge``), and advises to
   spin only while no other process waits for a CPU, and no client of its computes between
   its calls (``Flag.THINKS``, measured by the client in CPU time: the spin would hold the CPU
-  that client, or the server thread it wakes, needs). The server spins by the same advice. A
-  client follows the advice of a reply only for a call made soon after it (``ADVICE_FOR``).
+  that client, or the server thread it wakes, needs). The server spins by the same advice,
+  for ``spin`` after its last activity; so a client spins only for a call made within that
+  long of its last reply: later, the server sleeps, and the client does better to sleep at
+  once, where the request it sends wakes the server on the client's own CPU (a spinning
+  client holds it, and the server wakes elsewhere, on an idle CPU that must wake up too).
 * **on a busy machine, a lone client shares the server's CPU**: a client asleep on another
   CPU is woken through an inter-processor interrupt, and on a CPU running a worker it may wait
   for the worker's slice to end; on the server's CPU it is woken where the server is about to
@@ -41,7 +44,6 @@ from collections.abc import Callable
 from typing import Final
 
 __all__ = [
-    "ADVICE_FOR",
     "DEFAULT_SPIN",
     "STEP_EVERY",
     "THINK_AFTER",
@@ -63,9 +65,6 @@ STEP_EVERY: Final = 0.01
 #: them (``Flag.THINKS``): it holds a CPU, where one that calls back to back mostly waits on
 #: the server (a call and the Python around it take a few microseconds)
 THINK_AFTER: Final = 50e-6
-#: the server's advice to spin (``Flag.SPIN``) is followed for calls made within this long of
-#: the reply that brought it; a later call sleeps (the machine may be busy by now)
-ADVICE_FOR: Final = 5e-3
 
 
 def _cgroup_quota() -> float | None:

@@ -11,6 +11,7 @@ import copy
 import pickle
 import queue
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -438,3 +439,56 @@ def test_snapshots_of_objects_holding_proxies_keep_references_right(
     gc.collect()
     time.sleep(1.0)
     assert outer[299][:] == [299]
+
+
+def _notify_and_count(cond: Any, hold: bool, how: str, n: int) -> Any:
+    """Notify (holding the condition's lock or not); what came of it: the exception's type
+    or None."""
+    try:
+        if hold:
+            with cond:
+                getattr(cond, how)(*((n,) if how == "notify" else ()))
+        else:
+            getattr(cond, how)(*((n,) if how == "notify" else ()))
+    except Exception as exc:
+        return type(exc)
+    return None
+
+
+@pytest.mark.parametrize("how", ["notify", "notify_all"])
+@pytest.mark.parametrize("hold", [True, False])
+def test_notify_behaves_as_the_stdlibs(
+    manager: procshare.SyncManager, stdlib_manager: Any, hold: bool, how: str
+) -> None:
+    """Held, a notify does not wait for the server's reply (it cannot fail): it must still
+    come of what the stdlib's does, in order with what follows."""
+    ours = _notify_and_count(manager.Condition(), hold, how, 2)
+    theirs = _notify_and_count(stdlib_manager.Condition(), hold, how, 2)
+    assert ours == theirs
+
+
+def test_a_notify_made_holding_the_lock_wakes_the_waiter(
+    manager: procshare.SyncManager, ctx: Any
+) -> None:
+    cond = manager.Condition()
+    flag = manager.Value("b", False)
+    out = manager.list()
+    p = ctx.Process(target=children.condition_waiter, args=(cond, flag, out))
+    p.start()
+    deadline = time.monotonic() + 30
+    while not _has_waiter(manager, cond):
+        assert time.monotonic() < deadline, "the waiter never waited"
+        time.sleep(0.005)
+    with cond:
+        flag.value = True
+        cond.notify()  # (posted: no reply awaited)
+        assert cond._holding  # the proxy knew it held the lock (so it posted the notify)
+    p.join(30)
+    assert p.exitcode == 0 and out[:] == [True]
+
+
+def _has_waiter(manager: procshare.SyncManager, cond: Any) -> bool:
+    for obj in manager.stats()["objects"]:
+        if obj["id"] == cond._id:
+            return bool(obj.get("state", {}).get("waiters"))
+    return False

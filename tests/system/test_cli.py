@@ -64,6 +64,14 @@ def test_bench_reports_both_managers_as_json() -> None:
         )
 
 
+def test_bench_runs_under_load_and_times_blocked_calls() -> None:
+    case = "write seen by a blocked Queue.get"
+    out = run("bench", "--quick", "--only", case, "--load", "0", "--load", "1", "--no-memory")
+    assert out.returncode == 0, out.stderr
+    assert "1 CPU-bound processes running" in out.stdout
+    assert "side by side" in out.stdout and case in out.stdout.split("side by side")[1]
+
+
 def test_bench_refuses_unknown_cases() -> None:
     out = run("bench", "--only", "teleport")
     assert out.returncode != 0 and "unknown case" in out.stderr

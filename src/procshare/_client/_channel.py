@@ -67,7 +67,7 @@ from .._protocol import (
     Unwatch,
     Watch,
 )
-from .._sched import ADVICE_FOR, THINK_AFTER, Stepper, configured_spin, current_cpu
+from .._sched import THINK_AFTER, Stepper, configured_spin, current_cpu
 from ._leases import LeaseBook, book_for
 
 __all__ = ["PID_CELL", "Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
@@ -188,8 +188,10 @@ class Channel:
         self.server_info: dict[str, Any] = {}
         self._sock = self._connect(connect_timeout)
         server_spin = self.server_info.get("spin")
-        if isinstance(server_spin, (int, float)) and server_spin < self._spin_max:
-            self._spin_max = float(server_spin)  # the server's setting binds its clients too
+        #: how long the server spins after its last activity (``_sched``)
+        self._window = float(server_spin) if isinstance(server_spin, (int, float)) else 0.0
+        if self._window < self._spin_max:
+            self._spin_max = self._window  # the server's setting binds its clients too
             self._budget = [self._spin_max, self._spin_max]
         # Busy-polling probes readiness with poll(0): a miss costs 0.4 us, where a
         # non-blocking recv that fails costs 1.3 us (the BlockingIOError it raises).
@@ -290,6 +292,22 @@ class Channel:
             return self._roundtrip(rid, frame, blocking)
         finally:
             self._returned = _clock()
+
+    def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> None:
+        """Send a call whose reply nobody waits for (it is dropped when it comes): for a call
+        that cannot fail, where waiting for its reply would only delay what follows.
+
+        Raises:
+            ConnectionLost: the connection is broken.
+            SerializationError: an argument cannot be serialized (nothing is sent).
+        """
+        if self._broken is not None:
+            raise ConnectionLost(str(self._broken)) from self._broken
+        frame = self._proto.encode_call(self._take_id(), obj_id, method, args, None, owner)
+        with self._wlock:
+            if self.refs:
+                frame = self._notes() + frame
+            self._sendall(frame)
 
     def request(self, msg: Any) -> Any:
         """Send a request message (its ``req_id`` is replaced) and return its result."""
@@ -590,7 +608,7 @@ class Channel:
     def _recv(self, blocking: bool) -> bytes:
         """Wait for the next bytes as the server advised with its last reply (``_sched``):
         busy-poll within the adaptive budget where that takes nobody's CPU, else sleep (next
-        to the server, on a busy machine where we are its only running client).
+        to the server, when we are its only running client).
 
         The budget follows how long replies take, however they were waited for: a reply within
         twice the full budget (spinning would have caught it, or nearly) restores it; a slower
@@ -602,21 +620,10 @@ class Channel:
         clock = _clock
         start = clock()
         proto = self._proto
+        # Spin only while the server spins too: for its window after its last reply to us.
+        spinning = spin and proto.server_spin and start - self._returned < self._window
         try:
-            if not (spin and proto.server_spin and start - self._returned < ADVICE_FOR):
-                if spin and not proto.server_crowded:
-                    # A busy machine, and we are the server's only running client: sleep
-                    # where it runs, so that its reply wakes us on its own CPU as it goes to
-                    # sleep, rather than on a CPU that a computing process holds. Sleep in
-                    # recv: woken (spuriously) when the server reads our request, we are
-                    # pulled next to it, where a poll sleeper is not.
-                    server_cpu = proto.server_cpu
-                    if self._local and server_cpu >= 0 and server_cpu != current_cpu():
-                        self._stepper.toward(server_cpu)
-                    return sock.recv(RECV_SIZE)
-                self._ready(None)  # (poll: see below)
-                return sock.recv(RECV_SIZE)
-            if (
+            if spinning and (
                 not self._local
                 or proto.server_cpu != current_cpu()
                 or self._stepper.aside(proto.server_cpu)
@@ -632,6 +639,19 @@ class Channel:
                     self._spun += clock() - start
                     return sock.recv(RECV_SIZE)
                 self._spun += spin
+            if spin and not proto.server_crowded and not spinning:
+                # Sleep where the server runs, if we are its only running client: our
+                # request then wakes it on our CPU as we go to sleep, and its reply (or what
+                # we wait for) wakes us on its CPU as it does; elsewhere each is woken through
+                # an interrupt, on a CPU that a computing process holds (a busy machine) or
+                # that has to wake up first (an idle one).
+                server_cpu = proto.server_cpu
+                if self._local and server_cpu >= 0 and server_cpu != current_cpu():
+                    self._stepper.toward(server_cpu)
+                if not proto.server_spin:
+                    # A busy machine: sleep in recv. Woken (spuriously) when the server reads
+                    # our request, we are pulled next to it, where a poll sleeper is not.
+                    return sock.recv(RECV_SIZE)
             # Sleep in poll, not in recv: a thread asleep in recv is also woken each time the
             # server reads our request (the kernel then wakes the socket's writers, and a recv
             # sleeper is not told apart from them); a poll waiting for input is not.
@@ -639,10 +659,11 @@ class Channel:
             data = sock.recv(RECV_SIZE)
         except OSError:
             return b""  # the protocol turns end-of-file into ConnectionClosed
-        if clock() - start <= 2 * self._spin_max:
-            budgets[blocking] = self._spin_max
-        else:
-            budgets[blocking] = max(_PROBE, spin / 2)
+        if spinning:
+            if clock() - start <= 2 * self._spin_max:
+                budgets[blocking] = self._spin_max
+            else:
+                budgets[blocking] = max(_PROBE, spin / 2)
         return data
 
     def _recv_more(self) -> bytes:

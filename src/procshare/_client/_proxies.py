@@ -852,18 +852,52 @@ class AcquirerProxy(BaseProxy):
 
 
 class ConditionProxy(AcquirerProxy):
-    """Proxy of a shared Condition."""
+    """Proxy of a shared Condition.
+
+    ``notify()`` and ``notify_all()`` made while this proxy's thread holds the condition's
+    lock do not wait for the server's reply (they cannot fail then): the notified process is
+    woken one round trip sooner, as soon as the lock is released.
+    """
 
     _exposed_: tuple[str, ...] = ("acquire", "release", "wait", "notify", "notify_all")
+    #: acquisitions held through this proxy, by thread (``None`` until the first acquire)
+    _holding: dict[int, int] | None = None
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        acquired = super().acquire(blocking, timeout)
+        if acquired:
+            holding = self._holding
+            if holding is None:
+                holding = self._holding = {}
+            me = _get_ident()
+            holding[me] = holding.get(me, 0) + 1
+        return acquired
+
+    def release(self) -> None:
+        holding = self._holding
+        me = _get_ident()
+        if holding is not None and holding.get(me):
+            holding[me] -= 1  # (if the release fails, the server raises and we are wrong on
+            # the safe side: the next notify waits for its reply)
+        super().release()
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._callblocking("wait", (timeout,))  # type: ignore[no-any-return]
 
     def notify(self, n: int = 1) -> None:
-        self._callmethod("notify", (n,))
+        self._notify("notify", (n,))
 
     def notify_all(self) -> None:
-        self._callmethod("notify_all")
+        self._notify("notify_all", ())
+
+    def _notify(self, method: str, args: tuple[Any, ...]) -> None:
+        holding = self._holding
+        me = _get_ident()
+        if holding is not None and holding.get(me) and self._replica is None:
+            channel = self._channel()
+            channel.post(self._id, method, args, me)
+            return
+        self._callmethod(method, args)
 
     def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
         """Wait until ``predicate()`` is true (evaluated here, after each wake-up)."""

@@ -792,15 +792,12 @@ class Server:
             dirty = core.dirty
             core.dirty = []
             if core.answered:
-                # Replies to the requests just served go first: their clients are running
-                # (busy-polling), and a send to them costs ~1.5 us. A parked request just
-                # answered (a lock handed over) wakes a sleeping process, a send of ~10 us;
-                # sent first, it held up the releaser's reply, which held up the releaser's
-                # CPU, which the woken holder needs (locked counter: +6% in A/B runs).
+                # Answers to parked requests (a lock handed over, a queue item) go first:
+                # their clients have waited longest, and are asleep.
                 answered = core.answered
                 core.answered = set()
-                dirty = [s for s in dirty if s not in answered] + [
-                    s for s in dirty if s in answered
+                dirty = [s for s in dirty if s in answered] + [
+                    s for s in dirty if s not in answered
                 ]
             for session in dirty:
                 out = session.out
