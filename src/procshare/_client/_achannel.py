@@ -135,8 +135,9 @@ class AsyncChannel:
         except BaseException:
             transport.close()
             raise
+        sock = transport.get_extra_info("socket")
         channel.leases = book_for(
-            transport.get_extra_info("socket"),
+            sock.fileno() if sock is not None and sock.family == socket.AF_UNIX else -1,
             channel.server_info,
             lambda: channel._broken is not None,
         )

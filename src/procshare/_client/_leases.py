@@ -19,7 +19,6 @@ from __future__ import annotations
 import mmap
 import os
 import select
-import socket
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -66,13 +65,14 @@ ALIVE_FOR: Final = 0.005
 _monotonic = time.monotonic
 
 
-def book_for(sock: Any, info: dict[str, Any], broken: Callable[[], bool]) -> LeaseBook | None:
-    """The lease book of a connection (``sock``, its handshake ``info``), or ``None``: leases
-    need a unix socket (the same machine) and a server that offers its page."""
-    if sock is None or sock.family != socket.AF_UNIX:
+def book_for(fd: int, info: dict[str, Any], broken: Callable[[], bool]) -> LeaseBook | None:
+    """The lease book of a connection (``fd``, what its replies are read from, or -1 if the
+    server is elsewhere; its handshake ``info``), or ``None``: leases need the same machine
+    and a server that offers its page."""
+    if fd < 0:
         return None
     view = LeaseView.open(info)
-    return None if view is None else LeaseBook(view, quiet_check(sock.fileno(), broken))
+    return None if view is None else LeaseBook(view, quiet_check(fd, broken))
 
 
 def quiet_check(fd: int, broken: Callable[[], bool]) -> Callable[[], bool]:

@@ -94,6 +94,11 @@ _SINCE: Final = "#SINCE"
 _WHOLE_READS: Final = _SNAPSHOTS | {_SINCE}
 # ``#LEASE(blocking, timeout, reads)``: a Lock's acquire that also reads (see _leases).
 _LEASE: Final = "#LEASE"
+#: per kind, the handlers of ``HANDLERS`` that a plain call may go straight to
+_PLAIN_HANDLERS: Final = {
+    kind: {m: h for m, h in handlers.items() if m not in _WHOLE_READS}
+    for kind, handlers in HANDLERS.items()
+}
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,7 @@ class Entry:
         "log",
         "method_to_typeid",
         "mutators",
+        "plain",
         "proxytype",
         "referent",
         "refs",
@@ -247,6 +253,10 @@ class Entry:
         self.method_to_typeid = stype.method_to_typeid or {}
         self.handlers: dict[str, Handler] | None = (
             HANDLERS[stype.kind] if stype.kind is not None else None
+        )
+        #: the handlers a plain call may go straight to (``_call``): all but whole-object reads
+        self.plain: dict[str, Handler] | None = (
+            _PLAIN_HANDLERS[stype.kind] if stype.kind is not None else None
         )
         kind = KINDS[stype.kind] if stype.kind is not None else None
         #: the built-in kind's description, or None for a custom type
@@ -887,6 +897,38 @@ class Core:
             return
         if self._fresh:
             self._claim_fresh(entry)  # proxies passed to a method end up held by its object
+        plain = entry.plain
+        if plain is not None and not kwargs and not versioned:
+            handler = plain.get(method)
+            if handler is not None:
+                # The usual call: a built-in kind's method, no keywords, not a whole-object
+                # read (``_apply`` and the end of this method, written out for it).
+                fn, takes_ctx = handler
+                try:
+                    if takes_ctx:
+                        result = fn(
+                            entry.referent, CallContext(self, session, req_id, owner, now), *args
+                        )
+                        if result is PARKED:
+                            return  # answered when the waiter is satisfied (or times out)
+                    else:
+                        result = fn(entry.referent, *args)
+                except Exception as exc:
+                    if method in entry.spec.partial_mutators:  # type: ignore[union-attr]
+                        self._changed(entry, method, args, None, None)  # (see _apply)
+                    self.fail(session, req_id, exc)
+                    return
+                if method in entry.mutators:
+                    self._changed(entry, method, args, None, result)
+                returned = entry.returning.get(method)
+                if returned is not None:
+                    try:
+                        result = self._share(returned, result, now)
+                    except Exception as exc:
+                        self.fail(session, req_id, exc)
+                        return
+                self.reply(session, req_id, result)
+                return
         if entry.handlers is None:
             if method == _SINCE:
                 self.reply(session, req_id, False)  # not for custom types: read plainly

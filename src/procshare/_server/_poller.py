@@ -33,11 +33,12 @@ class Poller:
     def open(self) -> None:
         self._impl = select.epoll() if _EPOLL else select.poll()
 
-    def register(self, fd: int, write: bool = False) -> None:
-        """Wait for ``fd`` to be readable (and writable, with ``write``)."""
+    def register(self, fd: int, write: bool = False, read: bool = True) -> None:
+        """Wait for ``fd`` to be readable (and writable, with ``write``; only writable, with
+        ``read=False``: the pipe a connection's replies go into)."""
         if self._impl is None:
             raise RuntimeError("the server is not serving")
-        self._impl.register(fd, IN | OUT if write else IN)
+        self._impl.register(fd, (IN if read else 0) | (OUT if write else 0))
 
     def modify(self, fd: int, write: bool) -> None:
         """Switch waiting for writability of ``fd`` on or off."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import os
 import queue
@@ -109,10 +110,13 @@ class _Conn:
         "out",
         "proto",
         "reactor",
+        "recv",
+        "send",
         "session",
         "sid",
         "sock",
         "streak",
+        "wfd",
         "writing",
     )
 
@@ -121,7 +125,11 @@ class _Conn:
     ) -> None:
         self.sid = sid
         self.sock = sock
-        self.fd = sock.fileno()
+        #: what requests are read from and replies written to: the socket, or once the client
+        #: has its pipes (``Server._to_pipes``) one pipe each way
+        self.fd = self.wfd = sock.fileno()
+        self.recv: Callable[[int], bytes] = sock.recv
+        self.send: Callable[[Any], int] = sock.send
         self.proto = proto
         self.reactor = reactor
         self.session: Session | None = None
@@ -675,7 +683,7 @@ class Server:
     def _on_readable(self, conn: _Conn, now: float) -> None:
         proto = conn.proto
         try:
-            data = conn.sock.recv(proto.recv_size())
+            data = conn.recv(proto.recv_size())
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -753,11 +761,15 @@ class Server:
         """Hand ``conn`` over to ``reactor`` (data waiting on it is reported there: level-
         triggered)."""
         old = conn.reactor
+        if conn.writing:
+            self._want_writable(conn, False)
         old.conns.pop(conn.fd, None)
         old.poller.unregister(conn.fd)
-        reactor.conns[conn.fd] = conn
-        reactor.poller.register(conn.fd, write=conn.writing)
         conn.reactor = reactor
+        reactor.conns[conn.fd] = conn
+        reactor.poller.register(conn.fd)
+        if conn.writing:
+            self._want_writable(conn, True)
         session = conn.session
         if session is not None:
             session.home = reactor.home
@@ -766,20 +778,60 @@ class Server:
 
     def _authenticated(self, conn: _Conn, event: Authenticated, now: float) -> Session:
         session = self.core.open_session(conn.sid, conn.proto, event.info, now)
-        session.probe = _make_probe(conn.fd)
         session.home = conn.reactor.home
         conn.session = session
         self._by_session[conn.sid] = conn
-        conn.out += conn.proto.data_to_send()
-        self._send_pending(conn)
+        welcome = conn.proto.data_to_send()
+        if not (event.info.get("pipes") is True and self._to_pipes(conn, welcome)):
+            conn.out += welcome
+            self._send_pending(conn)
+        session.probe = _make_probe(conn.fd)
         return session
+
+    def _to_pipes(self, conn: _Conn, welcome: bytes) -> bool:
+        """Send ``welcome`` with a pipe each way, and talk through them from now on, closing
+        the socket (a client on the same machine asks for it: ``Channel._wire``). Whether it
+        did (else nothing was sent)."""
+        if conn.sock.family != socket.AF_UNIX or conn.out:
+            return False
+        requests, to_us = os.pipe()  # the client writes requests into ``to_us``
+        from_us, replies = os.pipe()  # we write replies into ``replies``
+        try:
+            sent = socket.send_fds(conn.sock, [welcome], [to_us, from_us])
+        except OSError:
+            for fd in (requests, to_us, from_us, replies):
+                os.close(fd)
+            return False
+        os.close(to_us)
+        os.close(from_us)
+        if sent < len(welcome):  # (a few hundred bytes into an empty buffer: never seen)
+            conn.sock.setblocking(True)
+            conn.sock.sendall(welcome[sent:])
+        os.set_blocking(requests, False)
+        os.set_blocking(replies, False)
+        reactor = conn.reactor
+        reactor.conns.pop(conn.fd, None)
+        reactor.poller.unregister(conn.fd)
+        conn.sock.close()
+        conn.fd, conn.wfd = requests, replies
+        conn.recv = functools.partial(os.read, requests)
+        conn.send = functools.partial(os.write, replies)
+        reactor.conns[requests] = conn
+        reactor.poller.register(requests)
+        return True
 
     def _close(self, conn: _Conn, now: float) -> None:
         reactor = conn.reactor
         if reactor.conns.pop(conn.fd, None) is None:
             return
         reactor.poller.unregister(conn.fd)
-        conn.sock.close()
+        if conn.wfd != conn.fd:  # its pipes (the socket is closed already)
+            if reactor.conns.pop(conn.wfd, None) is not None:
+                reactor.poller.unregister(conn.wfd)
+            os.close(conn.fd)
+            os.close(conn.wfd)
+        else:
+            conn.sock.close()
         if conn.session is not None:
             self._by_session.pop(conn.session.id, None)
             reactor.recent.pop(conn.session.id, None)
@@ -815,7 +867,7 @@ class Server:
                     continue
                 # The usual case: nothing queued, send straight away (no buffer copy).
                 try:
-                    sent = conn.sock.send(data)
+                    sent = conn.send(data)
                 except (BlockingIOError, InterruptedError):
                     sent = 0
                 except OSError:
@@ -836,7 +888,7 @@ class Server:
         if not conn.out:
             return
         try:
-            sent = conn.sock.send(conn.out)
+            sent = conn.send(conn.out)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -852,10 +904,23 @@ class Server:
                 return
             if not conn.writing:
                 conn.writing = True
-                conn.reactor.poller.modify(conn.fd, write=True)
+                self._want_writable(conn, True)
         elif conn.writing:
             conn.writing = False
-            conn.reactor.poller.modify(conn.fd, write=False)
+            self._want_writable(conn, False)
+
+    @staticmethod
+    def _want_writable(conn: _Conn, on: bool) -> None:
+        """Wait for the connection to take more output (or stop waiting)."""
+        reactor = conn.reactor
+        if conn.wfd == conn.fd:
+            reactor.poller.modify(conn.fd, write=on)
+        elif on:  # the reply pipe, registered on its own
+            reactor.conns[conn.wfd] = conn
+            reactor.poller.register(conn.wfd, write=True, read=False)
+        else:
+            reactor.conns.pop(conn.wfd, None)
+            reactor.poller.unregister(conn.wfd)
 
     def _close_everything(self) -> None:
         now = time.monotonic()
