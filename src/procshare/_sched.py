@@ -45,6 +45,7 @@ from typing import Final
 
 __all__ = [
     "DEFAULT_SPIN",
+    "SLEPT_AFTER",
     "STEP_EVERY",
     "THINK_AFTER",
     "LoadGauge",
@@ -61,10 +62,13 @@ __all__ = [
 DEFAULT_SPIN: Final = 50e-6
 #: seconds between two moves of a thread (stepping aside or toward), at most
 STEP_EVERY: Final = 0.01
-#: a client that used more CPU time than this from one call to the next computes between
-#: them (``Flag.THINKS``): it holds a CPU, where one that calls back to back mostly waits on
-#: the server (a call and the Python around it take a few microseconds)
+#: a client that used more CPU time than this between two calls computes between them
+#: (``Flag.THINKS``): it holds a CPU, where one that calls back to back mostly waits on the
+#: server (the Python between two calls takes a few microseconds; a sleep of a millisecond,
+#: ~17 of CPU here)
 THINK_AFTER: Final = 50e-6
+#: a client that spent this much longer off its CPU than on it between two calls slept
+SLEPT_AFTER: Final = 20e-6
 
 
 def _cgroup_quota() -> float | None:

@@ -68,7 +68,7 @@ from .._protocol import (
     Unwatch,
     Watch,
 )
-from .._sched import THINK_AFTER, Stepper, configured_spin, current_cpu
+from .._sched import SLEPT_AFTER, THINK_AFTER, Stepper, configured_spin, current_cpu
 from ._leases import LeaseBook, book_for
 
 __all__ = ["PID_CELL", "Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
@@ -168,8 +168,8 @@ class Channel:
         self._budget = [self._spin_max, self._spin_max]
         self._stepper = Stepper()
         self._returned = 0.0  # when the last call returned (perf_counter)
-        self._cpu_at_call = 0.0  # the process's CPU time when the last call began
-        self._spun = 0.0  # seconds busy-polled since then
+        self._cpu_at_return = 0.0  # the process's CPU time then
+        self._slept = True  # whether the process slept between its last call and this one
         local = family(address) == socket.AF_UNIX
         #: whether the server's CPU (sent with its replies) is ours to compare: unix sockets
         self._local = local
@@ -319,19 +319,19 @@ class Channel:
         rid = next(self._ids) & 0xFFFFFFFF  # (_take_id, inlined: every call passes here)
         if not rid:
             rid = next(self._ids) & 0xFFFFFFFF
-        # Whether this process computed since its last call: the server tells its other
-        # clients, which then leave the CPUs to us (``Flag.THINKS``, ``_sched``). CPU time,
-        # not wall time: a process that waited for a CPU meanwhile did not compute.
-        # (Less the time the last call spent busy-polling: that is CPU time too.)
-        cpu = _cpu_clock()
-        thinks = cpu - self._cpu_at_call - self._spun > THINK_AFTER
-        self._cpu_at_call = cpu
-        self._spun = 0.0
+        # What this process did since its last call returned (``_sched``): computed (it holds
+        # a CPU between calls: the server tells its other clients, which leave the CPUs to
+        # it, ``Flag.THINKS``), or slept (its CPU may have gone to sleep too: ``_recv``).
+        # CPU time tells them apart from the wall time spent waiting for a CPU.
+        cpu_gap = _cpu_clock() - self._cpu_at_return
+        thinks = cpu_gap > THINK_AFTER
+        self._slept = _clock() - self._returned - cpu_gap > SLEPT_AFTER
         frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, owner, versioned, thinks)
         try:
             return self._roundtrip(rid, frame, blocking)
         finally:
             self._returned = _clock()
+            self._cpu_at_return = _cpu_clock()
 
     def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> None:
         """Send a call whose reply nobody waits for (it is dropped when it comes): for a call
@@ -660,8 +660,15 @@ class Channel:
         clock = _clock
         start = clock()
         proto = self._proto
-        # Spin only while the server spins too: for its window after its last reply to us.
-        spinning = spin and proto.server_spin and start - self._returned < self._window
+        # Spin as the server advised, for a call made while it still spins (within its window
+        # after its last reply to us), or after computing: then our CPU is awake, and a reply
+        # caught spinning spares waking it up. After sleeping (an idle CPU, gone to sleep
+        # too), sleep again: measured, the processes our request wakes run sooner then.
+        spinning = (
+            spin
+            and proto.server_spin
+            and (not self._slept or start - self._returned < self._window)
+        )
         try:
             if spinning and (
                 not self._local
@@ -676,9 +683,7 @@ class Channel:
                     _yield()  # if the server shares our CPU, let it run
                 else:
                     budgets[blocking] = self._spin_max
-                    self._spun += clock() - start
                     return read(RECV_SIZE)
-                self._spun += spin
             if spin and not proto.server_crowded and not spinning:
                 # Sleep where the server runs, if we are its only running client: our
                 # request then wakes it on our CPU as we go to sleep, and its reply (or what
