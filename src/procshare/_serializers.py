@@ -8,7 +8,12 @@ unpickled before the peer has proven it knows the authkey.
 
 Invariant: ``dumps`` either returns bytes or raises :class:`SerializationError`; ``loads`` either
 returns a value or raises :class:`SerializationError`. Nothing else escapes, so callers convert
-failures at exactly one seam.
+failures at exactly one seam: not even ``SystemExit`` or ``KeyboardInterrupt`` raised by the
+code a value runs as it is unpickled or pickled (``__reduce__`` returning ``(sys.exit, (7,))``),
+which would otherwise end the server, and every client's objects with it. (A client's own
+Ctrl-C during a call still interrupts it: it is raised outside the serializer, or, in the rare
+case it lands inside, surfaces as the ``KeyboardInterrupt`` that ``SerializationError`` carries
+as its cause.)
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ class PickleSerializer:
     def dumps(self, obj: Any) -> bytes:
         try:
             return pickle.dumps(obj, self.protocol)
-        except Exception:  # noqa: BLE001,S110 - rare: retry with the extra reducers below
+        except BaseException:  # noqa: BLE001,S110 - rare: retry with the extra reducers below
             pass
         try:
             buf = io.BytesIO()
@@ -65,15 +70,15 @@ class PickleSerializer:
             pickler.dispatch_table = _FALLBACK_TABLE
             pickler.dump(obj)
             return buf.getvalue()
-        except Exception as exc:
-            raise SerializationError(f"cannot serialize {_describe(obj)}: {exc}") from exc
+        except BaseException as exc:
+            raise SerializationError(f"cannot serialize {_describe(obj)}: {exc!r}") from exc
 
     def loads(self, data: bytes | bytearray) -> Any:
         try:
             return pickle.loads(data)
         except SerializationError:
             raise
-        except Exception as exc:
+        except BaseException as exc:
             raise SerializationError(f"cannot deserialize payload: {exc!r}") from exc
 
 

@@ -601,9 +601,18 @@ class Core:
         session.queued += len(data)
 
     def fail(self, session: Session, req_id: int, error: BaseException) -> None:
-        """Send ``error`` as the outcome of ``req_id`` (no-op if the session is gone)."""
+        """Send ``error`` as the outcome of ``req_id`` (no-op if the session is gone).
+
+        What is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``, raised by a
+        shared object's code) travels as a ``RemoteError``: raised as itself it would end
+        the client, where it cost the server only this request.
+        """
         if session.closed:
             return
+        if not isinstance(error, Exception):
+            error = RemoteError(
+                f"the shared object's code raised {error!r}", format_exception(error)
+            )
         self.stats_counters["errors"] += 1
         self._write(session, session.protocol.encode_failure(req_id, error, session.home.flags))
 
@@ -913,7 +922,7 @@ class Core:
                             return  # answered when the waiter is satisfied (or times out)
                     else:
                         result = fn(entry.referent, *args)
-                except Exception as exc:
+                except BaseException as exc:
                     if method in entry.spec.partial_mutators:  # type: ignore[union-attr]
                         self._changed(entry, method, args, None, None)  # (see _apply)
                     self.fail(session, req_id, exc)
@@ -924,7 +933,7 @@ class Core:
                 if returned is not None:
                     try:
                         result = self._share(returned, result, now)
-                    except Exception as exc:
+                    except BaseException as exc:
                         self.fail(session, req_id, exc)
                         return
                 self.reply(session, req_id, result)
@@ -963,7 +972,7 @@ class Core:
             returned = entry.returning.get(method)
             if returned is not None:
                 result = self._share(returned, result, now)
-        except Exception as exc:
+        except BaseException as exc:
             self.fail(session, req_id, exc)
             return
         if versioned:
@@ -996,7 +1005,7 @@ class Core:
                 result = fn(entry.referent, *args, **kwargs)
             else:
                 result = fn(entry.referent, *args)
-        except Exception:
+        except BaseException:
             if entry.spec is not None and method in entry.spec.partial_mutators:
                 # It may have changed the object before raising: readers must not trust what
                 # they hold (replaying the call fails the same way, so they read it afresh).
@@ -1042,7 +1051,7 @@ class Core:
             request = LeaseRequest(parse_reads(reads))
             ctx = CallContext(self, session, msg.req_id, msg.owner, now)
             result = lock.acquire_answering(ctx, blocking, timeout, request)
-        except Exception as exc:
+        except BaseException as exc:
             self.fail(session, msg.req_id, exc)
             return
         if result is PARKED:
@@ -1065,7 +1074,7 @@ class Core:
                 continue
             try:
                 value = fn(entry.referent, *args)
-            except Exception:  # noqa: S112 - not leased: the holder's own read will raise it
+            except BaseException:  # noqa: S112 - not leased: the holder's own read will raise it
                 continue
             epoch = self._lease_epoch(entry, value)
             if epoch is not None:
@@ -1094,7 +1103,7 @@ class Core:
             value = self._apply(
                 entry, session, req_id, method, args, None, msg.owner, now, CallContext
             )
-        except Exception as exc:
+        except BaseException as exc:
             self.fail(session, req_id, exc)
             return
         self.reply(session, req_id, (self._lease_epoch(entry, value), value))
@@ -1287,7 +1296,7 @@ class Core:
         else:
             try:
                 result = handler[0](referent)
-            except Exception as exc:
+            except BaseException as exc:
                 self.fail(session, req_id, exc)
                 return
         if known is not None:
@@ -1343,7 +1352,7 @@ class Core:
                 referent = make_referent(
                     stype.kind, msg.args, msg.kwargs or {}, self._resolve_proxy
                 )
-            except Exception as exc:
+            except BaseException as exc:
                 self.fail(session, msg.req_id, _creation_failed(msg.typeid, exc))
                 return
             entry = self._register(stype, referent, now)
@@ -1455,7 +1464,7 @@ class Core:
                 )
                 returned = entry.returning.get(method)
                 append(self._share(returned, result, now) if returned is not None else result)
-            except Exception as exc:
+            except BaseException as exc:
                 append(None)
                 errors[index] = _travelling(exc)
         self.reply(session, msg.req_id, (values, errors))
@@ -1478,7 +1487,7 @@ class Core:
             return
         try:
             result = command(self, session, now, *msg.args)
-        except Exception as exc:
+        except BaseException as exc:
             self.fail(session, msg.req_id, exc)
             return
         self.reply(session, msg.req_id, result)
@@ -1531,7 +1540,7 @@ def _travelling(exc: BaseException) -> BaseException:
     not cost a whole pipeline its reply)."""
     try:
         pickle.loads(pickle.dumps(exc))
-    except Exception:
+    except BaseException:
         return RemoteError(f"{type(exc).__name__}: {exc}", format_exception(exc))
     return exc
 
@@ -1564,7 +1573,7 @@ def _public(referent: Any) -> tuple[str, ...]:
         try:
             if callable(getattr(referent, name)):
                 names.append(name)
-        except Exception:  # noqa: S112 - an attribute that fails to load is not exposed
+        except BaseException:  # noqa: S112 - an attribute that fails to load is not exposed
             continue
     return tuple(names)
 
@@ -1619,7 +1628,7 @@ def _ctl_debug_info(core: Core, session: Session, now: float) -> str:
             continue
         try:
             text = str(entry.referent)[:75]
-        except Exception as exc:
+        except BaseException as exc:
             text = f"<unprintable: {exc!r}>"
         lines.append(f"  {obj_id}:       refcount={entry.refs}\n    {text}")
     return "\n".join(lines)

@@ -723,9 +723,11 @@ class Server:
         except ProtocolError as exc:
             log.info("dropping connection %d: %s", conn.fd, exc)
             self._close(conn, now)
-        except Exception:
-            # A bug of the server's met by this request: drop its connection (what it held is
-            # freed, as for a client that died) and go on serving everyone else.
+        except (Exception, SystemExit):
+            # A bug of the server's met by this request (or a sys.exit() the core did not
+            # contain): drop its connection (what it held is freed, as for a client that
+            # died) and go on serving everyone else. (A KeyboardInterrupt is a signal to this
+            # process, not a request's doing: the core contains the ones user code raises.)
             log.exception("dropping connection %d: the server failed on its request", conn.fd)
             self._close(conn, now)
 

@@ -1,0 +1,94 @@
+"""Faults that must cost at most the request (or the connection) that met them: never the
+server, never another client's data, never a stall, never a lost item."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from typing import Any
+
+import pytest
+
+import procshare
+from procshare import RemoteError, SerializationError
+
+FORK = multiprocessing.get_context("fork")
+
+
+class ExitsWhenUnpickled:
+    """Unpickling it calls ``sys.exit(7)`` (``__reduce__`` chooses what unpickling runs)."""
+
+    def __reduce__(self) -> Any:
+        return (sys.exit, (7,))
+
+
+class InterruptsWhenUnpickled:
+    def __reduce__(self) -> Any:
+        return (_raise_interrupt, ())
+
+
+def _raise_interrupt() -> None:
+    raise KeyboardInterrupt
+
+
+class ExitsWhenHashed:
+    """A key whose ``__hash__`` calls ``sys.exit`` (in the server, where the dict lives)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def __hash__(self) -> int:
+        if os.getpid() != self.pid:
+            raise SystemExit(3)
+        return 1
+
+
+class ExitsWhenPickledElsewhere:
+    """Pickles fine here; pickling it anywhere else (the server, sending it back) exits."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def __reduce__(self) -> Any:
+        if os.getpid() != self.pid:
+            raise SystemExit(5)
+        return (ExitsWhenPickledElsewhere, (self.pid,))
+
+
+@pytest.fixture
+def m() -> Any:
+    with procshare.Manager(ctx=FORK) as manager:
+        yield manager
+
+
+def _still_serving(m: Any, d: Any) -> None:
+    assert d["kept"] == "safe"
+    assert m._process.is_alive()
+    other = m.list([1, 2])  # new objects, new calls: everyone else is served on
+    other.append(3)
+    assert other[:] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("value", [ExitsWhenUnpickled(), InterruptsWhenUnpickled()])
+def test_a_value_whose_unpickling_exits_costs_only_its_call(m: Any, value: Any) -> None:
+    d = m.dict(kept="safe")
+    with pytest.raises(SerializationError):
+        d["bad"] = value
+    _still_serving(m, d)
+    assert "bad" not in d
+
+
+def test_a_key_whose_hash_exits_costs_only_its_call(m: Any) -> None:
+    d = m.dict(kept="safe")
+    with pytest.raises(RemoteError, match="SystemExit"):
+        d[ExitsWhenHashed(os.getpid())] = 1
+    _still_serving(m, d)
+
+
+def test_a_value_whose_pickling_exits_on_the_way_back_costs_only_that_read(m: Any) -> None:
+    d = m.dict(kept="safe")
+    d["odd"] = ExitsWhenPickledElsewhere(os.getpid())
+    with pytest.raises(SerializationError):
+        d["odd"]
+    _still_serving(m, d)
