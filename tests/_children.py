@@ -262,3 +262,83 @@ def read_forever(d: Any, key: Any, out: Any) -> None:
         out.put(type(exc).__name__)
         return
     out.put("never failed")
+
+
+class Interrupted(Exception):
+    """What the alarm's handler raises in the middle of a blocked call."""
+
+
+def _alarm_in(seconds: float) -> None:
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted
+
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def interrupted_call(target: Any, how: str, interrupted: Any, leave: Any, out: Any) -> None:
+    """Block in ``how`` on ``target`` until an alarm's handler raises; report, then stay
+    alive (connected) until ``leave`` is set, so that only the withdrawal can set it free."""
+    _alarm_in(0.3)
+    result = "not interrupted"
+    try:
+        if how == "acquire":
+            target.acquire()
+        elif how == "get":
+            result = repr(target.get())
+        elif how == "wait":
+            target.wait()
+        elif how == "join":
+            target.join()
+        elif how == "condition":
+            with target:
+                target.wait()
+            result = "released"  # (__exit__ released the lock the wait re-acquired)
+        else:
+            raise ValueError(how)
+    except Interrupted:
+        result = "interrupted" if how != "condition" else "interrupted, lock held"
+        if how == "condition":
+            result += f": {target._holding}"
+    except BaseException as exc:
+        result = f"{type(exc).__name__}: {exc}"
+    out.put(result)
+    interrupted.set()
+    leave.wait(60)
+
+
+def condition_interrupted(cond: Any, interrupted: Any, leave: Any, out: Any) -> None:
+    """``with cond: cond.wait()`` interrupted by an alarm: the exception must leave the
+    ``with`` cleanly (the wait ends holding the lock, which ``__exit__`` releases)."""
+    _alarm_in(0.3)
+    try:
+        with cond:
+            cond.wait()
+        out.put("not interrupted")
+    except Interrupted:
+        out.put("interrupted cleanly")
+    except BaseException as exc:
+        out.put(f"{type(exc).__name__}: {exc}")
+    interrupted.set()
+    leave.wait(60)
+
+
+def blocked_get_forever(q: Any, started: Any) -> None:
+    started.set()
+    q.get()
+    time.sleep(60)
+
+
+def take_and_exit(q: Any, n: int) -> None:
+    """Take ``n`` items and exit without ``task_done`` (a clean exit, not a death)."""
+    for _ in range(n):
+        q.get(timeout=30)
+
+
+def take_and_hang(q: Any, n: int, ready: Any) -> None:
+    for _ in range(n):
+        q.get(timeout=30)
+    ready.set()
+    time.sleep(60)  # killed by the test

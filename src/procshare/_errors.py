@@ -19,6 +19,7 @@ import pickle
 
 __all__ = [
     "AuthenticationError",
+    "CallWithdrawn",
     "ConnectionLost",
     "FrameTooLarge",
     "ManagerStateError",
@@ -95,3 +96,8 @@ class ObjectNotFound(RemoteError, LookupError):
 
 class MethodNotExposed(RemoteError, AttributeError):
     """The method is not exposed by the shared object's type (see ``register(exposed=...)``)."""
+
+
+class CallWithdrawn(ProcshareError):
+    """A parked request was withdrawn because its caller abandoned it (``Cancel``): the final
+    answer to a call interrupted by a signal. The client consumes it; user code never sees it."""

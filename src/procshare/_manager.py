@@ -614,13 +614,28 @@ class SyncManager(BaseManager):
         """A shared barrier (``action`` runs in the server when it trips)."""
         return self._create_proxy("Barrier", (parties, action, timeout), None)  # type: ignore[no-any-return]
 
-    def Queue(self, maxsize: int = 0) -> QueueProxy[Any]:  # noqa: N802
-        """A shared FIFO queue."""
-        return self._create_proxy("Queue", (maxsize,), None)  # type: ignore[no-any-return]
+    def Queue(self, maxsize: int = 0, *, redeliver: bool = True) -> QueueProxy[Any]:  # noqa: N802
+        """A shared FIFO queue.
 
-    def JoinableQueue(self, maxsize: int = 0) -> QueueProxy[Any]:  # noqa: N802
-        """A shared queue with ``task_done``/``join``; a dead consumer's items come back."""
-        return self._create_proxy("JoinableQueue", (maxsize,), None)  # type: ignore[no-any-return]
+        An item on its way to a consumer that is killed goes back to the front (nothing is
+        lost; at least once for killed consumers). ``redeliver=False``: at most once, as the
+        stdlib's (an item handed to a consumer as it dies is lost with it).
+        """
+        kwargs = None if redeliver else {"redeliver": False}
+        return self._create_proxy("Queue", (maxsize,), kwargs)  # type: ignore[no-any-return]
+
+    def JoinableQueue(  # noqa: N802
+        self, maxsize: int = 0, *, redeliver: bool = True
+    ) -> QueueProxy[Any]:
+        """A shared queue with ``task_done``/``join``.
+
+        The items a consumer took and had not marked done when it was killed go back to the
+        front, for another to do (at least once for killed consumers; a consumer that exits
+        without ``task_done`` keeps them, as with the stdlib, and ``join()`` does not wait
+        for them). ``redeliver=False``: at most once, as the stdlib's.
+        """
+        kwargs = None if redeliver else {"redeliver": False}
+        return self._create_proxy("JoinableQueue", (maxsize,), kwargs)  # type: ignore[no-any-return]
 
     def Pool(self, *args: Any, **kwargs: Any) -> PoolProxy:  # noqa: N802
         """A ``multiprocessing.pool.Pool`` living in the server process."""

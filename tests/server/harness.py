@@ -10,10 +10,12 @@ from procshare._manager import SyncManager, _server_types
 from procshare._protocol import (
     NEED_DATA,
     Call,
+    Cancel,
     ClientProtocol,
     Control,
     Create,
     Failure,
+    Goodbye,
     Push,
     Release,
     Result,
@@ -121,11 +123,20 @@ class Client:
             raise event.error
         return event.value
 
+    def cancel(self, rid: int) -> None:
+        """Abandon request ``rid`` (a signal interrupted the wait for it)."""
+        self.send(Cancel(rid))
+
     def die(self) -> None:
         """The process is gone: the peer hangs up, the transport closes the session."""
         self.alive = False
         self.world.core.close_session(self.session, self.world.clock.now)
         self.world.collect()
+
+    def exit(self) -> None:
+        """The process exits on purpose: it says goodbye, then the connection ends."""
+        self.send(Goodbye())
+        self.die()
 
 
 class World:

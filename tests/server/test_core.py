@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from procshare._errors import MethodNotExposed, ObjectNotFound, ProcshareError
+from procshare._errors import CallWithdrawn, MethodNotExposed, ObjectNotFound, ProcshareError
 from procshare._server._core import Handle
 
 from .harness import World
@@ -365,14 +365,143 @@ def test_joinable_queue_redelivers_a_dead_consumers_unfinished_items(world: Worl
     assert producer.result(joined) is None
 
 
-def test_plain_queue_settles_a_dead_consumers_tasks_so_join_returns(world: World) -> None:
-    producer, dead = world.client(), world.client()
+def test_joinable_queue_redelivers_nothing_of_a_consumer_that_exited(world: World) -> None:
+    """An exit (``Goodbye``) is not a death: what the consumer took is its own, as with the
+    stdlib (nothing is done twice); its unfinished tasks are settled, so join() returns."""
+    producer, exited, live = world.client(), world.client(), world.client()
+    q = producer.create("JoinableQueue")
+    producer.do(q, "put", "job-1")
+    producer.do(q, "put", "job-2")
+    joined = producer.call(q, "join")
+    assert exited.do(q, "get") == "job-1"
+    assert exited.do(q, "qsize") == 1  # (its next call: job-1 arrived)
+    exited.exit()
+    assert live.do(q, "get") == "job-2"
+    live.do(q, "task_done")
+    assert producer.result(joined) is None
+    assert producer.do(q, "qsize") == 0
+
+
+@pytest.mark.parametrize("typeid", ["Queue", "JoinableQueue"])
+def test_a_queue_made_to_deliver_at_most_once_redelivers_nothing(world: World, typeid: str) -> None:
+    producer, dead, live = world.client(), world.client(), world.client()
+    q = producer.create(typeid, 0, redeliver=False)
+    producer.do(q, "put", "job-1")
+    producer.do(q, "put", "job-2")
+    assert dead.do(q, "get") == "job-1"  # (still on its way, even)
+    dead.die()
+    assert live.do(q, "get") == "job-2"
+    assert live.do(q, "qsize") == 0
+
+
+def test_plain_queue_settles_an_exited_consumers_tasks_so_join_returns(world: World) -> None:
+    producer, done = world.client(), world.client()
     q = producer.create("Queue")
     producer.do(q, "put", "a")
     joined = producer.call(q, "join")
-    dead.do(q, "get")
-    dead.die()
+    done.do(q, "get")
+    done.exit()  # it had the item: not delivered again
     assert producer.result(joined) is None
+    assert producer.do(q, "qsize") == 0
+
+
+def test_an_item_on_its_way_to_a_killed_consumer_goes_back_to_the_front(world: World) -> None:
+    """Killed before its next call, a consumer may never have received the item: the item
+    goes back (at least once for killed consumers; a consumer that calls again, or exits,
+    has it)."""
+    producer, dead, live = world.client(), world.client(), world.client()
+    q = producer.create("Queue")
+    waiting = dead.call(q, "get")  # parked: the item will be handed to it
+    producer.do(q, "put", "first")
+    producer.do(q, "put", "second")
+    assert dead.result(waiting) == "first"
+    dead.die()
+    assert live.do(q, "get") == "first"  # back at the front, not lost
+    assert live.do(q, "get") == "second"
+
+
+def test_a_consumers_next_call_means_its_item_arrived(world: World) -> None:
+    producer, consumer, other = world.client(), world.client(), world.client()
+    q = producer.create("Queue")
+    producer.do(q, "put", "a")
+    producer.do(q, "put", "b")
+    assert consumer.do(q, "get") == "a"
+    assert consumer.do(q, "qsize") == 1  # a call of the same owner: "a" arrived
+    consumer.die()
+    assert other.do(q, "get") == "b"
+    assert other.do(q, "qsize") == 0  # "a" was not delivered again
+
+
+def test_an_abandoned_get_is_withdrawn_and_the_next_item_is_not_lost(world: World) -> None:
+    producer, consumer, other = world.client(), world.client(), world.client()
+    q = producer.create("Queue")
+    abandoned = consumer.call(q, "get")
+    consumer.cancel(abandoned)
+    with pytest.raises(CallWithdrawn):
+        consumer.result(abandoned)
+    producer.do(q, "put", "x")
+    assert other.do(q, "get") == "x"
+
+
+def test_an_item_that_crossed_the_cancel_goes_back_to_the_front(world: World) -> None:
+    producer, consumer, other = world.client(), world.client(), world.client()
+    q = producer.create("Queue")
+    waiting = consumer.call(q, "get")
+    producer.do(q, "put", "x")
+    producer.do(q, "put", "y")
+    # the answer is on its way when the consumer gives up on it
+    consumer.cancel(waiting)
+    assert other.do(q, "get") == "x"
+    assert other.do(q, "get") == "y"
+
+
+def test_an_abandoned_acquire_is_withdrawn_and_the_lock_goes_to_the_next(world: World) -> None:
+    holder, quitter, next_one = world.client(), world.client(), world.client()
+    lock = holder.create("Lock")
+    assert holder.do(lock, "acquire")
+    abandoned = quitter.call(lock, "acquire")
+    waiting = next_one.call(lock, "acquire")
+    quitter.cancel(abandoned)
+    with pytest.raises(CallWithdrawn):
+        quitter.result(abandoned)
+    holder.do(lock, "release")
+    world.advance(0.01)  # (past any window a release leaves open)
+    assert next_one.result(waiting) is True
+
+
+def test_a_grant_that_crossed_the_cancel_is_given_back(world: World) -> None:
+    holder, quitter = world.client(), world.client()
+    for typeid in ("Lock", "RLock", "Semaphore", "BoundedSemaphore"):
+        prim = holder.create(typeid)
+        waiting = quitter.call(prim, "acquire")  # (free: granted at once, on its way)
+        quitter.cancel(waiting)
+        assert holder.do(prim, "acquire", False) is True, typeid
+
+
+def test_an_abandoned_condition_wait_ends_holding_the_lock(world: World) -> None:
+    waiter, other = world.client(), world.client()
+    cond = waiter.create("Condition")
+    assert waiter.do(cond, "acquire")
+    waiting = waiter.call(cond, "wait")
+    waiter.cancel(waiting)
+    assert waiter.result(waiting) is False  # not notified, as a timeout, lock held again
+    assert other.do(cond, "acquire", False) is False
+    waiter.do(cond, "release")
+    assert other.do(cond, "acquire", False) is True
+
+
+def test_an_abandoned_barrier_wait_leaves_the_others_waiting_for_one_more(world: World) -> None:
+    a, b, c = world.client(), world.client(), world.client()
+    barrier = a.create("Barrier", 3)
+    first = a.call(barrier, "wait")
+    second = b.call(barrier, "wait")
+    a.cancel(first)
+    with pytest.raises(CallWithdrawn):
+        a.result(first)
+    assert b.pending(second)  # not broken
+    third = c.call(barrier, "wait")
+    again = a.call(barrier, "wait")
+    assert sorted([b.result(second), c.result(third), a.result(again)]) == [0, 1, 2]
 
 
 def test_task_done_by_another_process_retires_the_oldest_item(world: World) -> None:

@@ -300,3 +300,59 @@ def test_a_leased_read_after_the_server_died_raises() -> None:
 
     run(main())
     other.shutdown()
+
+
+def test_a_get_that_times_out_loses_no_item(m: procshare.SyncManager) -> None:
+    """``asyncio.wait_for`` cancels the waiting task: its request is withdrawn, and the next
+    item goes to whoever asks for it, not to the abandoned request."""
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            q = await client.Queue()
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(q.get(), 0.05)
+            await q.put("precious")
+            assert await asyncio.wait_for(q.get(), 10) == "precious"
+
+    run(main())
+
+
+def test_an_acquire_that_times_out_is_not_granted_later(m: procshare.SyncManager) -> None:
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            lock = await client.Lock()
+            assert await lock.acquire()
+
+            async def other() -> None:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(lock.acquire(), 0.05)
+
+            await asyncio.create_task(other())
+            await lock.release()
+            assert await asyncio.wait_for(lock.acquire(), 10)  # not taken by the abandoned one
+
+    run(main())
+
+
+def test_a_cancelled_condition_wait_ends_holding_the_lock(m: procshare.SyncManager) -> None:
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            cond = await client.Condition()
+
+            async def waiter() -> str:
+                await cond.acquire()
+                try:
+                    await cond.wait()
+                except asyncio.CancelledError:
+                    await cond.release()  # held again: this must not fail
+                    return "released"
+                return "woken"
+
+            task = asyncio.create_task(waiter())
+            await asyncio.sleep(0.05)
+            task.cancel()
+            assert await task == "released"
+            assert await cond.acquire(False)
+            await cond.release()
+
+    run(main())

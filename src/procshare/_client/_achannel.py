@@ -33,6 +33,7 @@ from .._kinds import KINDS, REPLAYABLE_KINDS
 from .._leases import READ
 from .._protocol import (
     NEED_DATA,
+    Cancel,
     ClientProtocol,
     ConnectionClosed,
     Control,
@@ -91,6 +92,8 @@ class AsyncChannel:
         self._transport: asyncio.Transport | None = None
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._pending: dict[int, asyncio.Future[Any]] = {}
+        #: answers that came for a caller being cancelled (see ``call``)
+        self._orphans: dict[int, Any] = {}
         self._handlers: dict[int, Callable[[Any], None]] = {}
         self._notes: deque[tuple[bool, int]] = deque()
         self._next_id = 0
@@ -162,13 +165,15 @@ class AsyncChannel:
                 if event is NEED_DATA:
                     return
                 kind = type(event)
-                if kind is Result:
+                if kind is Result or kind is Failure:
                     future = self._pending.pop(event.req_id, None)
-                    if future is not None and not future.done():
+                    if future is None:
+                        pass
+                    elif future.cancelled():
+                        self._orphan(event)  # its caller is being cancelled: see ``call``
+                    elif kind is Result:
                         future.set_result(event.value)
-                elif kind is Failure:
-                    future = self._pending.pop(event.req_id, None)
-                    if future is not None and not future.done():
+                    else:
                         future.set_exception(event.error)
                 elif kind is Push:
                     handler = self._handlers.get(event.sub_id)
@@ -231,10 +236,36 @@ class AsyncChannel:
         kwargs: dict[str, Any] | None = None,
         versioned: bool = False,
     ) -> Any:
-        """Call ``method`` on object ``obj_id``; its result, or its exception raised."""
+        """Call ``method`` on object ``obj_id``; its result, or its exception raised.
+
+        A caller cancelled while it waits (``asyncio.wait_for`` timing out, say) withdraws
+        its request (``Cancel``) and waits for its final answer before the cancellation
+        goes on, as the sync client does for a signal: a lock is never granted to, nor a
+        queue item handed to, a request nobody waits for; a Condition wait ends holding its
+        lock again, as ``threading``'s does. Cancelled again meanwhile, it stops waiting.
+        """
         rid = self._take_id()
         frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, _owner(), versioned)
-        return await self._send(rid, frame)
+        future = self._send(rid, frame)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            if self._broken is None and self._transport is not None:
+                self._transport.write(self._proto.send(Cancel(rid)))
+                final = self._orphans.pop(rid, None)
+                if final is None:
+                    again: asyncio.Future[Any] = self._loop.create_future()
+                    self._pending[rid] = again
+                    with contextlib.suppress(Exception):
+                        await again
+            raise
+
+    def _orphan(self, event: Any) -> None:
+        """Keep the answer of a request whose caller is being cancelled (a few at most)."""
+        orphans = self._orphans
+        if len(orphans) >= 64:
+            orphans.pop(next(iter(orphans)))
+        orphans[event.req_id] = event
 
     async def request(self, msg: Any) -> Any:
         """Send a request message (its ``req_id`` is replaced) and return its result."""

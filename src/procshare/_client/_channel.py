@@ -48,6 +48,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from multiprocessing import util
 from typing import Any, Final
 
 from .._address import Address, describe, family
@@ -56,10 +57,12 @@ from .._errors import AuthenticationError, ConnectionLost, ProcshareError, Proto
 from .._protocol import (
     NEED_DATA,
     RECV_SIZE,
+    Cancel,
     ClientProtocol,
     ConnectionClosed,
     Control,
     Failure,
+    Goodbye,
     Push,
     Ready,
     Release,
@@ -74,6 +77,8 @@ from ._leases import LeaseBook, book_for
 __all__ = ["PID_CELL", "Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
 
 _MAX_SPIN: Final = 100e-6
+#: a write this short is never cut short (a pipe's PIPE_BUF; a socket's send of it is one)
+_ATOMIC_WRITE: Final = 4096
 _PROBE: Final = 4e-6  # the least a budget shrinks to: a miss costs this much CPU at most
 
 #: ``[this process's pid]``, kept up to date across fork: the hot paths read ``PID_CELL[0]``
@@ -452,6 +457,10 @@ class Channel:
                     self._write_all(frame)
                 except OSError as exc:
                     raise self._lost_on_send(exc) from exc
+                except BaseException:
+                    if len(frame) > _ATOMIC_WRITE:  # (may be cut short: the stream is lost)
+                        self._break(ConnectionLost("a request was interrupted as it was sent"))
+                    raise
         except BaseException:
             if slot is None:
                 self._stop_reading()
@@ -459,22 +468,50 @@ class Channel:
                 with mutex:
                     self._slots.pop(rid, None)
             raise
-        if slot is None:
-            try:
-                value, error = self._read_for(rid, blocking, slotted=False)
-            finally:
-                with mutex:  # _stop_reading, inlined for the usual case: nobody else waits
-                    self._reading = False
-                    if self._slots:
-                        self._wake_next_reader()
-        else:
-            value, error = self._await(rid, slot)
+        try:
+            if slot is None:
+                try:
+                    value, error = self._read_for(rid, blocking, slotted=False)
+                except BaseException:
+                    if blocking:
+                        # Interrupted (a signal handler raised) before the answer came: it
+                        # lands in a slot now, whoever reads next (``_abandon``).
+                        slot = _Slot(blocking)
+                        with mutex:
+                            self._slots[rid] = slot
+                    raise
+                finally:
+                    with mutex:  # _stop_reading, inlined for the usual case: nobody waits
+                        self._reading = False
+                        if self._slots:
+                            self._wake_next_reader()
+            else:
+                value, error = self._await(rid, slot)
+        except BaseException:
+            if blocking and slot is not None and self._broken is None:
+                self._abandon(rid, slot)
+            raise
         if error is not None:
             try:
                 raise error
             finally:
                 del error  # no traceback -> frame -> exception cycle (bpo-106558 in the stdlib)
         return value
+
+    def _abandon(self, rid: int, slot: _Slot) -> None:
+        """A blocking call was interrupted while its request waited on the server: withdraw
+        it (``Cancel``), and wait for its final answer: ``CallWithdrawn``, or what crossed
+        the cancel, which the server takes back (a queue item to the front, a lock's grant
+        released), or for a Condition wait, its lock once held again (as ``threading``'s
+        wait ends). Without it a lock would be granted to the abandoned request, and the
+        next queue item handed to it and lost. Interrupted again, it stops waiting (the
+        server still takes back what crossed)."""
+        try:
+            with self._wlock:
+                self._write_all(self._proto.send(Cancel(rid)))
+        except OSError:
+            return  # the connection is gone: the server frees all it held for us
+        self._await(rid, slot)
 
     def _sendall(self, data: bytes) -> None:
         try:
@@ -781,12 +818,14 @@ class Channel:
         self._rfd = self._wfd = -1
 
     def close(self) -> None:
-        """Close the connection (sending pending reference notes first)."""
+        """Close the connection on purpose: pending reference notes first, then ``Goodbye``
+        (what the server handed to this process is its own: nothing of it is delivered
+        again to others, as it would be for a process that was killed)."""
         if self.pid != current_pid():
             return  # a parent's connection: the parent closes it
         if self._broken is None:
-            with contextlib.suppress(ProcshareError, OSError):
-                self.flush_refs()
+            with contextlib.suppress(ProcshareError, OSError), self._wlock:
+                self._write_all(self._notes() + self._proto.send(Goodbye()))
             self._break(ConnectionLost("the connection was closed"))
         if self._sock is not None:
             self._sock.close()
@@ -838,6 +877,34 @@ def forget_channels(address: Address) -> None:
         channels = [_channels.pop(k) for k in doomed]
     for channel in channels:
         channel.close()
+
+
+def close_channels() -> None:
+    """Close this process's channels on purpose (at exit: ``Goodbye`` tells each server the
+    process exited, and was not killed)."""
+    with _registry_lock:
+        channels = [c for c in _channels.values() if c.pid == PID_CELL[0]]
+        _channels.clear()
+    for channel in channels:
+        with contextlib.suppress(Exception):
+            channel.close()
+
+
+class _AtExit:
+    """Keeps ``close_channels`` registered to run as the process exits: in the main process
+    at interpreter exit, in a child that multiprocessing started as it finishes (which runs
+    multiprocessing's own exit hooks, not atexit's). Registered before the managers' own
+    (which stop their servers), so the goodbyes reach them first."""
+
+    def __init__(self) -> None:
+        self.install()
+        util.register_after_fork(self, _AtExit.install)  # (children start with none)
+
+    def install(self) -> None:
+        util.Finalize(None, close_channels, exitpriority=50)
+
+
+_at_exit = _AtExit()
 
 
 def _after_fork_in_child() -> None:

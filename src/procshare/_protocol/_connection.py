@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import struct
 import traceback
 from collections.abc import Callable
 from enum import Enum
@@ -46,9 +47,11 @@ from ._framing import (
 from ._messages import (
     Batch,
     Call,
+    Cancel,
     Control,
     Create,
     Failure,
+    Goodbye,
     Op,
     Push,
     Release,
@@ -90,6 +93,7 @@ _AFTER_LENGTH: Final = HEADER_SIZE - 4  # header bytes the length field counts
 _ID_MASK: Final = 0xFFFFFFFF
 _HEADER_PACK: Final[Callable[..., bytes]] = HEADER.pack
 _HEADER_UNPACK: Final[Callable[..., tuple[int, int, int, int]]] = HEADER.unpack_from
+_U32: Final = struct.Struct("!I")
 Payload = bytes | bytearray  # what the frame reader hands out
 MAGIC: Final = "procshare"
 NONCE_SIZE: Final = 32
@@ -509,6 +513,14 @@ class ServerProtocol(_Base):
         except (SerializationError, ProtocolError) as exc:
             return BadRequest(req_id, exc)
 
+    def _decode_cancel(self, req_id: int, payload: Payload) -> Cancel:
+        if len(payload) != 4:
+            raise self._fail(ProtocolError("CANCEL payload must be the target's request id"))
+        return Cancel(_U32.unpack(payload)[0])
+
+    def _decode_goodbye(self, req_id: int, payload: Payload) -> Goodbye:
+        return Goodbye()
+
     # -- encoders (READY) --------------------------------------------------------------------
 
     def encode_result(self, req_id: int, value: Any, flags: int = 0) -> bytes:
@@ -592,6 +604,8 @@ _REQUEST_DECODERS: dict[int, Any] = {
     Op.RELEASE: ServerProtocol._decode_release,
     Op.WATCH: ServerProtocol._decode_watch,
     Op.UNWATCH: ServerProtocol._decode_unwatch,
+    Op.CANCEL: ServerProtocol._decode_cancel,
+    Op.GOODBYE: ServerProtocol._decode_goodbye,
 }
 
 
@@ -809,6 +823,10 @@ class ClientProtocol(_Base):
             return pack(Op.WATCH, 0, msg.req_id, dumps((msg.obj_id, msg.options)))
         if type(msg) is Unwatch:
             return pack(Op.UNWATCH, 0, msg.req_id, dumps(msg.sub_id))
+        if type(msg) is Cancel:
+            return pack(Op.CANCEL, 0, 0, _U32.pack(msg.target & _ID_MASK))  # (no pickle: cheap)
+        if type(msg) is Goodbye:
+            return pack(Op.GOODBYE, 0, 0)
         raise TypeError(f"not a client message: {type(msg).__name__}")
 
 

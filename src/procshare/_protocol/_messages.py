@@ -6,7 +6,7 @@ construct (measured: 0.25 us against 1 us) while being just as immutable and typ
 
 Every request carries a ``req_id`` chosen by the client; the reply carries the same id, so many
 requests can be in flight on one connection (pipelining) and blocking requests can be answered
-out of order. ``Retain`` and ``Release`` get no reply.
+out of order. ``Retain``, ``Release``, ``Cancel`` and ``Goodbye`` get no reply.
 
 Owner tags: operations whose meaning depends on *who* calls (acquire/release of an RLock,
 Condition.wait) carry an ``owner`` tag chosen by the client (its thread, or its asyncio task).
@@ -22,10 +22,12 @@ from typing import Any, NamedTuple
 __all__ = [
     "Batch",
     "Call",
+    "Cancel",
     "ClientMessage",
     "Control",
     "Create",
     "Failure",
+    "Goodbye",
     "Op",
     "Push",
     "Release",
@@ -54,6 +56,8 @@ class Op(IntEnum):
     RELEASE = 21
     WATCH = 22
     UNWATCH = 23
+    CANCEL = 24
+    GOODBYE = 25
     # replies and pushes
     RESULT = 32
     FAILURE = 33
@@ -131,6 +135,22 @@ class Unwatch(NamedTuple):
     sub_id: int
 
 
+class Cancel(NamedTuple):
+    """The caller abandons its request ``target`` (a signal interrupted the wait for it). A
+    request still parked is withdrawn: its final answer is then a ``CallWithdrawn`` failure
+    (a Condition wait re-acquires its lock instead, as ``threading``'s does). One already
+    answered is taken back where the server can: a queue item goes back to the front, a
+    lock's grant is released. No reply (the target's own answer says how it ended)."""
+
+    target: int
+
+
+class Goodbye(NamedTuple):
+    """The client is closing this connection on purpose: its process exits or is done with the
+    server. What it was handed is its own (nothing is delivered again to others, as for a
+    process that was killed). No reply."""
+
+
 class Result(NamedTuple):
     """The successful outcome of request ``req_id``."""
 
@@ -152,5 +172,7 @@ class Push(NamedTuple):
     payload: Any
 
 
-ClientMessage = Call | Create | Control | Batch | Retain | Release | Watch | Unwatch
+ClientMessage = (
+    Call | Create | Control | Batch | Retain | Release | Watch | Unwatch | Cancel | Goodbye
+)
 ServerMessage = Result | Failure | Push

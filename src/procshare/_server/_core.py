@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .._errors import (
+    CallWithdrawn,
     MethodNotExposed,
     ObjectNotFound,
     ProcshareError,
@@ -60,8 +61,10 @@ from .._protocol import (
     BadRequest,
     Batch,
     Call,
+    Cancel,
     Control,
     Create,
+    Goodbye,
     Release,
     Retain,
     ServerProtocol,
@@ -153,6 +156,7 @@ class Session:
         "holdings",
         "home",
         "id",
+        "in_flight",
         "info",
         "name",
         "out",
@@ -161,6 +165,7 @@ class Session:
         "protocol",
         "queued",
         "refs",
+        "said_goodbye",
         "started",
         "subscriptions",
         "waiters",
@@ -186,6 +191,12 @@ class Session:
         self.started = now
         self.calls = 0
         self.subscriptions: dict[int, Subscription] = {}
+        #: what was handed to it and may not have reached its caller yet: request id ->
+        #: (primitive, owner, what): taken back if the caller abandons the request or the
+        #: connection ends first; its caller's next request means it arrived (``Core.track``)
+        self.in_flight: dict[int, tuple[Primitive, int, Any]] = {}
+        #: whether it said it is closing on purpose (``Goodbye``): not killed
+        self.said_goodbye = False
         #: bytes written by the core and not yet handed to the transport, and bytes the
         #: transport has not managed to send (it keeps ``backlog`` up to date)
         self.queued = 0
@@ -312,6 +323,10 @@ class CallContext:
         self.owner = owner
         self.now = now
 
+    def track(self, prim: Primitive, what: Any) -> None:
+        """``prim`` hands ``what`` to this call's caller: see ``Core.track``."""
+        self.core.track(self.session, self.req_id, self.owner, prim, what)
+
     def park(
         self,
         queue: WaitQueue,
@@ -320,6 +335,7 @@ class CallContext:
         data: Any = None,
         on_timeout: Callable[[Core, Waiter], None] | None = None,
         on_cancel: Callable[[Core, Waiter], None] | None = None,
+        on_withdraw: Callable[[Core, Waiter], None] | None = None,
     ) -> Waiter:
         """Park the caller in ``queue``; answer it via ``on_timeout`` after ``timeout`` s."""
         waiter = Waiter(
@@ -331,6 +347,7 @@ class CallContext:
             data=data,
             on_timeout=on_timeout,
             on_cancel=on_cancel,
+            on_withdraw=on_withdraw,
         )
         queue.park(waiter)
         self.session.waiters.add(waiter)
@@ -340,9 +357,13 @@ class CallContext:
 
 
 class _PipelineContext(CallContext):
-    """The context of a call inside a pipeline: it may not park."""
+    """The context of a call inside a pipeline: it may not park (and what it takes is not
+    tracked: a pipeline's calls never wait, so none is abandoned while it waits)."""
 
     __slots__ = ()
+
+    def track(self, prim: Primitive, what: Any) -> None:
+        pass
 
     def park(self, queue: WaitQueue, timeout: float | None, **kwargs: Any) -> Waiter:
         raise ProcshareError(
@@ -540,6 +561,11 @@ class Core:
                 if waiter.on_cancel is not None:
                     waiter.on_cancel(self, waiter)
         session.waiters.clear()
+        # What was on its way to it when it ended never arrived: take it back first (a
+        # killed consumer's item goes back to the front of its queue).
+        in_flight, session.in_flight = session.in_flight, {}
+        for prim, owner, what in in_flight.values():
+            prim.lost(self, session, owner, what)
         for prim, held in list(session.holdings.items()):
             prim.drop_session(self, session, held)
         session.holdings.clear()
@@ -643,6 +669,41 @@ class Core:
         waiter.session.waiters.discard(waiter)
         self.fail(waiter.session, waiter.req_id, error)
         self.answered.add(waiter.session)
+
+    # -- what was handed over, until it arrives ---------------------------------------------------
+
+    def track(self, session: Session, req_id: int, owner: int, prim: Primitive, what: Any) -> None:
+        """``prim`` handed ``what`` (a queue item, a lock's grant, a semaphore's slot) to the
+        request ``req_id`` of ``session``'s ``owner``. Until the answer has reached the caller,
+        ``what`` is taken back if the caller abandons the request (``Cancel``: a signal
+        interrupted its wait) or its connection ends first (a consumer killed as an item was
+        on its way: the item goes back to the front, never lost). The caller's next call
+        means it arrived (calls of one owner come one after the other; ``Goodbye``, that
+        everything did)."""
+        if req_id:
+            session.in_flight[req_id] = (prim, owner, what)
+
+    def _arrived(self, session: Session, owner: int) -> None:
+        """``owner`` called again: whatever was handed to it before has reached it."""
+        in_flight = session.in_flight
+        for rid in [rid for rid, record in in_flight.items() if record[1] == owner]:
+            del in_flight[rid]
+
+    def _cancel(self, session: Session, target: int) -> None:
+        """``session`` abandons its request ``target`` (see ``Cancel``)."""
+        for waiter in session.waiters:
+            if waiter.req_id == target and waiter.parked:
+                if waiter.on_withdraw is not None:
+                    waiter.on_withdraw(self, waiter)
+                else:
+                    if waiter.queue is not None:
+                        waiter.queue.remove(waiter)
+                    self.answer_error(waiter, CallWithdrawn("withdrawn: its caller abandoned it"))
+                return
+        record = session.in_flight.pop(target, None)
+        if record is not None:
+            prim, owner, what = record
+            prim.give_back(self, session, owner, what)
 
     # -- references ---------------------------------------------------------------------------
 
@@ -890,6 +951,11 @@ class Core:
             self._watch(session, msg)
         elif kind is Unwatch:
             self._unwatch(session, msg)
+        elif kind is Cancel:
+            self._cancel(session, msg.target)
+        elif kind is Goodbye:
+            session.said_goodbye = True
+            session.in_flight.clear()  # all of it arrived
         else:
             raise TypeError(f"not a request: {kind.__name__}")
         if self._fresh:
@@ -900,6 +966,8 @@ class Core:
     def _call(self, session: Session, msg: Call, now: float) -> None:
         self.stats_counters["calls"] += 1
         req_id, obj_id, method, args, kwargs, owner, versioned = msg  # one unpacking, not seven
+        if session.in_flight:
+            self._arrived(session, owner)
         entry = self.objects.get(obj_id)
         if entry is None:
             self.fail(session, req_id, _not_found(obj_id))

@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Final
 
+from .._errors import CallWithdrawn
 from .._kinds import KINDS
 from ._waiters import Waiter, WaitQueue
 
@@ -158,6 +159,15 @@ class Primitive:
     def drop_session(self, core: Core, session: Session, held: int) -> None:
         """Release what ``session`` held (``held`` units) when it goes away."""
 
+    def give_back(self, core: Core, session: Session, owner: int, what: Any) -> None:
+        """Take back ``what`` (tracked by ``CallContext.track``) from ``session``'s ``owner``,
+        which never received it: its caller abandoned the request (``Cancel``)."""
+
+    def lost(self, core: Core, session: Session, owner: int, what: Any) -> None:
+        """``what`` was on its way to ``session`` when the session ended (perhaps received,
+        perhaps not). A lock's grant or a slot needs nothing: ``drop_session`` frees what
+        the session held."""
+
     def describe(self) -> dict[str, Any]:
         """State for ``stats``/``top``: holders and waiters."""
         return {}
@@ -182,7 +192,8 @@ _MAX_SKIP_SHIFT: Final = 6
 
 
 class Lock(Primitive):
-    """A mutex. Waiter data is ``(count, answer)``: what to restore and what to reply.
+    """A mutex. Waiter data is ``(count, answer, track)``: what to restore, what to reply, and
+    whether the grant is tracked until it reaches its caller (an acquire's; ``Core.track``).
 
     Hand-over (eventual fairness, as Go's ``sync.Mutex`` and Rust's parking_lot do it): a
     ``release()`` with waiters leaves the lock free for a moment (``Core.lock_window``,
@@ -219,14 +230,16 @@ class Lock(Primitive):
         me = (ctx.session, ctx.owner)
         if self.holder is None:
             self._grant(ctx.core, me, 1)
+            ctx.track(self, 1)
             return answer
         if self.reentrant and self.holder == me:
             self.count += 1
             ctx.session.hold(self, 1)
+            ctx.track(self, 1)
             return answer
         if not blocking or wait == 0:
             return False
-        ctx.park(self.waiters, wait, data=(1, answer), on_timeout=_answer_false)
+        ctx.park(self.waiters, wait, data=(1, answer, True), on_timeout=_answer_false)
         return PARKED
 
     def release(self, ctx: CallContext) -> None:
@@ -269,7 +282,7 @@ class Lock(Primitive):
     def acquire_restore(self, core: Core, waiter: Waiter, count: int, answer: Any) -> None:
         """Give the lock to ``waiter`` (with ``count``) and answer it, now or when free."""
         waiter.deadline = None
-        waiter.data = (count, answer)
+        waiter.data = (count, answer, False)  # (a Condition's: its caller keeps the lock)
         if self.holder is None:
             self._grant(core, (waiter.session, waiter.owner), count)
             core.answer(waiter, answer)
@@ -327,13 +340,25 @@ class Lock(Primitive):
                 return
             if not core.deliverable(waiter.session):
                 continue
-            count, answer = waiter.data
+            count, answer, track = waiter.data
             self._grant(core, (waiter.session, waiter.owner), count)
+            if track:
+                core.track(waiter.session, waiter.req_id, waiter.owner, self, count)
             core.answer(waiter, answer)
 
     def drop_session(self, core: Core, session: Session, held: int) -> None:
         if self.holder is not None and self.holder[0] is session:
             self._free(core)
+
+    def give_back(self, core: Core, session: Session, owner: int, what: Any) -> None:
+        if self.holder != (session, owner):
+            return  # (released meanwhile)
+        if self.count > what:
+            self.count -= what
+            session.unhold(self, what)
+            return
+        session.unhold(self, self.count)
+        self._free(core)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -375,6 +400,7 @@ class Semaphore(Primitive):
         if self.value > 0 and not self.waiters:
             self.value -= 1
             self._take(ctx.session)
+            ctx.track(self, 1)
             return True
         if not blocking or wait == 0:
             return False
@@ -424,6 +450,7 @@ class Semaphore(Primitive):
                 continue
             self.value -= 1
             self._take(waiter.session)
+            core.track(waiter.session, waiter.req_id, waiter.owner, self, 1)
             core.answer(waiter, True)
 
     def drop_session(self, core: Core, session: Session, held: int) -> None:
@@ -431,6 +458,12 @@ class Semaphore(Primitive):
         if slots:
             self.value += slots
             self._pass_on(core)
+
+    def give_back(self, core: Core, session: Session, owner: int, what: Any) -> None:
+        if self.tracking and self.holders.get(session, 0) >= what:
+            self._give_back(session, what)
+        self.value += what
+        self._pass_on(core)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -472,7 +505,9 @@ class Condition(Primitive):
             raise RuntimeError("cannot wait on un-acquired lock")
         wait = _wait_timeout(timeout)
         count = self.lock.release_save(ctx.core)
-        ctx.park(self.waiters, wait, data=count, on_timeout=self._timed_out)
+        ctx.park(
+            self.waiters, wait, data=count, on_timeout=self._timed_out, on_withdraw=self._timed_out
+        )
         return PARKED
 
     def notify(self, ctx: CallContext, n: int = 1) -> None:
@@ -488,6 +523,8 @@ class Condition(Primitive):
         self.notify(ctx, len(self.waiters))
 
     def _timed_out(self, core: Core, waiter: Waiter) -> None:
+        """Its timeout passed, or its caller abandoned it: as ``threading``'s, the wait ends
+        holding the lock again (answered ``False``: not notified) once it is free."""
         self.waiters.remove(waiter)
         self.lock.acquire_restore(core, waiter, waiter.data, False)
 
@@ -576,6 +613,7 @@ class Barrier(Primitive):
                 data=index,
                 on_timeout=self._timed_out,
                 on_cancel=self._party_gone,
+                on_withdraw=self._party_left,
             )
             return PARKED
         if self.action is not None:
@@ -613,6 +651,14 @@ class Barrier(Primitive):
     def _party_gone(self, core: Core, waiter: Waiter) -> None:
         self._break(core)
 
+    def _party_left(self, core: Core, waiter: Waiter) -> None:
+        """A waiting party abandoned its wait (it lives on, and may wait again): the others
+        wait for one party more, arrival indices stay 0, 1, 2, ..."""
+        self.waiters.remove(waiter)
+        for index, other in enumerate(self.waiters):
+            other.data = index
+        core.answer_error(waiter, _withdrawn())
+
     def describe(self) -> dict[str, Any]:
         return {
             "parties": self.parties,
@@ -624,17 +670,24 @@ class Barrier(Primitive):
 class Queue(Primitive):
     """A FIFO queue with queue.Queue's API, including task_done/join.
 
-    Task accounting survives deaths: the server counts, per session, items taken and not yet
-    marked done; when a session goes away its count is settled so ``join()`` cannot hang on a
-    dead consumer. A JoinableQueue goes further and puts those items back at the front.
+    Nothing is lost to a consumer that is killed: an item on its way to it (handed over, not
+    yet shown to have arrived: ``Core.track``) goes back to the front. Task accounting
+    survives deaths: the server counts, per session, items taken and not yet marked done;
+    when a session goes away its count is settled, so ``join()`` cannot hang on a dead
+    consumer. A JoinableQueue goes further: the unfinished items of a consumer that was
+    killed (not one that exited, which said ``Goodbye``) go back to the front, to be done by
+    another. Both are *at least once* for killed consumers; ``redeliver=False`` makes a queue
+    *at most once*, as the stdlib's (what a killed consumer took is lost with it).
     """
 
     kind = "Queue"
-    redeliver = False
+    #: a JoinableQueue keeps the items taken, to deliver again the unfinished ones
+    keeps_taken = False
 
-    def __init__(self, maxsize: int = 0) -> None:
+    def __init__(self, maxsize: int = 0, *, redeliver: bool = True) -> None:
         if not isinstance(maxsize, int):
             raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
+        self.redeliver = bool(redeliver)
         self.maxsize = maxsize
         self.items: deque[Any] = deque()
         self.getters = WaitQueue()
@@ -673,6 +726,7 @@ class Queue(Primitive):
         if self.items:
             item = self.items.popleft()
             self._hand_out(ctx.session, item)
+            ctx.track(self, item)
             self._admit_putters(ctx.core)
             return item
         if not block:
@@ -704,6 +758,7 @@ class Queue(Primitive):
                 return
             if core.deliverable(getter.session):
                 self._hand_out(getter.session, item)
+                core.track(getter.session, getter.req_id, getter.owner, self, item)
                 core.answer(getter, item)
                 return
 
@@ -713,7 +768,7 @@ class Queue(Primitive):
             taken = self.taken[session] = deque()
             session.hold(self, 1)  # so the session's end settles its accounting here
         # A plain Queue remembers only how many; a JoinableQueue keeps the items to put back.
-        taken.append(item if self.redeliver else None)
+        taken.append(item if self.keeps_taken and self.redeliver else None)
 
     def _admit_putters(self, core: Core) -> None:
         while not self._full():
@@ -736,6 +791,7 @@ class Queue(Primitive):
                 if not taken:
                     del self.taken[session]
                     session.unhold(self, 1)
+                _arrived_from(session, self)  # (its task is done: it must not come back)
             self.unfinished -= 1
         if self.unfinished == 0:
             for joiner in self.joiners.pop_all():
@@ -745,7 +801,7 @@ class Queue(Primitive):
         taken = self.taken.pop(session, None)
         if not taken:
             return
-        if self.redeliver:
+        if self.keeps_taken and self.redeliver and not session.said_goodbye:
             # Put the dead consumer's unfinished items back at the front, oldest first.
             self.unfinished -= len(taken)
             for item in reversed(taken):
@@ -766,12 +822,38 @@ class Queue(Primitive):
             if core.deliverable(getter.session):
                 item = self.items.popleft()
                 self._hand_out(getter.session, item)
+                core.track(getter.session, getter.req_id, getter.owner, self, item)
                 core.answer(getter, item)
+
+    def lost(self, core: Core, session: Session, owner: int, what: Any) -> None:
+        """An item on its way to a consumer that ended first goes back (nothing is lost;
+        a consumer killed as it arrived may have seen it: at least once, then)."""
+        if self.redeliver:
+            self.give_back(core, session, owner, what)
+
+    def give_back(self, core: Core, session: Session, owner: int, what: Any) -> None:
+        """Put an item its taker never received back at the front (nothing is lost): it was
+        not taken, so no task was started either."""
+        taken = self.taken.get(session)
+        if taken:
+            if self.keeps_taken and self.redeliver:
+                for i in range(len(taken) - 1, -1, -1):
+                    if taken[i] is what:
+                        del taken[i]
+                        break
+            else:
+                taken.pop()
+            if not taken:
+                del self.taken[session]
+                session.unhold(self, 1)
+        self.items.appendleft(what)
+        self._redeliver(core)
 
     def describe(self) -> dict[str, Any]:
         return {
             "size": len(self.items),
             "maxsize": self.maxsize,
+            "redeliver": self.redeliver,
             "unfinished": self.unfinished,
             "getters": _waiters_desc(self.getters),
             "putters": _waiters_desc(self.putters),
@@ -780,13 +862,26 @@ class Queue(Primitive):
 
 
 class JoinableQueue(Queue):
-    """A Queue whose items taken by a consumer that dies before ``task_done`` are redelivered."""
+    """A Queue whose items taken by a consumer that is killed before ``task_done`` are
+    delivered again (see ``Queue``)."""
 
     kind = "JoinableQueue"
-    redeliver = True
+    keeps_taken = True
 
 
 # -- waiter callbacks shared by several primitives ----------------------------------------------
+
+
+def _arrived_from(session: Session, prim: Primitive) -> None:
+    """Forget the oldest thing ``prim`` has on its way to ``session`` (it arrived)."""
+    for rid, record in session.in_flight.items():
+        if record[0] is prim:
+            del session.in_flight[rid]
+            return
+
+
+def _withdrawn() -> CallWithdrawn:
+    return CallWithdrawn("withdrawn: its caller abandoned it")
 
 
 def _answer_false(core: Core, waiter: Waiter) -> None:

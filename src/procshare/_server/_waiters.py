@@ -44,6 +44,9 @@ class Waiter:
             take the waiter out of its queue and answer it.
         on_cancel: called with (core, waiter) after its session went away while it was parked
             (a barrier breaks); the waiter is already out of its queue.
+        on_withdraw: called with (core, waiter) when its caller abandons the request while it
+            is parked (``Cancel``), in place of the default (taken out, answered
+            ``CallWithdrawn``): a Condition wait re-acquires its lock, a Barrier renumbers.
     """
 
     __slots__ = (
@@ -51,6 +54,7 @@ class Waiter:
         "deadline",
         "on_cancel",
         "on_timeout",
+        "on_withdraw",
         "owner",
         "queue",
         "req_id",
@@ -70,6 +74,7 @@ class Waiter:
         data: Any = None,
         on_timeout: Callable[[Core, Waiter], None] | None = None,
         on_cancel: Callable[[Core, Waiter], None] | None = None,
+        on_withdraw: Callable[[Core, Waiter], None] | None = None,
     ) -> None:
         self.session = session
         self.req_id = req_id
@@ -79,6 +84,7 @@ class Waiter:
         self.data = data
         self.on_timeout = on_timeout
         self.on_cancel = on_cancel
+        self.on_withdraw = on_withdraw
         self.queue: WaitQueue | None = None
         self.state = PARKED
 
