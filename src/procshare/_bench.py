@@ -353,6 +353,45 @@ def _workers_progress(state: Any, n: int) -> float:
     return float(elapsed / max(1, counted / 1000) * 1e6)
 
 
+#: how long the slow value's unpickling computes (issue 16's target: another client's worst
+#: call meanwhile stays under 100 ms)
+SLOW_UNPICKLE_S = 0.5
+
+
+def _compute_for(seconds: float) -> float:
+    """What unpickling a ``_SlowToUnpickle`` runs: pure-Python work, holding the GIL."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        sum(range(1000))
+    return seconds
+
+
+class _SlowToUnpickle:
+    def __reduce__(self) -> Any:
+        return (_compute_for, (SLOW_UNPICKLE_S,))
+
+
+def _send_slow(d: Any) -> None:
+    d["slow"] = _SlowToUnpickle()
+
+
+def _worst_call_during_slow_unpickle(d: Any, n: int) -> float:
+    """The longest of this client's dict gets while, ``n`` times, another process stores a
+    value whose unpickling computes for ``SLOW_UNPICKLE_S`` (microseconds)."""
+    worst = 0.0
+    d["x"] = 1
+    for _ in range(n):
+        sender = _FORK.Process(target=_send_slow, args=(d,))
+        sender.start()
+        end = time.perf_counter() + SLOW_UNPICKLE_S + 0.3  # (its start and its call included)
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            d.get("x")
+            worst = max(worst, time.perf_counter() - start)
+        sender.join(60)
+    return worst * 1e6
+
+
 def _with_server_pid(m: Any) -> Any:
     return (m.dict(), m._process.pid)
 
@@ -562,6 +601,13 @@ CASES: dict[str, Case] = {
                 measures_itself=True,
             )
             for kind, setup in _EVENT_SETUPS.items()
+        ),
+        Case(
+            f"worst call while another's value unpickles {SLOW_UNPICKLE_S:g} s",
+            lambda m: m.dict(),
+            _worst_call_during_slow_unpickle,
+            1,
+            measures_itself=True,
         ),
         Case(
             "CPU per dict set, server and client",

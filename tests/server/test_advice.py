@@ -122,7 +122,7 @@ def connect(server: Server) -> tuple[_Conn, socket.socket]:
     proto = ServerProtocol(b"advice")
     conn = _Conn(ours, proto, sid, NOW, server._reactors[0])
     server._reactors[0].conns[conn.fd] = conn
-    server._reactors[0].poller.register(conn.fd)
+    server._interest(conn)  # (registers it with reactor 0)
     session = Session(sid, proto, {}, NOW)
     server.core.sessions[sid] = session
     session.home = server._reactors[0].home

@@ -6,6 +6,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -92,3 +93,50 @@ def test_a_value_whose_pickling_exits_on_the_way_back_costs_only_that_read(m: An
     with pytest.raises(SerializationError):
         d["odd"]
     _still_serving(m, d)
+
+
+class SlowToUnpickle:
+    """Unpickling it computes (holding the GIL, as pure-Python ``__setstate__`` code does)
+    until ``release`` exists, at most 10 s; what it becomes says which came first."""
+
+    def __init__(self, started: str, release: str) -> None:
+        self.started, self.release = started, release
+
+    def __reduce__(self) -> Any:
+        return (_compute_until, (self.started, self.release))
+
+
+def _compute_until(started: str, release: str) -> str:
+    open(started, "w").close()
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        if os.path.exists(release):
+            return "released"
+        sum(range(1000))  # (computes: no sleep hands the GIL over)
+    return "timed out"
+
+
+def test_a_value_slow_to_unpickle_stalls_only_its_own_call(m: Any, tmp_path: Any) -> None:
+    started, release = str(tmp_path / "started"), str(tmp_path / "release")
+    d = m.dict()
+    other = m.list()
+
+    def slow_set() -> None:
+        d["slow"] = SlowToUnpickle(started, release)
+
+    sender = FORK.Process(target=slow_set)
+    sender.start()
+    for _ in range(1000):  # bounded: the sender's call reaches the server and decoding begins
+        if os.path.exists(started):
+            break
+        time.sleep(0.01)
+    assert os.path.exists(started)
+    # While that value is still being unpickled, everyone else is served. (Were its decoding
+    # on the core's thread, these calls would wait for it to time out: 10 s.)
+    for i in range(50):
+        other.append(i)
+    assert other[:] == list(range(50))
+    open(release, "w").close()
+    sender.join(30)
+    assert sender.exitcode == 0
+    assert d["slow"] == "released"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import pathlib
 import pickle
 import random
+import signal
 import socket
 import struct
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,6 +101,30 @@ def test_garbage_before_authentication(
         ),
     )
     check_intact(objects)
+
+
+def test_a_deeply_nested_login_drops_the_connection_without_a_traceback(
+    tmp_path: pathlib.Path,
+) -> None:
+    path = str(tmp_path / "deep.sock")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "procshare", "serve", "--address", f"unix://{path}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PROCSHARE_AUTHKEY="deep"),
+    )
+    try:
+        assert server.stdout is not None and "serving at" in server.stdout.readline()
+        for body in (b"[" * 15_000, b'{"a":' * 3_000):
+            send_and_close(raw_connect(path), pack(Op.LOGIN, 0, 0, body))
+        m = procshare.BaseManager(address=path, authkey=b"deep")
+        m.connect()  # still serving
+    finally:
+        server.send_signal(signal.SIGTERM)
+        _out, err = server.communicate(timeout=30)
+    assert server.returncode == 0
+    assert "Traceback" not in err and "RecursionError" not in err, err[-2000:]
 
 
 def test_garbage_after_authentication(server: tuple[procshare.SyncManager, dict[str, Any]]) -> None:

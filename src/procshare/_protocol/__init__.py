@@ -12,8 +12,10 @@ from ._connection import (
     ClientProtocol,
     ConnectionClosed,
     ConnState,
+    Deferred,
     Ready,
     ServerProtocol,
+    may_run_code,
 )
 from ._framing import (
     DEFAULT_MAX_FRAME,
@@ -58,6 +60,7 @@ __all__ = [
     "ConnectionClosed",
     "Control",
     "Create",
+    "Deferred",
     "Failure",
     "Flag",
     "FrameReader",
@@ -71,5 +74,6 @@ __all__ = [
     "ServerProtocol",
     "Unwatch",
     "Watch",
+    "may_run_code",
     "pack",
 ]

@@ -69,11 +69,13 @@ __all__ = [
     "ClientProtocol",
     "ConnState",
     "ConnectionClosed",
+    "Deferred",
     "Ready",
     "ServerProtocol",
+    "may_run_code",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 # Plain ints and members bound once: an enum attribute costs ~80 ns per look-up in 3.11, and
 # next_event runs twice per call on each side.
 _CALL: Final = int(Op.CALL)
@@ -94,6 +96,20 @@ _ID_MASK: Final = 0xFFFFFFFF
 _HEADER_PACK: Final[Callable[..., bytes]] = HEADER.pack
 _HEADER_UNPACK: Final[Callable[..., tuple[int, int, int, int]]] = HEADER.unpack_from
 _U32: Final = struct.Struct("!I")
+#: bytes that are pickle opcodes naming a global (STACK_GLOBAL, EXT1/2/4): a payload without
+#: any of them names no class or function, and decoding it runs no code of the sender's. (A
+#: protocol-5 pickler names globals with these only; the same bytes inside data just send a
+#: plain payload the slow way.)
+_GLOBAL_OPCODES: Final = (b"\x93", b"\x82", b"\x83", b"\x84")
+_DEFERRABLE: Final = frozenset({int(Op.CALL), int(Op.CREATE), int(Op.BATCH)})
+
+
+def may_run_code(data: bytes | bytearray, start: int = 0) -> bool:
+    """Whether decoding the pickle in ``data[start:]`` may run code it names (see
+    ``_GLOBAL_OPCODES``)."""
+    return any(data.find(op, start) >= 0 for op in _GLOBAL_OPCODES)
+
+
 Payload = bytes | bytearray  # what the frame reader hands out
 MAGIC: Final = "procshare"
 NONCE_SIZE: Final = 32
@@ -146,6 +162,17 @@ class BadRequest(NamedTuple):
     error: Exception
 
 
+class Deferred(NamedTuple):
+    """Server side: a request whose payload may run the sender's code as it is decoded (it
+    names a class or a function: a custom value's ``__reduce__`` or ``__setstate__``). Decode
+    it with ``decode_deferred`` where that cannot stall others (another thread)."""
+
+    opcode: int
+    flags: int
+    req_id: int
+    payload: bytes | bytearray
+
+
 class ConnectionClosed(NamedTuple):
     """The peer closed its end. ``truncated`` when it stopped in the middle of a frame."""
 
@@ -165,6 +192,8 @@ def _json_body(payload: Payload) -> dict[str, Any]:
         body = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"handshake payload is not JSON: {exc}") from None
+    except RecursionError:  # (nested deeper than the interpreter's stack: garbage, or abuse)
+        raise ProtocolError("handshake payload is nested too deeply") from None
     if not isinstance(body, dict):
         raise ProtocolError("handshake payload is not a JSON object")
     return body
@@ -294,6 +323,12 @@ class ServerProtocol(_Base):
         self._serializers = serializers
         #: the THINKS hint of the last CALL received (see ``Flag.THINKS``)
         self.client_thinks = False
+        #: hand requests whose decoding may run code over as ``Deferred`` (the transport
+        #: decodes them off its thread); off: decode everything as it comes. A payload that
+        #: holds ``defer_unless`` is decoded as it comes all the same (the transport's own
+        #: objects, which must be decoded where it runs).
+        self.defer = False
+        self.defer_unless = b""
         self._info = dict(info or {})
         self._nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
         self.state = ConnState.AWAIT_LOGIN
@@ -332,6 +367,15 @@ class ServerProtocol(_Base):
         if frame is None:
             return self._closed_event() if self._eof else NEED_DATA
         opcode, flags, req_id, payload = frame
+        if (
+            self.defer
+            and opcode in _DEFERRABLE
+            and may_run_code(payload)
+            and self.defer_unless not in payload
+        ):
+            if opcode == _CALL:
+                self.client_thinks = bool(flags & _THINKS)
+            return Deferred(opcode, flags, req_id, bytes(payload))
         if opcode == _CALL:
             self.client_thinks = bool(flags & _THINKS)
             return self._decode_call(req_id, payload, flags & _VERSIONED)
@@ -395,8 +439,18 @@ class ServerProtocol(_Base):
         length, opcode, flags, req_id = _HEADER_UNPACK(data, 0)
         if opcode != _CALL or length + 4 != len(data) or length > self._reader.max_frame:
             return NEED_DATA
+        if self.defer and may_run_code(data, HEADER_SIZE) and self.defer_unless not in data:
+            return NEED_DATA  # (``next_event`` defers it)
         self.client_thinks = bool(flags & _THINKS)
         return self._decode_call(req_id, data[HEADER_SIZE:], flags & _VERSIONED)
+
+    def decode_deferred(self, request: Deferred) -> Any:
+        """Decode a ``Deferred`` request: the message it is, or a ``BadRequest``. Touches no
+        state of the connection: any thread may call it while the connection waits."""
+        opcode, flags, req_id, payload = request
+        if opcode == _CALL:
+            return self._decode_call(req_id, payload, flags & _VERSIONED)
+        return _REQUEST_DECODERS[opcode](self, req_id, payload)
 
     # -- request decoders (READY) -----------------------------------------------------------
 

@@ -40,10 +40,10 @@ class Poller:
             raise RuntimeError("the server is not serving")
         self._impl.register(fd, (IN if read else 0) | (OUT if write else 0))
 
-    def modify(self, fd: int, write: bool) -> None:
-        """Switch waiting for writability of ``fd`` on or off."""
+    def modify(self, fd: int, write: bool, read: bool = True) -> None:
+        """Change what ``fd`` is waited for (readable, writable: see ``register``)."""
         if self._impl is not None:
-            self._impl.modify(fd, IN | OUT if write else IN)
+            self._impl.modify(fd, (IN if read else 0) | (OUT if write else 0))
 
     def unregister(self, fd: int) -> None:
         if self._impl is not None:

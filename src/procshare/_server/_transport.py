@@ -47,13 +47,14 @@ from .._protocol import (
     NEED_DATA,
     Authenticated,
     ConnectionClosed,
+    Deferred,
     Flag,
     ServerProtocol,
 )
 from .._sched import LoadGauge, available_cpus, configured_spin, current_cpu
 from ._core import Core, Home, Job, ServerType, Session
 from ._objects import LOCK_WINDOW
-from ._poller import OUT, Poller
+from ._poller import IN, OUT, Poller
 
 __all__ = ["Server"]
 
@@ -106,8 +107,11 @@ class _Conn:
 
     __slots__ = (
         "accepted",
+        "decoding",
         "fd",
+        "mask",
         "out",
+        "paused",
         "proto",
         "reactor",
         "recv",
@@ -138,13 +142,35 @@ class _Conn:
         self.accepted = now
         #: requests in a row that did not fit its reactor (``Server._placed``)
         self.streak = 0
+        #: a request of its is being decoded off the reactor (``Server._defer``), and whether
+        #: it is not read meanwhile (its descriptor out of its reactor's poller)
+        self.decoding = False
+        self.paused = False
+        #: what its descriptor is registered for in its reactor's poller (0: not)
+        self.mask = 0
+
+
+class _Decoding:
+    """A request of ``conn`` to decode on a worker thread (``Server._defer``)."""
+
+    __slots__ = ("conn", "message", "request")
+
+    def __init__(self, conn: _Conn, request: Deferred) -> None:
+        self.conn = conn
+        self.request = request
+        self.message: Any = None
+
+    def run(self) -> None:
+        """Decode it (never raises: a payload that will not decode is a ``BadRequest``)."""
+        self.message = self.conn.proto.decode_deferred(self.request)
+        self.request = None  # type: ignore[assignment]
 
 
 class _Workers:
     """Threads that run user code (custom methods and constructors), grown on demand."""
 
-    def __init__(self, done: deque[Job], wake: Callable[[], None], limit: int) -> None:
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+    def __init__(self, done: deque[Job | _Decoding], wake: Callable[[], None], limit: int) -> None:
+        self._jobs: queue.SimpleQueue[Job | _Decoding | None] = queue.SimpleQueue()
         self._done = done
         self._wake = wake
         self._limit = limit
@@ -152,7 +178,7 @@ class _Workers:
         self._idle = 0
         self._threads: set[threading.Thread] = set()
 
-    def submit(self, job: Job) -> None:
+    def submit(self, job: Job | _Decoding) -> None:
         with self._lock:
             grow = self._idle == 0 and len(self._threads) < self._limit
             if grow:
@@ -332,7 +358,11 @@ class _Reactor:
                     server._flush()  # replies first: the housekeeping below can wait a moment
                 if keeps_clock:
                     while done:
-                        core.finish(done.popleft(), now)
+                        job = done.popleft()
+                        if type(job) is _Decoding:
+                            server._decoded(job, now)
+                        else:
+                            core.finish(job, now)  # type: ignore[arg-type]
                 core.tick(now)
                 if keeps_clock:
                     if now - server._running_checked > _RUNNING_WINDOW:
@@ -446,7 +476,7 @@ class Server:
         self._by_session: dict[int, _Conn] = {}
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._done: deque[Job] = deque()
+        self._done: deque[Job | _Decoding] = deque()
         self._workers = _Workers(self._done, self._wake_clock, max_workers)
         self._owner_pid = owner_pid
         self._owner_fd: int | None = None
@@ -673,10 +703,14 @@ class Server:
                 info=info,
                 max_frame=self._max_frame,
             )
+            # Requests whose decoding may run the sender's code are decoded off the reactor
+            # (``_defer``); those holding proxies, here (they are rebuilt inside this server).
+            proto.defer = True
+            proto.defer_unless = b"RebuildProxy"
             reactor = self._reactors[0]  # until it shows it computes between calls (_ran)
             conn = _Conn(sock, proto, sid, now, reactor)
             reactor.conns[conn.fd] = conn
-            reactor.poller.register(conn.fd)
+            self._interest(conn)
             conn.out += proto.data_to_send()
             self._send_pending(conn)
 
@@ -689,15 +723,26 @@ class Server:
         except OSError:
             data = b""
         session = conn.session
-        core = self.core
-        try:
-            if session is not None and data:
+        if session is not None and data:
+            try:
                 call = proto.take_call(data)  # the usual request: one frame, a call
                 if call is not NEED_DATA:
-                    core.dispatch(session, call, now)
+                    self.core.dispatch(session, call, now)
                     self._ran(conn, session, now)
                     return
-            proto.receive_data(data)
+            except (Exception, SystemExit):  # noqa: BLE001 - logged by _failed
+                self._failed(conn, now)
+                return
+        proto.receive_data(data)
+        self._serve(conn, now)
+
+    def _serve(self, conn: _Conn, now: float) -> None:
+        """Serve the requests buffered on ``conn``, in order, until it needs more data (or
+        one is being decoded off this thread: ``_defer``)."""
+        proto = conn.proto
+        session = conn.session
+        core = self.core
+        try:
             while True:
                 event = proto.next_event()
                 if event is NEED_DATA:
@@ -706,6 +751,9 @@ class Server:
                 if kind is ConnectionClosed:
                     self._close(conn, now)
                     return
+                if kind is Deferred:
+                    self._defer(conn, event)
+                    break
                 if session is not None:
                     core.dispatch(session, event, now)
                     if session.closed or not proto.has_buffered():
@@ -723,13 +771,43 @@ class Server:
         except ProtocolError as exc:
             log.info("dropping connection %d: %s", conn.fd, exc)
             self._close(conn, now)
-        except (Exception, SystemExit):
-            # A bug of the server's met by this request (or a sys.exit() the core did not
-            # contain): drop its connection (what it held is freed, as for a client that
-            # died) and go on serving everyone else. (A KeyboardInterrupt is a signal to this
-            # process, not a request's doing: the core contains the ones user code raises.)
-            log.exception("dropping connection %d: the server failed on its request", conn.fd)
-            self._close(conn, now)
+        except (Exception, SystemExit):  # noqa: BLE001 - logged by _failed
+            self._failed(conn, now)
+
+    def _failed(self, conn: _Conn, now: float) -> None:
+        """A bug of the server's met by a request of ``conn`` (or a sys.exit() the core did not
+        contain): drop its connection (what it held is freed, as for a client that died) and
+        go on serving everyone else. (A KeyboardInterrupt is a signal to this process, not a
+        request's doing: the core contains those that user code raises.)"""
+        log.exception("dropping connection %d: the server failed on its request", conn.fd)
+        self._close(conn, now)
+
+    def _defer(self, conn: _Conn, request: Deferred) -> None:
+        """Decode ``request`` on a worker thread: decoding it may run the sender's code (a
+        custom value's ``__setstate__`` that takes seconds), which must not hold up other
+        clients. ``conn`` is not read meanwhile (its next requests come after this one);
+        ``_decoded`` serves the request once it is decoded, then goes on."""
+        conn.decoding = conn.paused = True
+        self._interest(conn)
+        self._workers.submit(_Decoding(conn, request))
+
+    def _decoded(self, job: _Decoding, now: float) -> None:
+        conn = job.conn
+        conn.decoding = False
+        if conn.reactor.conns.get(conn.fd) is not conn:
+            return  # closed meanwhile
+        session = conn.session
+        if session is not None:
+            try:
+                self.core.dispatch(session, job.message, now)
+            except (Exception, SystemExit):  # noqa: BLE001 - logged by _failed
+                self._failed(conn, now)
+                return
+            self._ran(conn, session, now)
+        self._serve(conn, now)
+        if not conn.decoding and conn.reactor.conns.get(conn.fd) is conn:
+            conn.paused = False
+            self._interest(conn)  # (what came meanwhile is reported now)
 
     def _ran(self, conn: _Conn, session: Session, now: float) -> None:
         """Account for a request of ``session`` just served: running (competing for a CPU)
@@ -763,14 +841,19 @@ class Server:
         """Hand ``conn`` over to ``reactor`` (data waiting on it is reported there: level-
         triggered)."""
         old = conn.reactor
-        if conn.writing:
+        writing = conn.writing
+        if writing:
+            conn.writing = False
             self._want_writable(conn, False)
         old.conns.pop(conn.fd, None)
-        old.poller.unregister(conn.fd)
+        if conn.mask:
+            old.poller.unregister(conn.fd)
+            conn.mask = 0
         conn.reactor = reactor
         reactor.conns[conn.fd] = conn
-        reactor.poller.register(conn.fd)
-        if conn.writing:
+        self._interest(conn)
+        if writing:
+            conn.writing = True
             self._want_writable(conn, True)
         session = conn.session
         if session is not None:
@@ -814,19 +897,22 @@ class Server:
         reactor = conn.reactor
         reactor.conns.pop(conn.fd, None)
         reactor.poller.unregister(conn.fd)
+        conn.mask = 0
         conn.sock.close()
         conn.fd, conn.wfd = requests, replies
         conn.recv = functools.partial(os.read, requests)
         conn.send = functools.partial(os.write, replies)
         reactor.conns[requests] = conn
-        reactor.poller.register(requests)
+        self._interest(conn)
         return True
 
     def _close(self, conn: _Conn, now: float) -> None:
         reactor = conn.reactor
         if reactor.conns.pop(conn.fd, None) is None:
             return
-        reactor.poller.unregister(conn.fd)
+        if conn.mask:
+            reactor.poller.unregister(conn.fd)
+            conn.mask = 0
         if conn.wfd != conn.fd:  # its pipes (the socket is closed already)
             if reactor.conns.pop(conn.wfd, None) is not None:
                 reactor.poller.unregister(conn.wfd)
@@ -912,11 +998,26 @@ class Server:
             self._want_writable(conn, False)
 
     @staticmethod
-    def _want_writable(conn: _Conn, on: bool) -> None:
+    def _interest(conn: _Conn) -> None:
+        """Wait for what ``conn``'s descriptor should be waited for: readable unless paused,
+        writable while output waits (on a socket: a pipe's replies go out apart)."""
+        mask = (0 if conn.paused else IN) | (OUT if conn.writing and conn.wfd == conn.fd else 0)
+        if mask == conn.mask:
+            return
+        poller = conn.reactor.poller
+        if not mask:
+            poller.unregister(conn.fd)
+        elif conn.mask:
+            poller.modify(conn.fd, write=bool(mask & OUT), read=bool(mask & IN))
+        else:
+            poller.register(conn.fd, write=bool(mask & OUT), read=bool(mask & IN))
+        conn.mask = mask
+
+    def _want_writable(self, conn: _Conn, on: bool) -> None:
         """Wait for the connection to take more output (or stop waiting)."""
         reactor = conn.reactor
         if conn.wfd == conn.fd:
-            reactor.poller.modify(conn.fd, write=on)
+            self._interest(conn)
         elif on:  # the reply pipe, registered on its own
             reactor.conns[conn.wfd] = conn
             reactor.poller.register(conn.wfd, write=True, read=False)
