@@ -21,7 +21,14 @@ import tempfile
 from typing import Any
 from urllib.parse import urlsplit
 
-__all__ = ["Address", "describe", "family", "parse_address", "private_unix_path"]
+__all__ = [
+    "Address",
+    "describe",
+    "family",
+    "parse_address",
+    "private_unix_path",
+    "remove_stale_private_dirs",
+]
 
 Address = str | tuple[str, int]
 
@@ -75,10 +82,65 @@ def family(address: Address) -> socket.AddressFamily:
     return socket.AF_UNIX if isinstance(address, str) else socket.AF_INET
 
 
+#: a private directory's name: ``procshare-<pid of its server>-<random>``
+_PRIVATE_PREFIX = "procshare-"
+_SOCKET_NAME = "server.sock"
+
+
 def private_unix_path() -> str:
-    """A fresh socket path inside a new directory only this user can enter (mode 0700)."""
-    directory = tempfile.mkdtemp(prefix="procshare-")  # mkdtemp creates it with mode 0700
-    return os.path.join(directory, "server.sock")
+    """A fresh socket path inside a new directory only this user can enter (mode 0700).
+
+    The directory is named after the serving process (this one), so that a later server can
+    tell it was left behind by one that was killed (``remove_stale_private_dirs``)."""
+    remove_stale_private_dirs()
+    directory = tempfile.mkdtemp(prefix=f"{_PRIVATE_PREFIX}{os.getpid()}-")  # mode 0700
+    return os.path.join(directory, _SOCKET_NAME)
+
+
+def remove_stale_private_dirs(parent: str | None = None) -> list[str]:
+    """Remove the private socket directories of servers that are gone (killed with -9: one
+    that exits removes its own), and return them.
+
+    Only a directory that is this user's, named after a process that no longer exists, and
+    holding nothing but its socket is removed: another user's, a live server's, or one with
+    anything else in it is left alone.
+    """
+    parent = parent or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    uid = os.getuid()
+    for entry in entries:
+        pid_text, dash, _rest = entry.name.removeprefix(_PRIVATE_PREFIX).partition("-")
+        if not (entry.name.startswith(_PRIVATE_PREFIX) and dash and pid_text.isdigit()):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != uid:
+                continue
+            if _process_exists(int(pid_text)):
+                continue
+            inside = os.listdir(entry.path)
+            if inside not in ([], [_SOCKET_NAME]):
+                continue
+            if inside:
+                os.unlink(os.path.join(entry.path, _SOCKET_NAME))
+            os.rmdir(entry.path)
+        except OSError:  # (gone meanwhile, or not ours to remove)
+            continue
+        removed.append(entry.path)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (exists, another user's)
+        return True
+    return True
 
 
 def describe(address: Address) -> str:

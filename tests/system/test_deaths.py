@@ -182,3 +182,22 @@ def test_kill_the_lock_holder_again_and_again(m: procshare.SyncManager, trial: i
     kill(holder)
     assert lock.acquire(timeout=WAIT), f"trial {trial}: deadlock"
     lock.release()
+
+
+def test_a_killed_servers_socket_directory_is_removed_by_the_next_server() -> None:
+    killed = procshare.Manager(ctx=FORK)
+    killed_dir = os.path.dirname(killed.address)
+    live = procshare.Manager(ctx=FORK)
+    live_dir = os.path.dirname(live.address)
+    try:
+        os.kill(killed._process.pid, signal.SIGKILL)
+        killed._process.join(WAIT)
+        assert os.path.exists(os.path.join(killed_dir, "server.sock"))  # left behind
+        with procshare.Manager(ctx=FORK) as fresh:
+            assert not os.path.exists(killed_dir)
+            assert os.path.exists(live.address)  # a live server's is kept
+            assert fresh.dict(a=1)["a"] == 1
+        assert live.list([1])[:] == [1]
+    finally:
+        live.shutdown()
+    assert not os.path.exists(live_dir)  # (one that exits removes its own)
