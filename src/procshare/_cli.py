@@ -36,7 +36,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from ._manager import SyncManager
 
     key = _authkey(args.authkey, generate=True)
-    manager = SyncManager(address=args.address, authkey=key, release_delay=args.release_delay)
+    try:
+        manager = SyncManager(
+            address=args.address,
+            authkey=key,
+            release_delay=args.release_delay,
+            max_memory=args.max_memory,
+        )
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
     server = manager.get_server()
     print(f"procshare {__version__} serving at {describe(server.address)}", flush=True)
     if args.authkey is None and _AUTHKEY_ENV not in os.environ:
@@ -183,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=5.0,
         help="seconds an unreferenced object is kept (default 5)",
+    )
+    serve.add_argument(
+        "--max-memory",
+        default=None,
+        metavar="SIZE",
+        help="refuse changes past this much data, e.g. 512MiB or 2GB (default: no limit)",
     )
     serve.set_defaults(func=_cmd_serve)
 

@@ -23,6 +23,7 @@ __all__ = [
     "ConnectionLost",
     "FrameTooLarge",
     "ManagerStateError",
+    "MemoryLimitError",
     "MethodNotExposed",
     "ObjectNotFound",
     "ProcshareError",
@@ -96,6 +97,11 @@ class ObjectNotFound(RemoteError, LookupError):
 
 class MethodNotExposed(RemoteError, AttributeError):
     """The method is not exposed by the shared object's type (see ``register(exposed=...)``)."""
+
+
+class MemoryLimitError(ProcshareError, MemoryError):
+    """The server refused a change: it would have taken the server past its ``max_memory``
+    (or the server is at it, and refuses changes that add data until some is freed)."""
 
 
 class CallWithdrawn(ProcshareError):

@@ -57,6 +57,7 @@ from ._sched import parse_spin
 from ._serializers import serializer_names
 from ._server import _objects
 from ._server._core import ServerType
+from ._server._memory import MemoryGuard, parse_size
 from ._server._transport import Server
 
 __all__ = ["BaseManager", "Registration", "State", "SyncManager"]
@@ -178,6 +179,11 @@ class BaseManager:
             (strict arrival order). Default: a process that releases a lock and asks for it
             again at once may keep it, for up to a millisecond while others wait, which
             saves a wake-up per hand-over (README: "A contended lock changes hands").
+        max_memory: the most data the server may hold, in bytes or as ``"512MiB"``/``"2GB"``
+            (beyond what it used when it started): a change that would pass it, or that adds
+            data once the server is within 16 MiB of it, raises ``MemoryLimitError``; reads
+            and removals are still served (Redis's ``maxmemory`` with ``noeviction``).
+            Linux only. Default: no limit.
     """
 
     _registry: dict[str, Registration] = {}
@@ -200,6 +206,7 @@ class BaseManager:
         leases: bool = True,
         fair_locks: bool = False,
         reactors: int | None = None,
+        max_memory: int | str | None = None,
     ) -> None:
         if authkey is None:
             authkey = multiprocessing.current_process().authkey
@@ -225,6 +232,9 @@ class BaseManager:
             self._options["lock_window"] = 0.0
         if reactors is not None:
             self._options["reactors"] = reactors
+        if max_memory is not None:
+            MemoryGuard(parse_size(max_memory))  # a bad setting fails here, not in the server
+            self._options["max_memory"] = max_memory
         self._process: Any = None
         self._cache = cache
 

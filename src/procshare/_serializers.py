@@ -62,6 +62,8 @@ class PickleSerializer:
     def dumps(self, obj: Any) -> bytes:
         try:
             return pickle.dumps(obj, self.protocol)
+        except MemoryError as exc:  # (no retry: it would need as much memory again)
+            raise SerializationError(f"no memory to serialize {_describe(obj)}") from exc
         except BaseException:  # noqa: BLE001,S110 - rare: retry with the extra reducers below
             pass
         try:
@@ -83,7 +85,12 @@ class PickleSerializer:
 
 
 def _describe(obj: Any) -> str:
-    text = repr(obj) if isinstance(obj, (int, float, str, bytes)) else type(obj).__name__
+    if isinstance(obj, (str, bytes)):
+        text = repr(obj[:80])  # (not the whole of a large one: it may be why memory ran out)
+    elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        text = repr(obj) if isinstance(obj, float) or obj.bit_length() < 256 else "a large int"
+    else:
+        text = type(obj).__name__
     return text if len(text) < 80 else text[:77] + "..."
 
 

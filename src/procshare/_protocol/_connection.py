@@ -30,6 +30,7 @@ from typing import Any, Final, NamedTuple
 from .._errors import (
     AuthenticationError,
     FrameTooLarge,
+    MemoryLimitError,
     ProtocolError,
     RemoteError,
     SerializationError,
@@ -595,6 +596,10 @@ class ServerProtocol(_Base):
             )
         except FrameTooLarge as exc:
             return self.encode_failure(req_id, exc, flags)
+        except MemoryError:  # (building the frame of a large result)
+            return self.encode_failure(
+                req_id, MemoryLimitError("the server had no memory left to send the result"), flags
+            )
 
     @staticmethod
     def is_failure(frame: bytes) -> bool:

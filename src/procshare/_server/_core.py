@@ -40,6 +40,7 @@ from typing import Any, Final
 
 from .._errors import (
     CallWithdrawn,
+    MemoryLimitError,
     MethodNotExposed,
     ObjectNotFound,
     ProcshareError,
@@ -73,6 +74,7 @@ from .._protocol import (
 )
 from .._token import Token
 from ._changelog import ChangeLog
+from ._memory import ADDING, MemoryGuard
 from ._objects import HANDLERS, PARKED, Handler, Lock, Primitive, make_referent
 from ._waiters import DeadlineHeap, Waiter, WaitQueue
 
@@ -513,6 +515,8 @@ class Core:
         self._now = 0.0
         #: the objects' lease epochs (``_leases``; set by the transport for unix sockets)
         self.lease_page: LeasePage | None = None
+        #: ``max_memory`` (``_memory``; set by the transport)
+        self.memory: MemoryGuard | None = None
         self.stats_counters = {
             "calls": 0,
             "creates": 0,
@@ -635,7 +639,12 @@ class Core:
         """
         if session.closed:
             return
-        if not isinstance(error, Exception):
+        if self.memory is not None and (
+            isinstance(error, MemoryError) or isinstance(error.__cause__, MemoryError)
+        ):
+            if not isinstance(error, MemoryLimitError):
+                error = self.memory.refused()  # the kernel refused it at the limit
+        elif not isinstance(error, Exception):
             error = RemoteError(
                 f"the shared object's code raised {error!r}", format_exception(error)
             )
@@ -974,6 +983,10 @@ class Core:
             return
         if self._fresh:
             self._claim_fresh(entry)  # proxies passed to a method end up held by its object
+        memory = self.memory
+        if memory is not None and memory.full and _adds(entry, method):
+            self.fail(session, req_id, memory.refusal())
+            return
         plain = entry.plain
         if plain is not None and not kwargs and not versioned:
             handler = plain.get(method)
@@ -1411,6 +1424,9 @@ class Core:
 
     def _create(self, session: Session, msg: Create, now: float) -> None:
         self.stats_counters["creates"] += 1
+        if self.memory is not None and self.memory.full:
+            self.fail(session, msg.req_id, self.memory.refusal())
+            return
         stype = self.types.get(msg.typeid)
         if stype is None:
             self.fail(session, msg.req_id, RemoteError(f"unknown typeid {msg.typeid!r}"))
@@ -1600,7 +1616,14 @@ class Core:
             "sessions": sessions,
             "counters": dict(self.stats_counters),
             "pending_jobs": len(self.jobs),
+            "memory": self.memory.describe() if self.memory is not None else None,
         }
+
+
+def _adds(entry: Entry, method: str) -> bool:
+    """Whether calling ``method`` on ``entry`` may add data (refused while the server is
+    full): a built-in kind's adding methods (an Array's size is fixed)."""
+    return entry.spec is not None and method in ADDING and entry.spec.name != "Array"
 
 
 def _travelling(exc: BaseException) -> BaseException:

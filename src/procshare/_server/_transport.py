@@ -53,6 +53,7 @@ from .._protocol import (
 )
 from .._sched import LoadGauge, available_cpus, configured_spin, current_cpu
 from ._core import Core, Home, Job, ServerType, Session
+from ._memory import MemoryGuard, parse_size
 from ._objects import LOCK_WINDOW
 from ._poller import IN, OUT, Poller
 
@@ -169,7 +170,14 @@ class _Decoding:
 class _Workers:
     """Threads that run user code (custom methods and constructors), grown on demand."""
 
-    def __init__(self, done: deque[Job | _Decoding], wake: Callable[[], None], limit: int) -> None:
+    def __init__(
+        self,
+        done: deque[Job | _Decoding],
+        wake: Callable[[], None],
+        limit: int,
+        memory: MemoryGuard | None = None,
+    ) -> None:
+        self._memory = memory  # (its limit makes room for each thread's stack)
         self._jobs: queue.SimpleQueue[Job | _Decoding | None] = queue.SimpleQueue()
         self._done = done
         self._wake = wake
@@ -187,10 +195,26 @@ class _Workers:
             else:
                 self._idle -= 1
         if grow:
-            thread.start()
+            if self._memory is not None:
+                self._memory.thread_starting()
+            try:
+                thread.start()
+            except BaseException:
+                with self._lock:
+                    self._threads.discard(thread)
+                if self._memory is not None:
+                    self._memory.thread_ended()
+                raise
         self._jobs.put(job)
 
     def _work(self) -> None:
+        try:
+            self._serve_jobs()
+        finally:
+            if self._memory is not None:
+                self._memory.thread_ended()
+
+    def _serve_jobs(self) -> None:
         me = threading.current_thread()
         while True:
             try:
@@ -291,6 +315,7 @@ class _Reactor:
         last_active = monotonic()
         last_cpu = -2
         next_housekeeping = last_active
+        memory = server._memory
         counters = core.stats_counters
         # whether to busy-poll after the activity just served: only while a CPU is free
         spinning = False
@@ -364,6 +389,8 @@ class _Reactor:
                         else:
                             core.finish(job, now)  # type: ignore[arg-type]
                 core.tick(now)
+                if memory is not None and events and now >= memory.next_check:
+                    memory.check(now)  # (what calls on any reactor added)
                 if keeps_clock:
                     if now - server._running_checked > _RUNNING_WINDOW:
                         server._update_running(now)
@@ -414,6 +441,9 @@ class Server:
             (``Lock``); default ``LOCK_WINDOW`` within ``spin``; 0: strict arrival order.
         reactors: server threads serving connections (default: one per CPU, at most
             ``MAX_REACTORS``).
+        max_memory: bytes of data the server may hold beyond what it used when it started
+            serving (an int, or ``"512MiB"``); changes past it are refused with
+            ``MemoryLimitError`` (``_memory``). ``None``: no limit.
     """
 
     def __init__(
@@ -435,8 +465,10 @@ class Server:
         leases: bool = True,
         lock_window: float | None = None,
         reactors: int | None = None,
+        max_memory: int | str | None = None,
     ) -> None:
         self._authkey = bytes(authkey)
+        self._memory = None if max_memory is None else MemoryGuard(parse_size(max_memory))
         #: tells clients apart a restarted server at the same address (object ids restart)
         self.instance = os.urandom(8).hex()
         self._serializers = serializers
@@ -477,7 +509,7 @@ class Server:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._done: deque[Job | _Decoding] = deque()
-        self._workers = _Workers(self._done, self._wake_clock, max_workers)
+        self._workers = _Workers(self._done, self._wake_clock, max_workers, self._memory)
         self._owner_pid = owner_pid
         self._owner_fd: int | None = None
         self._owner_gone = False
@@ -556,6 +588,9 @@ class Server:
                     target=reactor.run, name=f"procshare-reactor-{reactor.index}", daemon=True
                 )
                 reactor.thread.start()
+            if self._memory is not None:
+                self._memory.start()  # (counts the reactors' stacks in its base)
+                self.core.memory = self._memory
             clock.run()
         finally:
             self._stopping.set()
@@ -566,6 +601,9 @@ class Server:
             unregister_server(self.address)
             with self.core_lock:
                 self._close_everything()
+            if self._memory is not None:
+                self.core.memory = None
+                self._memory.stop()
             self._stopped.set()
 
     def stop(self) -> None:
