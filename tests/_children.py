@@ -342,3 +342,96 @@ def take_and_hang(q: Any, n: int, ready: Any) -> None:
         q.get(timeout=30)
     ready.set()
     time.sleep(60)  # killed by the test
+
+
+def acquire_and_exit(lock: Any) -> None:
+    """Take ``lock`` (a Lock or a semaphore) and exit without releasing it."""
+    lock.acquire()
+
+
+def mark(d: Any, key: Any) -> None:
+    """A Barrier action that uses a shared object (it runs in the server)."""
+    d[key] = d.get(key, 0) + 1
+
+
+class Store:
+    """A custom shared class whose methods return its parts (``method_to_typeid``)."""
+
+    def __init__(self) -> None:
+        self.data = {"a": 1}
+        self.items = [1]
+
+    def get_data(self) -> dict[str, int]:
+        return self.data
+
+    def get_items(self) -> list[int]:
+        return self.items
+
+    def size(self) -> int:
+        return len(self.data) + len(self.items)
+
+    def unpicklable(self) -> Any:
+        import threading
+
+        return threading.Lock()
+
+    def weird_error(self) -> None:
+        raise NotRebuildable(1, 2)
+
+
+class NotRebuildable(Exception):
+    """An exception that pickles but does not unpickle (its ``__init__`` wants two)."""
+
+    def __init__(self, a: Any, b: Any) -> None:
+        super().__init__(a)
+
+
+class Counter:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def inc(self) -> int:
+        self.n += 1
+        return self.n
+
+    def get(self) -> int:
+        return self.n
+
+
+class Item:
+    def a(self) -> str:
+        return "a"
+
+    def b(self) -> str:
+        return "b"
+
+
+class Holder:
+    """Returns one object under two typeids (``as_a``: ``ItemA``, ``as_b``: ``ItemB``)."""
+
+    def __init__(self) -> None:
+        self.item = Item()
+
+    def as_a(self) -> Item:
+        return self.item
+
+    def as_b(self) -> Item:
+        return self.item
+
+
+def register_custom(manager_class: Any, managers: Any) -> Any:
+    """Register on ``manager_class`` (of ``managers``: the stdlib's module or procshare's) what
+    the fidelity tests use; return it."""
+    manager_class.register(
+        "Store", Store, method_to_typeid={"get_data": "dict", "get_items": "list"}
+    )
+    manager_class.register("dict", dict, managers.DictProxy)
+    manager_class.register("list", list, managers.ListProxy)
+    manager_class.register(
+        "Counter", Counter, managers.MakeProxyType("CounterProxy", ("inc", "get"))
+    )
+    manager_class.register("Holder", Holder, method_to_typeid={"as_a": "ItemA", "as_b": "ItemB"})
+    manager_class.register("ItemA", exposed=("a",), create_method=False)
+    manager_class.register("ItemB", exposed=("b",), create_method=False)
+    manager_class.register("BadTypeid", Store, method_to_typeid={"get_data": "nosuchtypeid"})
+    return manager_class

@@ -132,3 +132,67 @@ def test_get_context_gives_procshares_manager() -> None:
     assert ctx.get_start_method() == "spawn"
     assert ctx.Process is multiprocessing.get_context("spawn").Process
     assert "procshare" in repr(ctx)
+
+
+def _public(module: object) -> set[str]:
+    return {n for n in dir(module) if not n.startswith("_")}
+
+
+def test_every_public_name_of_the_stdlibs_managers_module_is_there() -> None:
+    missing = _public(multiprocessing.managers) - _public(procshare.managers)
+    assert not missing
+    for name in _public(multiprocessing.managers):
+        assert getattr(procshare.managers, name) is not None
+    assert procshare.managers.SharedMemoryManager is multiprocessing.managers.SharedMemoryManager
+    assert procshare.managers.Server.__module__.startswith("procshare")  # ours
+
+
+STDLIB_SUBMODULES = (
+    "shared_memory",
+    "connection",
+    "pool",
+    "queues",
+    "synchronize",
+    "sharedctypes",
+    "dummy",
+    "context",
+    "process",
+    "reduction",
+    "util",
+)
+
+
+def test_the_stdlibs_submodules_are_there_under_procshares_name() -> None:
+    import importlib
+
+    for name in STDLIB_SUBMODULES:
+        stdlib = importlib.import_module(f"multiprocessing.{name}")
+        assert importlib.import_module(f"procshare.{name}") is stdlib
+        assert getattr(procshare, name) is stdlib
+
+
+def test_the_submodules_work_without_an_explicit_import(tmp_path: object) -> None:
+    import subprocess
+    import sys
+
+    code = "import procshare; print(procshare.connection.Listener.__name__, procshare.pool.Pool)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Listener")
+
+
+def test_every_public_name_of_multiprocessing_is_there() -> None:
+    missing = {n for n in multiprocessing.__all__ if not hasattr(procshare, n)}
+    assert not missing
+
+
+def test_get_context_is_a_base_context_as_the_stdlibs() -> None:
+    for method in (None, "fork", "spawn"):
+        ours = procshare.get_context(method)
+        assert isinstance(ours, multiprocessing.context.BaseContext)
+        assert isinstance(multiprocessing.get_context(method), multiprocessing.context.BaseContext)
+        assert ours.get_context() is ours
+    fork = procshare.get_context("fork")
+    lock = fork.Lock()  # the BaseContext factories work on it
+    assert lock.acquire(timeout=1)
+    lock.release()

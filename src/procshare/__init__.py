@@ -93,25 +93,75 @@ def Manager(*, ctx: Any = None, **options: Any) -> SyncManager:  # noqa: N802 - 
     return manager
 
 
-class Context:
-    """A multiprocessing context whose ``Manager()`` is procshare's; everything else delegates."""
+class Context(_mp.context.BaseContext):
+    """A multiprocessing context whose ``Manager()`` is procshare's; everything else is the
+    wrapped context's (its ``Process``, its start method), and it is a
+    ``multiprocessing.context.BaseContext``, as code written for the stdlib checks."""
 
     def __init__(self, context: Any) -> None:
         self._context = context
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_context":  # (not yet set: unpickling, copying)
+            raise AttributeError(name)
         return getattr(self._context, name)
 
-    def Manager(self, **options: Any) -> SyncManager:  # noqa: N802 - stdlib name
+    @property
+    def Process(self) -> Any:  # noqa: N802 - stdlib name
+        return self._context.Process
+
+    @property
+    def _name(self) -> str:
+        return str(self._context.get_start_method())
+
+    def get_start_method(self, allow_none: bool = False) -> Any:
+        return self._context.get_start_method(allow_none)
+
+    def Manager(self, **options: Any) -> SyncManager:  # type: ignore[override]  # noqa: N802
         """Start a procshare manager whose server uses this context's start method."""
         return Manager(ctx=self._context, **options)
 
-    def get_context(self, method: str | None = None) -> Context:
-        """Another context, as ``multiprocessing.get_context``."""
+    def get_context(self, method: str | None = None) -> Context:  # type: ignore[override]
+        """This context, or another for ``method``, as ``multiprocessing.get_context``."""
+        if method is None:
+            return self
         return get_context(method)
 
     def __repr__(self) -> str:
         return f"<procshare.Context {self._context.get_start_method()!r}>"
+
+
+#: the standard library's modules found under procshare's name (``procshare.connection`` is
+#: ``multiprocessing.connection``), imported when first used
+_STDLIB_MODULES = frozenset(
+    {
+        "connection",
+        "context",
+        "dummy",
+        "forkserver",
+        "heap",
+        "pool",
+        "process",
+        "queues",
+        "reduction",
+        "resource_tracker",
+        "shared_memory",
+        "sharedctypes",
+        "spawn",
+        "synchronize",
+        "util",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "reducer":  # (multiprocessing's: the default context's, read when asked)
+        return _default.reducer
+    if name in _STDLIB_MODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_context(method: str | None = None) -> Context:
@@ -174,6 +224,7 @@ __all__ = [
     "log_to_stderr",
     "managers",
     "parent_process",
+    "reducer",
     "set_executable",
     "set_forkserver_preload",
     "set_start_method",

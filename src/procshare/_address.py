@@ -5,21 +5,20 @@ Accepted (the stdlib's forms and URLs)::
     None                        a fresh unix socket in a private 0700 directory (the default)
     "/path/to/sock"             a unix socket (the stdlib's form)
     "unix:///path/to/sock"      the same as a URL
-    ("127.0.0.1", 50000)        TCP (the stdlib's form); ("", 0) binds loopback, any port;
-                                ("0.0.0.0", 50000) is needed to accept other machines
+    ("127.0.0.1", 50000)        TCP (the stdlib's form); ("", 50000) and ("0.0.0.0", 50000)
+                                bind every interface, as the stdlib's (the server logs a
+                                warning: other machines can connect)
     "tcp://host:port"           the same as a URL
 
-Canonical: a ``str`` path for unix sockets, a ``(host, port)`` tuple for TCP. TCP binds the
-loopback interface unless a host is given explicitly: sharing with other machines is a choice.
+Canonical: a ``str`` path for unix sockets, a ``(host, port)`` tuple for TCP. A URL without a
+host (``tcp://:50000``) binds the loopback interface.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import tempfile
 from typing import Any
-from urllib.parse import urlsplit
 
 __all__ = [
     "Address",
@@ -51,12 +50,14 @@ def parse_address(address: Any) -> Address | None:
         if len(address) != 2 or not isinstance(address[1], int):
             raise ValueError(f"a TCP address is (host, port), got {address!r}")
         host = address[0] if isinstance(address[0], str) else str(address[0])
-        # "" means "any interface" to the stdlib; we bind loopback unless told "0.0.0.0".
-        return (host or "127.0.0.1", address[1])
+        # kept as given: "" binds every interface, as the stdlib's (the server warns)
+        return (host, address[1])
     if not isinstance(address, str):
         raise TypeError(f"address must be a str, a (host, port) tuple or None, not {address!r}")
     if "://" not in address:
         return _unix_path(address)
+    from urllib.parse import urlsplit  # (only for URLs: ~2 ms to import)
+
     url = urlsplit(address)
     if url.scheme == "unix":
         return _unix_path(url.netloc + url.path)
@@ -92,6 +93,8 @@ def private_unix_path() -> str:
 
     The directory is named after the serving process (this one), so that a later server can
     tell it was left behind by one that was killed (``remove_stale_private_dirs``)."""
+    import tempfile  # (a server's need, not a client's: ~3 ms to import)
+
     remove_stale_private_dirs()
     directory = tempfile.mkdtemp(prefix=f"{_PRIVATE_PREFIX}{os.getpid()}-")  # mode 0700
     return os.path.join(directory, _SOCKET_NAME)
@@ -105,6 +108,8 @@ def remove_stale_private_dirs(parent: str | None = None) -> list[str]:
     holding nothing but its socket is removed: another user's, a live server's, or one with
     anything else in it is left alone.
     """
+    import tempfile
+
     parent = parent or tempfile.gettempdir()
     removed: list[str] = []
     try:

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+from typing import Any
 
 __all__ = [
     "AuthenticationError",
     "CallWithdrawn",
     "ConnectionLost",
+    "ErrorNotRebuildable",
     "FrameTooLarge",
     "ManagerStateError",
     "MemoryLimitError",
@@ -29,7 +31,13 @@ __all__ = [
     "ProcshareError",
     "ProtocolError",
     "RemoteError",
+    "ResultNotSerializable",
     "SerializationError",
+    "ServerNotFound",
+    "ServerRefused",
+    "ServerUnreachable",
+    "connection_lost",
+    "serialization_error",
 ]
 
 
@@ -41,8 +49,43 @@ class ConnectionLost(ProcshareError, ConnectionError):
     """The server went away (or the connection to it broke) before the call completed.
 
     Raised promptly, never after a hang: a call in flight when the server dies fails with this,
-    and so does every later call until a new server is reachable.
+    and so does every later call until a new server is reachable. When the socket said why
+    (nothing listens, no such socket file), the error is also that ``OSError``: see
+    ``connection_lost``.
     """
+
+
+class ServerRefused(ConnectionLost, ConnectionRefusedError):
+    """Nothing listens at the server's TCP address (or unix socket): ``ConnectionRefusedError``,
+    as the standard library's manager raises."""
+
+
+class ServerNotFound(ConnectionLost, FileNotFoundError):
+    """No server socket at that unix path: ``FileNotFoundError``, as the standard library's."""
+
+
+class ServerUnreachable(ConnectionLost, TimeoutError):
+    """Connecting timed out: ``TimeoutError``."""
+
+
+_LOST_AS: dict[type[OSError], type[ConnectionLost]] = {
+    ConnectionRefusedError: ServerRefused,
+    FileNotFoundError: ServerNotFound,
+    TimeoutError: ServerUnreachable,
+}
+
+
+def connection_lost(what: str, cause: BaseException | None = None) -> ConnectionLost:
+    """``what`` failed because of ``cause``: a ``ConnectionLost`` that is also the ``OSError``
+    the socket raised, so that code written for the standard library (``except
+    ConnectionRefusedError``, retry loops) catches it; with ``errno`` and ``strerror`` set."""
+    if isinstance(cause, OSError):
+        for os_type, lost_type in _LOST_AS.items():
+            if isinstance(cause, os_type):
+                if cause.errno is None:
+                    return lost_type(f"{what}: {cause}" if str(cause) else what)
+                return lost_type(cause.errno, f"{what}: {cause.strerror}")
+    return ConnectionLost(f"{what}: {cause}" if cause is not None and str(cause) else what)
 
 
 class AuthenticationError(ProcshareError, multiprocessing.AuthenticationError):
@@ -66,8 +109,48 @@ class SerializationError(ProcshareError, pickle.PicklingError, TypeError):
     """
 
 
-class ManagerStateError(ProcshareError, multiprocessing.ProcessError):
-    """A manager was used in the wrong state (not started, already started, shut down)."""
+#: SerializationError classes that are also the error pickle raised: original type -> class
+_SERIALIZATION_AS: dict[type[BaseException], type[SerializationError]] = {}
+
+
+def serialization_error(message: str, cause: BaseException) -> SerializationError:
+    """A ``SerializationError`` that is also an instance of what pickling raised (``cause``:
+    a ``RuntimeError`` from a ``__reduce__``, the ``AttributeError`` of a local function, ...),
+    as the standard library's manager lets that error through and programs catch it."""
+    original = type(cause)
+    if not isinstance(cause, Exception) or isinstance(cause, SerializationError):
+        return SerializationError(message)
+    cls = _SERIALIZATION_AS.get(original)
+    if cls is None:
+        if original.__module__ == "builtins" and issubclass(SerializationError, original):
+            cls = SerializationError
+        else:
+            try:
+                cls = type(
+                    f"SerializationError_{original.__name__}",
+                    (SerializationError, original),
+                    {"__module__": __name__, "__reduce__": _reduce_serialization_error},
+                )
+            except TypeError:  # (their layouts cannot be combined: OSError with AttributeError)
+                cls = SerializationError
+        _SERIALIZATION_AS[original] = cls
+    try:
+        return cls(message)
+    except Exception:  # noqa: BLE001 - an original whose __init__ wants other arguments
+        return SerializationError(message)
+
+
+def _reduce_serialization_error(self: BaseException) -> tuple[Any, ...]:
+    # It travels as a plain SerializationError (the combined class exists only where made).
+    return (SerializationError, self.args)
+
+
+class ManagerStateError(ProcshareError, multiprocessing.ProcessError, AssertionError):
+    """A manager was used in the wrong state (not started, already started, shut down).
+
+    Also an ``AssertionError``: the standard library asserts the state (``server not yet
+    started``), and a ``multiprocessing.ProcessError``, which it raises for ``start()`` twice.
+    """
 
 
 class RemoteError(ProcshareError):
@@ -89,6 +172,20 @@ class RemoteError(ProcshareError):
         if self.remote_traceback and self.message not in self.remote_traceback:
             body = f"{self.message}\n{self.remote_traceback}"
         return "\n" + "-" * 75 + "\n" + body.rstrip("\n") + "\n" + "-" * 75
+
+
+class ResultNotSerializable(RemoteError, SerializationError):
+    """A method's result could not be pickled in the server: a ``RemoteError``, as the standard
+    library raises then, and a ``SerializationError``."""
+
+    def __init__(self, message: str, remote_traceback: str = "") -> None:
+        RemoteError.__init__(self, message, remote_traceback)
+
+
+class ErrorNotRebuildable(RemoteError, TypeError):
+    """The shared object's code raised an exception that cannot be rebuilt from its pickle
+    (an ``__init__`` that wants other arguments): a ``TypeError``, as unpickling it raises in
+    the standard library's client, carrying its type, text and traceback."""
 
 
 class ObjectNotFound(RemoteError, LookupError):

@@ -20,15 +20,13 @@ This module imports nothing of procshare's but ``_errors``: it is pure data.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final
+from typing import Final, NamedTuple
 
 __all__ = ["KINDS", "REPLAYABLE_KINDS", "REPLAYABLE_READS", "Kind", "Method", "kind_for_typeid"]
 
 
-@dataclass(frozen=True)
-class Method:
+class Method(NamedTuple):
     """One method of a kind; see the module docstring for the flags."""
 
     name: str
@@ -40,8 +38,7 @@ class Method:
     returns: str | None = None
 
 
-@dataclass(frozen=True)
-class Kind:
+class Kind(NamedTuple):
     """A built-in shared type.
 
     Attributes:
@@ -52,9 +49,12 @@ class Kind:
     """
 
     name: str
-    methods: Mapping[str, Method] = field(repr=False)
+    methods: Mapping[str, Method]
     watchable: bool = False
     doc: str = ""
+
+    def __repr__(self) -> str:
+        return f"Kind({self.name!r}, {len(self.methods)} methods)"
 
     @property
     def exposed(self) -> tuple[str, ...]:

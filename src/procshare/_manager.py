@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing import connection, pool, util
 from multiprocessing.process import AuthenticationString  # type: ignore[attr-defined]
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._address import Address, parse_address
 from ._client._channel import Channel, forget_channels, get_channel
@@ -49,6 +49,8 @@ from ._client._proxies import (
     RebuildProxy,
     SetProxy,
     ValueProxy,
+    _JoinableQueueAutoProxy,
+    _QueueAutoProxy,
 )
 from ._context import managers_by_address
 from ._errors import ManagerStateError, ProcshareError
@@ -56,9 +58,10 @@ from ._protocol import Create
 from ._sched import parse_spin
 from ._serializers import serializer_names
 from ._server import _objects
-from ._server._core import ServerType
-from ._server._memory import MemoryGuard, parse_size
-from ._server._transport import Server
+
+if TYPE_CHECKING:
+    from ._server._core import ServerType
+    from ._server._transport import Server
 
 __all__ = ["BaseManager", "Registration", "State", "SyncManager"]
 
@@ -132,6 +135,8 @@ def _native_kind(typeid: str, reg: Registration) -> str | None:
 def _server_types(
     registry: Mapping[str, Registration], watched: Mapping[str, frozenset[str]] | None = None
 ) -> dict[str, ServerType]:
+    from ._server._core import ServerType
+
     types = {}
     watched = watched or {}
     for typeid, reg in registry.items():
@@ -189,7 +194,8 @@ class BaseManager:
     _registry: dict[str, Registration] = {}
     #: custom typeids that opted in to ``watch()``: typeid -> the methods that change them
     _watched: dict[str, frozenset[str]] = {}
-    _Server = Server
+    #: the server class (``None``: procshare's, imported when a server is first made)
+    _Server: type[Server] | None = None
 
     def __init__(
         self,
@@ -233,6 +239,8 @@ class BaseManager:
         if reactors is not None:
             self._options["reactors"] = reactors
         if max_memory is not None:
+            from ._server._memory import MemoryGuard, parse_size
+
             MemoryGuard(parse_size(max_memory))  # a bad setting fails here, not in the server
             self._options["max_memory"] = max_memory
         self._process: Any = None
@@ -265,7 +273,12 @@ class BaseManager:
         watched: Mapping[str, frozenset[str]] | None = None,
         **options: Any,
     ) -> Server:
-        return cls._Server(
+        server_class = cls._Server
+        if server_class is None:
+            from ._server import _transport
+
+            server_class = _transport.Server
+        return server_class(
             _server_types(registry, watched),
             address,
             bytes(authkey),
@@ -653,8 +666,8 @@ class SyncManager(BaseManager):
 
 
 for _typeid, _callable, _proxytype in (
-    ("Queue", _objects.Queue, QueueProxy),
-    ("JoinableQueue", _objects.JoinableQueue, QueueProxy),
+    ("Queue", _objects.Queue, _QueueAutoProxy),
+    ("JoinableQueue", _objects.JoinableQueue, _JoinableQueueAutoProxy),
     ("Event", _objects.Event, EventProxy),
     ("Lock", _objects.Lock, AcquirerProxy),
     ("RLock", _objects.RLock, AcquirerProxy),

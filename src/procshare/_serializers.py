@@ -23,7 +23,7 @@ import io
 import pickle
 from typing import Any, Protocol
 
-from ._errors import SerializationError
+from ._errors import SerializationError, serialization_error
 
 __all__ = ["PickleSerializer", "Serializer", "get_serializer", "serializer_names"]
 
@@ -73,7 +73,7 @@ class PickleSerializer:
             pickler.dump(obj)
             return buf.getvalue()
         except BaseException as exc:
-            raise SerializationError(f"cannot serialize {_describe(obj)}: {exc!r}") from exc
+            raise serialization_error(f"cannot serialize {_describe(obj)}: {exc!r}", exc) from exc
 
     def loads(self, data: bytes | bytearray) -> Any:
         try:

@@ -1,13 +1,17 @@
 """procshare's counterpart of ``multiprocessing.managers``: the same names, procshare's server.
 
 ``from procshare.managers import BaseManager`` in place of ``multiprocessing.managers`` gives
-custom managers (``register``) on procshare's server. ``SharedMemoryManager`` is the standard
-library's own, re-exported so that imports keep working.
+custom managers (``register``) on procshare's server. Every other public name of the standard
+library's module is there too: ``Server`` is procshare's server class, ``BaseListProxy`` and
+``BasePoolProxy`` its proxies' bases; the rest (``SharedMemoryManager``, ``SharedMemoryServer``,
+``listener_client``, ``dispatch``, ``public_methods``, ...) are the standard library's own, imported
+when first used (``multiprocessing.managers`` costs ~15 ms to import, which a plain drop-in use
+of procshare need not pay).
 """
 
 from __future__ import annotations
 
-from multiprocessing.managers import SharedMemoryManager
+from typing import TYPE_CHECKING, Any
 
 from ._client._proxies import (
     AcquirerProxy,
@@ -33,13 +37,43 @@ from ._manager import BaseManager, Registration, State, SyncManager
 from ._server._objects import Array, Namespace, Value
 from ._token import Token
 
+if TYPE_CHECKING:
+    from multiprocessing.managers import SharedMemoryManager
+
+    from ._server._transport import Server
+
+#: procshare's own names for the standard library's
+BaseListProxy = ListProxy
+BasePoolProxy = PoolProxy.__base__
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Server":
+        from ._server._transport import Server
+
+        return Server
+    import multiprocessing.managers as stdlib
+
+    if name.startswith("__") or not hasattr(stdlib, name):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(stdlib, name)
+
+
+def __dir__() -> list[str]:
+    import multiprocessing.managers as stdlib
+
+    return sorted(set(globals()) | {n for n in dir(stdlib) if not n.startswith("_")})
+
+
 __all__ = [
     "AcquirerProxy",
     "Array",
     "ArrayProxy",
     "AutoProxy",
     "BarrierProxy",
+    "BaseListProxy",
     "BaseManager",
+    "BasePoolProxy",
     "BaseProxy",
     "ConditionProxy",
     "DictProxy",
@@ -54,6 +88,7 @@ __all__ = [
     "RebuildProxy",
     "Registration",
     "RemoteError",
+    "Server",
     "SetProxy",
     "SharedMemoryManager",
     "State",

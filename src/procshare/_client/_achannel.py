@@ -28,7 +28,7 @@ from typing import Any
 
 from .._address import Address, describe
 from .._context import incoming
-from .._errors import AuthenticationError, ConnectionLost, ProtocolError
+from .._errors import AuthenticationError, ConnectionLost, ProtocolError, connection_lost
 from .._kinds import KINDS, REPLAYABLE_KINDS
 from .._leases import READ
 from .._protocol import (
@@ -127,8 +127,9 @@ class AsyncChannel:
                 if sock is not None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, asyncio.TimeoutError) as exc:
-            raise ConnectionLost(
-                f"cannot connect to the procshare server at {describe(address)}: {exc}"
+            raise connection_lost(
+                f"cannot connect to the procshare server at {describe(address)}",
+                exc if isinstance(exc, OSError) else TimeoutError("timed out"),
             ) from exc
         try:
             await asyncio.wait_for(asyncio.shield(channel._ready), timeout)

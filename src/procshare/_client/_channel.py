@@ -53,7 +53,13 @@ from typing import Any, Final
 
 from .._address import Address, describe, family
 from .._context import incoming
-from .._errors import AuthenticationError, ConnectionLost, ProcshareError, ProtocolError
+from .._errors import (
+    AuthenticationError,
+    ConnectionLost,
+    ProcshareError,
+    ProtocolError,
+    connection_lost,
+)
 from .._protocol import (
     NEED_DATA,
     RECV_SIZE,
@@ -254,8 +260,8 @@ class Channel:
             try:
                 sock.connect(self.address)
             except OSError as exc:
-                raise ConnectionLost(
-                    f"cannot connect to the procshare server at {describe(self.address)}: {exc}"
+                raise connection_lost(
+                    f"cannot connect to the procshare server at {describe(self.address)}", exc
                 ) from exc
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

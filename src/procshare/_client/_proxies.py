@@ -24,6 +24,7 @@ what changed since, see ``_snapshots``). Deliberate differences:
 from __future__ import annotations
 
 import collections.abc
+import copyreg
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -429,6 +430,22 @@ def _method(name: str) -> Callable[..., Any]:
 _proxy_types: dict[tuple[str, tuple[str, ...]], type[BaseProxy]] = {}
 
 
+class _MadeProxyType(type):
+    """The class of ``MakeProxyType``'s classes. They live in no module, so they pickle as
+    the call that makes them: a server can name one in a reply (a registered
+    ``proxytype``), and the other side makes the same class again."""
+
+
+def _reduce_made_proxy_type(cls: type) -> Any:
+    made = cls.__dict__.get("_made_")
+    if made is None:  # a subclass defined in a module: by name, as any class
+        return cls.__qualname__
+    return (MakeProxyType, made)
+
+
+copyreg.pickle(_MadeProxyType, _reduce_made_proxy_type)
+
+
 def MakeProxyType(name: str, exposed: Iterable[str], _cache: Any = None) -> type[BaseProxy]:  # noqa: N802
     """Return a proxy class named ``name`` forwarding each method in ``exposed``.
 
@@ -440,8 +457,10 @@ def MakeProxyType(name: str, exposed: Iterable[str], _cache: Any = None) -> type
     if cls is None:
         namespace: dict[str, Any] = {meth: _method(meth) for meth in exposed}
         namespace["_exposed_"] = exposed
-        cls = type(name, (BaseProxy,), namespace)
-        _proxy_types[key] = cls
+        namespace["_made_"] = key
+        namespace["__doc__"] = f"A proxy forwarding {', '.join(exposed) or 'nothing'}."
+        made: type[BaseProxy] = _MadeProxyType(name, (BaseProxy,), namespace)  # type: ignore[assignment]
+        _proxy_types[key] = cls = made
     return cls
 
 
@@ -769,16 +788,24 @@ class NamespaceProxy(BaseProxy):
     """Proxy of a shared ``Namespace``: attribute access goes to the server.
 
     Names starting with an underscore stay local to the proxy, as in the standard library.
+    Every other name is the namespace's: procshare's extensions (``watch``, ``cache``,
+    ``pipeline``, ...) never shadow a user's data: ``ns.watch = 1; ns.watch`` is 1, and
+    ``ns.watch()`` is the extension only while the namespace has no attribute of that name.
     """
 
     _exposed_ = KINDS["Namespace"].exposed
     _kind_ = "Namespace"
 
-    def __getattr__(self, key: str) -> Any:
+    def __getattribute__(self, key: str) -> Any:
         if key[0] == "_":
             return object.__getattribute__(self, key)
         callmethod = object.__getattribute__(self, "_callmethod")
-        return callmethod("__getattribute__", (key,))
+        try:
+            return callmethod("__getattribute__", (key,))
+        except AttributeError:
+            if hasattr(type(self), key):  # an extension, not shadowed by data
+                return object.__getattribute__(self, key)
+            raise
 
     def __setattr__(self, key: str, value: Any) -> None:
         if key[0] == "_":
@@ -993,6 +1020,20 @@ class QueueProxy(BaseProxy, Generic[T]):
 
     def join(self) -> None:
         self._callblocking("join")
+
+
+class _QueueAutoProxy(QueueProxy[Any]):
+    """The proxy ``Manager().Queue()`` returns, named as the standard library's is (its
+    manager registers ``queue.Queue`` with ``AutoProxy``): ``AutoProxy[Queue]``."""
+
+
+class _JoinableQueueAutoProxy(QueueProxy[Any]):
+    """``Manager().JoinableQueue()``'s proxy: ``AutoProxy[JoinableQueue]``."""
+
+
+# (The names people see; pickle finds the classes by their qualified names.)
+_QueueAutoProxy.__name__ = "AutoProxy[Queue]"
+_JoinableQueueAutoProxy.__name__ = "AutoProxy[JoinableQueue]"
 
 
 class IteratorProxy(BaseProxy):

@@ -29,10 +29,12 @@ from typing import Any, Final, NamedTuple
 
 from .._errors import (
     AuthenticationError,
+    ErrorNotRebuildable,
     FrameTooLarge,
     MemoryLimitError,
     ProtocolError,
     RemoteError,
+    ResultNotSerializable,
     SerializationError,
 )
 from .._serializers import Serializer, get_serializer
@@ -590,9 +592,7 @@ class ServerProtocol(_Base):
             return self._frame(Op.RESULT, flags, req_id, body)  # raises FrameTooLarge
         except SerializationError as exc:
             return self.encode_failure(
-                req_id,
-                SerializationError(f"the result could not be serialized: {exc}"),
-                flags,
+                req_id, ResultNotSerializable(f"the result could not be serialized: {exc}"), flags
             )
         except FrameTooLarge as exc:
             return self.encode_failure(req_id, exc, flags)
@@ -622,12 +622,19 @@ class ServerProtocol(_Base):
             return self.encode_failure(req_id, exc, flags)
 
     def encode_failure(self, req_id: int, error: BaseException, flags: int = 0) -> bytes:
-        """Frame a failed reply. Never raises: an unserializable error becomes a RemoteError."""
+        """Frame a failed reply. Never raises: an unserializable error becomes a RemoteError,
+        one that would not unpickle on the other side an ``ErrorNotRebuildable``."""
+        text = f"{type(error).__name__}: {error}"
         try:
             payload = self._dumps(error)
         except SerializationError:
-            remote = RemoteError(f"{type(error).__name__}: {error}", _exception_text(error))
-            payload = self._dumps(remote)
+            payload = self._dumps(RemoteError(text, _exception_text(error)))
+            return pack(Op.FAILURE, flags, req_id, payload)
+        if type(error).__module__ != "builtins":  # (the builtins rebuild: KeyError, ...)
+            try:
+                self._loads(payload)
+            except SerializationError:
+                payload = self._dumps(ErrorNotRebuildable(text, _exception_text(error)))
         return pack(Op.FAILURE, flags, req_id, payload)
 
     def encode_push(self, sub_id: int, payload: Any) -> bytes:

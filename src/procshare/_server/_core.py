@@ -35,16 +35,17 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from .._errors import (
     CallWithdrawn,
+    ErrorNotRebuildable,
     MemoryLimitError,
     MethodNotExposed,
     ObjectNotFound,
     ProcshareError,
     RemoteError,
+    ResultNotSerializable,
     SerializationError,
 )
 from .._kinds import KINDS, REPLAYABLE_KINDS, REPLAYABLE_READS
@@ -106,8 +107,7 @@ _PLAIN_HANDLERS: Final = {
 }
 
 
-@dataclass(frozen=True)
-class ServerType:
+class ServerType(NamedTuple):
     """What the server knows of one registered typeid.
 
     Attributes:
@@ -379,6 +379,7 @@ class Job:
 
     __slots__ = (
         "args",
+        "done",
         "entry",
         "fn",
         "fresh",
@@ -403,9 +404,12 @@ class Job:
         entry: Entry | None = None,
         method: str = "",
         stype: ServerType | None = None,
+        done: Callable[[Core, Job], None] | None = None,
     ) -> None:
         self.session = session
         self.req_id = req_id
+        #: called on the loop thread once it ran, in place of replying (a Barrier's action)
+        self.done = done
         self.fn = fn
         self.args = args
         self.kwargs = kwargs
@@ -440,18 +444,25 @@ class Handle:
     proxy rebuilt on the other side owns.
     """
 
-    __slots__ = ("core", "entry")
+    __slots__ = ("core", "entry", "stype")
 
-    def __init__(self, core: Core, entry: Entry) -> None:
+    def __init__(self, core: Core, entry: Entry, stype: ServerType | None = None) -> None:
         self.core = core
         self.entry = entry
+        #: the typeid it is shared as, if not its first (one object returned by two methods
+        #: under two typeids: each proxy gets its own typeid's methods)
+        self.stype = stype
 
     def __reduce__(self) -> tuple[Any, ...]:
-        core, entry = self.core, self.entry
+        core, entry, stype = self.core, self.entry, self.stype
         owned = core.lend(entry.id, self)
-        kwds = {"exposed": entry.exposed, "owned": owned}
-        token = Token(entry.typeid, core.address, entry.id)
-        return (core.rebuild, (entry.proxytype, token, "pickle", kwds))
+        if stype is None or stype.typeid == entry.typeid:
+            kwds = {"exposed": entry.exposed, "owned": owned}
+            token = Token(entry.typeid, core.address, entry.id)
+            return (core.rebuild, (entry.proxytype, token, "pickle", kwds))
+        kwds = {"exposed": _exposed_for(stype, entry.referent), "owned": owned}
+        token = Token(stype.typeid, core.address, entry.id)
+        return (core.rebuild, (stype.proxytype, token, "pickle", kwds))
 
 
 class Core:
@@ -1292,7 +1303,14 @@ class Core:
         stype = self.types.get(typeid)
         if stype is None:
             raise RemoteError(f"typeid {typeid!r} is not registered on this server")
-        return Handle(self, self._register(stype, value, now))
+        if stype.kind in _MADE_FROM_RESULT:
+            # The stdlib calls the typeid's callable on the result: dict(result), a copy.
+            # (A custom callable ran already, on the worker: ``_call_custom``.)
+            try:
+                value = make_referent(stype.kind, (value,), {}, self._resolve_proxy)
+            except BaseException as exc:
+                raise _creation_failed(typeid, exc) from None
+        return Handle(self, self._register(stype, value, now), stype)
 
     def _since(self, session: Session, req_id: int, entry: Entry, args: tuple[Any, ...]) -> None:
         """``#SINCE(method, version)`` on a built-in kind (see ``_SINCE``)."""
@@ -1392,7 +1410,7 @@ class Core:
             payload = protocol.serialize(result)
         except SerializationError as exc:
             self.fail(
-                session, req_id, SerializationError(f"the result could not be serialized: {exc}")
+                session, req_id, ResultNotSerializable(f"the result could not be serialized: {exc}")
             )
             return
         finally:
@@ -1420,6 +1438,10 @@ class Core:
         else:
             fn = _bound(referent, method)
             args = msg.args
+            typeid = entry.method_to_typeid.get(method)
+            target = self.types.get(typeid) if typeid is not None else None
+            if target is not None and target.kind is None and target.factory is not None:
+                fn = _then(fn, target.factory)  # the stdlib calls it on the result
         self.jobs.append(Job(session, msg.req_id, fn, args, msg.kwargs, entry=entry, method=method))
 
     def _create(self, session: Session, msg: Create, now: float) -> None:
@@ -1464,13 +1486,17 @@ class Core:
         if stype.kind is None:
             known = self._by_pyid.get(id(referent))
             if known is not None and known in self.objects:
-                return self.objects[known]
-        if stype.kind is not None:
-            exposed = KINDS[stype.kind].exposed if stype.exposed is None else stype.exposed
-        else:
-            exposed = tuple(stype.exposed) if stype.exposed is not None else _public(referent)
-        if stype.method_to_typeid:
-            exposed = tuple(dict.fromkeys((*exposed, *stype.method_to_typeid)))
+                entry = self.objects[known]
+                if stype.typeid != entry.typeid:  # shared as another typeid too: its methods
+                    more = _exposed_for(stype, referent)
+                    entry.exposed = tuple(dict.fromkeys((*entry.exposed, *more)))
+                    if stype.method_to_typeid:
+                        entry.method_to_typeid = {
+                            **stype.method_to_typeid,
+                            **entry.method_to_typeid,
+                        }
+                return entry
+        exposed = _exposed_for(stype, referent)
         obj_id = next(self._ids)
         entry = Entry(obj_id, stype, referent, exposed, now)
         self.objects[obj_id] = entry
@@ -1486,10 +1512,25 @@ class Core:
             return self.objects[token.id].referent
         return None
 
+    def run_job(
+        self,
+        session: Session,
+        req_id: int,
+        fn: Callable[[], Any],
+        done: Callable[[Core, Job], None],
+    ) -> None:
+        """Run ``fn()`` (user code) on a worker thread, then ``done(core, job)`` on the loop
+        thread (``job.ok``, ``job.value``): code that may call shared objects must not run on
+        the loop thread, which serves those calls."""
+        self.jobs.append(Job(session, req_id, fn, (), None, done=done))
+
     def finish(self, job: Job, now: float) -> None:
         """Reply to a job the transport ran (on the loop thread)."""
         self._now = now
         session = job.session
+        if job.done is not None:
+            job.done(self, job)
+            return
         if not job.ok:
             if job.stype is not None:  # a constructor failed: the stdlib reports RemoteError
                 self.fail(session, job.req_id, _creation_failed(job.stype.typeid, job.value))
@@ -1620,19 +1661,48 @@ class Core:
         }
 
 
+#: kinds whose typeid, named in ``method_to_typeid``, makes its object from the result (the
+#: stdlib calls the registered callable on it: ``dict(result)``); the others share the result
+_MADE_FROM_RESULT: Final = frozenset({"dict", "list", "set"})
+
+
+def _exposed_for(stype: ServerType, referent: Any) -> tuple[str, ...]:
+    """The methods a proxy of ``referent`` as ``stype`` may call."""
+    if stype.kind is not None:
+        exposed = KINDS[stype.kind].exposed if stype.exposed is None else stype.exposed
+    else:
+        exposed = tuple(stype.exposed) if stype.exposed is not None else _public(referent)
+    if stype.method_to_typeid:
+        exposed = tuple(dict.fromkeys((*exposed, *stype.method_to_typeid)))
+    return tuple(exposed)
+
+
 def _adds(entry: Entry, method: str) -> bool:
     """Whether calling ``method`` on ``entry`` may add data (refused while the server is
     full): a built-in kind's adding methods (an Array's size is fixed)."""
     return entry.spec is not None and method in ADDING and entry.spec.name != "Array"
 
 
+def _then(fn: Callable[..., Any], then: Callable[[Any], Any]) -> Callable[..., Any]:
+    """``then(fn(...))``, both on the worker thread."""
+
+    def both(*args: Any, **kwargs: Any) -> Any:
+        return then(fn(*args, **kwargs))
+
+    return both
+
+
 def _travelling(exc: BaseException) -> BaseException:
     """``exc`` if it survives pickling, else a RemoteError with its text (one bad error must
     not cost a whole pipeline its reply)."""
     try:
-        pickle.loads(pickle.dumps(exc))
+        data = pickle.dumps(exc)
     except BaseException:
         return RemoteError(f"{type(exc).__name__}: {exc}", format_exception(exc))
+    try:
+        pickle.loads(data)
+    except BaseException:  # (the stdlib's client fails to unpickle it: a TypeError, mostly)
+        return ErrorNotRebuildable(f"{type(exc).__name__}: {exc}", format_exception(exc))
     return exc
 
 

@@ -33,7 +33,7 @@ from .._kinds import KINDS
 from ._waiters import Waiter, WaitQueue
 
 if TYPE_CHECKING:
-    from ._core import CallContext, Core, Session
+    from ._core import CallContext, Core, Job, Session
 
 __all__ = [
     "HANDLERS",
@@ -218,6 +218,9 @@ class Lock(Primitive):
         self._open_until = 0.0  # free for whoever asks first until then (0: not open)
         self._misses = 0  # windows in a row that nobody used
         self._skips = 0  # releases left that hand over at once
+        #: freed because its holder's process ended: the one release() the stdlib would
+        #: still accept (its lock stays held by the gone process) is accepted, and does nothing
+        self._orphaned = False
 
     # owner-scoped API
     def acquire(self, ctx: CallContext, blocking: Any = True, timeout: Any = -1) -> Any:
@@ -243,10 +246,19 @@ class Lock(Primitive):
         return PARKED
 
     def release(self, ctx: CallContext) -> None:
+        mine = self.holder == (ctx.session, ctx.owner)
+        if self._orphaned and not mine and not self.reentrant:
+            # (The stdlib's lock would still be held by the process that ended: this release
+            # frees it there, and the lock ends as ours already is.)
+            self._orphaned = False
+            return
         if self.holder is None:
-            raise RuntimeError("release unlocked lock")
+            raise RuntimeError(
+                "cannot release un-acquired lock" if self.reentrant else "release unlocked lock"
+            )
+        self._orphaned = False  # (used again since: a late release of the gone one is an error)
         if self.reentrant:
-            if self.holder != (ctx.session, ctx.owner):
+            if not mine:
                 raise RuntimeError("cannot release un-acquired lock")
             self.count -= 1
             ctx.session.unhold(self, 1)
@@ -348,6 +360,7 @@ class Lock(Primitive):
 
     def drop_session(self, core: Core, session: Session, held: int) -> None:
         if self.holder is not None and self.holder[0] is session:
+            self._orphaned = True
             self._free(core)
 
     def give_back(self, core: Core, session: Session, owner: int, what: Any) -> None:
@@ -392,6 +405,10 @@ class Semaphore(Primitive):
         self.tracking = True
         self.holders: dict[Session, int] = {}
         self.waiters = WaitQueue()
+        #: slots given back because their holders' processes ended: as many release() calls
+        #: by others, which the stdlib's semaphore would count (its slots stay taken by the gone
+        #: processes), are accepted and change nothing
+        self._orphaned = 0
 
     def acquire(self, ctx: CallContext, blocking: Any = True, timeout: Any = None) -> Any:
         if timeout is not None and not blocking:
@@ -410,9 +427,15 @@ class Semaphore(Primitive):
     def release(self, ctx: CallContext, n: int = 1) -> None:
         if not isinstance(n, int) or n < 1:
             raise ValueError("n must be one or more")
+        mine = self.holders.get(ctx.session, 0)
+        if self._orphaned and mine < n:
+            settled = min(n, self._orphaned)  # (see __init__)
+            self._orphaned -= settled
+            n -= settled
+            if not n:
+                return
         if self.bounded and self.value + n > self.initial:
             raise ValueError("Semaphore released too many times")
-        mine = self.holders.get(ctx.session, 0)
         if self.tracking:
             if mine >= n:
                 self._give_back(ctx.session, n)
@@ -457,6 +480,7 @@ class Semaphore(Primitive):
         slots = self.holders.pop(session, 0)
         if slots:
             self.value += slots
+            self._orphaned += slots
             self._pass_on(core)
 
     def give_back(self, core: Core, session: Session, owner: int, what: Any) -> None:
@@ -595,6 +619,10 @@ class Barrier(Primitive):
         self.default_timeout = timeout
         self.broken = False
         self.waiters = WaitQueue()
+        #: the last party of the round whose action runs now (``None``: none runs)
+        self._tripping: Waiter | None = None
+        #: parties that arrived while it ran
+        self._next_round = WaitQueue()
 
     @property
     def n_waiting(self) -> int:
@@ -605,6 +633,16 @@ class Barrier(Primitive):
             timeout = self.default_timeout
         if self.broken:
             raise threading.BrokenBarrierError
+        if self._tripping is not None:
+            # The action runs (on a worker): arrivals wait for the next round, as
+            # threading.Barrier's wait for its lock while the action holds it.
+            ctx.park(
+                self._next_round,
+                _wait_timeout(timeout),
+                on_timeout=self._timed_out,
+                on_cancel=self._party_gone,
+            )
+            return PARKED
         index = len(self.waiters)
         if index + 1 < self.parties:
             ctx.park(
@@ -617,14 +655,54 @@ class Barrier(Primitive):
             )
             return PARKED
         if self.action is not None:
-            try:
-                self.action()
-            except BaseException:
-                self._break(ctx.core)
-                raise
+            # The action is user code, which may call shared objects (proxies): it runs on a
+            # worker thread, as a custom method does; the last party waits for it with the rest.
+            last = ctx.park(self.waiters, None, data=index, on_cancel=self._party_gone)
+            self._tripping = last
+            ctx.core.run_job(ctx.session, ctx.req_id, self.action, self._action_ran)
+            return PARKED
         for waiter in self.waiters.pop_all():
             ctx.core.answer(waiter, waiter.data)
         return index
+
+    def _action_ran(self, core: Core, job: Job) -> None:
+        """The action ended (on the loop thread): release the round, or break the barrier,
+        the last party getting what the action raised; then let in the next round."""
+        last, self._tripping = self._tripping, None
+        if self.broken:  # (a party died, or abort(), meanwhile: all were answered)
+            pass
+        elif job.ok:
+            for waiter in self.waiters.pop_all():
+                core.answer(waiter, waiter.data)
+        else:
+            if last is not None and last.parked:
+                self.waiters.remove(last)
+                error = job.value if isinstance(job.value, Exception) else None
+                core.answer_error(last, error or threading.BrokenBarrierError())
+            self._break(core)
+        for waiter in self._next_round.pop_all():
+            self._arrive(core, waiter)
+
+    def _arrive(self, core: Core, waiter: Waiter) -> None:
+        """A party of the next round, which waited while the action ran, arrives now."""
+        if self.broken:
+            core.answer_error(waiter, threading.BrokenBarrierError())
+            return
+        if self._tripping is not None:
+            self._next_round.park(waiter)
+            return
+        waiter.data = index = len(self.waiters)
+        waiter.on_withdraw = self._party_left
+        self.waiters.park(waiter)
+        if index + 1 < self.parties:
+            return
+        if self.action is not None:
+            self._tripping = waiter
+            waiter.deadline = None  # (its wait is over: the action runs; the heap drops it)
+            core.run_job(waiter.session, waiter.req_id, self.action, self._action_ran)
+            return
+        for ready in self.waiters.pop_all():
+            core.answer(ready, ready.data)
 
     def abort(self, ctx: CallContext) -> None:
         self._break(ctx.core)
@@ -642,9 +720,13 @@ class Barrier(Primitive):
         self.broken = True
         for waiter in self.waiters.pop_all():
             core.answer_error(waiter, threading.BrokenBarrierError())
+        if self._tripping is None:
+            for waiter in self._next_round.pop_all():
+                core.answer_error(waiter, threading.BrokenBarrierError())
 
     def _timed_out(self, core: Core, waiter: Waiter) -> None:
-        self.waiters.remove(waiter)
+        if waiter.queue is not None:
+            waiter.queue.remove(waiter)
         core.answer_error(waiter, threading.BrokenBarrierError())
         self._break(core)
 
@@ -1063,18 +1145,30 @@ def _needs_ctx(fn: Callable[..., Any]) -> bool:
 
 
 def _primitive_repr(obj: Primitive) -> str:
-    state = obj.describe()
+    """The referent's repr in the standard library's words (its manager holds threading and
+    queue objects, and ``print(proxy)`` shows theirs)."""
+    at = f"at {id(obj):#x}"
     if isinstance(obj, Lock):
-        return f"<{obj.kind}({'locked' if state['locked'] else 'unlocked'})>"
+        state = "locked" if obj.holder is not None else "unlocked"
+        if obj.reentrant:
+            owner = obj.holder[1] if obj.holder is not None else 0
+            return f"<{state} _thread.RLock object owner={owner} count={obj.count} {at}>"
+        return f"<{state} _thread.lock object {at}>"
     if isinstance(obj, Semaphore):
-        return f"<{obj.kind}(value={obj.value})>"
+        if obj.bounded:
+            return f"<threading.BoundedSemaphore {at}: value={obj.value}/{obj.initial}>"
+        return f"<threading.Semaphore {at}: value={obj.value}>"
+    if isinstance(obj, Condition):
+        return f"<Condition({_primitive_repr(obj.lock)}, {len(obj.waiters)})>"
     if isinstance(obj, Event):
-        return f"<Event({'set' if obj.flag else 'unset'})>"
+        return f"<threading.Event {at}: {'set' if obj.flag else 'unset'}>"
     if isinstance(obj, Barrier):
-        return f"<Barrier(parties={obj.parties}, waiting={obj.n_waiting}, broken={obj.broken})>"
+        if obj.broken:
+            return f"<threading.Barrier {at}: broken>"
+        return f"<threading.Barrier {at}: waiters={obj.n_waiting}/{obj.parties}>"
     if isinstance(obj, Queue):
-        return f"<{obj.kind}(size={len(obj.items)}, maxsize={obj.maxsize})>"
-    return f"<{obj.kind}>"
+        return f"<queue.Queue object {at}>"
+    return f"<{obj.kind} {at}>"
 
 
 def make_referent(
@@ -1090,6 +1184,12 @@ def make_referent(
     """
     if kind == "Condition":
         return _make_condition(resolve, *args, **kwargs)
+    if kind in ("dict", "list", "set") and args:
+        # m.dict(proxy): a copy of what it stands for, as the stdlib's (whose server iterates
+        # the proxy; ours reads the referent, here on the loop thread that serves proxies)
+        referent = resolve(args[0])
+        if referent is not None:
+            args = (referent, *args[1:])
     return _FACTORIES[kind](*args, **kwargs)
 
 

@@ -38,7 +38,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from .._address import Address, family, private_unix_path
+from .._address import Address, describe, family, private_unix_path
 from .._context import register_server, unregister_server
 from .._errors import AuthenticationError, ProtocolError
 from .._leases import LeasePage
@@ -490,7 +490,16 @@ class Server:
         #: the listening socket (``server.listener.close()`` as with the stdlib's server)
         self.listener = self._listen(address)
         bound = self.listener.getsockname()
-        self.address: Address = bound if isinstance(address, str) else (address[0], bound[1])
+        # (as the stdlib's Listener: "" binds every interface and reads back as "0.0.0.0")
+        self.address: Address = (
+            bound if isinstance(address, str) else (address[0] or bound[0], bound[1])
+        )
+        if not isinstance(address, str) and not _is_loopback(address[0]):
+            log.warning(
+                "procshare server listening on %s: other machines can connect (the authkey is "
+                "all that keeps them out); bind 127.0.0.1 to serve this machine only",
+                describe(self.address),
+            )
         self.core = Core(
             types,
             address=self.address,
@@ -1110,6 +1119,10 @@ def _make_probe(fd: int) -> Callable[[], bool]:
             return False
 
     return alive
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 def _is_stale_socket(path: str) -> bool:

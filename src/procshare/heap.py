@@ -1,0 +1,11 @@
+"""``multiprocessing.heap``, under procshare's name.
+
+``import procshare.heap`` gives the standard library's module itself (procshare changes
+nothing in it), so that code written for ``import multiprocessing`` runs with only the import
+changed.
+"""
+
+import multiprocessing.heap
+import sys
+
+sys.modules[__name__] = multiprocessing.heap

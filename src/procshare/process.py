@@ -1,0 +1,11 @@
+"""``multiprocessing.process``, under procshare's name.
+
+``import procshare.process`` gives the standard library's module itself (procshare changes
+nothing in it), so that code written for ``import multiprocessing`` runs with only the import
+changed.
+"""
+
+import multiprocessing.process
+import sys
+
+sys.modules[__name__] = multiprocessing.process
