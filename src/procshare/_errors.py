@@ -122,7 +122,7 @@ def serialization_error(message: str, cause: BaseException) -> SerializationErro
         return SerializationError(message)
     cls = _SERIALIZATION_AS.get(original)
     if cls is None:
-        if original.__module__ == "builtins" and issubclass(SerializationError, original):
+        if issubclass(SerializationError, original):  # (TypeError, PicklingError)
             cls = SerializationError
         else:
             try:

@@ -358,7 +358,14 @@ class BaseManager:
         self.shutdown = util.Finalize(  # type: ignore[method-assign]
             self,
             type(self)._finalize_manager,
-            args=(self._process, self._address, self._authkey, self._state, self._shutdown_timeout),
+            args=(
+                self._process,
+                self._address,
+                self._authkey,
+                self._state,
+                self._shutdown_timeout,
+                self._serializer,
+            ),
             exitpriority=0,
         )
 
@@ -396,12 +403,19 @@ class BaseManager:
 
     @staticmethod
     def _finalize_manager(
-        process: Any, address: Address, authkey: bytes, state: State, shutdown_timeout: float
+        process: Any,
+        address: Address,
+        authkey: bytes,
+        state: State,
+        shutdown_timeout: float,
+        serializer: str = "pickle",
     ) -> None:
         """Stop the server process (registered as a finalizer by ``start()``)."""
         if process.is_alive():
             with contextlib.suppress(Exception):
-                channel = Channel(address, bytes(authkey), connect_timeout=shutdown_timeout)
+                channel = Channel(
+                    address, bytes(authkey), serializer=serializer, connect_timeout=shutdown_timeout
+                )
                 try:
                     channel.control("shutdown")
                 finally:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copyreg
 import io
 import pickle
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from ._errors import SerializationError, serialization_error
 
@@ -95,6 +95,8 @@ def _describe(obj: Any) -> str:
 
 
 _SERIALIZERS: dict[str, Serializer] = {"pickle": PickleSerializer()}
+#: made when first asked for (their modules cost import time nobody else should pay)
+_LATER: Final = ("xmlrpclib",)
 
 
 def get_serializer(name: str) -> Serializer:
@@ -103,14 +105,18 @@ def get_serializer(name: str) -> Serializer:
     Raises:
         ValueError: no serializer has that name.
     """
-    try:
-        return _SERIALIZERS[name]
-    except KeyError:
+    serializer = _SERIALIZERS.get(name)
+    if serializer is None and name == "xmlrpclib":
+        from ._data import XmlRpcSerializer
+
+        serializer = _SERIALIZERS[name] = XmlRpcSerializer()
+    if serializer is None:
         raise ValueError(
-            f"unknown serializer {name!r}; available: {', '.join(sorted(_SERIALIZERS))}"
+            f"unknown serializer {name!r}; available: {', '.join(serializer_names())}"
         ) from None
+    return serializer
 
 
 def serializer_names() -> list[str]:
     """Names of the available serializers."""
-    return sorted(_SERIALIZERS)
+    return sorted({*_SERIALIZERS, *_LATER})

@@ -47,22 +47,34 @@ BaseListProxy = ListProxy
 BasePoolProxy = PoolProxy.__base__
 
 
+_stdlib: Any = None
+
+
+def _stdlib_managers() -> Any:
+    """The standard library's ``multiprocessing.managers``, imported once, when first needed
+    (kept: a program may put procshare's module in its place in ``sys.modules``)."""
+    global _stdlib
+    if _stdlib is None:
+        import multiprocessing.managers
+
+        _stdlib = multiprocessing.managers
+    return _stdlib
+
+
 def __getattr__(name: str) -> Any:
     if name == "Server":
         from ._server._transport import Server
 
         return Server
-    import multiprocessing.managers as stdlib
-
+    stdlib = _stdlib_managers()
     if name.startswith("__") or not hasattr(stdlib, name):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(stdlib, name)
 
 
 def __dir__() -> list[str]:
-    import multiprocessing.managers as stdlib
-
-    return sorted(set(globals()) | {n for n in dir(stdlib) if not n.startswith("_")})
+    names = {n for n in dir(_stdlib_managers()) if not n.startswith("_")}
+    return sorted(set(globals()) | names)
 
 
 __all__ = [

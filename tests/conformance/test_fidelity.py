@@ -7,8 +7,10 @@ test says so and checks procshare's behaviour on its own.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import multiprocessing.managers
+import queue
 import re
 import threading
 from collections.abc import Callable, Iterator
@@ -349,3 +351,87 @@ def test_an_unstarted_manager_raises_the_stdlibs_error() -> None:
         return outcome(lambda: manager_class(ctx=FORK).Store())
 
     same(scenario(OurCustom), scenario(StdlibCustom))
+
+
+# -- the xmlrpclib serializer -------------------------------------------------------------------
+
+
+def _xmlrpc_values(m: Any) -> list[Any]:
+    """What XML-RPC's value rules make of a program's data (and what they refuse)."""
+    d, lst, ns = m.dict(), m.list([1, (2, 3)]), m.Namespace(a=(1,))
+    steps: list[Callable[[], Any]] = [
+        lambda: d.__setitem__("k", (1, 2)),
+        lambda: d["k"],  # a tuple comes back a list
+        lambda: d.get("missing"),
+        lambda: d.__setitem__("big", 2**40),  # past XML-RPC's 32-bit ints
+        lambda: d.__setitem__("f", threading.Lock()),  # not data
+        lambda: d.__setitem__("b", b"xy"),
+        lambda: d["b"],
+        lambda: d.__setitem__("s", {1, 2}),
+        lambda: d.__setitem__("n", {"a": None, "t": True, "fl": 1.5}),
+        lambda: d["n"],
+        lambda: d.__setitem__(1, "an int key"),
+        lambda: d.copy(),  # a dict with an int key: XML-RPC has str keys only
+        lambda: lst[1],
+        lambda: lst[:],  # a slice is not data
+        lambda: ns.a,
+        lambda: m.Value("i", 3).value,
+    ]
+    return [outcome(step) for step in steps]
+
+
+def test_the_xmlrpclib_serializer_keeps_xml_rpcs_value_rules() -> None:
+    def scenario(managers: Any) -> Any:
+        with managers.SyncManager(serializer="xmlrpclib", ctx=FORK) as m:
+            return _xmlrpc_values(m)
+
+    same(scenario(procshare.managers), scenario(multiprocessing.managers))
+
+
+def test_with_xmlrpclib_exceptions_and_proxies_still_travel() -> None:
+    # Where the stdlib fails (it cannot marshal an exception or a proxy, and says TypeError),
+    # procshare sends the error by name and the proxy as its token.
+    with procshare.managers.SyncManager(serializer="xmlrpclib", ctx=FORK) as m:
+        with pytest.raises(KeyError):
+            m.dict()["nokey"]
+        with pytest.raises(queue.Empty):
+            m.Queue().get(timeout=0.01)
+        inner = m.dict(x=1)
+        outer = m.list([inner])
+        assert outer[0]["x"] == 1
+
+
+def test_the_object_count_is_of_what_client_proxies_hold(ctx: Any) -> None:
+    # CPython's own tests check ``_number_of_objects()`` after each class: proxies stored inside
+    # shared objects do not count, nor does anything once its last client proxy is gone.
+    def scenario(m: Any) -> Any:
+        counts = [m._number_of_objects()]
+        pets, supplies = m.dict(ferrets=2), m.dict(water=10)
+        nest = m.list([pets, supplies])
+        counts.append(m._number_of_objects())
+        del pets, supplies
+        counts.append(m._number_of_objects())
+        outer = m.list([[88, 99], nest])
+        del nest
+        counts.append(m._number_of_objects())
+        del outer
+        gc.collect()
+        counts.append(m._number_of_objects())
+        counts.append(m._debug_info().count("refcount="))
+        return counts
+
+    with procshare.Manager(ctx=ctx) as ours, ctx.Manager() as theirs:
+        same(scenario(ours), scenario(theirs))
+
+
+def test_an_xmlrpclib_manager_shuts_down_cleanly_and_pushes_changes() -> None:
+    # The manager's own connections (shutdown, the push connection of watch and cache) speak
+    # its serializer: a pickle one would be refused, and shutdown would end in terminate().
+    with procshare.managers.SyncManager(serializer="xmlrpclib", ctx=FORK) as m:
+        d = m.dict()
+        with d.watch() as changes:
+            d["k"] = (1, 2)
+            change = changes.get(timeout=10)
+        assert (change.op, change.args) == ("__setitem__", ("k", [1, 2]))
+        process = m._process
+    assert process.exitcode == 0

@@ -133,7 +133,7 @@ def test_bad_initializer_and_serializer() -> None:
     with pytest.raises(TypeError):
         procshare.managers.SyncManager().start(initializer=3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="serializer"):
-        procshare.managers.SyncManager(serializer="xmlrpclib")
+        procshare.managers.SyncManager(serializer="json")
 
 
 def test_connecting_to_nothing_is_a_connection_error() -> None:

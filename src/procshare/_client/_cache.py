@@ -150,7 +150,7 @@ class Replica:
         self.plain = False
         self._pending: list[Change] = []
         self._closed = False
-        self._hub = hub_for(proxy._token.address, proxy._authkey)
+        self._hub = hub_for(proxy._token.address, proxy._authkey, proxy._serializer)
         self._sub_id, answer = self._hub.subscribe(
             proxy._id, self._on_event, self._on_broken, snapshot=True
         )

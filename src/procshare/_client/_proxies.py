@@ -95,6 +95,8 @@ class BaseProxy:
     _exposed_: tuple[str, ...] = ()
     _method_to_typeid_: dict[str, str] | None = None
     _isauto = False
+    #: sent as its token by the data serializers (``_data``)
+    _shares_as_proxy_ = True
     #: the built-in kind this proxy class stands for (enables ``cache()`` and replays)
     _kind_: str | None = None
     #: whether its reads may come with leases (``_leases``); off once the server declined
@@ -381,6 +383,19 @@ class BaseProxy:
                     refqueue_for(self._token.address).release(self._id)
         except Exception:  # noqa: BLE001,S110 - finalizers run at odd times (interpreter exit)
             pass
+
+
+def proxy_type_for(token: Token, name: str) -> Callable[..., Any]:
+    """The proxy class to rebuild a shared object received as data (``_data``): the one its
+    manager registered for the typeid, else procshare's proxy class of that name, else
+    ``AutoProxy``. (Never a class the sender names from elsewhere: data runs no code.)"""
+    manager = managers_by_address.get(token.address)
+    registry = getattr(manager, "_registry", None) or {}
+    registration = registry.get(token.typeid)
+    if registration is not None and registration.proxytype is not None:
+        return registration.proxytype  # type: ignore[no-any-return]
+    cls = _OWN_PROXY_TYPES.get(name)
+    return cls if cls is not None else AutoProxy
 
 
 def RebuildProxy(  # noqa: N802 - the stdlib's name, used in pickles
@@ -1094,3 +1109,25 @@ class PoolProxy(MakeProxyType("PoolProxy", _POOL_METHODS)):  # type: ignore[misc
 collections.abc.MutableMapping.register(DictProxy)
 collections.abc.MutableSequence.register(ListProxy)
 collections.abc.MutableSet.register(SetProxy)
+
+#: procshare's proxy classes by qualified name (``proxy_type_for``)
+_OWN_PROXY_TYPES: dict[str, Callable[..., Any]] = {
+    cls.__qualname__: cls
+    for cls in (
+        DictProxy,
+        ListProxy,
+        SetProxy,
+        ValueProxy,
+        ArrayProxy,
+        NamespaceProxy,
+        AcquirerProxy,
+        ConditionProxy,
+        EventProxy,
+        BarrierProxy,
+        QueueProxy,
+        _QueueAutoProxy,
+        _JoinableQueueAutoProxy,
+        IteratorProxy,
+        PoolProxy,
+    )
+}

@@ -116,9 +116,9 @@ def _overflow(missed: int, version: int) -> Change:
 class PushHub:
     """This process's push connection to one server and the thread that reads it."""
 
-    def __init__(self, address: Address, authkey: bytes) -> None:
+    def __init__(self, address: Address, authkey: bytes, serializer: str = "pickle") -> None:
         self.pid = current_pid()
-        self.channel = Channel(address, authkey, spin=0.0)
+        self.channel = Channel(address, authkey, serializer=serializer, spin=0.0)
         self.broken: BaseException | None = None
         self._on_broken: dict[int, Callable[[BaseException], None]] = {}
         self._thread = threading.Thread(
@@ -160,8 +160,9 @@ _hubs: dict[tuple[Address, bytes], PushHub] = {}
 _hubs_lock = threading.Lock()
 
 
-def hub_for(address: Address, authkey: bytes) -> PushHub:
-    """This process's push hub for the server at ``address`` (made on first use)."""
+def hub_for(address: Address, authkey: bytes, serializer: str = "pickle") -> PushHub:
+    """This process's push hub for the server at ``address`` (made on first use), speaking
+    ``serializer`` (the one the server accepts, as the proxy's own connection does)."""
     key = (address, bytes(authkey))
     hub = _hubs.get(key)
     if hub is not None and hub.pid == current_pid() and hub.broken is None:
@@ -171,7 +172,7 @@ def hub_for(address: Address, authkey: bytes) -> PushHub:
         if hub is None or hub.pid != current_pid() or hub.broken is not None:
             if hub is not None and hub.pid == current_pid():
                 hub.channel.close()
-            hub = PushHub(address, key[1])
+            hub = PushHub(address, key[1], serializer)
             _hubs[key] = hub
     return hub
 
@@ -218,7 +219,7 @@ class Watch:
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
         self._error: BaseException | None = None
-        self._hub = hub_for(proxy._token.address, proxy._authkey)
+        self._hub = hub_for(proxy._token.address, proxy._authkey, proxy._serializer)
         self._sub_id, answer = self._hub.subscribe(
             proxy._id, self._on_event, self._on_broken, snapshot=snapshot
         )

@@ -244,6 +244,7 @@ class _Base:
         self.serializer: Serializer | None = None
         self._dumps: Any = _not_ready
         self._loads: Any = _not_ready
+        self._prepare: Any = None
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the peer; ``b""`` means the peer closed its end."""
@@ -296,6 +297,8 @@ class _Base:
         self.serializer = serializer
         self._dumps = serializer.dumps
         self._loads = serializer.loads
+        #: a data serializer's value semantics, applied to what users send and get (``_data``)
+        self._prepare = getattr(serializer, "prepare", None)
         self._reader.max_frame = self._max_frame
         self.state = ConnState.READY
 
@@ -585,6 +588,8 @@ class ServerProtocol(_Base):
         if value is None:
             return _HEADER_PACK(_AFTER_LENGTH, _RESULT, flags | _EMPTY, req_id & _ID_MASK)
         try:
+            if self._prepare is not None:
+                value = self._prepare(value)
             body: bytes = self._dumps(value)
             size = len(body) + _AFTER_LENGTH
             if size <= self.peer_max_frame:
@@ -612,6 +617,8 @@ class ServerProtocol(_Base):
         Raises:
             SerializationError: ``value`` cannot be serialized.
         """
+        if self._prepare is not None:
+            value = self._prepare(value)
         return self._dumps(value)  # type: ignore[no-any-return]
 
     def encode_serialized(self, req_id: int, payload: bytes, flags: int = 0) -> bytes:
@@ -857,6 +864,11 @@ class ClientProtocol(_Base):
 
         ``thinks``: the caller computed for a while since its last call (``Flag.THINKS``).
         """
+        prepare = self._prepare
+        if prepare is not None:
+            args = tuple(prepare(a) for a in args)
+            if kwargs:
+                kwargs = {k: prepare(v) for k, v in kwargs.items()}
         body: bytes = self._dumps((obj_id, method, args, kwargs, owner))
         size = len(body) + 6
         if size > self.peer_max_frame:

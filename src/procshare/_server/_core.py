@@ -445,6 +445,8 @@ class Handle:
     """
 
     __slots__ = ("core", "entry", "stype")
+    #: sent as its token by the data serializers (``_data``)
+    _shares_as_proxy_ = True
 
     def __init__(self, core: Core, entry: Entry, stype: ServerType | None = None) -> None:
         self.core = core
@@ -1776,22 +1778,33 @@ def _ctl_stats(core: Core, session: Session, now: float) -> dict[str, Any]:
     return core.stats(now)
 
 
+def _client_refs(core: Core) -> dict[int, int]:
+    """Object id -> references held by client processes' proxies.
+
+    What the stdlib's ``_number_of_objects`` and ``_debug_info`` count: a proxy stored inside
+    another shared object is not a client's (the stdlib keeps those apart, as its server's
+    "local" proxies), nor is an object waiting out its release delay.
+    """
+    counts: dict[int, int] = {}
+    for session in core.sessions.values():
+        for obj_id, held in session.refs.items():
+            if held > 0 and obj_id in core.objects:
+                counts[obj_id] = counts.get(obj_id, 0) + held
+    return counts
+
+
 def _ctl_number_of_objects(core: Core, session: Session, now: float) -> int:
-    # As the stdlib counts: objects somebody references (not those waiting to be disposed of).
-    return sum(1 for entry in core.objects.values() if entry.refs > 0)
+    return len(_client_refs(core))
 
 
 def _ctl_debug_info(core: Core, session: Session, now: float) -> str:
     lines = []
-    for obj_id in sorted(core.objects):
-        entry = core.objects[obj_id]
-        if entry.refs <= 0:
-            continue
+    for obj_id, refs in sorted(_client_refs(core).items()):
         try:
-            text = str(entry.referent)[:75]
+            text = str(core.objects[obj_id].referent)[:75]
         except BaseException as exc:
             text = f"<unprintable: {exc!r}>"
-        lines.append(f"  {obj_id}:       refcount={entry.refs}\n    {text}")
+        lines.append(f"  {obj_id}:       refcount={refs}\n    {text}")
     return "\n".join(lines)
 
 
