@@ -30,7 +30,7 @@ from multiprocessing.process import AuthenticationString  # type: ignore[attr-de
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._address import Address, parse_address
-from ._client._channel import Channel, forget_channels, get_channel
+from ._client._channel import Channel, forget_channels, get_channel, live_channel
 from ._client._pipeline import Pipeline
 from ._client._proxies import (
     AcquirerProxy,
@@ -413,13 +413,21 @@ class BaseManager:
         """Stop the server process (registered as a finalizer by ``start()``)."""
         if process.is_alive():
             with contextlib.suppress(Exception):
-                channel = Channel(
-                    address, bytes(authkey), serializer=serializer, connect_timeout=shutdown_timeout
-                )
+                # (the connection this process has is as good, and costs no new handshake)
+                channel = live_channel(address, authkey)
+                made = channel is None
+                if channel is None:
+                    channel = Channel(
+                        address,
+                        bytes(authkey),
+                        serializer=serializer,
+                        connect_timeout=shutdown_timeout,
+                    )
                 try:
                     channel.control("shutdown")
                 finally:
-                    channel.close()
+                    if made:
+                        channel.close()
             process.join(timeout=shutdown_timeout)
             if process.is_alive():
                 process.terminate()

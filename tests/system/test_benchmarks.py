@@ -27,6 +27,13 @@ def test_the_floor() -> None:
     assert "sleep in recv" in out and "busy-poll" in out
 
 
+def test_a_short_program_phase_by_phase() -> None:
+    out = run("startup.py", "--rounds", "1")
+    rows = {line[:14].strip(): line.split()[-3:] for line in out.splitlines()[2:]}
+    assert list(rows) == ["import", "start", "import + start", "pool", "shutdown", "program"]
+    assert all(float(v) > 0 for values in rows.values() for v in values)
+
+
 def test_throughput_with_a_chart(tmp_path: pathlib.Path) -> None:
     chart = tmp_path / "chart.png"
     out = run(

@@ -860,6 +860,14 @@ def refqueue_for(address: Address) -> RefQueue:
     return queue
 
 
+def live_channel(address: Address, authkey: bytes) -> Channel | None:
+    """This process's open channel to ``address``, if it has one that works."""
+    channel = _channels.get((address, bytes(authkey)))
+    if channel is not None and channel._broken is None and channel.pid == PID_CELL[0]:
+        return channel
+    return None
+
+
 def get_channel(address: Address, authkey: bytes, serializer: str = "pickle") -> Channel:
     """This process's channel to ``address``, connecting (again) if needed."""
     key = (address, bytes(authkey))
