@@ -40,6 +40,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         manager = SyncManager(
             address=args.address,
             authkey=key,
+            serializer=args.serializer,
             release_delay=args.release_delay,
             max_memory=args.max_memory,
         )
@@ -63,7 +64,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     address = parse_address(args.address)
     if address is None:
         raise SystemExit("error: an address is needed")
-    channel = Channel(address, _authkey(args.authkey, generate=False))
+    channel = Channel(address, _authkey(args.authkey, generate=False), serializer=args.serializer)
     try:
         stats = channel.control("stats")
     finally:
@@ -187,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"shared secret (default: ${_AUTHKEY_ENV}, else a random one)",
     )
     serve.add_argument(
+        "--serializer",
+        default="pickle",
+        choices=("pickle", "msgpack"),
+        help="what clients send: pickle (any object; clients can run code in the server) or "
+        "msgpack (plain data only, nothing is unpickled; needs procshare[msgpack])",
+    )
+    serve.add_argument(
         "--release-delay",
         type=float,
         default=5.0,
@@ -204,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("address", help="the server's address")
     inspect.add_argument("--authkey", default=None, help=f"shared secret (or ${_AUTHKEY_ENV})")
     inspect.add_argument("--json", action="store_true", help="print JSON")
+    inspect.add_argument(
+        "--serializer", default="pickle", help="the server's serializer (default pickle)"
+    )
     inspect.set_defaults(func=_cmd_inspect)
 
     demo = sub.add_parser("demo", help="run the seed tutorial's scenarios on procshare")

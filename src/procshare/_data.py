@@ -1,14 +1,14 @@
 """Serializers that carry data only: decoding runs no code the sender chose.
 
 Pickle carries any object, which is why only peers that proved the authkey may send it. A data
-serializer carries a fixed set of types and nothing else, in a format of its own
-(``xmlrpclib`` here, the standard library's other manager serializer): ``None``, ``bool``,
+serializer carries a fixed set of types and nothing else, in a format of its own (``msgpack``,
+and ``xmlrpclib``, the standard library's other manager serializer): ``None``, ``bool``,
 ``int``, ``float``, ``str``, ``bytes``, lists, dicts; and, tagged in a dict with one key that
-starts with ``~``, what procshare's messages need: tuples, sets, dicts whose keys are not all
-strings, ints past the format's range, shared objects (as their token: a proxy is rebuilt on
-the other side, never an object of a class the sender names) and exceptions (rebuilt as the
-builtin, ``queue``, ``threading`` or procshare exception of that name, else a ``RemoteError``
-carrying its text).
+starts with ``~``, what procshare's messages need: tuples, sets, ranges, slices, dicts whose
+keys are not all strings, ints past the format's range, shared objects (as their token: a
+proxy is rebuilt on the other side, never an object of a class the sender names) and
+exceptions (rebuilt as the builtin, ``queue``, ``threading`` or procshare exception of that
+name, else a ``RemoteError`` carrying its text).
 
 ``prepare(value)`` gives a value the semantics the format has for users: XML-RPC has no
 tuples (a tuple arrives as a list, as with the standard library's ``xmlrpclib`` manager), and
@@ -29,7 +29,7 @@ from . import _errors
 from ._errors import RemoteError, SerializationError, serialization_error
 from ._token import Token
 
-__all__ = ["DataSerializer", "XmlRpcSerializer"]
+__all__ = ["DataSerializer", "MsgpackSerializer", "XmlRpcSerializer"]
 
 _TAG: Final = "~"
 #: exceptions rebuilt by name (anything else arrives as a RemoteError with its text)
@@ -126,6 +126,12 @@ class DataSerializer:
             return self._error_to_data(obj)
         if isinstance(obj, Token):
             return {"~k": [obj.typeid, self._to_data(obj.address), obj.id]}
+        if type(obj) is range:  # (``m.list(range(10))``)
+            return {"~r": [obj.start, obj.stop, obj.step]}
+        if type(obj) is slice:  # (``lst[1:3]``)
+            return {
+                "~l": [self._to_data(obj.start), self._to_data(obj.stop), self._to_data(obj.step)]
+            }
         shared = self._shared_to_data(obj)
         if shared is not None:
             return shared
@@ -185,6 +191,12 @@ class DataSerializer:
             return frozenset(self._from_data(x) for x in value)
         if tag == "~i":
             return int(value)
+        if tag == "~r":
+            start, stop, step = (int(x) for x in value)
+            return range(start, stop, step)
+        if tag == "~l":
+            start, stop, step = (self._from_data(x) for x in value)
+            return slice(start, stop, step)
         if tag == "~k":
             typeid, address, obj_id = value
             return Token(typeid, self._from_data(address), obj_id)
@@ -272,3 +284,30 @@ class XmlRpcSerializer(DataSerializer):
     def _format_loads(self, raw: bytes | bytearray) -> Any:
         ((data,), _method) = self._xmlrpc.loads(bytes(raw).decode("utf-8"), use_builtin_types=True)
         return data
+
+
+class MsgpackSerializer(DataSerializer):
+    """MessagePack (``pip install 'procshare[msgpack]'``): plain data only, and a server that
+    speaks it never unpickles anything a client sends. Values arrive as they were sent (tuples
+    stay tuples, through the tags); anything else (an instance, a function) is refused with a
+    ``SerializationError`` before it is sent. Registered custom classes cannot be created
+    through it (their arguments and results are data like any other), which is the point."""
+
+    name = "msgpack"
+    int_bits = 64
+
+    def __init__(self) -> None:
+        try:
+            import msgpack  # type: ignore[import-untyped]
+        except ImportError:
+            raise ValueError(
+                "the msgpack serializer needs the msgpack package: pip install 'procshare[msgpack]'"
+            ) from None
+        self._packb = msgpack.packb
+        self._unpackb = msgpack.unpackb
+
+    def _format_dumps(self, data: Any) -> bytes:
+        return self._packb(data, use_bin_type=True)  # type: ignore[no-any-return]
+
+    def _format_loads(self, raw: bytes | bytearray) -> Any:
+        return self._unpackb(raw, raw=False, strict_map_key=False)

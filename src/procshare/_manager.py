@@ -414,7 +414,7 @@ class BaseManager:
         if process.is_alive():
             with contextlib.suppress(Exception):
                 # (the connection this process has is as good, and costs no new handshake)
-                channel = live_channel(address, authkey)
+                channel = live_channel(address, authkey, serializer)
                 made = channel is None
                 if channel is None:
                     channel = Channel(

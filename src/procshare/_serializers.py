@@ -96,7 +96,7 @@ def _describe(obj: Any) -> str:
 
 _SERIALIZERS: dict[str, Serializer] = {"pickle": PickleSerializer()}
 #: made when first asked for (their modules cost import time nobody else should pay)
-_LATER: Final = ("xmlrpclib",)
+_LATER: Final = ("msgpack", "xmlrpclib")
 
 
 def get_serializer(name: str) -> Serializer:
@@ -106,10 +106,11 @@ def get_serializer(name: str) -> Serializer:
         ValueError: no serializer has that name.
     """
     serializer = _SERIALIZERS.get(name)
-    if serializer is None and name == "xmlrpclib":
-        from ._data import XmlRpcSerializer
+    if serializer is None and name in _LATER:
+        from . import _data
 
-        serializer = _SERIALIZERS[name] = XmlRpcSerializer()
+        made = _data.MsgpackSerializer if name == "msgpack" else _data.XmlRpcSerializer
+        serializer = _SERIALIZERS[name] = made()
     if serializer is None:
         raise ValueError(
             f"unknown serializer {name!r}; available: {', '.join(serializer_names())}"

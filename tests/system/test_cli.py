@@ -112,3 +112,50 @@ def test_serve_and_inspect(tmp_path: pathlib.Path) -> None:
         if server.stdout is not None:
             server.stdout.close()
     assert server.returncode == 0
+
+
+def test_serve_with_msgpack_takes_plain_data_from_unrelated_programs(
+    tmp_path: pathlib.Path,
+) -> None:
+    pytest.importorskip("msgpack")
+    address = f"unix://{tmp_path}/safe.sock"
+    env = dict(os.environ, PROCSHARE_AUTHKEY="cli-secret")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "procshare",
+            "serve",
+            "--address",
+            address,
+            "--serializer",
+            "msgpack",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        assert "serving at" in server.stdout.readline()
+
+        class Client(BaseManager):
+            pass
+
+        Client.register("dict")
+        safe = Client(
+            address=str(tmp_path / "safe.sock"), authkey=b"cli-secret", serializer="msgpack"
+        )
+        safe.connect()
+        d = safe.dict({"job": (1, 2)})  # type: ignore[attr-defined]
+        assert d["job"] == (1, 2)
+        shown = run("inspect", address, "--serializer", "msgpack", env=env)
+        assert shown.returncode == 0 and "dict" in shown.stdout, shown.stderr
+        refused = run("inspect", address, env=env)  # (asks for pickle)
+        assert refused.returncode != 0 and "it accepts 'msgpack'" in refused.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        if server.stdout is not None:
+            server.stdout.close()
+    assert server.returncode == 0

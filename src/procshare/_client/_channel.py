@@ -847,7 +847,9 @@ class Channel:
 
 _registry_lock = threading.Lock()
 _refqueue_lock = threading.Lock()
-_channels: dict[tuple[Address, bytes], Channel] = {}
+#: (address, authkey, serializer) -> this process's connection (a manager of another
+#: serializer to the same server has its own: a server may accept several)
+_channels: dict[tuple[Address, bytes, str], Channel] = {}
 _refqueues: dict[Address, RefQueue] = {}
 
 
@@ -860,9 +862,9 @@ def refqueue_for(address: Address) -> RefQueue:
     return queue
 
 
-def live_channel(address: Address, authkey: bytes) -> Channel | None:
+def live_channel(address: Address, authkey: bytes, serializer: str = "pickle") -> Channel | None:
     """This process's open channel to ``address``, if it has one that works."""
-    channel = _channels.get((address, bytes(authkey)))
+    channel = _channels.get((address, bytes(authkey), serializer))
     if channel is not None and channel._broken is None and channel.pid == PID_CELL[0]:
         return channel
     return None
@@ -870,7 +872,7 @@ def live_channel(address: Address, authkey: bytes) -> Channel | None:
 
 def get_channel(address: Address, authkey: bytes, serializer: str = "pickle") -> Channel:
     """This process's channel to ``address``, connecting (again) if needed."""
-    key = (address, bytes(authkey))
+    key = (address, bytes(authkey), serializer)
     channel = _channels.get(key)
     if channel is not None and channel._broken is None and channel.pid == PID_CELL[0]:
         return channel

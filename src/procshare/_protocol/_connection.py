@@ -808,7 +808,11 @@ class ClientProtocol(_Base):
         offered = body.get("serializers")
         if not isinstance(offered, list) or self._wanted.name not in offered:
             raise self._fail(
-                ProtocolError(f"server does not accept serializer {self._wanted.name!r}")
+                ProtocolError(
+                    f"server does not accept serializer {self._wanted.name!r} (it accepts "
+                    f"{', '.join(map(repr, offered)) if isinstance(offered, list) else 'none'}: "
+                    "pass serializer= to the manager)"
+                )
             )
         self._server_nonce = _hex_field(body, "nonce", NONCE_SIZE)
         limit = body.get("max_frame")
