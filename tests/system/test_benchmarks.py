@@ -34,6 +34,21 @@ def test_a_short_program_phase_by_phase() -> None:
     assert all(float(v) > 0 for values in rows.values() for v in values)
 
 
+def test_where_a_call_goes_on_a_busy_machine() -> None:
+    out = run("schedstat.py", "--load", "1", "--n", "200", "--rounds", "1")
+    rows = {line[:14].strip(): line[14:].split() for line in out.splitlines()[2:8]}
+    assert list(rows) == [
+        "wall",
+        "client cpu",
+        "client runq",
+        "server cpu",
+        "server runq",
+        "switches in",
+    ], out
+    assert all(float(v) >= 0 for values in rows.values() for v in values), out
+    assert float(rows["client cpu"][1]) > 0 and float(rows["server cpu"][1]) > 0, out
+
+
 def test_throughput_with_a_chart(tmp_path: pathlib.Path) -> None:
     chart = tmp_path / "chart.png"
     out = run(

@@ -817,6 +817,9 @@ class Channel:
             with contextlib.suppress(OSError):
                 os.close(self._sock.detach())
             return
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
         for fd in (self._rfd, self._wfd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
@@ -836,11 +839,7 @@ class Channel:
         if self._sock is not None:
             self._sock.close()
             return
-        for fd in (self._rfd, self._wfd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        self._rfd = self._wfd = -1
+        self._close_pipes()
 
 
 # -- the per-process registry ---------------------------------------------------------------
