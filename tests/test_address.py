@@ -1,5 +1,5 @@
-"""Private socket directories: a server killed with -9 leaves one behind; the next removes it,
-and nothing else."""
+"""Addresses as typed, and private socket directories: a server killed with -9 leaves one
+behind; the next removes it, and nothing else."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import multiprocessing
 import os
 import pathlib
 
-from procshare._address import private_unix_path, remove_stale_private_dirs
+import pytest
+
+from procshare._address import (
+    parse_address,
+    parse_command_line_address,
+    private_unix_path,
+    remove_stale_private_dirs,
+)
 
 
 def a_dead_pid() -> int:
@@ -51,3 +58,24 @@ def test_a_private_path_is_named_after_its_server() -> None:
         assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
     finally:
         os.rmdir(os.path.dirname(path))
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("127.0.0.1:47500", ("127.0.0.1", 47500)),
+        ("localhost:5000", ("localhost", 5000)),
+        (":5000", ("127.0.0.1", 5000)),
+        ("[::1]:5000", ("::1", 5000)),
+        ("tcp://127.0.0.1:5000", ("127.0.0.1", 5000)),
+        ("unix:///tmp/x.sock", "/tmp/x.sock"),
+        ("/tmp/a:1", "/tmp/a:1"),  # a path (it has a /)
+        ("./sock", "./sock"),
+    ],
+)
+def test_host_port_on_the_command_line_means_tcp(typed: str, meant: object) -> None:
+    assert parse_command_line_address(typed) == meant
+
+
+def test_a_manager_address_string_stays_a_unix_path_as_in_the_stdlib() -> None:
+    assert parse_address("127.0.0.1:47500") == "127.0.0.1:47500"

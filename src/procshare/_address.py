@@ -70,6 +70,18 @@ def parse_address(address: Any) -> Address | None:
     )
 
 
+def parse_command_line_address(text: str) -> Address | None:
+    """An address as typed on the command line: ``host:port`` means TCP there (a unix path
+    needs ``unix://`` or a ``/``); everything else as ``parse_address``. (A string given to
+    ``BaseManager(address=...)`` stays a unix path, as in the stdlib.)"""
+    host, sep, port = text.rpartition(":")
+    if sep and "/" not in text and port.isdigit():
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]  # ([::1]:5000)
+        return (host or "127.0.0.1", int(port))
+    return parse_address(text)
+
+
 def _unix_path(path: str) -> str:
     if not path:
         raise ValueError("a unix socket address needs a path")

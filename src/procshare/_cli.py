@@ -32,13 +32,14 @@ def _authkey(value: str | None, *, generate: bool) -> bytes:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ._address import describe
+    from ._address import describe, parse_command_line_address
     from ._manager import SyncManager
 
     key = _authkey(args.authkey, generate=True)
     try:
+        address = None if args.address is None else parse_command_line_address(args.address)
         manager = SyncManager(
-            address=args.address,
+            address=address,
             authkey=key,
             serializer=args.serializer,
             release_delay=args.release_delay,
@@ -58,10 +59,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from ._address import parse_address
+    from ._address import parse_command_line_address
     from ._client._channel import Channel
 
-    address = parse_address(args.address)
+    try:
+        address = parse_command_line_address(args.address)
+    except (TypeError, ValueError) as exc:
+        raise SystemExit(f"error: {exc}") from None
     if address is None:
         raise SystemExit("error: an address is needed")
     channel = Channel(address, _authkey(args.authkey, generate=False), serializer=args.serializer)
@@ -180,7 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--address",
         default=None,
-        help="unix:///path, tcp://host:port or a socket path (default: a private unix socket)",
+        help="unix:///path, tcp://host:port, host:port (TCP) or a socket path with a / "
+        "(default: a private unix socket)",
     )
     serve.add_argument(
         "--authkey",

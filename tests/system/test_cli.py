@@ -159,3 +159,26 @@ def test_serve_with_msgpack_takes_plain_data_from_unrelated_programs(
         if server.stdout is not None:
             server.stdout.close()
     assert server.returncode == 0
+
+
+def test_serve_on_host_port_listens_on_tcp() -> None:
+    env = dict(os.environ, PROCSHARE_AUTHKEY="cli-secret")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "procshare", "serve", "--address", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert "serving at tcp://127.0.0.1:" in line, line
+        port = int(line.rsplit(":", 1)[1])
+        shown = run("inspect", f"127.0.0.1:{port}", env=env)
+        assert shown.returncode == 0, shown.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        if server.stdout is not None:
+            server.stdout.close()
+    assert server.returncode == 0
