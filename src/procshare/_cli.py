@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from . import __version__
+from ._errors import ProcshareError
 
 _AUTHKEY_ENV = "PROCSHARE_AUTHKEY"
 
@@ -47,7 +48,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"error: {exc}") from None
-    server = manager.get_server()
+    try:
+        server = manager.get_server()
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = describe(address) if address is not None else "a private unix socket"
+        reason = (exc.strerror or str(exc)).lower()
+        print(f"procshare: cannot listen on {where}: {reason}", file=sys.stderr)
+        return 1
     print(f"procshare {__version__} serving at {describe(server.address)}", flush=True)
     if args.authkey is None and _AUTHKEY_ENV not in os.environ:
         print(f"authkey: {key.decode()}", flush=True)
@@ -178,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
         "multiprocessing.Manager.",
     )
     parser.add_argument("--version", action="version", version=f"procshare {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (before COMMAND)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run a standalone server for unrelated programs")
@@ -260,7 +272,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (OSError, ProcshareError) as exc:
+        if args.debug:
+            raise
+        # One line, as command-line tools say it; the traceback is for --debug.
+        print(f"procshare: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

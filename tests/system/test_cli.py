@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import subprocess
 import sys
 
@@ -182,3 +183,21 @@ def test_serve_on_host_port_listens_on_tcp() -> None:
         if server.stdout is not None:
             server.stdout.close()
     assert server.returncode == 0
+
+
+def test_errors_are_one_line_and_the_traceback_is_for_debug() -> None:
+    env = dict(os.environ, PROCSHARE_AUTHKEY="cli-secret")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = run("serve", "--address", f"127.0.0.1:{port}", env=env)
+        assert taken.returncode == 1
+        assert taken.stderr == (
+            f"procshare: cannot listen on tcp://127.0.0.1:{port}: address already in use\n"
+        )
+    nobody = run("inspect", f"127.0.0.1:{port}", env=env)
+    assert nobody.returncode == 1 and len(nobody.stderr.splitlines()) == 1, nobody.stderr
+    assert nobody.stderr.startswith("procshare: ServerRefused: ")
+    debug = run("--debug", "inspect", f"127.0.0.1:{port}", env=env)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
