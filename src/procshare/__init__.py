@@ -32,6 +32,7 @@ from ._errors import (
     RemoteError,
     SerializationError,
 )
+from ._logging import log_to_stderr
 from ._manager import BaseManager, SyncManager
 
 __version__ = "0.1.0"
@@ -63,7 +64,6 @@ RawValue = _default.RawValue
 RawArray = _default.RawArray
 freeze_support = _default.freeze_support
 get_logger = _default.get_logger
-log_to_stderr = _default.log_to_stderr
 allow_connection_pickling = _default.allow_connection_pickling
 set_executable = _default.set_executable
 set_forkserver_preload = _default.set_forkserver_preload

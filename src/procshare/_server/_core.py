@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import logging
 import pickle
 import threading
 import traceback
@@ -78,6 +79,8 @@ from ._changelog import ChangeLog
 from ._memory import ADDING, MemoryGuard
 from ._objects import HANDLERS, PARKED, Handler, Lock, Primitive, make_referent
 from ._waiters import DeadlineHeap, Waiter, WaitQueue
+
+log = logging.getLogger("procshare.server")
 
 __all__ = ["CallContext", "Core", "Entry", "Home", "Job", "ServerType", "Session"]
 
@@ -510,6 +513,8 @@ class Core:
         self.ended: list[Session] = []
         self.jobs: deque[Job] = deque()
         self.shutdown_requested = False
+        #: the server is closing every connection (nobody's death to report)
+        self.closing = False
         self._ids = itertools.count(1)
         self._session_ids = itertools.count(1)
         self._by_pyid: dict[int, int] = {}  # custom referents: id(referent) -> object id
@@ -577,17 +582,21 @@ class Core:
                 waiter.queue.remove(waiter)
                 if waiter.on_cancel is not None:
                     waiter.on_cancel(self, waiter)
+        waiting = len(session.waiters)
         session.waiters.clear()
         # What was on its way to it when it ended never arrived: take it back first (a
         # killed consumer's item goes back to the front of its queue).
         in_flight, session.in_flight = session.in_flight, {}
         for prim, owner, what in in_flight.values():
             prim.lost(self, session, owner, what)
-        for prim, held in list(session.holdings.items()):
-            prim.drop_session(self, session, held)
+        held = [type(p).__name__ for p in session.holdings]
+        for prim, count in list(session.holdings.items()):
+            prim.drop_session(self, session, count)
         session.holdings.clear()
         for obj_id, count in session.refs.items():
             self._unref(obj_id, count, now)
+        if not self.closing and log.isEnabledFor(logging.INFO):
+            _log_session_end(session, held, len(in_flight), waiting, len(session.refs))
         session.refs.clear()
         for sub in session.subscriptions.values():
             self._drop_subscription(sub)
@@ -1776,6 +1785,27 @@ def _ctl_shutdown(core: Core, session: Session, now: float) -> None:
 
 def _ctl_stats(core: Core, session: Session, now: float) -> dict[str, Any]:
     return core.stats(now)
+
+
+def _log_session_end(
+    session: Session, held: list[str], taken_back: int, waiting: int, refs: int
+) -> None:
+    """One line for a client that went away, and what that freed (a warning when a process
+    that did not say goodbye held something: it died holding it)."""
+    who = f"pid {session.pid} ({session.name})" if session.name else f"pid {session.pid}"
+    how = "closed its connection" if session.said_goodbye else "is gone"
+    freed = []
+    if held:
+        freed.append("released what it held: " + ", ".join(sorted(held)))
+    if taken_back:
+        freed.append(f"took back {taken_back} hand-over(s) it had not confirmed")
+    if waiting:
+        freed.append(f"withdrew {waiting} waiting call(s)")
+    if refs:
+        freed.append(f"dropped its references to {refs} object(s)")
+    text = f"client {who} {how}" + (": " + "; ".join(freed) if freed else "")
+    died_holding = not session.said_goodbye and (held or taken_back)
+    log.log(logging.WARNING if died_holding else logging.INFO, "%s", text)
 
 
 def _client_refs(core: Core) -> dict[int, int]:

@@ -591,6 +591,7 @@ class Server:
         self._watch_owner()
         register_server(self.address, self)
         self._serving = True
+        log.info("serving at %s (pid %d)", describe(self.address), os.getpid())
         try:
             for reactor in self._reactors[1:]:
                 reactor.thread = threading.Thread(
@@ -613,6 +614,7 @@ class Server:
             if self._memory is not None:
                 self.core.memory = None
                 self._memory.stop()
+            log.info("stopped serving at %s", describe(self.address))
             self._stopped.set()
 
     def stop(self) -> None:
@@ -1074,6 +1076,7 @@ class Server:
 
     def _close_everything(self) -> None:
         now = time.monotonic()
+        self.core.closing = True  # (the sessions end because the server does)
         for reactor in self._reactors:
             for conn in list(reactor.conns.values()):
                 self._close(conn, now)
