@@ -27,6 +27,7 @@ __all__ = [
     "ManagerStateError",
     "MemoryLimitError",
     "MethodNotExposed",
+    "NameTakenError",
     "ObjectNotFound",
     "ProcshareError",
     "ProtocolError",
@@ -194,6 +195,10 @@ class ObjectNotFound(RemoteError, LookupError):
 
 class MethodNotExposed(RemoteError, AttributeError):
     """The method is not exposed by the shared object's type (see ``register(exposed=...)``)."""
+
+
+class NameTakenError(ProcshareError, TypeError):
+    """The name belongs to a shared object of another type (``m.named(name)``)."""
 
 
 class MemoryLimitError(ProcshareError, MemoryError):

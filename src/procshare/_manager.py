@@ -19,6 +19,8 @@ Differences from the standard library (improvements, documented in the README):
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import multiprocessing
 import os
 import queue
@@ -479,8 +481,14 @@ class BaseManager:
         return get_channel(self._address, bytes(self._authkey), self._serializer)
 
     def _create_proxy(self, typeid: str, args: tuple[Any, ...], kwds: dict[str, Any] | None) -> Any:
-        """Create a ``typeid`` object on the server and return its proxy."""
-        proxy = self._channel().request(Create(0, typeid, args, kwds or None, 0))
+        """Create a ``typeid`` object on the server and return its proxy (inside
+        ``named(name).<typeid>(...)``: get or create the object of that name)."""
+        name = _NAMING.get()
+        if name is None:
+            proxy = self._channel().request(Create(0, typeid, args, kwds or None, 0))
+        else:
+            _NAMING.set(None)  # (this call only)
+            proxy = self._channel().control("named", name, typeid, args, kwds or None)
         if not isinstance(proxy, BaseProxy):
             raise ProcshareError(f"the server answered creation with {type(proxy).__name__}")
         reg = self._registry.get(typeid)
@@ -518,6 +526,30 @@ class BaseManager:
     def _number_of_objects(self) -> int:
         """How many shared objects the server holds."""
         return self._channel().control("number_of_objects")  # type: ignore[no-any-return]
+
+    def named(self, name: str) -> Named:
+        """The shared objects of this name, got or created: ``m.named("jobs").Queue()``.
+
+        Every factory of the manager is there, with its own signature (``dict``, ``Queue``,
+        ``Lock``, registered typeids, ...). The first call creates the object, with those
+        arguments, and gives it the name; later calls, from any process connected to the
+        server, return a proxy to that same object and ignore their arguments. A named object
+        lives until ``delete(name)``, not until its last proxy is gone. The same name asked for
+        as another type raises ``NameTakenError``.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a name is a non-empty str, not {name!r}")
+        self._check_started()
+        return Named(self, name)
+
+    def names(self) -> dict[str, str]:
+        """The named objects of the server: ``{name: typeid}``."""
+        return self._channel().control("names")  # type: ignore[no-any-return]
+
+    def delete(self, name: str) -> None:
+        """Forget a name (``KeyError`` if there is none); its object then lives as long as
+        proxies to it do, as an anonymous object."""
+        self._channel().control("delete", name)
 
     def pipeline(self, batch_size: int = 10_000) -> Pipeline:
         """Queue calls to this manager's objects and send them together.
@@ -685,6 +717,46 @@ class SyncManager(BaseManager):
     def Pool(self, *args: Any, **kwargs: Any) -> PoolProxy:  # noqa: N802
         """A ``multiprocessing.pool.Pool`` living in the server process."""
         return self._create_proxy("Pool", args, kwargs)  # type: ignore[no-any-return]
+
+
+#: the name ``Named`` gives the object its factory creates (read by ``_create_proxy``)
+_NAMING: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "procshare_naming", default=None
+)
+
+
+class Named:
+    """``manager.named(name)``: the manager's factories, getting or creating the object of
+    that name (see ``BaseManager.named``)."""
+
+    def __init__(self, manager: BaseManager, name: str) -> None:
+        self._manager = manager
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"<named {self._name!r} of {self._manager!r}>"
+
+    def __dir__(self) -> list[str]:
+        return sorted(t for t in self._manager._registry if hasattr(self._manager, t))
+
+    def __getattr__(self, typeid: str) -> Callable[..., Any]:
+        manager = self._manager
+        if typeid.startswith("_") or typeid not in manager._registry:
+            raise AttributeError(f"{type(manager).__name__} has no shared type {typeid!r}")
+        factory = getattr(manager, typeid, None)
+        if factory is None:
+            raise AttributeError(f"{typeid!r} has no factory method on {type(manager).__name__}")
+        name = self._name
+
+        @functools.wraps(factory)
+        def get_or_create(*args: Any, **kwargs: Any) -> Any:
+            token = _NAMING.set(name)
+            try:
+                return factory(*args, **kwargs)
+            finally:
+                _NAMING.reset(token)
+
+        return get_or_create
 
 
 for _typeid, _callable, _proxytype in (

@@ -43,8 +43,10 @@ from .._errors import (
     ErrorNotRebuildable,
     MemoryLimitError,
     MethodNotExposed,
+    NameTakenError,
     ObjectNotFound,
     ProcshareError,
+    ProtocolError,
     RemoteError,
     ResultNotSerializable,
     SerializationError,
@@ -388,6 +390,7 @@ class Job:
         "fresh",
         "kwargs",
         "method",
+        "name",
         "ok",
         "published_args",
         "req_id",
@@ -418,6 +421,8 @@ class Job:
         self.kwargs = kwargs
         self.entry = entry
         self.method = method
+        #: for a constructor: the name the object gets (``named``), if any
+        self.name: str | None = None
         self.stype = stype
         self.ok = False
         self.value: Any = None
@@ -498,6 +503,8 @@ class Core:
         self.watch_backlog = watch_backlog
         self._overflowing: set[Session] = set()
         self.objects: dict[int, Entry] = {}
+        #: named objects (``m.named(name)``): each name holds one reference until ``delete``
+        self.names: dict[str, int] = {}
         self.sessions: dict[int, Session] = {}
         self.deadlines = DeadlineHeap()
         #: How long a released lock with waiters stays free for whoever asks first, before
@@ -1455,8 +1462,19 @@ class Core:
                 fn = _then(fn, target.factory)  # the stdlib calls it on the result
         self.jobs.append(Job(session, msg.req_id, fn, args, msg.kwargs, entry=entry, method=method))
 
-    def _create(self, session: Session, msg: Create, now: float) -> None:
+    def _create(self, session: Session, msg: Create, now: float, name: str | None = None) -> None:
+        """Create a shared object and reply with it; with ``name``, get the object of that
+        name, or create it and give it the name (the arguments are used only then)."""
         self.stats_counters["creates"] += 1
+        if name is not None:
+            named = self.objects.get(self.names.get(name, -1))
+            if named is not None:
+                self._claim_fresh(None)
+                if named.typeid != msg.typeid:
+                    self.fail(session, msg.req_id, _name_taken(name, named.typeid, msg.typeid))
+                else:
+                    self.reply(session, msg.req_id, Handle(self, named))
+                return
         if self.memory is not None and self.memory.full:
             self.fail(session, msg.req_id, self.memory.refusal())
             return
@@ -1474,7 +1492,7 @@ class Core:
                 return
             entry = self._register(stype, referent, now)
             self._claim_fresh(entry)
-            self.reply(session, msg.req_id, Handle(self, entry))
+            self._reply_created(session, msg.req_id, entry, name)
             return
         if stype.factory is None:
             if msg.kwargs or len(msg.args) != 1:
@@ -1486,11 +1504,34 @@ class Core:
                 return
             entry = self._register(stype, msg.args[0], now)
             self._claim_fresh(entry)
-            self.reply(session, msg.req_id, Handle(self, entry))
+            self._reply_created(session, msg.req_id, entry, name)
             return
         job = Job(session, msg.req_id, stype.factory, msg.args, msg.kwargs, stype=stype)
+        job.name = name
         job.fresh, self._fresh = self._fresh, []  # claimed by the object once it exists
         self.jobs.append(job)
+
+    def _reply_created(self, session: Session, req_id: int, entry: Entry, name: str | None) -> None:
+        """Reply with a new object, giving it ``name`` first: if the name was taken
+        meanwhile (a constructor on a worker), the object that has it is the answer."""
+        if name is not None:
+            named = self.objects.get(self.names.get(name, -1))
+            if named is not None and named.typeid != entry.typeid:
+                self.fail(session, req_id, _name_taken(name, named.typeid, entry.typeid))
+                return
+            if named is None:
+                self.names[name] = entry.id
+                entry.refs += 1  # the name's own reference
+            else:
+                entry = named  # (the new one has no reference: disposed of in due course)
+        self.reply(session, req_id, Handle(self, entry))
+
+    def delete_name(self, name: str, now: float) -> None:
+        """Forget ``name``; its object then lives as long as proxies to it do."""
+        obj_id = self.names.pop(name, None)
+        if obj_id is None:
+            raise KeyError(name)
+        self._unref(obj_id, 1, now)
 
     def _register(self, stype: ServerType, referent: Any, now: float) -> Entry:
         """Add ``referent`` to the table (custom referents already there keep their id)."""
@@ -1553,7 +1594,7 @@ class Core:
         if job.stype is not None:  # a custom constructor
             created = self._register(job.stype, job.value, now)
             self._claim_fresh(created, job.fresh)
-            self.reply(session, job.req_id, Handle(self, created))
+            self._reply_created(session, job.req_id, created, job.name)
             return
         entry = job.entry
         if entry is not None and job.method in entry.watched:
@@ -1617,6 +1658,9 @@ class Core:
         # any left over (nested too deep to find) stay unattributed: roots, never freed wrongly
 
     def _control(self, session: Session, msg: Control, now: float) -> None:
+        if msg.command == "named":  # a create, answered when the object exists
+            self._named(session, msg, now)
+            return
         command = _CONTROLS.get(msg.command)
         if command is None:
             self.fail(session, msg.req_id, ProcshareError(f"unknown command {msg.command!r}"))
@@ -1628,14 +1672,33 @@ class Core:
             return
         self.reply(session, msg.req_id, result)
 
+    def _named(self, session: Session, msg: Control, now: float) -> None:
+        try:
+            name, typeid, args, kwargs = msg.args
+            if type(name) is not str or not name:
+                raise ValueError(f"a name is a non-empty str, not {name!r}")
+            if type(typeid) is not str or not isinstance(args, (tuple, list)):
+                raise ProtocolError("named: (name, typeid, args, kwargs)")
+            if kwargs is not None and not (
+                type(kwargs) is dict and all(type(k) is str for k in kwargs)
+            ):
+                raise ProtocolError("named: keyword arguments must be a dict of str keys")
+        except (ValueError, ProtocolError) as exc:
+            self._claim_fresh(None)
+            self.fail(session, msg.req_id, exc)
+            return
+        self._create(session, Create(msg.req_id, typeid, tuple(args), kwargs, 0), now, name)
+
     # -- introspection --------------------------------------------------------------------------
 
     def stats(self, now: float) -> dict[str, Any]:
         """A snapshot of the server for ``stats()``, ``inspect`` and ``top``."""
         objects = []
+        name_of = {obj_id: name for name, obj_id in self.names.items()}
         for entry in self.objects.values():
             item: dict[str, Any] = {
                 "id": entry.id,
+                "name": name_of.get(entry.id),
                 "typeid": entry.typeid,
                 "refs": entry.refs,
                 "version": entry.version,
@@ -1750,6 +1813,10 @@ def _public(referent: Any) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _name_taken(name: str, has: str, wanted: str) -> NameTakenError:
+    return NameTakenError(f"the name {name!r} belongs to a {has!r} object, not a {wanted!r}")
+
+
 def _creation_failed(typeid: str, exc: BaseException) -> RemoteError:
     return RemoteError(
         f"creating a shared {typeid!r} object failed: {type(exc).__name__}: {exc}",
@@ -1781,6 +1848,15 @@ def _ctl_ping(core: Core, session: Session, now: float) -> str:
 
 def _ctl_shutdown(core: Core, session: Session, now: float) -> None:
     core.shutdown_requested = True
+
+
+def _ctl_names(core: Core, session: Session, now: float) -> dict[str, str]:
+    objects = core.objects
+    return {n: objects[i].typeid for n, i in sorted(core.names.items()) if i in objects}
+
+
+def _ctl_delete(core: Core, session: Session, now: float, name: str) -> None:
+    core.delete_name(name, now)
 
 
 def _ctl_stats(core: Core, session: Session, now: float) -> dict[str, Any]:
@@ -1857,6 +1933,8 @@ _CONTROLS: Final[dict[str, Callable[..., Any]]] = {
     "ping": _ctl_ping,
     "dummy": _ctl_ping,
     "shutdown": _ctl_shutdown,
+    "names": _ctl_names,
+    "delete": _ctl_delete,
     "stats": _ctl_stats,
     "number_of_objects": _ctl_number_of_objects,
     "debug_info": _ctl_debug_info,
