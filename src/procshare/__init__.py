@@ -14,12 +14,14 @@ procshare's.
 from __future__ import annotations
 
 import multiprocessing as _mp
+import os as _os
 from multiprocessing import context as _mp_context
 from typing import Any
 
 from . import managers
 from ._client._pipeline import Pending, Pipeline
 from ._client._push import Change, Watch
+from ._connect import URL_ENV, connect
 from ._errors import (
     ConnectionLost,
     FrameTooLarge,
@@ -88,10 +90,21 @@ def Manager(*, ctx: Any = None, **options: Any) -> SyncManager:  # noqa: N802 - 
     Returns:
         A started :class:`~procshare.managers.SyncManager`; use it as a context manager, or
         call ``shutdown()``, to stop the server (it also stops when this process exits).
+
+    With ``$PROCSHARE_URL`` set, it connects to that server instead (see :func:`connect`;
+    ``shutdown()`` then only disconnects, and server options such as ``release_delay`` are
+    the server's own).
     """
+    if _os.environ.get(URL_ENV):
+        # A running server is named: use it (an unchanged script shares it with others).
+        return connect(**{k: v for k, v in options.items() if k in _CONNECT_OPTIONS})
     manager = SyncManager(ctx=ctx if ctx is not None else _mp.get_context(), **options)
     manager.start()
     return manager
+
+
+#: Manager() options that mean something to a connection (the rest configure a server)
+_CONNECT_OPTIONS = frozenset({"authkey", "serializer", "cache", "spin"})
 
 
 class Context(_mp.context.BaseContext):
@@ -216,6 +229,7 @@ __all__ = [
     "Watch",
     "active_children",
     "allow_connection_pickling",
+    "connect",
     "cpu_count",
     "current_process",
     "freeze_support",

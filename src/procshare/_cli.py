@@ -22,21 +22,46 @@ from ._errors import ProcshareError
 _AUTHKEY_ENV = "PROCSHARE_AUTHKEY"
 
 
-def _authkey(value: str | None, *, generate: bool) -> bytes:
+def _authkey(args: argparse.Namespace, *, generate: bool) -> bytes:
+    """The authkey: ``--authkey-file`` (its first line), ``--authkey``, ``$PROCSHARE_AUTHKEY``,
+    or (for a server) a random one. A file or the environment keep it out of ``ps``."""
+    value: str | None = args.authkey
+    if args.authkey_file is not None:
+        try:
+            with open(args.authkey_file) as f:
+                value = f.readline().strip()
+        except OSError as exc:
+            raise SystemExit(f"procshare: cannot read the authkey file: {exc}") from None
+        if not value:
+            raise SystemExit(f"procshare: the authkey file {args.authkey_file} is empty")
     if value is None:
         value = os.environ.get(_AUTHKEY_ENV)
     if value is None:
         if not generate:
-            raise SystemExit(f"error: an authkey is needed (--authkey or ${_AUTHKEY_ENV})")
+            raise SystemExit(
+                f"procshare: an authkey is needed (--authkey-file, ${_AUTHKEY_ENV} or --authkey)"
+            )
         return secrets.token_hex(16).encode()
     return value.encode()
+
+
+def _add_authkey_options(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument(
+        "--authkey-file", default=None, metavar="FILE", help="read the shared secret from FILE"
+    )
+    parser.add_argument(
+        "--authkey",
+        default=None,
+        help=f"shared secret (visible to other users in ps: prefer the file or ${_AUTHKEY_ENV}; "
+        f"default: {default})",
+    )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ._address import describe, parse_command_line_address
     from ._manager import SyncManager
 
-    key = _authkey(args.authkey, generate=True)
+    key = _authkey(args, generate=True)
     try:
         address = None if args.address is None else parse_command_line_address(args.address)
         manager = SyncManager(
@@ -58,7 +83,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"procshare: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
     print(f"procshare {__version__} serving at {describe(server.address)}", flush=True)
-    if args.authkey is None and _AUTHKEY_ENV not in os.environ:
+    if args.authkey is None and args.authkey_file is None and _AUTHKEY_ENV not in os.environ:
         print(f"authkey: {key.decode()}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
@@ -71,13 +96,16 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from ._address import parse_command_line_address
     from ._client._channel import Channel
 
+    text = args.address if args.address is not None else os.environ.get("PROCSHARE_URL")
+    if not text:
+        raise SystemExit("procshare: inspect needs an address (or $PROCSHARE_URL)")
     try:
-        address = parse_command_line_address(args.address)
+        address = parse_command_line_address(text)
     except (TypeError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise SystemExit(f"procshare: {exc}") from None
     if address is None:
         raise SystemExit("error: an address is needed")
-    channel = Channel(address, _authkey(args.authkey, generate=False), serializer=args.serializer)
+    channel = Channel(address, _authkey(args, generate=False), serializer=args.serializer)
     try:
         stats = channel.control("stats")
     finally:
@@ -199,11 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="unix:///path, tcp://host:port, host:port (TCP) or a socket path with a / "
         "(default: a private unix socket)",
     )
-    serve.add_argument(
-        "--authkey",
-        default=None,
-        help=f"shared secret (default: ${_AUTHKEY_ENV}, else a random one)",
-    )
+    _add_authkey_options(serve, f"${_AUTHKEY_ENV}, else a random one, printed")
     serve.add_argument(
         "--serializer",
         default="pickle",
@@ -226,8 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=_cmd_serve)
 
     inspect = sub.add_parser("inspect", help="show a server's objects, holders and waiters")
-    inspect.add_argument("address", help="the server's address")
-    inspect.add_argument("--authkey", default=None, help=f"shared secret (or ${_AUTHKEY_ENV})")
+    inspect.add_argument(
+        "address", nargs="?", default=None, help="the server's address (default: $PROCSHARE_URL)"
+    )
+    _add_authkey_options(inspect, f"${_AUTHKEY_ENV}")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.add_argument(
         "--serializer", default="pickle", help="the server's serializer (default pickle)"

@@ -201,3 +201,43 @@ def test_errors_are_one_line_and_the_traceback_is_for_debug() -> None:
     assert nobody.stderr.startswith("procshare: ServerRefused: ")
     debug = run("--debug", "inspect", f"127.0.0.1:{port}", env=env)
     assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_the_authkey_from_a_file_and_the_address_from_the_environment(
+    tmp_path: pathlib.Path,
+) -> None:
+    keyfile = tmp_path / "authkey"
+    keyfile.write_text("from-a-file\n")
+    keyfile.chmod(0o600)
+    address = f"unix://{tmp_path}/keyed.sock"
+    env = {k: v for k, v in os.environ.items() if k != "PROCSHARE_AUTHKEY"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "procshare",
+            "serve",
+            "--address",
+            address,
+            "--authkey-file",
+            str(keyfile),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        assert "serving at" in server.stdout.readline()
+        shown = run("inspect", "--authkey-file", str(keyfile), env=dict(env, PROCSHARE_URL=address))
+        assert shown.returncode == 0 and "sessions" in shown.stdout, shown.stderr
+        missing = run("inspect", "--authkey-file", str(tmp_path / "nope"), address, env=env)
+        assert missing.returncode == 1 and "cannot read the authkey file" in missing.stderr
+        nowhere = run("inspect", "--authkey-file", str(keyfile), env=env)
+        assert nowhere.returncode == 1 and "PROCSHARE_URL" in nowhere.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+        if server.stdout is not None:
+            server.stdout.close()
+    assert server.returncode == 0

@@ -1,0 +1,61 @@
+"""``procshare.connect(url)``: a manager connected to a server that is already running.
+
+The URL and the authkey may come from the environment (``$PROCSHARE_URL``,
+``$PROCSHARE_AUTHKEY``), so that a program need not be changed to use a shared server:
+``procshare.Manager()`` connects there too when ``$PROCSHARE_URL`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Final
+
+from ._address import parse_command_line_address
+from ._manager import SyncManager
+
+__all__ = ["AUTHKEY_ENV", "URL_ENV", "connect"]
+
+URL_ENV: Final = "PROCSHARE_URL"
+AUTHKEY_ENV: Final = "PROCSHARE_AUTHKEY"
+
+
+def connect(
+    url: str | None = None,
+    *,
+    authkey: bytes | str | None = None,
+    serializer: str = "pickle",
+    **options: Any,
+) -> SyncManager:
+    """Connect to the server at ``url`` and return its manager, with every SyncManager type.
+
+    Args:
+        url: ``unix:///path``, ``tcp://host:port``, ``host:port`` (TCP) or a path with a
+            ``/``; default ``$PROCSHARE_URL``.
+        authkey: the server's secret; default ``$PROCSHARE_AUTHKEY``, else this process's
+            own authkey (``multiprocessing.current_process().authkey``, as the stdlib).
+        serializer: the server's serializer (``pickle``, ``msgpack``, ``xmlrpclib``).
+        **options: further manager options (``cache``, ``spin``, ...).
+
+    Raises:
+        ValueError: no URL given and ``$PROCSHARE_URL`` unset, or a malformed URL.
+        ConnectionLost: nobody listens there (``ServerRefused``, ``ServerNotFound``).
+        AuthenticationError: the authkey is wrong.
+
+    ``shutdown()`` (or leaving a ``with`` block) of the manager returned disconnects; it
+    never stops the server, which others may be using.
+    """
+    if url is None:
+        url = os.environ.get(URL_ENV)
+        if not url:
+            raise ValueError(f"connect() needs a URL, or ${URL_ENV} set")
+    address = parse_command_line_address(url)
+    if address is None:
+        raise ValueError(f"no address in {url!r}")
+    if authkey is None:
+        from_env = os.environ.get(AUTHKEY_ENV)
+        authkey = from_env.encode() if from_env is not None else None
+    elif isinstance(authkey, str):
+        authkey = authkey.encode()
+    manager = SyncManager(address=address, authkey=authkey, serializer=serializer, **options)
+    manager.connect()
+    return manager
