@@ -34,6 +34,9 @@ from ._errors import (
     ProtocolError,
     RemoteError,
     SerializationError,
+    ServerNotFound,
+    ServerRefused,
+    ServerUnreachable,
 )
 from ._logging import log_to_stderr
 from ._manager import BaseManager, SyncManager
@@ -104,7 +107,7 @@ def Manager(*, ctx: Any = None, **options: Any) -> SyncManager:  # noqa: N802 - 
 
 
 #: Manager() options that mean something to a connection (the rest configure a server)
-_CONNECT_OPTIONS = frozenset({"authkey", "serializer", "cache", "spin"})
+_CONNECT_OPTIONS = frozenset({"authkey", "serializer", "cache", "spin", "timeout"})
 
 
 class Context(_mp.context.BaseContext):
@@ -222,6 +225,9 @@ __all__ = [
     "RemoteError",
     "Semaphore",
     "SerializationError",
+    "ServerNotFound",
+    "ServerRefused",
+    "ServerUnreachable",
     "SimpleQueue",
     "SyncManager",
     "TimeoutError",

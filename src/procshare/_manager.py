@@ -168,7 +168,7 @@ class BaseManager:
         address: where the server listens: a unix socket path, ``unix:///path``,
             ``(host, port)`` or ``tcp://host:port``; default: a private unix socket.
         authkey: the secret clients must know (default: this process's authkey).
-        serializer: ``"pickle"``.
+        serializer: ``"pickle"``, ``"msgpack"`` (plain data only) or ``"xmlrpclib"``.
         ctx: the multiprocessing context used to start the server process.
         shutdown_timeout: seconds ``shutdown()`` waits for the server before terminating it.
         release_delay: seconds an object nobody references is kept before it is freed.
@@ -191,6 +191,11 @@ class BaseManager:
             data once the server is within 16 MiB of it, raises ``MemoryLimitError``; reads
             and removals are still served (Redis's ``maxmemory`` with ``noeviction``).
             Linux only. Default: no limit.
+        timeout: seconds a call that does not wait on the server (anything but ``acquire``,
+            ``get``, ``wait`` and the like, which wait as long as they ask to) may go
+            unanswered before this process gives its connection up and raises
+            ``ServerUnreachable`` (a ``TimeoutError``): a server that is stopped or out of
+            reach. Default ``$PROCSHARE_TIMEOUT``, else wait for ever.
     """
 
     _registry: dict[str, Registration] = {}
@@ -215,7 +220,11 @@ class BaseManager:
         fair_locks: bool = False,
         reactors: int | None = None,
         max_memory: int | str | None = None,
+        timeout: float | None = None,
     ) -> None:
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        self._timeout = timeout
         if authkey is None:
             authkey = multiprocessing.current_process().authkey
         if serializer not in serializer_names():
@@ -305,7 +314,9 @@ class BaseManager:
         """Connect to a server already running at ``address``."""
         if self._address is None:
             raise ValueError("connect() needs the address of a running server")
-        get_channel(self._address, bytes(self._authkey), self._serializer).control("ping")
+        get_channel(self._address, bytes(self._authkey), self._serializer, self._timeout).control(
+            "ping"
+        )
         self._state.value = State.STARTED
         managers_by_address[self._address] = self
 
@@ -478,7 +489,7 @@ class BaseManager:
         self._check_started()
         if self._address is None:
             raise ManagerStateError("the manager has no address")
-        return get_channel(self._address, bytes(self._authkey), self._serializer)
+        return get_channel(self._address, bytes(self._authkey), self._serializer, self._timeout)
 
     def _create_proxy(self, typeid: str, args: tuple[Any, ...], kwds: dict[str, Any] | None) -> Any:
         """Create a ``typeid`` object on the server and return its proxy (inside

@@ -58,6 +58,7 @@ from .._errors import (
     ConnectionLost,
     ProcshareError,
     ProtocolError,
+    ServerUnreachable,
     connection_lost,
 )
 from .._protocol import (
@@ -97,6 +98,23 @@ _cpu_clock = time.process_time
 def current_pid() -> int:
     """This process's pid (kept up to date across fork without a system call per use)."""
     return PID_CELL[0]
+
+
+TIMEOUT_ENV: Final = "PROCSHARE_TIMEOUT"
+
+
+def _env_timeout() -> float | None:
+    """``$PROCSHARE_TIMEOUT``: the default call timeout of this process's connections."""
+    text = os.environ.get(TIMEOUT_ENV)
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"${TIMEOUT_ENV} must be a number of seconds, not {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"${TIMEOUT_ENV} must be positive, not {text!r}")
+    return value
 
 
 class RefQueue(deque[tuple[bool, int]]):
@@ -172,6 +190,9 @@ class Channel:
         self.pid = current_pid()
         self.refs = refqueue_for(address)
         self.on_push = on_push
+        #: seconds a call that does not wait on the server may go unanswered before the
+        #: connection is given up (``ServerUnreachable``); None: wait for ever
+        self.call_timeout: float | None = _env_timeout()
         #: handlers of this connection's subscriptions, by subscription id (see ``subscribe``)
         self._push_handlers: dict[int, Callable[[Any], None]] = {}
         self._spin_max = min(configured_spin(spin), _MAX_SPIN)
@@ -291,8 +312,9 @@ class Channel:
                 else:
                     data = sock.recv(RECV_SIZE)
             except TimeoutError:
-                raise ConnectionLost(
-                    f"no handshake from {describe(self.address)}: is it a procshare server?"
+                raise ServerUnreachable(
+                    f"no handshake from {describe(self.address)} (stopped, or not a procshare "
+                    "server?)"
                 ) from None
             except OSError as exc:
                 where = describe(self.address)
@@ -578,7 +600,7 @@ class Channel:
         proto = self._proto
         incoming.channel = self
         try:
-            data = self._recv(blocking)
+            data = self._recv(blocking or not rid)  # (rid 0: reading pushes for good)
             if rid:
                 event = proto.take_result(data, rid)  # the usual reply: one frame, ours
                 if event is not NEED_DATA:
@@ -625,7 +647,7 @@ class Channel:
                     if type(mine) is Result:
                         return mine.value, None
                     return None, mine.error
-                data = self._recv_more()
+                data = self._recv_more(blocking or rid == 0)
         finally:
             incoming.channel = None
 
@@ -736,17 +758,21 @@ class Channel:
                 server_cpu = proto.server_cpu
                 if self._local and server_cpu >= 0 and server_cpu != current_cpu():
                     self._stepper.toward(server_cpu)
-                if not proto.server_spin:
+                if not proto.server_spin and self.call_timeout is None:
                     # A busy machine: sleep in the read (on a socket, woken spuriously when
                     # the server reads our request, we are pulled next to it).
                     return read(RECV_SIZE)
-            if self._sock is not None:
+            if self.call_timeout is not None and not blocking:
+                self._wait_readable(self.call_timeout)
+            elif self._sock is not None:
                 # On a socket, sleep in poll, not in recv: a thread asleep in recv is also
                 # woken each time the server reads our request (the kernel then wakes the
                 # socket's writers, and a recv sleeper is not told apart from them); a poll
                 # waiting for input is not. (A pipe wakes its reader for data only.)
                 self._ready(None)
             data = read(RECV_SIZE)
+        except ConnectionLost:
+            raise  # (given up: ``_wait_readable``)
         except OSError:
             return b""  # the protocol turns end-of-file into ConnectionClosed
         if spinning:
@@ -756,12 +782,34 @@ class Channel:
                 budgets[blocking] = max(_PROBE, spin / 2)
         return data
 
-    def _recv_more(self) -> bytes:
-        """The rest of a reply already arriving (no budget bookkeeping)."""
+    def _recv_more(self, blocking: bool) -> bytes:
+        """The rest of a reply already arriving (no budget bookkeeping). ``blocking``: the
+        reader's own request may wait on the server (or it reads pushes for good: rid 0)."""
         try:
+            if self.call_timeout is not None and not blocking and not self._slots_blocking():
+                self._wait_readable(self.call_timeout)
             return self._read_raw(self._proto.recv_size())
+        except ConnectionLost:
+            raise
         except OSError:
             return b""
+
+    def _slots_blocking(self) -> bool:
+        """Whether a request in flight may wait on the server (then silence is no sign)."""
+        with self._mutex:
+            return any(slot.blocking for slot in self._slots.values())
+
+    def _wait_readable(self, timeout: float) -> None:
+        """Wait until the server sends something, or give the connection up after ``timeout``
+        seconds of silence (a server stopped, or a network gone): ``ServerUnreachable``."""
+        if self._ready(max(1, int(timeout * 1000))):
+            return
+        lost = ServerUnreachable(
+            f"the procshare server at {describe(self.address)} did not answer within "
+            f"{timeout:g} s (stopped, or unreachable): connection dropped"
+        )
+        self._break(lost)
+        raise lost
 
     def _deliver(self, rid: int, value: Any, error: BaseException | None) -> None:
         with self._mutex:
@@ -783,9 +831,10 @@ class Channel:
             self.usable_pid = -1
             slots = list(self._slots.items())
             self._slots.clear()
+        kind = type(error) if isinstance(error, ConnectionLost) else ConnectionLost
         for _, slot in slots:
             with self._mutex:
-                slot.error = ConnectionLost(str(error))
+                slot.error = kind(str(error))
                 slot.done = True
                 if slot.sleeping and slot.gate is not None:
                     slot.sleeping = False
@@ -869,8 +918,11 @@ def live_channel(address: Address, authkey: bytes, serializer: str = "pickle") -
     return None
 
 
-def get_channel(address: Address, authkey: bytes, serializer: str = "pickle") -> Channel:
-    """This process's channel to ``address``, connecting (again) if needed."""
+def get_channel(
+    address: Address, authkey: bytes, serializer: str = "pickle", timeout: float | None = None
+) -> Channel:
+    """This process's channel to ``address``, connecting (again) if needed; ``timeout``: its
+    call timeout (``Channel.call_timeout``), also the longest wait for a new handshake."""
     key = (address, bytes(authkey), serializer)
     channel = _channels.get(key)
     if channel is not None and channel._broken is None and channel.pid == PID_CELL[0]:
@@ -880,8 +932,15 @@ def get_channel(address: Address, authkey: bytes, serializer: str = "pickle") ->
         if channel is None or channel._broken is not None or channel.pid != PID_CELL[0]:
             if channel is not None:
                 channel.close()
-            channel = Channel(address, key[1], serializer=serializer)
+            channel = Channel(
+                address,
+                key[1],
+                serializer=serializer,
+                connect_timeout=min(10.0, timeout) if timeout is not None else 10.0,
+            )
             _channels[key] = channel
+    if timeout is not None:
+        channel.call_timeout = timeout
     return channel
 
 
