@@ -98,6 +98,16 @@ def family(address: Address) -> socket.AddressFamily:
 #: a private directory's name: ``procshare-<pid of its server>-<random>``
 _PRIVATE_PREFIX = "procshare-"
 _SOCKET_NAME = "server.sock"
+#: what a server writes next to its socket so that tools can find it (``_discovery``)
+CONNECTION_FILE = "server.json"
+
+
+def private_dir() -> str:
+    """A new directory only this user can enter (mode 0700), named after this process."""
+    import tempfile  # (a server's need, not a client's: ~3 ms to import)
+
+    remove_stale_private_dirs()
+    return tempfile.mkdtemp(prefix=f"{_PRIVATE_PREFIX}{os.getpid()}-")
 
 
 def private_unix_path() -> str:
@@ -105,11 +115,7 @@ def private_unix_path() -> str:
 
     The directory is named after the serving process (this one), so that a later server can
     tell it was left behind by one that was killed (``remove_stale_private_dirs``)."""
-    import tempfile  # (a server's need, not a client's: ~3 ms to import)
-
-    remove_stale_private_dirs()
-    directory = tempfile.mkdtemp(prefix=f"{_PRIVATE_PREFIX}{os.getpid()}-")  # mode 0700
-    return os.path.join(directory, _SOCKET_NAME)
+    return os.path.join(private_dir(), _SOCKET_NAME)
 
 
 def remove_stale_private_dirs(parent: str | None = None) -> list[str]:
@@ -117,8 +123,8 @@ def remove_stale_private_dirs(parent: str | None = None) -> list[str]:
     that exits removes its own), and return them.
 
     Only a directory that is this user's, named after a process that no longer exists, and
-    holding nothing but its socket is removed: another user's, a live server's, or one with
-    anything else in it is left alone.
+    holding nothing but its socket and its connection file is removed: another user's, a live
+    server's, or one with anything else in it is left alone.
     """
     import tempfile
 
@@ -139,10 +145,10 @@ def remove_stale_private_dirs(parent: str | None = None) -> list[str]:
             if _process_exists(int(pid_text)):
                 continue
             inside = os.listdir(entry.path)
-            if inside not in ([], [_SOCKET_NAME]):
+            if not set(inside) <= {_SOCKET_NAME, CONNECTION_FILE}:
                 continue
-            if inside:
-                os.unlink(os.path.join(entry.path, _SOCKET_NAME))
+            for name in inside:
+                os.unlink(os.path.join(entry.path, name))
             os.rmdir(entry.path)
         except OSError:  # (gone meanwhile, or not ours to remove)
             continue

@@ -1,9 +1,10 @@
-"""The ``procshare`` command line: serve, inspect, demo, bench.
+"""The ``procshare`` command line: serve, inspect, top, demo, bench.
 
 ``procshare serve`` runs a standalone server that unrelated programs reach by address and
 authkey; ``procshare inspect`` prints what a server holds (objects, lock holders, waiters,
-sessions); ``procshare demo`` runs the seed tutorial's scenarios; ``procshare bench`` times each
-operation against ``multiprocessing.Manager`` in the same run.
+sessions), or with no address lists this user's running servers; ``procshare top`` shows the
+same live, with rates; ``procshare demo`` runs the seed tutorial's scenarios; ``procshare
+bench`` times each operation against ``multiprocessing.Manager`` in the same run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import secrets
 import signal
 import sys
+import time
 from typing import Any
 
 from . import __version__
@@ -92,24 +94,70 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_inspect(args: argparse.Namespace) -> int:
+def _target(args: argparse.Namespace) -> tuple[Any, bytes, str] | None:
+    """Which server a command means: (address, authkey, serializer); ``None``: none named
+    (list them). ``ADDRESS`` may be a URL, ``host:port``, or the pid of a server of this user
+    (found through its connection file, which also gives its authkey)."""
     from ._address import parse_command_line_address
-    from ._client._channel import Channel
+    from ._discovery import address_of, find_server
 
     text = args.address if args.address is not None else os.environ.get("PROCSHARE_URL")
     if not text:
-        raise SystemExit("procshare: inspect needs an address (or $PROCSHARE_URL)")
+        return None
+    if text.isdigit():
+        info = find_server(int(text))
+        if info is None:
+            raise SystemExit(f"procshare: no server of yours runs as pid {text}")
+        return address_of(info), info["authkey"], str(info["serializer"])
     try:
         address = parse_command_line_address(text)
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"procshare: {exc}") from None
     if address is None:
-        raise SystemExit("error: an address is needed")
-    channel = Channel(address, _authkey(args, generate=False), serializer=args.serializer)
+        raise SystemExit("procshare: an address is needed")
+    return address, _authkey(args, generate=False), args.serializer
+
+
+def _stats_of(target: tuple[Any, bytes, str]) -> dict[str, Any]:
+    from ._client._channel import Channel
+
+    address, authkey, serializer = target
+    channel = Channel(address, authkey, serializer=serializer)
     try:
-        stats = channel.control("stats")
+        return channel.control("stats")  # type: ignore[no-any-return]
     finally:
         channel.close()
+
+
+def _list_servers() -> int:
+    from ._discovery import running_servers
+
+    servers = running_servers()
+    if not servers:
+        print("no procshare server of yours is running (that wrote a connection file)")
+        return 0
+    now = time.time()
+    print(f"{'pid':>8}  {'up':>8}  {'serializer':10s}  address")
+    for info in servers:
+        up = _duration(now - float(info.get("started", now)))
+        print(f"{info['pid']:>8}  {up:>8}  {info['serializer']:10s}  {info['address']}")
+    print("(procshare inspect PID, or procshare top PID, to look inside one)")
+    return 0
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    target = _target(args)
+    if target is None:
+        return _list_servers()
+    stats = _stats_of(target)
     if args.json:
         print(json.dumps(stats, indent=2, default=repr))
         return 0
@@ -117,11 +165,40 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_top(args: argparse.Namespace) -> int:
+    from ._top import render
+
+    target = _target(args)
+    if target is None:
+        return _list_servers()
+    before = _stats_of(target)
+    started = time.monotonic()
+    while True:
+        time.sleep(args.interval)
+        after = _stats_of(target)
+        now = time.monotonic()
+        text = render(before, after, now - started)
+        if args.once:
+            print(text)
+            return 0
+        print("\x1b[H\x1b[2J" + text, flush=True)  # (clear the screen, as top does)
+        before, started = after, now
+
+
 def _format_stats(stats: dict[str, Any]) -> str:
-    lines = [
+    lines = []
+    server = stats.get("server")
+    if server:
+        rss = server.get("rss")
+        memory = f", {rss / 2**20:.1f} MiB resident" if rss else ""
+        lines.append(
+            f"procshare {server['version']} at {server['address']}, pid {server['pid']}, "
+            f"up {_duration(server['uptime'])}{memory}"
+        )
+    lines.append(
         f"{len(stats['objects'])} objects, {len(stats['sessions'])} sessions, "
         f"counters {stats['counters']}"
-    ]
+    )
     lines.append("objects:")
     for obj in sorted(stats["objects"], key=lambda o: o["id"]):
         detail = ""
@@ -140,6 +217,7 @@ def _format_stats(stats: dict[str, Any]) -> str:
             detail = f" len={obj['len']}"
         lines.append(
             f"  #{obj['id']:<5} {obj['typeid']:<16} refs={obj['refs']:<3} v{obj['version']}{detail}"
+            + (f"  name={obj['name']!r}" if obj.get("name") else "")
         )
     lines.append("sessions:")
     for s in stats["sessions"]:
@@ -251,7 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser("inspect", help="show a server's objects, holders and waiters")
     inspect.add_argument(
-        "address", nargs="?", default=None, help="the server's address (default: $PROCSHARE_URL)"
+        "address",
+        nargs="?",
+        default=None,
+        help="URL, host:port, or the pid of a server of yours (default: $PROCSHARE_URL; "
+        "none: list your running servers)",
     )
     _add_authkey_options(inspect, f"${_AUTHKEY_ENV}")
     inspect.add_argument("--json", action="store_true", help="print JSON")
@@ -262,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run the seed tutorial's scenarios on procshare")
     demo.set_defaults(func=_cmd_demo)
+
+    top = sub.add_parser("top", help="a live view of a server: objects, clients, locks, ops/s")
+    top.add_argument(
+        "address", nargs="?", default=None, help="URL, host:port or pid (default: $PROCSHARE_URL)"
+    )
+    _add_authkey_options(top, f"${_AUTHKEY_ENV}; not needed with a pid")
+    top.add_argument("--serializer", default="pickle", help="the server's serializer")
+    top.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.set_defaults(func=_cmd_top)
 
     bench = sub.add_parser("bench", help="time operations against multiprocessing.Manager")
     bench.add_argument("--quick", action="store_true", help="few, short rounds (a smoke test)")

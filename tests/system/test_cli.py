@@ -233,8 +233,8 @@ def test_the_authkey_from_a_file_and_the_address_from_the_environment(
         assert shown.returncode == 0 and "sessions" in shown.stdout, shown.stderr
         missing = run("inspect", "--authkey-file", str(tmp_path / "nope"), address, env=env)
         assert missing.returncode == 1 and "cannot read the authkey file" in missing.stderr
-        nowhere = run("inspect", "--authkey-file", str(keyfile), env=env)
-        assert nowhere.returncode == 1 and "PROCSHARE_URL" in nowhere.stderr
+        listed = run("inspect", env=env)  # no address: this user's running servers
+        assert listed.returncode == 0 and f"unix://{tmp_path}/keyed.sock" in listed.stdout
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)

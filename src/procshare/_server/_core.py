@@ -31,8 +31,10 @@ import contextlib
 import heapq
 import itertools
 import logging
+import os
 import pickle
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -531,6 +533,7 @@ class Core:
         self._fresh: list[Any] = []  # internal proxies rebuilt for the message being decoded
         self._suspects: set[int] = set()  # unreachable on the last cycle collection
         self._next_collection = 0.0
+        self._started = time.monotonic()  # (the transport's clock)
         self._to_close: list[Session] = []
         self._outgoing: Session | None = None
         self._lends = 0  # references lent while encoding replies (see lend)
@@ -1730,9 +1733,41 @@ class Core:
             "objects": objects,
             "sessions": sessions,
             "counters": dict(self.stats_counters),
+            "server": {
+                "pid": os.getpid(),
+                "version": _version(),
+                "address": _describe_address(self.address),
+                "uptime": now - self._started,
+                "rss": _rss_bytes(),
+                "names": len(self.names),
+            },
             "pending_jobs": len(self.jobs),
             "memory": self.memory.describe() if self.memory is not None else None,
         }
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+def _describe_address(address: Any) -> str:
+    from .._address import describe
+
+    try:
+        return describe(address)
+    except Exception:  # (a test's made-up address)
+        return repr(address)
+
+
+def _rss_bytes() -> int | None:
+    """This process's resident memory (Linux), for ``inspect`` and ``top``."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 #: kinds whose typeid, named in ``method_to_typeid``, makes its object from the result (the

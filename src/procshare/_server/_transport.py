@@ -484,6 +484,7 @@ class Server:
         self._leases = leases
         self._max_backlog = max_backlog
         self._owned_dir: str | None = None
+        self._connection_file: Any = None
         if address is None:
             address = private_unix_path()
             self._owned_dir = os.path.dirname(address)
@@ -591,6 +592,7 @@ class Server:
         self._watch_owner()
         register_server(self.address, self)
         self._serving = True
+        self._write_connection_file()
         log.info("serving at %s (pid %d)", describe(self.address), os.getpid())
         try:
             for reactor in self._reactors[1:]:
@@ -616,6 +618,17 @@ class Server:
                 self._memory.stop()
             log.info("stopped serving at %s", describe(self.address))
             self._stopped.set()
+
+    def _write_connection_file(self) -> None:
+        """Tell this user's tools where we are (``_discovery``); a failure only costs that."""
+        from .._discovery import ConnectionFile
+
+        try:
+            self._connection_file = ConnectionFile(
+                self.address, self._authkey, self._serializers[0], self._owned_dir
+            )
+        except OSError as exc:
+            log.warning("cannot write the connection file: %s", exc)
 
     def stop(self) -> None:
         """Ask the loop to stop (from any thread); returns at once."""
@@ -1093,6 +1106,9 @@ class Server:
         if isinstance(self.address, str):
             with contextlib.suppress(OSError):
                 os.unlink(self.address)
+        if self._connection_file is not None:
+            self._connection_file.remove()
+            self._connection_file = None
         if self._owned_dir is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(self._owned_dir)
