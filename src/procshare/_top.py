@@ -7,6 +7,7 @@ second per object, from its version).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["render"]
@@ -60,15 +61,16 @@ def render(before: dict[str, Any], after: dict[str, Any], seconds: float) -> str
         f"OBJECTS ({len(objects)})\n{'name or id':20s} {'type':16s} {'size':>12s} "
         f"{'version':>8s} {'changes/s':>10s}  locks"
     )
-    for obj in objects[:_MAX_ROWS]:
+
+    def object_row(obj: dict[str, Any]) -> str:
         label = obj.get("name") or f"#{obj['id']}"
         rate = (obj["version"] - versions.get(obj["id"], obj["version"])) / seconds
-        lines.append(
+        return (
             f"{label[:20]:20s} {obj['typeid'][:16]:16s} {_size(obj)[:12]:>12s} "
             f"{obj['version']:>8} {rate:>10.0f}  {_locks(obj)}"
         )
-    if len(objects) > _MAX_ROWS:
-        lines.append(f"... {len(objects) - _MAX_ROWS} more")
+
+    lines += _rows(objects, object_row)
     earlier = {s["id"]: s["calls"] for s in before["sessions"]}
     sessions = sorted(after["sessions"], key=lambda s: s["id"])
     lines += [
@@ -76,12 +78,21 @@ def render(before: dict[str, Any], after: dict[str, Any], seconds: float) -> str
         f"CLIENTS ({len(sessions)})\n{'pid':>8s} {'program':24s} {'calls/s':>9s} "
         f"{'since':>8s} {'holds':>6s} {'waiting':>8s}",
     ]
-    for s in sessions[:_MAX_ROWS]:
+
+    def client_row(s: dict[str, Any]) -> str:
         rate = (s["calls"] - earlier.get(s["id"], s["calls"])) / seconds
-        lines.append(
+        return (
             f"{s['pid']!s:>8s} {str(s['name'])[:24]:24s} {rate:>9.0f} {s['age']:>7.0f}s "
             f"{s['holds']:>6} {s['waiting']:>8}"
         )
-    if len(sessions) > _MAX_ROWS:
-        lines.append(f"... {len(sessions) - _MAX_ROWS} more")
+
+    lines += _rows(sessions, client_row)
     return "\n".join(lines)
+
+
+def _rows(items: list[dict[str, Any]], row: Callable[[dict[str, Any]], str]) -> list[str]:
+    """The first ``_MAX_ROWS`` items as rows, and how many more there are."""
+    lines = [row(item) for item in items[:_MAX_ROWS]]
+    if len(items) > _MAX_ROWS:
+        lines.append(f"... {len(items) - _MAX_ROWS} more")
+    return lines
