@@ -61,12 +61,12 @@ def parse_address(address: Any) -> Address | None:
     url = urlsplit(address)
     if url.scheme == "unix":
         return _unix_path(url.netloc + url.path)
-    if url.scheme == "tcp":
+    if url.scheme in ("tcp", "tls"):  # (tls: the connection's business, see ``connect``)
         if url.port is None:
-            raise ValueError(f"a tcp:// address needs a port: {address!r}")
+            raise ValueError(f"a {url.scheme}:// address needs a port: {address!r}")
         return (url.hostname or "127.0.0.1", url.port)
     raise ValueError(
-        f"unknown address scheme {url.scheme!r} in {address!r} (use unix:// or tcp://)"
+        f"unknown address scheme {url.scheme!r} in {address!r} (use unix://, tcp:// or tls://)"
     )
 
 

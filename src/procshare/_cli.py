@@ -61,6 +61,7 @@ def _add_authkey_options(parser: argparse.ArgumentParser, default: str) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ._address import describe, parse_command_line_address
+    from ._discovery import url_of
     from ._manager import SyncManager
 
     key = _authkey(args, generate=True)
@@ -70,6 +71,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             address=address,
             authkey=key,
             serializer=args.serializer,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_ca=args.tls_ca,
             release_delay=args.release_delay,
             max_memory=args.max_memory,
         )
@@ -84,7 +88,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         reason = (exc.strerror or str(exc)).lower()
         print(f"procshare: cannot listen on {where}: {reason}", file=sys.stderr)
         return 1
-    print(f"procshare {__version__} serving at {describe(server.address)}", flush=True)
+    url = url_of(server.address, tls=args.tls_cert is not None)
+    print(f"procshare {__version__} serving at {url}", flush=True)
     if args.authkey is None and args.authkey_file is None and _AUTHKEY_ENV not in os.environ:
         print(f"authkey: {key.decode()}", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
@@ -108,6 +113,7 @@ def _target(args: argparse.Namespace) -> tuple[Any, bytes, str] | None:
         info = find_server(int(text))
         if info is None:
             raise SystemExit(f"procshare: no server of yours runs as pid {text}")
+        _tls_for(str(info["address"]), address_of(info), args)
         return address_of(info), info["authkey"], str(info["serializer"])
     try:
         address = parse_command_line_address(text)
@@ -115,7 +121,21 @@ def _target(args: argparse.Namespace) -> tuple[Any, bytes, str] | None:
         raise SystemExit(f"procshare: {exc}") from None
     if address is None:
         raise SystemExit("procshare: an address is needed")
+    _tls_for(text, address, args)
     return address, _authkey(args, generate=False), args.serializer
+
+
+def _tls_for(url: str, address: Any, args: argparse.Namespace) -> None:
+    """A ``tls://`` server: check its certificate against ``--tls-ca`` (or
+    ``$PROCSHARE_TLS_CA``, else the system's CAs)."""
+    if not url.startswith("tls://"):
+        return
+    import ssl
+
+    from ._client._channel import use_tls
+
+    cafile = args.tls_ca or os.environ.get("PROCSHARE_TLS_CA") or None
+    use_tls(address, ssl.create_default_context(cafile=cafile))
 
 
 def _stats_of(target: tuple[Any, bytes, str]) -> dict[str, Any]:
@@ -313,6 +333,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="what clients send: pickle (any object; clients can run code in the server) or "
         "msgpack (plain data only, nothing is unpickled; needs procshare[msgpack])",
     )
+    serve.add_argument("--tls-cert", default=None, metavar="PEM", help="TLS certificate (chain)")
+    serve.add_argument("--tls-key", default=None, metavar="PEM", help="its private key")
+    serve.add_argument(
+        "--tls-ca", default=None, metavar="PEM", help="require client certificates from this CA"
+    )
     serve.add_argument(
         "--release-delay",
         type=float,
@@ -338,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_authkey_options(inspect, f"${_AUTHKEY_ENV}")
     inspect.add_argument("--json", action="store_true", help="print JSON")
     inspect.add_argument(
+        "--tls-ca", default=None, metavar="PEM", help="the CA of a tls:// server's certificate"
+    )
+    inspect.add_argument(
         "--serializer", default="pickle", help="the server's serializer (default pickle)"
     )
     inspect.set_defaults(func=_cmd_inspect)
@@ -352,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_authkey_options(top, f"${_AUTHKEY_ENV}; not needed with a pid")
     top.add_argument("--serializer", default="pickle", help="the server's serializer")
     top.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    top.add_argument(
+        "--tls-ca", default=None, metavar="PEM", help="the CA of a tls:// server's certificate"
+    )
     top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     top.set_defaults(func=_cmd_top)
 

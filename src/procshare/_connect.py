@@ -24,6 +24,7 @@ def connect(
     *,
     authkey: bytes | str | None = None,
     serializer: str = "pickle",
+    tls: Any = None,
     **options: Any,
 ) -> SyncManager:
     """Connect to the server at ``url`` and return its manager, with every SyncManager type.
@@ -34,6 +35,8 @@ def connect(
         authkey: the server's secret; default ``$PROCSHARE_AUTHKEY``, else this process's
             own authkey (``multiprocessing.current_process().authkey``, as the stdlib).
         serializer: the server's serializer (``pickle``, ``msgpack``, ``xmlrpclib``).
+        tls: a client ``ssl.SSLContext`` (a ``tls://`` URL without one checks the server's
+            certificate against the system's CAs, or ``$PROCSHARE_TLS_CA``).
         **options: further manager options (``cache``, ``spin``, ...).
 
     Raises:
@@ -56,6 +59,12 @@ def connect(
         authkey = from_env.encode() if from_env is not None else None
     elif isinstance(authkey, str):
         authkey = authkey.encode()
-    manager = SyncManager(address=address, authkey=authkey, serializer=serializer, **options)
+    if tls is None and url.startswith("tls://"):
+        import ssl
+
+        tls = ssl.create_default_context(cafile=os.environ.get("PROCSHARE_TLS_CA") or None)
+    manager = SyncManager(
+        address=address, authkey=authkey, serializer=serializer, tls=tls, **options
+    )
     manager.connect()
     return manager

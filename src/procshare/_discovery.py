@@ -32,7 +32,12 @@ class ConnectionFile:
     """The connection file of one server, written at once; ``remove()`` when it stops."""
 
     def __init__(
-        self, address: Address, authkey: bytes, serializer: str, directory: str | None
+        self,
+        address: Address,
+        authkey: bytes,
+        serializer: str,
+        directory: str | None,
+        tls: bool = False,
     ) -> None:
         from . import __version__
 
@@ -41,7 +46,7 @@ class ConnectionFile:
         self.directory = private_dir() if directory is None else directory
         self.path = os.path.join(self.directory, CONNECTION_FILE)
         content = {
-            "address": describe(address),
+            "address": url_of(address, tls),
             "pid": os.getpid(),
             "authkey": authkey.hex(),
             "serializer": serializer,
@@ -58,6 +63,12 @@ class ConnectionFile:
         if self._made_dir:
             with contextlib.suppress(OSError):
                 os.rmdir(self.directory)
+
+
+def url_of(address: Address, tls: bool = False) -> str:
+    """The URL clients use for ``address`` (``tls://`` for a server that speaks TLS)."""
+    url = describe(address)
+    return "tls://" + url.removeprefix("tcp://") if tls and url.startswith("tcp://") else url
 
 
 def running_servers(parent: str | None = None) -> list[dict[str, Any]]:

@@ -32,7 +32,7 @@ from multiprocessing.process import AuthenticationString  # type: ignore[attr-de
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ._address import Address, parse_address
-from ._client._channel import Channel, forget_channels, get_channel, live_channel
+from ._client._channel import Channel, forget_channels, get_channel, live_channel, use_tls
 from ._client._pipeline import Pipeline
 from ._client._proxies import (
     AcquirerProxy,
@@ -196,6 +196,11 @@ class BaseManager:
             unanswered before this process gives its connection up and raises
             ``ServerUnreachable`` (a ``TimeoutError``): a server that is stopped or out of
             reach. Default ``$PROCSHARE_TIMEOUT``, else wait for ever.
+        tls: a client ``ssl.SSLContext``: this process connects to the server with TLS (on
+            TCP), checking its certificate (``ssl.create_default_context(cafile=...)``).
+        tls_cert, tls_key: PEM files of the certificate and key a server this manager starts
+            (``start()``, ``get_server()``) presents: its TCP clients must speak TLS.
+        tls_ca: with ``tls_cert``: clients must present a certificate signed by this CA.
     """
 
     _registry: dict[str, Registration] = {}
@@ -221,7 +226,14 @@ class BaseManager:
         reactors: int | None = None,
         max_memory: int | str | None = None,
         timeout: float | None = None,
+        tls: Any = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_ca: str | None = None,
     ) -> None:
+        if (tls_cert is None) != (tls_key is None) or (tls_ca is not None and tls_cert is None):
+            raise ValueError("a TLS server needs tls_cert and tls_key (and tls_ca, optional)")
+        self._tls = tls
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self._timeout = timeout
@@ -238,6 +250,8 @@ class BaseManager:
         self._ctx = ctx or multiprocessing.get_context()
         self._shutdown_timeout = shutdown_timeout
         self._options: dict[str, Any] = {"release_delay": release_delay}
+        if tls_cert is not None:
+            self._options["tls_files"] = (tls_cert, tls_key, tls_ca)
         if spin is not None:
             parse_spin(spin)  # a bad setting fails here, not in the server process
             self._options["spin"] = spin
@@ -289,6 +303,11 @@ class BaseManager:
             from ._server import _transport
 
             server_class = _transport.Server
+        tls_files = options.pop("tls_files", None)
+        if tls_files is not None:
+            from ._server._tls import server_context
+
+            options["tls"] = server_context(*tls_files)
         return server_class(
             _server_types(registry, watched),
             address,
@@ -314,6 +333,8 @@ class BaseManager:
         """Connect to a server already running at ``address``."""
         if self._address is None:
             raise ValueError("connect() needs the address of a running server")
+        if self._tls is not None:
+            use_tls(self._address, self._tls)
         get_channel(self._address, bytes(self._authkey), self._serializer, self._timeout).control(
             "ping"
         )
@@ -366,6 +387,8 @@ class BaseManager:
             self._process.join(5)
             raise payload
         self._address = payload
+        if self._tls is not None:
+            use_tls(payload, self._tls)
         self._state.value = State.STARTED
         managers_by_address[payload] = self
         self.shutdown = util.Finalize(  # type: ignore[method-assign]

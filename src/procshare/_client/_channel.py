@@ -100,6 +100,17 @@ def current_pid() -> int:
     return PID_CELL[0]
 
 
+#: address -> the ``ssl.SSLContext`` this process's connections to it use (``use_tls``)
+_TLS: dict[Address, Any] = {}
+
+
+def use_tls(address: Address, context: Any) -> None:
+    """Connect to the TCP server at ``address`` with TLS, through ``context`` (a client
+    ``ssl.SSLContext``): every connection of this process to it (proxies, push, cache); a
+    forked child inherits it."""
+    _TLS[address] = context
+
+
 TIMEOUT_ENV: Final = "PROCSHARE_TIMEOUT"
 
 
@@ -270,6 +281,16 @@ class Channel:
             self._rfd = self._wfd = sock.fileno()
             self._write_all = sock.sendall
             self._read_raw = sock.recv
+            if hasattr(sock, "pending"):  # TLS: read whole records, none left inside
+                recv, pending = sock.recv, sock.pending
+
+                def read_tls(size: int) -> bytes:
+                    data = recv(max(size, 16384))
+                    while pending():
+                        data += recv(pending())
+                    return data
+
+                self._read_raw = read_tls
         self._pipes = []
 
     # -- connecting ---------------------------------------------------------------------------
@@ -286,12 +307,33 @@ class Channel:
                 ) from exc
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                tls = _TLS.get(self.address)
+                if tls is not None:
+                    sock = self._start_tls(sock, tls)
             self._handshake(sock)
             sock.settimeout(None)
         except BaseException:
             sock.close()
             raise
         return sock
+
+    def _start_tls(self, sock: socket.socket, context: Any) -> socket.socket:
+        """TLS over the connected TCP socket (``use_tls``): the server's certificate checked."""
+        import ssl
+
+        host = str(self.address[0])
+        try:
+            return context.wrap_socket(sock, server_hostname=host)  # type: ignore[no-any-return]
+        except ssl.SSLCertVerificationError as exc:
+            raise AuthenticationError(
+                f"the TLS certificate of {describe(self.address)} is not trusted: "
+                f"{exc.verify_message}"
+            ) from None
+        except (ssl.SSLError, ConnectionResetError, EOFError) as exc:
+            raise ConnectionLost(
+                f"TLS handshake with {describe(self.address)} failed ({exc}): is it a TLS "
+                "server? (tcp:// for one without TLS)"
+            ) from None
 
     def _handshake(self, sock: socket.socket) -> None:
         proto = self._proto
@@ -313,8 +355,8 @@ class Channel:
                     data = sock.recv(RECV_SIZE)
             except TimeoutError:
                 raise ServerUnreachable(
-                    f"no handshake from {describe(self.address)} (stopped, or not a procshare "
-                    "server?)"
+                    f"no handshake from {describe(self.address)} (stopped, not a procshare "
+                    "server, or one that wants TLS: tls://?)"
                 ) from None
             except OSError as exc:
                 where = describe(self.address)

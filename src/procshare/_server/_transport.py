@@ -444,6 +444,7 @@ class Server:
         max_memory: bytes of data the server may hold beyond what it used when it started
             serving (an int, or ``"512MiB"``); changes past it are refused with
             ``MemoryLimitError`` (``_memory``). ``None``: no limit.
+        tls: an ``ssl.SSLContext`` for the server side: clients on TCP must speak TLS.
     """
 
     def __init__(
@@ -466,8 +467,11 @@ class Server:
         lock_window: float | None = None,
         reactors: int | None = None,
         max_memory: int | str | None = None,
+        tls: Any = None,
     ) -> None:
         self._authkey = bytes(authkey)
+        #: an ``ssl.SSLContext`` (server side): TCP connections speak TLS (``_tls``)
+        self._tls = tls
         self._memory = None if max_memory is None else MemoryGuard(parse_size(max_memory))
         #: tells clients apart a restarted server at the same address (object ids restart)
         self.instance = os.urandom(8).hex()
@@ -495,10 +499,11 @@ class Server:
         self.address: Address = (
             bound if isinstance(address, str) else (address[0] or bound[0], bound[1])
         )
-        if not isinstance(address, str) and not _is_loopback(address[0]):
+        if not isinstance(address, str) and not _is_loopback(address[0]) and tls is None:
             log.warning(
-                "procshare server listening on %s: other machines can connect (the authkey is "
-                "all that keeps them out); bind 127.0.0.1 to serve this machine only",
+                "procshare server listening on %s without TLS: other machines can connect and "
+                "read the traffic (the authkey is all that keeps them out); bind 127.0.0.1 to "
+                "serve this machine only, or give it a certificate (tls_cert/--tls-cert)",
                 describe(self.address),
             )
         self.core = Core(
@@ -625,7 +630,11 @@ class Server:
 
         try:
             self._connection_file = ConnectionFile(
-                self.address, self._authkey, self._serializers[0], self._owned_dir
+                self.address,
+                self._authkey,
+                self._serializers[0],
+                self._owned_dir,
+                tls=self._tls is not None,
             )
         except OSError as exc:
             log.warning("cannot write the connection file: %s", exc)
@@ -747,7 +756,8 @@ class Server:
                     return
                 raise
             sock.setblocking(False)
-            if sock.family != socket.AF_UNIX:
+            tcp = sock.family != socket.AF_UNIX
+            if tcp:
                 _tune_tcp(sock)
             sid = self.core.new_session_id()
             info: dict[str, Any] = {
@@ -771,6 +781,11 @@ class Server:
             proto.defer_unless = b"RebuildProxy"
             reactor = self._reactors[0]  # until it shows it computes between calls (_ran)
             conn = _Conn(sock, proto, sid, now, reactor)
+            if tcp and self._tls is not None:
+                from ._tls import TlsWire
+
+                wire = TlsWire(sock, self._tls)
+                conn.recv, conn.send = wire.recv, wire.send
             reactor.conns[conn.fd] = conn
             self._interest(conn)
             conn.out += proto.data_to_send()
