@@ -60,11 +60,17 @@ def _add_authkey_options(parser: argparse.ArgumentParser, default: str) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    import logging
+
     from ._address import describe, parse_command_line_address
     from ._discovery import url_of
     from ._manager import SyncManager
 
     key = _authkey(args, generate=True)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+    )
     try:
         address = None if args.address is None else parse_command_line_address(args.address)
         manager = SyncManager(
@@ -75,6 +81,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             tls_key=args.tls_key,
             tls_ca=args.tls_ca,
             release_delay=args.release_delay,
+            max_connections=args.max_connections,
             max_memory=args.max_memory,
         )
     except (TypeError, ValueError) as exc:
@@ -337,6 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tls-key", default=None, metavar="PEM", help="its private key")
     serve.add_argument(
         "--tls-ca", default=None, metavar="PEM", help="require client certificates from this CA"
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        metavar="N",
+        help="connections served at once; more are refused (default: no limit)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="WARNING",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="what the server logs to stderr (default WARNING)",
     )
     serve.add_argument(
         "--release-delay",

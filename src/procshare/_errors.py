@@ -34,6 +34,7 @@ __all__ = [
     "RemoteError",
     "ResultNotSerializable",
     "SerializationError",
+    "ServerBusy",
     "ServerNotFound",
     "ServerRefused",
     "ServerUnreachable",
@@ -63,6 +64,11 @@ class ServerRefused(ConnectionLost, ConnectionRefusedError):
 
 class ServerNotFound(ConnectionLost, FileNotFoundError):
     """No server socket at that unix path: ``FileNotFoundError``, as the standard library's."""
+
+
+class ServerBusy(ConnectionLost):
+    """The server has as many connections as it allows (``max_connections``): it refused
+    this one. Nothing of this client's was lost; connect again later."""
 
 
 class ServerUnreachable(ConnectionLost, TimeoutError):

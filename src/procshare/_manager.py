@@ -201,6 +201,9 @@ class BaseManager:
         tls_cert, tls_key: PEM files of the certificate and key a server this manager starts
             (``start()``, ``get_server()``) presents: its TCP clients must speak TLS.
         tls_ca: with ``tls_cert``: clients must present a certificate signed by this CA.
+        max_connections: connections the server serves at once (each process that uses it
+            has one, two while it watches); one more is refused with ``ServerBusy``.
+            Default: no limit but the process's file descriptors.
     """
 
     _registry: dict[str, Registration] = {}
@@ -230,6 +233,7 @@ class BaseManager:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         tls_ca: str | None = None,
+        max_connections: int | None = None,
     ) -> None:
         if (tls_cert is None) != (tls_key is None) or (tls_ca is not None and tls_cert is None):
             raise ValueError("a TLS server needs tls_cert and tls_key (and tls_ca, optional)")
@@ -252,6 +256,10 @@ class BaseManager:
         self._options: dict[str, Any] = {"release_delay": release_delay}
         if tls_cert is not None:
             self._options["tls_files"] = (tls_cert, tls_key, tls_ca)
+        if max_connections is not None:
+            if not isinstance(max_connections, int) or max_connections < 1:
+                raise ValueError(f"max_connections must be a positive int, not {max_connections!r}")
+            self._options["max_connections"] = max_connections
         if spin is not None:
             parse_spin(spin)  # a bad setting fails here, not in the server process
             self._options["spin"] = spin

@@ -241,3 +241,30 @@ def test_the_authkey_from_a_file_and_the_address_from_the_environment(
         if server.stdout is not None:
             server.stdout.close()
     assert server.returncode == 0
+
+
+def test_serve_logs_at_the_level_asked(tmp_path: pathlib.Path) -> None:
+    env = dict(os.environ, PROCSHARE_AUTHKEY="cli-secret")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "procshare",
+            "serve",
+            "--address",
+            f"unix://{tmp_path}/logged.sock",
+            "--log-level",
+            "INFO",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert server.stdout is not None
+    assert "serving at" in server.stdout.readline()
+    server.send_signal(signal.SIGTERM)
+    _, err = server.communicate(timeout=30)
+    assert server.returncode == 0
+    assert "procshare.server INFO: serving at unix://" in err, err
+    assert "procshare.server INFO: stopped serving at" in err, err

@@ -185,3 +185,28 @@ def test_a_server_bug_met_by_one_request_drops_that_connection_only(
         fresh = m.dict()  # and this process reconnects
         fresh["x"] = 2
         assert fresh.copy() == {"x": 2} and d.copy() == {"k": 1, "from_child": 1}
+
+
+def test_a_connection_over_the_limit_is_refused_and_the_others_go_on() -> None:
+    with procshare.managers.SyncManager(max_connections=1) as m:
+        d = m.dict(a=1)  # this process's one connection
+        code = (
+            "import sys, procshare.managers as pm\n"
+            "m = pm.SyncManager(address=sys.argv[1], authkey=bytes.fromhex(sys.argv[2]))\n"
+            "try:\n"
+            "    m.connect()\n"
+            "except procshare.ServerBusy as exc:\n"
+            "    print('busy:', exc)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", "import procshare\n" + code, m.address, bytes(m._authkey).hex()],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith("busy:") and "the most it allows" in out.stdout
+        assert isinstance(procshare.ServerBusy("x"), ConnectionError)
+        assert d["a"] == 1  # the connection it serves goes on
+    with pytest.raises(ValueError, match="max_connections"):
+        procshare.managers.SyncManager(max_connections=0)

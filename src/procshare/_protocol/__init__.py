@@ -15,6 +15,7 @@ from ._connection import (
     Deferred,
     Ready,
     ServerProtocol,
+    busy_frame,
     may_run_code,
 )
 from ._framing import (
@@ -74,6 +75,7 @@ __all__ = [
     "ServerProtocol",
     "Unwatch",
     "Watch",
+    "busy_frame",
     "may_run_code",
     "pack",
 ]

@@ -36,6 +36,7 @@ from .._errors import (
     RemoteError,
     ResultNotSerializable,
     SerializationError,
+    ServerBusy,
 )
 from .._serializers import Serializer, get_serializer
 from ._framing import (
@@ -200,6 +201,12 @@ def _json_body(payload: Payload) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ProtocolError("handshake payload is not a JSON object")
     return body
+
+
+def busy_frame(reason: str) -> bytes:
+    """What a server sends, in place of its greeting, to a connection it will not serve
+    (it has as many as it allows): the client raises ``ServerBusy``."""
+    return _json_frame(Op.DENIED, {"reason": reason, "busy": True})
 
 
 def _hex_field(body: dict[str, Any], key: str, size: int) -> bytes:
@@ -786,7 +793,10 @@ class ClientProtocol(_Base):
         opcode, _flags, _req_id, payload = frame
         expected = _CLIENT_ACCEPTS[self.state]
         if opcode == Op.DENIED:
-            reason = _json_body(payload).get("reason", "login refused")
+            denied = _json_body(payload)
+            reason = denied.get("reason", "login refused")
+            if denied.get("busy"):
+                raise self._fail(ServerBusy(f"server refused the connection: {reason}"))
             raise self._fail(AuthenticationError(f"server refused the connection: {reason}"))
         if opcode != expected:
             raise self._fail(ProtocolError(f"expected {expected.name}, got opcode {opcode}"))

@@ -50,6 +50,7 @@ from .._protocol import (
     Deferred,
     Flag,
     ServerProtocol,
+    busy_frame,
 )
 from .._sched import LoadGauge, available_cpus, configured_spin, current_cpu
 from ._core import Core, Home, Job, ServerType, Session
@@ -445,6 +446,7 @@ class Server:
             serving (an int, or ``"512MiB"``); changes past it are refused with
             ``MemoryLimitError`` (``_memory``). ``None``: no limit.
         tls: an ``ssl.SSLContext`` for the server side: clients on TCP must speak TLS.
+        max_connections: connections served at once; one more is refused (``ServerBusy``).
     """
 
     def __init__(
@@ -468,7 +470,13 @@ class Server:
         reactors: int | None = None,
         max_memory: int | str | None = None,
         tls: Any = None,
+        max_connections: int | None = None,
     ) -> None:
+        if max_connections is not None and (
+            not isinstance(max_connections, int) or max_connections < 1
+        ):
+            raise ValueError(f"max_connections must be a positive int, not {max_connections!r}")
+        self._max_connections = max_connections
         self._authkey = bytes(authkey)
         #: an ``ssl.SSLContext`` (server side): TCP connections speak TLS (``_tls``)
         self._tls = tls
@@ -755,6 +763,10 @@ class Server:
                     log.warning("cannot accept a connection: %s", exc)
                     return
                 raise
+            limit = self._max_connections
+            if limit is not None and sum(len(r.conns) for r in self._reactors) >= limit:
+                self._refuse_busy(sock, limit)
+                continue
             sock.setblocking(False)
             tcp = sock.family != socket.AF_UNIX
             if tcp:
@@ -790,6 +802,15 @@ class Server:
             self._interest(conn)
             conn.out += proto.data_to_send()
             self._send_pending(conn)
+
+    def _refuse_busy(self, sock: socket.socket, limit: int) -> None:
+        """Tell a connection over the limit why, and close it (in plain text, even on a TLS
+        server: the client reads it as a failed handshake and says so)."""
+        log.warning("refusing a connection: %d connections, the most allowed", limit)
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(busy_frame(f"it serves {limit} connections, the most it allows"))
+        sock.close()
 
     def _on_readable(self, conn: _Conn, now: float) -> None:
         proto = conn.proto
