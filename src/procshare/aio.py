@@ -26,6 +26,8 @@ Cached reads (``proxy.cache()``) are a sync-client feature.
 from __future__ import annotations
 
 import builtins
+import contextvars
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._address import parse_address
@@ -54,7 +56,12 @@ class AsyncClient:
 
     async def create(self, typeid: str, /, *args: Any, **kwargs: Any) -> AsyncProxy:
         """Create a shared object of a registered ``typeid`` (``"dict"``, ``"Lock"``, ...)."""
-        result = await self._channel.request(Create(0, typeid, args, kwargs or None, 0))
+        name = _NAMING.get()
+        if name is None:
+            result = await self._channel.request(Create(0, typeid, args, kwargs or None, 0))
+        else:
+            _NAMING.set(None)  # (this call only)
+            result = await self._channel.control("named", name, typeid, args, kwargs or None)
         if not isinstance(result, AsyncProxy):
             raise ProcshareError(f"the server answered creation with {type(result).__name__}")
         return result
@@ -102,6 +109,21 @@ class AsyncClient:
     async def JoinableQueue(self, maxsize: int = 0) -> AsyncProxy:  # noqa: N802
         return await self.create("JoinableQueue", maxsize)
 
+    def named(self, name: str) -> AsyncNamed:
+        """The objects of this name, got or created: ``await client.named("jobs").Queue()``
+        (as ``SyncManager.named``)."""
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a name is a non-empty str, not {name!r}")
+        return AsyncNamed(self, name)
+
+    async def names(self) -> builtins.dict[str, str]:
+        """The server's named objects: ``{name: typeid}``."""
+        return await self._channel.control("names")  # type: ignore[no-any-return]
+
+    async def delete(self, name: str) -> None:
+        """Forget a name (``KeyError`` if there is none)."""
+        await self._channel.control("delete", name)
+
     async def stats(self) -> builtins.dict[str, Any]:
         """The server's snapshot (objects, holders, waiters, sessions)."""
         return await self._channel.control("stats")  # type: ignore[no-any-return]
@@ -114,6 +136,38 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+
+#: the name ``AsyncNamed`` gives the object its factory creates (read by ``create``)
+_NAMING: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "procshare_aio_naming", default=None
+)
+
+
+class AsyncNamed:
+    """``client.named(name)``: the client's factories, getting or creating that name's object."""
+
+    def __init__(self, client: AsyncClient, name: str) -> None:
+        self._client = client
+        self._name = name
+
+    def __getattr__(self, factory: str) -> Callable[..., Awaitable[AsyncProxy]]:
+        make = getattr(self._client, factory, None)
+        if factory.startswith("_") or factory in _NOT_FACTORIES or make is None:
+            raise AttributeError(f"no shared type {factory!r}")
+        name = self._name
+
+        async def get_or_create(*args: Any, **kwargs: Any) -> AsyncProxy:
+            token = _NAMING.set(name)
+            try:
+                return await make(*args, **kwargs)  # type: ignore[no-any-return]
+            finally:
+                _NAMING.reset(token)
+
+        return get_or_create
+
+
+_NOT_FACTORIES = frozenset({"address", "proxy", "named", "names", "delete", "stats", "close"})
 
 
 async def connect(

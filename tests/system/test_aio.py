@@ -356,3 +356,29 @@ def test_a_cancelled_condition_wait_ends_holding_the_lock(m: procshare.SyncManag
             await cond.release()
 
     run(main())
+
+
+def test_named_objects_from_asyncio_are_the_sync_clients_too(m: procshare.SyncManager) -> None:
+    jobs = m.named("aio-jobs").Queue()
+    jobs.put("from sync")
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            q = await client.named("aio-jobs").Queue()
+            assert await q.get() == "from sync"
+            config = await client.named("aio-config").dict({"mode": "async"})
+            again = await client.named("aio-config").dict({"mode": "ignored"})
+            assert await again.getitem("mode") == "async"
+            assert await config.len() == 1
+            names = await client.names()
+            assert names["aio-jobs"] == "Queue" and names["aio-config"] == "dict"
+            with pytest.raises(procshare.NameTakenError):
+                await client.named("aio-jobs").dict()
+            with pytest.raises(AttributeError):
+                client.named("aio-jobs").stats
+            await client.delete("aio-config")
+            with pytest.raises(KeyError):
+                await client.delete("aio-config")
+
+    run(main())
+    assert m.named("aio-config").dict({"new": 1}).copy() == {"new": 1}  # the name was free
