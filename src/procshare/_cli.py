@@ -200,16 +200,36 @@ def _cmd_top(args: argparse.Namespace) -> int:
         return _list_servers()
     before = _stats_of(target)
     started = time.monotonic()
-    while True:
-        time.sleep(args.interval)
-        after = _stats_of(target)
-        now = time.monotonic()
-        text = render(before, after, now - started)
-        if args.once:
-            print(text)
-            return 0
-        print("\x1b[H\x1b[2J" + text, flush=True)  # (clear the screen, as top does)
-        before, started = after, now
+    live = None
+    if not args.once and sys.stdout.isatty():
+        try:
+            from rich.live import Live
+        except ImportError:  # (plain text then: pip install 'procshare[rich]' for tables)
+            pass
+        else:
+            live = Live(auto_refresh=False, screen=False)
+            live.start()
+    try:
+        while True:
+            time.sleep(args.interval)
+            after = _stats_of(target)
+            now = time.monotonic()
+            if live is not None:
+                from ._top import render_rich
+
+                live.update(render_rich(before, after, now - started), refresh=True)
+            else:
+                text = render(before, after, now - started)
+                if args.once:
+                    print(text)
+                    return 0
+                print("\x1b[H\x1b[2J" + text, flush=True)  # (clear the screen, as top does)
+            before, started = after, now
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if live is not None:
+            live.stop()
 
 
 def _format_stats(stats: dict[str, Any]) -> str:

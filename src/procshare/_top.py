@@ -1,18 +1,30 @@
-"""``procshare top``: a server's objects, clients, locks and rates, as plain text.
+"""``procshare top``: a server's objects, clients, locks and rates.
 
-``render(before, after, seconds)`` turns two ``stats()`` snapshots taken ``seconds`` apart
-into the screen: rates are the differences (calls a second, overall and per client; changes a
-second per object, from its version).
+``screen(before, after, seconds)`` turns two ``stats()`` snapshots taken ``seconds`` apart into
+what top shows: rates are the differences (calls a second, overall and per client; changes a
+second per object, from its version). ``render`` lays it out as plain text (``--once``, and
+where ``rich`` is not installed); ``render_rich`` as ``rich`` tables for the live view.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
-__all__ = ["render"]
+__all__ = ["Screen", "render", "render_rich", "screen"]
 
 _MAX_ROWS = 20
+
+OBJECT_COLUMNS = ("name or id", "type", "size", "version", "changes/s", "locks")
+CLIENT_COLUMNS = ("pid", "program", "calls/s", "since", "holds", "waiting")
+
+
+class Screen(NamedTuple):
+    header: str
+    objects: Sequence[tuple[str, ...]]
+    clients: Sequence[tuple[str, ...]]
+    more_objects: int
+    more_clients: int
 
 
 def _size(obj: dict[str, Any]) -> str:
@@ -37,62 +49,112 @@ def _locks(obj: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def render(before: dict[str, Any], after: dict[str, Any], seconds: float) -> str:
-    """The top screen for the change from ``before`` to ``after`` over ``seconds``."""
+def screen(before: dict[str, Any], after: dict[str, Any], seconds: float) -> Screen:
+    """What top shows for the change from ``before`` to ``after`` over ``seconds``."""
     seconds = max(seconds, 1e-6)
     server = after.get("server") or {}
     calls = after["counters"].get("calls", 0) - before["counters"].get("calls", 0)
     rss = server.get("rss")
     memory = after.get("memory") or {}
-    lines = [
+    header = (
         f"procshare {server.get('version', '?')} at {server.get('address', '?')}  "
         f"pid {server.get('pid', '?')}  up {server.get('uptime', 0):.0f}s  "
-        f"{calls / seconds:,.0f} calls/s  "
-        + (f"{rss / 2**20:.1f} MiB resident" if rss else "")
-        + (f"  (limit {memory['limit'] / 2**20:.0f} MiB)" if memory.get("limit") else ""),
-        "",
-    ]
+        f"{calls / seconds:,.0f} calls/s"
+        + (f"  {rss / 2**20:.1f} MiB resident" if rss else "")
+        + (f" (limit {memory['limit'] / 2**20:.0f} MiB)" if memory.get("limit") else "")
+    )
     versions = {o["id"]: o["version"] for o in before["objects"]}
-    objects = sorted(
-        after["objects"],
-        key=lambda o: (-(o["version"] - versions.get(o["id"], o["version"])), o["id"]),
-    )
-    lines.append(
-        f"OBJECTS ({len(objects)})\n{'name or id':20s} {'type':16s} {'size':>12s} "
-        f"{'version':>8s} {'changes/s':>10s}  locks"
-    )
 
-    def object_row(obj: dict[str, Any]) -> str:
-        label = obj.get("name") or f"#{obj['id']}"
-        rate = (obj["version"] - versions.get(obj["id"], obj["version"])) / seconds
-        return (
-            f"{label[:20]:20s} {obj['typeid'][:16]:16s} {_size(obj)[:12]:>12s} "
-            f"{obj['version']:>8} {rate:>10.0f}  {_locks(obj)}"
+    def changes(obj: dict[str, Any]) -> float:
+        return float(obj["version"] - versions.get(obj["id"], obj["version"])) / seconds
+
+    objects = sorted(after["objects"], key=lambda o: (-changes(o), o["id"]))
+    object_rows = [
+        (
+            str(o.get("name") or f"#{o['id']}"),
+            str(o["typeid"]),
+            _size(o),
+            str(o["version"]),
+            f"{changes(o):.0f}",
+            _locks(o),
         )
-
-    lines += _rows(objects, object_row)
+        for o in objects[:_MAX_ROWS]
+    ]
     earlier = {s["id"]: s["calls"] for s in before["sessions"]}
     sessions = sorted(after["sessions"], key=lambda s: s["id"])
-    lines += [
-        "",
-        f"CLIENTS ({len(sessions)})\n{'pid':>8s} {'program':24s} {'calls/s':>9s} "
-        f"{'since':>8s} {'holds':>6s} {'waiting':>8s}",
-    ]
-
-    def client_row(s: dict[str, Any]) -> str:
-        rate = (s["calls"] - earlier.get(s["id"], s["calls"])) / seconds
-        return (
-            f"{s['pid']!s:>8s} {str(s['name'])[:24]:24s} {rate:>9.0f} {s['age']:>7.0f}s "
-            f"{s['holds']:>6} {s['waiting']:>8}"
+    client_rows = [
+        (
+            str(s["pid"]),
+            str(s["name"]),
+            f"{(s['calls'] - earlier.get(s['id'], s['calls'])) / seconds:.0f}",
+            f"{s['age']:.0f}s",
+            str(s["holds"]),
+            str(s["waiting"]),
         )
+        for s in sessions[:_MAX_ROWS]
+    ]
+    return Screen(
+        header,
+        object_rows,
+        client_rows,
+        max(0, len(objects) - _MAX_ROWS),
+        max(0, len(sessions) - _MAX_ROWS),
+    )
 
-    lines += _rows(sessions, client_row)
+
+#: plain-text column widths (a negative one is left-aligned)
+_OBJECT_WIDTHS = (-20, -16, 12, 8, 10, -30)
+_CLIENT_WIDTHS = (8, -24, 9, 8, 6, 8)
+
+
+def _line(cells: tuple[str, ...], widths: tuple[int, ...]) -> str:
+    parts = []
+    for cell, width in zip(cells, widths, strict=True):
+        size = abs(width)
+        text = cell[:size]
+        parts.append(text.ljust(size) if width < 0 else text.rjust(size))
+    return " ".join(parts).rstrip()
+
+
+def render(before: dict[str, Any], after: dict[str, Any], seconds: float) -> str:
+    """The top screen as plain text."""
+    view = screen(before, after, seconds)
+    lines = [view.header, "", f"OBJECTS ({len(view.objects) + view.more_objects})"]
+    lines.append(_line(OBJECT_COLUMNS, _OBJECT_WIDTHS))
+    lines += [_line(row, _OBJECT_WIDTHS) for row in view.objects]
+    if view.more_objects:
+        lines.append(f"... {view.more_objects} more")
+    lines += ["", f"CLIENTS ({len(view.clients) + view.more_clients})"]
+    lines.append(_line(CLIENT_COLUMNS, _CLIENT_WIDTHS))
+    lines += [_line(row, _CLIENT_WIDTHS) for row in view.clients]
+    if view.more_clients:
+        lines.append(f"... {view.more_clients} more")
     return "\n".join(lines)
 
 
-def _rows(items: list[dict[str, Any]], row: Callable[[dict[str, Any]], str]) -> list[str]:
-    """The first ``_MAX_ROWS`` items as rows, and how many more there are."""
-    lines = [row(item) for item in items[:_MAX_ROWS]]
-    if len(items) > _MAX_ROWS:
-        lines.append(f"... {len(items) - _MAX_ROWS} more")
-    return lines
+def render_rich(before: dict[str, Any], after: dict[str, Any], seconds: float) -> Any:
+    """The top screen as a ``rich`` renderable (``pip install 'procshare[rich]'``)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    view = screen(before, after, seconds)
+
+    def table(
+        title: str, columns: tuple[str, ...], widths: tuple[int, ...], rows: Any, more: int
+    ) -> Table:
+        shown = len(rows) + more
+        t = Table(title=f"{title} ({shown})", title_justify="left", expand=True)
+        for column, width in zip(columns, widths, strict=True):
+            t.add_column(column, justify="left" if width < 0 else "right", no_wrap=True)
+        for row in rows:
+            t.add_row(*row)
+        if more:
+            t.add_row(f"... {more} more", *[""] * (len(columns) - 1))
+        return t
+
+    return Group(
+        Text(view.header, style="bold"),
+        table("OBJECTS", OBJECT_COLUMNS, _OBJECT_WIDTHS, view.objects, view.more_objects),
+        table("CLIENTS", CLIENT_COLUMNS, _CLIENT_WIDTHS, view.clients, view.more_clients),
+    )

@@ -102,3 +102,20 @@ def test_a_killed_servers_file_is_removed_by_the_next_server() -> None:
     with procshare.Manager(ctx=FORK):  # the next server cleans up
         assert not path.exists()
     killed.shutdown()
+
+
+def test_top_draws_rich_tables_of_the_same_rows(m: procshare.SyncManager) -> None:
+    rich_console = pytest.importorskip("rich.console")
+    from procshare._top import render_rich
+
+    m.named("jobs").Queue().put("work")
+    before = m.stats()
+    m.named("jobs").Queue().put("more")
+    after = m.stats()
+    console = rich_console.Console(record=True, width=140)
+    console.print(render_rich(before, after, 1.0))
+    text = console.export_text()
+    assert "OBJECTS (1)" in text and "CLIENTS (" in text
+    row = next(line for line in text.splitlines() if "jobs" in line)
+    assert "Queue" in row and "size=2" in row
+    assert str(os.getpid()) in text
