@@ -14,6 +14,8 @@ from typing import Any
 __all__ = ["log_to_stderr"]
 
 logger = logging.getLogger("procshare")
+# A library prints nothing of its own accord (not even through logging's last resort).
+logger.addHandler(logging.NullHandler())
 
 
 def log_to_stderr(level: Any = None) -> logging.Logger:

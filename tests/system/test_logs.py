@@ -54,3 +54,30 @@ def test_nothing_is_logged_unless_asked() -> None:
     out = subprocess.run([sys.executable, "-c", quiet], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stderr == ""
+
+
+REFUSED = textwrap.dedent(
+    """
+    import logging, multiprocessing
+    import procshare
+    procshare.log_to_stderr(logging.DEBUG)
+    if __name__ == "__main__":
+        with procshare.Manager(ctx=multiprocessing.get_context("fork")) as m:
+            m.dict()
+            wrong = procshare.managers.SyncManager(address=m.address, authkey=b"wrong")
+            try:
+                wrong.connect()
+            except procshare.AuthenticationError:
+                print("refused", flush=True)
+    """
+)
+
+
+def test_connections_and_refusals_are_logged() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", REFUSED], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "refused", out.stderr
+    assert "[DEBUG/SyncManager-1] client pid " in out.stderr, out.stderr
+    assert "connected from this machine" in out.stderr
+    assert "[WARNING/SyncManager-1] refused a connection from this machine:" in out.stderr

@@ -605,7 +605,7 @@ class Core:
         session.holdings.clear()
         for obj_id, count in session.refs.items():
             self._unref(obj_id, count, now)
-        if not self.closing and log.isEnabledFor(logging.INFO):
+        if not self.closing:
             _log_session_end(session, held, len(in_flight), waiting, len(session.refs))
         session.refs.clear()
         for sub in session.subscriptions.values():
@@ -1903,6 +1903,10 @@ def _log_session_end(
 ) -> None:
     """One line for a client that went away, and what that freed (a warning when a process
     that did not say goodbye held something: it died holding it)."""
+    died_holding = not session.said_goodbye and bool(held or taken_back)
+    level = logging.WARNING if died_holding else logging.INFO
+    if not log.isEnabledFor(level):
+        return
     who = f"pid {session.pid} ({session.name})" if session.name else f"pid {session.pid}"
     how = "closed its connection" if session.said_goodbye else "is gone"
     freed = []
@@ -1915,8 +1919,7 @@ def _log_session_end(
     if refs:
         freed.append(f"dropped its references to {refs} object(s)")
     text = f"client {who} {how}" + (": " + "; ".join(freed) if freed else "")
-    died_holding = not session.said_goodbye and (held or taken_back)
-    log.log(logging.WARNING if died_holding else logging.INFO, "%s", text)
+    log.log(level, "%s", text)
 
 
 def _client_refs(core: Core) -> dict[int, int]:

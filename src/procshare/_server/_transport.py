@@ -862,12 +862,13 @@ class Server:
                     raise ProtocolError(f"unexpected event {event!r}")
             if session is not None:
                 self._ran(conn, session, now)
-        except AuthenticationError:
+        except AuthenticationError as exc:
+            log.warning("refused a connection from %s: %s", _peer_of(conn), exc)
             conn.out += proto.data_to_send()
             self._send_pending(conn)
             self._close(conn, now)
         except ProtocolError as exc:
-            log.info("dropping connection %d: %s", conn.fd, exc)
+            log.warning("dropping the connection from %s: %s", _peer_of(conn), exc)
             self._close(conn, now)
         except (Exception, SystemExit):  # noqa: BLE001 - logged by _failed
             self._failed(conn, now)
@@ -961,6 +962,10 @@ class Server:
 
     def _authenticated(self, conn: _Conn, event: Authenticated, now: float) -> Session:
         session = self.core.open_session(conn.sid, conn.proto, event.info, now)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "client pid %s (%s) connected from %s", session.pid, session.name, _peer_of(conn)
+            )
         session.home = conn.reactor.home
         conn.session = session
         self._by_session[conn.sid] = conn
@@ -1148,6 +1153,18 @@ class Server:
         if self._owned_dir is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(self._owned_dir)
+
+
+def _peer_of(conn: _Conn) -> str:
+    """Where a connection comes from, for the log: ``host:port``, or "this machine"."""
+    sock = conn.sock
+    if sock.family == socket.AF_UNIX:
+        return "this machine"
+    try:
+        host, port = sock.getpeername()[:2]
+    except OSError:
+        return "a client gone"
+    return f"{host}:{port}"
 
 
 def _tune_tcp(sock: socket.socket) -> None:
