@@ -16,7 +16,7 @@ __all__ = ["Screen", "render", "render_rich", "screen"]
 _MAX_ROWS = 20
 
 OBJECT_COLUMNS = ("name or id", "type", "size", "version", "changes/s", "locks")
-CLIENT_COLUMNS = ("pid", "program", "calls/s", "since", "holds", "waiting")
+CLIENT_COLUMNS = ("pid", "program", "host", "calls/s", "since", "holds", "waiting")
 
 
 class Screen(NamedTuple):
@@ -86,6 +86,7 @@ def screen(before: dict[str, Any], after: dict[str, Any], seconds: float) -> Scr
         (
             str(s["pid"]),
             str(s["name"]),
+            str(s.get("host") or "local"),
             f"{(s['calls'] - earlier.get(s['id'], s['calls'])) / seconds:.0f}",
             f"{s['age']:.0f}s",
             str(s["holds"]),
@@ -104,7 +105,7 @@ def screen(before: dict[str, Any], after: dict[str, Any], seconds: float) -> Scr
 
 #: plain-text column widths (a negative one is left-aligned)
 _OBJECT_WIDTHS = (-20, -16, 12, 8, 10, -30)
-_CLIENT_WIDTHS = (8, -24, 9, 8, 6, 8)
+_CLIENT_WIDTHS = (8, -24, -15, 9, 8, 6, 8)
 
 
 def _line(cells: tuple[str, ...], widths: tuple[int, ...]) -> str:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -38,13 +39,19 @@ def m() -> Iterator[procshare.SyncManager]:
         yield manager
 
 
-def _file_of(pid: int) -> pathlib.Path:
-    """The connection file of the server ``pid`` (written as it starts serving)."""
+def _listed(pid: int) -> dict[str, Any]:
+    """The server ``pid`` as its connection file has it (written as it starts serving)."""
     deadline = time.monotonic() + 30
     while not (found := [s for s in running_servers() if s["pid"] == pid]):
         assert time.monotonic() < deadline, "no connection file"
         time.sleep(0.01)
     (info,) = found
+    return info
+
+
+def _file_of(pid: int) -> pathlib.Path:
+    """The connection file of the server ``pid``, which listens on a unix socket."""
+    info = _listed(pid)
     path = pathlib.Path(info["address"].removeprefix("unix://")).parent / "server.json"
     assert path.exists()
     return path
@@ -119,3 +126,15 @@ def test_top_draws_rich_tables_of_the_same_rows(m: procshare.SyncManager) -> Non
     row = next(line for line in text.splitlines() if "jobs" in line)
     assert "Queue" in row and "size=2" in row
     assert str(os.getpid()) in text
+
+
+def test_top_shows_where_tcp_clients_connect_from() -> None:
+    with procshare.managers.SyncManager(address=("127.0.0.1", 0), ctx=FORK) as m:
+        m.dict()
+        assert _listed(m._process.pid)["address"].startswith("tcp://127.0.0.1:")
+        out = run("top", str(m._process.pid), "--once", "--interval", "0.2")
+        assert out.returncode == 0, out.stderr
+        mine = next(
+            line for line in out.stdout.splitlines() if line.split()[:1] == [str(os.getpid())]
+        )
+        assert "127.0.0.1" in mine, out.stdout

@@ -86,3 +86,18 @@ def test_a_bad_timeout_is_refused(bad: str, monkeypatch: pytest.MonkeyPatch) -> 
         monkeypatch.delenv("PROCSHARE_TIMEOUT")
     with pytest.raises(ValueError, match="positive"):
         procshare.managers.SyncManager(timeout=0)
+
+
+def test_a_waiting_call_to_a_stopped_server_times_out_after_its_own_wait(
+    m: procshare.SyncManager,
+) -> None:
+    q = m.Queue()
+    pid = m._process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(procshare.ServerUnreachable):
+            q.get(timeout=0.5)  # 0.5 s of its own, then the 0.3 s call timeout
+        assert time.monotonic() - started >= 0.5
+    finally:
+        os.kill(pid, signal.SIGCONT)

@@ -384,12 +384,14 @@ class Channel:
         owner: int = 0,
         blocking: bool = False,
         versioned: bool = False,
+        wait: float | None = None,
     ) -> Any:
         """Call ``method`` on object ``obj_id`` and return its result (or raise its error).
 
         ``blocking`` hints that the call may wait on the server (a lock, a queue): its
-        busy-poll budget adapts separately from that of quick calls. With ``versioned`` the
-        result is ``(result, version of the object right after the call)``.
+        busy-poll budget adapts separately from that of quick calls, and ``wait`` is how long
+        it may wait there (``None``: for ever), which ``call_timeout`` comes on top of. With
+        ``versioned`` the result is ``(result, version of the object right after the call)``.
         """
         rid = next(self._ids) & 0xFFFFFFFF  # (_take_id, inlined: every call passes here)
         if not rid:
@@ -403,7 +405,7 @@ class Channel:
         self._slept = _clock() - self._returned - cpu_gap > SLEPT_AFTER
         frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, owner, versioned, thinks)
         try:
-            return self._roundtrip(rid, frame, blocking)
+            return self._roundtrip(rid, frame, blocking, wait)
         finally:
             self._returned = _clock()
             self._cpu_at_return = _cpu_clock()
@@ -507,7 +509,9 @@ class Channel:
             out += self._proto.send(Release(release))
         return out
 
-    def _roundtrip(self, rid: int, frame: bytes, blocking: bool = False) -> Any:
+    def _roundtrip(
+        self, rid: int, frame: bytes, blocking: bool = False, wait: float | None = None
+    ) -> Any:
         if self._broken is not None:
             raise ConnectionLost(str(self._broken)) from self._broken
         mutex = self._mutex
@@ -541,7 +545,7 @@ class Channel:
         try:
             if slot is None:
                 try:
-                    value, error = self._read_for(rid, blocking, slotted=False)
+                    value, error = self._read_for(rid, blocking, slotted=False, wait=wait)
                 except BaseException:
                     if blocking:
                         # Interrupted (a signal handler raised) before the answer came: it
@@ -634,15 +638,22 @@ class Channel:
                 break
 
     def _read_for(
-        self, rid: int, blocking: bool, slotted: bool
+        self, rid: int, blocking: bool, slotted: bool, wait: float | None = None
     ) -> tuple[Any, BaseException | None]:
         """As the reader: read until the reply to ``rid`` (0: until the connection ends),
         delivering other threads' replies and pushes on the way. Returns (value, error).
         ``slotted``: the request has a slot (it waited as a follower before reading)."""
         proto = self._proto
+        timeout = self.call_timeout
+        # The longest silence before giving up: none for pushes read for good (rid 0) or a
+        # call that may wait for ever; a waiting call's own wait comes first.
+        if timeout is None or not rid or (blocking and wait is None):
+            limit = None
+        else:
+            limit = timeout + wait if blocking and wait is not None else timeout
         incoming.channel = self
         try:
-            data = self._recv(blocking or not rid)  # (rid 0: reading pushes for good)
+            data = self._recv(blocking or not rid, limit)
             if rid:
                 event = proto.take_result(data, rid)  # the usual reply: one frame, ours
                 if event is not NEED_DATA:
@@ -689,7 +700,7 @@ class Channel:
                     if type(mine) is Result:
                         return mine.value, None
                     return None, mine.error
-                data = self._recv_more(blocking or rid == 0)
+                data = self._recv_more(limit)
         finally:
             incoming.channel = None
 
@@ -752,7 +763,7 @@ class Channel:
                 self._reading = False
             on_broken(error)
 
-    def _recv(self, blocking: bool) -> bytes:
+    def _recv(self, blocking: bool, limit: float | None = None) -> bytes:
         """Wait for the next bytes as the server advised with its last reply (``_sched``):
         busy-poll within the adaptive budget where that takes nobody's CPU, else sleep (next
         to the server, when we are its only running client).
@@ -800,12 +811,12 @@ class Channel:
                 server_cpu = proto.server_cpu
                 if self._local and server_cpu >= 0 and server_cpu != current_cpu():
                     self._stepper.toward(server_cpu)
-                if not proto.server_spin and self.call_timeout is None:
+                if not proto.server_spin and limit is None:
                     # A busy machine: sleep in the read (on a socket, woken spuriously when
                     # the server reads our request, we are pulled next to it).
                     return read(RECV_SIZE)
-            if self.call_timeout is not None and not blocking:
-                self._wait_readable(self.call_timeout)
+            if limit is not None:
+                self._wait_readable(limit)
             elif self._sock is not None:
                 # On a socket, sleep in poll, not in recv: a thread asleep in recv is also
                 # woken each time the server reads our request (the kernel then wakes the
@@ -824,12 +835,12 @@ class Channel:
                 budgets[blocking] = max(_PROBE, spin / 2)
         return data
 
-    def _recv_more(self, blocking: bool) -> bytes:
-        """The rest of a reply already arriving (no budget bookkeeping). ``blocking``: the
-        reader's own request may wait on the server (or it reads pushes for good: rid 0)."""
+    def _recv_more(self, limit: float | None) -> bytes:
+        """The rest of a reply already arriving (no budget bookkeeping); ``limit``: the
+        longest silence before giving up (``_read_for``)."""
         try:
-            if self.call_timeout is not None and not blocking and not self._slots_blocking():
-                self._wait_readable(self.call_timeout)
+            if limit is not None and not self._slots_blocking():
+                self._wait_readable(limit)
             return self._read_raw(self._proto.recv_size())
         except ConnectionLost:
             raise

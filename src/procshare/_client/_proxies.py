@@ -323,12 +323,15 @@ class BaseProxy:
         """Whether reads are served from a local replica in this process."""
         return self._replica is not None and self._replica.pid == current_pid()
 
-    def _callblocking(self, methodname: str, args: tuple[Any, ...] = ()) -> Any:
-        """``_callmethod`` for a method that may wait on the server (lock, queue, event)."""
+    def _callblocking(
+        self, methodname: str, args: tuple[Any, ...] = (), wait: float | None = None
+    ) -> Any:
+        """``_callmethod`` for a method that may wait on the server (lock, queue, event) for
+        up to ``wait`` seconds (``None``: for ever; a call timeout counts from then)."""
         channel = self._ch
         if channel is None or channel.usable_pid != current_pid():
             channel = self._bind()
-        return channel.call(self._id, methodname, args, None, _get_ident(), True)
+        return channel.call(self._id, methodname, args, None, _get_ident(), True, wait=wait)
 
     def _getvalue(self) -> Any:
         """A copy of the referent."""
@@ -851,25 +854,26 @@ class AcquirerProxy(BaseProxy):
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         args = (blocking,) if timeout is None else (blocking, timeout)
+        waits = _waits(blocking, timeout)
         reads = self._lease_reads
         if reads is None or self._token.typeid not in _LEASING_TYPEIDS:
-            return self._callblocking("acquire", args)  # type: ignore[no-any-return]
+            return self._callblocking("acquire", args, waits)  # type: ignore[no-any-return]
         channel = self._channel()
         leases = channel.leases
         if leases is None:
-            return self._callblocking("acquire", args)  # type: ignore[no-any-return]
+            return self._callblocking("acquire", args, waits)  # type: ignore[no-any-return]
         reply = None
         if reads:
             wait = -1 if timeout is None else timeout
             reply = channel.call(
-                self._id, "#LEASE", (blocking, wait, reads), None, _get_ident(), True
+                self._id, "#LEASE", (blocking, wait, reads), None, _get_ident(), True, wait=waits
             )
             if reply is None:  # declined: acquire plainly, now and from now on
                 self._lease_reads = None
-                return self._callblocking("acquire", args)  # type: ignore[no-any-return]
+                return self._callblocking("acquire", args, waits)  # type: ignore[no-any-return]
             if reply is False:
                 return False
-        elif not self._callblocking("acquire", args):
+        elif not self._callblocking("acquire", args, waits):
             return False
         leases.granted(self._id, reads, reply)
         return True
@@ -924,6 +928,7 @@ class ConditionProxy(AcquirerProxy):
         super().release()
 
     def wait(self, timeout: float | None = None) -> bool:
+        # (no limit: once notified it waits for the lock again, which its timeout does not cover)
         return self._callblocking("wait", (timeout,))  # type: ignore[no-any-return]
 
     def notify(self, n: int = 1) -> None:
@@ -974,7 +979,7 @@ class EventProxy(BaseProxy):
         self._callmethod("clear")
 
     def wait(self, timeout: float | None = None) -> bool:
-        return self._callblocking("wait", (timeout,))  # type: ignore[no-any-return]
+        return self._callblocking("wait", (timeout,), timeout)  # type: ignore[no-any-return]
 
 
 class BarrierProxy(BaseProxy):
@@ -983,7 +988,7 @@ class BarrierProxy(BaseProxy):
     _exposed_ = ("__getattribute__", "wait", "abort", "reset")
 
     def wait(self, timeout: float | None = None) -> int:
-        return self._callblocking("wait", (timeout,))  # type: ignore[no-any-return]
+        return self._callblocking("wait", (timeout,), timeout)  # type: ignore[no-any-return]
 
     def abort(self) -> None:
         self._callmethod("abort")
@@ -1010,13 +1015,15 @@ class QueueProxy(BaseProxy, Generic[T]):
     _exposed_ = KINDS["Queue"].exposed
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        self._callblocking("put", (item, block, timeout))
+        self._callblocking("put", (item, block, timeout), _waits(block, timeout))
 
     def put_nowait(self, item: T) -> None:
         self._callmethod("put_nowait", (item,))
 
     def get(self, block: bool = True, timeout: float | None = None) -> T:
-        return self._callblocking("get", (block, timeout))  # type: ignore[no-any-return]
+        return self._callblocking(  # type: ignore[no-any-return]
+            "get", (block, timeout), _waits(block, timeout)
+        )
 
     def get_nowait(self) -> T:
         return self._callmethod("get_nowait")  # type: ignore[no-any-return]
@@ -1131,3 +1138,13 @@ _OWN_PROXY_TYPES: dict[str, Callable[..., Any]] = {
         PoolProxy,
     )
 }
+
+
+def _waits(block: bool, timeout: float | None) -> float | None:
+    """How long a call with ``block`` and ``timeout`` may wait on the server (``None``: for
+    ever), as ``threading``/``queue`` define it; a negative timeout waits for ever too."""
+    if not block:
+        return 0.0
+    if timeout is None or timeout < 0:
+        return None
+    return float(timeout)

@@ -164,6 +164,7 @@ class Session:
         "dead",
         "holdings",
         "home",
+        "host",
         "id",
         "in_flight",
         "info",
@@ -188,6 +189,8 @@ class Session:
         self.pid: int | None = pid if isinstance(pid, int) else None
         name = self.info.get("name")
         self.name = name if isinstance(name, str) else ""
+        #: where it connects from (the transport sets it): "" for this machine
+        self.host = ""
         self.out: list[bytes] = []
         #: the flags of its replies (the transport gives it the home it is served from)
         self.home = Home()
@@ -1726,6 +1729,7 @@ class Core:
                 "subscriptions": len(s.subscriptions),
                 "age": now - s.started,
                 "reactor": s.home.index,
+                "host": s.host,
             }
             for s in self.sessions.values()
         ]

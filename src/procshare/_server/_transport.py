@@ -962,6 +962,8 @@ class Server:
 
     def _authenticated(self, conn: _Conn, event: Authenticated, now: float) -> Session:
         session = self.core.open_session(conn.sid, conn.proto, event.info, now)
+        if conn.sock.family != socket.AF_UNIX:
+            session.host = _peer_of(conn).rpartition(":")[0]
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "client pid %s (%s) connected from %s", session.pid, session.name, _peer_of(conn)
