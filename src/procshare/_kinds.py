@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from types import MappingProxyType
 from typing import Final, NamedTuple
 
-__all__ = ["KINDS", "REPLAYABLE_KINDS", "REPLAYABLE_READS", "Kind", "Method", "kind_for_typeid"]
+__all__ = ["KINDS", "REPLAYABLE_KINDS", "REPLAYABLE_READS", "Kind", "Method"]
 
 
 class Method(NamedTuple):
@@ -335,8 +335,3 @@ KINDS: Final[Mapping[str, Kind]] = MappingProxyType(
 REPLAYABLE_KINDS: Final = frozenset({"dict", "list", "set"})
 #: Whole-object reads of those kinds that the server may answer with such changes.
 REPLAYABLE_READS: Final = frozenset({"copy", "#GETVALUE"})
-
-
-def kind_for_typeid(name: str) -> Kind | None:
-    """Return the built-in kind called ``name``, or ``None`` for other typeids."""
-    return KINDS.get(name)

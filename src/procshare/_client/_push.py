@@ -177,16 +177,6 @@ def hub_for(address: Address, authkey: bytes, serializer: str = "pickle") -> Pus
     return hub
 
 
-def forget_hubs(address: Address) -> None:
-    """Close this process's push connections to ``address`` (its server shut down)."""
-    with _hubs_lock:
-        doomed = [k for k in _hubs if k[0] == address]
-        hubs = [_hubs.pop(k) for k in doomed]
-    for hub in hubs:
-        if hub.pid == current_pid():
-            hub.channel.close()
-
-
 class Watch:
     """The changes of one shared object, as they happen: iterate, or ``get()`` one at a time.
 

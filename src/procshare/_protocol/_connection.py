@@ -11,8 +11,8 @@ Handshake (mutual HMAC-SHA256 proof of the authkey; no payload is deserialized b
     client -> LOGIN   {"protocol", "serializer", "nonce", "proof", "info", "max_frame"}
     server -> WELCOME {"proof", "info"}        or DENIED {"reason"} and close
 
-States (a table, not an if-chain): the transitions each end accepts are listed in
-``_SERVER_ACCEPTS`` / ``_CLIENT_ACCEPTS``; any other opcode in a state is a protocol violation.
+States: before it is ready, the server accepts LOGIN only, and the client the frame listed
+for its state in ``_CLIENT_ACCEPTS`` (or DENIED); any other opcode is a protocol violation.
 """
 
 from __future__ import annotations
