@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from multiprocessing import connection, pool, util
 from multiprocessing.process import AuthenticationString  # type: ignore[attr-defined]
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
 from ._address import Address, parse_address
 from ._client._channel import Channel, forget_channels, get_channel, live_channel, use_tls
@@ -66,6 +66,12 @@ if TYPE_CHECKING:
     from ._server._transport import Server
 
 __all__ = ["BaseManager", "Registration", "State", "SyncManager"]
+
+
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+_T = TypeVar("_T")
+_M = TypeVar("_M", bound="BaseManager")
 
 
 class State:
@@ -500,7 +506,7 @@ class BaseManager:
         """Where the server listens: a unix socket path, or a ``(host, port)`` tuple."""
         return self._address
 
-    def __enter__(self) -> BaseManager:
+    def __enter__(self: _M) -> _M:
         if self._state.value == State.INITIAL:
             self.start()
         self._check_started()
@@ -679,14 +685,34 @@ class SyncManager(BaseManager):
     started ``SyncManager``.
     """
 
+    # The factories' types follow the builtins' (``m.dict({"a": 1})`` is a
+    # ``DictProxy[str, int]``), as the stdlib's stubs do for its managers.
+    @overload
+    def dict(self) -> DictProxy[Any, Any]: ...
+    @overload
+    def dict(self, **kwargs: _V) -> DictProxy[str, _V]: ...
+    @overload
+    def dict(self, mapping: Mapping[_K, _V], /) -> DictProxy[_K, _V]: ...
+    @overload
+    def dict(self, iterable: Iterable[tuple[_K, _V]], /) -> DictProxy[_K, _V]: ...
+    @overload
+    def dict(self, *args: Any, **kwargs: Any) -> DictProxy[Any, Any]: ...
     def dict(self, *args: Any, **kwargs: Any) -> DictProxy[Any, Any]:
         """A shared ``dict`` (same arguments as ``dict()``)."""
         return self._create_proxy("dict", args, kwargs)  # type: ignore[no-any-return]
 
+    @overload
+    def list(self) -> ListProxy[Any]: ...
+    @overload
+    def list(self, iterable: Iterable[_T], /) -> ListProxy[_T]: ...
     def list(self, *args: Any) -> ListProxy[Any]:
         """A shared ``list`` (same arguments as ``list()``)."""
         return self._create_proxy("list", args, None)  # type: ignore[no-any-return]
 
+    @overload
+    def set(self) -> SetProxy[Any]: ...
+    @overload
+    def set(self, iterable: Iterable[_T], /) -> SetProxy[_T]: ...
     def set(self, *args: Any) -> SetProxy[Any]:
         """A shared ``set`` (same arguments as ``set()``)."""
         return self._create_proxy("set", args, None)  # type: ignore[no-any-return]
@@ -695,11 +721,11 @@ class SyncManager(BaseManager):
         """A shared attribute namespace."""
         return self._create_proxy("Namespace", (), kwargs)  # type: ignore[no-any-return]
 
-    def Value(self, typecode: Any, value: Any, lock: bool = True) -> ValueProxy[Any]:  # noqa: N802
+    def Value(self, typecode: Any, value: _T, lock: bool = True) -> ValueProxy[_T]:  # noqa: N802
         """A shared value (``typecode`` is informative, as in the standard library)."""
         return self._create_proxy("Value", (typecode, value, lock), None)  # type: ignore[no-any-return]
 
-    def Array(self, typecode: str, sequence: Iterable[Any], lock: bool = True) -> ArrayProxy[Any]:  # noqa: N802
+    def Array(self, typecode: str, sequence: Iterable[_T], lock: bool = True) -> ArrayProxy[_T]:  # noqa: N802
         """A shared ``array.array``."""
         return self._create_proxy("Array", (typecode, sequence, lock), None)  # type: ignore[no-any-return]
 

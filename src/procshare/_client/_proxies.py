@@ -28,7 +28,7 @@ import copyreg
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._context import incoming, managers_by_address, server_hook
 from .._errors import ObjectNotFound, ProcshareError
@@ -628,6 +628,10 @@ class ListProxy(BaseProxy, Generic[T]):
     def __contains__(self, value: object) -> bool:
         return self._callmethod("__contains__", (value,))  # type: ignore[no-any-return]
 
+    if TYPE_CHECKING:  # (at run time it iterates through __getitem__, as the stdlib's)
+
+        def __iter__(self) -> Iterator[T]: ...
+
     def __len__(self) -> int:
         return self._callmethod("__len__")  # type: ignore[no-any-return]
 
@@ -765,7 +769,15 @@ class ValueProxy(BaseProxy, Generic[T]):
     def set(self, value: T) -> None:
         self._callmethod("set", (value,))
 
-    value = property(get, set)
+    if TYPE_CHECKING:
+
+        @property
+        def value(self) -> T: ...
+        @value.setter
+        def value(self, value: T) -> None: ...
+
+    else:
+        value = property(get, set)  # (no extra call per read)
 
     def increment(self, by: Any = 1) -> T:
         """Add ``by`` in one atomic step and return the new value.
