@@ -1,6 +1,6 @@
 """``procshare bench``: each operation timed for multiprocessing.Manager and procshare, same run.
 
-These machines are shared and noisy (README, "Speed"): one figure means little and a
+These machines are shared and noisy (docs/performance.md): one figure means little and a
 figure from another run means nothing. So every case runs in alternating rounds (stdlib, ours,
 stdlib, ours, ...) against managers started by this process, and the medians are compared.
 Each timed round starts with an untimed tenth of its work, for both alike: switching from one

@@ -7,7 +7,7 @@ and ``SyncManager``'s factories. What happens behind it is procshare's: one even
 with native shared types (see ``_server``), a sans-IO protocol, one multiplexed connection per
 process.
 
-Differences from the standard library (improvements, documented in the README):
+Differences from the standard library (improvements, documented in docs/drop-in.md):
 * a process holding a Lock/RLock/Semaphore/Condition that dies releases it; queues and barriers
   survive a dead party (see ``_server/_objects.py`` for the rule);
 * the server started by ``start()`` exits once its owner process has died and no client is
@@ -180,7 +180,7 @@ class BaseManager:
         release_delay: seconds an object nobody references is kept before it is freed.
         spin: the longest busy-poll, for the server and its clients alike, made only where it
             takes nobody's CPU: ``None`` (50 us with two CPUs or more), seconds, ``"50us"``,
-            or 0 / ``"off"``; default ``$PROCSHARE_SPIN`` (README: "Speed on a busy machine").
+            or 0 / ``"off"``; default ``$PROCSHARE_SPIN`` (docs/performance.md: "Speed on a busy machine").
         reactors: server threads serving connections (default: one per CPU, at most 8).
         max_frame: the largest message, in bytes, the server accepts.
         cache: serve reads of the dicts, lists, sets, Namespaces, Values and Arrays this
@@ -191,7 +191,7 @@ class BaseManager:
         fair_locks: hand a released Lock or RLock to its longest waiter at once, always
             (strict arrival order). Default: a process that releases a lock and asks for it
             again at once may keep it, for up to a millisecond while others wait, which
-            saves a wake-up per hand-over (README: "A contended lock changes hands").
+            saves a wake-up per hand-over (docs/drop-in.md: "A contended lock changes hands").
         max_memory: the most data the server may hold, in bytes or as ``"512MiB"``/``"2GB"``
             (beyond what it used when it started): a change that would pass it, or that adds
             data once the server is within 16 MiB of it, raises ``MemoryLimitError``; reads

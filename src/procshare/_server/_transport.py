@@ -1,6 +1,6 @@
 """The server transport: sockets and a few reactor threads feeding the core; threads for user code.
 
-Why several reactors (measured on these 2-CPU machines, README "Speed on a busy machine"): a
+Why several reactors (measured on these 2-CPU machines, docs/performance.md, "Speed on a busy machine"): a
 request is cheapest when the server thread that serves it runs on its client's CPU, where the
 client's send wakes it and the client's sleep gives it the CPU; a thread on another CPU is
 woken through an inter-processor interrupt, and its reply wakes the client the same way (a
