@@ -96,23 +96,8 @@ class Registration(NamedTuple):
 
 
 # Callables the server implements natively, whatever proxy they are registered with.
-_OWN_KINDS: dict[Any, str] = {
-    dict: "dict",
-    list: "list",
-    set: "set",
-    _objects.Namespace: "Namespace",
-    _objects.Value: "Value",
-    _objects.Array: "Array",
-    _objects.Lock: "Lock",
-    _objects.RLock: "RLock",
-    _objects.Semaphore: "Semaphore",
-    _objects.BoundedSemaphore: "BoundedSemaphore",
-    _objects.Condition: "Condition",
-    _objects.Event: "Event",
-    _objects.Barrier: "Barrier",
-    _objects.Queue: "Queue",
-    _objects.JoinableQueue: "JoinableQueue",
-}
+#: the callables of the built-in kinds, as registered: callable -> kind (``_objects``)
+_OWN_KINDS: dict[Any, str] = {factory: kind for kind, factory in _objects.FACTORIES.items()}
 
 # Standard-library callables we implement natively when registered with a typed proxy (with
 # AutoProxy, clients may call any public method of the real class, so it stays custom).
@@ -180,7 +165,8 @@ class BaseManager:
         release_delay: seconds an object nobody references is kept before it is freed.
         spin: the longest busy-poll, for the server and its clients alike, made only where it
             takes nobody's CPU: ``None`` (50 us with two CPUs or more), seconds, ``"50us"``,
-            or 0 / ``"off"``; default ``$PROCSHARE_SPIN`` (docs/performance.md: "Speed on a busy machine").
+            or 0 / ``"off"``; default ``$PROCSHARE_SPIN`` (docs/performance.md, "Speed on a
+            busy machine").
         reactors: server threads serving connections (default: one per CPU, at most 8).
         max_frame: the largest message, in bytes, the server accepts.
         cache: serve reads of the dicts, lists, sets, Namespaces, Values and Arrays this
@@ -191,7 +177,8 @@ class BaseManager:
         fair_locks: hand a released Lock or RLock to its longest waiter at once, always
             (strict arrival order). Default: a process that releases a lock and asks for it
             again at once may keep it, for up to a millisecond while others wait, which
-            saves a wake-up per hand-over (docs/drop-in.md: "A contended lock changes hands").
+            saves a wake-up per hand-over (docs/drop-in.md, "A contended lock changes
+            hands").
         max_memory: the most data the server may hold, in bytes or as ``"512MiB"``/``"2GB"``
             (beyond what it used when it started): a change that would pass it, or that adds
             data once the server is within 16 MiB of it, raises ``MemoryLimitError``; reads

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ._core import CallContext, Core, Job, Session
 
 __all__ = [
+    "FACTORIES",
     "HANDLERS",
     "PARKED",
     "Array",
@@ -1190,10 +1191,12 @@ def make_referent(
         referent = resolve(args[0])
         if referent is not None:
             args = (referent, *args[1:])
-    return _FACTORIES[kind](*args, **kwargs)
+    return FACTORIES[kind](*args, **kwargs)
 
 
-_FACTORIES: Final[dict[str, Callable[..., Any]]] = {
+#: What makes each built-in kind's referent (a Condition, over its lock: ``make_referent``);
+#: the manager registers these callables, and knows its own kinds by them.
+FACTORIES: Final[dict[str, Callable[..., Any]]] = {
     "dict": dict,
     "list": list,
     "set": set,
@@ -1208,6 +1211,7 @@ _FACTORIES: Final[dict[str, Callable[..., Any]]] = {
     "Barrier": Barrier,
     "Queue": Queue,
     "JoinableQueue": JoinableQueue,
+    "Condition": Condition,
 }
 
 #: Handlers of every built-in kind: ``HANDLERS[kind][method] = (function, takes_ctx)``.

@@ -1,8 +1,8 @@
 """The server transport: sockets and a few reactor threads feeding the core; threads for user code.
 
-Why several reactors (measured on these 2-CPU machines, docs/performance.md, "Speed on a busy machine"): a
-request is cheapest when the server thread that serves it runs on its client's CPU, where the
-client's send wakes it and the client's sleep gives it the CPU; a thread on another CPU is
+Why several reactors (measured on these 2-CPU machines; docs/performance.md, "Speed on a busy
+machine"): a request is cheapest when the server thread that serves it runs on its client's
+CPU, where the client's send wakes it and the client's sleep gives it the CPU; a thread on another CPU is
 woken through an inter-processor interrupt, and its reply wakes the client the same way (a
 dict set cost the server 26 us of CPU instead of 9 when two working clients shared one server
 thread). So each connection belongs to one of up to one reactor per CPU (the least loaded when
