@@ -2,13 +2,13 @@
 
 Why several reactors (measured on these 2-CPU machines; docs/performance.md, "Speed on a busy
 machine"): a request is cheapest when the server thread that serves it runs on its client's
-CPU, where the client's send wakes it and the client's sleep gives it the CPU; a thread on another CPU is
-woken through an inter-processor interrupt, and its reply wakes the client the same way (a
-dict set cost the server 26 us of CPU instead of 9 when two working clients shared one server
-thread). So each connection belongs to one of up to one reactor per CPU (the least loaded when
-it connects); an idle reactor is pulled to its clients' CPU by the scheduler. Each reactor
-is an epoll loop, so many clients are served in batches (one thread per connection, as the
-standard library does, loses 2-3x of throughput to the GIL passing from thread to thread).
+CPU, where the client's send wakes it and the client's sleep gives it the CPU; a thread on
+another CPU is woken through an inter-processor interrupt, and its reply wakes the client the
+same way (a dict set cost the server 26 us of CPU instead of 9 when two working clients shared
+one server thread). So each connection belongs to one of up to one reactor per CPU (the least
+loaded when it connects); an idle reactor is pulled to its clients' CPU by the scheduler. Each
+reactor is an epoll loop, so many clients are served in batches (one thread per connection, as
+the standard library does, loses 2-3x of throughput to the GIL passing from thread to thread).
 
 A reactor only moves bytes: it decodes frames with the sans-IO protocol, hands messages to the
 core, and sends what the core wrote. The core runs one operation at a time under ``core_lock``
