@@ -178,11 +178,17 @@ async def connect(
     Args:
         address: a manager's ``address`` (unix path or ``(host, port)``) or a URL.
         authkey: the server's authkey (default: this process's, as for managers).
-        serializer: ``"pickle"``.
+        serializer: ``"pickle"``, ``"msgpack"`` or ``"xmlrpclib"``.
 
     Raises:
         ConnectionLost: nobody answers there. AuthenticationError: wrong authkey.
+        ValueError: a ``tls://`` URL (the asyncio client does not speak TLS yet).
     """
+    if isinstance(address, str) and address.startswith("tls://"):
+        raise ValueError(
+            "procshare.aio does not speak TLS yet: connect to a tls:// server from threads "
+            "(procshare.connect), or to its plain address"
+        )
     canonical = parse_address(address)
     if canonical is None:
         raise ValueError("connect() needs the address of a running server")

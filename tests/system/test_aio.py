@@ -382,3 +382,8 @@ def test_named_objects_from_asyncio_are_the_sync_clients_too(m: procshare.SyncMa
 
     run(main())
     assert m.named("aio-config").dict({"new": 1}).copy() == {"new": 1}  # the name was free
+
+
+def test_a_tls_url_is_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="does not speak TLS"):
+        run(procshare.aio.connect("tls://127.0.0.1:1", b"k"))
