@@ -3,6 +3,7 @@ it; a plain client to a TLS server, and a TLS client to a plain one, fail clearl
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pathlib
@@ -204,3 +205,22 @@ def test_inspect_reaches_a_tls_server_by_pid(
     )
     assert out.returncode == 0, out.stderr
     assert "name='over-tls'" in out.stdout
+
+
+def test_garbage_to_a_tls_server_costs_only_that_connection(
+    tls_manager: procshare.SyncManager,
+) -> None:
+    import random
+    import socket
+
+    d = tls_manager.dict(kept=1)
+    rng = random.Random(20261203)
+    for size in (1, 5, 100, 5000):
+        with socket.create_connection(tls_manager.address, timeout=10) as sock:
+            sock.sendall(bytes(rng.randrange(256) for _ in range(size)))
+            sock.shutdown(socket.SHUT_WR)
+            with contextlib.suppress(OSError):
+                while sock.recv(65536):  # until the server drops it
+                    pass
+    assert d.copy() == {"kept": 1}
+    assert tls_manager.list([1])[:] == [1]  # and serves new work
