@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import sys
 import pytest
 
 from procshare.managers import BaseManager
+from tests._serve import serving
 
 
 def run(
@@ -81,15 +81,7 @@ def test_bench_refuses_unknown_cases() -> None:
 def test_serve_and_inspect(tmp_path: pathlib.Path) -> None:
     address = f"unix://{tmp_path}/cli.sock"
     env = dict(os.environ, PROCSHARE_AUTHKEY="cli-secret")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "procshare", "serve", "--address", address],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert server.stdout is not None
-        assert "serving at" in server.stdout.readline()
+    with serving("--address", address, env=env):
 
         class Client(BaseManager):
             pass
@@ -107,12 +99,6 @@ def test_serve_and_inspect(tmp_path: pathlib.Path) -> None:
         denied = run("inspect", address, "--authkey", "wrong")
         assert denied.returncode != 0 and "AuthenticationError" in denied.stderr
         lock.release()
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
-        if server.stdout is not None:
-            server.stdout.close()
-    assert server.returncode == 0
 
 
 def test_serve_with_msgpack_takes_plain_data_from_unrelated_programs(
@@ -121,24 +107,7 @@ def test_serve_with_msgpack_takes_plain_data_from_unrelated_programs(
     pytest.importorskip("msgpack")
     address = f"unix://{tmp_path}/safe.sock"
     env = dict(os.environ, PROCSHARE_AUTHKEY="cli-secret")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "procshare",
-            "serve",
-            "--address",
-            address,
-            "--serializer",
-            "msgpack",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert server.stdout is not None
-        assert "serving at" in server.stdout.readline()
+    with serving("--address", address, "--serializer", "msgpack", env=env):
 
         class Client(BaseManager):
             pass
@@ -154,35 +123,15 @@ def test_serve_with_msgpack_takes_plain_data_from_unrelated_programs(
         assert shown.returncode == 0 and "dict" in shown.stdout, shown.stderr
         refused = run("inspect", address, env=env)  # (asks for pickle)
         assert refused.returncode != 0 and "it accepts 'msgpack'" in refused.stderr
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
-        if server.stdout is not None:
-            server.stdout.close()
-    assert server.returncode == 0
 
 
 def test_serve_on_host_port_listens_on_tcp() -> None:
     env = dict(os.environ, PROCSHARE_AUTHKEY="cli-secret")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "procshare", "serve", "--address", "127.0.0.1:0"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        assert "serving at tcp://127.0.0.1:" in line, line
-        port = int(line.rsplit(":", 1)[1])
+    with serving("--address", "127.0.0.1:0", env=env) as served:
+        assert served.url.startswith("tcp://127.0.0.1:"), served.url
+        port = int(served.url.rsplit(":", 1)[1])
         shown = run("inspect", f"127.0.0.1:{port}", env=env)
         assert shown.returncode == 0, shown.stderr
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
-        if server.stdout is not None:
-            server.stdout.close()
-    assert server.returncode == 0
 
 
 def test_errors_are_one_line_and_the_traceback_is_for_debug() -> None:
@@ -211,60 +160,19 @@ def test_the_authkey_from_a_file_and_the_address_from_the_environment(
     keyfile.chmod(0o600)
     address = f"unix://{tmp_path}/keyed.sock"
     env = {k: v for k, v in os.environ.items() if k != "PROCSHARE_AUTHKEY"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "procshare",
-            "serve",
-            "--address",
-            address,
-            "--authkey-file",
-            str(keyfile),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert server.stdout is not None
-        assert "serving at" in server.stdout.readline()
+    with serving("--address", address, "--authkey-file", str(keyfile), env=env):
         shown = run("inspect", "--authkey-file", str(keyfile), env=dict(env, PROCSHARE_URL=address))
         assert shown.returncode == 0 and "sessions" in shown.stdout, shown.stderr
         missing = run("inspect", "--authkey-file", str(tmp_path / "nope"), address, env=env)
         assert missing.returncode == 1 and "cannot read the authkey file" in missing.stderr
         listed = run("inspect", env=env)  # no address: this user's running servers
         assert listed.returncode == 0 and f"unix://{tmp_path}/keyed.sock" in listed.stdout
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
-        if server.stdout is not None:
-            server.stdout.close()
-    assert server.returncode == 0
 
 
 def test_serve_logs_at_the_level_asked(tmp_path: pathlib.Path) -> None:
     env = dict(os.environ, PROCSHARE_AUTHKEY="cli-secret")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "procshare",
-            "serve",
-            "--address",
-            f"unix://{tmp_path}/logged.sock",
-            "--log-level",
-            "INFO",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    assert server.stdout is not None
-    assert "serving at" in server.stdout.readline()
-    server.send_signal(signal.SIGTERM)
-    _, err = server.communicate(timeout=30)
-    assert server.returncode == 0
-    assert "procshare.server INFO: serving at unix://" in err, err
-    assert "procshare.server INFO: stopped serving at" in err, err
+    address = f"unix://{tmp_path}/logged.sock"
+    with serving("--address", address, "--log-level", "INFO", env=env, capture_stderr=True) as s:
+        pass
+    assert "procshare.server INFO: serving at unix://" in s.stderr, s.stderr
+    assert "procshare.server INFO: stopped serving at" in s.stderr, s.stderr

@@ -6,11 +6,8 @@ import os
 import pathlib
 import pickle
 import random
-import signal
 import socket
 import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +15,7 @@ import pytest
 
 import procshare
 from procshare._protocol import NEED_DATA, ClientProtocol, Op, pack
+from tests._serve import serving
 
 SEED = 20261125
 
@@ -107,23 +105,13 @@ def test_a_deeply_nested_login_drops_the_connection_without_a_traceback(
     tmp_path: pathlib.Path,
 ) -> None:
     path = str(tmp_path / "deep.sock")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "procshare", "serve", "--address", f"unix://{path}"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PROCSHARE_AUTHKEY="deep"),
-    )
-    try:
-        assert server.stdout is not None and "serving at" in server.stdout.readline()
+    env = dict(os.environ, PROCSHARE_AUTHKEY="deep")
+    with serving("--address", f"unix://{path}", env=env, capture_stderr=True) as served:
         for body in (b"[" * 15_000, b'{"a":' * 3_000):
             send_and_close(raw_connect(path), pack(Op.LOGIN, 0, 0, body))
         m = procshare.BaseManager(address=path, authkey=b"deep")
         m.connect()  # still serving
-    finally:
-        server.send_signal(signal.SIGTERM)
-        _out, err = server.communicate(timeout=30)
-    assert server.returncode == 0
+    err = served.stderr
     assert "Traceback" not in err and "RecursionError" not in err, err[-2000:]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import signal
 import subprocess
 import sys
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 import procshare
 from procshare import MemoryLimitError
 from procshare._server._memory import describe_size, parse_size
+from tests._serve import serving
 
 FORK = multiprocessing.get_context("fork")
 BUDGET = 64 * 1024 * 1024
@@ -109,14 +109,7 @@ def test_serve_max_memory(tmp_path: Any) -> None:
         timeout=60,
     )
     assert bad.returncode != 0 and "not a size" in bad.stderr
-    server = subprocess.Popen(
-        [sys.executable, "-m", "procshare", "serve", "--address", path, "--max-memory", "64MiB"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert server.stdout is not None and "serving at" in server.stdout.readline()
+    with serving("--address", path, "--max-memory", "64MiB", env=env):
 
         class Client(procshare.BaseManager):
             pass
@@ -128,9 +121,3 @@ def test_serve_max_memory(tmp_path: Any) -> None:
         with pytest.raises(MemoryLimitError):
             lst.extend(range(10**9))  # (8 GB at once: refused by the kernel's limit)
         assert lst[:] == [1]
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
-        if server.stdout is not None:
-            server.stdout.close()
-    assert server.returncode == 0

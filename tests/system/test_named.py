@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pathlib
-import signal
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import pytest
 
 import procshare
 import procshare.managers
+from tests._serve import serving
 
 FORK = multiprocessing.get_context("fork")
 
@@ -164,15 +164,7 @@ CONSUMER = textwrap.dedent(
 def test_two_unrelated_programs_share_a_queue_through_serve(tmp_path: pathlib.Path) -> None:
     sock = str(tmp_path / "named.sock")
     env = dict(os.environ, PROCSHARE_AUTHKEY="named-secret")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "procshare", "serve", "--address", f"unix://{sock}"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert server.stdout is not None
-        assert "serving at" in server.stdout.readline()
+    with serving("--address", f"unix://{sock}", env=env):
         produced = subprocess.run(
             [sys.executable, "-c", PRODUCER, sock], capture_output=True, text=True, timeout=60
         )
@@ -182,8 +174,3 @@ def test_two_unrelated_programs_share_a_queue_through_serve(tmp_path: pathlib.Pa
         )
         assert consumed.returncode == 0, consumed.stderr
         assert consumed.stdout.strip() == "[0, 1, 2, 3, 4] batch"
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
-        if server.stdout is not None:
-            server.stdout.close()

@@ -7,7 +7,6 @@ import contextlib
 import multiprocessing
 import os
 import pathlib
-import signal
 import ssl
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 
 import procshare
+from tests._serve import serving
 
 trustme = pytest.importorskip("trustme")
 
@@ -142,40 +142,14 @@ except procshare.ProcshareError as exc:
 
 def test_serve_with_tls_and_client_certificates(files: dict[str, str]) -> None:
     env = dict(os.environ, PROCSHARE_AUTHKEY="tls-secret")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "procshare",
-            "serve",
-            "--address",
-            "127.0.0.1:0",
-            "--tls-cert",
-            files["cert"],
-            "--tls-key",
-            files["key"],
-            "--tls-ca",
-            files["ca"],
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        assert "serving at tls://127.0.0.1:" in line, line
-        url = line.split()[-1]
+    tls = ("--tls-cert", files["cert"], "--tls-key", files["key"], "--tls-ca", files["ca"])
+    with serving("--address", "127.0.0.1:0", *tls, env=env) as served:
+        url = served.url
+        assert url.startswith("tls://127.0.0.1:"), url
         with_cert = _run(CLIENT, url, "tls-secret", files["ca"], files["client"])
         assert with_cert.stdout.strip() == "served 1", with_cert.stdout + with_cert.stderr
         without = _run(CLIENT, url, "tls-secret", files["ca"])
         assert without.stdout.startswith("refused"), without.stdout + without.stderr
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
-        if server.stdout is not None:
-            server.stdout.close()
-    assert server.returncode == 0
 
 
 def test_tls_options_are_checked() -> None:
