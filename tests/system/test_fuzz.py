@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 import procshare
-from procshare._protocol import NEED_DATA, ClientProtocol, Op, pack
+from procshare._protocol import NEED_DATA, Op, pack
+from tests._raw import logged_in, raw_connect
 from tests._serve import serving
 
 SEED = 20261125
@@ -39,26 +40,6 @@ def check_intact(objects: dict[str, Any]) -> None:
     assert objects["lock"].acquire(timeout=5)
     objects["lock"].release()
     assert objects["q"].qsize() == 1
-
-
-def raw_connect(address: Any) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX if isinstance(address, str) else socket.AF_INET)
-    sock.settimeout(5)
-    sock.connect(address)
-    return sock
-
-
-def logged_in(m: procshare.SyncManager) -> tuple[socket.socket, ClientProtocol]:
-    sock = raw_connect(m.address)
-    proto = ClientProtocol(bytes(m._authkey))
-    while True:
-        event = proto.next_event()
-        out = proto.data_to_send()
-        if out:
-            sock.sendall(out)
-        if event is not NEED_DATA:
-            return sock, proto
-        proto.receive_data(sock.recv(65536))
 
 
 def send_and_close(sock: socket.socket, data: bytes) -> None:

@@ -7,7 +7,6 @@ import os
 import pathlib
 import pickle
 import queue
-import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +14,8 @@ import pytest
 
 import procshare
 import procshare.managers
-from procshare._protocol import NEED_DATA, ClientProtocol, Op, pack
+from procshare._protocol import NEED_DATA, Op, pack
+from tests._raw import logged_in
 
 pytest.importorskip("msgpack")
 
@@ -91,21 +91,6 @@ def test_an_object_is_refused_before_anything_is_sent(m: procshare.SyncManager) 
     assert d.copy() == {}
 
 
-def _logged_in(manager: Any, serializer: str) -> tuple[socket.socket, ClientProtocol]:
-    sock = socket.socket(socket.AF_UNIX)
-    sock.settimeout(10)
-    sock.connect(manager.address)
-    proto = ClientProtocol(bytes(manager._authkey), serializer=serializer)
-    while True:
-        event = proto.next_event()
-        out = proto.data_to_send()
-        if out:
-            sock.sendall(out)
-        if event is not NEED_DATA:
-            return sock, proto
-        proto.receive_data(sock.recv(65536))
-
-
 class _Creates:
     """Unpickled, it creates a file: what a crafted pickle does to a server that loads it."""
 
@@ -121,7 +106,7 @@ def test_a_crafted_pickle_is_refused_and_runs_nothing(
 ) -> None:
     target = tmp_path / "created-by-the-server"
     d = m.dict(kept=1)
-    sock, proto = _logged_in(m, "msgpack")
+    sock, proto = logged_in(m, "msgpack")
     try:
         payload = pickle.dumps((d._id, "__setitem__", ("x", _Creates(target)), None, 0))
         sock.sendall(pack(Op.CALL, 0, 7, payload))
