@@ -39,9 +39,8 @@ def test_a_consumer_that_exits_without_task_done_keeps_its_items(
     both(manager, stdlib_manager, scenario)
 
 
-def test_a_killed_consumers_unfinished_items_are_delivered_again(manager: Any, ctx: Any) -> None:
-    """(procshare's own: the stdlib loses them) At least once for killed consumers."""
-    q = manager.JoinableQueue()
+def _kill_a_consumer_of_two(q: Any, ctx: Any) -> None:
+    """Put 0..4 in ``q``; a consumer takes two of them and is killed with -9."""
     for i in range(5):
         q.put(i)
     ready = ctx.Event()
@@ -50,19 +49,18 @@ def test_a_killed_consumers_unfinished_items_are_delivered_again(manager: Any, c
     assert ready.wait(30)
     os.kill(p.pid, signal.SIGKILL)
     p.join()
+
+
+def test_a_killed_consumers_unfinished_items_are_delivered_again(manager: Any, ctx: Any) -> None:
+    """(procshare's own: the stdlib loses them) At least once for killed consumers."""
+    q = manager.JoinableQueue()
+    _kill_a_consumer_of_two(q, ctx)
     assert sorted(q.get(timeout=10) for _ in range(5)) == [0, 1, 2, 3, 4]
 
 
 def test_at_most_once_if_asked(manager: Any, ctx: Any) -> None:
     q = manager.JoinableQueue(redeliver=False)
-    for i in range(5):
-        q.put(i)
-    ready = ctx.Event()
-    p = ctx.Process(target=children.take_and_hang, args=(q, 2, ready))
-    p.start()
-    assert ready.wait(30)
-    os.kill(p.pid, signal.SIGKILL)
-    p.join()
+    _kill_a_consumer_of_two(q, ctx)
     assert [q.get(timeout=5) for _ in range(3)] == [2, 3, 4]
     with pytest.raises(queue.Empty):
         q.get(timeout=0.1)  # what the killed consumer took is gone with it
