@@ -120,8 +120,9 @@ def _target(args: argparse.Namespace) -> tuple[Any, bytes, str] | None:
         info = find_server(int(text))
         if info is None:
             raise SystemExit(f"procshare: no server of yours runs as pid {text}")
-        _tls_for(str(info["address"]), address_of(info), args)
-        return address_of(info), info["authkey"], str(info["serializer"])
+        found = address_of(info)
+        _tls_for(str(info["address"]), found, args)
+        return found, info["authkey"], str(info["serializer"])
     try:
         address = parse_command_line_address(text)
     except (TypeError, ValueError) as exc:
@@ -137,23 +138,18 @@ def _tls_for(url: str, address: Any, args: argparse.Namespace) -> None:
     ``$PROCSHARE_TLS_CA``, else the system's CAs)."""
     if not url.startswith("tls://"):
         return
-    import ssl
-
     from ._client._channel import use_tls
+    from ._connect import default_tls_context
 
-    cafile = args.tls_ca or os.environ.get("PROCSHARE_TLS_CA") or None
-    use_tls(address, ssl.create_default_context(cafile=cafile))
+    use_tls(address, default_tls_context(args.tls_ca))
 
 
-def _stats_of(target: tuple[Any, bytes, str]) -> dict[str, Any]:
+def _open(target: tuple[Any, bytes, str]) -> Any:
+    """A connection to the server a command means (``_target``)."""
     from ._client._channel import Channel
 
     address, authkey, serializer = target
-    channel = Channel(address, authkey, serializer=serializer)
-    try:
-        return channel.control("stats")  # type: ignore[no-any-return]
-    finally:
-        channel.close()
+    return Channel(address, authkey, serializer=serializer)
 
 
 def _list_servers() -> int:
@@ -184,7 +180,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     target = _target(args)
     if target is None:
         return _list_servers()
-    stats = _stats_of(target)
+    channel = _open(target)
+    try:
+        stats = channel.control("stats")
+    finally:
+        channel.close()
     if args.json:
         print(json.dumps(stats, indent=2, default=repr))
         return 0
@@ -198,21 +198,22 @@ def _cmd_top(args: argparse.Namespace) -> int:
     target = _target(args)
     if target is None:
         return _list_servers()
-    before = _stats_of(target)
-    started = time.monotonic()
+    channel = _open(target)  # (one for the whole run: a refresh is one round trip)
     live = None
-    if not args.once and sys.stdout.isatty():
-        try:
-            from rich.live import Live
-        except ImportError:  # (plain text then: pip install 'procshare[rich]' for tables)
-            pass
-        else:
-            live = Live(auto_refresh=False, screen=False)
-            live.start()
     try:
+        before = channel.control("stats")
+        started = time.monotonic()
+        if not args.once and sys.stdout.isatty():
+            try:
+                from rich.live import Live
+            except ImportError:  # (plain text then: pip install 'procshare[rich]' for tables)
+                pass
+            else:
+                live = Live(auto_refresh=False, screen=False)
+                live.start()
         while True:
             time.sleep(args.interval)
-            after = _stats_of(target)
+            after = channel.control("stats")
             now = time.monotonic()
             if live is not None:
                 from ._top import render_rich
@@ -228,6 +229,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     finally:
+        channel.close()
         if live is not None:
             live.stop()
 

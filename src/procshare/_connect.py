@@ -13,10 +13,18 @@ from typing import Any, Final
 from ._address import parse_command_line_address
 from ._manager import SyncManager
 
-__all__ = ["AUTHKEY_ENV", "URL_ENV", "connect"]
+__all__ = ["AUTHKEY_ENV", "URL_ENV", "connect", "default_tls_context"]
 
 URL_ENV: Final = "PROCSHARE_URL"
 AUTHKEY_ENV: Final = "PROCSHARE_AUTHKEY"
+
+
+def default_tls_context(cafile: str | None = None) -> Any:
+    """The client context for a ``tls://`` URL given none: the server's certificate checked
+    against ``cafile``, else ``$PROCSHARE_TLS_CA``, else the system's CAs."""
+    import ssl
+
+    return ssl.create_default_context(cafile=cafile or os.environ.get("PROCSHARE_TLS_CA") or None)
 
 
 def connect(
@@ -60,9 +68,7 @@ def connect(
     elif isinstance(authkey, str):
         authkey = authkey.encode()
     if tls is None and url.startswith("tls://"):
-        import ssl
-
-        tls = ssl.create_default_context(cafile=os.environ.get("PROCSHARE_TLS_CA") or None)
+        tls = default_tls_context()
     manager = SyncManager(
         address=address, authkey=authkey, serializer=serializer, tls=tls, **options
     )
