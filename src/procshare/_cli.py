@@ -85,7 +85,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_memory=args.max_memory,
         )
     except (TypeError, ValueError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        raise SystemExit(f"procshare: {exc}") from None
     try:
         server = manager.get_server()
     except OSError as exc:
@@ -294,14 +294,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     names = args.only or None
     unknown = [n for n in names or [] if n not in CASES]
     if unknown:
-        raise SystemExit(f"error: unknown case(s) {unknown}; choose from {list(CASES)}")
+        raise SystemExit(f"procshare: unknown case(s) {unknown}; choose from {list(CASES)}")
     if args.plot and names is not None and not any(CASES[n].clients for n in names):
-        raise SystemExit("error: --plot needs the 'dict sets, N clients' cases")
+        raise SystemExit("procshare: --plot needs the 'dict sets, N clients' cases")
     scale = 0.1 if args.quick else args.scale
     rounds = 3 if args.quick else args.rounds
     loads = args.load or [0]
     if any(k < 0 for k in loads):
-        raise SystemExit("error: --load takes a number of processes (0 or more)")
+        raise SystemExit("procshare: --load takes a number of processes (0 or more)")
     results = []
     for k in loads:
         if not args.json:
@@ -328,7 +328,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         try:
             plot(results, args.plot)
         except ImportError as exc:
-            raise SystemExit(f"error: {exc}") from None
+            raise SystemExit(f"procshare: {exc}") from None
         if not args.json:
             print(f"throughput chart written to {args.plot}")
     return 0
