@@ -101,6 +101,9 @@ class DataSerializer:
         except Exception as exc:
             raise SerializationError(f"cannot deserialize payload: {exc!r}") from exc
 
+    def loads_here(self, data: bytes | bytearray) -> Any:
+        return self.loads(data)  # plain data: decoding it runs no code of the sender's
+
     # -- to data ---------------------------------------------------------------------------
 
     def _to_data(self, obj: Any) -> Any:

@@ -21,11 +21,22 @@ from __future__ import annotations
 import copyreg
 import io
 import pickle
+import re
 from typing import Any, Final, Protocol
 
 from ._errors import SerializationError, serialization_error
 
-__all__ = ["PickleSerializer", "Serializer", "get_serializer", "serializer_names"]
+__all__ = [
+    "PickleSerializer",
+    "RunsCode",
+    "Serializer",
+    "get_serializer",
+    "serializer_names",
+]
+
+
+class RunsCode(Exception):
+    """Raised by ``loads_here``: decoding this payload would run code that it names."""
 
 
 class Serializer(Protocol):
@@ -39,6 +50,12 @@ class Serializer(Protocol):
 
     def loads(self, data: bytes | bytearray) -> Any:
         """Deserialize ``data``; raise :class:`SerializationError` if it cannot be."""
+        ...
+
+    def loads_here(self, data: bytes | bytearray) -> Any:
+        """``loads``, where that runs no code the payload names (a class's ``__setstate__``
+        may take seconds, and the server's loop must not wait for it); else raise
+        :class:`RunsCode` (then decode it with ``loads`` on another thread)."""
         ...
 
 
@@ -82,6 +99,36 @@ class PickleSerializer:
             raise
         except BaseException as exc:
             raise SerializationError(f"cannot deserialize payload: {exc!r}") from exc
+
+    def loads_here(self, data: bytes | bytearray) -> Any:
+        if _NAMES_GLOBAL.search(data) is None:
+            return self.loads(data)  # the usual payload: plain data
+        try:
+            return _LoopUnpickler(io.BytesIO(data)).load()
+        except RunsCode:
+            raise
+        except BaseException as exc:
+            raise SerializationError(f"cannot deserialize payload: {exc!r}") from exc
+
+
+#: bytes that are pickle opcodes naming a global (STACK_GLOBAL, EXT1/2/4): a payload without
+#: any of them names no class or function, so decoding it runs no code of the sender's. (A
+#: protocol-5 pickler names globals with these only; the same bytes also occur inside plain
+#: data, an int or a string, and then ``_LoopUnpickler`` tells the two apart.)
+_NAMES_GLOBAL: Final = re.compile(rb"[\x82\x83\x84\x93]")
+#: globals that run nothing slow: procshare's own (its proxies, rebuilt where they arrive) and
+#: builtin types made from the data that follows them
+_QUICK_BUILTINS: Final = frozenset({"set", "frozenset", "bytearray", "complex", "slice", "range"})
+
+
+class _LoopUnpickler(pickle.Unpickler):
+    """Unpickles what names only quick globals; stops at any other (``RunsCode``) before its
+    code could run: what it made until then is plain data, thrown away."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module == "builtins" and name in _QUICK_BUILTINS) or module.startswith("procshare."):
+            return super().find_class(module, name)
+        raise RunsCode(f"{module}.{name}")
 
 
 def _describe(obj: Any) -> str:

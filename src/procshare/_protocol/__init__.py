@@ -16,7 +16,6 @@ from ._connection import (
     Ready,
     ServerProtocol,
     busy_frame,
-    may_run_code,
 )
 from ._framing import (
     DEFAULT_MAX_FRAME,
@@ -76,6 +75,5 @@ __all__ = [
     "Unwatch",
     "Watch",
     "busy_frame",
-    "may_run_code",
     "pack",
 ]

@@ -38,7 +38,7 @@ from .._errors import (
     SerializationError,
     ServerBusy,
 )
-from .._serializers import Serializer, get_serializer
+from .._serializers import RunsCode, Serializer, get_serializer
 from ._framing import (
     DEFAULT_MAX_FRAME,
     HANDSHAKE_MAX_FRAME,
@@ -76,7 +76,6 @@ __all__ = [
     "Deferred",
     "Ready",
     "ServerProtocol",
-    "may_run_code",
 ]
 
 PROTOCOL_VERSION: Final = 2
@@ -100,18 +99,8 @@ _ID_MASK: Final = 0xFFFFFFFF
 _HEADER_PACK: Final[Callable[..., bytes]] = HEADER.pack
 _HEADER_UNPACK: Final[Callable[..., tuple[int, int, int, int]]] = HEADER.unpack_from
 _U32: Final = struct.Struct("!I")
-#: bytes that are pickle opcodes naming a global (STACK_GLOBAL, EXT1/2/4): a payload without
-#: any of them names no class or function, and decoding it runs no code of the sender's. (A
-#: protocol-5 pickler names globals with these only; the same bytes inside data just send a
-#: plain payload the slow way.)
-_GLOBAL_OPCODES: Final = (b"\x93", b"\x82", b"\x83", b"\x84")
+#: requests whose decoding may run code the sender names (``ServerProtocol.defer``)
 _DEFERRABLE: Final = frozenset({int(Op.CALL), int(Op.CREATE), int(Op.BATCH)})
-
-
-def may_run_code(data: bytes | bytearray, start: int = 0) -> bool:
-    """Whether decoding the pickle in ``data[start:]`` may run code it names (see
-    ``_GLOBAL_OPCODES``)."""
-    return any(data.find(op, start) >= 0 for op in _GLOBAL_OPCODES)
 
 
 Payload = bytes | bytearray  # what the frame reader hands out
@@ -251,6 +240,7 @@ class _Base:
         self.serializer: Serializer | None = None
         self._dumps: Any = _not_ready
         self._loads: Any = _not_ready
+        self._loads_here: Any = _not_ready
         self._prepare: Any = None
 
     def receive_data(self, data: bytes) -> None:
@@ -304,6 +294,7 @@ class _Base:
         self.serializer = serializer
         self._dumps = serializer.dumps
         self._loads = serializer.loads
+        self._loads_here = serializer.loads_here
         #: a data serializer's value semantics, applied to what users send and get (``_data``)
         self._prepare = getattr(serializer, "prepare", None)
         self._reader.max_frame = self._max_frame
@@ -336,10 +327,10 @@ class ServerProtocol(_Base):
         self._serializers = serializers
         #: the THINKS hint of the last CALL received (see ``Flag.THINKS``)
         self.client_thinks = False
-        #: hand requests whose decoding may run code over as ``Deferred`` (the transport
-        #: decodes them off its thread); off: decode everything as it comes. A payload that
-        #: holds ``defer_unless`` is decoded as it comes all the same (the transport's own
-        #: objects, which must be decoded where it runs).
+        #: hand requests whose decoding would run code they name over as ``Deferred`` (the
+        #: transport decodes them off its thread: ``Serializer.loads_here``); off: decode
+        #: everything as it comes. A payload that holds ``defer_unless`` is decoded as it comes
+        #: all the same (the transport's own objects, which must be decoded where it runs).
         self.defer = False
         self.defer_unless = b""
         self._info = dict(info or {})
@@ -380,17 +371,16 @@ class ServerProtocol(_Base):
         if frame is None:
             return self._closed_event() if self._eof else NEED_DATA
         opcode, flags, req_id, payload = frame
-        if (
-            self.defer
-            and opcode in _DEFERRABLE
-            and may_run_code(payload)
-            and self.defer_unless not in payload
-        ):
-            if opcode == _CALL:
-                self.client_thinks = bool(flags & _THINKS)
-            return Deferred(opcode, flags, req_id, bytes(payload))
         if opcode == _CALL:
             self.client_thinks = bool(flags & _THINKS)
+        if self.defer and opcode in _DEFERRABLE and self.defer_unless not in payload:
+            try:
+                if opcode == _CALL:
+                    return self._decode_call(req_id, payload, flags & _VERSIONED, self._loads_here)
+                return _REQUEST_DECODERS[opcode](self, req_id, payload, self._loads_here)
+            except RunsCode:
+                return Deferred(opcode, flags, req_id, bytes(payload))
+        if opcode == _CALL:
             return self._decode_call(req_id, payload, flags & _VERSIONED)
         decode = _REQUEST_DECODERS.get(opcode)
         if decode is None:
@@ -441,8 +431,9 @@ class ServerProtocol(_Base):
         self._out.append(_json_frame(Op.DENIED, {"reason": reason}))
 
     def take_call(self, data: bytes) -> Any:
-        """The request in ``data`` (a ``Call`` or ``BadRequest``) if it is exactly one CALL and
-        nothing else is buffered, else ``NEED_DATA`` (``data`` untouched: feed it as usual).
+        """The request in ``data`` (a ``Call``, ``BadRequest`` or ``Deferred``) if it is
+        exactly one CALL and nothing else is buffered, else ``NEED_DATA`` (``data`` untouched:
+        feed it as usual).
 
         The usual request, decoded without the frame reader and the event loop of
         ``next_event``. (Never decoded twice: unpickling a proxy counts a reference.)
@@ -452,9 +443,14 @@ class ServerProtocol(_Base):
         length, opcode, flags, req_id = _HEADER_UNPACK(data, 0)
         if opcode != _CALL or length + 4 != len(data) or length > self._reader.max_frame:
             return NEED_DATA
-        if self.defer and may_run_code(data, HEADER_SIZE) and self.defer_unless not in data:
-            return NEED_DATA  # (``next_event`` defers it)
         self.client_thinks = bool(flags & _THINKS)
+        if self.defer and self.defer_unless not in data:
+            try:
+                return self._decode_call(
+                    req_id, data[HEADER_SIZE:], flags & _VERSIONED, self._loads_here
+                )
+            except RunsCode:
+                return Deferred(_CALL, flags, req_id, data[HEADER_SIZE:])
         return self._decode_call(req_id, data[HEADER_SIZE:], flags & _VERSIONED)
 
     def decode_deferred(self, request: Deferred) -> Any:
@@ -470,9 +466,13 @@ class ServerProtocol(_Base):
     def _payload(self, req_id: int, payload: Payload) -> Any:
         return self._loads(payload)
 
-    def _decode_call(self, req_id: int, payload: Payload, versioned: int = 0) -> Call | BadRequest:
+    def _decode_call(
+        self, req_id: int, payload: Payload, versioned: int = 0, loads: Any = None
+    ) -> Call | BadRequest:
+        """A CALL's message, decoded with ``loads`` (default: the serializer's ``loads``;
+        ``loads_here`` raises ``RunsCode`` through this)."""
         try:
-            body = self._loads(payload)
+            body = (loads or self._loads)(payload)
         except SerializationError as exc:
             return BadRequest(req_id, exc)
         # The common shape, checked inline (no keyword arguments); anything else the long way.
@@ -493,9 +493,11 @@ class ServerProtocol(_Base):
             return BadRequest(req_id, exc)
         return call._replace(versioned=True) if versioned else call
 
-    def _decode_create(self, req_id: int, payload: Payload) -> Create | BadRequest:
+    def _decode_create(
+        self, req_id: int, payload: Payload, loads: Any = None
+    ) -> Create | BadRequest:
         try:
-            body = self._payload(req_id, payload)
+            body = (loads or self._loads)(payload)
             if not (type(body) is tuple and len(body) == 4):
                 raise ProtocolError("CREATE payload must be (typeid, args, kwargs, owner)")
             typeid, args, kwargs, owner = body
@@ -528,9 +530,9 @@ class ServerProtocol(_Base):
         body = self._decode_pair(req_id, payload, str, tuple, "CONTROL (command, args)")
         return body if type(body) is BadRequest else Control(req_id, *body)
 
-    def _decode_batch(self, req_id: int, payload: Payload) -> Batch | BadRequest:
+    def _decode_batch(self, req_id: int, payload: Payload, loads: Any = None) -> Batch | BadRequest:
         try:
-            body = self._payload(req_id, payload)
+            body = (loads or self._loads)(payload)
             if type(body) is not tuple:
                 raise ProtocolError("BATCH payload must be a tuple of calls")
             for item in body:

@@ -558,6 +558,8 @@ class Core:
             "lease ends": 0,
             # locks taken by a process while others waited (see ``Lock.release``)
             "lock barges": 0,
+            # requests decoded on a worker thread: decoding them ran code they named
+            "decoded aside": 0,
         }
 
     # -- sessions ---------------------------------------------------------------------------

@@ -825,6 +825,9 @@ class Server:
             try:
                 call = proto.take_call(data)  # the usual request: one frame, a call
                 if call is not NEED_DATA:
+                    if type(call) is Deferred:
+                        self._defer(conn, call)
+                        return
                     self.core.dispatch(session, call, now)
                     self._ran(conn, session, now)
                     return
@@ -887,6 +890,7 @@ class Server:
         clients. ``conn`` is not read meanwhile (its next requests come after this one);
         ``_decoded`` serves the request once it is decoded, then goes on."""
         conn.decoding = conn.paused = True
+        self.core.stats_counters["decoded aside"] += 1
         self._interest(conn)
         self._workers.submit(_Decoding(conn, request))
 
