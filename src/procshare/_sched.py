@@ -182,6 +182,11 @@ class LoadGauge:
         self._read_at = 0.0
         self._loaded_until = 0.0
 
+    @property
+    def loaded_until(self) -> float:
+        """Until when (``perf_counter``) the machine counts as loaded, from what was read."""
+        return self._loaded_until
+
     def loaded(self, now: float, ours: int) -> bool:
         """Whether a process that is not ours waits for a CPU, or did lately. ``ours``: how
         many of the runnable tasks may be ours; ``now``: ``time.perf_counter()``."""

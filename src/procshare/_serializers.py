@@ -101,9 +101,9 @@ class PickleSerializer:
             raise SerializationError(f"cannot deserialize payload: {exc!r}") from exc
 
     def loads_here(self, data: bytes | bytearray) -> Any:
-        if _NAMES_GLOBAL.search(data) is None:
-            return self.loads(data)  # the usual payload: plain data
         try:
+            if _NAMES_GLOBAL.search(data) is None:
+                return pickle.loads(data)  # the usual payload: plain data
             return _LoopUnpickler(io.BytesIO(data)).load()
         except RunsCode:
             raise
@@ -116,17 +116,17 @@ class PickleSerializer:
 #: protocol-5 pickler names globals with these only; the same bytes also occur inside plain
 #: data, an int or a string, and then ``_LoopUnpickler`` tells the two apart.)
 _NAMES_GLOBAL: Final = re.compile(rb"[\x82\x83\x84\x93]")
-#: globals that run nothing slow: procshare's own (its proxies, rebuilt where they arrive) and
-#: builtin types made from the data that follows them
+#: globals that run nothing slow: builtin types made from the data that follows them
 _QUICK_BUILTINS: Final = frozenset({"set", "frozenset", "bytearray", "complex", "slice", "range"})
 
 
 class _LoopUnpickler(pickle.Unpickler):
-    """Unpickles what names only quick globals; stops at any other (``RunsCode``) before its
-    code could run: what it made until then is plain data, thrown away."""
+    """Unpickles what names only quick builtins; stops at any other name (``RunsCode``)
+    before anything it names has run: what it made until then is plain data, thrown away.
+    (procshare's own names too: a proxy is rebuilt once, where its caller decides.)"""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module == "builtins" and name in _QUICK_BUILTINS) or module.startswith("procshare."):
+        if module == "builtins" and name in _QUICK_BUILTINS:
             return super().find_class(module, name)
         raise RunsCode(f"{module}.{name}")
 

@@ -211,7 +211,7 @@ class Channel:
         self._budget = [self._spin_max, self._spin_max]
         self._stepper = Stepper()
         self._returned = 0.0  # when the last call returned (perf_counter)
-        self._cpu_at_return = 0.0  # the process's CPU time then
+        self._cpu_at_call = 0.0  # the process's CPU time as the last call started
         self._slept = True  # whether the process slept between its last call and this one
         local = family(address) == socket.AF_UNIX
         #: whether the server's CPU (sent with its replies) is ours to compare: unix sockets
@@ -269,9 +269,11 @@ class Channel:
             write = os.write
 
             def write_all(data: bytes | bytearray | memoryview) -> None:
-                view = memoryview(data)
-                while view:
-                    view = view[write(wfd, view) :]
+                sent = write(wfd, data)  # the usual case: all of it at once
+                if sent < len(data):
+                    view = memoryview(data)[sent:]
+                    while view:
+                        view = view[write(wfd, view) :]
 
             self._write_all: Callable[[Any], None] = write_all
             self._read_raw: Callable[[int], bytes] = functools.partial(os.read, self._rfd)
@@ -400,7 +402,11 @@ class Channel:
         # a CPU between calls: the server tells its other clients, which leave the CPUs to
         # it, ``Flag.THINKS``), or slept (its CPU may have gone to sleep too: ``_recv``).
         # CPU time tells them apart from the wall time spent waiting for a CPU.
-        cpu_gap = _cpu_clock() - self._cpu_at_return
+        # (The CPU time is read once a call, as it starts: the gap then also counts the last
+        # call's own few microseconds, far below what tells computing or sleeping apart.)
+        cpu = _cpu_clock()
+        cpu_gap = cpu - self._cpu_at_call
+        self._cpu_at_call = cpu
         thinks = cpu_gap > THINK_AFTER
         self._slept = _clock() - self._returned - cpu_gap > SLEPT_AFTER
         frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, owner, versioned, thinks)
@@ -408,7 +414,6 @@ class Channel:
             return self._roundtrip(rid, frame, blocking, wait)
         finally:
             self._returned = _clock()
-            self._cpu_at_return = _cpu_clock()
 
     def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> None:
         """Send a call whose reply nobody waits for (it is dropped when it comes): for a call

@@ -328,9 +328,10 @@ class ServerProtocol(_Base):
         #: the THINKS hint of the last CALL received (see ``Flag.THINKS``)
         self.client_thinks = False
         #: hand requests whose decoding would run code they name over as ``Deferred`` (the
-        #: transport decodes them off its thread: ``Serializer.loads_here``); off: decode
-        #: everything as it comes. A payload that holds ``defer_unless`` is decoded as it comes
-        #: all the same (the transport's own objects, which must be decoded where it runs).
+        #: transport decodes them off its thread: ``Serializer.loads_here``, which stops at
+        #: the first such name, before running anything); off: decode everything as it comes.
+        #: A payload that holds ``defer_unless`` is decoded as it comes all the same (the
+        #: transport's own objects, which must be rebuilt where it runs).
         self.defer = False
         self.defer_unless = b""
         self._info = dict(info or {})
@@ -373,13 +374,14 @@ class ServerProtocol(_Base):
         opcode, flags, req_id, payload = frame
         if opcode == _CALL:
             self.client_thinks = bool(flags & _THINKS)
-        if self.defer and opcode in _DEFERRABLE and self.defer_unless not in payload:
+        if self.defer and opcode in _DEFERRABLE:
             try:
                 if opcode == _CALL:
                     return self._decode_call(req_id, payload, flags & _VERSIONED, self._loads_here)
                 return _REQUEST_DECODERS[opcode](self, req_id, payload, self._loads_here)
             except RunsCode:
-                return Deferred(opcode, flags, req_id, bytes(payload))
+                if self.defer_unless not in payload:
+                    return Deferred(opcode, flags, req_id, bytes(payload))
         if opcode == _CALL:
             return self._decode_call(req_id, payload, flags & _VERSIONED)
         decode = _REQUEST_DECODERS.get(opcode)
@@ -444,14 +446,14 @@ class ServerProtocol(_Base):
         if opcode != _CALL or length + 4 != len(data) or length > self._reader.max_frame:
             return NEED_DATA
         self.client_thinks = bool(flags & _THINKS)
-        if self.defer and self.defer_unless not in data:
+        payload = data[HEADER_SIZE:]
+        if self.defer:
             try:
-                return self._decode_call(
-                    req_id, data[HEADER_SIZE:], flags & _VERSIONED, self._loads_here
-                )
+                return self._decode_call(req_id, payload, flags & _VERSIONED, self._loads_here)
             except RunsCode:
-                return Deferred(_CALL, flags, req_id, data[HEADER_SIZE:])
-        return self._decode_call(req_id, data[HEADER_SIZE:], flags & _VERSIONED)
+                if self.defer_unless not in payload:
+                    return Deferred(_CALL, flags, req_id, payload)
+        return self._decode_call(req_id, payload, flags & _VERSIONED)
 
     def decode_deferred(self, request: Deferred) -> Any:
         """Decode a ``Deferred`` request: the message it is, or a ``BadRequest``. Touches no

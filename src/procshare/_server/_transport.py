@@ -89,19 +89,19 @@ class _CoreLock:
     thread is inside (``Core.on_loop_thread``: proxies rebuilt or pickled there are the
     server's own)."""
 
-    __slots__ = ("_core", "_lock")
+    __slots__ = ("_core", "lock")
 
     def __init__(self, core: Core) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         self._core = core
 
     def __enter__(self) -> None:
-        self._lock.acquire()
+        self.lock.acquire()
         self._core._loop_thread = threading.get_ident()
 
     def __exit__(self, *exc: object) -> None:
         self._core._loop_thread = 0
-        self._lock.release()
+        self.lock.release()
 
 
 class _Conn:
@@ -293,10 +293,11 @@ class _Reactor:
         server = self.server
         core = server.core
         core_lock = server.core_lock
+        take_core, leave_core = core_lock.lock.acquire, core_lock.lock.release
+        me = threading.get_ident()
         poll = self.poller.waiter()
         fine_sleep = self.poller.sleep
         conns = self.conns
-        stopping = server._stopping.is_set
         keeps_clock = self.index == 0
         clock_reactor = server._reactors[0]
         wake_r = self._wake_r
@@ -320,8 +321,9 @@ class _Reactor:
         counters = core.stats_counters
         # whether to busy-poll after the activity just served: only while a CPU is free
         spinning = False
+        advise_at = 0.0  # (perf_counter) when to ask ``_advise`` again
         lock_window = server._lock_window
-        while not stopping():
+        while not server.stopping:
             now = monotonic()
             if spinning and now - last_active < spin:
                 timeout = 0.0
@@ -357,12 +359,16 @@ class _Reactor:
             now = monotonic()
             if events:
                 last_active = now
-                # which CPU answers: clients use it to decide where to run (``_sched``)
-                cpu = current_cpu()
-                if cpu != last_cpu:
-                    last_cpu = cpu
-                    home.flags = with_cpu(home.flags, cpu)
-            with core_lock:
+                if spin:
+                    # which CPU answers: clients use it to decide where to run (``_sched``)
+                    cpu = current_cpu()
+                    if cpu != last_cpu:
+                        last_cpu = cpu
+                        home.flags = with_cpu(home.flags, cpu)
+            # (``with core_lock``, written out: it is taken on every turn)
+            take_core()
+            core._loop_thread = me
+            try:
                 if events:
                     # how the loop found its work: by busy-polling, or woken (see "inspect")
                     counters["polled" if timeout == 0.0 else "woken"] += 1
@@ -403,16 +409,21 @@ class _Reactor:
                 if core.dirty or core.ended:
                     server._flush()
                 if core.shutdown_requested or (server._owner_gone and not core.sessions):
-                    server._stopping.set()
-                    server._wake_all()
+                    server.stop()
                 if not keeps_clock and clock_reactor.sleeping:
                     due = core.next_deadline()
                     if due is not None and due < clock_reactor.sleep_until:
                         clock_reactor.wake()  # it sleeps past a deadline we just made
-            if events and spin:
-                # Spin after activity only where that takes nobody's CPU (``_advise``).
+            finally:
+                core._loop_thread = 0
+                leave_core()
+            if events and spin and perf_counter() >= advise_at:
+                # Spin after activity only where that takes nobody's CPU (``_advise``). A
+                # loaded machine stays loaded a while (``LoadGauge``): ask again only then,
+                # not on every turn of a loop that is then all about speed.
                 spinning = server._advise(perf_counter())
                 core.lock_window = lock_window if spinning else 0.0
+                advise_at = 0.0 if spinning else server._gauge.loaded_until
         with core_lock:
             server._flush()
 
@@ -529,7 +540,9 @@ class Server:
         self.core.lock_window = self._lock_window
         self._reactors = [_Reactor(self, i) for i in range(reactors)]
         self._by_session: dict[int, _Conn] = {}
-        self._stopping = threading.Event()
+        #: set by ``stop()``; read by the reactors on every turn (a plain attribute: cheaper
+        #: than an Event's method, and only ever set)
+        self.stopping = False
         self._stopped = threading.Event()
         self._done: deque[Job | _Decoding] = deque()
         self._workers = _Workers(self._done, self._wake_clock, max_workers, self._memory)
@@ -618,8 +631,7 @@ class Server:
                 self.core.memory = self._memory
             clock.run()
         finally:
-            self._stopping.set()
-            self._wake_all()
+            self.stop()
             for reactor in self._reactors[1:]:
                 if reactor.thread is not None:
                     reactor.thread.join(5.0)
@@ -649,7 +661,7 @@ class Server:
 
     def stop(self) -> None:
         """Ask the loop to stop (from any thread); returns at once."""
-        self._stopping.set()
+        self.stopping = True
         self._wake_all()
 
     def wait_stopped(self, timeout: float | None = None) -> bool:
