@@ -244,3 +244,52 @@ def test_a_lone_client_on_a_loaded_machine_steps_toward_the_server(loaded_gauge:
             assert d._channel()._stepper._next > 0  # it moved itself (not only the scheduler)
         finally:
             os.sched_setaffinity(m._process.pid, set(cpus))
+
+
+def _compute_then_serve(d: Any, lk: Any, out: Any) -> None:
+    """Compute between calls until the server gives this client a reactor of its own; then
+    read a value larger than a pipe holds, and wait for a lock another reactor's client
+    releases (its grant is written by this client's reactor)."""
+    for i in range(10_000):  # (until told: bounded)
+        start = time.process_time()
+        while time.process_time() - start < 0.001:
+            pass
+        d["i"] = i
+        if d.get("moved"):
+            break
+    big = d["big"]
+    out.put(("big", len(big), big[:3], big[-3:]))
+    got = lk.acquire(timeout=30)
+    out.put(("lock", got))
+    lk.release()
+
+
+def test_replies_across_reactors_arrive_whole_and_in_order() -> None:
+    """A reactor writes its own connections' replies after leaving the core lock; what a
+    request served on another reactor writes for them (a lock's grant) is queued for their
+    reactor to write. Both arrive, whole, large ones too."""
+    with procshare.Manager(ctx=FORK, reactors=2) as m:
+        d, lk = m.dict(), m.Lock()
+        d["big"] = b"abc" + bytes(1 << 20) + b"xyz"  # (a pipe holds 64 KiB: partial writes)
+        out = FORK.SimpleQueue()
+        lk.acquire()
+        child = FORK.Process(target=_compute_then_serve, args=(d, lk, out))
+        child.start()
+        for n in range(100_000):  # bounded: the computing client moves to reactor 1 (a
+            # lone one may stay where it is: this process calls back to back meanwhile)
+            d["main"] = n
+            if n % 100 == 0:
+                sessions = {s["pid"]: s for s in m.stats()["sessions"]}
+                if sessions.get(child.pid, {}).get("reactor") == 1:
+                    break
+        assert sessions[child.pid]["reactor"] == 1
+        d["moved"] = True
+        assert out.get() == ("big", 6 + (1 << 20), b"abc", b"xyz")
+        for _ in range(3000):  # bounded: the child waits for the lock
+            if any(s["pid"] == child.pid and s["waiting"] for s in m.stats()["sessions"]):
+                break
+            time.sleep(0.01)
+        lk.release()  # served on reactor 0; the grant goes out through reactor 1
+        assert out.get() == ("lock", True)
+        child.join(30)
+        assert child.exitcode == 0

@@ -242,6 +242,7 @@ class _Base:
         self._loads: Any = _not_ready
         self._loads_here: Any = _not_ready
         self._prepare: Any = None
+        self._true = self._false = b""
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes read from the peer; ``b""`` means the peer closed its end."""
@@ -297,6 +298,8 @@ class _Base:
         self._loads_here = serializer.loads_here
         #: a data serializer's value semantics, applied to what users send and get (``_data``)
         self._prepare = getattr(serializer, "prepare", None)
+        self._true = serializer.dumps(True)
+        self._false = serializer.dumps(False)
         self._reader.max_frame = self._max_frame
         self.state = ConnState.READY
 
@@ -598,6 +601,10 @@ class ServerProtocol(_Base):
         """Frame a successful reply. Never raises: an unserializable value becomes a failure."""
         if value is None:
             return _HEADER_PACK(_AFTER_LENGTH, _RESULT, flags | _EMPTY, req_id & _ID_MASK)
+        if value is True or value is False:  # (a lock's grant, a test): serialized once
+            known = self._true if value else self._false
+            size = len(known) + _AFTER_LENGTH
+            return _HEADER_PACK(size, _RESULT, flags, req_id & _ID_MASK) + known
         try:
             if self._prepare is not None:
                 value = self._prepare(value)

@@ -732,6 +732,11 @@ class Core:
     def _arrived(self, session: Session, owner: int) -> None:
         """``owner`` called again: whatever was handed to it before has reached it."""
         in_flight = session.in_flight
+        if len(in_flight) == 1:  # the usual case: one grant or item, to the caller
+            (record,) = in_flight.values()
+            if record[1] == owner:
+                in_flight.clear()
+            return
         for rid in [rid for rid, record in in_flight.items() if record[1] == owner]:
             del in_flight[rid]
 

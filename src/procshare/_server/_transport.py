@@ -109,6 +109,7 @@ class _Conn:
 
     __slots__ = (
         "accepted",
+        "closed",
         "decoding",
         "fd",
         "mask",
@@ -150,6 +151,8 @@ class _Conn:
         self.paused = False
         #: what its descriptor is registered for in its reactor's poller (0: not)
         self.mask = 0
+        #: closed (``Server._close``): what was collected for it is not sent
+        self.closed = False
 
 
 class _Decoding:
@@ -266,6 +269,12 @@ class _Reactor:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self.thread: threading.Thread | None = None
+        #: replies to its connections, collected under the core lock and written after it
+        #: (``Server._send_out``), and the lock held while they are written: who closes one
+        #: of its connections takes it, so that no write lands on a descriptor closed (and
+        #: perhaps reused) meanwhile
+        self.sends: list[tuple[_Conn, bytes]] = []
+        self.send_lock = threading.Lock()
 
     def open(self) -> None:
         self.poller.open()
@@ -387,7 +396,7 @@ class _Reactor:
                     elif fd == owner_fd and owner_fd is not None:
                         server._owner_died()
                 if core.dirty:
-                    server._flush()  # replies first: the housekeeping below can wait a moment
+                    server._flush(self)  # replies first: the housekeeping can wait a moment
                 if keeps_clock:
                     while done:
                         job = done.popleft()
@@ -407,7 +416,7 @@ class _Reactor:
                 while jobs:
                     server._workers.submit(jobs.popleft())
                 if core.dirty or core.ended:
-                    server._flush()
+                    server._flush(self)
                 if core.shutdown_requested or (server._owner_gone and not core.sessions):
                     server.stop()
                 if not keeps_clock and clock_reactor.sleeping:
@@ -417,13 +426,20 @@ class _Reactor:
             finally:
                 core._loop_thread = 0
                 leave_core()
+            if self.sends:
+                # Written without the core lock: a write wakes the client, which may take
+                # this CPU at once (the client computes there) while this thread still holds
+                # what it held; with the core lock, every other reactor waited for that client.
+                server._send_out(self)
             if events and spin and perf_counter() >= advise_at:
-                # Spin after activity only where that takes nobody's CPU (``_advise``). A
-                # loaded machine stays loaded a while (``LoadGauge``): ask again only then,
-                # not on every turn of a loop that is then all about speed.
+                # Spin after activity only where that takes nobody's CPU (``_advise``). Where
+                # it does, ask again only once that may have changed (a loaded spell ends,
+                # ``LoadGauge``; clients stop running or computing, ``_RUNNING_WINDOW``), not
+                # on every turn of a loop that is then all about speed.
                 spinning = server._advise(perf_counter())
                 core.lock_window = lock_window if spinning else 0.0
-                advise_at = 0.0 if spinning else server._gauge.loaded_until
+                if not spinning:
+                    advise_at = max(server._gauge.loaded_until, perf_counter() + _RUNNING_WINDOW)
         with core_lock:
             server._flush()
 
@@ -1031,22 +1047,29 @@ class Server:
         reactor = conn.reactor
         if reactor.conns.pop(conn.fd, None) is None:
             return
+        conn.closed = True
         if conn.mask:
             reactor.poller.unregister(conn.fd)
             conn.mask = 0
-        if conn.wfd != conn.fd:  # its pipes (the socket is closed already)
-            if reactor.conns.pop(conn.wfd, None) is not None:
-                reactor.poller.unregister(conn.wfd)
-            os.close(conn.fd)
-            os.close(conn.wfd)
-        else:
-            conn.sock.close()
+        with reactor.send_lock:  # (not while its reactor writes to it: ``_send_out``)
+            if conn.wfd != conn.fd:  # its pipes (the socket is closed already)
+                if reactor.conns.pop(conn.wfd, None) is not None:
+                    reactor.poller.unregister(conn.wfd)
+                os.close(conn.fd)
+                os.close(conn.wfd)
+            else:
+                conn.sock.close()
         if conn.session is not None:
             self._by_session.pop(conn.session.id, None)
             reactor.recent.pop(conn.session.id, None)
             self.core.close_session(conn.session, now)
 
-    def _flush(self) -> None:
+    def _flush(self, own: _Reactor | None = None) -> None:
+        """Hand what the core wrote to the connections: a reactor's own connections' replies
+        are collected (``own.sends``) for it to write once it leaves the core lock; another
+        reactor's are queued on them for that reactor to write (told by their becoming
+        writable: only a connection's reactor writes to it). Without ``own`` (not on a
+        reactor's turn), everything is written at once."""
         core = self.core
         by_session = self._by_session
         while core.dirty:
@@ -1070,11 +1093,21 @@ class Server:
                 conn = by_session.get(session.id)
                 if conn is None:
                     continue
+                reactor = conn.reactor
                 if conn.out:  # already waiting for the socket: keep the order
                     conn.out += data
-                    self._send_pending(conn)
+                    if reactor is own or own is None:
+                        self._send_pending(conn)
+                    else:
+                        self._queued_for(conn)
                     continue
-                # The usual case: nothing queued, send straight away (no buffer copy).
+                if reactor is own:
+                    own.sends.append((conn, data))  # the usual case (no buffer copy)
+                    continue
+                if own is not None:
+                    conn.out += data
+                    self._queued_for(conn)
+                    continue
                 try:
                     sent = conn.send(data)
                 except (BlockingIOError, InterruptedError):
@@ -1090,6 +1123,53 @@ class Server:
             conn = by_session.get(core.ended.pop().id)
             if conn is not None:
                 self._close(conn, time.monotonic())
+
+    def _queued_for(self, conn: _Conn) -> None:
+        """Output was queued on ``conn`` by a thread that is not its reactor's: have its
+        reactor write it, once the connection is writable (at once, as a rule)."""
+        if conn.session is not None:
+            conn.session.backlog = len(conn.out)
+        if len(conn.out) > self._max_backlog:
+            log.warning("dropping connection %d: %d unsent bytes", conn.fd, len(conn.out))
+            self._close(conn, time.monotonic())
+        elif not conn.writing:
+            conn.writing = True
+            self._want_writable(conn, True)
+
+    def _send_out(self, reactor: _Reactor) -> None:
+        """Write ``reactor``'s collected replies, on its own thread, without the core lock;
+        then, under it, queue what did not fit and close what broke."""
+        sends, reactor.sends = reactor.sends, []
+        rest: dict[_Conn, bytearray] = {}
+        broken: list[_Conn] = []
+        with reactor.send_lock:
+            for conn, data in sends:
+                if conn.closed:
+                    continue
+                left = rest.get(conn)
+                if left is not None:
+                    left += data  # (behind what did not fit: the order holds)
+                    continue
+                try:
+                    sent = conn.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    broken.append(conn)
+                    conn.closed = True  # (nothing more is written to it; closed below)
+                    continue
+                if sent < len(data):
+                    rest[conn] = bytearray(memoryview(data)[sent:])
+        if not (rest or broken):
+            return
+        with self.core_lock:
+            now = time.monotonic()
+            for conn, left in rest.items():
+                if not conn.closed:
+                    conn.out[:0] = left  # before what other threads queued meanwhile
+                    self._send_pending(conn)
+            for conn in broken:
+                self._close(conn, now)
 
     def _send_pending(self, conn: _Conn) -> None:
         if conn.session is not None:
