@@ -432,14 +432,13 @@ class _Reactor:
                 # what it held; with the core lock, every other reactor waited for that client.
                 server._send_out(self)
             if events and spin and perf_counter() >= advise_at:
-                # Spin after activity only where that takes nobody's CPU (``_advise``). Where
-                # it does, ask again only once that may have changed (a loaded spell ends,
-                # ``LoadGauge``; clients stop running or computing, ``_RUNNING_WINDOW``), not
-                # on every turn of a loop that is then all about speed.
+                # Spin after activity only where that takes nobody's CPU (``_advise``). A
+                # loaded machine stays loaded a while (``LoadGauge``): ask again only then,
+                # not on every turn of a loop that is then all about speed. (Asking less often
+                # where clients compute was measured worse with one CPU-bound process.)
                 spinning = server._advise(perf_counter())
                 core.lock_window = lock_window if spinning else 0.0
-                if not spinning:
-                    advise_at = max(server._gauge.loaded_until, perf_counter() + _RUNNING_WINDOW)
+                advise_at = 0.0 if spinning else server._gauge.loaded_until
         with core_lock:
             server._flush()
 
