@@ -11,6 +11,7 @@ from procshare import _sched
 from procshare._sched import (
     DEFAULT_SPIN,
     LOADED_HOLD,
+    QUIET_READINGS,
     READ_EVERY,
     LoadGauge,
     Stepper,
@@ -105,12 +106,31 @@ def test_a_process_not_ours_waiting_for_a_cpu_means_loaded(readings: list[int]) 
     assert gauge.loaded(10.2 + READ_EVERY / 2, ours=3)  # (too soon to read again)
 
 
-def test_loaded_stands_a_while_then_ends(readings: list[int]) -> None:
+def test_loaded_stands_a_while_then_ends_after_quiet_readings_in_a_row(
+    readings: list[int],
+) -> None:
     gauge = LoadGauge(cpus=2)
-    readings.extend([5, 1, 1])
+    readings.extend([5] + [1] * QUIET_READINGS)
     assert gauge.loaded(10.0, ours=2)
     assert gauge.loaded(10.0 + READ_EVERY * 1.5, ours=2)  # a quiet reading: still holds
-    assert not gauge.loaded(10.0 + LOADED_HOLD * 1.5, ours=2)
+    now = 10.0 + LOADED_HOLD * 1.5
+    for _ in range(QUIET_READINGS - 2):  # past the hold: quiet, but not long enough yet
+        assert gauge.loaded(now, ours=2)
+        now += READ_EVERY * 1.01
+    assert not gauge.loaded(now, ours=2)  # (the last quiet reading in a row)
+
+
+def test_a_loaded_reading_among_quiet_ones_starts_the_count_again(readings: list[int]) -> None:
+    gauge = LoadGauge(cpus=2)
+    readings.extend([5, 1, 1, 5] + [1] * QUIET_READINGS)
+    now = 10.0
+    for _ in range(4):
+        assert gauge.loaded(now, ours=2)
+        now += LOADED_HOLD * 1.01
+    for _ in range(QUIET_READINGS - 1):
+        assert gauge.loaded(now, ours=2)
+        now += READ_EVERY * 1.01
+    assert not gauge.loaded(now, ours=2)
 
 
 def test_the_gauge_reads_at_most_every_read_every(readings: list[int]) -> None:
