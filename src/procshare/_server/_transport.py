@@ -1108,9 +1108,7 @@ class Server:
                     self._queued_for(conn)
                     continue
                 try:
-                    sent = conn.send(data)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
+                    sent = _send_some(conn, data)
                 except OSError:
                     self._close(conn, time.monotonic())
                     continue
@@ -1150,9 +1148,7 @@ class Server:
                     left += data  # (behind what did not fit: the order holds)
                     continue
                 try:
-                    sent = conn.send(data)
-                except (BlockingIOError, InterruptedError):
-                    sent = 0
+                    sent = _send_some(conn, data)
                 except OSError:
                     broken.append(conn)
                     conn.closed = True  # (nothing more is written to it; closed below)
@@ -1176,9 +1172,7 @@ class Server:
         if not conn.out:
             return
         try:
-            sent = conn.send(conn.out)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
+            sent = _send_some(conn, conn.out)
         except OSError:
             self._close(conn, time.monotonic())
             return
@@ -1250,6 +1244,18 @@ class Server:
         if self._owned_dir is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(self._owned_dir)
+
+
+def _send_some(conn: _Conn, data: Any) -> int:
+    """Write what ``conn`` takes of ``data`` now: how many bytes (0 when it takes none).
+
+    Raises:
+        OSError: the connection is broken.
+    """
+    try:
+        return conn.send(data)
+    except (BlockingIOError, InterruptedError):
+        return 0
 
 
 def _peer_of(conn: _Conn) -> str:
