@@ -378,13 +378,7 @@ class ServerProtocol(_Base):
         if opcode == _CALL:
             self.client_thinks = bool(flags & _THINKS)
         if self.defer and opcode in _DEFERRABLE:
-            try:
-                if opcode == _CALL:
-                    return self._decode_call(req_id, payload, flags & _VERSIONED, self._loads_here)
-                return _REQUEST_DECODERS[opcode](self, req_id, payload, self._loads_here)
-            except RunsCode:
-                if self.defer_unless not in payload:
-                    return Deferred(opcode, flags, req_id, bytes(payload))
+            return self._decode_here(opcode, flags, req_id, payload)
         if opcode == _CALL:
             return self._decode_call(req_id, payload, flags & _VERSIONED)
         decode = _REQUEST_DECODERS.get(opcode)
@@ -449,14 +443,23 @@ class ServerProtocol(_Base):
         if opcode != _CALL or length + 4 != len(data) or length > self._reader.max_frame:
             return NEED_DATA
         self.client_thinks = bool(flags & _THINKS)
-        payload = data[HEADER_SIZE:]
         if self.defer:
-            try:
+            return self._decode_here(_CALL, flags, req_id, data[HEADER_SIZE:])
+        return self._decode_call(req_id, data[HEADER_SIZE:], flags & _VERSIONED)
+
+    def _decode_here(self, opcode: int, flags: int, req_id: int, payload: Payload) -> Any:
+        """A deferrable request decoded here, unless that would run code it names: then a
+        ``Deferred`` (or, holding ``defer_unless``, decoded here all the same)."""
+        try:
+            if opcode == _CALL:
                 return self._decode_call(req_id, payload, flags & _VERSIONED, self._loads_here)
-            except RunsCode:
-                if self.defer_unless not in payload:
-                    return Deferred(_CALL, flags, req_id, payload)
-        return self._decode_call(req_id, payload, flags & _VERSIONED)
+            return _REQUEST_DECODERS[opcode](self, req_id, payload, self._loads_here)
+        except RunsCode:
+            if self.defer_unless not in payload:
+                return Deferred(opcode, flags, req_id, bytes(payload))
+        if opcode == _CALL:
+            return self._decode_call(req_id, payload, flags & _VERSIONED)
+        return _REQUEST_DECODERS[opcode](self, req_id, payload)
 
     def decode_deferred(self, request: Deferred) -> Any:
         """Decode a ``Deferred`` request: the message it is, or a ``BadRequest``. Touches no

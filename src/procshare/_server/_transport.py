@@ -1092,20 +1092,13 @@ class Server:
                 conn = by_session.get(session.id)
                 if conn is None:
                     continue
-                reactor = conn.reactor
-                if conn.out:  # already waiting for the socket: keep the order
-                    conn.out += data
-                    if reactor is own or own is None:
-                        self._send_pending(conn)
-                    else:
-                        self._queued_for(conn)
-                    continue
-                if reactor is own:
-                    own.sends.append((conn, data))  # the usual case (no buffer copy)
+                mine = own is None or conn.reactor is own
+                if conn.out or not mine:  # waiting for the socket, or another reactor's
+                    conn.out += data  # (behind what waits: the order holds)
+                    self._send_pending(conn, write=mine)
                     continue
                 if own is not None:
-                    conn.out += data
-                    self._queued_for(conn)
+                    own.sends.append((conn, data))  # the usual case (no buffer copy)
                     continue
                 try:
                     sent = _send_some(conn, data)
@@ -1120,18 +1113,6 @@ class Server:
             conn = by_session.get(core.ended.pop().id)
             if conn is not None:
                 self._close(conn, time.monotonic())
-
-    def _queued_for(self, conn: _Conn) -> None:
-        """Output was queued on ``conn`` by a thread that is not its reactor's: have its
-        reactor write it, once the connection is writable (at once, as a rule)."""
-        if conn.session is not None:
-            conn.session.backlog = len(conn.out)
-        if len(conn.out) > self._max_backlog:
-            log.warning("dropping connection %d: %d unsent bytes", conn.fd, len(conn.out))
-            self._close(conn, time.monotonic())
-        elif not conn.writing:
-            conn.writing = True
-            self._want_writable(conn, True)
 
     def _send_out(self, reactor: _Reactor) -> None:
         """Write ``reactor``'s collected replies, on its own thread, without the core lock;
@@ -1166,19 +1147,24 @@ class Server:
             for conn in broken:
                 self._close(conn, now)
 
-    def _send_pending(self, conn: _Conn) -> None:
+    def _send_pending(self, conn: _Conn, write: bool = True) -> None:
+        """Write what waits in ``conn.out`` (what it takes now), and wait for the connection
+        to be writable while some is left. ``write=False``: on a thread that is not the
+        connection's reactor's, which must not write to it: only wait, and its reactor
+        writes it once the connection is writable (at once, as a rule)."""
         if conn.session is not None:
             conn.session.backlog = len(conn.out)  # updated again below once sent
         if not conn.out:
             return
-        try:
-            sent = _send_some(conn, conn.out)
-        except OSError:
-            self._close(conn, time.monotonic())
-            return
-        del conn.out[:sent]
-        if conn.session is not None:
-            conn.session.backlog = len(conn.out)
+        if write:
+            try:
+                sent = _send_some(conn, conn.out)
+            except OSError:
+                self._close(conn, time.monotonic())
+                return
+            del conn.out[:sent]
+            if conn.session is not None:
+                conn.session.backlog = len(conn.out)
         if conn.out:
             if len(conn.out) > self._max_backlog:
                 log.warning("dropping connection %d: %d unsent bytes", conn.fd, len(conn.out))
