@@ -23,7 +23,8 @@ from procshare._protocol import (
     ServerProtocol,
     Watch,
 )
-from procshare._server._core import Core, Session
+from procshare._server._core import Core
+from procshare._server._session import Session
 
 KEY = b"core-tests"
 ADDRESS = "/nonexistent/core-tests.sock"

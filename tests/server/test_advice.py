@@ -17,7 +17,7 @@ from procshare._manager import SyncManager, _server_types
 from procshare._protocol import Flag, ServerProtocol
 from procshare._sched import LoadGauge
 from procshare._server import _transport
-from procshare._server._core import Session
+from procshare._server._session import Session
 from procshare._server._transport import Server, _Conn
 
 NOW = 100.0

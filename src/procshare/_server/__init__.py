@@ -1,9 +1,11 @@
-"""The procshare server: core (object table, sessions, dispatch), kinds, waiters, transport."""
+"""The procshare server: core (object table, dispatch), sessions, primitives over their host
+interface, waiters, transport."""
 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._core import Core, ServerType, Session
+    from ._core import Core, ServerType
+    from ._session import Session
     from ._transport import Server
 
 __all__ = ["Core", "Server", "ServerType", "Session"]
@@ -15,8 +17,12 @@ def __getattr__(name: str) -> Any:
         from ._transport import Server
 
         return Server
-    if name in ("Core", "ServerType", "Session"):
+    if name in ("Core", "ServerType"):
         from . import _core
 
         return getattr(_core, name)
+    if name == "Session":
+        from ._session import Session
+
+        return Session
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -80,13 +80,15 @@ from .._protocol import (
 )
 from .._token import Token
 from ._changelog import ChangeLog
+from ._host import PARKED, CallContext, Host, PipelineContext, Primitive
 from ._memory import ADDING, MemoryGuard
-from ._objects import HANDLERS, PARKED, Handler, Lock, Primitive, make_referent
-from ._waiters import DeadlineHeap, Waiter, WaitQueue
+from ._objects import HANDLERS, Handler, Lock, make_referent
+from ._session import Session, Subscription
+from ._waiters import DeadlineHeap, Waiter
 
 log = logging.getLogger("procshare.server")
 
-__all__ = ["CallContext", "Core", "Entry", "Home", "Job", "ServerType", "Session"]
+__all__ = ["Core", "Entry", "Job", "ServerType"]
 
 _FALLBACKS: Final = ("__repr__", "__str__", "#GETVALUE")
 
@@ -136,102 +138,6 @@ class ServerType(NamedTuple):
     proxytype: Any
     #: methods of a custom type whose calls change the object: watchers are told of them
     watched: frozenset[str] = frozenset()
-
-
-class Home:
-    """Where sessions are served from (one of the transport's threads, by ``index``): the
-    flags their replies carry (the server's advice and CPU, ``Flag``), kept by the transport."""
-
-    __slots__ = ("flags", "index")
-
-    def __init__(self, index: int = 0) -> None:
-        self.index = index
-        self.flags = 0
-
-
-class Session:
-    """The core's view of one client connection.
-
-    Holds the protocol end used to encode replies, the output not yet sent, and everything the
-    connection owns: references, held primitives and parked waiters. All of it is let go when
-    the session closes.
-    """
-
-    __slots__ = (
-        "backlog",
-        "calls",
-        "closed",
-        "dead",
-        "holdings",
-        "home",
-        "host",
-        "id",
-        "in_flight",
-        "info",
-        "name",
-        "out",
-        "pid",
-        "probe",
-        "protocol",
-        "queued",
-        "refs",
-        "said_goodbye",
-        "started",
-        "subscriptions",
-        "waiters",
-    )
-
-    def __init__(self, sid: int, protocol: ServerProtocol, info: Mapping[str, Any], now: float):
-        self.id = sid
-        self.protocol = protocol
-        self.info = dict(info)
-        pid = self.info.get("pid")
-        self.pid: int | None = pid if isinstance(pid, int) else None
-        name = self.info.get("name")
-        self.name = name if isinstance(name, str) else ""
-        #: where it connects from (the transport sets it): "" for this machine
-        self.host = ""
-        self.out: list[bytes] = []
-        #: the flags of its replies (the transport gives it the home it is served from)
-        self.home = Home()
-        self.closed = False
-        self.dead = False
-        self.refs: dict[int, int] = {}
-        self.holdings: dict[Primitive, int] = {}
-        self.waiters: set[Waiter] = set()
-        self.probe: Callable[[], bool] = _always_alive
-        self.started = now
-        self.calls = 0
-        self.subscriptions: dict[int, Subscription] = {}
-        #: what was handed to it and may not have reached its caller yet: request id ->
-        #: (primitive, owner, what): taken back if the caller abandons the request or the
-        #: connection ends first; its caller's next request means it arrived (``Core.track``)
-        self.in_flight: dict[int, tuple[Primitive, int, Any]] = {}
-        #: whether it said it is closing on purpose (``Goodbye``): not killed
-        self.said_goodbye = False
-        #: bytes written by the core and not yet handed to the transport, and bytes the
-        #: transport has not managed to send (it keeps ``backlog`` up to date)
-        self.queued = 0
-        self.backlog = 0
-
-    def hold(self, prim: Primitive, n: int) -> None:
-        """Record that this session holds ``n`` more units of ``prim``."""
-        self.holdings[prim] = self.holdings.get(prim, 0) + n
-
-    def unhold(self, prim: Primitive, n: int) -> None:
-        """Record that this session gave back ``n`` units of ``prim``."""
-        left = self.holdings.get(prim, 0) - n
-        if left > 0:
-            self.holdings[prim] = left
-        else:
-            self.holdings.pop(prim, None)
-
-    def __repr__(self) -> str:
-        return f"<Session {self.id} pid={self.pid} {'closed' if self.closed else 'open'}>"
-
-
-def _always_alive() -> bool:
-    return True
 
 
 class Entry:
@@ -310,80 +216,6 @@ class Entry:
         self.leased = False
 
 
-class Subscription:
-    """A session watching an object: change events are pushed to it as ``sub_id``."""
-
-    __slots__ = ("entry_id", "missed", "session", "sub_id")
-
-    def __init__(self, session: Session, sub_id: int, entry_id: int) -> None:
-        self.session = session
-        self.sub_id = sub_id
-        self.entry_id = entry_id
-        #: events not sent because the session's backlog was full (reported as "overflow")
-        self.missed = 0
-
-
-class CallContext:
-    """What a blocking or owner-scoped handler gets to know about its caller."""
-
-    __slots__ = ("core", "now", "owner", "req_id", "session")
-
-    def __init__(self, core: Core, session: Session, req_id: int, owner: int, now: float):
-        self.core = core
-        self.session = session
-        self.req_id = req_id
-        self.owner = owner
-        self.now = now
-
-    def track(self, prim: Primitive, what: Any) -> None:
-        """``prim`` hands ``what`` to this call's caller: see ``Core.track``."""
-        self.core.track(self.session, self.req_id, self.owner, prim, what)
-
-    def park(
-        self,
-        queue: WaitQueue,
-        timeout: float | None,
-        *,
-        data: Any = None,
-        on_timeout: Callable[[Core, Waiter], None] | None = None,
-        on_cancel: Callable[[Core, Waiter], None] | None = None,
-        on_withdraw: Callable[[Core, Waiter], None] | None = None,
-    ) -> Waiter:
-        """Park the caller in ``queue``; answer it via ``on_timeout`` after ``timeout`` s."""
-        waiter = Waiter(
-            self.session,
-            self.req_id,
-            self.owner,
-            since=self.now,
-            deadline=None if timeout is None else self.now + timeout,
-            data=data,
-            on_timeout=on_timeout,
-            on_cancel=on_cancel,
-            on_withdraw=on_withdraw,
-        )
-        queue.park(waiter)
-        self.session.waiters.add(waiter)
-        if waiter.deadline is not None:
-            self.core.deadlines.add(waiter)
-        return waiter
-
-
-class _PipelineContext(CallContext):
-    """The context of a call inside a pipeline: it may not park (and what it takes is not
-    tracked: a pipeline's calls never wait, so none is abandoned while it waits)."""
-
-    __slots__ = ()
-
-    def track(self, prim: Primitive, what: Any) -> None:
-        pass
-
-    def park(self, queue: WaitQueue, timeout: float | None, **kwargs: Any) -> Waiter:
-        raise ProcshareError(
-            "this call would have to wait, which a pipeline does not do "
-            "(the object was locked, empty or full at that point of the pipeline)"
-        )
-
-
 class Job:
     """User code to run on a worker thread: a custom method call, or a custom constructor."""
 
@@ -415,7 +247,7 @@ class Job:
         entry: Entry | None = None,
         method: str = "",
         stype: ServerType | None = None,
-        done: Callable[[Core, Job], None] | None = None,
+        done: Callable[[Host, bool, Any], None] | None = None,
     ) -> None:
         self.session = session
         self.req_id = req_id
@@ -715,6 +547,20 @@ class Core:
         waiter.session.waiters.discard(waiter)
         self.fail(waiter.session, waiter.req_id, error)
         self.answered.add(waiter.session)
+
+    # -- the rest of the primitives' host interface (``_host.Host``) -----------------------------
+
+    def add_deadline(self, waiter: Waiter) -> None:
+        """Time ``waiter`` out at its deadline (``tick``)."""
+        self.deadlines.add(waiter)
+
+    def open_window(self, lock: Lock, until: float) -> None:
+        """``lock`` stays free for whoever asks first until ``until`` (``tick`` closes it)."""
+        self.open_locks.append((until, lock))
+
+    def count(self, counter: str) -> None:
+        """One more of ``counter`` in ``stats()["counters"]``."""
+        self.stats_counters[counter] += 1
 
     # -- what was handed over, until it arrives ---------------------------------------------------
 
@@ -1582,11 +1428,11 @@ class Core:
         session: Session,
         req_id: int,
         fn: Callable[[], Any],
-        done: Callable[[Core, Job], None],
+        done: Callable[[Host, bool, Any], None],
     ) -> None:
-        """Run ``fn()`` (user code) on a worker thread, then ``done(core, job)`` on the loop
-        thread (``job.ok``, ``job.value``): code that may call shared objects must not run on
-        the loop thread, which serves those calls."""
+        """Run ``fn()`` (user code) on a worker thread, then ``done(core, ok, value)`` on the
+        loop thread: code that may call shared objects must not run on the loop thread,
+        which serves those calls."""
         self.jobs.append(Job(session, req_id, fn, (), None, done=done))
 
     def finish(self, job: Job, now: float) -> None:
@@ -1594,7 +1440,7 @@ class Core:
         self._now = now
         session = job.session
         if job.done is not None:
-            job.done(self, job)
+            job.done(self, job.ok, job.value)
             return
         if not job.ok:
             if job.stype is not None:  # a constructor failed: the stdlib reports RemoteError
@@ -1650,7 +1496,7 @@ class Core:
                         "not allowed in a pipeline"
                     )
                 result = self._apply(
-                    entry, session, msg.req_id, method, args, kwargs, owner, now, _PipelineContext
+                    entry, session, msg.req_id, method, args, kwargs, owner, now, PipelineContext
                 )
                 returned = entry.returning.get(method)
                 append(self._share(returned, result, now) if returned is not None else result)

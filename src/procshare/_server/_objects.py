@@ -4,7 +4,7 @@ Containers (dict, list, set, Namespace, Value, Array) are plain Python objects: 
 one operation at a time, so each method is atomic without a lock of its own. Synchronization
 primitives never block a thread: an operation that cannot complete now parks a ``Waiter`` and
 returns ``PARKED``; the operation that satisfies it later answers the parked request through
-the core.
+the host.
 
 Ownership (the rule the reliability guarantees rest on): a Lock, an RLock (with its count), a
 Condition's lock, and a Semaphore/BoundedSemaphore slot is held by the *session* (connection)
@@ -30,32 +30,21 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import CallWithdrawn
 from .._kinds import KINDS
+from ._host import PARKED, CallContext, Host, Primitive
 from ._waiters import Waiter, WaitQueue
 
 if TYPE_CHECKING:
-    from ._core import CallContext, Core, Job, Session
+    from ._session import Session
 
 __all__ = [
     "FACTORIES",
     "HANDLERS",
-    "PARKED",
     "Array",
     "Namespace",
-    "Primitive",
     "Value",
     "make_referent",
 ]
 
-
-class _Parked:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "PARKED"
-
-
-#: Returned by a handler that parked its caller: the reply comes later.
-PARKED: Final = _Parked()
 
 Handler = tuple[Callable[..., Any], bool]  # (function, takes a CallContext)
 
@@ -152,28 +141,6 @@ def _wait_timeout(timeout: Any) -> float | None:
 # -- primitives ----------------------------------------------------------------------------------
 
 
-class Primitive:
-    """Base of the objects that park callers and may be held by sessions."""
-
-    kind: str = ""
-
-    def drop_session(self, core: Core, session: Session, held: int) -> None:
-        """Release what ``session`` held (``held`` units) when it goes away."""
-
-    def give_back(self, core: Core, session: Session, owner: int, what: Any) -> None:
-        """Take back ``what`` (tracked by ``CallContext.track``) from ``session``'s ``owner``,
-        which never received it: its caller abandoned the request (``Cancel``)."""
-
-    def lost(self, core: Core, session: Session, owner: int, what: Any) -> None:
-        """``what`` was on its way to ``session`` when the session ended (perhaps received,
-        perhaps not). A lock's grant or a slot needs nothing: ``drop_session`` frees what
-        the session held."""
-
-    def describe(self) -> dict[str, Any]:
-        """State for ``stats``/``top``: holders and waiters."""
-        return {}
-
-
 def _owner_desc(session: Session, tag: int) -> dict[str, Any]:
     return {"session": session.id, "pid": session.pid, "name": session.name, "owner": tag}
 
@@ -194,10 +161,10 @@ _MAX_SKIP_SHIFT: Final = 6
 
 class Lock(Primitive):
     """A mutex. Waiter data is ``(count, answer, track)``: what to restore, what to reply, and
-    whether the grant is tracked until it reaches its caller (an acquire's; ``Core.track``).
+    whether the grant is tracked until it reaches its caller (an acquire's; ``Host.track``).
 
     Hand-over (eventual fairness, as Go's ``sync.Mutex`` and Rust's parking_lot do it): a
-    ``release()`` with waiters leaves the lock free for a moment (``Core.lock_window``,
+    ``release()`` with waiters leaves the lock free for a moment (``Host.lock_window``,
     ``LOCK_WINDOW``) and whoever asks first takes it: most often the releaser itself, coming
     back for its next turn. Handing the lock to a waiter instead means waking a sleeping
     process, ~20 µs on the critical path of every hand-over, in which nobody holds the lock.
@@ -233,7 +200,7 @@ class Lock(Primitive):
         wait = _acquire_timeout(blocking, timeout)
         me = (ctx.session, ctx.owner)
         if self.holder is None:
-            self._grant(ctx.core, me, 1)
+            self._grant(ctx.host, me, 1)
             ctx.track(self, 1)
             return answer
         if self.reentrant and self.holder == me:
@@ -267,7 +234,7 @@ class Lock(Primitive):
                 return
         else:
             self.holder[0].unhold(self, 1)
-        self._free(ctx.core, ctx.now)
+        self._free(ctx.host, ctx.now)
 
     def locked(self) -> bool:
         return self.holder is not None
@@ -283,39 +250,39 @@ class Lock(Primitive):
             return self.holder == (session, owner)
         return self.holder is not None
 
-    def release_save(self, core: Core) -> int:
+    def release_save(self, host: Host) -> int:
         """Release completely; return the count to restore later."""
         holder, count = self.holder, self.count
         if holder is None:
             raise RuntimeError("cannot release un-acquired lock")
         holder[0].unhold(self, count)
-        self._free(core)
+        self._free(host)
         return count
 
-    def acquire_restore(self, core: Core, waiter: Waiter, count: int, answer: Any) -> None:
+    def acquire_restore(self, host: Host, waiter: Waiter, count: int, answer: Any) -> None:
         """Give the lock to ``waiter`` (with ``count``) and answer it, now or when free."""
         waiter.deadline = None
         waiter.data = (count, answer, False)  # (a Condition's: its caller keeps the lock)
         if self.holder is None:
-            self._grant(core, (waiter.session, waiter.owner), count)
-            core.answer(waiter, answer)
+            self._grant(host, (waiter.session, waiter.owner), count)
+            host.answer(waiter, answer)
         else:
             self.waiters.park(waiter)
 
-    def window_closed(self, core: Core, until: float) -> None:
-        """The window opened by a release until ``until`` passed (``Core.tick``)."""
+    def window_closed(self, host: Host, until: float) -> None:
+        """The window opened by a release until ``until`` passed (``Host.open_window``)."""
         if self._open_until != until:
             return  # taken meanwhile (and perhaps released and opened again)
         self._open_until = 0.0
         if self.waiters:
             self._misses = min(self._misses + 1, _MAX_SKIP_SHIFT)
             self._skips = 1 << self._misses
-            self._pass_on(core)
+            self._pass_on(host)
 
     # internals
-    def _keep_open(self, core: Core, now: float) -> bool:
+    def _keep_open(self, host: Host, now: float) -> bool:
         """Whether to leave the just released lock free for a moment (see the class)."""
-        window = core.lock_window
+        window = host.lock_window
         if not window or not self.waiters:
             return False  # (a skip counts only releases that hand over)
         if self._skips:
@@ -325,46 +292,46 @@ class Lock(Primitive):
         if first is None or now - first.since >= FAIR_AFTER:
             return False
         self._open_until = until = now + window
-        core.open_locks.append((until, self))
+        host.open_window(self, until)
         return True
 
-    def _grant(self, core: Core, owner: tuple[Session, int], count: int) -> None:
+    def _grant(self, host: Host, owner: tuple[Session, int], count: int) -> None:
         if self._open_until:  # taken within a release's window
             self._open_until = 0.0
             self._misses = 0
-            core.stats_counters["lock barges"] += 1
+            host.count("lock barges")
         self.holder = owner
         self.count = count
         owner[0].hold(self, count)
 
-    def _free(self, core: Core, released_at: float | None = None) -> None:
+    def _free(self, host: Host, released_at: float | None = None) -> None:
         """Unlock and pass it to the next waiter, or, for a ``release()`` (``released_at``),
         perhaps leave it free a moment for whoever asks first (see the class). (The leases
         granted with it stay: like any lease, each lasts until its object changes.)"""
         self.holder = None
         self.count = 0
-        if released_at is None or not self._keep_open(core, released_at):
-            self._pass_on(core)
+        if released_at is None or not self._keep_open(host, released_at):
+            self._pass_on(host)
 
-    def _pass_on(self, core: Core) -> None:
+    def _pass_on(self, host: Host) -> None:
         while self.holder is None:
             waiter = self.waiters.pop()
             if waiter is None:
                 return
-            if not core.deliverable(waiter.session):
+            if not host.deliverable(waiter.session):
                 continue
             count, answer, track = waiter.data
-            self._grant(core, (waiter.session, waiter.owner), count)
+            self._grant(host, (waiter.session, waiter.owner), count)
             if track:
-                core.track(waiter.session, waiter.req_id, waiter.owner, self, count)
-            core.answer(waiter, answer)
+                host.track(waiter.session, waiter.req_id, waiter.owner, self, count)
+            host.answer(waiter, answer)
 
-    def drop_session(self, core: Core, session: Session, held: int) -> None:
+    def drop_session(self, host: Host, session: Session, held: int) -> None:
         if self.holder is not None and self.holder[0] is session:
             self._orphaned = True
-            self._free(core)
+            self._free(host)
 
-    def give_back(self, core: Core, session: Session, owner: int, what: Any) -> None:
+    def give_back(self, host: Host, session: Session, owner: int, what: Any) -> None:
         if self.holder != (session, owner):
             return  # (released meanwhile)
         if self.count > what:
@@ -372,7 +339,7 @@ class Lock(Primitive):
             session.unhold(self, what)
             return
         session.unhold(self, self.count)
-        self._free(core)
+        self._free(host)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -447,7 +414,7 @@ class Semaphore(Primitive):
                     session.unhold(self, held)
                 self.holders.clear()
         self.value += n
-        self._pass_on(ctx.core)
+        self._pass_on(ctx.host)
 
     def get_value(self) -> int:
         return self.value
@@ -465,30 +432,30 @@ class Semaphore(Primitive):
             del self.holders[session]
         session.unhold(self, n)
 
-    def _pass_on(self, core: Core) -> None:
+    def _pass_on(self, host: Host) -> None:
         while self.value > 0:
             waiter = self.waiters.pop()
             if waiter is None:
                 return
-            if not core.deliverable(waiter.session):
+            if not host.deliverable(waiter.session):
                 continue
             self.value -= 1
             self._take(waiter.session)
-            core.track(waiter.session, waiter.req_id, waiter.owner, self, 1)
-            core.answer(waiter, True)
+            host.track(waiter.session, waiter.req_id, waiter.owner, self, 1)
+            host.answer(waiter, True)
 
-    def drop_session(self, core: Core, session: Session, held: int) -> None:
+    def drop_session(self, host: Host, session: Session, held: int) -> None:
         slots = self.holders.pop(session, 0)
         if slots:
             self.value += slots
             self._orphaned += slots
-            self._pass_on(core)
+            self._pass_on(host)
 
-    def give_back(self, core: Core, session: Session, owner: int, what: Any) -> None:
+    def give_back(self, host: Host, session: Session, owner: int, what: Any) -> None:
         if self.tracking and self.holders.get(session, 0) >= what:
             self._give_back(session, what)
         self.value += what
-        self._pass_on(core)
+        self._pass_on(host)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -529,7 +496,7 @@ class Condition(Primitive):
         if not self.lock.owned_by(ctx.session, ctx.owner):
             raise RuntimeError("cannot wait on un-acquired lock")
         wait = _wait_timeout(timeout)
-        count = self.lock.release_save(ctx.core)
+        count = self.lock.release_save(ctx.host)
         ctx.park(
             self.waiters, wait, data=count, on_timeout=self._timed_out, on_withdraw=self._timed_out
         )
@@ -542,16 +509,16 @@ class Condition(Primitive):
             waiter = self.waiters.pop()
             if waiter is None:
                 break
-            self.lock.acquire_restore(ctx.core, waiter, waiter.data, True)
+            self.lock.acquire_restore(ctx.host, waiter, waiter.data, True)
 
     def notify_all(self, ctx: CallContext) -> None:
         self.notify(ctx, len(self.waiters))
 
-    def _timed_out(self, core: Core, waiter: Waiter) -> None:
+    def _timed_out(self, host: Host, waiter: Waiter) -> None:
         """Its timeout passed, or its caller abandoned it: as ``threading``'s, the wait ends
         holding the lock again (answered ``False``: not notified) once it is free."""
         self.waiters.remove(waiter)
-        self.lock.acquire_restore(core, waiter, waiter.data, False)
+        self.lock.acquire_restore(host, waiter, waiter.data, False)
 
     def describe(self) -> dict[str, Any]:
         return {"lock": self.lock.describe(), "waiters": _waiters_desc(self.waiters)}
@@ -584,7 +551,7 @@ class Event(Primitive):
     def set(self, ctx: CallContext) -> None:
         self.flag = True
         for waiter in self.waiters.pop_all():
-            ctx.core.answer(waiter, True)
+            ctx.host.answer(waiter, True)
 
     def clear(self) -> None:
         self.flag = False
@@ -660,34 +627,34 @@ class Barrier(Primitive):
             # worker thread, as a custom method does; the last party waits for it with the rest.
             last = ctx.park(self.waiters, None, data=index, on_cancel=self._party_gone)
             self._tripping = last
-            ctx.core.run_job(ctx.session, ctx.req_id, self.action, self._action_ran)
+            ctx.host.run_job(ctx.session, ctx.req_id, self.action, self._action_ran)
             return PARKED
         for waiter in self.waiters.pop_all():
-            ctx.core.answer(waiter, waiter.data)
+            ctx.host.answer(waiter, waiter.data)
         return index
 
-    def _action_ran(self, core: Core, job: Job) -> None:
+    def _action_ran(self, host: Host, ok: bool, value: Any) -> None:
         """The action ended (on the loop thread): release the round, or break the barrier,
         the last party getting what the action raised; then let in the next round."""
         last, self._tripping = self._tripping, None
         if self.broken:  # (a party died, or abort(), meanwhile: all were answered)
             pass
-        elif job.ok:
+        elif ok:
             for waiter in self.waiters.pop_all():
-                core.answer(waiter, waiter.data)
+                host.answer(waiter, waiter.data)
         else:
             if last is not None and last.parked:
                 self.waiters.remove(last)
-                error = job.value if isinstance(job.value, Exception) else None
-                core.answer_error(last, error or threading.BrokenBarrierError())
-            self._break(core)
+                error = value if isinstance(value, Exception) else None
+                host.answer_error(last, error or threading.BrokenBarrierError())
+            self._break(host)
         for waiter in self._next_round.pop_all():
-            self._arrive(core, waiter)
+            self._arrive(host, waiter)
 
-    def _arrive(self, core: Core, waiter: Waiter) -> None:
+    def _arrive(self, host: Host, waiter: Waiter) -> None:
         """A party of the next round, which waited while the action ran, arrives now."""
         if self.broken:
-            core.answer_error(waiter, threading.BrokenBarrierError())
+            host.answer_error(waiter, threading.BrokenBarrierError())
             return
         if self._tripping is not None:
             self._next_round.park(waiter)
@@ -700,16 +667,16 @@ class Barrier(Primitive):
         if self.action is not None:
             self._tripping = waiter
             waiter.deadline = None  # (its wait is over: the action runs; the heap drops it)
-            core.run_job(waiter.session, waiter.req_id, self.action, self._action_ran)
+            host.run_job(waiter.session, waiter.req_id, self.action, self._action_ran)
             return
         for ready in self.waiters.pop_all():
-            core.answer(ready, ready.data)
+            host.answer(ready, ready.data)
 
     def abort(self, ctx: CallContext) -> None:
-        self._break(ctx.core)
+        self._break(ctx.host)
 
     def reset(self, ctx: CallContext) -> None:
-        self._break(ctx.core)
+        self._break(ctx.host)
         self.broken = False
 
     def remote_attribute(self, name: str) -> Any:
@@ -717,30 +684,30 @@ class Barrier(Primitive):
             raise AttributeError(f"Barrier attribute {name!r} is not exposed")
         return getattr(self, name)
 
-    def _break(self, core: Core) -> None:
+    def _break(self, host: Host) -> None:
         self.broken = True
         for waiter in self.waiters.pop_all():
-            core.answer_error(waiter, threading.BrokenBarrierError())
+            host.answer_error(waiter, threading.BrokenBarrierError())
         if self._tripping is None:
             for waiter in self._next_round.pop_all():
-                core.answer_error(waiter, threading.BrokenBarrierError())
+                host.answer_error(waiter, threading.BrokenBarrierError())
 
-    def _timed_out(self, core: Core, waiter: Waiter) -> None:
+    def _timed_out(self, host: Host, waiter: Waiter) -> None:
         if waiter.queue is not None:
             waiter.queue.remove(waiter)
-        core.answer_error(waiter, threading.BrokenBarrierError())
-        self._break(core)
+        host.answer_error(waiter, threading.BrokenBarrierError())
+        self._break(host)
 
-    def _party_gone(self, core: Core, waiter: Waiter) -> None:
-        self._break(core)
+    def _party_gone(self, host: Host, waiter: Waiter) -> None:
+        self._break(host)
 
-    def _party_left(self, core: Core, waiter: Waiter) -> None:
+    def _party_left(self, host: Host, waiter: Waiter) -> None:
         """A waiting party abandoned its wait (it lives on, and may wait again): the others
         wait for one party more, arrival indices stay 0, 1, 2, ..."""
         self.waiters.remove(waiter)
         for index, other in enumerate(self.waiters):
             other.data = index
-        core.answer_error(waiter, _withdrawn())
+        host.answer_error(waiter, _withdrawn())
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -754,7 +721,7 @@ class Queue(Primitive):
     """A FIFO queue with queue.Queue's API, including task_done/join.
 
     Nothing is lost to a consumer that is killed: an item on its way to it (handed over, not
-    yet shown to have arrived: ``Core.track``) goes back to the front. Task accounting
+    yet shown to have arrived: ``Host.track``) goes back to the front. Task accounting
     survives deaths: the server counts, per session, items taken and not yet marked done;
     when a session goes away its count is settled, so ``join()`` cannot hang on a dead
     consumer. A JoinableQueue goes further: the unfinished items of a consumer that was
@@ -794,7 +761,7 @@ class Queue(Primitive):
     def put(self, ctx: CallContext, item: Any, block: Any = True, timeout: Any = None) -> Any:
         wait = _queue_timeout(block, timeout)
         if not self._full() and not self.putters:
-            self._enqueue(ctx.core, item)
+            self._enqueue(ctx.host, item)
             return None
         if not block:
             raise queue.Full
@@ -810,7 +777,7 @@ class Queue(Primitive):
             item = self.items.popleft()
             self._hand_out(ctx.session, item)
             ctx.track(self, item)
-            self._admit_putters(ctx.core)
+            self._admit_putters(ctx.host)
             return item
         if not block:
             raise queue.Empty
@@ -823,7 +790,7 @@ class Queue(Primitive):
     def task_done(self, ctx: CallContext) -> None:
         if self.unfinished <= 0:
             raise ValueError("task_done() called too many times")
-        self._settle(ctx.core, ctx.session, 1)
+        self._settle(ctx.host, ctx.session, 1)
 
     def join(self, ctx: CallContext) -> Any:
         if self.unfinished == 0:
@@ -832,17 +799,17 @@ class Queue(Primitive):
         return PARKED
 
     # internals
-    def _enqueue(self, core: Core, item: Any) -> None:
+    def _enqueue(self, host: Host, item: Any) -> None:
         self.unfinished += 1
         while True:
             getter = self.getters.pop()
             if getter is None:
                 self.items.append(item)
                 return
-            if core.deliverable(getter.session):
+            if host.deliverable(getter.session):
                 self._hand_out(getter.session, item)
-                core.track(getter.session, getter.req_id, getter.owner, self, item)
-                core.answer(getter, item)
+                host.track(getter.session, getter.req_id, getter.owner, self, item)
+                host.answer(getter, item)
                 return
 
     def _hand_out(self, session: Session, item: Any) -> None:
@@ -853,15 +820,15 @@ class Queue(Primitive):
         # A plain Queue remembers only how many; a JoinableQueue keeps the items to put back.
         taken.append(item if self.keeps_taken and self.redeliver else None)
 
-    def _admit_putters(self, core: Core) -> None:
+    def _admit_putters(self, host: Host) -> None:
         while not self._full():
             putter = self.putters.pop()
             if putter is None:
                 return
-            self._enqueue(core, putter.data)
-            core.answer(putter, None)
+            self._enqueue(host, putter.data)
+            host.answer(putter, None)
 
-    def _settle(self, core: Core, session: Session, n: int) -> None:
+    def _settle(self, host: Host, session: Session, n: int) -> None:
         """Mark ``n`` tasks done, charging them to ``session``'s taken items first."""
         for _ in range(n):
             taken = self.taken.get(session)
@@ -878,9 +845,9 @@ class Queue(Primitive):
             self.unfinished -= 1
         if self.unfinished == 0:
             for joiner in self.joiners.pop_all():
-                core.answer(joiner, None)
+                host.answer(joiner, None)
 
-    def drop_session(self, core: Core, session: Session, held: int) -> None:
+    def drop_session(self, host: Host, session: Session, held: int) -> None:
         taken = self.taken.pop(session, None)
         if not taken:
             return
@@ -890,31 +857,31 @@ class Queue(Primitive):
             for item in reversed(taken):
                 self.items.appendleft(item)
                 self.unfinished += 1
-            self._redeliver(core)
+            self._redeliver(host)
         else:
             self.unfinished -= len(taken)
             if self.unfinished == 0:
                 for joiner in self.joiners.pop_all():
-                    core.answer(joiner, None)
+                    host.answer(joiner, None)
 
-    def _redeliver(self, core: Core) -> None:
+    def _redeliver(self, host: Host) -> None:
         while self.items:
             getter = self.getters.pop()
             if getter is None:
                 return
-            if core.deliverable(getter.session):
+            if host.deliverable(getter.session):
                 item = self.items.popleft()
                 self._hand_out(getter.session, item)
-                core.track(getter.session, getter.req_id, getter.owner, self, item)
-                core.answer(getter, item)
+                host.track(getter.session, getter.req_id, getter.owner, self, item)
+                host.answer(getter, item)
 
-    def lost(self, core: Core, session: Session, owner: int, what: Any) -> None:
+    def lost(self, host: Host, session: Session, owner: int, what: Any) -> None:
         """An item on its way to a consumer that ended first goes back (nothing is lost;
         a consumer killed as it arrived may have seen it: at least once, then)."""
         if self.redeliver:
-            self.give_back(core, session, owner, what)
+            self.give_back(host, session, owner, what)
 
-    def give_back(self, core: Core, session: Session, owner: int, what: Any) -> None:
+    def give_back(self, host: Host, session: Session, owner: int, what: Any) -> None:
         """Put an item its taker never received back at the front (nothing is lost): it was
         not taken, so no task was started either."""
         taken = self.taken.get(session)
@@ -930,7 +897,7 @@ class Queue(Primitive):
                 del self.taken[session]
                 session.unhold(self, 1)
         self.items.appendleft(what)
-        self._redeliver(core)
+        self._redeliver(host)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -967,22 +934,22 @@ def _withdrawn() -> CallWithdrawn:
     return CallWithdrawn("withdrawn: its caller abandoned it")
 
 
-def _answer_false(core: Core, waiter: Waiter) -> None:
+def _answer_false(host: Host, waiter: Waiter) -> None:
     if waiter.queue is not None:
         waiter.queue.remove(waiter)
-    core.answer(waiter, False)
+    host.answer(waiter, False)
 
 
-def _answer_full(core: Core, waiter: Waiter) -> None:
+def _answer_full(host: Host, waiter: Waiter) -> None:
     if waiter.queue is not None:
         waiter.queue.remove(waiter)
-    core.answer_error(waiter, queue.Full())
+    host.answer_error(waiter, queue.Full())
 
 
-def _answer_empty(core: Core, waiter: Waiter) -> None:
+def _answer_empty(host: Host, waiter: Waiter) -> None:
     if waiter.queue is not None:
         waiter.queue.remove(waiter)
-    core.answer_error(waiter, queue.Empty())
+    host.answer_error(waiter, queue.Empty())
 
 
 # -- handler tables --------------------------------------------------------------------------

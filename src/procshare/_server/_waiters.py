@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from ._core import Core, Session
+    from ._host import Host
+    from ._session import Session
 
 __all__ = ["DeadlineHeap", "WaitQueue", "Waiter"]
 
@@ -40,11 +41,11 @@ class Waiter:
         owner: the owner tag of the request (lock ownership).
         deadline: monotonic time after which ``on_timeout`` answers it, or ``None``.
         data: what the primitive needs to finish the operation (the item to put, say).
-        on_timeout: called with (core, waiter) when its deadline passes while parked; it must
+        on_timeout: called with (host, waiter) when its deadline passes while parked; it must
             take the waiter out of its queue and answer it.
-        on_cancel: called with (core, waiter) after its session went away while it was parked
+        on_cancel: called with (host, waiter) after its session went away while it was parked
             (a barrier breaks); the waiter is already out of its queue.
-        on_withdraw: called with (core, waiter) when its caller abandons the request while it
+        on_withdraw: called with (host, waiter) when its caller abandons the request while it
             is parked (``Cancel``), in place of the default (taken out, answered
             ``CallWithdrawn``): a Condition wait re-acquires its lock, a Barrier renumbers.
     """
@@ -72,9 +73,9 @@ class Waiter:
         since: float,
         deadline: float | None = None,
         data: Any = None,
-        on_timeout: Callable[[Core, Waiter], None] | None = None,
-        on_cancel: Callable[[Core, Waiter], None] | None = None,
-        on_withdraw: Callable[[Core, Waiter], None] | None = None,
+        on_timeout: Callable[[Host, Waiter], None] | None = None,
+        on_cancel: Callable[[Host, Waiter], None] | None = None,
+        on_withdraw: Callable[[Host, Waiter], None] | None = None,
     ) -> None:
         self.session = session
         self.req_id = req_id
