@@ -647,10 +647,10 @@ class _InternalRef:
 
     def __init__(self, world: World, obj_id: int) -> None:
         self.core, self.obj_id = world.core, obj_id
-        self.core.adopt(obj_id)
+        self.core.references.adopt(obj_id)
 
     def __del__(self) -> None:
-        self.core.disown(self.obj_id)
+        self.core.references.disown(self.obj_id)
 
 
 def test_what_a_disposed_object_held_goes_one_release_delay_later_without_other_traffic(

@@ -11,24 +11,12 @@ with the current monotonic time (``now``) and sends what the core wrote into eac
 outbox (``Session.out``; the sessions with output are listed in ``Core.dirty``). Tests drive
 the core directly with a fake clock.
 
-Reference counting (what keeps an object alive): each session counts the references it holds
-(one per proxy its process holds, see ``_client``), and each proxy stored *inside* another shared
-object (an internal reference) counts one. An object whose count drops to zero is disposed of
-after ``release_delay`` seconds unless someone takes a reference again: a proxy passed to a
-process that has not yet announced itself must not vanish in between.
-
-Cycles (a shared list that contains itself, two dicts holding each other) never reach zero, so
-the core also knows *which* shared object holds each internal reference: the object the message
-that carried it was addressed to. ``collect_cycles`` marks everything reachable from objects
-held by sessions (or by holders it cannot attribute, or waiting out their release delay) and
-frees what stays unreachable on two passes in a row. An unattributed reference always counts as
-a root, so the collector can leak a rare cycle but never free a live object.
+What keeps an object alive (reference counts, the cycle collector) is ``_references``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import heapq
 import itertools
 import logging
 import os
@@ -83,6 +71,7 @@ from ._changelog import ChangeLog
 from ._host import PARKED, CallContext, Host, PipelineContext, Primitive
 from ._memory import ADDING, MemoryGuard
 from ._objects import HANDLERS, Handler, Lock, make_referent
+from ._references import References
 from ._session import Session, Subscription
 from ._waiters import DeadlineHeap, Waiter
 
@@ -302,7 +291,7 @@ class Handle:
 
     def __reduce__(self) -> tuple[Any, ...]:
         core, entry, stype = self.core, self.entry, self.stype
-        owned = core.lend(entry.id, self)
+        owned = core.references.lend(entry.id, self)
         if stype is None or stype.typeid == entry.typeid:
             kwds = {"exposed": entry.exposed, "owned": owned}
             token = Token(entry.typeid, core.address, entry.id)
@@ -336,10 +325,15 @@ class Core:
         self.types = dict(types)
         self.address = address
         self.rebuild = rebuild
-        self.release_delay = release_delay
         self.watch_backlog = watch_backlog
         self._overflowing: set[Session] = set()
         self.objects: dict[int, Entry] = {}
+        self.references = References(
+            self.objects,
+            release_delay=release_delay,
+            on_loop_thread=self.on_loop_thread,
+            dispose=self._dispose,
+        )
         #: named objects (``m.named(name)``): each name holds one reference until ``delete``
         self.names: dict[str, int] = {}
         self.sessions: dict[int, Session] = {}
@@ -362,18 +356,8 @@ class Core:
         self._ids = itertools.count(1)
         self._session_ids = itertools.count(1)
         self._by_pyid: dict[int, int] = {}  # custom referents: id(referent) -> object id
-        self._disposals: list[tuple[float, int]] = []
-        # internal references dropped, from any thread: (target id, holder id or None)
-        self._disowned: deque[tuple[int, int | None]] = deque()
-        self._fresh: list[Any] = []  # internal proxies rebuilt for the message being decoded
-        self._suspects: set[int] = set()  # unreachable on the last cycle collection
-        self._next_collection = 0.0
         self._started = time.monotonic()  # (the transport's clock)
         self._to_close: list[Session] = []
-        self._outgoing: Session | None = None
-        self._lends = 0  # references lent while encoding replies (see lend)
-        # what the message being encoded lent: id(object pickled) -> obj_id (see lend)
-        self._lent: dict[int, int] = {}
         self._loop_thread = threading.get_ident()
         self._now = 0.0
         #: the objects' lease epochs (``_leases``; set by the transport for unix sockets)
@@ -441,7 +425,7 @@ class Core:
             prim.drop_session(self, session, count)
         session.holdings.clear()
         for obj_id, count in session.refs.items():
-            self._unref(obj_id, count, now)
+            self.references.unref(obj_id, count, now)
         if not self.closing:
             _log_session_end(session, held, len(in_flight), waiting, len(session.refs))
         session.refs.clear()
@@ -484,14 +468,17 @@ class Core:
         if value is None:
             data = session.protocol.encode_result(req_id, None, session.home.flags)
         else:
-            self._outgoing = session  # proxies pickled into the reply are lent to it
+            # (references.encode_for, inlined: proxies pickled into the reply are lent to it)
+            references = self.references
+            references.outgoing = session
             data = b""
             try:
                 data = session.protocol.encode_result(req_id, value, session.home.flags)
             finally:
-                self._outgoing = None
-                if self._lent:
-                    self._settle_lends(session, bool(data) and not ServerProtocol.is_failure(data))
+                references.outgoing = None
+                if references.lent:
+                    sent = bool(data) and not ServerProtocol.is_failure(data)
+                    references.settle(session, sent, self._now)
         # _write, inlined: every reply passes here
         out = session.out
         if not out:
@@ -524,14 +511,9 @@ class Core:
         """Send an unrequested message on ``session``."""
         if session.closed:
             return
-        self._outgoing = session
-        data = b""
-        try:
-            data = session.protocol.encode_push(sub_id, payload)
-        finally:
-            self._outgoing = None
-            if self._lent:
-                self._settle_lends(session, sent=bool(data))
+        data = self.references.encode_for(
+            session, lambda: session.protocol.encode_push(sub_id, payload), self._now
+        )
         self._write(session, data)
 
     def answer(self, waiter: Waiter, value: Any) -> None:
@@ -602,153 +584,13 @@ class Core:
             prim, owner, what = record
             prim.give_back(self, session, owner, what)
 
-    # -- references ---------------------------------------------------------------------------
-
-    def lend(self, obj_id: int, by: object) -> bool:
-        """Count a reference for the session whose reply is being encoded, if any.
-
-        ``by`` is the object being pickled (a proxy or a handle): the same object pickled
-        again while encoding the same message (a serializer's second attempt) is counted once.
-        """
-        session = self._outgoing
-        if session is None or not self.on_loop_thread():
-            return False
-        key = id(by)  # alive: it is part of the value being encoded
-        if key in self._lent:
-            return True
-        entry = self.objects.get(obj_id)
-        if entry is None:
-            return False
-        entry.refs += 1
-        session.refs[obj_id] = session.refs.get(obj_id, 0) + 1
-        self._lends += 1
-        self._lent[key] = obj_id
-        return True
-
-    def _settle_lends(self, session: Session, sent: bool) -> None:
-        """The message for ``session`` that lent references is encoded: forget what it lent,
-        or, if it could not be encoded (it will not reach the client, and no proxy with it),
-        give the references back."""
-        lent = self._lent
-        if not sent:
-            for obj_id in lent.values():
-                held = session.refs.get(obj_id, 0)
-                if held <= 1:
-                    session.refs.pop(obj_id, None)
-                else:
-                    session.refs[obj_id] = held - 1
-                self._unref(obj_id, 1, self._now)
-        lent.clear()
-
-    def adopt(self, obj_id: int) -> None:
-        """Count an internal reference (a proxy rebuilt inside this server)."""
-        entry = self.objects.get(obj_id)
-        if entry is None:
-            raise ObjectNotFound(f"shared object {obj_id} does not exist (any more)")
-        entry.refs += 1
-
-    def adopted(self, proxy: Any) -> None:
-        """Remember an internal proxy rebuilt while decoding; its holder is set on dispatch."""
-        self._fresh.append(proxy)
-
-    def disown(self, obj_id: int, holder: int | None = None) -> None:
-        """Drop an internal reference; safe from any thread (applied on the loop)."""
-        self._disowned.append((obj_id, holder))
-
-    def _claim_fresh(self, holder: Entry | None, only: list[Any] | None = None) -> None:
-        """Record ``holder`` as the holder of the internal proxies just rebuilt (or ``only``)."""
-        fresh = self._fresh if only is None else only
-        if only is None:
-            self._fresh = []
-        if holder is None:
-            return  # unknown holder: the reference stays a root for the cycle collector
-        holds = holder.holds
-        if holds is None:
-            holds = holder.holds = {}
-        for proxy in fresh:
-            target = self.objects.get(proxy._id)
-            if target is None:
-                continue
-            proxy._held_by = holder.id
-            target.held += 1
-            holds[proxy._id] = holds.get(proxy._id, 0) + 1
+    # -- the table ---------------------------------------------------------------------------
 
     def referent(self, obj_id: int) -> Any:
         entry = self.objects.get(obj_id)
         if entry is None:
             raise ObjectNotFound(f"shared object {obj_id} does not exist (any more)")
         return entry.referent
-
-    def _retain(self, session: Session, obj_ids: tuple[int, ...]) -> None:
-        for obj_id in obj_ids:
-            entry = self.objects.get(obj_id)
-            if entry is None:
-                continue  # gone already: the proxy's next call reports it
-            entry.refs += 1
-            session.refs[obj_id] = session.refs.get(obj_id, 0) + 1
-
-    def _release(self, session: Session, obj_ids: tuple[int, ...], now: float) -> None:
-        for obj_id in obj_ids:
-            held = session.refs.get(obj_id, 0)
-            if held <= 0:
-                continue  # never counted (or already released): ignore, do not go negative
-            if held == 1:
-                del session.refs[obj_id]
-            else:
-                session.refs[obj_id] = held - 1
-            self._unref(obj_id, 1, now)
-
-    def _unref(self, obj_id: int, count: int, now: float) -> None:
-        entry = self.objects.get(obj_id)
-        if entry is None:
-            return
-        entry.refs -= count
-        if entry.refs <= 0:
-            entry.refs = 0
-            heapq.heappush(self._disposals, (now + self.release_delay, obj_id))
-
-    def _apply_disowned(self, now: float) -> None:
-        disowned = self._disowned
-        objects = self.objects
-        while disowned:
-            obj_id, holder_id = disowned.popleft()
-            if holder_id is not None:
-                holder = objects.get(holder_id)
-                if holder is not None and holder.holds:
-                    left = holder.holds.get(obj_id, 0) - 1
-                    if left > 0:
-                        holder.holds[obj_id] = left
-                    else:
-                        holder.holds.pop(obj_id, None)
-                target = objects.get(obj_id)
-                if target is not None and target.held > 0:
-                    target.held -= 1
-            self._unref(obj_id, 1, now)
-
-    def collect_cycles(self, now: float) -> int:
-        """Free shared objects reachable only from each other; return how many were freed.
-
-        Roots: objects with references not attributed to a holder (sessions, unknown holders)
-        and objects waiting out their release delay. An object is freed only when it was
-        unreachable on the previous collection too (a grace period as long as the interval).
-        """
-        objects = self.objects
-        marked: set[int] = set()
-        stack = [e.id for e in objects.values() if e.refs <= 0 or e.refs > e.held]
-        while stack:
-            obj_id = stack.pop()
-            if obj_id in marked:
-                continue
-            marked.add(obj_id)
-            entry = objects.get(obj_id)
-            if entry is not None and entry.holds:
-                stack.extend(entry.holds)
-        unreachable = {obj_id for obj_id in objects if obj_id not in marked}
-        garbage = unreachable & self._suspects
-        self._suspects = unreachable - garbage
-        for obj_id in garbage:
-            self._dispose(obj_id)
-        return len(garbage)
 
     def _dispose(self, obj_id: int) -> None:
         entry = self.objects.pop(obj_id, None)
@@ -765,29 +607,24 @@ class Core:
             entry.watchers = None
         if entry.handlers is None:
             self._by_pyid.pop(id(entry.referent), None)
-        entry.referent = None  # drops its internal references: they queue in _disowned
-
-    def _dispose_due(self, now: float) -> None:
-        disposals = self._disposals
-        while disposals and disposals[0][0] <= now:
-            _, obj_id = heapq.heappop(disposals)
-            entry = self.objects.get(obj_id)
-            if entry is not None and entry.refs <= 0:
-                self._dispose(obj_id)
+        entry.referent = (
+            None  # drops its internal references: they queue in ``references.disowned``
+        )
 
     # -- the clock ----------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
         """When ``tick`` next has something to do, or ``None``."""
-        if self._disowned:
+        references = self.references
+        if references.disowned:
             return self._now  # dropped internal references (freed by the GC, say): due now
         due = self.deadlines.next_deadline()
         if self.open_locks:
             until = self.open_locks[0][0]
             due = until if due is None else min(due, until)
-        if self._disposals:
-            until = self._disposals[0][0]
-            due = until if due is None else min(due, until)
+        disposal = references.next_due()
+        if disposal is not None:
+            due = disposal if due is None else min(due, disposal)
         return due
 
     def tick(self, now: float) -> None:
@@ -798,12 +635,13 @@ class Core:
         while open_locks and open_locks[0][0] <= now:
             until, lock = open_locks.popleft()
             lock.window_closed(self, until)
-        disposals = self._disposals
+        references = self.references
+        disposals = references.disposals
         if not (
-            self._disowned
+            references.disowned
             or self._overflowing
             or self._to_close
-            or now >= self._next_collection
+            or now >= references.next_collection
             or (disposals and disposals[0][0] <= now)
             or self.deadlines.due(now)
         ):
@@ -811,17 +649,17 @@ class Core:
         for waiter in self.deadlines.pop_expired(now):
             if waiter.on_timeout is not None:
                 waiter.on_timeout(self, waiter)
-        self._apply_disowned(now)
-        self._dispose_due(now)
+        references.apply_disowned(now)
+        references.dispose_due(now)
         if self._overflowing:
             self._report_overflows()
-        if now >= self._next_collection:
-            self._next_collection = now + max(2.0, 2 * self.release_delay)
-            self.collect_cycles(now)
+        if now >= references.next_collection:
+            references.next_collection = now + max(2.0, 2 * references.release_delay)
+            references.collect_cycles()
         self._close_pending(now)
         # What was just disposed of let go of the objects it held: start their release delay
         # now, not whenever a message next wakes the loop.
-        self._apply_disowned(now)
+        references.apply_disowned(now)
 
     # -- dispatch -----------------------------------------------------------------------------
 
@@ -835,9 +673,9 @@ class Core:
         elif kind is Create:
             self._create(session, msg, now)
         elif kind is Release:
-            self._release(session, msg.obj_ids, now)
+            self.references.release(session, msg.obj_ids, now)
         elif kind is Retain:
-            self._retain(session, msg.obj_ids)
+            self.references.retain(session, msg.obj_ids)
         elif kind is Control:
             self._control(session, msg, now)
         elif kind is Batch:
@@ -855,8 +693,10 @@ class Core:
             session.in_flight.clear()  # all of it arrived
         else:
             raise TypeError(f"not a request: {kind.__name__}")
-        if self._fresh:
-            self._claim_fresh(None)  # nobody known holds them: roots for the cycle collector
+        if self.references.fresh:
+            self.references.claim_fresh(
+                None
+            )  # nobody known holds them: roots for the cycle collector
         if self._to_close:
             self._close_pending(now)
 
@@ -869,8 +709,10 @@ class Core:
         if entry is None:
             self.fail(session, req_id, _not_found(obj_id))
             return
-        if self._fresh:
-            self._claim_fresh(entry)  # proxies passed to a method end up held by its object
+        if self.references.fresh:
+            self.references.claim_fresh(
+                entry
+            )  # proxies passed to a method end up held by its object
         memory = self.memory
         if memory is not None and memory.full and _adds(entry, method):
             self.fail(session, req_id, memory.refusal())
@@ -1202,18 +1044,13 @@ class Core:
         """``value`` serialized for ``session``, or ``None`` if it holds shared objects (or
         cannot be encoded). Changes kept in a log may name objects freed since: they are never
         sent; the reader gets the whole object instead."""
-        self._outgoing = session
-        payload: bytes | None = None
         try:
-            payload = session.protocol.serialize(value)
+            payload = self.references.encode_for(
+                session, lambda: session.protocol.serialize(value), self._now, lending=False
+            )
         except SerializationError:
-            pass
-        finally:
-            self._outgoing = None
-            if self._lent:
-                self._settle_lends(session, sent=False)
-                payload = None
-        return payload
+            return None
+        return payload or None
 
     def _snapshot_read(
         self, session: Session, req_id: int, entry: Entry, method: str, known: int | None
@@ -1280,22 +1117,17 @@ class Core:
         elif result is None:
             self.reply(session, req_id, None)
             return
-        lends = self._lends
-        self._outgoing = session
-        payload = b""
+        references = self.references
+        lends = references.lends
         try:
-            payload = protocol.serialize(result)
+            payload = references.encode_for(session, lambda: protocol.serialize(result), self._now)
         except SerializationError as exc:
             self.fail(
                 session, req_id, ResultNotSerializable(f"the result could not be serialized: {exc}")
             )
             return
-        finally:
-            self._outgoing = None
-            if self._lent:
-                self._settle_lends(session, sent=bool(payload))
         # Replies that carried proxies counted references for this session: never reuse them.
-        if self._lends == lends and _SNAPSHOT_MIN <= len(payload) <= _SNAPSHOT_MAX:
+        if references.lends == lends and _SNAPSHOT_MIN <= len(payload) <= _SNAPSHOT_MAX:
             entry.snapshot = (entry.version, method, serializer, payload)
         self._write(session, protocol.encode_serialized(req_id, payload, session.home.flags))
 
@@ -1328,7 +1160,7 @@ class Core:
         if name is not None:
             named = self.objects.get(self.names.get(name, -1))
             if named is not None:
-                self._claim_fresh(None)
+                self.references.claim_fresh(None)
                 if named.typeid != msg.typeid:
                     self.fail(session, msg.req_id, _name_taken(name, named.typeid, msg.typeid))
                 else:
@@ -1350,7 +1182,7 @@ class Core:
                 self.fail(session, msg.req_id, _creation_failed(msg.typeid, exc))
                 return
             entry = self._register(stype, referent, now)
-            self._claim_fresh(entry)
+            self.references.claim_fresh(entry)
             self._reply_created(session, msg.req_id, entry, name)
             return
         if stype.factory is None:
@@ -1362,12 +1194,15 @@ class Core:
                 )
                 return
             entry = self._register(stype, msg.args[0], now)
-            self._claim_fresh(entry)
+            self.references.claim_fresh(entry)
             self._reply_created(session, msg.req_id, entry, name)
             return
         job = Job(session, msg.req_id, stype.factory, msg.args, msg.kwargs, stype=stype)
         job.name = name
-        job.fresh, self._fresh = self._fresh, []  # claimed by the object once it exists
+        job.fresh, self.references.fresh = (
+            self.references.fresh,
+            [],
+        )  # claimed by the object once it exists
         self.jobs.append(job)
 
     def _reply_created(self, session: Session, req_id: int, entry: Entry, name: str | None) -> None:
@@ -1390,7 +1225,7 @@ class Core:
         obj_id = self.names.pop(name, None)
         if obj_id is None:
             raise KeyError(name)
-        self._unref(obj_id, 1, now)
+        self.references.unref(obj_id, 1, now)
 
     def _register(self, stype: ServerType, referent: Any, now: float) -> Entry:
         """Add ``referent`` to the table (custom referents already there keep their id)."""
@@ -1414,7 +1249,7 @@ class Core:
         if stype.kind is None:
             self._by_pyid[id(referent)] = obj_id
         # Nobody holds it until the reply carrying it is encoded (Handle.__reduce__ lends it).
-        heapq.heappush(self._disposals, (now + self.release_delay, obj_id))
+        self.references.dispose_later(obj_id, now)
         return entry
 
     def _resolve_proxy(self, obj: Any) -> Any:
@@ -1452,7 +1287,7 @@ class Core:
             return
         if job.stype is not None:  # a custom constructor
             created = self._register(job.stype, job.value, now)
-            self._claim_fresh(created, job.fresh)
+            self.references.claim_fresh(created, job.fresh)
             self._reply_created(session, job.req_id, created, job.name)
             return
         entry = job.entry
@@ -1479,7 +1314,7 @@ class Core:
         held lock, an empty queue) fails instead of waiting; methods of custom classes are
         refused (they run user code on worker threads); each with its own error.
         """
-        if self._fresh:
+        if self.references.fresh:
             self._claim_batch(msg.calls)
         objects = self.objects
         values: list[Any] = []
@@ -1507,13 +1342,13 @@ class Core:
 
     def _claim_batch(self, calls: Any) -> None:
         """Attribute the proxies of a batch to the object each call addressed."""
-        fresh = {id(p): p for p in self._fresh}
-        self._fresh = []
+        fresh = {id(p): p for p in self.references.fresh}
+        self.references.fresh = []
         for obj_id, _method, args, kwargs, _owner in calls:
             inside = _ids_within((args, kwargs))
             found = [fresh.pop(pid) for pid in inside if pid in fresh]
             if found:
-                self._claim_fresh(self.objects.get(obj_id), found)
+                self.references.claim_fresh(self.objects.get(obj_id), found)
         # any left over (nested too deep to find) stay unattributed: roots, never freed wrongly
 
     def _control(self, session: Session, msg: Control, now: float) -> None:
@@ -1543,7 +1378,7 @@ class Core:
             ):
                 raise ProtocolError("named: keyword arguments must be a dict of str keys")
         except (ValueError, ProtocolError) as exc:
-            self._claim_fresh(None)
+            self.references.claim_fresh(None)
             self.fail(session, msg.req_id, exc)
             return
         self._create(session, Create(msg.req_id, typeid, tuple(args), kwargs, 0), now, name)
@@ -1817,7 +1652,7 @@ def _ctl_get_methods(core: Core, session: Session, now: float, obj_id: int) -> t
 
 
 def _ctl_collect(core: Core, session: Session, now: float) -> int:
-    return core.collect_cycles(now)
+    return core.references.collect_cycles()
 
 
 def _ctl_session(core: Core, session: Session, now: float) -> dict[str, Any]:

@@ -584,16 +584,16 @@ class Server:
         return self.core.on_loop_thread()
 
     def adopt(self, obj_id: int) -> None:
-        self.core.adopt(obj_id)
+        self.core.references.adopt(obj_id)
 
     def adopted(self, proxy: Any) -> None:
-        self.core.adopted(proxy)
+        self.core.references.adopted(proxy)
 
     def disown(self, obj_id: int, holder: int | None) -> None:
-        self.core.disown(obj_id, holder)
+        self.core.references.disown(obj_id, holder)
 
     def lend(self, obj_id: int, by: object) -> bool:
-        return self.core.lend(obj_id, by)
+        return self.core.references.lend(obj_id, by)
 
     def referent(self, obj_id: int) -> Any:
         return self.core.referent(obj_id)
