@@ -198,6 +198,11 @@ class ErrorNotRebuildable(RemoteError, TypeError):
 class ObjectNotFound(RemoteError, LookupError):
     """The shared object a proxy refers to no longer exists on the server."""
 
+    @classmethod
+    def of(cls, obj_id: int) -> ObjectNotFound:
+        """The error for the shared object ``obj_id``."""
+        return cls(f"shared object {obj_id} does not exist (any more)")
+
 
 class MethodNotExposed(RemoteError, AttributeError):
     """The method is not exposed by the shared object's type (see ``register(exposed=...)``)."""

@@ -16,10 +16,8 @@ What keeps an object alive (reference counts, the cycle collector) is ``_referen
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import os
 import pickle
 import threading
 import time
@@ -68,11 +66,12 @@ from .._protocol import (
 )
 from .._token import Token
 from ._changelog import ChangeLog
+from ._controls import CONTROLS
 from ._host import PARKED, CallContext, Host, PipelineContext, Primitive
 from ._memory import ADDING, MemoryGuard
 from ._objects import HANDLERS, Handler, Lock, make_referent
 from ._references import References
-from ._session import Session, Subscription
+from ._session import Session, Subscription, log_session_end
 from ._waiters import DeadlineHeap, Waiter
 
 log = logging.getLogger("procshare.server")
@@ -356,7 +355,7 @@ class Core:
         self._ids = itertools.count(1)
         self._session_ids = itertools.count(1)
         self._by_pyid: dict[int, int] = {}  # custom referents: id(referent) -> object id
-        self._started = time.monotonic()  # (the transport's clock)
+        self.started = time.monotonic()  # (the transport's clock)
         self._to_close: list[Session] = []
         self._loop_thread = threading.get_ident()
         self._now = 0.0
@@ -427,7 +426,7 @@ class Core:
         for obj_id, count in session.refs.items():
             self.references.unref(obj_id, count, now)
         if not self.closing:
-            _log_session_end(session, held, len(in_flight), waiting, len(session.refs))
+            log_session_end(session, held, len(in_flight), waiting, len(session.refs))
         session.refs.clear()
         for sub in session.subscriptions.values():
             self._drop_subscription(sub)
@@ -589,7 +588,7 @@ class Core:
     def referent(self, obj_id: int) -> Any:
         entry = self.objects.get(obj_id)
         if entry is None:
-            raise ObjectNotFound(f"shared object {obj_id} does not exist (any more)")
+            raise ObjectNotFound.of(obj_id)
         return entry.referent
 
     def _dispose(self, obj_id: int) -> None:
@@ -707,7 +706,7 @@ class Core:
             self._arrived(session, owner)
         entry = self.objects.get(obj_id)
         if entry is None:
-            self.fail(session, req_id, _not_found(obj_id))
+            self.fail(session, req_id, ObjectNotFound.of(obj_id))
             return
         if self.references.fresh:
             self.references.claim_fresh(
@@ -949,7 +948,7 @@ class Core:
     def _watch(self, session: Session, msg: Watch) -> None:
         entry = self.objects.get(msg.obj_id)
         if entry is None:
-            self.fail(session, msg.req_id, _not_found(msg.obj_id))
+            self.fail(session, msg.req_id, ObjectNotFound.of(msg.obj_id))
             return
         if not entry.watched:
             self.fail(
@@ -1324,7 +1323,7 @@ class Core:
             entry = objects.get(obj_id)
             try:
                 if entry is None:
-                    raise _not_found(obj_id)
+                    raise ObjectNotFound.of(obj_id)
                 if entry.handlers is None:
                     raise ProcshareError(
                         f"methods of {entry.typeid!r} objects run user code: "
@@ -1355,7 +1354,7 @@ class Core:
         if msg.command == "named":  # a create, answered when the object exists
             self._named(session, msg, now)
             return
-        command = _CONTROLS.get(msg.command)
+        command = CONTROLS.get(msg.command)
         if command is None:
             self.fail(session, msg.req_id, ProcshareError(f"unknown command {msg.command!r}"))
             return
@@ -1382,84 +1381,6 @@ class Core:
             self.fail(session, msg.req_id, exc)
             return
         self._create(session, Create(msg.req_id, typeid, tuple(args), kwargs, 0), now, name)
-
-    # -- introspection --------------------------------------------------------------------------
-
-    def stats(self, now: float) -> dict[str, Any]:
-        """A snapshot of the server for ``stats()``, ``inspect`` and ``top``."""
-        objects = []
-        name_of = {obj_id: name for name, obj_id in self.names.items()}
-        for entry in self.objects.values():
-            item: dict[str, Any] = {
-                "id": entry.id,
-                "name": name_of.get(entry.id),
-                "typeid": entry.typeid,
-                "refs": entry.refs,
-                "version": entry.version,
-                "watchers": len(entry.watchers or ()),
-            }
-            referent = entry.referent
-            if isinstance(referent, Primitive):
-                item["state"] = referent.describe()
-            else:
-                with contextlib.suppress(Exception):  # size is optional information
-                    item["len"] = len(referent)
-            objects.append(item)
-        sessions = [
-            {
-                "id": s.id,
-                "pid": s.pid,
-                "name": s.name,
-                "refs": sum(s.refs.values()),
-                "holds": len(s.holdings),
-                "waiting": len(s.waiters),
-                "calls": s.calls,
-                "subscriptions": len(s.subscriptions),
-                "age": now - s.started,
-                "reactor": s.home.index,
-                "host": s.host,
-            }
-            for s in self.sessions.values()
-        ]
-        return {
-            "objects": objects,
-            "sessions": sessions,
-            "counters": dict(self.stats_counters),
-            "server": {
-                "pid": os.getpid(),
-                "version": _version(),
-                "address": _describe_address(self.address),
-                "uptime": now - self._started,
-                "rss": _rss_bytes(),
-                "names": len(self.names),
-            },
-            "pending_jobs": len(self.jobs),
-            "memory": self.memory.describe() if self.memory is not None else None,
-        }
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
-def _describe_address(address: Any) -> str:
-    from .._address import describe
-
-    try:
-        return describe(address)
-    except Exception:  # (a test's made-up address)
-        return repr(address)
-
-
-def _rss_bytes() -> int | None:
-    """This process's resident memory (Linux), for ``inspect`` and ``top``."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 #: kinds whose typeid, named in ``method_to_typeid``, makes its object from the result (the
@@ -1551,10 +1472,6 @@ def _creation_failed(typeid: str, exc: BaseException) -> RemoteError:
     )
 
 
-def _not_found(obj_id: int) -> ObjectNotFound:
-    return ObjectNotFound(f"shared object {obj_id} does not exist (any more)")
-
-
 def _changes_since(entry: Entry, known: int) -> list[tuple[str, Any, Any, Any]] | None:
     """The changes from version ``known`` to the current one, if all are logged and replaying
     them is cheaper than sending the object (they weigh less than an eighth of it)."""
@@ -1567,111 +1484,6 @@ def _not_exposed(entry: Entry, method: str) -> MethodNotExposed:
     return MethodNotExposed(
         f"method {method!r} of {entry.typeid!r} object is not in exposed={entry.exposed!r}"
     )
-
-
-def _ctl_ping(core: Core, session: Session, now: float) -> str:
-    return "pong"
-
-
-def _ctl_shutdown(core: Core, session: Session, now: float) -> None:
-    core.shutdown_requested = True
-
-
-def _ctl_names(core: Core, session: Session, now: float) -> dict[str, str]:
-    objects = core.objects
-    return {n: objects[i].typeid for n, i in sorted(core.names.items()) if i in objects}
-
-
-def _ctl_delete(core: Core, session: Session, now: float, name: str) -> None:
-    core.delete_name(name, now)
-
-
-def _ctl_stats(core: Core, session: Session, now: float) -> dict[str, Any]:
-    return core.stats(now)
-
-
-def _log_session_end(
-    session: Session, held: list[str], taken_back: int, waiting: int, refs: int
-) -> None:
-    """One line for a client that went away, and what that freed (a warning when a process
-    that did not say goodbye held something: it died holding it)."""
-    died_holding = not session.said_goodbye and bool(held or taken_back)
-    level = logging.WARNING if died_holding else logging.INFO
-    if not log.isEnabledFor(level):
-        return
-    who = f"pid {session.pid} ({session.name})" if session.name else f"pid {session.pid}"
-    how = "closed its connection" if session.said_goodbye else "is gone"
-    freed = []
-    if held:
-        freed.append("released what it held: " + ", ".join(sorted(held)))
-    if taken_back:
-        freed.append(f"took back {taken_back} hand-over(s) it had not confirmed")
-    if waiting:
-        freed.append(f"withdrew {waiting} waiting call(s)")
-    if refs:
-        freed.append(f"dropped its references to {refs} object(s)")
-    text = f"client {who} {how}" + (": " + "; ".join(freed) if freed else "")
-    log.log(level, "%s", text)
-
-
-def _client_refs(core: Core) -> dict[int, int]:
-    """Object id -> references held by client processes' proxies.
-
-    What the stdlib's ``_number_of_objects`` and ``_debug_info`` count: a proxy stored inside
-    another shared object is not a client's (the stdlib keeps those apart, as its server's
-    "local" proxies), nor is an object waiting out its release delay.
-    """
-    counts: dict[int, int] = {}
-    for session in core.sessions.values():
-        for obj_id, held in session.refs.items():
-            if held > 0 and obj_id in core.objects:
-                counts[obj_id] = counts.get(obj_id, 0) + held
-    return counts
-
-
-def _ctl_number_of_objects(core: Core, session: Session, now: float) -> int:
-    return len(_client_refs(core))
-
-
-def _ctl_debug_info(core: Core, session: Session, now: float) -> str:
-    lines = []
-    for obj_id, refs in sorted(_client_refs(core).items()):
-        try:
-            text = str(core.objects[obj_id].referent)[:75]
-        except BaseException as exc:
-            text = f"<unprintable: {exc!r}>"
-        lines.append(f"  {obj_id}:       refcount={refs}\n    {text}")
-    return "\n".join(lines)
-
-
-def _ctl_get_methods(core: Core, session: Session, now: float, obj_id: int) -> tuple[str, ...]:
-    entry = core.objects.get(obj_id)
-    if entry is None:
-        raise _not_found(obj_id)
-    return entry.exposed
-
-
-def _ctl_collect(core: Core, session: Session, now: float) -> int:
-    return core.references.collect_cycles()
-
-
-def _ctl_session(core: Core, session: Session, now: float) -> dict[str, Any]:
-    return {"id": session.id, "pid": session.pid, "name": session.name}
-
-
-_CONTROLS: Final[dict[str, Callable[..., Any]]] = {
-    "ping": _ctl_ping,
-    "dummy": _ctl_ping,
-    "shutdown": _ctl_shutdown,
-    "names": _ctl_names,
-    "delete": _ctl_delete,
-    "stats": _ctl_stats,
-    "number_of_objects": _ctl_number_of_objects,
-    "debug_info": _ctl_debug_info,
-    "get_methods": _ctl_get_methods,
-    "session": _ctl_session,
-    "collect": _ctl_collect,
-}
 
 
 def format_exception(exc: BaseException) -> str:

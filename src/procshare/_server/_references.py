@@ -130,7 +130,7 @@ class References:
         """Count an internal reference (a proxy rebuilt inside this server)."""
         entry = self.objects.get(obj_id)
         if entry is None:
-            raise ObjectNotFound(f"shared object {obj_id} does not exist (any more)")
+            raise ObjectNotFound.of(obj_id)
         entry.refs += 1
 
     def adopted(self, proxy: Any) -> None:

@@ -7,6 +7,7 @@ it owns is let go when it closes: references, held primitives, parked waiters, s
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +16,9 @@ if TYPE_CHECKING:
     from ._host import Primitive
     from ._waiters import Waiter
 
-__all__ = ["Home", "Session", "Subscription"]
+__all__ = ["Home", "Session", "Subscription", "log_session_end"]
+
+log = logging.getLogger("procshare.server")
 
 
 class Home:
@@ -125,3 +128,27 @@ class Subscription:
         self.entry_id = entry_id
         #: events not sent because the session's backlog was full (reported as "overflow")
         self.missed = 0
+
+
+def log_session_end(
+    session: Session, held: list[str], taken_back: int, waiting: int, refs: int
+) -> None:
+    """One line for a client that went away, and what that freed (a warning when a process
+    that did not say goodbye held something: it died holding it)."""
+    died_holding = not session.said_goodbye and bool(held or taken_back)
+    level = logging.WARNING if died_holding else logging.INFO
+    if not log.isEnabledFor(level):
+        return
+    who = f"pid {session.pid} ({session.name})" if session.name else f"pid {session.pid}"
+    how = "closed its connection" if session.said_goodbye else "is gone"
+    freed = []
+    if held:
+        freed.append("released what it held: " + ", ".join(sorted(held)))
+    if taken_back:
+        freed.append(f"took back {taken_back} hand-over(s) it had not confirmed")
+    if waiting:
+        freed.append(f"withdrew {waiting} waiting call(s)")
+    if refs:
+        freed.append(f"dropped its references to {refs} object(s)")
+    text = f"client {who} {how}" + (": " + "; ".join(freed) if freed else "")
+    log.log(level, "%s", text)
