@@ -916,7 +916,7 @@ def test_a_watcher_that_falls_behind_is_told_how_many_it_missed(world: World) ->
     a, watcher = world.client(), world.client()
     lst = a.create("list")
     watcher.watch(lst)
-    watcher.session.backlog = world.core.watch_backlog + 1  # its connection stopped draining
+    watcher.session.backlog = world.core.watching.backlog + 1  # its connection stopped draining
     for i in range(10):
         a.do(lst, "append", i)
     assert watcher.pushes == []

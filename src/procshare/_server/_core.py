@@ -71,8 +71,9 @@ from ._host import PARKED, CallContext, Host, PipelineContext, Primitive
 from ._memory import ADDING, MemoryGuard
 from ._objects import HANDLERS, Handler, Lock, make_referent
 from ._references import References
-from ._session import Session, Subscription, log_session_end
+from ._session import Session, log_session_end
 from ._waiters import DeadlineHeap, Waiter
+from ._watching import Subscription, Watching
 
 log = logging.getLogger("procshare.server")
 
@@ -324,9 +325,8 @@ class Core:
         self.types = dict(types)
         self.address = address
         self.rebuild = rebuild
-        self.watch_backlog = watch_backlog
-        self._overflowing: set[Session] = set()
         self.objects: dict[int, Entry] = {}
+        self.watching = Watching(self.objects, self.push, watch_backlog)
         self.references = References(
             self.objects,
             release_delay=release_delay,
@@ -428,10 +428,7 @@ class Core:
         if not self.closing:
             log_session_end(session, held, len(in_flight), waiting, len(session.refs))
         session.refs.clear()
-        for sub in session.subscriptions.values():
-            self._drop_subscription(sub)
-        session.subscriptions.clear()
-        self._overflowing.discard(session)
+        self.watching.session_closed(session)
         self._close_pending(now)
 
     def deliverable(self, session: Session) -> bool:
@@ -598,12 +595,7 @@ class Core:
         if entry.leased:  # a read of it must now fail, not be answered locally
             self._end_leases(entry)
         if entry.watchers:
-            # Tell watchers the object is gone (a watch normally keeps it alive through its
-            # proxy; this only happens if that proxy was dropped).
-            self._publish(entry, "dispose", (), None, None)
-            for sub in list(entry.watchers):
-                sub.session.subscriptions.pop(sub.sub_id, None)
-            entry.watchers = None
+            self.watching.disposed(entry)
         if entry.handlers is None:
             self._by_pyid.pop(id(entry.referent), None)
         entry.referent = (
@@ -638,7 +630,7 @@ class Core:
         disposals = references.disposals
         if not (
             references.disowned
-            or self._overflowing
+            or self.watching.overflowing
             or self._to_close
             or now >= references.next_collection
             or (disposals and disposals[0][0] <= now)
@@ -650,8 +642,8 @@ class Core:
                 waiter.on_timeout(self, waiter)
         references.apply_disowned(now)
         references.dispose_due(now)
-        if self._overflowing:
-            self._report_overflows()
+        if self.watching.overflowing:
+            self.watching.report_overflows()
         if now >= references.next_collection:
             references.next_collection = now + max(2.0, 2 * references.release_delay)
             references.collect_cycles()
@@ -842,7 +834,7 @@ class Core:
         if entry.log is not None:
             entry.log.record(method, args, kwargs, result)
         if entry.watchers:
-            self._publish(entry, method, args, kwargs, result)
+            self.watching.publish(entry, method, args, kwargs, result)
 
     # -- leases (see _leases) ------------------------------------------------------------------
 
@@ -957,64 +949,16 @@ class Core:
                 MethodNotExposed(f"objects of type {entry.typeid!r} cannot be watched"),
             )
             return
-        sub = Subscription(session, msg.req_id, entry.id)
-        if entry.watchers is None:
-            entry.watchers = []
-        entry.watchers.append(sub)
-        session.subscriptions[msg.req_id] = sub
+        self.watching.subscribe(session, msg.req_id, entry)
         answer: dict[str, Any] = {"version": entry.version}
         if msg.options.get("snapshot"):
             answer["value"] = entry.referent
         self.reply(session, msg.req_id, answer)
 
     def _unwatch(self, session: Session, msg: Unwatch) -> None:
-        sub = session.subscriptions.pop(msg.sub_id, None)
-        if sub is not None:
-            self._drop_subscription(sub)
-        self.reply(session, msg.req_id, sub is not None)
+        self.reply(session, msg.req_id, self.watching.unsubscribe(session, msg.sub_id))
 
-    def _drop_subscription(self, sub: Subscription) -> None:
-        entry = self.objects.get(sub.entry_id)
-        if entry is not None and entry.watchers:
-            entry.watchers = [w for w in entry.watchers if w is not sub] or None
-
-    def _publish(
-        self,
-        entry: Entry,
-        op: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None,
-        result: Any,
-    ) -> None:
-        """Push one change of ``entry`` to its watchers, in the order changes are applied."""
-        event = (entry.id, entry.version, op, args, kwargs, result)
-        limit = self.watch_backlog
-        for sub in entry.watchers or ():
-            session = sub.session
-            if sub.missed or session.queued + session.backlog > limit:
-                # This watcher is not keeping up: drop, count, report once it has caught up.
-                sub.missed += 1
-                self._overflowing.add(session)
-                continue
-            self.push(session, sub.sub_id, event)
-
-    def _report_overflows(self) -> None:
-        """Tell watchers that caught up how many events they missed."""
-        half = self.watch_backlog // 2
-        for session in list(self._overflowing):
-            if session.closed:
-                self._overflowing.discard(session)
-                continue
-            if session.queued + session.backlog > half:
-                continue
-            self._overflowing.discard(session)
-            for sub in session.subscriptions.values():
-                if sub.missed:
-                    entry = self.objects.get(sub.entry_id)
-                    version = entry.version if entry is not None else -1
-                    event = (sub.entry_id, version, "overflow", (sub.missed,), None, None)
-                    sub.missed = 0
-                    self.push(session, sub.sub_id, event)
+    # -- whole-object reads ------------------------------------------------------------------
 
     def _share(self, typeid: str, value: Any, now: float) -> Handle:
         """Make ``value`` a new shared object of ``typeid``; return what the reply carries."""
@@ -1293,7 +1237,7 @@ class Core:
         if entry is not None and job.method in entry.watched:
             entry.version += 1
             if entry.watchers:
-                self._publish(entry, job.method, job.published_args, job.kwargs, job.value)
+                self.watching.publish(entry, job.method, job.published_args, job.kwargs, job.value)
         typeid = entry.method_to_typeid.get(job.method) if entry is not None else None
         if typeid is None:
             self.reply(session, job.req_id, job.value)

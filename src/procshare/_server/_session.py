@@ -15,8 +15,9 @@ if TYPE_CHECKING:
     from .._protocol import ServerProtocol
     from ._host import Primitive
     from ._waiters import Waiter
+    from ._watching import Subscription
 
-__all__ = ["Home", "Session", "Subscription", "log_session_end"]
+__all__ = ["Home", "Session", "log_session_end"]
 
 log = logging.getLogger("procshare.server")
 
@@ -115,19 +116,6 @@ class Session:
 
 def _always_alive() -> bool:
     return True
-
-
-class Subscription:
-    """A session watching an object: change events are pushed to it as ``sub_id``."""
-
-    __slots__ = ("entry_id", "missed", "session", "sub_id")
-
-    def __init__(self, session: Session, sub_id: int, entry_id: int) -> None:
-        self.session = session
-        self.sub_id = sub_id
-        self.entry_id = entry_id
-        #: events not sent because the session's backlog was full (reported as "overflow")
-        self.missed = 0
 
 
 def log_session_end(
