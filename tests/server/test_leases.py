@@ -22,13 +22,13 @@ def world() -> Iterator[World]:
     page = LeasePage.create("00" * 8)
     if page is None:
         pytest.skip("no memfd on this platform: leases are off")
-    w.core.lease_page = page
+    w.core.leasing.page = page
     yield w
     page.close()
 
 
 def _epoch(world: World, obj: int) -> int:
-    page = world.core.lease_page
+    page = world.core.leasing.page
     assert page is not None
     return page.epoch(slot_of(obj))
 
@@ -148,7 +148,7 @@ def test_objects_that_are_no_lock_of_ours_decline(world: World) -> None:
     sem, v = a.create("Semaphore"), a.create("Value", "i", 0)
     assert a.do(sem, "#LEASE", True, -1, ((v, "get", ()),)) is None
     assert a.do(sem, "get_value") == 1  # declined without acquiring
-    world.core.lease_page = None  # leases off: even a lock declines
+    world.core.leasing.page = None  # leases off: even a lock declines
     lock = a.create("Lock")
     assert a.do(lock, "#LEASE", True, -1, ()) is None
     assert a.do(lock, "locked") is False
@@ -220,7 +220,7 @@ def test_what_cannot_be_leased_is_declined_without_reading(world: World, args: A
 
 def test_reads_are_not_leased_where_leases_are_off(world: World) -> None:
     a = world.client()
-    world.core.lease_page = None
+    world.core.leasing.page = None
     d = a.create("dict", {"k": 1})
     assert a.do(d, "#READ", "__getitem__", ("k",)) == (None, 1)
     lock = a.create("Lock")

@@ -142,7 +142,7 @@ def test_a_lease_valid_by_the_page_always_holds_the_current_value(
     page: LeasePage, steps: list[tuple[Any, ...]]
 ) -> None:
     world = World()
-    world.core.lease_page = page
+    world.core.leasing.page = page
     clients = [world.client(f"c{i}") for i in range(CLIENTS)]
     onlooker = world.client("onlooker")  # plain reads only: holds no leases
     owner = clients[0]

@@ -41,14 +41,10 @@ from .._errors import (
 )
 from .._kinds import KINDS, REPLAYABLE_KINDS, REPLAYABLE_READS
 from .._leases import (
-    LEASABLE,
     READ,
-    LeasePage,
     LeaseRequest,
     leasable_args,
-    leasable_value,
     parse_reads,
-    slot_of,
 )
 from .._protocol import (
     BadRequest,
@@ -68,6 +64,7 @@ from .._token import Token
 from ._changelog import ChangeLog
 from ._controls import CONTROLS
 from ._host import PARKED, CallContext, Host, PipelineContext, Primitive
+from ._leasing import Leasing
 from ._memory import ADDING, MemoryGuard
 from ._objects import HANDLERS, Handler, Lock, make_referent
 from ._references import References
@@ -359,8 +356,7 @@ class Core:
         self._to_close: list[Session] = []
         self._loop_thread = threading.get_ident()
         self._now = 0.0
-        #: the objects' lease epochs (``_leases``; set by the transport for unix sockets)
-        self.lease_page: LeasePage | None = None
+        self.leasing = Leasing(self.objects, self.count)
         #: ``max_memory`` (``_memory``; set by the transport)
         self.memory: MemoryGuard | None = None
         self.stats_counters = {
@@ -516,7 +512,7 @@ class Core:
         """Answer a parked request with ``value`` (a lease request: with the reads it asks)."""
         waiter.session.waiters.discard(waiter)
         if type(value) is LeaseRequest:
-            value = self._lease(waiter.session, value)
+            value = self.leasing.reads_at_grant(value)
         self.reply(waiter.session, waiter.req_id, value)
         self.answered.add(waiter.session)
 
@@ -593,7 +589,7 @@ class Core:
         if entry is None:
             return
         if entry.leased:  # a read of it must now fail, not be answered locally
-            self._end_leases(entry)
+            self.leasing.end(entry)
         if entry.watchers:
             self.watching.disposed(entry)
         if entry.handlers is None:
@@ -830,7 +826,7 @@ class Core:
         entry.version += 1
         entry.snapshot = None
         if entry.leased:
-            self._end_leases(entry)
+            self.leasing.end(entry)
         if entry.log is not None:
             entry.log.record(method, args, kwargs, result)
         if entry.watchers:
@@ -843,7 +839,7 @@ class Core:
         ``(True, {index: (epoch, value)})`` with the reads made at the grant; ``None`` (and no
         acquire) where leases are off or the object is no lock: the caller acquires plainly."""
         lock = entry.referent
-        if self.lease_page is None or not isinstance(lock, Lock) or msg.kwargs:
+        if self.leasing.page is None or not isinstance(lock, Lock) or msg.kwargs:
             self.reply(session, msg.req_id, None)
             return
         try:
@@ -859,29 +855,9 @@ class Core:
         if result is PARKED:
             return  # answered by the grant (Core.answer makes the reads then)
         self._changed(entry, "acquire", (blocking, timeout), None, result is request)
-        self.reply(session, msg.req_id, self._lease(session, result))
-
-    def _lease(self, session: Session, answer: Any) -> Any:
-        """The reply to a granted leasing acquire: ``(True, {index: (epoch, value)})``, the
-        reads it asked for made now, each leased until its object changes."""
-        if type(answer) is not LeaseRequest:
-            return answer
-        values: dict[int, tuple[int, Any]] = {}
-        for index, (obj_id, method, args) in enumerate(answer.reads):
-            entry = self.objects.get(obj_id)
-            if entry is None or not self._leasable(entry, method):
-                continue
-            fn, takes_ctx = entry.handlers[method]  # type: ignore[index]
-            if takes_ctx:
-                continue
-            try:
-                value = fn(entry.referent, *args)
-            except BaseException:  # noqa: S112 - not leased: the holder's own read will raise it
-                continue
-            epoch = self._lease_epoch(entry, value)
-            if epoch is not None:
-                values[index] = (epoch, value)
-        return (True, values)
+        if type(result) is LeaseRequest:
+            result = self.leasing.reads_at_grant(result)
+        self.reply(session, msg.req_id, result)
 
     def _read_leasing(self, session: Session, msg: Call, entry: Entry, now: float) -> None:
         """``#READ(method, args)``: make a quick pure read and answer ``(epoch, value)``, the
@@ -894,7 +870,7 @@ class Core:
             msg.kwargs
             or len(args) != 2
             or type(args[0]) is not str
-            or not self._leasable(entry, args[0])
+            or not self.leasing.leasable(entry, args[0])
             or type(args[1]) is not tuple
             or not leasable_args(args[1])
         ):
@@ -908,32 +884,7 @@ class Core:
         except BaseException as exc:
             self.fail(session, req_id, exc)
             return
-        self.reply(session, req_id, (self._lease_epoch(entry, value), value))
-
-    @staticmethod
-    def _leasable(entry: Entry, method: str) -> bool:
-        """Whether ``method`` is a read of ``entry`` that may be leased (its kind's table)."""
-        spec = entry.spec
-        return spec is not None and entry.handlers is not None and method in LEASABLE[spec.name]
-
-    def _lease_epoch(self, entry: Entry, value: Any) -> int | None:
-        """Lease ``value``, just read from ``entry``: note that the entry's next change must
-        bump its epoch, and return the epoch the lease is valid at; ``None`` where it cannot
-        be leased (leases off, or a value that is not immutable all the way down)."""
-        page = self.lease_page
-        if page is None or not leasable_value(value):
-            return None
-        entry.leased = True
-        self.stats_counters["leased"] += 1
-        return page.epoch(slot_of(entry.id))
-
-    def _end_leases(self, entry: Entry) -> None:
-        """End every lease on ``entry``: bump its epoch (before any reply that could tell of
-        the change)."""
-        entry.leased = False
-        if self.lease_page is not None:
-            self.lease_page.bump(slot_of(entry.id))
-            self.stats_counters["lease ends"] += 1
+        self.reply(session, req_id, (self.leasing.epoch(entry, value), value))
 
     # -- watching ------------------------------------------------------------------------------
 

@@ -624,8 +624,8 @@ class Server:
         """Serve until ``stop()`` or a ``shutdown`` command. The calling thread is reactor 0
         (it keeps the clock); the others run on threads of their own."""
         # Leases need a page that clients map: same machine only.
-        if self._leases and isinstance(self.address, str) and self.core.lease_page is None:
-            self.core.lease_page = LeasePage.create(self.instance)
+        if self._leases and isinstance(self.address, str) and self.core.leasing.page is None:
+            self.core.leasing.page = LeasePage.create(self.instance)
         for reactor in self._reactors:
             reactor.open()
         self.core.stats_counters["polled"] = self.core.stats_counters["woken"] = 0
@@ -806,7 +806,7 @@ class Server:
                 "instance": self.instance,
                 "spin": self._spin,  # binds the client's busy-polling too
             }
-            page = self.core.lease_page
+            page = self.core.leasing.page
             if page is not None and sock.family == socket.AF_UNIX:
                 info["leases"] = page.path
             proto = ServerProtocol(
@@ -1219,9 +1219,9 @@ class Server:
         if self._owner_fd is not None:
             os.close(self._owner_fd)
             self._owner_fd = None
-        if self.core.lease_page is not None:
-            self.core.lease_page.close()
-            self.core.lease_page = None
+        if self.core.leasing.page is not None:
+            self.core.leasing.page.close()
+            self.core.leasing.page = None
         if isinstance(self.address, str):
             with contextlib.suppress(OSError):
                 os.unlink(self.address)

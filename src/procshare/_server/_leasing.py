@@ -1,0 +1,76 @@
+"""The server's side of leases (``_leases``): which reads may be leased, and their epochs.
+
+A value read by a local client may be *leased*: the client keeps it and reads it again without
+a round trip for as long as the object's epoch, in the shared lease page, stays the same. Here
+the server notes which objects have leases out, bumps an object's epoch at its next change
+(before any reply that could tell of the change), and makes the reads a leasing lock acquire
+asked for at the moment it is granted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .._leases import LEASABLE, LeasePage, LeaseRequest, leasable_value, slot_of
+
+if TYPE_CHECKING:
+    from ._core import Entry
+
+__all__ = ["Leasing"]
+
+
+class Leasing:
+    """The leases on one object table (``objects``); ``count(counter)`` is the core's."""
+
+    def __init__(self, objects: dict[int, Entry], count: Callable[[str], None]) -> None:
+        self.objects = objects
+        self._count = count
+        #: the objects' lease epochs, shared with local clients (set by the transport for unix
+        #: sockets); ``None``: leases are off
+        self.page: LeasePage | None = None
+
+    @staticmethod
+    def leasable(entry: Entry, method: str) -> bool:
+        """Whether ``method`` is a read of ``entry`` that may be leased (its kind's table)."""
+        spec = entry.spec
+        return spec is not None and entry.handlers is not None and method in LEASABLE[spec.name]
+
+    def epoch(self, entry: Entry, value: Any) -> int | None:
+        """Lease ``value``, just read from ``entry``: note that the entry's next change must
+        bump its epoch, and return the epoch the lease is valid at; ``None`` where it cannot
+        be leased (leases off, or a value that is not immutable all the way down)."""
+        page = self.page
+        if page is None or not leasable_value(value):
+            return None
+        entry.leased = True
+        self._count("leased")
+        return page.epoch(slot_of(entry.id))
+
+    def end(self, entry: Entry) -> None:
+        """End every lease on ``entry``: bump its epoch (before any reply that could tell of
+        the change)."""
+        entry.leased = False
+        if self.page is not None:
+            self.page.bump(slot_of(entry.id))
+            self._count("lease ends")
+
+    def reads_at_grant(self, request: LeaseRequest) -> tuple[bool, dict[int, tuple[int, Any]]]:
+        """The reply to a granted leasing acquire: ``(True, {index: (epoch, value)})``, the
+        reads it asked for made now, each leased until its object changes."""
+        values: dict[int, tuple[int, Any]] = {}
+        for index, (obj_id, method, args) in enumerate(request.reads):
+            entry = self.objects.get(obj_id)
+            if entry is None or not self.leasable(entry, method):
+                continue
+            fn, takes_ctx = entry.handlers[method]  # type: ignore[index]
+            if takes_ctx:
+                continue
+            try:
+                value = fn(entry.referent, *args)
+            except BaseException:  # noqa: S112, BLE001 - not leased: the holder's read raises it
+                continue
+            epoch = self.epoch(entry, value)
+            if epoch is not None:
+                values[index] = (epoch, value)
+        return (True, values)
