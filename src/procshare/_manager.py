@@ -62,7 +62,7 @@ from ._serializers import serializer_names
 from ._server import _objects
 
 if TYPE_CHECKING:
-    from ._server._core import ServerType
+    from ._server._table import ServerType
     from ._server._transport import Server
 
 __all__ = ["BaseManager", "Registration", "State", "SyncManager"]
@@ -128,7 +128,7 @@ def _native_kind(typeid: str, reg: Registration) -> str | None:
 def _server_types(
     registry: Mapping[str, Registration], watched: Mapping[str, frozenset[str]] | None = None
 ) -> dict[str, ServerType]:
-    from ._server._core import ServerType
+    from ._server._table import ServerType
 
     types = {}
     watched = watched or {}

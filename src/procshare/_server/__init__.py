@@ -4,8 +4,9 @@ interface, waiters, transport."""
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._core import Core, ServerType
+    from ._core import Core
     from ._session import Session
+    from ._table import ServerType
     from ._transport import Server
 
 __all__ = ["Core", "Server", "ServerType", "Session"]
@@ -17,10 +18,14 @@ def __getattr__(name: str) -> Any:
         from ._transport import Server
 
         return Server
-    if name in ("Core", "ServerType"):
-        from . import _core
+    if name == "Core":
+        from ._core import Core
 
-        return getattr(_core, name)
+        return Core
+    if name == "ServerType":
+        from ._table import ServerType
+
+        return ServerType
     if name == "Session":
         from ._session import Session
 

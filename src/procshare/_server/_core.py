@@ -24,7 +24,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from .._errors import (
     CallWithdrawn,
@@ -66,140 +66,23 @@ from ._controls import CONTROLS
 from ._host import PARKED, CallContext, Host, PipelineContext, Primitive
 from ._leasing import Leasing
 from ._memory import ADDING, MemoryGuard
-from ._objects import HANDLERS, Handler, Lock, make_referent
+from ._objects import Lock, make_referent
 from ._references import References
 from ._session import Session, log_session_end
+from ._table import SINCE, SNAPSHOTS, WHOLE_READS, Entry, ServerType
 from ._waiters import DeadlineHeap, Waiter
-from ._watching import Subscription, Watching
+from ._watching import Watching
 
 log = logging.getLogger("procshare.server")
 
-__all__ = ["Core", "Entry", "Job", "ServerType"]
+__all__ = ["Core", "Job"]
 
 _FALLBACKS: Final = ("__repr__", "__str__", "#GETVALUE")
 
-# Whole-object reads without arguments whose encoded reply may be reused while the object is
-# unchanged (a reader that snapshots a large dict over and over skips re-serializing it).
-_SNAPSHOTS: Final = frozenset(
-    {"copy", "keys", "values", "items", "#GETVALUE", "tolist", "__repr__", "__str__"}
-)
 _SNAPSHOT_MIN: Final = 8 * 1024  # smaller payloads are cheap to encode again
 _SNAPSHOT_MAX: Final = 16 * 1024 * 1024
-# ``#SINCE(method, version)``: a whole-object read for a caller holding the result as of
-# ``version`` (-1: nothing). Answers: ``None`` while the object is still at ``version``; for a
-# copy of a dict, list or set, ``(changes, new_version, True)`` when the changes since are few
-# and all logged (each ``(op, args, kwargs, result)``, to replay in order); else
-# ``(result, new_version)``; ``False`` for an object of a custom type (no versions to compare:
-# the caller reads plainly).
-_SINCE: Final = "#SINCE"
-_WHOLE_READS: Final = _SNAPSHOTS | {_SINCE}
 # ``#LEASE(blocking, timeout, reads)``: a Lock's acquire that also reads (see _leases).
 _LEASE: Final = "#LEASE"
-#: per kind, the handlers of ``HANDLERS`` that a plain call may go straight to
-_PLAIN_HANDLERS: Final = {
-    kind: {m: h for m, h in handlers.items() if m not in _WHOLE_READS}
-    for kind, handlers in HANDLERS.items()
-}
-
-
-class ServerType(NamedTuple):
-    """What the server knows of one registered typeid.
-
-    Attributes:
-        typeid: the name it is registered under.
-        kind: the built-in kind implementing it natively, or ``None`` for a custom callable.
-        factory: the callable creating the referent (custom types); ``None`` when the type only
-            describes objects returned by methods (``method_to_typeid``) or is built in.
-        exposed: method names proxies may call; ``None``: the referent's public methods.
-        method_to_typeid: methods whose result is shared (returned as a proxy of that typeid).
-        proxytype: the client proxy class, passed along in tokens.
-        watched: for custom types that opt in to ``watch()``, the methods that change them.
-    """
-
-    typeid: str
-    kind: str | None
-    factory: Callable[..., Any] | None
-    exposed: tuple[str, ...] | None
-    method_to_typeid: Mapping[str, str] | None
-    proxytype: Any
-    #: methods of a custom type whose calls change the object: watchers are told of them
-    watched: frozenset[str] = frozenset()
-
-
-class Entry:
-    """One shared object in the table."""
-
-    __slots__ = (
-        "created",
-        "exposed",
-        "handlers",
-        "held",
-        "holds",
-        "id",
-        "leased",
-        "log",
-        "method_to_typeid",
-        "mutators",
-        "plain",
-        "proxytype",
-        "referent",
-        "refs",
-        "returning",
-        "snapshot",
-        "spec",
-        "typeid",
-        "version",
-        "watched",
-        "watchers",
-    )
-
-    def __init__(
-        self,
-        obj_id: int,
-        stype: ServerType,
-        referent: Any,
-        exposed: tuple[str, ...],
-        now: float,
-    ) -> None:
-        self.id = obj_id
-        self.typeid = stype.typeid
-        self.referent = referent
-        self.proxytype = stype.proxytype
-        self.method_to_typeid = stype.method_to_typeid or {}
-        self.handlers: dict[str, Handler] | None = (
-            HANDLERS[stype.kind] if stype.kind is not None else None
-        )
-        #: the handlers a plain call may go straight to (``_call``): all but whole-object reads
-        self.plain: dict[str, Handler] | None = (
-            _PLAIN_HANDLERS[stype.kind] if stype.kind is not None else None
-        )
-        kind = KINDS[stype.kind] if stype.kind is not None else None
-        #: the built-in kind's description, or None for a custom type
-        self.spec = kind
-        self.mutators = kind.mutators if kind is not None else frozenset()
-        #: methods of a built-in kind whose result becomes a new shared object
-        self.returning = kind.returning if kind is not None else {}
-        self.exposed = exposed
-        self.refs = 0
-        self.version = 0
-        self.created = now
-        #: (version, method, serializer, payload) of the last large snapshot read, or None
-        self.snapshot: tuple[int, str, str, bytes] | None = None
-        #: the latest changes, once a client re-reads this object whole (#SINCE)
-        self.log: ChangeLog | None = None
-        #: internal references this object's referent holds: target id -> count
-        self.holds: dict[int, int] | None = None
-        #: how many of ``refs`` are internal references held by a known shared object
-        self.held = 0
-        #: methods whose calls are published to watchers (empty: not watchable)
-        self.watched: frozenset[str] = (
-            (kind.mutators if kind.watchable else frozenset())
-            if kind is not None
-            else stype.watched
-        )
-        self.watchers: list[Subscription] | None = None
-        #: whether a lease on it may be out (``_leases``): its next change bumps its epoch
-        self.leased = False
 
 
 class Job:
@@ -737,7 +620,7 @@ class Core:
                 self.reply(session, req_id, result)
                 return
         if entry.handlers is None:
-            if method == _SINCE:
+            if method == SINCE:
                 self.reply(session, req_id, False)  # not for custom types: read plainly
                 return
             if method in (_LEASE, READ):
@@ -748,8 +631,8 @@ class Core:
         if versioned and method == "#GETVALUE" and not isinstance(entry.referent, Primitive):
             self.reply(session, req_id, (entry.referent, entry.version))  # for replicas
             return
-        if method in _WHOLE_READS and not kwargs and not versioned:
-            if method == _SINCE:
+        if method in WHOLE_READS and not kwargs and not versioned:
+            if method == SINCE:
                 self._since(session, req_id, entry, args)
                 return
             if not args:
@@ -926,10 +809,10 @@ class Core:
         return Handle(self, self._register(stype, value, now), stype)
 
     def _since(self, session: Session, req_id: int, entry: Entry, args: tuple[Any, ...]) -> None:
-        """``#SINCE(method, version)`` on a built-in kind (see ``_SINCE``)."""
+        """``#SINCE(method, version)`` on a built-in kind (see ``SINCE``)."""
         if len(args) != 2 or type(args[0]) is not str or type(args[1]) is not int:
-            self.fail(session, req_id, TypeError(f"{_SINCE} takes (method, version)"))
-        elif args[0] not in _SNAPSHOTS:
+            self.fail(session, req_id, TypeError(f"{SINCE} takes (method, version)"))
+        elif args[0] not in SNAPSHOTS:
             self.fail(session, req_id, TypeError(f"{args[0]!r} is not a whole-object read"))
         else:
             self._snapshot_read(session, req_id, entry, args[0], args[1])
@@ -986,7 +869,7 @@ class Core:
                         return
                 if entry.log is None:
                     entry.log = ChangeLog()
-            method = f"{_SINCE} {method}"  # its own cached payload: the pair, not the bare value
+            method = f"{SINCE} {method}"  # its own cached payload: the pair, not the bare value
         protocol = session.protocol
         serializer = protocol.serializer.name if protocol.serializer is not None else ""
         cached = entry.snapshot

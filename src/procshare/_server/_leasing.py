@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .._leases import LEASABLE, LeasePage, LeaseRequest, leasable_value, slot_of
 
 if TYPE_CHECKING:
-    from ._core import Entry
+    from ._table import Entry
 
 __all__ = ["Leasing"]
 

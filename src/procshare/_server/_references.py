@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ObjectNotFound
 
 if TYPE_CHECKING:
-    from ._core import Entry
     from ._session import Session
+    from ._table import Entry
 
 __all__ = ["References"]
 

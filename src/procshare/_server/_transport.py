@@ -53,11 +53,12 @@ from .._protocol import (
     busy_frame,
 )
 from .._sched import LoadGauge, available_cpus, configured_spin, current_cpu
-from ._core import Core, Job, ServerType
+from ._core import Core, Job
 from ._memory import MemoryGuard, parse_size
 from ._objects import LOCK_WINDOW
 from ._poller import IN, OUT, Poller
 from ._session import Home, Session
+from ._table import ServerType
 
 __all__ = ["Server"]
 

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._core import Entry
     from ._session import Session
+    from ._table import Entry
 
 __all__ = ["Subscription", "Watching"]
 
