@@ -28,7 +28,7 @@ class FakeHost:
         self.answers: list[tuple[Session, int, Any]] = []
         self.tracked: dict[tuple[Session, int], tuple[Primitive, int, Any]] = {}
         self.deadlines: list[Waiter] = []
-        self.windows: list[tuple[Lock, float]] = []
+        self.windows: list[tuple[Primitive, float]] = []
         self.counters: dict[str, int] = {}
         self.gone: set[Session] = set()
 
@@ -49,8 +49,8 @@ class FakeHost:
     def add_deadline(self, waiter: Waiter) -> None:
         self.deadlines.append(waiter)
 
-    def open_window(self, lock: Lock, until: float) -> None:
-        self.windows.append((lock, until))
+    def open_window(self, prim: Primitive, until: float) -> None:
+        self.windows.append((prim, until))
 
     def run_job(
         self,

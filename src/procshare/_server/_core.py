@@ -222,7 +222,7 @@ class Core:
         #: transport sets its busy-poll window: the loop notices the deadline while it polls.
         self.lock_window = 0.0
         #: locks released within the last ``lock_window``: (until, lock), oldest first
-        self.open_locks: deque[tuple[float, Lock]] = deque()
+        self.open_locks: deque[tuple[float, Primitive]] = deque()
         self.dirty: list[Session] = []
         #: sessions in ``dirty`` given the answer to a parked request since the last flush
         self.answered: set[Session] = set()
@@ -411,9 +411,10 @@ class Core:
         """Time ``waiter`` out at its deadline (``tick``)."""
         self.deadlines.add(waiter)
 
-    def open_window(self, lock: Lock, until: float) -> None:
-        """``lock`` stays free for whoever asks first until ``until`` (``tick`` closes it)."""
-        self.open_locks.append((until, lock))
+    def open_window(self, prim: Primitive, until: float) -> None:
+        """``prim`` (a released lock) stays free for whoever asks first until ``until``
+        (``tick`` closes the window)."""
+        self.open_locks.append((until, prim))
 
     def count(self, counter: str) -> None:
         """One more of ``counter`` in ``stats()["counters"]``."""

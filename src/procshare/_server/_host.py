@@ -16,7 +16,6 @@ from .._errors import ProcshareError
 from ._waiters import Waiter, WaitQueue
 
 if TYPE_CHECKING:
-    from ._objects import Lock
     from ._session import Session
 
 __all__ = ["PARKED", "CallContext", "Host", "PipelineContext", "Primitive"]
@@ -47,8 +46,8 @@ class Host(Protocol):
     def add_deadline(self, waiter: Waiter) -> None:
         """Time ``waiter`` out at ``waiter.deadline`` (its ``on_timeout`` answers it)."""
 
-    def open_window(self, lock: Lock, until: float) -> None:
-        """Call ``lock.window_closed(host, until)`` once ``until`` has passed."""
+    def open_window(self, prim: Primitive, until: float) -> None:
+        """Call ``prim.window_closed(host, until)`` once ``until`` has passed."""
 
     def run_job(
         self,
@@ -91,6 +90,9 @@ class Primitive:
         """``what`` was on its way to ``session`` when the session ended (perhaps received,
         perhaps not). A lock's grant or a slot needs nothing: ``drop_session`` frees what
         the session held."""
+
+    def window_closed(self, host: Host, until: float) -> None:
+        """The moment ``until`` asked for with ``Host.open_window`` has passed."""
 
     def describe(self) -> dict[str, Any]:
         """State for ``stats``/``top``: holders and waiters."""
