@@ -20,23 +20,60 @@
 One connection per client (per event loop), on the protocol the sync client uses. Every call
 is a coroutine; blocking operations (``acquire``, ``get``, ``wait``) are parked on the server
 and never block the loop. Owner tags are per task: an RLock is reentrant within one task.
-Cached reads (``proxy.cache()``) are a sync-client feature.
+The factories are the SyncManager's, with its parameters, and give typed proxies
+(``AsyncDictProxy[K, V]``, ``AsyncAcquirer``, ``AsyncQueue[T]``, ...; ``_client._aproxies``).
+Pipelines and cached reads (``proxy.cache()``) are sync-client features for now.
 """
 
 from __future__ import annotations
 
 import builtins
 import contextvars
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar, cast, overload
 
 from ._address import parse_address
-from ._client._achannel import AsyncChannel, AsyncProxy, AsyncWatch
+from ._client._achannel import AsyncChannel, AsyncProxy, AsyncWatch, kind_of
+from ._client._aproxies import (
+    ASYNC_PROXIES,
+    AsyncAcquirer,
+    AsyncArrayProxy,
+    AsyncBarrier,
+    AsyncCondition,
+    AsyncDictProxy,
+    AsyncEvent,
+    AsyncListProxy,
+    AsyncNamespace,
+    AsyncQueue,
+    AsyncSetProxy,
+    AsyncValueProxy,
+)
 from ._client._push import Change
 from ._errors import ProcshareError
 from ._protocol import Create
 
-__all__ = ["AsyncClient", "AsyncProxy", "AsyncWatch", "Change", "connect"]
+__all__ = [
+    "AsyncAcquirer",
+    "AsyncArrayProxy",
+    "AsyncBarrier",
+    "AsyncClient",
+    "AsyncCondition",
+    "AsyncDictProxy",
+    "AsyncEvent",
+    "AsyncListProxy",
+    "AsyncNamespace",
+    "AsyncProxy",
+    "AsyncQueue",
+    "AsyncSetProxy",
+    "AsyncValueProxy",
+    "AsyncWatch",
+    "Change",
+    "connect",
+]
+
+K = TypeVar("K")
+V = TypeVar("V")
+T = TypeVar("T")
 
 
 class AsyncClient:
@@ -50,11 +87,13 @@ class AsyncClient:
         """The server's address."""
         return self._channel.address
 
-    def proxy(self, proxy: Any) -> AsyncProxy:
-        """The async twin of a sync proxy (same object, its own reference)."""
-        return AsyncProxy(self._channel, proxy._token, type(proxy), proxy._exposed_)
+    def proxy(self, proxy: Any) -> Any:
+        """The async twin of a sync proxy (same object, its own reference): an
+        ``AsyncDictProxy`` for a ``DictProxy``, an ``AsyncAcquirer`` for a Lock's, ..."""
+        cls = ASYNC_PROXIES.get(kind_of(type(proxy), proxy._token) or "", AsyncProxy)
+        return cls(self._channel, proxy._token, type(proxy), proxy._exposed_)
 
-    async def create(self, typeid: str, /, *args: Any, **kwargs: Any) -> AsyncProxy:
+    async def create(self, typeid: str, /, *args: Any, **kwargs: Any) -> Any:
         """Create a shared object of a registered ``typeid`` (``"dict"``, ``"Lock"``, ...)."""
         name = _NAMING.get()
         if name is None:
@@ -66,48 +105,84 @@ class AsyncClient:
             raise ProcshareError(f"the server answered creation with {type(result).__name__}")
         return result
 
-    # The SyncManager factories, awaitable.
-    async def dict(self, *args: Any, **kwargs: Any) -> AsyncProxy:
-        return await self.create("dict", *args, **kwargs)
+    # The SyncManager factories, awaitable, typed as the sync ones are.
+    @overload
+    async def dict(self) -> AsyncDictProxy[Any, Any]: ...
+    @overload
+    async def dict(self, mapping: Mapping[K, V], /) -> AsyncDictProxy[K, V]: ...
+    @overload
+    async def dict(self, iterable: Iterable[tuple[K, V]], /) -> AsyncDictProxy[K, V]: ...
+    @overload
+    async def dict(self, **kwargs: V) -> AsyncDictProxy[str, V]: ...
+    async def dict(self, *args: Any, **kwargs: Any) -> AsyncDictProxy[Any, Any]:
+        return cast("AsyncDictProxy[Any, Any]", await self.create("dict", *args, **kwargs))
 
-    async def list(self, *args: Any) -> AsyncProxy:
-        return await self.create("list", *args)
+    @overload
+    async def list(self) -> AsyncListProxy[Any]: ...
+    @overload
+    async def list(self, iterable: Iterable[T], /) -> AsyncListProxy[T]: ...
+    async def list(self, *args: Any) -> AsyncListProxy[Any]:
+        return cast("AsyncListProxy[Any]", await self.create("list", *args))
 
-    async def set(self, *args: Any) -> AsyncProxy:
-        return await self.create("set", *args)
+    @overload
+    async def set(self) -> AsyncSetProxy[Any]: ...
+    @overload
+    async def set(self, iterable: Iterable[T], /) -> AsyncSetProxy[T]: ...
+    async def set(self, *args: Any) -> AsyncSetProxy[Any]:
+        return cast("AsyncSetProxy[Any]", await self.create("set", *args))
 
-    async def Namespace(self, **kwargs: Any) -> AsyncProxy:  # noqa: N802
-        return await self.create("Namespace", **kwargs)
+    async def Namespace(self, **kwargs: Any) -> AsyncNamespace:  # noqa: N802
+        return cast(AsyncNamespace, await self.create("Namespace", **kwargs))
 
-    async def Value(self, typecode: Any, value: Any) -> AsyncProxy:  # noqa: N802
-        return await self.create("Value", typecode, value)
+    async def Value(self, typecode: Any, value: T, lock: bool = True) -> AsyncValueProxy[T]:  # noqa: N802
+        """A shared value (``lock`` is accepted for the stdlib's signature: every operation
+        is atomic on the server)."""
+        return cast("AsyncValueProxy[T]", await self.create("Value", typecode, value))
 
-    async def Array(self, typecode: str, sequence: Any) -> AsyncProxy:  # noqa: N802
-        return await self.create("Array", typecode, sequence)
+    async def Array(  # noqa: N802
+        self, typecode: str, sequence: Iterable[T], lock: bool = True
+    ) -> AsyncArrayProxy[T]:
+        return cast("AsyncArrayProxy[T]", await self.create("Array", typecode, list(sequence)))
 
-    async def Lock(self) -> AsyncProxy:  # noqa: N802
-        return await self.create("Lock")
+    async def Lock(self) -> AsyncAcquirer:  # noqa: N802
+        return cast(AsyncAcquirer, await self.create("Lock"))
 
-    async def RLock(self) -> AsyncProxy:  # noqa: N802
-        return await self.create("RLock")
+    async def RLock(self) -> AsyncAcquirer:  # noqa: N802
+        return cast(AsyncAcquirer, await self.create("RLock"))
 
-    async def Semaphore(self, value: int = 1) -> AsyncProxy:  # noqa: N802
-        return await self.create("Semaphore", value)
+    async def Semaphore(self, value: int = 1) -> AsyncAcquirer:  # noqa: N802
+        return cast(AsyncAcquirer, await self.create("Semaphore", value))
 
-    async def Condition(self, lock: Any = None) -> AsyncProxy:  # noqa: N802
-        return await self.create("Condition", lock)
+    async def BoundedSemaphore(self, value: int = 1) -> AsyncAcquirer:  # noqa: N802
+        return cast(AsyncAcquirer, await self.create("BoundedSemaphore", value))
 
-    async def Event(self) -> AsyncProxy:  # noqa: N802
-        return await self.create("Event")
+    async def Condition(self, lock: Any = None) -> AsyncCondition:  # noqa: N802
+        return cast(AsyncCondition, await self.create("Condition", lock))
 
-    async def Barrier(self, parties: int, timeout: float | None = None) -> AsyncProxy:  # noqa: N802
-        return await self.create("Barrier", parties, None, timeout)
+    async def Event(self) -> AsyncEvent:  # noqa: N802
+        return cast(AsyncEvent, await self.create("Event"))
 
-    async def Queue(self, maxsize: int = 0) -> AsyncProxy:  # noqa: N802
-        return await self.create("Queue", maxsize)
+    async def Barrier(  # noqa: N802
+        self,
+        parties: int,
+        action: Callable[[], object] | None = None,
+        timeout: float | None = None,
+    ) -> AsyncBarrier:
+        """A barrier; ``action`` (picklable) runs on the server when the parties are in."""
+        return cast(AsyncBarrier, await self.create("Barrier", parties, action, timeout))
 
-    async def JoinableQueue(self, maxsize: int = 0) -> AsyncProxy:  # noqa: N802
-        return await self.create("JoinableQueue", maxsize)
+    async def Queue(self, maxsize: int = 0, *, redeliver: bool = True) -> AsyncQueue[Any]:  # noqa: N802
+        return cast("AsyncQueue[Any]", await self._queue("Queue", maxsize, redeliver))
+
+    async def JoinableQueue(  # noqa: N802
+        self, maxsize: int = 0, *, redeliver: bool = True
+    ) -> AsyncQueue[Any]:
+        return cast("AsyncQueue[Any]", await self._queue("JoinableQueue", maxsize, redeliver))
+
+    async def _queue(self, typeid: str, maxsize: int, redeliver: bool) -> Any:
+        if redeliver:
+            return await self.create(typeid, maxsize)
+        return await self.create(typeid, maxsize, redeliver=False)
 
     def named(self, name: str) -> AsyncNamed:
         """The objects of this name, got or created: ``await client.named("jobs").Queue()``

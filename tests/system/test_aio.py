@@ -387,3 +387,106 @@ def test_named_objects_from_asyncio_are_the_sync_clients_too(m: procshare.SyncMa
 def test_a_tls_url_is_refused_clearly() -> None:
     with pytest.raises(ValueError, match="does not speak TLS"):
         run(procshare.aio.connect("tls://127.0.0.1:1", b"k"))
+
+
+# -- the typed proxies: every kind, every method, the SyncManager's factories ------------------
+
+#: dunder methods of the kinds' tables and the named form the async proxies give them (the
+#: operators ``__or__``, ``__iadd__``, ... stay reachable through ``call``)
+_NAMED_FORMS = {
+    "__getitem__": "getitem",
+    "__setitem__": "setitem",
+    "__delitem__": "delitem",
+    "__contains__": "contains",
+    "__len__": "len",
+    "__repr__": "repr",
+    "__setattr__": "setattr",
+    "__delattr__": "delattr",
+}
+
+
+def test_every_kind_has_a_typed_async_proxy_offering_each_of_its_methods() -> None:
+    from procshare._client._aproxies import ASYNC_PROXIES
+    from procshare._kinds import KINDS
+
+    assert set(ASYNC_PROXIES) == set(KINDS) - {"LiveIterator"}
+    for kind, cls in ASYNC_PROXIES.items():
+        for method in KINDS[kind].methods:
+            if method.startswith("_") and method not in _NAMED_FORMS:
+                continue  # an operator, or internal (``_is_owned``)
+            name = _NAMED_FORMS.get(method, method)
+            assert callable(getattr(cls, name, None)), f"{cls.__name__} lacks {name}"
+    namespace_reads = ASYNC_PROXIES["Namespace"]
+    assert callable(namespace_reads.getattr)  # type: ignore[attr-defined]
+
+
+def test_the_async_client_has_every_factory_of_the_sync_manager_for_a_built_in_kind() -> None:
+    import inspect
+
+    from procshare._kinds import KINDS
+
+    for kind in set(KINDS) - {"LiveIterator"}:
+        sync = getattr(procshare.SyncManager, kind)
+        made = getattr(procshare.aio.AsyncClient, kind)
+        assert inspect.iscoroutinefunction(made), kind
+        sync_params = list(inspect.signature(sync).parameters)
+        assert list(inspect.signature(made).parameters) == sync_params, kind
+
+
+def test_factories_and_proxies_arriving_in_replies_are_the_typed_classes(
+    m: procshare.SyncManager,
+) -> None:
+    A = procshare.aio
+
+    async def main() -> None:
+        async with await A.connect(m.address, m._authkey) as client:
+            d = await client.dict()
+            lock = await client.Lock()
+            await d.setitem("lock", lock)
+            assert isinstance(d, A.AsyncDictProxy)
+            again = await d.getitem("lock")  # a proxy in a reply
+            assert isinstance(again, A.AsyncAcquirer)
+            assert isinstance(client.proxy(m.Queue()), A.AsyncQueue)
+            assert isinstance(await client.named("typed").Event(), A.AsyncEvent)
+            assert await again.acquire() is True and await lock.locked()
+            await again.release()
+
+    run(main())
+
+
+def test_bounded_semaphore_barrier_action_value_lock_and_set_from_asyncio(
+    m: procshare.SyncManager,
+) -> None:
+    flags = m.list()
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            sem = await client.BoundedSemaphore(1)
+            async with sem:
+                assert await sem.get_value() == 0
+            with pytest.raises(ValueError):
+                await sem.release()  # over-released, as threading.BoundedSemaphore says
+            barrier = await client.Barrier(2, action=_AppendTo(flags), timeout=10)
+            assert await barrier.parties() == 2
+            indexes = await asyncio.gather(barrier.wait(), barrier.wait())
+            assert sorted(indexes) == [0, 1]
+            value = await client.Value("i", 1, lock=False)
+            assert await value.increment(2) == 3 and await value.swap(7) == 3
+            shared = await client.set({1, 2})
+            assert await shared.union({3}) == {1, 2, 3}
+            assert await shared.issubset({1, 2, 5}) is True
+            await shared.difference_update({1})
+            assert await shared.copy() == {2}
+
+    run(main())
+    assert list(flags) == ["tripped"]
+
+
+class _AppendTo:
+    """A picklable barrier action: appends to a shared list (on the server's worker)."""
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+
+    def __call__(self) -> None:
+        self.target.append("tripped")

@@ -52,7 +52,7 @@ from ._leases import DECLINED, MISS, UNLEASED, LeaseBook, book_for
 from ._push import Change, ChangeBuffer, change_from
 from ._snapshots import OFF, PLAIN, WHOLE_READ_KINDS, Held, plan, settle
 
-__all__ = ["AsyncChannel", "AsyncProxy", "AsyncWatch"]
+__all__ = ["AsyncChannel", "AsyncProxy", "AsyncWatch", "kind_of"]
 
 
 def _owner() -> int:
@@ -327,8 +327,11 @@ class AsyncChannel:
         self, func: Any, token: Token, serializer: str, kwds: dict[str, Any], owned: bool
     ) -> AsyncProxy:
         """A proxy arriving on this connection (see ``RebuildProxy``) becomes an async one."""
+        from ._aproxies import ASYNC_PROXIES
+
         token.address = self.address
-        return AsyncProxy(self, token, func, kwds.get("exposed"), owned=owned)
+        cls = ASYNC_PROXIES.get(kind_of(func, token) or "", AsyncProxy)
+        return cls(self, token, func, kwds.get("exposed"), owned=owned)
 
     async def close(self) -> None:
         """Close the connection (pending releases are sent first)."""
@@ -336,6 +339,14 @@ class AsyncChannel:
             self._flush_notes()
             self._transport.close()
         self._fail(ConnectionLost("the connection was closed"))
+
+
+def kind_of(proxytype: Any, token: Token) -> str | None:
+    """The built-in kind a proxy of ``proxytype`` for ``token`` speaks to, or ``None``."""
+    kind: str | None = getattr(proxytype, "_kind_", None)
+    if kind is None and token.typeid in KINDS:
+        kind = token.typeid
+    return kind
 
 
 class AsyncProxy:
@@ -360,9 +371,7 @@ class AsyncProxy:
         self._id = token.id
         self._proxytype = proxytype
         self._exposed = tuple(exposed) if exposed else tuple(getattr(proxytype, "_exposed_", ()))
-        self._kind: str | None = getattr(proxytype, "_kind_", None)
-        if self._kind is None and token.typeid in KINDS:
-            self._kind = token.typeid
+        self._kind = kind_of(proxytype, token)
         self._pid = os.getpid()
         self._held: Held | None = None
         self._leasing = True  # off once the server declined (not the kind it looks like)
