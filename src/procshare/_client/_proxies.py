@@ -35,8 +35,9 @@ from .._errors import ObjectNotFound, ProcshareError
 from .._kinds import KINDS, REPLAYABLE_KINDS
 from .._leases import LEASABLE, READ, leasable_args
 from .._token import Token
+from ._backend import Backend
 from ._cache import Replica, replay
-from ._channel import PID_CELL, Channel, current_pid, get_channel, refqueue_for
+from ._channel import PID_CELL, current_pid, get_channel, refqueue_for
 from ._leases import DECLINED, MISS, UNLEASED, Read
 from ._pipeline import Pipeline
 from ._push import Watch
@@ -133,7 +134,7 @@ class BaseProxy:
         self._serializer = serializer
         self._manager = manager if manager is not None else managers_by_address.get(token.address)
         self._authkey = bytes(authkey) if authkey is not None else _authkey_default(self._manager)
-        self._ch: Channel | None = None
+        self._ch: Backend | None = None
         self._instance: str | None = None
         if exposed is not None and self._isauto:
             self._exposed_ = tuple(exposed)
@@ -143,13 +144,13 @@ class BaseProxy:
 
     # -- calling ------------------------------------------------------------------------------
 
-    def _channel(self) -> Channel:
+    def _channel(self) -> Backend:
         channel = self._ch
         if channel is None or channel.usable_pid != current_pid():
             channel = self._bind()
         return channel
 
-    def _bind(self) -> Channel:
+    def _bind(self) -> Backend:
         token = self._token
         if self._owned_by_manager:
             hook = server_hook(token.address)

@@ -1,0 +1,96 @@
+"""The backend seam: what the proxies need from wherever the shared objects live.
+
+The sync proxies (``_proxies``), watches (``_push``), pipelines (``_pipeline``) and cached
+reads (``_cache``) speak to a :class:`Backend`, one per process and server (``get_channel``).
+Today the one implementation is ``_channel.Channel``, a connection to procshare's own server;
+mypy checks that it is a ``Backend`` wherever a proxy binds to it. A Redis backend plugs in
+here: a class with these operations over redis-py (objects as keys of one namespace, calls
+as Lua scripts, blocking calls as waits on a token list, subscriptions as streams), chosen by
+the address's scheme where ``get_channel`` picks the implementation.
+
+The vocabulary is the protocol's: an object is an id with a typeid (``Token``), a call is
+``(obj_id, method, args, kwargs, owner)``, creation and pipelines are ``Create`` and ``Batch``
+messages (``_protocol``), and what a call raised is raised again here as itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .._address import Address
+    from ._leases import LeaseBook
+
+__all__ = ["Backend"]
+
+
+class Backend(Protocol):
+    """A process's connection to the home of shared objects (the operations a proxy uses)."""
+
+    #: where the objects live, and the secret that opens it
+    address: Address
+    authkey: bytes
+    #: the process that opened it, and the one that may use it (``-1`` once it may not: a
+    #: forked child binds its own)
+    pid: int
+    usable_pid: int
+    #: what the server said of itself at the handshake (its spin, its CPU, its version...)
+    server_info: dict[str, Any]
+    #: the leased reads of this connection, or ``None`` where leases are off
+    leases: LeaseBook | None
+
+    @property
+    def broken(self) -> bool:
+        """Whether it can no longer be used (the server went away)."""
+        ...
+
+    def call(
+        self,
+        obj_id: int,
+        method: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        owner: int = 0,
+        blocking: bool = False,
+        versioned: bool = False,
+        wait: float | None = None,
+    ) -> Any:
+        """Call ``method`` of object ``obj_id`` as ``owner`` (a thread's tag); its result,
+        or raise its error. ``blocking``: it may wait on the server (an acquire, a get),
+        ``wait`` at most that long; ``versioned``: ``(result, version)``."""
+
+    def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> None:
+        """A call whose reply nobody waits for (a notify made while holding the lock)."""
+
+    def request(self, msg: Any) -> Any:
+        """Send one request message (``Create``, ``Batch``, ...); its result."""
+
+    def request_many(self, msgs: list[Any]) -> list[Any]:
+        """Send several requests at once, then wait for all; their results, in order."""
+        ...
+
+    def control(self, command: str, *args: Any) -> Any:
+        """A server-level command (``ping``, ``stats``, ``names``, ``delete``, ...)."""
+
+    def release_soon(self, obj_id: int) -> None:
+        """Drop one reference to ``obj_id`` (from a finalizer: never blocks)."""
+
+    def subscribe(
+        self, obj_id: int, options: dict[str, Any], handler: Callable[[Any], None]
+    ) -> tuple[int, Any]:
+        """Watch ``obj_id``: ``handler(event)`` for each change, in order; returns
+        ``(subscription id, what the server answered: the version, a snapshot)``."""
+        ...
+
+    def unsubscribe(self, sub_id: int) -> None:
+        """End a subscription (events already on their way are dropped)."""
+
+    def unsubscribe_soon(self, sub_id: int) -> None:
+        """``unsubscribe`` from a finalizer: never blocks."""
+
+    def read_forever(self, on_broken: Callable[[BaseException], None]) -> None:
+        """Deliver pushed events until the connection ends (a watcher's thread)."""
+
+    def close(self) -> None:
+        """Close on purpose (what the process still holds is released)."""
