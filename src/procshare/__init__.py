@@ -38,6 +38,8 @@ from ._errors import (
     ServerNotFound,
     ServerRefused,
     ServerUnreachable,
+    WaitTimeout,
+    WatchClosed,
 )
 from ._logging import log_to_stderr
 from ._manager import BaseManager, SyncManager
@@ -234,7 +236,9 @@ __all__ = [
     "SyncManager",
     "TimeoutError",
     "Value",
+    "WaitTimeout",
     "Watch",
+    "WatchClosed",
     "active_children",
     "allow_connection_pickling",
     "connect",

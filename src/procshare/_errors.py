@@ -5,7 +5,8 @@ from the standard exception users already catch for that situation (``Connection
 ``TimeoutError``, ``multiprocessing.AuthenticationError``, ``AttributeError``, ...), so code
 written against ``multiprocessing.managers`` keeps working. Exceptions raised by a referent
 (``KeyError``, ``IndexError``, ``queue.Empty``, ...) are not wrapped: they reach the caller as
-themselves, as in the standard library.
+themselves, as in the standard library; nor are bad arguments (a ``TypeError`` or
+``ValueError`` raised before anything is sent).
 
 Invariants: no class here shadows a builtin name; every class pickles and unpickles to an equal
 error (they cross process boundaries), which is why none of them takes extra ``__init__``
@@ -38,6 +39,8 @@ __all__ = [
     "ServerNotFound",
     "ServerRefused",
     "ServerUnreachable",
+    "WaitTimeout",
+    "WatchClosed",
     "connection_lost",
     "serialization_error",
 ]
@@ -215,6 +218,16 @@ class NameTakenError(ProcshareError, TypeError):
 class MemoryLimitError(ProcshareError, MemoryError):
     """The server refused a change: it would have taken the server past its ``max_memory``
     (or the server is at it, and refuses changes that add data until some is freed)."""
+
+
+class WaitTimeout(ProcshareError, TimeoutError):
+    """No change came within the time given: ``watch().get(timeout)``, iterating a watch made
+    with a timeout, ``wait_until(predicate, timeout)``. A ``TimeoutError``."""
+
+
+class WatchClosed(ProcshareError, ValueError):
+    """The watch was closed: it delivers no more changes (a ``ValueError``, as reading a
+    closed file is)."""
 
 
 class CallWithdrawn(ProcshareError):

@@ -45,13 +45,11 @@ class Kind(NamedTuple):
         name: the kind's name, which is also its default typeid (``"dict"``, ``"Lock"``, ...).
         methods: the exposed methods by name.
         watchable: whether ``watch()`` is offered for it.
-        doc: one line for ``stats``/``top`` and the docs.
     """
 
     name: str
     methods: Mapping[str, Method]
     watchable: bool = False
-    doc: str = ""
 
     def __repr__(self) -> str:
         return f"Kind({self.name!r}, {len(self.methods)} methods)"
@@ -79,7 +77,6 @@ class Kind(NamedTuple):
 
 def _kind(
     name: str,
-    doc: str,
     *,
     reads: Iterable[str] = (),
     pure: Iterable[str] = (),
@@ -116,14 +113,13 @@ def _kind(
         )
         for n in sorted(names)
     }
-    return Kind(name, MappingProxyType(methods), watchable, doc)
+    return Kind(name, MappingProxyType(methods), watchable)
 
 
 _DICT_READS = ("__contains__", "__getitem__", "__len__", "get", "keys", "values", "items", "copy")
 
 DICT: Final = _kind(
-    "dict",
-    "a shared dict",
+    "dict",  # a shared dict
     pure=_DICT_READS,
     reads=("__reversed__", "__or__", "__ror__", "__repr__", "__str__"),
     # iterating is live, as in the standard library: a server-side iterator
@@ -146,8 +142,7 @@ DICT: Final = _kind(
 )
 
 LIST: Final = _kind(
-    "list",
-    "a shared list",
+    "list",  # a shared list
     pure=("__contains__", "__getitem__", "__len__", "count", "index", "copy"),
     # no __iter__, as in the standard library: iteration goes through __getitem__ and sees
     # concurrent writes (``lst[:]`` is the one-round-trip snapshot)
@@ -171,8 +166,7 @@ LIST: Final = _kind(
 )
 
 SET: Final = _kind(
-    "set",
-    "a shared set",
+    "set",  # a shared set
     pure=("__contains__", "__len__", "copy", "issubset", "issuperset", "isdisjoint"),
     reads=("union", "intersection", "difference", "symmetric_difference", "__repr__", "__str__"),
     returns={"__iter__": "LiveIterator"},
@@ -192,8 +186,7 @@ SET: Final = _kind(
 )
 
 NAMESPACE: Final = _kind(
-    "Namespace",
-    "a shared attribute namespace",
+    "Namespace",  # a shared attribute namespace
     pure=("__getattribute__",),
     reads=("__repr__", "__str__", "_asdict"),
     writes=("__setattr__", "__delattr__"),
@@ -201,8 +194,7 @@ NAMESPACE: Final = _kind(
 )
 
 VALUE: Final = _kind(
-    "Value",
-    "a shared single value",
+    "Value",  # a shared single value
     pure=("get",),
     reads=("__repr__", "__str__"),
     writes=("set", "increment", "compare_and_set", "swap"),
@@ -210,8 +202,7 @@ VALUE: Final = _kind(
 )
 
 ARRAY: Final = _kind(
-    "Array",
-    "a shared typed array",
+    "Array",  # a shared typed array
     pure=("__len__", "__getitem__", "tolist"),
     reads=("__repr__", "__str__"),
     writes=("__setitem__",),
@@ -219,8 +210,7 @@ ARRAY: Final = _kind(
 )
 
 LOCK: Final = _kind(
-    "Lock",
-    "a lock, released when its holder dies",
+    "Lock",  # a lock, released when its holder dies
     reads=("locked", "__repr__", "__str__"),
     writes=("acquire", "release"),
     blocking=("acquire",),
@@ -228,8 +218,7 @@ LOCK: Final = _kind(
 )
 
 RLOCK: Final = _kind(
-    "RLock",
-    "a reentrant lock, released when its holder dies",
+    "RLock",  # a reentrant lock, released when its holder dies
     reads=("locked", "_is_owned", "__repr__", "__str__"),
     writes=("acquire", "release"),
     blocking=("acquire",),
@@ -237,8 +226,7 @@ RLOCK: Final = _kind(
 )
 
 SEMAPHORE: Final = _kind(
-    "Semaphore",
-    "a semaphore whose slots return when their holder dies",
+    "Semaphore",  # a semaphore whose slots return when their holder dies
     reads=("get_value", "__repr__", "__str__"),
     writes=("acquire", "release"),
     blocking=("acquire",),
@@ -246,8 +234,7 @@ SEMAPHORE: Final = _kind(
 )
 
 BOUNDED_SEMAPHORE: Final = _kind(
-    "BoundedSemaphore",
-    "a bounded semaphore whose slots return when their holder dies",
+    "BoundedSemaphore",  # a bounded semaphore whose slots return when their holder dies
     reads=("get_value", "__repr__", "__str__"),
     writes=("acquire", "release"),
     blocking=("acquire",),
@@ -255,8 +242,7 @@ BOUNDED_SEMAPHORE: Final = _kind(
 )
 
 CONDITION: Final = _kind(
-    "Condition",
-    "a condition variable over a shared lock",
+    "Condition",  # a condition variable over a shared lock
     reads=("__repr__", "__str__"),
     writes=("acquire", "release", "wait", "notify", "notify_all"),
     blocking=("acquire", "wait"),
@@ -264,8 +250,7 @@ CONDITION: Final = _kind(
 )
 
 EVENT: Final = _kind(
-    "Event",
-    "an event flag",
+    "Event",  # an event flag
     reads=("is_set", "__repr__", "__str__"),
     writes=("set", "clear"),
     blocking=("wait",),
@@ -273,36 +258,33 @@ EVENT: Final = _kind(
 )
 
 BARRIER: Final = _kind(
-    "Barrier",
-    "a barrier that breaks when a waiting party dies",
+    "Barrier",  # a barrier that breaks when a waiting party dies
     reads=("__getattribute__", "__repr__", "__str__"),
     writes=("wait", "abort", "reset"),
     blocking=("wait",),
 )
 
 
+# an iterator over a shared dict or set, advanced on the server (live, as in the stdlib)
 LIVE_ITERATOR: Final = _kind(
     "LiveIterator",
-    "an iterator over a shared dict or set, advanced on the server (live, as in the stdlib)",
     writes=("__next__",),
     reads=("__repr__", "__str__"),
 )
 
 
-def _queue(name: str, doc: str) -> Kind:
+def _queue(name: str) -> Kind:
     return _kind(
         name,
-        doc,
         reads=("qsize", "empty", "full", "__repr__", "__str__"),
         writes=("put", "put_nowait", "get", "get_nowait", "task_done"),
         blocking=("put", "get", "join"),
     )
 
 
-QUEUE: Final = _queue("Queue", "a FIFO queue")
-JOINABLE_QUEUE: Final = _queue(
-    "JoinableQueue", "a FIFO queue whose unfinished items return when their consumer dies"
-)
+QUEUE: Final = _queue("Queue")  # a FIFO queue
+# a FIFO queue whose unfinished items return when their consumer dies
+JOINABLE_QUEUE: Final = _queue("JoinableQueue")
 
 #: Every built-in kind, by name.
 KINDS: Final[Mapping[str, Kind]] = MappingProxyType(

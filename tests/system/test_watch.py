@@ -90,8 +90,14 @@ def test_timeout_ends_iteration_and_get_raises(m: procshare.SyncManager) -> None
     d = m.dict()
     with d.watch(timeout=0.2) as changes:
         assert list(changes) == []
-        with pytest.raises(TimeoutError):
+        with pytest.raises(TimeoutError) as timed_out:
             changes.get(timeout=0.05)
+    # one hierarchy: procshare's own errors are ProcshareErrors, and the builtin users catch
+    assert isinstance(timed_out.value, procshare.WaitTimeout)
+    assert isinstance(timed_out.value, procshare.ProcshareError)
+    with pytest.raises(ValueError, match="closed") as closed:
+        changes.get(timeout=0.05)
+    assert isinstance(closed.value, procshare.WatchClosed)
 
 
 def test_a_slow_watcher_is_told_it_missed_changes(m: procshare.SyncManager) -> None:
@@ -154,7 +160,7 @@ def test_wait_until_a_condition_on_the_data(m: procshare.SyncManager) -> None:
     value = lst.wait_until(lambda v: len(v) >= 20, timeout=30)
     assert value == list(range(20))
     p.join(30)
-    with pytest.raises(TimeoutError):
+    with pytest.raises(procshare.WaitTimeout):
         lst.wait_until(lambda v: len(v) > 100, timeout=0.2)
     d = m.dict(count=0)
     threading.Timer(0.1, lambda: d.update(count=3)).start()

@@ -28,7 +28,14 @@ from typing import Any
 
 from .._address import Address, describe
 from .._context import incoming
-from .._errors import AuthenticationError, ConnectionLost, ProtocolError, connection_lost
+from .._errors import (
+    AuthenticationError,
+    ConnectionLost,
+    ProtocolError,
+    WaitTimeout,
+    WatchClosed,
+    connection_lost,
+)
 from .._kinds import KINDS, REPLAYABLE_KINDS
 from .._leases import READ
 from .._protocol import (
@@ -490,7 +497,7 @@ class AsyncProxy:
             while not predicate(value):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"the condition did not hold within {timeout} s")
+                    raise WaitTimeout(f"the condition did not hold within {timeout} s")
                 changes = [await watch.get(remaining)]
                 while (more := watch.get_nowait()) is not None:
                     changes.append(more)
@@ -570,15 +577,15 @@ class AsyncWatch:
             if self._error is not None:
                 raise ConnectionLost(str(self._error)) from self._error
             if self._closed:
-                raise ValueError("the watch is closed")
+                raise WatchClosed("the watch is closed")
             self._wakeup.clear()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise TimeoutError(f"no change within {timeout} s")
+                raise WaitTimeout(f"no change within {timeout} s")
             try:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
             except asyncio.TimeoutError:
-                raise TimeoutError(f"no change within {timeout} s") from None
+                raise WaitTimeout(f"no change within {timeout} s") from None
 
     def __aiter__(self) -> AsyncIterator[Change]:
         return self._iterate()

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._context import incoming, managers_by_address, server_hook
-from .._errors import ObjectNotFound, ProcshareError
+from .._errors import ObjectNotFound, ProcshareError, WaitTimeout
 from .._kinds import KINDS, REPLAYABLE_KINDS
 from .._leases import LEASABLE, READ, leasable_args
 from .._token import Token
@@ -282,7 +282,7 @@ class BaseProxy:
             while not predicate(value):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"the condition did not hold within {timeout} s")
+                    raise WaitTimeout(f"the condition did not hold within {timeout} s")
                 changes = [watch.get(remaining)]
                 while (more := watch.get_nowait()) is not None:
                     changes.append(more)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from .._address import Address
-from .._errors import ConnectionLost
+from .._errors import ConnectionLost, WaitTimeout, WatchClosed
 from ._channel import Channel, current_pid
 
 __all__ = ["Change", "ChangeBuffer", "PushHub", "Watch", "hub_for"]
@@ -248,12 +248,12 @@ class Watch:
                 if change is not None:
                     return change
                 if self._closed:
-                    raise ValueError("the watch is closed")
+                    raise WatchClosed("the watch is closed")
                 if self._error is not None:
                     raise ConnectionLost(str(self._error)) from self._error
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"no change within {timeout} s")
+                    raise WaitTimeout(f"no change within {timeout} s")
                 self._cond.wait(remaining)
 
     def get_nowait(self) -> Change | None:
