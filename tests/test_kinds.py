@@ -45,3 +45,17 @@ def test_syncmanager_types_map_to_native_kinds() -> None:
     for name in KINDS:
         assert types[name].kind == name, name
     assert types["Pool"].kind is None  # user code (the pool) runs on worker threads
+
+
+def test_the_local_reads_of_cached_replicas_are_exactly_each_kinds_cacheable_reads() -> None:
+    from procshare._client._cache import _READS
+
+    for name, kind in KINDS.items():
+        cacheable = {m.name for m in kind.methods.values() if m.cacheable}
+        assert set(_READS.get(name, {})) == cacheable, name
+
+
+def test_every_kind_but_the_live_iterator_has_a_server_factory() -> None:
+    from procshare._server._objects import FACTORIES
+
+    assert set(FACTORIES) == set(KINDS) - {"LiveIterator"}
