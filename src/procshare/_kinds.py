@@ -313,7 +313,7 @@ KINDS: Final[Mapping[str, Kind]] = MappingProxyType(
 
 
 #: Kinds whose whole value is a plain container that a reader holding an older copy can bring
-#: up to date by replaying the changes since (server and clients agree on it: ``#SINCE``).
+#: up to date by replaying the changes since (server and clients agree on it: ``ReadSince``).
 REPLAYABLE_KINDS: Final = frozenset({"dict", "list", "set"})
 #: Whole-object reads of those kinds that the server may answer with such changes.
 REPLAYABLE_READS: Final = frozenset({"copy", "#GETVALUE"})

@@ -6,7 +6,7 @@ Two ways to get one:
   after it (``with lock: v.value += 1``). Its lock proxy remembers what was read while it held
   the lock, and its next acquire asks for those reads to be made at the moment the lock is
   granted and sent with the grant: one round trip instead of two.
-* **with a read** (``#READ``). A quick pure read (``d[k]``, ``v.value``, ``len(d)``,
+* **with a read** (a ``LeasedRead`` request). A quick pure read (``d[k]``, ``v.value``, ``len(d)``,
   ``event.is_set()``, ...) of a built-in kind comes back with a lease on its value, and
   reading the same thing again is answered locally until the object changes: a polling loop
   costs no round trips while nothing happens.
@@ -47,7 +47,6 @@ __all__ = [
     "LEASABLE",
     "MAX_LEASES",
     "MAX_READS",
-    "READ",
     "SLOTS",
     "LeasePage",
     "LeaseRequest",
@@ -67,8 +66,6 @@ HEADER_WORDS: Final = 2
 MAX_READS: Final = 8
 #: The most values a client keeps leased (past it, it starts again from none).
 MAX_LEASES: Final = 4096
-#: ``#READ(method, args)``: make a leasable read and answer ``(epoch or None, value)``.
-READ: Final = "#READ"
 #: Argument types a leased read may take: hashable, and no two of them compare equal across
 #: types (``1 == 1.0 == True``: ``d.get(k, 0)`` must not answer ``d.get(k, 0.0)``).
 _KEY_ATOMS: Final = frozenset({int, str, bytes, type(None)})

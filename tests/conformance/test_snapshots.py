@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import procshare
+from procshare._protocol import ReadSince
 from procshare.managers import DictProxy, ListProxy
 from tests import _children as children
 
@@ -475,13 +476,18 @@ def test_custom_types_behind_built_in_proxy_types_read_plainly() -> None:
 
 def test_the_server_refuses_malformed_conditional_reads(shared: procshare.SyncManager) -> None:
     d = shared.dict({"a": 1})
+    channel = d._channel()  # type: ignore[attr-defined]
     with pytest.raises(TypeError):
-        d._callmethod("#SINCE", ("copy",))
+        channel.request(ReadSince(0, d._id, "copy", "not a version"))  # type: ignore[attr-defined]
     with pytest.raises(TypeError):
-        d._callmethod("#SINCE", ("__setitem__", 0))
+        channel.request(ReadSince(0, d._id, "__setitem__", 0))  # type: ignore[attr-defined]
+    lock = shared.Lock()
     with pytest.raises(procshare.MethodNotExposed):
-        shared.Lock()._callmethod("#SINCE", ("#GETVALUE", -1))  # type: ignore[attr-defined]
-    assert d._callmethod("#SINCE", ("copy", -1))[0] == {"a": 1}
+        channel.request(ReadSince(0, lock._id, "#GETVALUE", -1))  # type: ignore[attr-defined]
+    assert channel.request(ReadSince(0, d._id, "copy", -1))[0] == {"a": 1}  # type: ignore[attr-defined]
+    # (a method name is only a method name: the side channel is a message of its own)
+    with pytest.raises(procshare.MethodNotExposed):
+        d._callmethod("#SINCE", ("copy", -1))
 
 
 values = st.one_of(st.integers(), st.text(max_size=3), st.lists(st.integers(), max_size=2))

@@ -34,8 +34,11 @@ from procshare._protocol import (
     Failure,
     Flag,
     FrameReader,
+    LeaseAcquire,
+    LeasedRead,
     Op,
     Push,
+    ReadSince,
     Ready,
     Release,
     Result,
@@ -141,6 +144,9 @@ def test_protocol_version_mismatch_is_refused_clearly() -> None:
         Batch(11, ((1, "append", (1,), None, 0), (1, "pop", (), {"index": 0}, 7))),
         Watch(12, 5, {"timeout": 1.0}),
         Unwatch(13, 12),
+        ReadSince(14, 5, "copy", 3, 9),
+        LeaseAcquire(15, 6, True, -1, ((5, "get", ("k",)),), 9),
+        LeasedRead(16, 5, "__getitem__", ("k",), 9),
     ],
 )
 def test_requests_round_trip(message: object) -> None:
@@ -263,6 +269,23 @@ def test_malformed_calls_are_rejected_with_a_clear_error(payload: object) -> Non
     server.receive_data(pack(Op.CALL, 0, 5, pickle.dumps(payload)))
     [event] = server_events(server)
     assert isinstance(event, BadRequest)
+    assert isinstance(event.error, ProtocolError)
+
+
+@pytest.mark.parametrize(
+    ("op", "payload"),
+    [
+        (Op.SINCE, (1, "copy")),  # too short
+        (Op.SINCE, ("1", "copy", -1, 0)),  # object id not an int
+        (Op.LEASE, (1, True, -1, (), "me")),  # owner not an int
+        (Op.READ, [1, "get", (), 0]),  # not a tuple
+    ],
+)
+def test_malformed_addressed_requests_are_bad_requests(op: Op, payload: object) -> None:
+    server, _ = connected()
+    server.receive_data(pack(op, 0, 5, pickle.dumps(payload)))
+    [event] = server_events(server)
+    assert isinstance(event, BadRequest) and event.req_id == 5
     assert isinstance(event.error, ProtocolError)
 
 

@@ -16,7 +16,10 @@ from procshare._protocol import (
     Create,
     Failure,
     Goodbye,
+    LeaseAcquire,
+    LeasedRead,
     Push,
+    ReadSince,
     Release,
     Result,
     Retain,
@@ -78,6 +81,23 @@ class Client:
         """Call and return the immediate outcome (raises the error); fails if it parked."""
         rid = self.call(obj_id, method, *args, owner=owner, **kwargs)
         return self.result(rid)
+
+    def since(self, obj_id: int, read: str, known: Any, owner: int = 0) -> Any:
+        """A ``ReadSince`` request's immediate outcome."""
+        return self.result(self.send(ReadSince(next(self._ids), obj_id, read, known, owner)))
+
+    def lease(self, obj_id: int, blocking: Any, timeout: Any, reads: Any, owner: int = 0) -> int:
+        """Send a ``LeaseAcquire``; its request id."""
+        rid = next(self._ids)
+        return self.send(LeaseAcquire(rid, obj_id, blocking, timeout, reads, owner))
+
+    def do_lease(self, obj_id: int, blocking: Any, timeout: Any, reads: Any, owner: int = 0) -> Any:
+        """A ``LeaseAcquire``'s immediate outcome (raises the error); fails if it parked."""
+        return self.result(self.lease(obj_id, blocking, timeout, reads, owner))
+
+    def leased_read(self, obj_id: int, method: Any, args: Any, owner: int = 0) -> Any:
+        """A ``LeasedRead`` request's immediate outcome."""
+        return self.result(self.send(LeasedRead(next(self._ids), obj_id, method, args, owner)))
 
     def create(self, typeid: str, *args: Any, **kwargs: Any) -> int:
         rid = next(self._ids)

@@ -631,12 +631,12 @@ def test_references_lent_to_a_reply_that_could_not_be_sent_are_given_back(world:
 def test_changes_naming_shared_objects_are_never_sent_as_changes(world: World) -> None:
     a = world.client()
     d, inner = a.create("dict", {i: i for i in range(5000)}), a.create("list")
-    _, version = a.do(d, "#SINCE", "copy", -1)
+    _, version = a.since(d, "copy", -1)
     entry, held = world.core.objects[d], world.core.objects[inner].refs
     handle = Handle(world.core, world.core.objects[inner])
     entry.referent["inner"] = handle  # as a call storing a proxy does
     world.core._changed(entry, "__setitem__", ("inner", handle), None, None)
-    value, newer = a.do(d, "#SINCE", "copy", version)  # the whole object, not the change
+    value, newer = a.since(d, "copy", version)  # the whole object, not the change
     assert newer == version + 1 and value["inner"]._id == inner
     assert world.core.objects[inner].refs == held + 1  # lent once, for the reply sent
     assert a.session.refs[inner] == 2
@@ -756,16 +756,16 @@ def test_large_snapshots_are_reused_until_the_object_changes(world: World) -> No
 def test_conditional_reads_answer_none_while_unchanged(world: World) -> None:
     a, b = world.client(), world.client()
     d = a.create("dict", {i: i for i in range(5000)})
-    value, version = a.do(d, "#SINCE", "copy", -1)
+    value, version = a.since(d, "copy", -1)
     assert value == {i: i for i in range(5000)}
-    assert a.do(d, "#SINCE", "copy", version) is None
-    assert b.do(d, "#SINCE", "items", version) is None  # any reader, any whole-object method
+    assert a.since(d, "copy", version) is None
+    assert b.since(d, "items", version) is None  # any reader, any whole-object method
     cached = world.core.objects[d].snapshot
-    assert cached is not None and cached[1] == "#SINCE copy"
-    assert b.do(d, "#SINCE", "copy", -1) == (value, version)  # the pair, reused
+    assert cached is not None and cached[1] == "since copy"
+    assert b.since(d, "copy", -1) == (value, version)  # the pair, reused
     assert world.core.objects[d].snapshot is cached
     a.do(d, "__setitem__", "new", 1)
-    value, newer = b.do(d, "#SINCE", "items", version)  # not answered with changes
+    value, newer = b.since(d, "items", version)  # not answered with changes
     assert newer == version + 1 and value[-1] == ("new", 1)
     assert a.do(d, "copy") == dict(value)  # plain reads keep their own snapshot
 
@@ -773,25 +773,25 @@ def test_conditional_reads_answer_none_while_unchanged(world: World) -> None:
 def test_conditional_copies_are_answered_with_the_changes_since(world: World) -> None:
     a, b = world.client(), world.client()
     d = a.create("dict", {i: i for i in range(5000)})
-    _, version = a.do(d, "#SINCE", "copy", -1)  # the first one starts the object's log
+    _, version = a.since(d, "copy", -1)  # the first one starts the object's log
     a.do(d, "__setitem__", "new", 1)
     a.do(d, "pop", 0)
     a.do(d, "update", {1: "one"}, two=2)
     with pytest.raises(KeyError):
         a.do(d, "pop", "missing")  # failures change nothing: not logged
-    changes, newer, delta = b.do(d, "#SINCE", "copy", version)
+    changes, newer, delta = b.since(d, "copy", version)
     assert delta is True and newer == version + 3
     assert changes == [
         ("__setitem__", ("new", 1), None, None),
         ("pop", (0,), None, 0),
         ("update", ({1: "one"},), {"two": 2}, None),
     ]
-    assert b.do(d, "#SINCE", "copy", version + 2)[0] == changes[2:]
-    assert b.do(d, "#SINCE", "copy", newer) is None
+    assert b.since(d, "copy", version + 2)[0] == changes[2:]
+    assert b.since(d, "copy", newer) is None
     lst = a.create("list", list(range(1000)))
-    _, version = a.do(lst, "#SINCE", "#GETVALUE", -1)
+    _, version = a.since(lst, "#GETVALUE", -1)
     a.do(lst, "append", "x")
-    assert a.do(lst, "#SINCE", "#GETVALUE", version) == (
+    assert a.since(lst, "#GETVALUE", version) == (
         [("append", ("x",), None, None)],
         version + 1,
         True,
@@ -808,24 +808,24 @@ def test_conditional_copies_are_answered_with_the_changes_since(world: World) ->
 def test_large_changes_send_the_whole_object(world: World, change: tuple[Any, ...]) -> None:
     a = world.client()
     d = a.create("dict", {i: i for i in range(5000)})
-    _, version = a.do(d, "#SINCE", "copy", -1)
+    _, version = a.since(d, "copy", -1)
     a.do(d, "__setitem__", "small", 1)
     a.do(d, *change)
-    value, newer = a.do(d, "#SINCE", "copy", version)
+    value, newer = a.since(d, "copy", version)
     assert newer == version + 2 and value == a.do(d, "copy")
 
 
 def test_changes_older_than_the_log_send_the_whole_object(world: World) -> None:
     a = world.client()
     d = a.create("dict", {i: i for i in range(5000)})
-    _, version = a.do(d, "#SINCE", "copy", -1)
+    _, version = a.since(d, "copy", -1)
     for i in range(100):  # more than the log keeps
         a.do(d, "__setitem__", i, -i)
-    value, newer = a.do(d, "#SINCE", "copy", version)
+    value, newer = a.since(d, "copy", version)
     assert newer == version + 100 and value[99] == -99
-    changes, _, _ = a.do(d, "#SINCE", "copy", newer - 3)  # recent ones are still there
+    changes, _, _ = a.since(d, "copy", newer - 3)  # recent ones are still there
     assert [c[1] for c in changes] == [(97, -97), (98, -98), (99, -99)]
-    assert a.do(d, "#SINCE", "copy", newer + 5)[1] == newer  # a version from nowhere: all
+    assert a.since(d, "copy", newer + 5)[1] == newer  # a version from nowhere: all
 
 
 @pytest.mark.parametrize(
@@ -843,13 +843,13 @@ def test_malformed_conditional_reads_are_refused(
     a = world.client()
     d = a.create("dict", {"k": 1})
     with pytest.raises(error):
-        a.do(d, "#SINCE", *args)
+        a.since(d, *args)
     lock = a.create("Lock")
     with pytest.raises(MethodNotExposed):
-        a.do(lock, "#SINCE", "#GETVALUE", 0)
+        a.since(lock, "#GETVALUE", 0)
     lst = a.create("list", [1])
     with pytest.raises(MethodNotExposed):
-        a.do(lst, "#SINCE", "keys", 0)  # a list has no keys()
+        a.since(lst, "keys", 0)  # a list has no keys()
     assert a.do(d, "copy") == {"k": 1}
 
 
@@ -863,7 +863,7 @@ def test_conditional_reads_of_custom_types_say_to_read_plainly(world: World) -> 
     a.send(Create(rid, "Counter", (5,), None, 0))
     world.run_jobs()
     obj = a.result(rid)._id
-    assert a.do(obj, "#SINCE", "copy", -1) is False  # a custom class: no versions to compare
+    assert a.since(obj, "copy", -1) is False  # a custom class: no versions to compare
 
 
 def test_small_snapshots_are_not_kept(world: World) -> None:

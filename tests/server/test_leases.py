@@ -1,4 +1,4 @@
-"""Leases in the core: reads leased with a grant or a ``#READ``, and every way they end.
+"""Leases in the core: reads leased with a grant or a ``LeasedRead``, and every way they end.
 
 A lease is valid while its object's epoch in the page stays what the grant said (see
 ``_leases``); these tests read the page as a client would and check when the server bumps it.
@@ -34,7 +34,7 @@ def _epoch(world: World, obj: int) -> int:
 
 
 def _lease(client: Client, lock: int, reads: tuple[Any, ...], owner: int = 1) -> int:
-    return client.call(lock, "#LEASE", True, -1, reads, owner=owner)
+    return client.lease(lock, True, -1, reads, owner=owner)
 
 
 # -- reads granted with a lock --------------------------------------------------------------------
@@ -111,16 +111,16 @@ def test_a_leasing_acquire_keeps_the_locks_semantics(world: World) -> None:
     lock, v = a.create("Lock"), a.create("Value", "i", 0)
     reads = ((v, "get", ()),)
     assert a.result(_lease(a, lock, reads))[0] is True
-    assert b.do(lock, "#LEASE", False, -1, reads, owner=2) is False  # non-blocking
-    timed = b.call(lock, "#LEASE", True, 0.5, reads, owner=2)
+    assert b.do_lease(lock, False, -1, reads, owner=2) is False  # non-blocking
+    timed = b.lease(lock, True, 0.5, reads, owner=2)
     world.advance(1.0)
     assert b.result(timed) is False
     with pytest.raises(ValueError):
-        b.do(lock, "#LEASE", False, 1.0, reads, owner=2)  # threading's own rule
+        b.do_lease(lock, False, 1.0, reads, owner=2)  # threading's own rule
     rlock = a.create("RLock")
     assert a.result(_lease(a, rlock, reads))[0] is True
     assert a.result(_lease(a, rlock, reads))[0] is True  # reentrant, per owner
-    assert b.do(rlock, "#LEASE", False, -1, reads, owner=2) is False
+    assert b.do_lease(rlock, False, -1, reads, owner=2) is False
 
 
 @pytest.mark.parametrize(
@@ -139,38 +139,38 @@ def test_malformed_leasing_acquires_fail_without_acquiring(world: World, args: A
     a = world.client()
     lock = a.create("Lock")
     with pytest.raises(TypeError):
-        a.do(lock, "#LEASE", *args)
+        a.do_lease(lock, *args)
     assert a.do(lock, "locked") is False
 
 
 def test_objects_that_are_no_lock_of_ours_decline(world: World) -> None:
     a = world.client()
     sem, v = a.create("Semaphore"), a.create("Value", "i", 0)
-    assert a.do(sem, "#LEASE", True, -1, ((v, "get", ()),)) is None
+    assert a.do_lease(sem, True, -1, ((v, "get", ()),)) is None
     assert a.do(sem, "get_value") == 1  # declined without acquiring
     world.core.leasing.page = None  # leases off: even a lock declines
     lock = a.create("Lock")
-    assert a.do(lock, "#LEASE", True, -1, ()) is None
+    assert a.do_lease(lock, True, -1, ()) is None
     assert a.do(lock, "locked") is False
 
 
-# -- #READ: a plain read that comes with a lease ------------------------------------------------
+# -- LeasedRead: a plain read that comes with a lease --------------------------------------
 
 
 def test_a_read_comes_with_the_epoch_it_was_made_at(world: World) -> None:
     a = world.client()
     d, v = a.create("dict", {"k": "x", "n": 1}), a.create("Value", "i", 5)
-    assert a.do(d, "#READ", "__getitem__", ("k",)) == (_epoch(world, d), "x")
-    assert a.do(d, "#READ", "get", ("nope", 0)) == (_epoch(world, d), 0)
-    assert a.do(d, "#READ", "__len__", ()) == (_epoch(world, d), 2)
-    assert a.do(v, "#READ", "get", ()) == (_epoch(world, v), 5)
+    assert a.leased_read(d, "__getitem__", ("k",)) == (_epoch(world, d), "x")
+    assert a.leased_read(d, "get", ("nope", 0)) == (_epoch(world, d), 0)
+    assert a.leased_read(d, "__len__", ()) == (_epoch(world, d), 2)
+    assert a.leased_read(v, "get", ()) == (_epoch(world, v), 5)
     assert world.core.objects[d].leased and world.core.objects[v].leased
 
 
 def test_a_change_by_anyone_ends_a_read_lease_before_its_reply(world: World) -> None:
     a, b = world.client(), world.client()
     d, other = a.create("dict", {"k": 1}), a.create("dict")
-    epoch, _ = a.do(d, "#READ", "__getitem__", ("k",))
+    epoch, _ = a.leased_read(d, "__getitem__", ("k",))
     b.do(other, "__setitem__", "k", 2)  # not leased: nothing happens
     assert _epoch(world, d) == epoch
     b.do(d, "update", {"j": 0})
@@ -178,7 +178,7 @@ def test_a_change_by_anyone_ends_a_read_lease_before_its_reply(world: World) -> 
     bumped = _epoch(world, d)
     b.do(d, "update", {"j": 1})  # no lease out since: no need to bump again
     assert _epoch(world, d) == bumped
-    epoch, _ = a.do(d, "#READ", "__getitem__", ("k",))
+    epoch, _ = a.leased_read(d, "__getitem__", ("k",))
     a.do(d, "__setitem__", "k", 3)  # the reader's own write too
     assert _epoch(world, d) != epoch
 
@@ -186,7 +186,7 @@ def test_a_change_by_anyone_ends_a_read_lease_before_its_reply(world: World) -> 
 def test_a_mutable_value_is_read_without_a_lease(world: World) -> None:
     a = world.client()
     d = a.create("dict", {"big": [1, 2]})
-    assert a.do(d, "#READ", "__getitem__", ("big",)) == (None, [1, 2])
+    assert a.leased_read(d, "__getitem__", ("big",)) == (None, [1, 2])
     assert not world.core.objects[d].leased
 
 
@@ -194,7 +194,7 @@ def test_a_read_that_raises_fails_as_the_plain_read_does(world: World) -> None:
     a = world.client()
     d = a.create("dict")
     with pytest.raises(KeyError):
-        a.do(d, "#READ", "__getitem__", ("missing",))
+        a.leased_read(d, "__getitem__", ("missing",))
     assert not world.core.objects[d].leased
 
 
@@ -205,7 +205,6 @@ def test_a_read_that_raises_fails_as_the_plain_read_does(world: World) -> None:
         ("copy", ()),  # a whole copy is no quick read
         ("get", ("k", 0.0)),  # arguments that compare equal across types
         ("get", (["unhashable"],)),
-        ("__getitem__",),  # malformed
         ("__getitem__", "k"),
         (1, ()),
         (["unhashable"], ()),
@@ -214,7 +213,7 @@ def test_a_read_that_raises_fails_as_the_plain_read_does(world: World) -> None:
 def test_what_cannot_be_leased_is_declined_without_reading(world: World, args: Any) -> None:
     a = world.client()
     d = a.create("dict", {"k": 0})
-    assert a.do(d, "#READ", *args) is None
+    assert a.leased_read(d, *args) is None
     assert a.do(d, "__getitem__", "k") == 0 and not world.core.objects[d].leased
 
 
@@ -222,16 +221,16 @@ def test_reads_are_not_leased_where_leases_are_off(world: World) -> None:
     a = world.client()
     world.core.leasing.page = None
     d = a.create("dict", {"k": 1})
-    assert a.do(d, "#READ", "__getitem__", ("k",)) == (None, 1)
+    assert a.leased_read(d, "__getitem__", ("k",)) == (None, 1)
     lock = a.create("Lock")
-    assert a.do(lock, "#READ", "locked", ()) is None  # no leasable read of a lock
+    assert a.leased_read(lock, "locked", ()) is None  # no leasable read of a lock
 
 
 def test_disposing_of_an_object_ends_its_leases(world: World) -> None:
     """A read of a disposed object must fail (ObjectNotFound), not be answered by a lease."""
     a = world.client()
     d = a.create("dict", {"k": 1})
-    epoch, _ = a.do(d, "#READ", "__getitem__", ("k",))
+    epoch, _ = a.leased_read(d, "__getitem__", ("k",))
     a.release(d)
     world.advance(10)
     assert d not in world.core.objects
@@ -243,8 +242,8 @@ def test_the_stats_count_leases_and_their_ends(world: World) -> None:
     d = a.create("dict", {"k": 1})
     counters = world.core.stats_counters
     leased, ended = counters["leased"], counters["lease ends"]
-    a.do(d, "#READ", "__getitem__", ("k",))
-    a.do(d, "#READ", "__len__", ())
+    a.leased_read(d, "__getitem__", ("k",))
+    a.leased_read(d, "__len__", ())
     a.do(d, "__setitem__", "k", 2)  # ends both (one bump: the object's)
     a.do(d, "__setitem__", "k", 3)  # none out since: nothing to end
     assert (counters["leased"] - leased, counters["lease ends"] - ended) == (2, 1)
@@ -270,5 +269,5 @@ def test_the_stats_count_leases_and_their_ends(world: World) -> None:
 def test_which_values_are_leased(world: World, value: Any, leased: bool) -> None:
     a = world.client()
     d = a.create("dict", {"k": value})
-    epoch, got = a.do(d, "#READ", "__getitem__", ("k",))
+    epoch, got = a.leased_read(d, "__getitem__", ("k",))
     assert got == value and (epoch is not None) == leased

@@ -2,7 +2,7 @@
 
 A lease answers a read while its object's epoch in the page is the one it was granted at. So
 the invariant is: **whenever the page still shows a lease's epoch, the leased value is what
-the read would return now.** Several sessions here lease reads (``#READ``, and with a lock's
+the read would return now.** Several sessions here lease reads (``LeasedRead``, and with a lock's
 grant), write through every mutating method of every leasable kind, and take and free a lock
 in any order; after each step, every lease still valid by the page is checked against a plain
 read made by an onlooker that holds no leases.
@@ -163,7 +163,7 @@ def test_a_lease_valid_by_the_page_always_holds_the_current_value(
         if kind == "read":
             obj, method, args = read_of(step[2], step[3])
             try:
-                epoch, value = client.do(obj, "#READ", method, args)
+                epoch, value = client.leased_read(obj, method, args)
             except Exception:  # noqa: S112 - a read that raises is not leased
                 continue
             if epoch is not None:
@@ -174,7 +174,7 @@ def test_a_lease_valid_by_the_page_always_holds_the_current_value(
                 client.do(objs[step[2]], method, *_fill(args, step[4]))
         elif kind == "acquire":
             reads = tuple(read_of(i, w) for i, w in step[2])
-            answer = client.do(lock, "#LEASE", False, -1, reads, owner=1)
+            answer = client.do_lease(lock, False, -1, reads, owner=1)
             if answer:
                 for index, (epoch, value) in answer[1].items():
                     leases[(c, reads[index])] = (epoch, value)

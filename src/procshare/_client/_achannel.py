@@ -37,7 +37,6 @@ from .._errors import (
     connection_lost,
 )
 from .._kinds import KINDS, REPLAYABLE_KINDS
-from .._leases import READ
 from .._protocol import (
     NEED_DATA,
     Cancel,
@@ -45,7 +44,9 @@ from .._protocol import (
     ConnectionClosed,
     Control,
     Failure,
+    LeasedRead,
     Push,
+    ReadSince,
     Ready,
     Release,
     Result,
@@ -403,7 +404,7 @@ class AsyncProxy:
         ):
             value = leases.read(self._id, method, args)
             if value is MISS:
-                reply = await channel.call(self._id, READ, (method, args))
+                reply = await channel.request(LeasedRead(0, self._id, method, args, _owner()))
                 value = leases.took((self._id, method, args), reply)
                 if value is not DECLINED:
                     return value
@@ -464,7 +465,7 @@ class AsyncProxy:
         if held is OFF or self._kind not in WHOLE_READ_KINDS:
             return await self.call(method)
         read, same, known = plan(held, method, self._kind)
-        reply = await self.call("#SINCE", read, known)
+        reply = await self._channel.request(ReadSince(0, self._id, read, known, _owner()))
         self._held, value = settle(held, same, read, self._kind, known, reply, method)
         return await self.call(method) if value is PLAIN else value
 

@@ -63,8 +63,9 @@ class Backend(Protocol):
     def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> None:
         """A call whose reply nobody waits for (a notify made while holding the lock)."""
 
-    def request(self, msg: Any) -> Any:
-        """Send one request message (``Create``, ``Batch``, ...); its result."""
+    def request(self, msg: Any, blocking: bool = False, wait: float | None = None) -> Any:
+        """Send one request message (``Create``, ``Batch``, ``ReadSince``, ``LeasedRead``,
+        ``LeaseAcquire``, ...); its result. ``blocking``/``wait`` as for ``call``."""
 
     def request_many(self, msgs: list[Any]) -> list[Any]:
         """Send several requests at once, then wait for all; their results, in order."""

@@ -431,11 +431,15 @@ class Channel:
                 frame = self._notes() + frame
             self._sendall(frame)
 
-    def request(self, msg: Any) -> Any:
-        """Send a request message (its ``req_id`` is replaced) and return its result."""
+    def request(self, msg: Any, blocking: bool = False, wait: float | None = None) -> Any:
+        """Send a request message (its ``req_id`` is replaced) and return its result;
+        ``blocking`` and ``wait`` as for ``call``."""
         rid = self._take_id()
         frame = self._proto.send(msg._replace(req_id=rid))
-        return self._roundtrip(rid, frame)
+        try:
+            return self._roundtrip(rid, frame, blocking, wait)
+        finally:
+            self._returned = _clock()
 
     def request_many(self, msgs: list[Any]) -> list[Any]:
         """Send several requests at once, then wait for all; their results, in order.

@@ -4,7 +4,8 @@ A channel keeps a :class:`LeaseBook`: the values leased to it, each with the epo
 it was granted at, which answer reads for as long as the page shows that epoch. They come from
 two places:
 
-* a quick pure read of a built-in kind goes as ``#READ`` and its value, if immutable, is kept;
+* a quick pure read of a built-in kind goes as a ``LeasedRead``; its value, if immutable, is
+  kept;
 * while a lock taken through the channel is held, the book records the quick pure reads the
   process makes (up to ``MAX_READS``); the lock proxy keeps that list when it releases, and
   asks for the same reads with its next acquire, whose grant brings their values.
@@ -53,7 +54,7 @@ Read = tuple[int, str, tuple[Any, ...]]
 #: What :meth:`LeaseBook.read` returns when no lease answers: ask with a lease, or plainly.
 MISS: Final = object()
 UNLEASED: Final = object()
-#: What :meth:`LeaseBook.took` returns for a ``#READ`` the server declined (read plainly).
+#: What :meth:`LeaseBook.took` returns for a ``LeasedRead`` the server declined (read plainly).
 DECLINED: Final = object()
 #: Plain reads of a key whose lease ended unused, before it is leased again.
 COLD_READS: Final = 16
@@ -191,7 +192,7 @@ class LeaseBook:
         return tuple(recording)
 
     def took(self, key: Read, reply: Any) -> Any:
-        """The value a ``#READ`` of ``key`` brought, kept if it came with a lease; ``DECLINED``
+        """The value a ``LeasedRead`` of ``key`` brought, kept if it came with a lease; ``DECLINED``
         where the server declined (not the kind the proxy takes it for)."""
         if reply is None:
             return DECLINED

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from .._context import incoming, managers_by_address, server_hook
 from .._errors import ObjectNotFound, ProcshareError, WaitTimeout
 from .._kinds import KINDS, REPLAYABLE_KINDS
-from .._leases import LEASABLE, READ, leasable_args
+from .._leases import LEASABLE, leasable_args
+from .._protocol import LeaseAcquire, LeasedRead, ReadSince
 from .._token import Token
 from ._backend import Backend
 from ._cache import Replica, replay
@@ -202,7 +203,7 @@ class BaseProxy:
             value = leases.read(self._id, methodname, args)
             if value is MISS:
                 # Read with a lease: the same read answers locally until the object changes.
-                reply = channel.call(self._id, READ, (methodname, args), None, _get_ident())
+                reply = channel.request(LeasedRead(0, self._id, methodname, args, _get_ident()))
                 value = leases.took((self._id, methodname, args), reply)
                 if value is not DECLINED:
                     return value
@@ -233,7 +234,7 @@ class BaseProxy:
         if channel is None or channel.usable_pid != current_pid():
             channel = self._bind()
         read, same, known = plan(held, methodname, self._kind_)
-        reply = channel.call(self._id, "#SINCE", (read, known), None, _get_ident())
+        reply = channel.request(ReadSince(0, self._id, read, known, _get_ident()))
         self._held, value = settle(held, same, read, self._kind_, known, reply, methodname)
         return self._callmethod(methodname) if value is PLAIN else value
 
@@ -878,9 +879,8 @@ class AcquirerProxy(BaseProxy):
         reply = None
         if reads:
             wait = -1 if timeout is None else timeout
-            reply = channel.call(
-                self._id, "#LEASE", (blocking, wait, reads), None, _get_ident(), True, wait=waits
-            )
+            acquire = LeaseAcquire(0, self._id, blocking, wait, reads, _get_ident())
+            reply = channel.request(acquire, blocking=True, wait=waits)
             if reply is None:  # declined: acquire plainly, now and from now on
                 self._lease_reads = None
                 return self._callblocking("acquire", args, waits)  # type: ignore[no-any-return]

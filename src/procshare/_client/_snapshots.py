@@ -1,7 +1,7 @@
 """Whole-object reads (``d.copy()``, ``d.items()``, ``lst.copy()``, ...) fetched again only after
 the object changed.
 
-Every whole read is a ``#SINCE(method, version)`` call, ``version`` being that of the result
+Every whole read is a ``ReadSince(method, version)`` request, ``version`` being that of the result
 the proxy holds (-1: none). The server answers ``None`` while the object is still at that
 version (one small round trip instead of encoding, sending and decoding every item again); for
 ``copy()`` of a dict, list or set (and ``_getvalue()``) it may answer with the few changes made
@@ -46,7 +46,7 @@ MIN_ITEMS: Final = 256
 MAX_ITEMS: Final = 1 << 20
 
 _CONTAINERS: Final = (dict, list, set, tuple, frozenset)
-#: Kinds whose proxies read whole objects through ``#SINCE``.
+#: Kinds whose proxies read whole objects through ``ReadSince``.
 WHOLE_READ_KINDS: Final = frozenset({"dict", "list", "set", "Array"})
 
 
@@ -115,7 +115,7 @@ def held_for(held: Held | None, method: str) -> Held | None:
 
 
 def plan(held: Held | None, want: str, kind: str | None) -> tuple[str, Held | None, int]:
-    """How to read ``want`` whole: the read to send (``#SINCE(read, known)``), the value held
+    """How to read ``want`` whole: the read to send (``ReadSince(read, known)``), the value held
     for it (``held_for``, or ``None``) and the version ``known`` of that value (-1: none)."""
     read = wire_read(kind, want, held)
     same = held_for(held, read)
@@ -131,7 +131,7 @@ def settle(
     reply: Any,
     want: str,
 ) -> tuple[Held | None, Any]:
-    """What to keep and what to return after the server answered ``#SINCE(method, known)``
+    """What to keep and what to return after the server answered ``ReadSince(method, known)``
     with ``reply``; the value is ``PLAIN`` when the caller must read plainly instead.
 
     ``held`` is what the proxy knew before the read, ``same`` the value it held for this

@@ -28,8 +28,11 @@ __all__ = [
     "Create",
     "Failure",
     "Goodbye",
+    "LeaseAcquire",
+    "LeasedRead",
     "Op",
     "Push",
+    "ReadSince",
     "Release",
     "Result",
     "Retain",
@@ -58,6 +61,9 @@ class Op(IntEnum):
     UNWATCH = 23
     CANCEL = 24
     GOODBYE = 25
+    SINCE = 26
+    LEASE = 27
+    READ = 28
     # replies and pushes
     RESULT = 32
     FAILURE = 33
@@ -151,6 +157,48 @@ class Goodbye(NamedTuple):
     process that was killed). No reply."""
 
 
+class ReadSince(NamedTuple):
+    """A whole-object read (``read``: ``copy``, ``keys``, ``#GETVALUE``, ...) by a caller that
+    holds its result as of ``known`` (-1: nothing). The reply: ``None`` while the object is
+    still at ``known``; for a copy of a dict, list or set, ``(changes, version, True)`` when
+    the changes since are few and all logged (each ``(op, args, kwargs, result)``, to replay
+    in order); else ``(result, version)``; ``False`` for a custom type (no versions: the
+    caller reads plainly)."""
+
+    req_id: int
+    obj_id: int
+    read: str
+    known: int
+    owner: int = 0
+
+
+class LeaseAcquire(NamedTuple):
+    """Acquire a Lock or RLock (``blocking``, ``timeout`` as ``acquire``'s, -1: no limit) and,
+    at the grant,
+    make ``reads`` (``((obj_id, method, args), ...)``, see ``_leases``). The reply: ``(True,
+    {index: (epoch, value)})`` once granted, ``False`` if not; ``None`` (and no acquire)
+    where leases are off or the object is no lock: the caller acquires plainly."""
+
+    req_id: int
+    obj_id: int
+    blocking: bool
+    timeout: float
+    reads: tuple[tuple[int, str, tuple[Any, ...]], ...]
+    owner: int = 0
+
+
+class LeasedRead(NamedTuple):
+    """A quick pure read (``method(*args)``) whose value is leased until the object changes.
+    The reply: ``(epoch, value)``; ``(None, value)`` where it cannot be leased; ``None`` (and
+    no read) where it is no leasable read of the object: the caller reads plainly."""
+
+    req_id: int
+    obj_id: int
+    method: str
+    args: tuple[Any, ...]
+    owner: int = 0
+
+
 class Result(NamedTuple):
     """The successful outcome of request ``req_id``."""
 
@@ -173,6 +221,18 @@ class Push(NamedTuple):
 
 
 ClientMessage = (
-    Call | Create | Control | Batch | Retain | Release | Watch | Unwatch | Cancel | Goodbye
+    Call
+    | Create
+    | Control
+    | Batch
+    | Retain
+    | Release
+    | Watch
+    | Unwatch
+    | Cancel
+    | Goodbye
+    | ReadSince
+    | LeaseAcquire
+    | LeasedRead
 )
 ServerMessage = Result | Failure | Push

@@ -1,6 +1,6 @@
 """The latest changes of one shared object, for readers holding an older copy of it.
 
-A client that re-reads a large dict, list or set whole sends the version it holds (``#SINCE``);
+A client that re-reads a large dict, list or set whole sends the version it holds (``ReadSince``);
 when only a few small changes happened since, the server answers with those changes for the
 client to replay, instead of the whole object. The log exists only for objects read that way,
 and is bounded both in changes and in *weight* (about one unit per item or KiB the changes

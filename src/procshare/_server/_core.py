@@ -41,7 +41,6 @@ from .._errors import (
 )
 from .._kinds import KINDS, REPLAYABLE_KINDS, REPLAYABLE_READS
 from .._leases import (
-    READ,
     LeaseRequest,
     leasable_args,
     parse_reads,
@@ -54,6 +53,9 @@ from .._protocol import (
     Control,
     Create,
     Goodbye,
+    LeaseAcquire,
+    LeasedRead,
+    ReadSince,
     Release,
     Retain,
     ServerProtocol,
@@ -69,7 +71,7 @@ from ._memory import ADDING, MemoryGuard
 from ._objects import Lock, make_referent
 from ._references import References
 from ._session import Session, log_session_end
-from ._table import SINCE, SNAPSHOTS, WHOLE_READS, Entry, ServerType
+from ._table import SNAPSHOTS, Entry, ServerType
 from ._waiters import DeadlineHeap, Waiter
 from ._watching import Watching
 
@@ -81,8 +83,6 @@ _FALLBACKS: Final = ("__repr__", "__str__", "#GETVALUE")
 
 _SNAPSHOT_MIN: Final = 8 * 1024  # smaller payloads are cheap to encode again
 _SNAPSHOT_MAX: Final = 16 * 1024 * 1024
-# ``#LEASE(blocking, timeout, reads)``: a Lock's acquire that also reads (see _leases).
-_LEASE: Final = "#LEASE"
 
 
 class Job:
@@ -247,7 +247,7 @@ class Core:
             "creates": 0,
             "errors": 0,
             "sessions": 0,
-            # values sent with a lease (#READ, a lock's grant), and changes that ended leases
+            # values sent with a lease (a leased read, a lock's grant); changes ending leases
             "leased": 0,
             "lease ends": 0,
             # locks taken by a process while others waited (see ``Lock.release``)
@@ -559,15 +559,15 @@ class Core:
             self._unwatch(session, msg)
         elif kind is Cancel:
             self._cancel(session, msg.target)
+        elif kind is ReadSince or kind is LeaseAcquire or kind is LeasedRead:
+            self._addressed(session, msg, now)
         elif kind is Goodbye:
             session.said_goodbye = True
             session.in_flight.clear()  # all of it arrived
         else:
             raise TypeError(f"not a request: {kind.__name__}")
-        if self.references.fresh:
-            self.references.claim_fresh(
-                None
-            )  # nobody known holds them: roots for the cycle collector
+        if self.references.fresh:  # nobody known holds them: roots for the cycle collector
+            self.references.claim_fresh(None)
         if self._to_close:
             self._close_pending(now)
 
@@ -580,10 +580,8 @@ class Core:
         if entry is None:
             self.fail(session, req_id, ObjectNotFound.of(obj_id))
             return
-        if self.references.fresh:
-            self.references.claim_fresh(
-                entry
-            )  # proxies passed to a method end up held by its object
+        if self.references.fresh:  # proxies passed to a method end up held by its object
+            self.references.claim_fresh(entry)
         memory = self.memory
         if memory is not None and memory.full and _adds(entry, method):
             self.fail(session, req_id, memory.refusal())
@@ -621,29 +619,13 @@ class Core:
                 self.reply(session, req_id, result)
                 return
         if entry.handlers is None:
-            if method == SINCE:
-                self.reply(session, req_id, False)  # not for custom types: read plainly
-                return
-            if method in (_LEASE, READ):
-                self.reply(session, req_id, None)  # not one of ours: acquire/read plainly
-                return
             self._call_custom(session, msg, entry)
             return
         if versioned and method == "#GETVALUE" and not isinstance(entry.referent, Primitive):
             self.reply(session, req_id, (entry.referent, entry.version))  # for replicas
             return
-        if method in WHOLE_READS and not kwargs and not versioned:
-            if method == SINCE:
-                self._since(session, req_id, entry, args)
-                return
-            if not args:
-                self._snapshot_read(session, req_id, entry, method, None)
-                return
-        elif method == _LEASE:
-            self._acquire_leasing(session, msg, entry, now)
-            return
-        elif method == READ:
-            self._read_leasing(session, msg, entry, now)
+        if method in SNAPSHOTS and not kwargs and not versioned and not args:
+            self._snapshot_read(session, req_id, entry, method, None)
             return
         try:
             result = self._apply(
@@ -718,19 +700,40 @@ class Core:
 
     # -- leases (see _leases) ------------------------------------------------------------------
 
-    def _acquire_leasing(self, session: Session, msg: Call, entry: Entry, now: float) -> None:
-        """``#LEASE(blocking, timeout, reads)``: acquire a Lock or RLock, answering
-        ``(True, {index: (epoch, value)})`` with the reads made at the grant; ``None`` (and no
-        acquire) where leases are off or the object is no lock: the caller acquires plainly."""
+    def _addressed(self, session: Session, msg: Any, now: float) -> None:
+        """A request for one object other than a plain call: ``ReadSince``, ``LeaseAcquire``,
+        ``LeasedRead``. On an object of a custom type (no versions, no leases) it is declined
+        (``False`` / ``None``): the caller reads or acquires plainly."""
+        self.stats_counters["calls"] += 1
+        if session.in_flight:
+            self._arrived(session, msg.owner)
+        entry = self.objects.get(msg.obj_id)
+        if entry is None:
+            self.fail(session, msg.req_id, ObjectNotFound.of(msg.obj_id))
+            return
+        kind = type(msg)
+        if entry.handlers is None:
+            self.reply(session, msg.req_id, False if kind is ReadSince else None)
+        elif kind is ReadSince:
+            self._since(session, msg, entry)
+        elif kind is LeaseAcquire:
+            self._acquire_leasing(session, msg, entry, now)
+        else:
+            self._read_leasing(session, msg, entry, now)
+
+    def _acquire_leasing(
+        self, session: Session, msg: LeaseAcquire, entry: Entry, now: float
+    ) -> None:
+        """Acquire a Lock or RLock, answering ``(True, {index: (epoch, value)})`` with the
+        reads made at the grant; ``None`` (and no acquire) where leases are off or the object
+        is no lock: the caller acquires plainly."""
         lock = entry.referent
-        if self.leasing.page is None or not isinstance(lock, Lock) or msg.kwargs:
+        if self.leasing.page is None or not isinstance(lock, Lock):
             self.reply(session, msg.req_id, None)
             return
+        blocking, timeout = msg.blocking, msg.timeout
         try:
-            if len(msg.args) != 3:
-                raise TypeError(f"{_LEASE} takes (blocking, timeout, reads)")
-            blocking, timeout, reads = msg.args
-            request = LeaseRequest(parse_reads(reads))
+            request = LeaseRequest(parse_reads(msg.reads))
             ctx = CallContext(self, session, msg.req_id, msg.owner, now)
             result = lock.acquire_answering(ctx, blocking, timeout, request)
         except BaseException as exc:
@@ -743,24 +746,21 @@ class Core:
             result = self.leasing.reads_at_grant(result)
         self.reply(session, msg.req_id, result)
 
-    def _read_leasing(self, session: Session, msg: Call, entry: Entry, now: float) -> None:
-        """``#READ(method, args)``: make a quick pure read and answer ``(epoch, value)``, the
-        value leased until the object changes; ``(None, value)`` where it cannot be leased (a
-        mutable value, or leases off); ``None`` (and no read) where it is no leasable read of
-        this object's kind: the caller reads plainly. A read that raises fails as itself, as
-        the plain call would."""
-        req_id, args = msg.req_id, msg.args
+    def _read_leasing(self, session: Session, msg: LeasedRead, entry: Entry, now: float) -> None:
+        """Make a quick pure read and answer ``(epoch, value)``, the value leased until the
+        object changes; ``(None, value)`` where it cannot be leased (a mutable value, or
+        leases off); ``None`` (and no read) where it is no leasable read of this object's
+        kind: the caller reads plainly. A read that raises fails as itself, as the plain call
+        would."""
+        req_id, method, args = msg.req_id, msg.method, msg.args
         if (
-            msg.kwargs
-            or len(args) != 2
-            or type(args[0]) is not str
-            or not self.leasing.leasable(entry, args[0])
-            or type(args[1]) is not tuple
-            or not leasable_args(args[1])
+            type(method) is not str
+            or not self.leasing.leasable(entry, method)
+            or type(args) is not tuple
+            or not leasable_args(args)
         ):
             self.reply(session, req_id, None)
             return
-        method, args = args
         try:
             value = self._apply(
                 entry, session, req_id, method, args, None, msg.owner, now, CallContext
@@ -809,14 +809,14 @@ class Core:
                 raise _creation_failed(typeid, exc) from None
         return Handle(self, self._register(stype, value, now), stype)
 
-    def _since(self, session: Session, req_id: int, entry: Entry, args: tuple[Any, ...]) -> None:
-        """``#SINCE(method, version)`` on a built-in kind (see ``SINCE``)."""
-        if len(args) != 2 or type(args[0]) is not str or type(args[1]) is not int:
-            self.fail(session, req_id, TypeError(f"{SINCE} takes (method, version)"))
-        elif args[0] not in SNAPSHOTS:
-            self.fail(session, req_id, TypeError(f"{args[0]!r} is not a whole-object read"))
+    def _since(self, session: Session, msg: ReadSince, entry: Entry) -> None:
+        """A whole-object read by a caller holding an older result (``ReadSince``)."""
+        if type(msg.read) is not str or type(msg.known) is not int:
+            self.fail(session, msg.req_id, TypeError("ReadSince takes (read: str, known: int)"))
+        elif msg.read not in SNAPSHOTS:
+            self.fail(session, msg.req_id, TypeError(f"{msg.read!r} is not a whole-object read"))
         else:
-            self._snapshot_read(session, req_id, entry, args[0], args[1])
+            self._snapshot_read(session, msg.req_id, entry, msg.read, msg.known)
 
     def _encode_without_proxies(self, session: Session, value: Any) -> bytes | None:
         """``value`` serialized for ``session``, or ``None`` if it holds shared objects (or
@@ -835,7 +835,7 @@ class Core:
     ) -> None:
         """Answer a whole-object read, reusing the encoded payload while nothing changed.
 
-        With ``known`` (a ``#SINCE`` read) the answer is ``None`` when the object is still at
+        With ``known`` (a ``ReadSince``) the answer is ``None`` when the object is still at
         version ``known``, the changes since when they are few (a dict, list or set copy),
         ``(result, version)`` otherwise.
         """
@@ -870,7 +870,7 @@ class Core:
                         return
                 if entry.log is None:
                     entry.log = ChangeLog()
-            method = f"{SINCE} {method}"  # its own cached payload: the pair, not the bare value
+            method = f"since {method}"  # its own cached payload: the pair, not the bare value
         protocol = session.protocol
         serializer = protocol.serializer.name if protocol.serializer is not None else ""
         cached = entry.snapshot

@@ -18,24 +18,16 @@ if TYPE_CHECKING:
     from ._changelog import ChangeLog
     from ._watching import Subscription
 
-__all__ = ["PLAIN_HANDLERS", "SINCE", "SNAPSHOTS", "WHOLE_READS", "Entry", "ServerType"]
+__all__ = ["PLAIN_HANDLERS", "SNAPSHOTS", "Entry", "ServerType"]
 
 # Whole-object reads without arguments whose encoded reply may be reused while the object is
 # unchanged (a reader that snapshots a large dict over and over skips re-serializing it).
 SNAPSHOTS: Final = frozenset(
     {"copy", "keys", "values", "items", "#GETVALUE", "tolist", "__repr__", "__str__"}
 )
-# ``#SINCE(method, version)``: a whole-object read for a caller holding the result as of
-# ``version`` (-1: nothing). Answers: ``None`` while the object is still at ``version``; for a
-# copy of a dict, list or set, ``(changes, new_version, True)`` when the changes since are few
-# and all logged (each ``(op, args, kwargs, result)``, to replay in order); else
-# ``(result, new_version)``; ``False`` for an object of a custom type (no versions to compare:
-# the caller reads plainly).
-SINCE: Final = "#SINCE"
-WHOLE_READS: Final = SNAPSHOTS | {SINCE}
 #: per kind, the handlers of ``HANDLERS`` that a plain call may go straight to
 PLAIN_HANDLERS: Final = {
-    kind: {m: h for m, h in handlers.items() if m not in WHOLE_READS}
+    kind: {m: h for m, h in handlers.items() if m not in SNAPSHOTS}
     for kind, handlers in HANDLERS.items()
 }
 
@@ -123,7 +115,7 @@ class Entry:
         self.created = now
         #: (version, method, serializer, payload) of the last large snapshot read, or None
         self.snapshot: tuple[int, str, str, bytes] | None = None
-        #: the latest changes, once a client re-reads this object whole (#SINCE)
+        #: the latest changes, once a client re-reads this object whole (``ReadSince``)
         self.log: ChangeLog | None = None
         #: internal references this object's referent holds: target id -> count
         self.holds: dict[int, int] | None = None
