@@ -480,3 +480,25 @@ def test_malformed_batches_are_rejected(calls: tuple[object, ...]) -> None:
     server.receive_data(pack(Op.BATCH, 0, 3, pickle.dumps(calls)))
     [event] = server_events(server)
     assert isinstance(event, BadRequest) and isinstance(event.error, ProtocolError)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Call(7, 3, "get", ("k",), None, 1),
+        LeasedRead(8, 3, "__getitem__", ("k",), 1),
+        LeaseAcquire(9, 4, True, -1, ((3, "get", ()),), 1),
+        ReadSince(10, 3, "copy", -1, 1),
+    ],
+)
+def test_a_lone_request_for_one_object_is_taken_without_the_frame_reader(message: object) -> None:
+    server, client = connected()
+    assert server.take_call(client.send(message)) == message
+
+
+def test_take_call_leaves_other_requests_to_the_frame_reader() -> None:
+    server, client = connected()
+    frame = client.send(Control(3, "ping", ()))
+    assert server.take_call(frame) is NEED_DATA
+    server.receive_data(frame)
+    assert server_events(server) == [Control(3, "ping", ())]

@@ -398,17 +398,7 @@ class Channel:
         rid = next(self._ids) & 0xFFFFFFFF  # (_take_id, inlined: every call passes here)
         if not rid:
             rid = next(self._ids) & 0xFFFFFFFF
-        # What this process did since its last call returned (``_sched``): computed (it holds
-        # a CPU between calls: the server tells its other clients, which leave the CPUs to
-        # it, ``Flag.THINKS``), or slept (its CPU may have gone to sleep too: ``_recv``).
-        # CPU time tells them apart from the wall time spent waiting for a CPU.
-        # (The CPU time is read once a call, as it starts: the gap then also counts the last
-        # call's own few microseconds, far below what tells computing or sleeping apart.)
-        cpu = _cpu_clock()
-        cpu_gap = cpu - self._cpu_at_call
-        self._cpu_at_call = cpu
-        thinks = cpu_gap > THINK_AFTER
-        self._slept = _clock() - self._returned - cpu_gap > SLEPT_AFTER
+        thinks = self._since_last_call()
         frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, owner, versioned, thinks)
         try:
             return self._roundtrip(rid, frame, blocking, wait)
@@ -435,11 +425,25 @@ class Channel:
         """Send a request message (its ``req_id`` is replaced) and return its result;
         ``blocking`` and ``wait`` as for ``call``."""
         rid = self._take_id()
+        self._since_last_call()  # (its frame carries no flags: the next call's does)
         frame = self._proto.send(msg._replace(req_id=rid))
         try:
             return self._roundtrip(rid, frame, blocking, wait)
         finally:
             self._returned = _clock()
+
+    def _since_last_call(self) -> bool:
+        """What this process did since its last call returned (``_sched``): computed (it
+        holds a CPU between calls: the server tells its other clients, which leave the CPUs
+        to it, ``Flag.THINKS``; returned), or slept (its CPU may have gone to sleep too:
+        ``_recv``). CPU time tells them apart from the wall time spent waiting for a CPU.
+        (The CPU time is read once a call, as it starts: the gap then also counts the last
+        call's own few microseconds, far below what tells computing or sleeping apart.)"""
+        cpu = _cpu_clock()
+        cpu_gap = cpu - self._cpu_at_call
+        self._cpu_at_call = cpu
+        self._slept = _clock() - self._returned - cpu_gap > SLEPT_AFTER
+        return cpu_gap > THINK_AFTER
 
     def request_many(self, msgs: list[Any]) -> list[Any]:
         """Send several requests at once, then wait for all; their results, in order.

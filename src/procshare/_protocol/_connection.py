@@ -105,6 +105,8 @@ _HEADER_PACK: Final[Callable[..., bytes]] = HEADER.pack
 _HEADER_UNPACK: Final[Callable[..., tuple[int, int, int, int]]] = HEADER.unpack_from
 _U32: Final = struct.Struct("!I")
 #: requests whose decoding may run code the sender names (``ServerProtocol.defer``)
+#: the opcodes of the requests for one object other than CALL (``_ADDRESSED``'s)
+_ADDRESSED_OPS: Final = frozenset({int(Op.SINCE), int(Op.LEASE), int(Op.READ)})
 _DEFERRABLE: Final = frozenset(
     {int(Op.CALL), int(Op.CREATE), int(Op.BATCH), int(Op.LEASE), int(Op.READ)}
 )
@@ -437,8 +439,9 @@ class ServerProtocol(_Base):
         self._out.append(_json_frame(Op.DENIED, {"reason": reason}))
 
     def take_call(self, data: bytes) -> Any:
-        """The request in ``data`` (a ``Call``, ``BadRequest`` or ``Deferred``) if it is
-        exactly one CALL and nothing else is buffered, else ``NEED_DATA`` (``data`` untouched:
+        """The request in ``data`` (a ``Call``, another request for one object, a
+        ``BadRequest`` or a ``Deferred``) if it is exactly one such frame and nothing else is
+        buffered, else ``NEED_DATA`` (``data`` untouched:
         feed it as usual).
 
         The usual request, decoded without the frame reader and the event loop of
@@ -447,8 +450,16 @@ class ServerProtocol(_Base):
         if self.state is not _READY or self._reader.has_buffered() or len(data) < HEADER_SIZE:
             return NEED_DATA
         length, opcode, flags, req_id = _HEADER_UNPACK(data, 0)
-        if opcode != _CALL or length + 4 != len(data) or length > self._reader.max_frame:
+        if length + 4 != len(data) or length > self._reader.max_frame:
             return NEED_DATA
+        if opcode != _CALL:
+            if opcode not in _ADDRESSED_OPS:
+                return NEED_DATA
+            # (a leased read, a lock's leasing acquire, a read since a version: as quick)
+            self.client_thinks = bool(flags & _THINKS)
+            if self.defer and opcode in _DEFERRABLE:
+                return self._decode_here(opcode, flags, req_id, data[HEADER_SIZE:])
+            return _REQUEST_DECODERS[opcode](self, req_id, data[HEADER_SIZE:])
         self.client_thinks = bool(flags & _THINKS)
         if self.defer:
             return self._decode_here(_CALL, flags, req_id, data[HEADER_SIZE:])

@@ -541,6 +541,8 @@ class Core:
         kind = type(msg)
         if kind is Call:
             self._call(session, msg, now)
+        elif kind is LeaseAcquire or kind is LeasedRead or kind is ReadSince:
+            self._addressed(session, msg, now)
         elif kind is Create:
             self._create(session, msg, now)
         elif kind is Release:
@@ -559,8 +561,6 @@ class Core:
             self._unwatch(session, msg)
         elif kind is Cancel:
             self._cancel(session, msg.target)
-        elif kind is ReadSince or kind is LeaseAcquire or kind is LeasedRead:
-            self._addressed(session, msg, now)
         elif kind is Goodbye:
             session.said_goodbye = True
             session.in_flight.clear()  # all of it arrived
