@@ -7,6 +7,7 @@ import itertools
 import pathlib
 import pickle
 import queue
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -502,3 +503,33 @@ def test_take_call_leaves_other_requests_to_the_frame_reader() -> None:
     assert server.take_call(frame) is NEED_DATA
     server.receive_data(frame)
     assert server_events(server) == [Control(3, "ping", ())]
+
+
+class _NamesCode:
+    """Unpickles through a global it names (``collections.OrderedDict``): code runs."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        import collections
+
+        return (collections.OrderedDict, ())
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Call(3, 1, "get", (_NamesCode(),), None, 0),
+        ReadSince(4, 1, "copy", -1, 0),
+        ReadSince(7, 1, _NamesCode(), -1, 0),  # type: ignore[arg-type]  # (a hostile client)
+        LeasedRead(5, 1, "get", (_NamesCode(),), 0),
+        LeaseAcquire(6, 1, True, -1, ((1, "get", (_NamesCode(),)),), 0),
+    ],
+)
+def test_requests_for_an_object_that_name_code_are_deferred_off_the_loop(message: Any) -> None:
+    server, client = connected()
+    server.defer, server.defer_unless = True, b"RebuildProxy"  # (as the server sets them)
+    frame = client.send(message)
+    event = server.take_call(frame)
+    names_code = "_NamesCode" in repr(message)
+    assert isinstance(event, protocol.Deferred) is names_code, event
+    decoded = server.decode_deferred(event) if names_code else event
+    assert type(decoded) is type(message) and decoded.req_id == message.req_id

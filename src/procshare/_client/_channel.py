@@ -425,8 +425,7 @@ class Channel:
         """Send a request message (its ``req_id`` is replaced) and return its result;
         ``blocking`` and ``wait`` as for ``call``."""
         rid = self._take_id()
-        self._since_last_call()  # (its frame carries no flags: the next call's does)
-        frame = self._proto.send(msg._replace(req_id=rid))
+        frame = self._proto.send(msg._replace(req_id=rid), self._since_last_call())
         try:
             return self._roundtrip(rid, frame, blocking, wait)
         finally:

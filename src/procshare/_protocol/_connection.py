@@ -104,12 +104,15 @@ _ID_MASK: Final = 0xFFFFFFFF
 _HEADER_PACK: Final[Callable[..., bytes]] = HEADER.pack
 _HEADER_UNPACK: Final[Callable[..., tuple[int, int, int, int]]] = HEADER.unpack_from
 _U32: Final = struct.Struct("!I")
+#: the requests for one object other than CALL, and their opcodes
+_ADDRESSED: Final[dict[type, Op]] = {
+    ReadSince: Op.SINCE,
+    LeaseAcquire: Op.LEASE,
+    LeasedRead: Op.READ,
+}
+_ADDRESSED_OPS: Final = frozenset(int(op) for op in _ADDRESSED.values())
 #: requests whose decoding may run code the sender names (``ServerProtocol.defer``)
-#: the opcodes of the requests for one object other than CALL (``_ADDRESSED``'s)
-_ADDRESSED_OPS: Final = frozenset({int(Op.SINCE), int(Op.LEASE), int(Op.READ)})
-_DEFERRABLE: Final = frozenset(
-    {int(Op.CALL), int(Op.CREATE), int(Op.BATCH), int(Op.LEASE), int(Op.READ)}
-)
+_DEFERRABLE: Final = frozenset({int(Op.CALL), int(Op.CREATE), int(Op.BATCH)}) | _ADDRESSED_OPS
 
 
 Payload = bytes | bytearray  # what the frame reader hands out
@@ -383,8 +386,11 @@ class ServerProtocol(_Base):
             raise self._fail(exc) from None
         if frame is None:
             return self._closed_event() if self._eof else NEED_DATA
-        opcode, flags, req_id, payload = frame
-        if opcode == _CALL:
+        return self._decode_request(*frame)
+
+    def _decode_request(self, opcode: int, flags: int, req_id: int, payload: Payload) -> Any:
+        """The request of one frame (``next_event``'s and ``take_call``'s)."""
+        if opcode == _CALL or opcode in _ADDRESSED_OPS:
             self.client_thinks = bool(flags & _THINKS)
         if self.defer and opcode in _DEFERRABLE:
             return self._decode_here(opcode, flags, req_id, payload)
@@ -450,20 +456,13 @@ class ServerProtocol(_Base):
         if self.state is not _READY or self._reader.has_buffered() or len(data) < HEADER_SIZE:
             return NEED_DATA
         length, opcode, flags, req_id = _HEADER_UNPACK(data, 0)
-        if length + 4 != len(data) or length > self._reader.max_frame:
+        if (
+            (opcode != _CALL and opcode not in _ADDRESSED_OPS)
+            or length + 4 != len(data)
+            or length > self._reader.max_frame
+        ):
             return NEED_DATA
-        if opcode != _CALL:
-            if opcode not in _ADDRESSED_OPS:
-                return NEED_DATA
-            # (a leased read, a lock's leasing acquire, a read since a version: as quick)
-            self.client_thinks = bool(flags & _THINKS)
-            if self.defer and opcode in _DEFERRABLE:
-                return self._decode_here(opcode, flags, req_id, data[HEADER_SIZE:])
-            return _REQUEST_DECODERS[opcode](self, req_id, data[HEADER_SIZE:])
-        self.client_thinks = bool(flags & _THINKS)
-        if self.defer:
-            return self._decode_here(_CALL, flags, req_id, data[HEADER_SIZE:])
-        return self._decode_call(req_id, data[HEADER_SIZE:], flags & _VERSIONED)
+        return self._decode_request(opcode, flags, req_id, data[HEADER_SIZE:])
 
     def _decode_here(self, opcode: int, flags: int, req_id: int, payload: Payload) -> Any:
         """A deferrable request decoded here, unless that would run code it names: then a
@@ -953,8 +952,9 @@ class ClientProtocol(_Base):
         flags = (_VERSIONED if versioned else 0) | (_THINKS if thinks else 0)
         return _HEADER_PACK(size, _CALL, flags, req_id & _ID_MASK) + body
 
-    def send(self, msg: Any) -> bytes:
-        """Frame any client message.
+    def send(self, msg: Any, thinks: bool = False) -> bytes:
+        """Frame any client message (``thinks``: as for ``encode_call``, on the requests for
+        one object).
 
         Raises:
             SerializationError: a value in the message cannot be serialized; nothing is sent.
@@ -966,7 +966,7 @@ class ClientProtocol(_Base):
             return self.encode_call(*msg)
         op = _ADDRESSED.get(type(msg))  # (a leased read, a lock's leasing acquire: next)
         if op is not None:
-            return self._frame(op, 0, msg.req_id, dumps(tuple(msg[1:])))
+            return self._frame(op, _THINKS if thinks else 0, msg.req_id, dumps(tuple(msg[1:])))
         if type(msg) is Create:
             return self._frame(Op.CREATE, 0, msg.req_id, dumps(msg[1:]))
         if type(msg) is Control:
@@ -987,13 +987,6 @@ class ClientProtocol(_Base):
             return pack(Op.GOODBYE, 0, 0)
         raise TypeError(f"not a client message: {type(msg).__name__}")
 
-
-#: the opcodes of the requests for one object other than CALL
-_ADDRESSED: Final[dict[type, Op]] = {
-    ReadSince: Op.SINCE,
-    LeaseAcquire: Op.LEASE,
-    LeasedRead: Op.READ,
-}
 
 _CLIENT_ACCEPTS: Final = {
     ConnState.AWAIT_HELLO: Op.HELLO,
