@@ -33,9 +33,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast, overload
 
 from ._address import parse_address
-from ._client._achannel import AsyncChannel, AsyncProxy, AsyncWatch, kind_of
+from ._client._achannel import AsyncChannel, AsyncProxy, AsyncWatch
 from ._client._aproxies import (
-    ASYNC_PROXIES,
     AsyncAcquirer,
     AsyncArrayProxy,
     AsyncBarrier,
@@ -47,6 +46,7 @@ from ._client._aproxies import (
     AsyncQueue,
     AsyncSetProxy,
     AsyncValueProxy,
+    async_proxy_type,
 )
 from ._client._push import Change
 from ._errors import ProcshareError
@@ -90,7 +90,7 @@ class AsyncClient:
     def proxy(self, proxy: Any) -> Any:
         """The async twin of a sync proxy (same object, its own reference): an
         ``AsyncDictProxy`` for a ``DictProxy``, an ``AsyncAcquirer`` for a Lock's, ..."""
-        cls = ASYNC_PROXIES.get(kind_of(type(proxy), proxy._token) or "", AsyncProxy)
+        cls = async_proxy_type(type(proxy), proxy._token)
         return cls(self._channel, proxy._token, type(proxy), proxy._exposed_)
 
     async def create(self, typeid: str, /, *args: Any, **kwargs: Any) -> Any:

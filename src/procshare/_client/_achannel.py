@@ -335,11 +335,10 @@ class AsyncChannel:
         self, func: Any, token: Token, serializer: str, kwds: dict[str, Any], owned: bool
     ) -> AsyncProxy:
         """A proxy arriving on this connection (see ``RebuildProxy``) becomes an async one."""
-        from ._aproxies import ASYNC_PROXIES
+        from ._aproxies import async_proxy_type
 
         token.address = self.address
-        cls = ASYNC_PROXIES.get(kind_of(func, token) or "", AsyncProxy)
-        return cls(self, token, func, kwds.get("exposed"), owned=owned)
+        return async_proxy_type(func, token)(self, token, func, kwds.get("exposed"), owned=owned)
 
     async def close(self) -> None:
         """Close the connection (pending releases are sent first)."""

@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Generic, TypeVar, cast
 
-from ._achannel import AsyncProxy
+from .._token import Token
+from ._achannel import AsyncProxy, kind_of
 
 __all__ = [
     "ASYNC_PROXIES",
@@ -30,6 +31,7 @@ __all__ = [
     "AsyncQueue",
     "AsyncSetProxy",
     "AsyncValueProxy",
+    "async_proxy_type",
 ]
 
 K = TypeVar("K")
@@ -376,3 +378,9 @@ ASYNC_PROXIES: Final[dict[str, type[AsyncProxy]]] = {
     "Queue": AsyncQueue,
     "JoinableQueue": AsyncQueue,
 }
+
+
+def async_proxy_type(proxytype: Any, token: Token) -> type[AsyncProxy]:
+    """The async proxy class for a proxy of ``proxytype`` to ``token``: its kind's, else the
+    untyped ``AsyncProxy`` (a custom type)."""
+    return ASYNC_PROXIES.get(kind_of(proxytype, token) or "", AsyncProxy)
