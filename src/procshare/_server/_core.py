@@ -474,8 +474,7 @@ class Core:
             return
         if entry.leased:  # a read of it must now fail, not be answered locally
             self.leasing.end(entry)
-        if entry.watchers:
-            self.watching.disposed(entry)
+        self.watching.disposed(entry)  # (tells its watchers, if any)
         if entry.handlers is None:
             self._by_pyid.pop(id(entry.referent), None)
         entry.referent = (
