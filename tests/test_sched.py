@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 
 import pytest
 
+import procshare
 from procshare import _sched
 from procshare._sched import (
     DEFAULT_SPIN,
@@ -165,3 +167,24 @@ def test_a_thread_moves_off_a_cpu_and_keeps_its_mask() -> None:
     stepper.aside(here)
     assert os.sched_getaffinity(0) == mask
     assert Stepper().toward(-1) is False  # an unknown CPU: no move
+
+
+def _compute(cpu_seconds: float) -> None:
+    end = time.process_time() + cpu_seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_a_client_tells_the_server_it_computed_between_calls_or_slept() -> None:
+    """``Flag.THINKS`` and the slept mark, as the channel works them out from CPU time."""
+    with procshare.Manager() as m:
+        d = m.dict()
+        channel = d._channel()
+        for i in range(50):
+            d[i] = i
+        _compute(0.005)
+        assert channel._since_last_call() is True
+        d[0] = 0
+        time.sleep(0.005)
+        channel._since_last_call()  # (a sleep costs some CPU too: 17-70 us seen)
+        assert channel._slept is True

@@ -273,6 +273,10 @@ class Stepper:
     def __init__(self) -> None:
         self._next = 0.0
 
+    def due(self) -> bool:
+        """Whether a move would be made now (a cheap look before finding our CPU)."""
+        return time.monotonic() >= self._next
+
     def _due(self) -> bool:
         now = time.monotonic()
         if now < self._next:

@@ -203,7 +203,7 @@ class Channel:
         self.on_push = on_push
         #: seconds a call that does not wait on the server may go unanswered before the
         #: connection is given up (``ServerUnreachable``); None: wait for ever
-        self.call_timeout: float | None = _env_timeout()
+        self._call_timeout: float | None = _env_timeout()
         #: handlers of this connection's subscriptions, by subscription id (see ``subscribe``)
         self._push_handlers: dict[int, Callable[[Any], None]] = {}
         self._spin_max = min(configured_spin(spin), _MAX_SPIN)
@@ -246,6 +246,9 @@ class Channel:
         probe = select.poll()
         probe.register(self._rfd, select.POLLIN)
         self._ready = probe.poll
+        #: replies come through a pipe and no call timeout watches them: a reader that is
+        #: not to spin reads at once (``_roundtrip``)
+        self._plain_reads = self._sock is None and self._call_timeout is None
         #: values read before, answered again while unchanged (``_leases``): same machine
         #: only, so unix sockets only
         self.leases: LeaseBook | None = book_for(
@@ -369,6 +372,17 @@ class Channel:
                     "handshake (wrong authkey or not a procshare server)"
                 )
             proto.receive_data(data)
+
+    @property
+    def call_timeout(self) -> float | None:
+        """Seconds a call that does not wait on the server may go unanswered before the
+        connection is given up (``ServerUnreachable``); ``None``: wait for ever."""
+        return self._call_timeout
+
+    @call_timeout.setter
+    def call_timeout(self, value: float | None) -> None:
+        self._call_timeout = value
+        self._plain_reads = self._sock is None and value is None
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -527,14 +541,15 @@ class Channel:
         if self._broken is not None:
             raise ConnectionLost(str(self._broken)) from self._broken
         mutex = self._mutex
-        with mutex:
-            lead = not self._reading
-            if lead:
-                self._reading = True  # alone: we read our own reply, no slot needed
-                slot = None
-            else:
-                slot = _Slot(blocking)
-                self._slots[rid] = slot
+        mutex.acquire()  # (not ``with``: every call passes here)
+        lead = not self._reading
+        if lead:
+            self._reading = True  # alone: we read our own reply, no slot needed
+            slot = None
+        else:
+            slot = _Slot(blocking)
+            self._slots[rid] = slot
+        mutex.release()
         try:
             with self._wlock:
                 if self.refs:
@@ -557,7 +572,29 @@ class Channel:
         try:
             if slot is None:
                 try:
-                    value, error = self._read_for(rid, blocking, slotted=False, wait=wait)
+                    proto = self._proto
+                    if self._plain_reads and not proto.server_spin:
+                        # The usual call on a busy machine (or with spinning off): one read
+                        # of the reply pipe, one frame, ours (``_read_for`` written out).
+                        if self._budget[blocking] and not proto.server_crowded:
+                            self._step_toward(proto.server_cpu)
+                        incoming.channel = self
+                        try:
+                            data = self._read_raw(RECV_SIZE)
+                            event = proto.take_result(data, rid)
+                        except OSError:  # (the reader finds out what happened)
+                            data = b""
+                            event = NEED_DATA
+                        finally:
+                            incoming.channel = None
+                        if event is NEED_DATA:
+                            value, error = self._read_for(rid, blocking, False, wait, data)
+                        elif type(event) is Result:
+                            value, error = event.value, None
+                        else:
+                            value, error = None, event.error
+                    else:
+                        value, error = self._read_for(rid, blocking, slotted=False, wait=wait)
                 except BaseException:
                     if blocking:
                         # Interrupted (a signal handler raised) before the answer came: it
@@ -567,10 +604,11 @@ class Channel:
                             self._slots[rid] = slot
                     raise
                 finally:
-                    with mutex:  # _stop_reading, inlined for the usual case: nobody waits
-                        self._reading = False
-                        if self._slots:
-                            self._wake_next_reader()
+                    mutex.acquire()  # _stop_reading, inlined for the usual case: nobody waits
+                    self._reading = False
+                    if self._slots:
+                        self._wake_next_reader()
+                    mutex.release()
             else:
                 value, error = self._await(rid, slot)
         except BaseException:
@@ -650,11 +688,17 @@ class Channel:
                 break
 
     def _read_for(
-        self, rid: int, blocking: bool, slotted: bool, wait: float | None = None
+        self,
+        rid: int,
+        blocking: bool,
+        slotted: bool,
+        wait: float | None = None,
+        data: bytes | None = None,
     ) -> tuple[Any, BaseException | None]:
         """As the reader: read until the reply to ``rid`` (0: until the connection ends),
         delivering other threads' replies and pushes on the way. Returns (value, error).
-        ``slotted``: the request has a slot (it waited as a follower before reading)."""
+        ``slotted``: the request has a slot (it waited as a follower before reading);
+        ``data``: what was read already (and is not the reply alone)."""
         proto = self._proto
         timeout = self.call_timeout
         # The longest silence before giving up: none for pushes read for good (rid 0) or a
@@ -665,7 +709,8 @@ class Channel:
             limit = timeout + wait if blocking and wait is not None else timeout
         incoming.channel = self
         try:
-            data = self._recv(blocking or not rid, limit)
+            if data is None:
+                data = self._recv(blocking or not rid, limit)
             if rid:
                 event = proto.take_result(data, rid)  # the usual reply: one frame, ours
                 if event is not NEED_DATA:
@@ -787,9 +832,18 @@ class Channel:
         read = self._read_raw
         budgets = self._budget
         spin = budgets[blocking]
+        proto = self._proto
+        if not proto.server_spin and self._plain_reads and limit is None:
+            # The usual case on a busy machine (and with spinning off): sleep in the read of
+            # the reply pipe, next to the server if we are its only running client (below).
+            if spin and not proto.server_crowded:
+                self._step_toward(proto.server_cpu)
+            try:
+                return read(RECV_SIZE)
+            except OSError:
+                return b""
         clock = _clock
         start = clock()
-        proto = self._proto
         # Spin as the server advised, for a call made while it still spins (within its window
         # after its last reply to us), or after computing: then our CPU is awake, and a reply
         # caught spinning spares waking it up. After sleeping (an idle CPU, gone to sleep
@@ -846,6 +900,11 @@ class Channel:
             else:
                 budgets[blocking] = max(_PROBE, spin / 2)
         return data
+
+    def _step_toward(self, server_cpu: int) -> None:
+        """Move next to the server (``server_cpu``) before sleeping for its reply, when due."""
+        if server_cpu >= 0 and self._stepper.due() and server_cpu != current_cpu():
+            self._stepper.toward(server_cpu)
 
     def _recv_more(self, limit: float | None) -> bytes:
         """The rest of a reply already arriving (no budget bookkeeping); ``limit``: the

@@ -456,13 +456,23 @@ class ServerProtocol(_Base):
         if self.state is not _READY or self._reader.has_buffered() or len(data) < HEADER_SIZE:
             return NEED_DATA
         length, opcode, flags, req_id = _HEADER_UNPACK(data, 0)
-        if (
-            (opcode != _CALL and opcode not in _ADDRESSED_OPS)
-            or length + 4 != len(data)
-            or length > self._reader.max_frame
-        ):
+        if length + 4 != len(data) or length > self._reader.max_frame:
             return NEED_DATA
-        return self._decode_request(opcode, flags, req_id, data[HEADER_SIZE:])
+        if opcode != _CALL:
+            if opcode not in _ADDRESSED_OPS:
+                return NEED_DATA
+            return self._decode_request(opcode, flags, req_id, data[HEADER_SIZE:])
+        # A CALL: ``_decode_request`` and ``_decode_call`` written out for its usual shape
+        # (every request passes here); anything unusual goes the long way.
+        self.client_thinks = bool(flags & _THINKS)
+        payload = data[HEADER_SIZE:]
+        try:
+            body = self._loads_here(payload) if self.defer else self._loads(payload)
+        except RunsCode:  # (nothing it names has run: decided the long way)
+            return self._decode_request(opcode, flags, req_id, payload)
+        except SerializationError as exc:
+            return BadRequest(req_id, exc)
+        return self._call_of(req_id, body, flags & _VERSIONED)
 
     def _decode_here(self, opcode: int, flags: int, req_id: int, payload: Payload) -> Any:
         """A deferrable request decoded here, unless that would run code it names: then a
@@ -500,6 +510,11 @@ class ServerProtocol(_Base):
             body = (loads or self._loads)(payload)
         except SerializationError as exc:
             return BadRequest(req_id, exc)
+        return self._call_of(req_id, body, versioned)
+
+    @staticmethod
+    def _call_of(req_id: int, body: Any, versioned: int) -> Call | BadRequest:
+        """The ``Call`` a decoded CALL payload makes, or a ``BadRequest``."""
         # The common shape, checked inline (no keyword arguments); anything else the long way.
         if type(body) is tuple and len(body) == 5:
             obj_id, method, args, kwargs, owner = body
