@@ -63,7 +63,7 @@ def test_satisfied_waiters_with_long_timeouts_do_not_pile_up(world: World) -> No
         assert b.result(rid) is True
         b.do(lock, "release")
         world.advance(0.001)  # a turn of the loop
-    assert len(world.core.deadlines._heap) <= 1  # not 1000 entries waiting for their minute
+    assert len(world.core.deadlines.heap) <= 1  # not 1000 entries waiting for their minute
 
 
 def test_lock_argument_errors_match_threading(world: World) -> None:

@@ -488,6 +488,8 @@ class Core:
         references = self.references
         if references.disowned:
             return self._now  # dropped internal references (freed by the GC, say): due now
+        if not (self.deadlines.heap or self.open_locks or references.disposals):
+            return None  # the usual case with nothing parked on a timeout
         due = self.deadlines.next_deadline()
         if self.open_locks:
             until = self.open_locks[0][0]

@@ -72,6 +72,8 @@ _SLEEP_RESOLUTION: Final = 0.001
 MAX_REACTORS: Final = 8
 #: requests in a row that show a client belongs on another reactor before it moves there
 _PLACE_AFTER: Final = 4
+#: seconds a reactor's answer to "which CPU do I run on" stands (asked again after activity)
+_CPU_KNOWN_FOR: Final = 0.0005
 
 
 def poll_timeout(deadline: float | None, now: float) -> float:
@@ -327,6 +329,7 @@ class _Reactor:
         jobs = core.jobs
         last_active = monotonic()
         last_cpu = -2
+        cpu_known_until = 0.0  # (monotonic) when to ask which CPU this thread runs on again
         next_housekeeping = last_active
         memory = server._memory
         counters = core.stats_counters
@@ -343,7 +346,7 @@ class _Reactor:
                     timeout = 0.0
                 else:
                     deadline = core.next_deadline()
-                    timeout = poll_timeout(deadline, now)
+                    timeout = 1.0 if deadline is None else poll_timeout(deadline, now)
                     self.sleep_until = now + timeout
                     if timeout == 0.0 and deadline is not None and deadline > now and not spinning:
                         # Due within a millisecond, which poll() cannot sleep: sleep to it in
@@ -370,8 +373,10 @@ class _Reactor:
             now = monotonic()
             if events:
                 last_active = now
-                if spin:
-                    # which CPU answers: clients use it to decide where to run (``_sched``)
+                if spin and now >= cpu_known_until:
+                    # which CPU answers: clients use it to decide where to run (``_sched``);
+                    # a thread seldom moves, so asked at most every ``_CPU_KNOWN_FOR``
+                    cpu_known_until = now + _CPU_KNOWN_FOR
                     cpu = current_cpu()
                     if cpu != last_cpu:
                         last_cpu = cpu
@@ -1120,6 +1125,27 @@ class Server:
         """Write ``reactor``'s collected replies, on its own thread, without the core lock;
         then, under it, queue what did not fit and close what broke."""
         sends, reactor.sends = reactor.sends, []
+        if len(sends) == 1:  # the usual turn: one reply
+            conn, data = sends[0]
+            with reactor.send_lock:
+                if conn.closed:
+                    return
+                try:
+                    sent = conn.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:
+                    sent = -1
+                    conn.closed = True  # (nothing more is written to it; closed below)
+            if sent == len(data):
+                return
+            with self.core_lock:
+                if sent < 0:
+                    self._close(conn, time.monotonic())
+                elif not conn.closed:
+                    conn.out[:0] = memoryview(data)[sent:]
+                    self._send_pending(conn)
+            return
         rest: dict[_Conn, bytearray] = {}
         broken: list[_Conn] = []
         with reactor.send_lock:

@@ -170,24 +170,25 @@ class WaitQueue:
 class DeadlineHeap:
     """Waiters with deadlines, earliest first; settled waiters are skipped lazily."""
 
-    __slots__ = ("_heap", "_seq")
+    __slots__ = ("_seq", "heap")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, Waiter]] = []
+        #: ``(deadline, sequence, waiter)``, a heap (the core looks whether it is empty)
+        self.heap: list[tuple[float, int, Waiter]] = []
         self._seq = itertools.count()
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self.heap)
 
     def add(self, waiter: Waiter) -> None:
         """Track ``waiter``'s deadline (it must have one)."""
         if waiter.deadline is None:
             raise ValueError("waiter has no deadline")
-        heapq.heappush(self._heap, (waiter.deadline, next(self._seq), waiter))
+        heapq.heappush(self.heap, (waiter.deadline, next(self._seq), waiter))
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of a still-parked waiter, or ``None``."""
-        heap = self._heap
+        heap = self.heap
         while heap and not _current(heap[0]):
             heapq.heappop(heap)
         return heap[0][0] if heap else None
@@ -196,12 +197,12 @@ class DeadlineHeap:
         """Whether ``pop_expired(now)`` has something to do: a deadline at or before ``now``,
         or a stale entry on top (dropped at once, so that satisfied waiters with long
         timeouts do not pile up under load)."""
-        heap = self._heap
+        heap = self.heap
         return bool(heap) and (heap[0][0] <= now or not _current(heap[0]))
 
     def pop_expired(self, now: float) -> list[Waiter]:
         """Remove and return the parked waiters whose deadline is at or before ``now``."""
-        heap = self._heap
+        heap = self.heap
         out = []
         while heap and (heap[0][0] <= now or not _current(heap[0])):
             entry = heapq.heappop(heap)
