@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import signal
 import time
 from typing import Any
 
@@ -435,3 +436,27 @@ def register_custom(manager_class: Any, managers: Any) -> Any:
     manager_class.register("ItemB", exposed=("b",), create_method=False)
     manager_class.register("BadTypeid", Store, method_to_typeid={"get_data": "nosuchtypeid"})
     return manager_class
+
+
+def put_then_kill_myself(q: Any, count: int) -> None:
+    """Put ``count`` items (posted, past the first) and die at once, unflushed by any exit."""
+    for i in range(count):
+        q.put(i)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def put_then_tell(q: Any, item: Any, conn: Any) -> None:
+    """Put ``item``, then say so through a pipe (a channel the server knows nothing of)."""
+    q.put("registering")  # (the first put asks to post the next ones)
+    q.put(item)
+    conn.send("put")
+    conn.recv()
+
+
+def release_then_tell(lock: Any, rounds: int, conn: Any) -> None:
+    """Take and give back ``lock`` ``rounds`` times, saying so through a pipe after each."""
+    for _ in range(rounds):
+        lock.acquire()
+        lock.release()
+        conn.send("released")
+        conn.recv()  # the other tried it meanwhile

@@ -104,6 +104,9 @@ class DataSerializer:
     def loads_here(self, data: bytes | bytearray) -> Any:
         return self.loads(data)  # plain data: decoding it runs no code of the sender's
 
+    def names_code(self, data: bytes | bytearray) -> bool:
+        return False  # (plain data only)
+
     # -- to data ---------------------------------------------------------------------------
 
     def _to_data(self, obj: Any) -> Any:

@@ -9,7 +9,9 @@ A *kind* is a type of shared object the server implements natively (dict, list, 
 * ``blocks``: may park the caller until another operation satisfies it;
 * ``owner``: its meaning depends on who calls (lock ownership), so the call carries an owner tag;
 * ``cacheable``: a pure read whose result depends only on the object and the arguments;
-* ``returns``: the typeid of a shared object the method returns (a proxy, not a copy).
+* ``returns``: the typeid of a shared object the method returns (a proxy, not a copy);
+* ``posted``: a caller may send it without waiting for its answer, where it cannot fail and
+  returns nothing (a release by the lock's holder, a put on an unbounded queue: ``Post``).
 
 Server dispatch (``_server/_objects.py``), the client proxies (``_client/_proxies.py``), watch
 and the inspection tools read this table; ``tests/test_kinds.py`` checks that they agree.
@@ -36,6 +38,7 @@ class Method(NamedTuple):
     owner: bool = False
     cacheable: bool = False
     returns: str | None = None
+    posted: bool = False
 
 
 class Kind(NamedTuple):
@@ -70,6 +73,11 @@ class Kind(NamedTuple):
         return frozenset(m.name for m in self.methods.values() if m.partial)
 
     @property
+    def postable(self) -> frozenset[str]:
+        """Names of the methods a caller may post (``Method.posted``)."""
+        return frozenset(m.name for m in self.methods.values() if m.posted)
+
+    @property
     def returning(self) -> Mapping[str, str]:
         """Methods whose result is a new shared object, and that object's kind."""
         return {m.name: m.returns for m in self.methods.values() if m.returns is not None}
@@ -85,6 +93,7 @@ def _kind(
     blocking: Iterable[str] = (),
     owned: Iterable[str] = (),
     returns: Mapping[str, str] | None = None,
+    posted: Iterable[str] = (),
     watchable: bool = False,
 ) -> Kind:
     """Build a kind from name lists.
@@ -92,12 +101,16 @@ def _kind(
     ``pure`` are cacheable reads, ``reads`` other reads (their result may change on its own or
     is too large to cache), ``writes`` mutators (``partial`` those of them that may fail
     part-way), ``blocking`` may park, ``owned`` carry an owner,
-    ``returns`` maps methods whose result is itself a shared object to that object's kind.
+    ``returns`` maps methods whose result is itself a shared object to that object's kind,
+    ``posted`` may be posted (writes that return nothing).
     A name may appear in several lists (a blocking, owner-scoped mutator, say).
     """
     pure_set, write_set, partial_set = set(pure), set(writes), set(partial)
     if not partial_set <= write_set:
         raise ValueError(f"{name}: partial methods must be writes: {partial_set - write_set}")
+    posted_set = set(posted)
+    if not posted_set <= write_set:
+        raise ValueError(f"{name}: posted methods must be writes: {posted_set - write_set}")
     block_set, owned_set = set(blocking), set(owned)
     returning = dict(returns or {})
     names = set(reads) | pure_set | write_set | block_set | owned_set | set(returning)
@@ -110,6 +123,7 @@ def _kind(
             owner=n in owned_set,
             cacheable=n in pure_set,
             returns=returning.get(n),
+            posted=n in posted_set,
         )
         for n in sorted(names)
     }
@@ -215,6 +229,7 @@ LOCK: Final = _kind(
     writes=("acquire", "release"),
     blocking=("acquire",),
     owned=("acquire", "release"),
+    posted=("release",),
 )
 
 RLOCK: Final = _kind(
@@ -223,6 +238,7 @@ RLOCK: Final = _kind(
     writes=("acquire", "release"),
     blocking=("acquire",),
     owned=("acquire", "release", "_is_owned"),
+    posted=("release",),
 )
 
 SEMAPHORE: Final = _kind(
@@ -247,6 +263,7 @@ CONDITION: Final = _kind(
     writes=("acquire", "release", "wait", "notify", "notify_all"),
     blocking=("acquire", "wait"),
     owned=("acquire", "release", "wait", "notify", "notify_all"),
+    posted=("release", "notify", "notify_all"),
 )
 
 EVENT: Final = _kind(
@@ -279,6 +296,7 @@ def _queue(name: str) -> Kind:
         reads=("qsize", "empty", "full", "__repr__", "__str__"),
         writes=("put", "put_nowait", "get", "get_nowait", "task_done"),
         blocking=("put", "get", "join"),
+        posted=("put",),
     )
 
 

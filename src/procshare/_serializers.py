@@ -58,6 +58,10 @@ class Serializer(Protocol):
         :class:`RunsCode` (then decode it with ``loads`` on another thread)."""
         ...
 
+    def names_code(self, data: bytes | bytearray) -> bool:
+        """Whether decoding ``data`` may run code it names (``True`` when in doubt)."""
+        ...
+
 
 def _views_as_lists(view: Any) -> tuple[Any, tuple[Any]]:
     return list, (list(view),)
@@ -99,6 +103,15 @@ class PickleSerializer:
             raise
         except BaseException as exc:
             raise SerializationError(f"cannot deserialize payload: {exc!r}") from exc
+
+    def names_code(self, data: bytes | bytearray) -> bool:
+        if _NAMES_GLOBAL.search(data) is None:
+            return False  # the usual payload
+        try:  # (or plain data that looks like it: an int or a string holding those bytes)
+            _LoopUnpickler(io.BytesIO(data)).load()
+        except BaseException:  # noqa: BLE001 - RunsCode, or anything else: in doubt
+            return True
+        return False
 
     def loads_here(self, data: bytes | bytearray) -> Any:
         try:

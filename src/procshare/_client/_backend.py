@@ -55,13 +55,22 @@ class Backend(Protocol):
         blocking: bool = False,
         versioned: bool = False,
         wait: float | None = None,
+        posting: bool = False,
     ) -> Any:
         """Call ``method`` of object ``obj_id`` as ``owner`` (a thread's tag); its result,
         or raise its error. ``blocking``: it may wait on the server (an acquire, a get),
-        ``wait`` at most that long; ``versioned``: ``(result, version)``."""
+        ``wait`` at most that long; ``versioned``: ``(result, version)``; ``posting``: ask to
+        post this method's next calls on the object (kept in ``registered``)."""
 
-    def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> None:
-        """A call whose reply nobody waits for (a notify made while holding the lock)."""
+    #: whether calls may be posted at all, and (object id, method) -> whether they may be
+    #: posted for that object (asked once with ``call(..., posting=True)``)
+    can_post: bool
+    registered: dict[tuple[int, str], bool]
+
+    def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> bool:
+        """Send a registered call without waiting for its answer (a lock's release by its
+        holder, a put on an unbounded queue); ``False`` (nothing sent) where it cannot be
+        posted now: then make the call. A failure is raised by a later request."""
 
     def request(self, msg: Any, blocking: bool = False, wait: float | None = None) -> Any:
         """Send one request message (``Create``, ``Batch``, ``ReadSince``, ``LeasedRead``,

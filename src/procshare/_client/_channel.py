@@ -56,6 +56,7 @@ from .._context import incoming
 from .._errors import (
     AuthenticationError,
     ConnectionLost,
+    PostedCallFailed,
     ProcshareError,
     ProtocolError,
     ServerUnreachable,
@@ -92,6 +93,7 @@ _PROBE: Final = 4e-6  # the least a budget shrinks to: a miss costs this much CP
 PID_CELL = [os.getpid()]
 _yield = os.sched_yield
 _clock = time.perf_counter
+_monotonic = time.monotonic  # CLOCK_MONOTONIC: the clock of a post's stamp, every process's
 _cpu_clock = time.process_time
 
 
@@ -249,6 +251,12 @@ class Channel:
         #: replies come through a pipe and no call timeout watches them: a reader that is
         #: not to spin reads at once (``_roundtrip``)
         self._plain_reads = self._sock is None and self._call_timeout is None
+        #: the server is on this machine and talks through pipes: calls may be posted (``post``)
+        self.can_post = self._sock is None
+        #: (object id, method) -> whether its calls may be posted here (``Call.posting``)
+        self.registered: dict[tuple[int, str], bool] = {}
+        #: the error of a post that failed, raised by the next request (``PostedCallFailed``)
+        self._posted_failure: BaseException | None = None
         #: values read before, answered again while unchanged (``_leases``): same machine
         #: only, so unix sockets only
         self.leases: LeaseBook | None = book_for(
@@ -401,6 +409,7 @@ class Channel:
         blocking: bool = False,
         versioned: bool = False,
         wait: float | None = None,
+        posting: bool = False,
     ) -> Any:
         """Call ``method`` on object ``obj_id`` and return its result (or raise its error).
 
@@ -408,36 +417,79 @@ class Channel:
         busy-poll budget adapts separately from that of quick calls, and ``wait`` is how long
         it may wait there (``None``: for ever), which ``call_timeout`` comes on top of. With
         ``versioned`` the result is ``(result, version of the object right after the call)``.
+        With ``posting`` (where ``can_post``) it asks to post this method's next calls on the
+        object (``post``); ``registered`` keeps the answer.
         """
+        if self._posted_failure is not None:
+            self._raise_posted_failure()
         rid = next(self._ids) & 0xFFFFFFFF  # (_take_id, inlined: every call passes here)
         if not rid:
             rid = next(self._ids) & 0xFFFFFFFF
         thinks = self._since_last_call()
-        frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, owner, versioned, thinks)
+        frame = self._proto.encode_call(
+            rid, obj_id, method, args, kwargs, owner, versioned, thinks, posting
+        )
         try:
-            return self._roundtrip(rid, frame, blocking, wait)
+            result = self._roundtrip(rid, frame, blocking, wait)
         finally:
             self._returned = _clock()
+        if posting:
+            # (a call parked on the server is answered plainly: not registered)
+            registered = type(result) is tuple and len(result) == 2 and result[1] is True
+            self.registered[obj_id, method] = registered
+            return result[0] if registered else result
+        return result
 
-    def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> None:
-        """Send a call whose reply nobody waits for (it is dropped when it comes): for a call
-        that cannot fail, where waiting for its reply would only delay what follows.
+    def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> bool:
+        """Send a call nobody waits for the answer of (``Post``): one registered for this
+        object (``registered``, ``Call.posting``), which cannot fail. Whether it was sent:
+        not where the server is on another machine, the arguments are not plain data, or a
+        reply is awaited on this connection (a post then could wait behind a request decoded
+        aside): then make the call. It is stamped as it is written (``_server/_core``).
 
         Raises:
             ConnectionLost: the connection is broken.
             SerializationError: an argument cannot be serialized (nothing is sent).
+            PostedCallFailed: an earlier post failed.
         """
+        if self._posted_failure is not None:
+            self._raise_posted_failure()
+        if not self.can_post:
+            return False
         if self._broken is not None:
             raise ConnectionLost(str(self._broken)) from self._broken
-        frame = self._proto.encode_call(self._take_id(), obj_id, method, args, None, owner)
-        with self._wlock:
-            if self.refs:
-                frame = self._notes() + frame
-            self._sendall(frame)
+        mutex = self._mutex
+        with mutex:  # (held while it is written: no request starts waiting meanwhile)
+            if self._reading or self._slots:
+                return False
+            with self._wlock:
+                frame = self._proto.encode_post(obj_id, method, args, owner, _monotonic())
+                if frame is None:
+                    return False
+                if self.refs:
+                    frame = self._notes() + frame
+                try:
+                    self._write_all(frame)
+                except OSError as exc:
+                    raise self._lost_on_send(exc) from exc
+                except BaseException:
+                    if len(frame) > _ATOMIC_WRITE:  # (may be cut short: the stream is lost)
+                        self._break(ConnectionLost("a post was interrupted as it was sent"))
+                    raise
+        return True
+
+    def _raise_posted_failure(self) -> None:
+        error, self._posted_failure = self._posted_failure, None
+        raise PostedCallFailed(
+            f"a call this process posted (sent without waiting for its answer) failed on the "
+            f"server: {type(error).__name__}: {error}"
+        ) from error
 
     def request(self, msg: Any, blocking: bool = False, wait: float | None = None) -> Any:
         """Send a request message (its ``req_id`` is replaced) and return its result;
         ``blocking`` and ``wait`` as for ``call``."""
+        if self._posted_failure is not None:
+            self._raise_posted_failure()
         rid = self._take_id()
         frame = self._proto.send(msg._replace(req_id=rid), self._since_last_call())
         try:
@@ -466,6 +518,8 @@ class Channel:
         """
         if self._broken is not None:
             raise ConnectionLost(str(self._broken)) from self._broken
+        if self._posted_failure is not None:
+            self._raise_posted_failure()
         rids = [self._take_id() for _ in msgs]
         frames = b"".join(
             self._proto.send(m._replace(req_id=r)) for m, r in zip(msgs, rids, strict=True)
@@ -734,7 +788,9 @@ class Channel:
                         break
                     kind = type(event)
                     if kind is Result or kind is Failure:
-                        if event.req_id == rid:
+                        if not event.req_id:
+                            self._deliver(0, None, getattr(event, "error", None))
+                        elif event.req_id == rid:
                             if slotted:
                                 with self._mutex:
                                     self._slots.pop(rid, None)
@@ -936,6 +992,10 @@ class Channel:
         raise lost
 
     def _deliver(self, rid: int, value: Any, error: BaseException | None) -> None:
+        if not rid:  # a post failed (``Post``): raised at the next request
+            if error is not None and self._posted_failure is None:
+                self._posted_failure = error
+            return
         with self._mutex:
             slot = self._slots.pop(rid, None)
             if slot is None:

@@ -335,6 +335,30 @@ class BaseProxy:
             channel = self._bind()
         return channel.call(self._id, methodname, args, None, _get_ident(), True, wait=wait)
 
+    def _posted(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        blocking: bool = False,
+        wait: float | None = None,
+    ) -> bool:
+        """Make a call that may be posted (``Kind.postable``) without waiting for its answer,
+        where this process may (``Backend.post``): ``True`` once it was made (posted, or made
+        as the call that asks the server whether its next ones may be); ``False``: make it
+        plainly. (``blocking``, ``wait``: as for ``call``, for the asking call.)"""
+        channel = self._ch
+        if channel is None or channel.usable_pid != PID_CELL[0]:
+            channel = self._bind()
+        if not channel.can_post or self._replica is not None:
+            return False
+        registered = channel.registered.get((self._id, method))
+        if registered:
+            return channel.post(self._id, method, args, _get_ident())
+        if registered is None:
+            channel.call(self._id, method, args, None, _get_ident(), blocking, False, wait, True)
+            return True
+        return False
+
     def _getvalue(self) -> Any:
         """A copy of the referent."""
         if self._kind_ in REPLAYABLE_KINDS:  # (an Array's value is an array: read plainly)
@@ -865,8 +889,32 @@ class AcquirerProxy(BaseProxy):
     #: what its holder read last time it held it, asked for again with the next grant
     #: (``_leases``); ``None`` once the server declined (not one of its own locks)
     _lease_reads: tuple[Read, ...] | None = ()
+    #: acquisitions held through this proxy, by thread (``None`` until the first acquire): a
+    #: release of one of them cannot fail, and is posted where the server allows it
+    _holding: dict[int, int] | None = None
+    _holding_pid = 0
 
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        acquired = self._acquire(blocking, timeout)
+        if acquired:
+            holding = self._holding
+            if holding is None or self._holding_pid != PID_CELL[0]:
+                holding = self._holding = {}  # (a forked child holds nothing of its own)
+                self._holding_pid = PID_CELL[0]
+            me = _get_ident()
+            holding[me] = holding.get(me, 0) + 1
+        return acquired
+
+    def _holds(self) -> bool:
+        """Whether this thread holds it through this proxy (and will not after a release)."""
+        holding = self._holding
+        me = _get_ident()
+        if holding is not None and holding.get(me) and self._holding_pid == PID_CELL[0]:
+            holding[me] -= 1  # (if the release fails, it is made plainly from then on)
+            return True
+        return False
+
+    def _acquire(self, blocking: bool, timeout: float | None) -> bool:
         args = (blocking,) if timeout is None else (blocking, timeout)
         waits = _waits(blocking, timeout)
         reads = self._lease_reads
@@ -897,6 +945,8 @@ class AcquirerProxy(BaseProxy):
             learned = channel.leases.released(self._id)
             if learned is not None:
                 self._lease_reads = learned
+        if self._holds() and self._posted("release", ()):
+            return  # (its holder's release cannot fail: nobody waits for its answer)
         self._callmethod("release")
 
     def locked(self) -> bool:
@@ -919,26 +969,6 @@ class ConditionProxy(AcquirerProxy):
     """
 
     _exposed_: tuple[str, ...] = ("acquire", "release", "wait", "notify", "notify_all")
-    #: acquisitions held through this proxy, by thread (``None`` until the first acquire)
-    _holding: dict[int, int] | None = None
-
-    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        acquired = super().acquire(blocking, timeout)
-        if acquired:
-            holding = self._holding
-            if holding is None:
-                holding = self._holding = {}
-            me = _get_ident()
-            holding[me] = holding.get(me, 0) + 1
-        return acquired
-
-    def release(self) -> None:
-        holding = self._holding
-        me = _get_ident()
-        if holding is not None and holding.get(me):
-            holding[me] -= 1  # (if the release fails, the server raises and we are wrong on
-            # the safe side: the next notify waits for its reply)
-        super().release()
 
     def wait(self, timeout: float | None = None) -> bool:
         # (no limit: once notified it waits for the lock again, which its timeout does not cover)
@@ -952,10 +982,12 @@ class ConditionProxy(AcquirerProxy):
 
     def _notify(self, method: str, args: tuple[Any, ...]) -> None:
         holding = self._holding
-        me = _get_ident()
-        if holding is not None and holding.get(me) and self._replica is None:
-            channel = self._channel()
-            channel.post(self._id, method, args, me)
+        if (
+            holding is not None
+            and holding.get(_get_ident())
+            and self._holding_pid == PID_CELL[0]
+            and self._posted(method, args)
+        ):
             return
         self._callmethod(method, args)
 
@@ -1028,7 +1060,13 @@ class QueueProxy(BaseProxy, Generic[T]):
     _exposed_ = KINDS["Queue"].exposed
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        self._callblocking("put", (item, block, timeout), _waits(block, timeout))
+        """As ``queue.Queue.put``. On an unbounded queue served on this machine, a put of
+        plain data does not wait for the server's answer (it cannot fail): others' requests
+        on the queue still see it (the server reads what was posted before them)."""
+        args = (item, block, timeout)
+        if block and timeout is None and self._posted("put", args, True):
+            return
+        self._callblocking("put", args, _waits(block, timeout))
 
     def put_nowait(self, item: T) -> None:
         self._callmethod("put_nowait", (item,))

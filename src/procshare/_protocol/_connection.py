@@ -59,6 +59,7 @@ from ._messages import (
     LeaseAcquire,
     LeasedRead,
     Op,
+    Post,
     Push,
     ReadSince,
     Release,
@@ -81,9 +82,10 @@ __all__ = [
     "ServerProtocol",
 ]
 
-#: 3: whole-object reads since a version, leased reads and leasing acquires became messages of
-#: their own (SINCE, READ, LEASE), where 2 sent them as calls of names such as "#SINCE"
-PROTOCOL_VERSION: Final = 3
+#: 4: posted calls (POST, and the CALL flag POSTING); 3: whole-object reads since a version,
+#: leased reads and leasing acquires became messages of their own (SINCE, READ, LEASE), where 2
+#: sent them as calls of names such as "#SINCE"
+PROTOCOL_VERSION: Final = 4
 # Plain ints and members bound once: an enum attribute costs ~80 ns per look-up in 3.11, and
 # next_event runs twice per call on each side.
 _CALL: Final = int(Op.CALL)
@@ -104,6 +106,11 @@ _ID_MASK: Final = 0xFFFFFFFF
 _HEADER_PACK: Final[Callable[..., bytes]] = HEADER.pack
 _HEADER_UNPACK: Final[Callable[..., tuple[int, int, int, int]]] = HEADER.unpack_from
 _U32: Final = struct.Struct("!I")
+#: a POST's stamp: a double, seconds of CLOCK_MONOTONIC
+_STAMP: Final = struct.Struct("!d")
+_POST: Final = int(Op.POST)
+_POSTING: Final = int(Flag.POSTING)
+_INF: Final = float("inf")
 #: the requests for one object other than CALL, and their opcodes
 _ADDRESSED: Final[dict[type, Op]] = {
     ReadSince: Op.SINCE,
@@ -265,6 +272,11 @@ class _Base:
         else:
             self._eof = True
 
+    @property
+    def peer_closed(self) -> bool:
+        """Whether the peer's end of file was received (events may still be buffered)."""
+        return self._eof
+
     def data_to_send(self) -> bytes:
         """Bytes the state machine produced by itself (handshake frames), to be sent in order."""
         if not self._out:
@@ -395,7 +407,7 @@ class ServerProtocol(_Base):
         if self.defer and opcode in _DEFERRABLE:
             return self._decode_here(opcode, flags, req_id, payload)
         if opcode == _CALL:
-            return self._decode_call(req_id, payload, flags & _VERSIONED)
+            return self._decode_call(req_id, payload, flags)
         decode = _REQUEST_DECODERS.get(opcode)
         if decode is None:
             raise self._fail(ProtocolError(f"unexpected opcode {opcode} from client"))
@@ -472,20 +484,20 @@ class ServerProtocol(_Base):
             return self._decode_request(opcode, flags, req_id, payload)
         except SerializationError as exc:
             return BadRequest(req_id, exc)
-        return self._call_of(req_id, body, flags & _VERSIONED)
+        return self._call_of(req_id, body, flags)
 
     def _decode_here(self, opcode: int, flags: int, req_id: int, payload: Payload) -> Any:
         """A deferrable request decoded here, unless that would run code it names: then a
         ``Deferred`` (or, holding ``defer_unless``, decoded here all the same)."""
         try:
             if opcode == _CALL:
-                return self._decode_call(req_id, payload, flags & _VERSIONED, self._loads_here)
+                return self._decode_call(req_id, payload, flags, self._loads_here)
             return _REQUEST_DECODERS[opcode](self, req_id, payload, self._loads_here)
         except RunsCode:
             if self.defer_unless not in payload:
                 return Deferred(opcode, flags, req_id, bytes(payload))
         if opcode == _CALL:
-            return self._decode_call(req_id, payload, flags & _VERSIONED)
+            return self._decode_call(req_id, payload, flags)
         return _REQUEST_DECODERS[opcode](self, req_id, payload)
 
     def decode_deferred(self, request: Deferred) -> Any:
@@ -493,7 +505,7 @@ class ServerProtocol(_Base):
         state of the connection: any thread may call it while the connection waits."""
         opcode, flags, req_id, payload = request
         if opcode == _CALL:
-            return self._decode_call(req_id, payload, flags & _VERSIONED)
+            return self._decode_call(req_id, payload, flags)
         return _REQUEST_DECODERS[opcode](self, req_id, payload)
 
     # -- request decoders (READY) -----------------------------------------------------------
@@ -502,18 +514,18 @@ class ServerProtocol(_Base):
         return self._loads(payload)
 
     def _decode_call(
-        self, req_id: int, payload: Payload, versioned: int = 0, loads: Any = None
+        self, req_id: int, payload: Payload, flags: int = 0, loads: Any = None
     ) -> Call | BadRequest:
-        """A CALL's message, decoded with ``loads`` (default: the serializer's ``loads``;
-        ``loads_here`` raises ``RunsCode`` through this)."""
+        """A CALL's message (its frame's ``flags``), decoded with ``loads`` (default: the
+        serializer's ``loads``; ``loads_here`` raises ``RunsCode`` through this)."""
         try:
             body = (loads or self._loads)(payload)
         except SerializationError as exc:
             return BadRequest(req_id, exc)
-        return self._call_of(req_id, body, versioned)
+        return self._call_of(req_id, body, flags)
 
     @staticmethod
-    def _call_of(req_id: int, body: Any, versioned: int) -> Call | BadRequest:
+    def _call_of(req_id: int, body: Any, flags: int) -> Call | BadRequest:
         """The ``Call`` a decoded CALL payload makes, or a ``BadRequest``."""
         # The common shape, checked inline (no keyword arguments); anything else the long way.
         if type(body) is tuple and len(body) == 5:
@@ -525,13 +537,63 @@ class ServerProtocol(_Base):
                 and type(args) is tuple
                 and type(owner) is int
             ):
-                fields = (req_id, obj_id, method, args, None, owner, bool(versioned))
+                fields = (
+                    req_id,
+                    obj_id,
+                    method,
+                    args,
+                    None,
+                    owner,
+                    bool(flags & _VERSIONED),
+                    bool(flags & _POSTING),
+                )
                 return _tuple_new(Call, fields)
         try:
             call = _make_call(req_id, body)
         except ProtocolError as exc:
             return BadRequest(req_id, exc)
-        return call._replace(versioned=True) if versioned else call
+        if flags & (_VERSIONED | _POSTING):
+            return call._replace(versioned=bool(flags & _VERSIONED), posting=bool(flags & _POSTING))
+        return call
+
+    def _decode_post(self, req_id: int, payload: Payload) -> Post | BadRequest:
+        """A POST's message: a stamp, then ``(obj_id, method, args, owner)`` of plain data (a
+        post is never decoded off the loop: one naming code is refused)."""
+        if len(payload) < 8:
+            raise self._fail(ProtocolError("POST payload must start with its stamp"))
+        (stamp,) = _STAMP.unpack_from(payload, 0)
+        try:
+            body = (self._loads_here if self.defer else self._loads)(payload[8:])
+        except RunsCode:
+            return BadRequest(0, ProtocolError("a posted call's arguments must be plain data"))
+        except SerializationError as exc:
+            return BadRequest(0, exc)
+        if not (type(body) is tuple and len(body) == 4):
+            return BadRequest(
+                0, ProtocolError("POST payload must be (obj_id, method, args, owner)")
+            )
+        obj_id, method, args, owner = body
+        if (
+            type(obj_id) is not int
+            or type(method) is not str
+            or type(args) is not tuple
+            or type(owner) is not int
+        ):
+            return BadRequest(
+                0, ProtocolError("POST needs an int id, a str method, a tuple of args")
+            )
+        return _tuple_new(Post, (obj_id, method, args, owner, stamp))
+
+    def pending_stamp(self) -> float | None:
+        """The stamp of the next buffered request if it is a complete POST, ``inf`` for any
+        other complete request, ``None`` while no request is complete (``_server/_core``)."""
+        head = self._reader.peek()
+        if head is None:
+            return None
+        opcode, first = head
+        if opcode != _POST or len(first) < 8:
+            return _INF
+        return float(_STAMP.unpack(first)[0])
 
     def _decode_create(
         self, req_id: int, payload: Payload, loads: Any = None
@@ -763,6 +825,7 @@ _REQUEST_DECODERS: dict[int, Any] = {
     Op.SINCE: ServerProtocol._decode_since,
     Op.LEASE: ServerProtocol._decode_lease,
     Op.READ: ServerProtocol._decode_read,
+    Op.POST: ServerProtocol._decode_post,
 }
 
 
@@ -950,10 +1013,12 @@ class ClientProtocol(_Base):
         owner: int = 0,
         versioned: bool = False,
         thinks: bool = False,
+        posting: bool = False,
     ) -> bytes:
         """Frame a CALL. Raises SerializationError (nothing sent) if an argument won't pickle.
 
-        ``thinks``: the caller computed for a while since its last call (``Flag.THINKS``).
+        ``thinks``: the caller computed for a while since its last call (``Flag.THINKS``);
+        ``posting``: it asks to post this method's next calls (``Call.posting``).
         """
         prepare = self._prepare
         if prepare is not None:
@@ -965,7 +1030,27 @@ class ClientProtocol(_Base):
         if size > self.peer_max_frame:
             self._frame(Op.CALL, 0, req_id, body)  # raises FrameTooLarge with the details
         flags = (_VERSIONED if versioned else 0) | (_THINKS if thinks else 0)
+        if posting:
+            flags |= _POSTING
         return _HEADER_PACK(size, _CALL, flags, req_id & _ID_MASK) + body
+
+    def encode_post(
+        self, obj_id: int, method: str, args: tuple[Any, ...], owner: int, stamp: float
+    ) -> bytes | None:
+        """Frame a POST stamped ``stamp``, or ``None`` where its arguments are not plain data
+        (the server decodes a post as it comes, so it must name no code: make it a call).
+
+        Raises:
+            SerializationError: an argument cannot be serialized (nothing is sent).
+        """
+        body: bytes = self._dumps((obj_id, method, args, owner))
+        serializer = self.serializer
+        if serializer is None or serializer.names_code(body):
+            return None
+        size = len(body) + 14
+        if size > self.peer_max_frame:
+            return None
+        return _HEADER_PACK(size, _POST, 0, 0) + _STAMP.pack(stamp) + body
 
     def send(self, msg: Any, thinks: bool = False) -> bytes:
         """Frame any client message (``thinks``: as for ``encode_call``, on the requests for

@@ -38,10 +38,10 @@ HANDSHAKE_MAX_FRAME: Final = 16 * 1024
 class Flag:
     """Bits of the flags byte.
 
-    Bit 0 means the same both ways (``EMPTY``). On requests, bit 2 is ``VERSIONED`` and bit 3
-    ``THINKS``. On replies, bits 1 and 7 are the server's advice on waiting (``CROWDED``,
-    ``SPIN``), and bits 2-6 carry ``cpu + 1`` of the CPU the server answered from (0:
-    unknown): where a client should run (see ``_sched``).
+    Bit 0 means the same both ways (``EMPTY``). On requests, bit 2 is ``VERSIONED``, bit 3
+    ``THINKS`` and bit 4 ``POSTING``. On replies, bits 1 and 7 are the server's advice on
+    waiting (``CROWDED``, ``SPIN``), and bits 2-6 carry ``cpu + 1`` of the CPU the server
+    answered from (0: unknown): where a client should run (see ``_sched``).
     """
 
     #: The payload is omitted: the value is ``None`` (saves a serializer call per reply).
@@ -54,6 +54,8 @@ class Flag:
     #: On a CALL: the client computed for a while since its previous call returned (it holds
     #: a CPU between its calls, rather than waiting on the server most of the time).
     THINKS: Final = 0x08
+    #: On a CALL: reply with ``(result, registered)`` (see ``Call.posting``).
+    POSTING: Final = 0x10
     #: On replies: busy-polling for the next reply takes nobody's CPU now (no process is
     #: waiting for one but the server's own clients, and none of them computes between calls).
     SPIN: Final = 0x80
@@ -122,6 +124,18 @@ class FrameReader:
             return RECV_SIZE  # the usual case: nothing, or a few bytes, buffered
         length: int = HEADER.unpack_from(buf, pos)[0]
         return max(RECV_SIZE, min(pos + 4 + length - len(buf), MAX_RECV_SIZE))
+
+    def peek(self) -> tuple[int, bytes] | None:
+        """The opcode and the first 8 payload bytes of the next frame if it is complete, else
+        ``None``; the frame stays buffered."""
+        buf = self._buf
+        pos = self._pos
+        if len(buf) - pos < HEADER_SIZE:
+            return None
+        length, opcode, _flags, _req_id = HEADER.unpack_from(buf, pos)
+        if len(buf) - pos - 4 < length or length > self.max_frame:
+            return None  # (an oversized one is refused by next_frame)
+        return opcode, bytes(buf[pos + HEADER_SIZE : pos + HEADER_SIZE + 8])
 
     def has_buffered(self) -> bool:
         """Whether any received bytes have not been returned as frames yet."""

@@ -6,7 +6,7 @@ construct (measured: 0.25 us against 1 us) while being just as immutable and typ
 
 Every request carries a ``req_id`` chosen by the client; the reply carries the same id, so many
 requests can be in flight on one connection (pipelining) and blocking requests can be answered
-out of order. ``Retain``, ``Release``, ``Cancel`` and ``Goodbye`` get no reply.
+out of order. ``Retain``, ``Release``, ``Cancel``, ``Goodbye`` and ``Post`` get no reply.
 
 Owner tags: operations whose meaning depends on *who* calls (acquire/release of an RLock,
 Condition.wait) carry an ``owner`` tag chosen by the client (its thread, or its asyncio task).
@@ -31,6 +31,7 @@ __all__ = [
     "LeaseAcquire",
     "LeasedRead",
     "Op",
+    "Post",
     "Push",
     "ReadSince",
     "Release",
@@ -64,6 +65,7 @@ class Op(IntEnum):
     SINCE = 26
     LEASE = 27
     READ = 28
+    POST = 29
     # replies and pushes
     RESULT = 32
     FAILURE = 33
@@ -81,6 +83,27 @@ class Call(NamedTuple):
     owner: int = 0
     #: reply with ``(result, version)``: the object's version right after this call (caches)
     versioned: bool = False
+    #: reply with ``(result, registered)``: whether the caller may send this method's next
+    #: calls on this object as ``Post`` messages (an unbounded queue's ``put``)
+    posting: bool = False
+
+
+class Post(NamedTuple):
+    """A call nobody waits for the answer of (a lock's release by its holder, a put on an
+    unbounded queue where the caller registered to post). No reply: a failure comes as a
+    ``Failure`` with request id 0, which the client raises at its next request.
+
+    ``stamp`` is the client's ``CLOCK_MONOTONIC`` time taken just before it was written (one
+    clock for every process of a machine: only clients on the server's machine post). The
+    server applies the posts of others that were written before a request reaches an object
+    they posted to, and never ones stamped after a post (see ``_server/_core``).
+    """
+
+    obj_id: int
+    method: str
+    args: tuple[Any, ...]
+    owner: int
+    stamp: float
 
 
 class Create(NamedTuple):
@@ -234,5 +257,6 @@ ClientMessage = (
     | ReadSince
     | LeaseAcquire
     | LeasedRead
+    | Post
 )
 ServerMessage = Result | Failure | Push

@@ -12,6 +12,19 @@ outbox (``Session.out``; the sessions with output are listed in ``Core.dirty``).
 the core directly with a fake clock.
 
 What keeps an object alive (reference counts, the cycle collector) is ``_references``.
+
+Posts (``Post``): a client on this machine sends some calls without waiting for their answer
+(a release by a lock's holder; a put on an unbounded queue it registered to post to). Such a
+call is done for its sender once it is written, so it may still sit unread in the sender's
+connection when a request of another process, which the sender told through some other
+channel, reaches the same object. So before a request touches an object that others post to
+(``Entry.posters``), or a lock whose holder may post its release, the core asks its host to
+``catch_up`` with them: their connections are read and what they sent first is applied. A
+request whose caller waits for its answer catches up with everything (nothing can have been
+caused by it yet); a post catches up only with posts stamped before it (the stamps are
+``CLOCK_MONOTONIC``, taken as each was written: one that another process wrote after learning
+of this one is stamped later). Posters never post while they wait for an answer of their own,
+so nothing they posted waits behind a request decoded off the loop.
 """
 
 from __future__ import annotations
@@ -23,7 +36,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from .._errors import (
@@ -55,6 +68,7 @@ from .._protocol import (
     Goodbye,
     LeaseAcquire,
     LeasedRead,
+    Post,
     ReadSince,
     Release,
     Retain,
@@ -242,6 +256,12 @@ class Core:
         self.leasing = Leasing(self.objects, self.count)
         #: ``max_memory`` (``_memory``; set by the transport)
         self.memory: MemoryGuard | None = None
+        #: reads and applies what sessions sent and was not read yet (``catch_up``): the
+        #: transport's; nothing to do where nobody posts (a core driven by tests)
+        self.read_unread: Callable[[Iterable[Session], float | None], None] = _nothing_unread
+        #: the session whose request is being applied, and those further up (``catch_up``)
+        self._serving: Session | None = None
+        self._busy: set[Session] = set()
         self.stats_counters = {
             "calls": 0,
             "creates": 0,
@@ -254,6 +274,10 @@ class Core:
             "lock barges": 0,
             # requests decoded on a worker thread: decoding them ran code they named
             "decoded aside": 0,
+            # calls posted (sent without waiting for their answer), and catch-ups that
+            # found something of another poster's to apply first
+            "posted": 0,
+            "caught up": 0,
         }
 
     # -- sessions ---------------------------------------------------------------------------
@@ -308,6 +332,12 @@ class Core:
             log_session_end(session, held, len(in_flight), waiting, len(session.refs))
         session.refs.clear()
         self.watching.session_closed(session)
+        for entry in session.posting_to:
+            if entry.posters is not None:
+                entry.posters.discard(session)
+                if not entry.posters:
+                    entry.posters = None
+        session.posting_to.clear()
         self._close_pending(now)
 
     def deliverable(self, session: Session) -> bool:
@@ -337,8 +367,9 @@ class Core:
         session.queued += len(data)
 
     def reply(self, session: Session, req_id: int, value: Any) -> None:
-        """Send ``value`` as the result of ``req_id`` (no-op if the session is gone)."""
-        if session.closed:
+        """Send ``value`` as the result of ``req_id`` (no-op if the session is gone, or for a
+        post: request id 0)."""
+        if session.closed or not req_id:
             return
         if value is None:
             data = session.protocol.encode_result(req_id, None, session.home.flags)
@@ -380,6 +411,8 @@ class Core:
                 f"the shared object's code raised {error!r}", format_exception(error)
             )
         self.stats_counters["errors"] += 1
+        if not req_id:  # (a post's: its client raises it at its next request, if it makes one)
+            log.warning("a call posted by %s failed: %s: %s", session, type(error).__name__, error)
         self._write(session, session.protocol.encode_failure(req_id, error, session.home.flags))
 
     def push(self, session: Session, sub_id: int, payload: Any) -> None:
@@ -503,6 +536,7 @@ class Core:
         """Hand over locks whose window passed, time out expired waiters, apply dropped
         references, dispose of unreferenced objects."""
         self._now = now
+        self._serving = None  # (no request is being applied: ``catch_up``)
         open_locks = self.open_locks
         while open_locks and open_locks[0][0] <= now:
             until, lock = open_locks.popleft()
@@ -519,7 +553,8 @@ class Core:
         ):
             return  # the usual case, on every turn of the loop: cheap
         for waiter in self.deadlines.pop_expired(now):
-            if waiter.on_timeout is not None:
+            # (one timing out may catch up with a poster, which may answer another)
+            if waiter.on_timeout is not None and waiter.parked:
                 waiter.on_timeout(self, waiter)
         references.apply_disowned(now)
         references.dispose_due(now)
@@ -538,10 +573,13 @@ class Core:
     def dispatch(self, session: Session, msg: Any, now: float) -> None:
         """Apply one message from ``session``."""
         self._now = now
+        self._serving = session
         session.calls += 1
         kind = type(msg)
         if kind is Call:
             self._call(session, msg, now)
+        elif kind is Post:
+            self._post(session, msg, now)
         elif kind is LeaseAcquire or kind is LeasedRead or kind is ReadSince:
             self._addressed(session, msg, now)
         elif kind is Create:
@@ -572,15 +610,18 @@ class Core:
         if self._to_close:
             self._close_pending(now)
 
-    def _call(self, session: Session, msg: Call, now: float) -> None:
+    def _call(self, session: Session, msg: Call, now: float, before: float | None = None) -> None:
         self.stats_counters["calls"] += 1
-        req_id, obj_id, method, args, kwargs, owner, versioned = msg  # one unpacking, not seven
+        # (one unpacking, not eight)
+        req_id, obj_id, method, args, kwargs, owner, versioned, posting = msg
         if session.in_flight:
             self._arrived(session, owner)
         entry = self.objects.get(obj_id)
         if entry is None:
             self.fail(session, req_id, ObjectNotFound.of(obj_id))
             return
+        if entry.posters is not None:
+            self._catch_up_posters(entry, session, before)
         if self.references.fresh:  # proxies passed to a method end up held by its object
             self.references.claim_fresh(entry)
         memory = self.memory
@@ -588,7 +629,7 @@ class Core:
             self.fail(session, req_id, memory.refusal())
             return
         plain = entry.plain
-        if plain is not None and not kwargs and not versioned:
+        if plain is not None and not kwargs and not versioned and not posting:
             handler = plain.get(method)
             if handler is not None:
                 # The usual call: a built-in kind's method, no keywords, not a whole-object
@@ -642,7 +683,73 @@ class Core:
             return
         if versioned:
             result = (result, entry.version)
+        elif posting:
+            result = (result, self._register_poster(entry, session, method))
         self.reply(session, req_id, result)
+
+    def _post(self, session: Session, msg: Post, now: float) -> None:
+        """Apply a call nobody waits for: a failure is sent with request id 0 (its client
+        raises it at its next request). Only the kinds' postable methods (``Kind.postable``)
+        are taken, a queue's ``put`` from a registered poster only."""
+        self.stats_counters["posted"] += 1
+        obj_id, method, args, owner, stamp = msg
+        entry = self.objects.get(obj_id)
+        if entry is None:
+            self.fail(session, 0, ObjectNotFound.of(obj_id))
+            return
+        posters = entry.posters
+        registered = posters is not None and session in posters
+        if (
+            not session.may_post
+            or method not in entry.postable
+            or (not registered and entry.referent.posts_need_registration)
+        ):
+            refusal = ProtocolError(f"{entry.typeid}.{method}() may not be posted here")
+            self.fail(session, 0, refusal)
+            return
+        call = (0, obj_id, method, args, None, owner, False, False)
+        self._call(session, _tuple_new(Call, call), now, stamp)
+
+    def catch_up(self, sessions: Iterable[Session], before: float | None = None) -> None:
+        """See ``Host.catch_up`` (the transport reads the connections: ``read_unread``).
+
+        Never with a session whose request is being applied, further up: its next requests
+        come after that one (what is caught up may itself catch up with others)."""
+        serving = self._serving
+        busy = self._busy
+        mark = serving if serving is not None and serving not in busy else None
+        if mark is not None:
+            busy.add(mark)
+        try:
+            self.read_unread([s for s in sessions if s not in busy], before)
+        finally:
+            if mark is not None:
+                busy.discard(mark)
+            self._serving = serving
+
+    def _catch_up_posters(self, entry: Entry, session: Session, before: float | None) -> None:
+        """Before ``session``'s request on ``entry``: apply what its other posters sent."""
+        posters = entry.posters
+        if posters is not None and (len(posters) > 1 or session not in posters):
+            self.catch_up([s for s in posters if s is not session], before)
+
+    def _register_poster(self, entry: Entry, session: Session, method: str) -> bool:
+        """Let ``session`` post ``method``'s calls on ``entry`` from now on, where that cannot
+        fail (``Primitive.accepts_posts``: an unbounded queue's put); whether it may."""
+        referent = entry.referent
+        if (
+            not session.may_post
+            or method not in entry.postable
+            or not isinstance(referent, Primitive)
+            or not referent.accepts_posts(method)
+        ):
+            return False
+        if referent.posts_need_registration:  # (a lock's holder needs none: ``Lock``)
+            if entry.posters is None:
+                entry.posters = set()
+            entry.posters.add(session)
+            session.posting_to.add(entry)
+        return True
 
     def _apply(
         self,
@@ -712,6 +819,8 @@ class Core:
         if entry is None:
             self.fail(session, msg.req_id, ObjectNotFound.of(msg.obj_id))
             return
+        if entry.posters is not None:
+            self._catch_up_posters(entry, session, None)
         kind = type(msg)
         if entry.handlers is None:
             self.reply(session, msg.req_id, False if kind is ReadSince else None)
@@ -774,6 +883,12 @@ class Core:
     # -- watching ------------------------------------------------------------------------------
 
     def _watch(self, session: Session, msg: Watch) -> None:
+        entry = self.objects.get(msg.obj_id)
+        if entry is not None and entry.posters is not None:
+            self._catch_up_posters(entry, session, None)
+        self._subscribe(session, msg)
+
+    def _subscribe(self, session: Session, msg: Watch) -> None:
         entry = self.objects.get(msg.obj_id)
         if entry is None:
             self.fail(session, msg.req_id, ObjectNotFound.of(msg.obj_id))
@@ -1096,6 +1211,7 @@ class Core:
         if self.references.fresh:
             self._claim_batch(msg.calls)
         objects = self.objects
+        self._catch_up_for_batch(session, msg.calls)
         values: list[Any] = []
         errors: dict[int, BaseException] = {}
         append = values.append
@@ -1118,6 +1234,23 @@ class Core:
                 append(None)
                 errors[index] = _travelling(exc)
         self.reply(session, msg.req_id, (values, errors))
+
+    def _catch_up_for_batch(self, session: Session, calls: Any) -> None:
+        """A pipeline is one step: catch up before it with everyone who posted to its objects
+        and may not have been read yet (posters, locks' holders), not in its middle."""
+        others: set[Session] = set()
+        for obj_id, *_rest in calls:
+            entry = self.objects.get(obj_id)
+            if entry is None:
+                continue
+            if entry.posters is not None:
+                others.update(entry.posters)
+            holder = getattr(entry.referent, "holder", None)
+            if type(holder) is tuple and holder[0].may_post:
+                others.add(holder[0])
+        others.discard(session)
+        if others:
+            self.catch_up(others, None)
 
     def _claim_batch(self, calls: Any) -> None:
         """Attribute the proxies of a batch to the object each call addressed."""
@@ -1166,6 +1299,13 @@ class Core:
 #: kinds whose typeid, named in ``method_to_typeid``, makes its object from the result (the
 #: stdlib calls the registered callable on it: ``dict(result)``); the others share the result
 _MADE_FROM_RESULT: Final = frozenset({"dict", "list", "set"})
+
+
+_tuple_new: Final = tuple.__new__
+
+
+def _nothing_unread(sessions: Iterable[Session], before: float | None) -> None:
+    """``Core.catch_up`` without a transport: every request was read as it came."""
 
 
 def _exposed_for(stype: ServerType, referent: Any) -> tuple[str, ...]:

@@ -199,21 +199,35 @@ class Lock(Primitive):
         passes its request, which the core turns into the reads it asked for)."""
         wait = _acquire_timeout(blocking, timeout)
         me = (ctx.session, ctx.owner)
-        if self.holder is None:
-            self._grant(ctx.host, me, 1)
-            ctx.track(self, 1)
-            return answer
-        if self.reentrant and self.holder == me:
-            self.count += 1
-            ctx.session.hold(self, 1)
-            ctx.track(self, 1)
-            return answer
-        if not blocking or wait == 0:
+        for _ in range(2):
+            if self.holder is None:
+                self._grant(ctx.host, me, 1)
+                ctx.track(self, 1)
+                return answer
+            if self.reentrant and self.holder == me:
+                self.count += 1
+                ctx.session.hold(self, 1)
+                ctx.track(self, 1)
+                return answer
+            if blocking and wait != 0:
+                break
+            # About to say "held": its holder's release may be posted and unread yet.
+            ctx.catch_up_with(self.holder[0])
+        else:
             return False
-        ctx.park(self.waiters, wait, data=(1, answer, True), on_timeout=_answer_false)
+        ctx.park(self.waiters, wait, data=(1, answer, True), on_timeout=self._timed_out)
         return PARKED
 
+    def _timed_out(self, host: Host, waiter: Waiter) -> None:
+        holder = self.holder
+        if holder is not None and holder[0] is not waiter.session and holder[0].may_post:
+            host.catch_up((holder[0],))  # (its release, posted, may hand the lock to us)
+        if waiter.parked:
+            _answer_false(host, waiter)
+
     def release(self, ctx: CallContext) -> None:
+        if self.holder is not None and self.holder[0] is not ctx.session:
+            ctx.catch_up_with(self.holder[0])  # (its own release may be posted and unread)
         mine = self.holder == (ctx.session, ctx.owner)
         if self._orphaned and not mine and not self.reentrant:
             # (The stdlib's lock would still be held by the process that ended: this release
@@ -236,7 +250,9 @@ class Lock(Primitive):
             self.holder[0].unhold(self, 1)
         self._free(ctx.host, ctx.now)
 
-    def locked(self) -> bool:
+    def locked(self, ctx: CallContext) -> bool:
+        if self.holder is not None:
+            ctx.catch_up_with(self.holder[0])
         return self.holder is not None
 
     def _is_owned(self, ctx: CallContext) -> bool:
@@ -492,8 +508,14 @@ class Condition(Primitive):
     def release(self, ctx: CallContext) -> None:
         self.lock.release(ctx)
 
+    def _owned(self, ctx: CallContext) -> bool:
+        holder = self.lock.holder
+        if holder is not None:
+            ctx.catch_up_with(holder[0])  # (another's release may be posted and unread)
+        return self.lock.owned_by(ctx.session, ctx.owner)
+
     def wait(self, ctx: CallContext, timeout: Any = None) -> Any:
-        if not self.lock.owned_by(ctx.session, ctx.owner):
+        if not self._owned(ctx):
             raise RuntimeError("cannot wait on un-acquired lock")
         wait = _wait_timeout(timeout)
         count = self.lock.release_save(ctx.host)
@@ -503,7 +525,7 @@ class Condition(Primitive):
         return PARKED
 
     def notify(self, ctx: CallContext, n: int = 1) -> None:
-        if not self.lock.owned_by(ctx.session, ctx.owner):
+        if not self._owned(ctx):
             raise RuntimeError("cannot notify on un-acquired lock")
         for _ in range(n):
             waiter = self.waiters.pop()
@@ -733,6 +755,11 @@ class Queue(Primitive):
     kind = "Queue"
     #: a JoinableQueue keeps the items taken, to deliver again the unfinished ones
     keeps_taken = False
+    posts_need_registration = True
+
+    def accepts_posts(self, method: str) -> bool:
+        """A put may be posted to an unbounded queue: it never waits and never fails."""
+        return method == "put" and self.maxsize <= 0
 
     def __init__(self, maxsize: int = 0, *, redeliver: bool = True) -> None:
         if not isinstance(maxsize, int):

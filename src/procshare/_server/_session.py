@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .._protocol import ServerProtocol
     from ._host import Primitive
+    from ._table import Entry
     from ._waiters import Waiter
     from ._watching import Subscription
 
@@ -52,9 +53,11 @@ class Session:
         "id",
         "in_flight",
         "info",
+        "may_post",
         "name",
         "out",
         "pid",
+        "posting_to",
         "probe",
         "protocol",
         "queued",
@@ -93,6 +96,11 @@ class Session:
         self.in_flight: dict[int, tuple[Primitive, int, Any]] = {}
         #: whether it said it is closing on purpose (``Goodbye``): not killed
         self.said_goodbye = False
+        #: whether it may send ``Post`` messages (a client on this machine): what it posted may
+        #: still be in its connection, unread, when another request must see it (``catch_up``)
+        self.may_post = False
+        #: the objects it registered to post to (``Entry.posters``)
+        self.posting_to: set[Entry] = set()
         #: bytes written by the core and not yet handed to the transport, and bytes the
         #: transport has not managed to send (it keeps ``backlog`` up to date)
         self.queued = 0

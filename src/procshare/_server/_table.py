@@ -16,6 +16,7 @@ from ._objects import HANDLERS, Handler
 
 if TYPE_CHECKING:
     from ._changelog import ChangeLog
+    from ._session import Session
     from ._watching import Subscription
 
 __all__ = ["PLAIN_HANDLERS", "SNAPSHOTS", "Entry", "ServerType"]
@@ -71,6 +72,8 @@ class Entry:
         "method_to_typeid",
         "mutators",
         "plain",
+        "postable",
+        "posters",
         "proxytype",
         "referent",
         "refs",
@@ -107,6 +110,8 @@ class Entry:
         #: the built-in kind's description, or None for a custom type
         self.spec = kind
         self.mutators = kind.mutators if kind is not None else frozenset()
+        #: methods its clients may post (``Kind.postable``)
+        self.postable = kind.postable if kind is not None else frozenset()
         #: methods of a built-in kind whose result becomes a new shared object
         self.returning = kind.returning if kind is not None else {}
         self.exposed = exposed
@@ -130,3 +135,6 @@ class Entry:
         self.watchers: list[Subscription] | None = None
         #: whether a lease on it may be out (``_leases``): its next change bumps its epoch
         self.leased = False
+        #: the sessions registered to post to it (an unbounded queue's producers): a request
+        #: of anyone else first catches up with them (``Core._call``), or None
+        self.posters: set[Session] | None = None

@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from .._address import Address, describe, family, private_unix_path
@@ -402,6 +402,8 @@ class _Reactor:
                         server._accept(now)
                     elif fd == owner_fd and owner_fd is not None:
                         server._owner_died()
+                if server._leftovers:
+                    server._serve_leftovers(now)
                 if core.dirty:
                     server._flush(self)  # replies first: the housekeeping can wait a moment
                 if keeps_clock:
@@ -562,6 +564,11 @@ class Server:
         self.core.lock_window = self._lock_window
         self._reactors = [_Reactor(self, i) for i in range(reactors)]
         self._by_session: dict[int, _Conn] = {}
+        #: catching up with them now (``_read_unread``), and those left with requests read and
+        #: not served yet by a catch-up that stopped at a later post (served on this turn)
+        self._catching: set[_Conn] = set()
+        self._leftovers: list[_Conn] = []
+        self.core.read_unread = self._read_unread
         #: set by ``stop()``; read by the reactors on every turn (a plain attribute: cheaper
         #: than an Event's method, and only ever set)
         self.stopping = False
@@ -871,14 +878,67 @@ class Server:
         proto.receive_data(data)
         self._serve(conn, now)
 
-    def _serve(self, conn: _Conn, now: float) -> None:
+    def _read_unread(self, sessions: Iterable[Session], before: float | None) -> None:
+        """``Core.read_unread``: read what ``sessions``' connections hold (whichever reactor
+        serves them: we hold the core lock) and serve it, up to the first request that is not
+        a post stamped before ``before`` when it is given. (A connection whose request is
+        being decoded aside holds no post: its client does not post while it waits.)"""
+        now = time.monotonic()
+        for session in sessions:
+            conn = self._by_session.get(session.id)
+            if conn is None or conn.closed or conn.decoding or conn in self._catching:
+                continue
+            self._catching.add(conn)
+            try:
+                calls = session.calls
+                if self._take_in(conn):
+                    self._serve(conn, now, before)
+                if session.calls != calls:
+                    self.core.stats_counters["caught up"] += 1
+            finally:
+                self._catching.discard(conn)
+
+    def _take_in(self, conn: _Conn) -> bool:
+        """Read everything ``conn`` holds into its protocol (at most its pipe's worth: its
+        client waits for nothing it posts, so the pipe is what bounds it); whether there is
+        anything to serve."""
+        proto = conn.proto
+        try:
+            while True:
+                data = conn.recv(proto.recv_size())
+                proto.receive_data(data)
+                if not data:
+                    break  # (end of file: served as such)
+        except (BlockingIOError, InterruptedError):
+            pass
+        except OSError:
+            proto.receive_data(b"")
+        return proto.has_buffered() or proto.peer_closed
+
+    def _serve_leftovers(self, now: float) -> None:
+        """Serve what catch-ups read and left (posts stamped after the request they ran for)."""
+        leftovers = self._leftovers
+        while leftovers:
+            conn = leftovers.pop()
+            if not conn.closed and not conn.decoding and conn.session is not None:
+                self._serve(conn, now)
+
+    def _serve(self, conn: _Conn, now: float, before: float | None = None) -> None:
         """Serve the requests buffered on ``conn``, in order, until it needs more data (or
-        one is being decoded off this thread: ``_defer``)."""
+        one is being decoded off this thread: ``_defer``); with ``before``, only its posts
+        stamped before it (``_read_unread``)."""
         proto = conn.proto
         session = conn.session
         core = self.core
         try:
             while True:
+                if before is not None:
+                    stamp = proto.pending_stamp()
+                    if stamp is None:
+                        break
+                    if stamp >= before:
+                        self._leftovers.append(conn)
+                        break
                 event = proto.next_event()
                 if event is NEED_DATA:
                     break
@@ -1010,7 +1070,9 @@ class Server:
         conn.session = session
         self._by_session[conn.sid] = conn
         welcome = conn.proto.data_to_send()
-        if not (event.info.get("pipes") is True and self._to_pipes(conn, welcome)):
+        if event.info.get("pipes") is True and self._to_pipes(conn, welcome):
+            session.may_post = True  # (on this machine: its stamps are our clock)
+        else:
             conn.out += welcome
             self._send_pending(conn)
         session.probe = _make_probe(conn.fd)
