@@ -402,12 +402,12 @@ class ServerProtocol(_Base):
 
     def _decode_request(self, opcode: int, flags: int, req_id: int, payload: Payload) -> Any:
         """The request of one frame (``next_event``'s and ``take_call``'s)."""
-        if opcode == _CALL or opcode in _ADDRESSED_OPS:
+        if opcode == _CALL:
+            return self._take_call(flags, req_id, payload)
+        if opcode in _ADDRESSED_OPS:
             self.client_thinks = bool(flags & _THINKS)
         if self.defer and opcode in _DEFERRABLE:
             return self._decode_here(opcode, flags, req_id, payload)
-        if opcode == _CALL:
-            return self._decode_call(req_id, payload, flags)
         decode = _REQUEST_DECODERS.get(opcode)
         if decode is None:
             raise self._fail(ProtocolError(f"unexpected opcode {opcode} from client"))
@@ -470,18 +470,20 @@ class ServerProtocol(_Base):
         length, opcode, flags, req_id = _HEADER_UNPACK(data, 0)
         if length + 4 != len(data) or length > self._reader.max_frame:
             return NEED_DATA
-        if opcode != _CALL:
-            if opcode not in _ADDRESSED_OPS:
-                return NEED_DATA
-            return self._decode_request(opcode, flags, req_id, data[HEADER_SIZE:])
-        # A CALL: ``_decode_request`` and ``_decode_call`` written out for its usual shape
-        # (every request passes here); anything unusual goes the long way.
+        if opcode == _CALL:
+            return self._take_call(flags, req_id, data[HEADER_SIZE:])
+        if opcode not in _ADDRESSED_OPS:
+            return NEED_DATA
+        return self._decode_request(opcode, flags, req_id, data[HEADER_SIZE:])
+
+    def _take_call(self, flags: int, req_id: int, payload: Payload) -> Any:
+        """A CALL's request: ``_decode_request`` and ``_decode_call`` written out for its
+        usual shape (every request passes here); anything unusual goes the long way."""
         self.client_thinks = bool(flags & _THINKS)
-        payload = data[HEADER_SIZE:]
         try:
             body = self._loads_here(payload) if self.defer else self._loads(payload)
         except RunsCode:  # (nothing it names has run: decided the long way)
-            return self._decode_request(opcode, flags, req_id, payload)
+            return self._decode_here(_CALL, flags, req_id, payload)
         except SerializationError as exc:
             return BadRequest(req_id, exc)
         return self._call_of(req_id, body, flags)

@@ -707,8 +707,24 @@ class Core:
             refusal = ProtocolError(f"{entry.typeid}.{method}() may not be posted here")
             self.fail(session, 0, refusal)
             return
-        call = (0, obj_id, method, args, None, owner, False, False)
-        self._call(session, _tuple_new(Call, call), now, stamp)
+        # (``_call``, written out for what may be posted: a mutator of a built-in kind that
+        # takes its caller's context, gets plain data and parks nobody)
+        self.stats_counters["calls"] += 1
+        if session.in_flight:
+            self._arrived(session, owner)
+        if posters is not None:
+            self._catch_up_posters(entry, session, stamp)
+        memory = self.memory
+        if memory is not None and memory.full and _adds(entry, method):
+            self.fail(session, 0, memory.refusal())
+            return
+        fn, _ctx = entry.handlers[method]  # type: ignore[index]
+        try:
+            fn(entry.referent, CallContext(self, session, 0, owner, now), *args)
+        except BaseException as exc:
+            self.fail(session, 0, exc)
+            return
+        self._changed(entry, method, args, None, None)
 
     def catch_up(self, sessions: Iterable[Session], before: float | None = None) -> None:
         """See ``Host.catch_up`` (the transport reads the connections: ``read_unread``).
