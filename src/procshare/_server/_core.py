@@ -620,7 +620,8 @@ class Core:
         if entry is None:
             self.fail(session, req_id, ObjectNotFound.of(obj_id))
             return
-        if entry.posters is not None:
+        posters = entry.posters
+        if posters is not None and (len(posters) > 1 or session not in posters):
             self._catch_up_posters(entry, session, before)
         if self.references.fresh:  # proxies passed to a method end up held by its object
             self.references.claim_fresh(entry)
@@ -712,7 +713,7 @@ class Core:
         self.stats_counters["calls"] += 1
         if session.in_flight:
             self._arrived(session, owner)
-        if posters is not None:
+        if posters is not None and (len(posters) > 1 or not registered):
             self._catch_up_posters(entry, session, stamp)
         memory = self.memory
         if memory is not None and memory.full and _adds(entry, method):

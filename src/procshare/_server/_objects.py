@@ -192,6 +192,17 @@ class Lock(Primitive):
 
     # owner-scoped API
     def acquire(self, ctx: CallContext, blocking: Any = True, timeout: Any = -1) -> Any:
+        if self.holder is None and blocking is True and (timeout == -1 or timeout is None):
+            # The usual acquire: free, the defaults (``acquire_answering`` written out).
+            session = ctx.session
+            if self._open_until:
+                self._grant(ctx.host, (session, ctx.owner), 1)
+            else:
+                self.holder = (session, ctx.owner)
+                self.count = 1
+                session.hold(self, 1)
+            ctx.track(self, 1)
+            return True
         return self.acquire_answering(ctx, blocking, timeout, True)
 
     def acquire_answering(self, ctx: CallContext, blocking: Any, timeout: Any, answer: Any) -> Any:
@@ -226,8 +237,20 @@ class Lock(Primitive):
             _answer_false(host, waiter)
 
     def release(self, ctx: CallContext) -> None:
-        if self.holder is not None and self.holder[0] is not ctx.session:
-            ctx.catch_up_with(self.holder[0])  # (its own release may be posted and unread)
+        holder = self.holder
+        if (
+            holder is not None
+            and holder[0] is ctx.session
+            and not self.waiters.live
+            and not self.reentrant
+            and not self._orphaned
+        ):
+            self.holder = None  # the usual release: its holder's, nobody waits (``_free``)
+            self.count = 0
+            ctx.session.unhold(self, 1)
+            return
+        if holder is not None and holder[0] is not ctx.session:
+            ctx.catch_up_with(holder[0])  # (its own release may be posted and unread)
         mine = self.holder == (ctx.session, ctx.owner)
         if self._orphaned and not mine and not self.reentrant:
             # (The stdlib's lock would still be held by the process that ended: this release
@@ -786,6 +809,10 @@ class Queue(Primitive):
         return self._full()
 
     def put(self, ctx: CallContext, item: Any, block: Any = True, timeout: Any = None) -> Any:
+        if self.maxsize <= 0 and not self.getters.live and block is True and timeout is None:
+            self.unfinished += 1  # the usual put: unbounded, nobody waiting (``_enqueue``)
+            self.items.append(item)
+            return None
         wait = _queue_timeout(block, timeout)
         if not self._full() and not self.putters:
             self._enqueue(ctx.host, item)
@@ -799,12 +826,13 @@ class Queue(Primitive):
         return self.put(ctx, item, False)
 
     def get(self, ctx: CallContext, block: Any = True, timeout: Any = None) -> Any:
-        wait = _queue_timeout(block, timeout)
+        wait = None if block is True and timeout is None else _queue_timeout(block, timeout)
         if self.items:
             item = self.items.popleft()
             self._hand_out(ctx.session, item)
             ctx.track(self, item)
-            self._admit_putters(ctx.host)
+            if self.putters.live:
+                self._admit_putters(ctx.host)
             return item
         if not block:
             raise queue.Empty

@@ -104,17 +104,18 @@ class Waiter:
 class WaitQueue:
     """A fair FIFO queue of parked waiters."""
 
-    __slots__ = ("_items", "_live")
+    __slots__ = ("_items", "live")
 
     def __init__(self) -> None:
         self._items: deque[Waiter] = deque()
-        self._live = 0
+        #: how many are parked (read where a call would cost too much: ``Lock.release``)
+        self.live = 0
 
     def __len__(self) -> int:
-        return self._live
+        return self.live
 
     def __bool__(self) -> bool:
-        return self._live > 0
+        return self.live > 0
 
     def __iter__(self) -> Iterator[Waiter]:
         """Live waiters, oldest first."""
@@ -128,7 +129,7 @@ class WaitQueue:
         waiter.state = PARKED
         waiter.queue = self
         self._items.append(waiter)
-        self._live += 1
+        self.live += 1
 
     def first(self) -> Waiter | None:
         """The oldest live waiter, left in place, or ``None``."""
@@ -158,13 +159,13 @@ class WaitQueue:
         if waiter.queue is not self:
             return
         self._detach(waiter)
-        if len(self._items) > 32 and len(self._items) > 2 * self._live:
+        if len(self._items) > 32 and len(self._items) > 2 * self.live:
             self._items = deque(w for w in self._items if w.queue is self)
 
     def _detach(self, waiter: Waiter) -> None:
         waiter.queue = None
         waiter.state = DONE
-        self._live -= 1
+        self.live -= 1
 
 
 class DeadlineHeap:
