@@ -445,10 +445,11 @@ def put_then_kill_myself(q: Any, count: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def put_then_tell(q: Any, item: Any, conn: Any) -> None:
-    """Put ``item``, then say so through a pipe (a channel the server knows nothing of)."""
-    q.put("registering")  # (the first put asks to post the next ones)
-    q.put(item)
+def put_then_tell(q: Any, items: list[Any], conn: Any) -> None:
+    """Put ``items`` (the last ones posted), then say so through a pipe (a channel the server
+    knows nothing of)."""
+    for item in items:
+        q.put(item)
     conn.send("put")
     conn.recv()
 
@@ -460,3 +461,23 @@ def release_then_tell(lock: Any, rounds: int, conn: Any) -> None:
         lock.release()
         conn.send("released")
         conn.recv()  # the other tried it meanwhile
+
+
+def write_then_tell(obj: Any, calls: list[tuple[str, tuple[Any, ...]]], conn: Any) -> None:
+    """Make ``calls`` (writes: the last ones posted), then say so through a pipe."""
+    for method, args in calls:
+        getattr(obj, method)(*args)
+    conn.send("written")
+    conn.recv()
+
+
+def register_then_post(d: Any, warm: int, conn: Any) -> None:
+    """Write d["k"] ``warm`` times (asking to post), say so; when told, post one more write
+    and say so at once (it may still be unread by the server)."""
+    for i in range(warm):
+        d["k"] = i
+    conn.send("registered")
+    conn.recv()
+    d["k"] = "posted"
+    conn.send("posted")
+    conn.recv()

@@ -80,6 +80,15 @@ def _is_ours(proxy: Any) -> bool:
     return type(proxy).__module__.startswith("procshare")
 
 
+def _applied(state: Any) -> None:
+    """Wait until what this process sent has been applied: a call of procshare's may be
+    posted (not waited for, ``Channel.post``), so a timed run ends with one round trip that
+    comes after all of it (the stdlib's calls were each waited for already)."""
+    proxy = state[0] if type(state) is tuple else state
+    if _is_ours(proxy):
+        proxy._channel().control("ping")
+
+
 # -- latency cases ------------------------------------------------------------------------------
 
 
@@ -316,6 +325,7 @@ def _cpu_per_set(state: Any, n: int) -> float:
     me = os.getpid()
     before = _cpu_ns(me) + _cpu_ns(server_pid)
     _dict_set(d, n)
+    _applied(d)
     return (_cpu_ns(me) + _cpu_ns(server_pid) - before) / n / 1000
 
 
@@ -344,6 +354,7 @@ def _workers_progress(state: Any, n: int) -> float:
         start_counts = [c.value for c in counters]
         start = time.perf_counter()
         _dict_set(d, n)
+        _applied(d)
         elapsed = time.perf_counter() - start
         counted = sum(c.value - s for c, s in zip(counters, start_counts, strict=True))
     finally:
@@ -463,6 +474,7 @@ def _counter_worker(value: Any, lock: Any, n: int, go: Any, ready: Any) -> None:
     for _ in range(n):
         with lock:
             value.value += 1
+    _applied(value)
 
 
 def _atomic_worker(value: Any, lock: Any, n: int, go: Any, ready: Any) -> None:
@@ -476,6 +488,7 @@ def _atomic_worker(value: Any, lock: Any, n: int, go: Any, ready: Any) -> None:
         for _ in range(n):
             with lock:
                 value.value += 1
+    _applied(value)
 
 
 def _counter_setup(m: Any) -> Any:
@@ -497,6 +510,7 @@ def _set_worker(d: Any, n: int, go: Any, ready: Any) -> None:
     go.wait()
     for i in range(n):
         d[i & 1023] = i
+    _applied(d)
 
 
 def _clients(count: int) -> Runner:
@@ -776,6 +790,7 @@ def _time(case: Case, state: Any, n: int) -> float:
     measured = case.run(state, n)
     if case.measures_itself:
         return float(measured)
+    _applied(state)
     return (time.perf_counter() - start) / n * 1e6
 
 

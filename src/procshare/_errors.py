@@ -30,7 +30,6 @@ __all__ = [
     "MethodNotExposed",
     "NameTakenError",
     "ObjectNotFound",
-    "PostedCallFailed",
     "ProcshareError",
     "ProtocolError",
     "RemoteError",
@@ -229,14 +228,6 @@ class WaitTimeout(ProcshareError, TimeoutError):
 class WatchClosed(ProcshareError, ValueError):
     """The watch was closed: it delivers no more changes (a ``ValueError``, as reading a
     closed file is)."""
-
-
-class PostedCallFailed(ProcshareError):
-    """A call this process posted (sent without waiting for its answer: a lock's release by
-    its holder, a put on an unbounded queue) failed on the server; raised by the process's
-    next request to that server, with the server's error as its ``__cause__``. Rare: such
-    calls cannot fail but where the object was deleted meanwhile, the server ran out of its
-    memory limit, or another process released a lock this one held."""
 
 
 class CallWithdrawn(ProcshareError):

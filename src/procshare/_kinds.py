@@ -11,7 +11,8 @@ A *kind* is a type of shared object the server implements natively (dict, list, 
 * ``cacheable``: a pure read whose result depends only on the object and the arguments;
 * ``returns``: the typeid of a shared object the method returns (a proxy, not a copy);
 * ``posted``: a caller may send it without waiting for its answer, where it cannot fail and
-  returns nothing (a release by the lock's holder, a put on an unbounded queue: ``Post``).
+  returns nothing (a release by the lock's holder, a put on an unbounded queue, a dict's
+  item set with a hashable key: ``Post``).
 
 Server dispatch (``_server/_objects.py``), the client proxies (``_client/_proxies.py``), watch
 and the inspection tools read this table; ``tests/test_kinds.py`` checks that they agree.
@@ -152,6 +153,7 @@ DICT: Final = _kind(
         "compare_and_set",
     ),
     partial=("update", "__ior__"),
+    posted=("__setitem__",),
     watchable=True,
 )
 
@@ -176,6 +178,7 @@ LIST: Final = _kind(
         "clear",
     ),
     partial=("extend", "__iadd__", "sort"),
+    posted=("append",),
     watchable=True,
 )
 
@@ -204,6 +207,7 @@ NAMESPACE: Final = _kind(
     pure=("__getattribute__",),
     reads=("__repr__", "__str__", "_asdict"),
     writes=("__setattr__", "__delattr__"),
+    posted=("__setattr__",),
     watchable=True,
 )
 
@@ -212,6 +216,7 @@ VALUE: Final = _kind(
     pure=("get",),
     reads=("__repr__", "__str__"),
     writes=("set", "increment", "compare_and_set", "swap"),
+    posted=("set",),
     watchable=True,
 )
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from procshare._client._proxies import RebuildProxy
-from procshare._errors import PostedCallFailed
+from procshare._errors import ProcshareError
 from procshare._manager import SyncManager, _server_types
 from procshare._protocol import (
     NEED_DATA,
@@ -184,7 +184,7 @@ def test_a_consumer_sees_a_put_posted_before_its_request(rig: Rig) -> None:
 def test_a_post_naming_code_is_refused_not_run(rig: Rig) -> None:
     peer = Peer(rig)
     q = _registered_queue(peer)
-    assert peer.proto.encode_post(q, "put", (PostedCallFailed("x"), True, None), 7, 0.0) is None
+    assert peer.proto.encode_post(q, "put", (ProcshareError("x"), True, None), 7, 0.0) is None
 
 
 def test_a_post_of_an_unregistered_put_fails_and_is_reported_with_id_0(rig: Rig) -> None:
@@ -215,3 +215,29 @@ def test_a_post_and_the_posting_flag_decode_as_sent(rig: Rig) -> None:
     server.receive_data(peer.proto.encode_call(3, 5, "put", ("v",), None, 9, posting=True))
     call = server.next_event()
     assert type(call) is Call and call.posting is True and call.versioned is False
+
+
+def test_an_object_posted_to_is_leased_to_nobody(rig: Rig) -> None:
+    """A lease answers locally: it would answer while a post is on its way. None is granted
+    on an object while a writer may post to it (those out ended with its writes)."""
+    from procshare._leases import LeasePage
+    from procshare._protocol import LeasedRead
+
+    page = rig.server.core.leasing.page = LeasePage.create(rig.server.instance)
+    try:
+        writer, reader = Peer(rig), Peer(rig)
+        d = writer.create("dict")
+        writer.call(d, "__setitem__", "k", 0)
+
+        def leased_read() -> Any:
+            reader.send(reader.proto.send(LeasedRead(next(reader.ids), d, "__getitem__", ("k",))))
+            reader.serve()
+            return reader.reply()
+
+        epoch, value = leased_read()
+        assert epoch is not None and value == 0
+        assert writer.call(d, "__setitem__", "k", 1, posting=True) == (None, True)
+        assert leased_read() is None  # declined: the reader reads plainly from now on
+    finally:
+        page.close()
+        rig.server.core.leasing.page = None

@@ -1,5 +1,6 @@
 """Under load: 64 processes of mixed traffic lose nothing; where clients and the server wait and
-run (busy-polling, CPU moves) as the machine is idle or busy."""
+run (busy-polling, CPU moves) as the machine is idle or busy. (The calls here are dict
+``update``s: round trips; an item set may be posted, and tell nothing of waiting.)"""
 
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ def test_the_server_reports_how_it_waited_for_work(spin: float, idle_gauge: None
         d = m.dict()
         before = dict(m.stats()["counters"])
         for i in range(100):
-            d[i] = i
+            d.update({i: i})
         after = m.stats()["counters"]
         polled = after["polled"] - before["polled"]
         woken = after["woken"] - before["woken"]
@@ -96,7 +97,7 @@ def test_procshare_spin_in_the_environment_turns_spinning_off(
         d = m.dict()
         before = dict(m.stats()["counters"])
         for i in range(50):
-            d[i] = i
+            d.update({i: i})
         after = m.stats()["counters"]
         assert after["polled"] == before["polled"]
         assert d._channel()._spin_max == 0.0
@@ -118,10 +119,10 @@ def test_the_server_stops_spinning_when_others_want_the_cpus() -> None:
         with procshare.Manager(ctx=FORK) as m:
             d = m.dict()
             for i in range(300):  # long enough for the gauge to have read a loaded machine
-                d[i % 10] = i
+                d.update({i % 10: i})
             before = dict(m.stats()["counters"])
             for i in range(200):
-                d[i % 10] = i
+                d.update({i % 10: i})
                 assert not d._channel()._proto.server_spin
             after = m.stats()["counters"]
             assert after["polled"] - before["polled"] <= 2  # (the turn that noticed, at most)
@@ -146,7 +147,7 @@ def _computing_client(d: Any, me: int, calls: int, out: Any, leave: Any, go: Any
         start = time.process_time()
         while time.process_time() - start < 0.001:
             pass
-        d[(me, i % 5)] = i
+        d.update({(me, i % 5): i})
         proto = d._channel()._proto
         advised.append((proto.server_spin, proto.server_crowded))
     out.put((me, advised[calls // 2 - 10 : calls // 2 + 10]))
@@ -209,7 +210,7 @@ def test_a_client_about_to_spin_on_the_servers_cpu_steps_aside_and_keeps_its_mas
         try:
             for i in range(200):  # back to back: the server still spins for each call
                 _on_cpu(cpus[0])
-                d[i] = i
+                d.update({i: i})
                 assert os.sched_getaffinity(0) == mask
             assert d.copy() == {i: i for i in range(200)}
             channel = d._channel()
@@ -233,7 +234,7 @@ def test_a_lone_client_on_a_loaded_machine_steps_toward_the_server(loaded_gauge:
             for i in range(100):
                 _on_cpu(cpus[-1])  # away from it
                 time.sleep(0.011)  # (a move happens at most every STEP_EVERY)
-                d[i] = i
+                d.update({i: i})
                 assert os.sched_getaffinity(0) == mask
                 arrived += _sched.current_cpu() == cpus[0]
                 proto = d._channel()._proto
@@ -254,7 +255,7 @@ def _compute_then_serve(d: Any, lk: Any, out: Any) -> None:
         start = time.process_time()
         while time.process_time() - start < 0.001:
             pass
-        d["i"] = i
+        d.update({"i": i})
         if d.get("moved"):
             break
     big = d["big"]
@@ -277,7 +278,7 @@ def test_replies_across_reactors_arrive_whole_and_in_order() -> None:
         child.start()
         for n in range(100_000):  # bounded: the computing client moves to reactor 1 (a
             # lone one may stay where it is: this process calls back to back meanwhile)
-            d["main"] = n
+            d.update({"main": n})
             if n % 100 == 0:
                 sessions = {s["pid"]: s for s in m.stats()["sessions"]}
                 if sessions.get(child.pid, {}).get("reactor") == 1:

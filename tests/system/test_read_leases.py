@@ -236,7 +236,7 @@ def test_a_key_changed_after_each_read_is_leased_again_once_it_stays(manager: An
     to being answered locally once the writes stop."""
     v = manager.Value("i", 0)
     for _ in range(40):
-        v.value += 1
+        v.increment()  # (a round trip: a plain write may be posted, which ends leasing)
     for _ in range(40):  # (the plain reads still owed, then one read with a lease)
         assert v.value == 40
     if _leasing(v):

@@ -63,9 +63,10 @@ class Backend(Protocol):
         post this method's next calls on the object (kept in ``registered``)."""
 
     #: whether calls may be posted at all, and (object id, method) -> whether they may be
-    #: posted for that object (asked once with ``call(..., posting=True)``)
+    #: posted for that object (asked once with ``call(..., posting=True)``), or how many were
+    #: made before asking
     can_post: bool
-    registered: dict[tuple[int, str], bool]
+    registered: dict[tuple[int, str], bool | int]
 
     def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> bool:
         """Send a registered call without waiting for its answer (a lock's release by its

@@ -56,7 +56,6 @@ from .._context import incoming
 from .._errors import (
     AuthenticationError,
     ConnectionLost,
-    PostedCallFailed,
     ProcshareError,
     ProtocolError,
     ServerUnreachable,
@@ -85,6 +84,8 @@ from ._leases import LeaseBook, book_for
 __all__ = ["PID_CELL", "Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
 
 _MAX_SPIN: Final = 100e-6
+#: seconds between two looks for a failed post's news, at most (``Channel.post``)
+_NEWS_EVERY: Final = 0.001
 #: a write this short is never cut short (a pipe's PIPE_BUF; a socket's send of it is one)
 _ATOMIC_WRITE: Final = 4096
 _PROBE: Final = 4e-6  # the least a budget shrinks to: a miss costs this much CPU at most
@@ -254,9 +255,11 @@ class Channel:
         #: the server is on this machine and talks through pipes: calls may be posted (``post``)
         self.can_post = self._sock is None
         #: (object id, method) -> whether its calls may be posted here (``Call.posting``)
-        self.registered: dict[tuple[int, str], bool] = {}
-        #: the error of a post that failed, raised by the next request (``PostedCallFailed``)
+        self.registered: dict[tuple[int, str], bool | int] = {}
+        #: the error of a post that failed, raised by the next request (``post``)
         self._posted_failure: BaseException | None = None
+        self._news_at = 0.0  # (perf_counter) when a post looks for a failure again
+        self._more_failures = 0  # posts that failed after the one kept
         #: values read before, answered again while unchanged (``_leases``): same machine
         #: only, so unix sockets only
         self.leases: LeaseBook | None = book_for(
@@ -447,10 +450,14 @@ class Channel:
         reply is awaited on this connection (a post then could wait behind a request decoded
         aside): then make the call. It is stamped as it is written (``_server/_core``).
 
+        A post that failed (rare: a full ``max_memory``, an object deleted meanwhile, a lock
+        another process released) is raised by a later request, or post: posts look for such
+        news at most every ``_NEWS_EVERY`` seconds, requests read it with their answer.
+
         Raises:
             ConnectionLost: the connection is broken.
             SerializationError: an argument cannot be serialized (nothing is sent).
-            PostedCallFailed: an earlier post failed.
+            Exception: what an earlier post raised on the server.
         """
         if self._posted_failure is not None:
             self._raise_posted_failure()
@@ -458,32 +465,99 @@ class Channel:
             return False
         if self._broken is not None:
             raise ConnectionLost(str(self._broken)) from self._broken
-        mutex = self._mutex
-        with mutex:  # (held while it is written: no request starts waiting meanwhile)
-            if self._reading or self._slots:
-                return False
-            with self._wlock:
-                frame = self._proto.encode_post(obj_id, method, args, owner, _monotonic())
-                if frame is None:
+        lost: BaseException | None = None
+        cut = sent = False
+        try:
+            with self._mutex:  # (held while it is written: no request starts waiting meanwhile)
+                if self._reading or self._slots:
                     return False
-                if self.refs:
-                    frame = self._notes() + frame
-                try:
-                    self._write_all(frame)
-                except OSError as exc:
-                    raise self._lost_on_send(exc) from exc
-                except BaseException:
-                    if len(frame) > _ATOMIC_WRITE:  # (may be cut short: the stream is lost)
-                        self._break(ConnectionLost("a post was interrupted as it was sent"))
-                    raise
+                now = _clock()
+                if now >= self._news_at:
+                    self._news_at = now + _NEWS_EVERY
+                    if self._ready(0):
+                        lost = self._read_news()
+                        if lost is not None or self._posted_failure is not None:
+                            return False  # (raised below, outside the locks)
+                with self._wlock:
+                    frame = self._proto.encode_post(obj_id, method, args, owner, _monotonic())
+                    if frame is None:
+                        return False
+                    if self.refs:
+                        frame = self._notes() + frame
+                    try:
+                        self._write_all(frame)
+                        sent = True
+                    except OSError as exc:
+                        lost = exc
+                    except BaseException:
+                        cut = len(frame) > _ATOMIC_WRITE  # (may be cut short: the stream is lost)
+                        raise
+        finally:
+            if cut:
+                self._break(ConnectionLost("a post was interrupted as it was sent"))
+            if lost is not None:
+                if isinstance(lost, OSError):
+                    raise self._lost_on_send(lost) from lost
+                self._break(lost)
+                raise lost
+            if not sent and self._posted_failure is not None:
+                self._raise_posted_failure()
         return True
 
+    def _read_news(self) -> ConnectionLost | None:
+        """Read what came while nobody waited for an answer (the mutex held, no request in
+        flight): posts' failures (kept), or the end of the connection (returned, to break
+        it with once the mutex is let go)."""
+        try:
+            data = self._read_raw(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            data = b""
+        proto = self._proto
+        proto.receive_data(data)
+        while True:
+            try:
+                event = proto.next_event()
+            except (ProtocolError, AuthenticationError) as exc:
+                return ConnectionLost(f"protocol error from the server: {exc}")
+            if event is NEED_DATA:
+                return None
+            if type(event) is Failure and not event.req_id:
+                self._deliver(0, None, event.error)
+            elif type(event) is ConnectionClosed:
+                where = describe(self.address)
+                return ConnectionLost(f"the procshare server at {where} went away")
+            elif type(event) is Push:
+                self._dispatch_push(event.sub_id, event.payload)
+
     def _raise_posted_failure(self) -> None:
+        """Raise the failure of an earlier post, as itself (the type the call would have
+        raised), saying that it comes from a post."""
         error, self._posted_failure = self._posted_failure, None
-        raise PostedCallFailed(
-            f"a call this process posted (sent without waiting for its answer) failed on the "
-            f"server: {type(error).__name__}: {error}"
-        ) from error
+        if error is None:
+            return
+        # The posts made after it may have failed too: a round trip gathers what they got,
+        # to be told now, once, rather than each by a later call.
+        try:
+            rid = self._take_id()
+            self._roundtrip(rid, self._proto.send(Control(rid, "ping", ())))
+        except (ProcshareError, OSError):
+            pass
+        more = self._more_failures + (self._posted_failure is not None)
+        self._more_failures = 0
+        self._posted_failure = None
+        args = error.args
+        if type(error).__str__ is BaseException.__str__ and len(args) == 1:
+            also = f"; {more} later ones failed too" if more else ""
+            error.args = (
+                f"{args[0]} (raised by a call this process posted earlier: sent without "
+                f"waiting for its answer{also})",
+            )
+        try:
+            raise error
+        finally:
+            del error
 
     def request(self, msg: Any, blocking: bool = False, wait: float | None = None) -> Any:
         """Send a request message (its ``req_id`` is replaced) and return its result;
@@ -993,8 +1067,11 @@ class Channel:
 
     def _deliver(self, rid: int, value: Any, error: BaseException | None) -> None:
         if not rid:  # a post failed (``Post``): raised at the next request
-            if error is not None and self._posted_failure is None:
-                self._posted_failure = error
+            if error is not None:
+                if self._posted_failure is None:
+                    self._posted_failure = error
+                else:
+                    self._more_failures += 1  # (told with the first)
             return
         with self._mutex:
             slot = self._slots.pop(rid, None)

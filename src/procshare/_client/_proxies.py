@@ -28,7 +28,7 @@ import copyreg
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from .._context import incoming, managers_by_address, server_hook
 from .._errors import ObjectNotFound, ProcshareError, WaitTimeout
@@ -345,19 +345,28 @@ class BaseProxy:
         """Make a call that may be posted (``Kind.postable``) without waiting for its answer,
         where this process may (``Backend.post``): ``True`` once it was made (posted, or made
         as the call that asks the server whether its next ones may be); ``False``: make it
-        plainly. (``blocking``, ``wait``: as for ``call``, for the asking call.)"""
+        plainly. (``blocking``, ``wait``: as for ``call``, for the asking call.)
+
+        A process asks once it made ``_ASK_AFTER`` such calls plainly: an object posted to is
+        leased to nobody (``_server/_core``), and one written now and then keeps its leases.
+        """
         channel = self._ch
         if channel is None or channel.usable_pid != PID_CELL[0]:
             channel = self._bind()
         if not channel.can_post or self._replica is not None:
             return False
-        registered = channel.registered.get((self._id, method))
-        if registered:
+        key = (self._id, method)
+        registered = channel.registered
+        made = registered.get(key, 0)
+        if made is True:
             return channel.post(self._id, method, args, _get_ident())
-        if registered is None:
-            channel.call(self._id, method, args, None, _get_ident(), blocking, False, wait, True)
-            return True
-        return False
+        if made is False:
+            return False
+        if made < _ASK_AFTER:
+            registered[key] = made + 1
+            return False
+        channel.call(self._id, method, args, None, _get_ident(), blocking, False, wait, True)
+        return True
 
     def _getvalue(self) -> Any:
         """A copy of the referent."""
@@ -462,6 +471,19 @@ def RebuildProxy(  # noqa: N802 - the stdlib's name, used in pickles
     return func(token, serializer, incref=incref, **kwds)
 
 
+#: calls of one method on one object a process makes plainly before it asks to post them
+_ASK_AFTER: Final = 3
+
+
+def _hashable(key: Any) -> bool:
+    """Whether ``key`` can key a dict (the server would fail to set it: no post then)."""
+    try:
+        hash(key)
+    except TypeError:
+        return False
+    return True
+
+
 def _method(name: str) -> Callable[..., Any]:
     def method(self: BaseProxy, /, *args: Any, **kwds: Any) -> Any:
         return self._callmethod(name, args, kwds)
@@ -558,6 +580,11 @@ class DictProxy(BaseProxy, Generic[K, V]):
         return self._callmethod("__getitem__", (key,))  # type: ignore[no-any-return]
 
     def __setitem__(self, key: K, value: V) -> None:
+        """As ``dict``'s. Served on this machine, an item of plain data under a hashable key
+        is set without waiting for the server's answer (it cannot fail); every request made
+        after it, by any process, sees it (``_server/_core``, posts)."""
+        if _hashable(key) and self._posted("__setitem__", (key, value)):
+            return
         self._callmethod("__setitem__", (key, value))
 
     def __delitem__(self, key: K) -> None:
@@ -682,7 +709,9 @@ class ListProxy(BaseProxy, Generic[T]):
         return self
 
     def append(self, value: T) -> None:
-        self._callmethod("append", (value,))
+        """As ``list``'s (plain data is appended without waiting, as ``DictProxy``'s items)."""
+        if not self._posted("append", (value,)):
+            self._callmethod("append", (value,))
 
     def extend(self, values: Iterable[T]) -> None:
         self._callmethod("extend", (_value_of(values),))
@@ -793,7 +822,9 @@ class ValueProxy(BaseProxy, Generic[T]):
         return self._callmethod("get")  # type: ignore[no-any-return]
 
     def set(self, value: T) -> None:
-        self._callmethod("set", (value,))
+        """Set the value (plain data without waiting, as ``DictProxy``'s items)."""
+        if not self._posted("set", (value,)):
+            self._callmethod("set", (value,))
 
     if TYPE_CHECKING:
 
@@ -867,6 +898,8 @@ class NamespaceProxy(BaseProxy):
         if key[0] == "_":
             object.__setattr__(self, key, value)
             return
+        if object.__getattribute__(self, "_posted")("__setattr__", (key, value)):
+            return  # (plain data, without waiting, as ``DictProxy``'s items)
         callmethod = object.__getattribute__(self, "_callmethod")
         callmethod("__setattr__", (key, value))
 

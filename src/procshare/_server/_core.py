@@ -703,7 +703,7 @@ class Core:
         if (
             not session.may_post
             or method not in entry.postable
-            or (not registered and entry.referent.posts_need_registration)
+            or (not registered and _posts_need_registration(entry.referent))
         ):
             refusal = ProtocolError(f"{entry.typeid}.{method}() may not be posted here")
             self.fail(session, 0, refusal)
@@ -719,9 +719,12 @@ class Core:
         if memory is not None and memory.full and _adds(entry, method):
             self.fail(session, 0, memory.refusal())
             return
-        fn, _ctx = entry.handlers[method]  # type: ignore[index]
+        fn, takes_ctx = entry.handlers[method]  # type: ignore[index]
         try:
-            fn(entry.referent, CallContext(self, session, 0, owner, now), *args)
+            if takes_ctx:
+                fn(entry.referent, CallContext(self, session, 0, owner, now), *args)
+            else:
+                fn(entry.referent, *args)
         except BaseException as exc:
             self.fail(session, 0, exc)
             return
@@ -752,20 +755,23 @@ class Core:
 
     def _register_poster(self, entry: Entry, session: Session, method: str) -> bool:
         """Let ``session`` post ``method``'s calls on ``entry`` from now on, where that cannot
-        fail (``Primitive.accepts_posts``: an unbounded queue's put); whether it may."""
+        fail (``Primitive.accepts_posts``: an unbounded queue's put); whether it may. An
+        object posted to is leased to nobody from then on (a lease would answer while a
+        post is on its way): the leases out on it end now, before the answer."""
         referent = entry.referent
         if (
             not session.may_post
             or method not in entry.postable
-            or not isinstance(referent, Primitive)
-            or not referent.accepts_posts(method)
+            or (isinstance(referent, Primitive) and not referent.accepts_posts(method))
         ):
             return False
-        if referent.posts_need_registration:  # (a lock's holder needs none: ``Lock``)
+        if _posts_need_registration(referent):  # (a lock's holder needs none: ``Lock``)
             if entry.posters is None:
                 entry.posters = set()
             entry.posters.add(session)
             session.posting_to.add(entry)
+            if entry.leased:
+                self.leasing.end(entry)
         return True
 
     def _apply(
@@ -1319,6 +1325,13 @@ _MADE_FROM_RESULT: Final = frozenset({"dict", "list", "set"})
 
 
 _tuple_new: Final = tuple.__new__
+
+
+def _posts_need_registration(referent: Any) -> bool:
+    """Whether only sessions registered as posters may post to ``referent``: its other
+    clients catch up with them (``Entry.posters``). A container's writers, a queue's putters;
+    not a lock's holder (the lock knows it)."""
+    return not isinstance(referent, Primitive) or referent.posts_need_registration
 
 
 def _nothing_unread(sessions: Iterable[Session], before: float | None) -> None:

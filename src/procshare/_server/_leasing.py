@@ -32,9 +32,15 @@ class Leasing:
 
     @staticmethod
     def leasable(entry: Entry, method: str) -> bool:
-        """Whether ``method`` is a read of ``entry`` that may be leased (its kind's table)."""
+        """Whether ``method`` is a read of ``entry`` that may be leased (its kind's table), and
+        nobody posts to it (a lease would answer while a post is on its way)."""
         spec = entry.spec
-        return spec is not None and entry.handlers is not None and method in LEASABLE[spec.name]
+        return (
+            spec is not None
+            and entry.posters is None
+            and entry.handlers is not None
+            and method in LEASABLE[spec.name]
+        )
 
     def epoch(self, entry: Entry, value: Any) -> int | None:
         """Lease ``value``, just read from ``entry``: note that the entry's next change must
