@@ -83,6 +83,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             release_delay=args.release_delay,
             max_connections=args.max_connections,
             max_memory=args.max_memory,
+            posts=not args.no_posts,
         )
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"procshare: {exc}") from None
@@ -391,6 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SIZE",
         help="refuse changes past this much data, e.g. 512MiB or 2GB (default: no limit)",
+    )
+    serve.add_argument(
+        "--no-posts",
+        action="store_true",
+        help="every call waits for its answer (default: local clients post the writes that "
+        "cannot fail)",
     )
     serve.set_defaults(func=_cmd_serve)
 

@@ -174,6 +174,10 @@ class BaseManager:
         leases: let local clients answer reads made again, and reads with a lock's grant,
             while the objects are unchanged (default; see ``procshare._leases``). ``False``:
             every read is a round trip.
+        posts: let local clients send the calls that cannot fail without waiting for their
+            answer (default: a lock's release by its holder, a put on an unbounded queue, a
+            dict's item set, a list's append, ...: docs/drop-in.md, "Writes that cannot
+            fail"); ``False`` (or ``$PROCSHARE_POSTS=off`` in a process): every call waits.
         fair_locks: hand a released Lock or RLock to its longest waiter at once, always
             (strict arrival order). Default: a process that releases a lock and asks for it
             again at once may keep it, for up to a millisecond while others wait, which
@@ -218,6 +222,7 @@ class BaseManager:
         max_frame: int | None = None,
         cache: bool = False,
         leases: bool = True,
+        posts: bool = True,
         fair_locks: bool = False,
         reactors: int | None = None,
         max_memory: int | str | None = None,
@@ -260,6 +265,8 @@ class BaseManager:
             self._options["max_frame"] = max_frame
         if not leases:
             self._options["leases"] = False
+        if not posts:
+            self._options["posts"] = False
         if fair_locks:
             self._options["lock_window"] = 0.0
         if reactors is not None:

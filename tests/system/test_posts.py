@@ -205,3 +205,20 @@ def test_a_failed_post_is_raised_by_a_later_post_without_a_round_trip(m: Any) ->
         for i in range(100_000):  # bounded; each put is posted
             q.put(i)
     assert lock.locked() is False
+
+
+def test_posts_can_be_turned_off_for_a_server_and_for_a_process(monkeypatch: Any) -> None:
+    with procshare.Manager(posts=False) as m:
+        d = m.dict()
+        for i in range(20):
+            d[i] = i
+        assert _posted(m) == 0 and d._channel().can_post is False
+    monkeypatch.setenv("PROCSHARE_POSTS", "off")
+    with procshare.Manager() as m:
+        d = m.dict()
+        for i in range(20):
+            d[i] = i
+        assert _posted(m) == 0
+    monkeypatch.setenv("PROCSHARE_POSTS", "maybe")
+    with pytest.raises(ValueError, match="PROCSHARE_POSTS"), procshare.Manager() as m:
+        m.dict()

@@ -117,6 +117,24 @@ def use_tls(address: Address, context: Any) -> None:
 TIMEOUT_ENV: Final = "PROCSHARE_TIMEOUT"
 
 
+#: ``off`` (or ``0``, ``no``, ``false``): this process posts nothing (``Channel.post``)
+POSTS_ENV: Final = "PROCSHARE_POSTS"
+
+
+def _posts_on() -> bool:
+    """Whether ``$PROCSHARE_POSTS`` lets this process post (default: yes).
+
+    Raises:
+        ValueError: a setting that is neither on nor off.
+    """
+    text = os.environ.get(POSTS_ENV, "").strip().lower()
+    if text in ("", "on", "1", "yes", "true", "auto"):
+        return True
+    if text in ("off", "0", "no", "false"):
+        return False
+    raise ValueError(f"${POSTS_ENV} must be on or off, not {text!r}")
+
+
 def _env_timeout() -> float | None:
     """``$PROCSHARE_TIMEOUT``: the default call timeout of this process's connections."""
     text = os.environ.get(TIMEOUT_ENV)
@@ -252,8 +270,11 @@ class Channel:
         #: replies come through a pipe and no call timeout watches them: a reader that is
         #: not to spin reads at once (``_roundtrip``)
         self._plain_reads = self._sock is None and self._call_timeout is None
-        #: the server is on this machine and talks through pipes: calls may be posted (``post``)
-        self.can_post = self._sock is None
+        #: the server is on this machine and talks through pipes: calls may be posted
+        #: (``post``), unless it or this process said not to
+        self.can_post = (
+            self._sock is None and self.server_info.get("posts", True) is not False and _posts_on()
+        )
         #: (object id, method) -> whether its calls may be posted here (``Call.posting``)
         self.registered: dict[tuple[int, str], bool | int] = {}
         #: the error of a post that failed, raised by the next request (``post``)

@@ -36,7 +36,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
 
 from .._errors import (
@@ -256,9 +256,11 @@ class Core:
         self.leasing = Leasing(self.objects, self.count)
         #: ``max_memory`` (``_memory``; set by the transport)
         self.memory: MemoryGuard | None = None
-        #: reads and applies what sessions sent and was not read yet (``catch_up``): the
-        #: transport's; nothing to do where nobody posts (a core driven by tests)
-        self.read_unread: Callable[[Iterable[Session], float | None], None] = _nothing_unread
+        #: reads and applies what sessions (but the busy ones) sent and was not read yet
+        #: (``catch_up``): the transport's; nothing to do where nobody posts (tests' cores)
+        self.read_unread: Callable[
+            [Collection[Session], float | None, Collection[Session]], None
+        ] = _nothing_unread
         #: the session whose request is being applied, and those further up (``catch_up``)
         self._serving: Session | None = None
         self._busy: set[Session] = set()
@@ -730,7 +732,7 @@ class Core:
             return
         self._changed(entry, method, args, None, None)
 
-    def catch_up(self, sessions: Iterable[Session], before: float | None = None) -> None:
+    def catch_up(self, sessions: Collection[Session], before: float | None = None) -> None:
         """See ``Host.catch_up`` (the transport reads the connections: ``read_unread``).
 
         Never with a session whose request is being applied, further up: its next requests
@@ -741,7 +743,7 @@ class Core:
         if mark is not None:
             busy.add(mark)
         try:
-            self.read_unread([s for s in sessions if s not in busy], before)
+            self.read_unread(sessions, before, busy)
         finally:
             if mark is not None:
                 busy.discard(mark)
@@ -751,7 +753,7 @@ class Core:
         """Before ``session``'s request on ``entry``: apply what its other posters sent."""
         posters = entry.posters
         if posters is not None and (len(posters) > 1 or session not in posters):
-            self.catch_up([s for s in posters if s is not session], before)
+            self.catch_up(posters, before)  # (never with ``session``: it is being served)
 
     def _register_poster(self, entry: Entry, session: Session, method: str) -> bool:
         """Let ``session`` post ``method``'s calls on ``entry`` from now on, where that cannot
@@ -1334,7 +1336,9 @@ def _posts_need_registration(referent: Any) -> bool:
     return not isinstance(referent, Primitive) or referent.posts_need_registration
 
 
-def _nothing_unread(sessions: Iterable[Session], before: float | None) -> None:
+def _nothing_unread(
+    sessions: Collection[Session], before: float | None, busy: Collection[Session]
+) -> None:
     """``Core.catch_up`` without a transport: every request was read as it came."""
 
 

@@ -9,7 +9,7 @@ a :class:`CallContext`: its caller (session, request, owner tag) and the host.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .._errors import ProcshareError
@@ -62,7 +62,7 @@ class Host(Protocol):
     def count(self, counter: str) -> None:
         """Add one to the server's counter ``counter`` (``stats()["counters"]``)."""
 
-    def catch_up(self, sessions: Iterable[Session], before: float | None = None) -> None:
+    def catch_up(self, sessions: Collection[Session], before: float | None = None) -> None:
         """Apply first what ``sessions`` sent that may not have been read yet: their posts
         (``Post``: answered by nobody, so they may still be in their connections) written
         before ``before`` (a post's stamp), or everything they sent (``None``: for a request

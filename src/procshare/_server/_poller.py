@@ -65,6 +65,13 @@ class Poller:
             return impl.poll
         return lambda timeout: impl.poll(timeout * 1000.0)
 
+    def ready_now(self) -> list[tuple[int, int]] | None:
+        """The ready ``(fd, mask)`` pairs, without waiting, from any thread (``None`` where
+        that is not possible: ``poll`` objects refuse a second thread, epoll does not)."""
+        if not _EPOLL or self._impl is None:
+            return None
+        return self._impl.poll(0)
+
     def sleep(self, seconds: float) -> None:
         """Sleep until one of the descriptors is ready or ``seconds`` passed, at the
         microsecond (``waiter()`` sleeps whole milliseconds, rounding up)."""

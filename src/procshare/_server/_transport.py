@@ -35,7 +35,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Final
 
 from .._address import Address, describe, family, private_unix_path
@@ -473,6 +473,9 @@ class Server:
         watch_backlog: unsent bytes after which a session's change events are dropped and
             counted (its watchers are told how many they missed once it catches up).
         leases: offer local clients the lease page (``_leases``); off: every read asks.
+        posts: let local clients post the calls that cannot fail (``Post``: a lock's release
+            by its holder, a put on an unbounded queue, a dict's item set...); off: every
+            call waits for its answer.
         lock_window: seconds a released lock with waiters stays free for whoever asks first
             (``Lock``); default ``LOCK_WINDOW`` within ``spin``; 0: strict arrival order.
         reactors: server threads serving connections (default: one per CPU, at most
@@ -506,6 +509,7 @@ class Server:
         max_memory: int | str | None = None,
         tls: Any = None,
         max_connections: int | None = None,
+        posts: bool = True,
     ) -> None:
         if max_connections is not None and (
             not isinstance(max_connections, int) or max_connections < 1
@@ -529,6 +533,7 @@ class Server:
             raise ValueError(f"reactors must be a positive int, not {reactors!r}")
         self._handshake_timeout = handshake_timeout
         self._leases = leases
+        self._posts = posts
         self._max_backlog = max_backlog
         self._owned_dir: str | None = None
         self._connection_file: Any = None
@@ -567,7 +572,7 @@ class Server:
         #: catching up with them now (``_read_unread``), and those left with requests read and
         #: not served yet by a catch-up that stopped at a later post (served on this turn)
         self._catching: set[_Conn] = set()
-        self._leftovers: list[_Conn] = []
+        self._leftovers: dict[_Conn, None] = {}  # (an ordered set)
         self.core.read_unread = self._read_unread
         #: set by ``stop()``; read by the reactors on every turn (a plain attribute: cheaper
         #: than an Event's method, and only ever set)
@@ -818,6 +823,7 @@ class Server:
                 "pid": os.getpid(),
                 "instance": self.instance,
                 "spin": self._spin,  # binds the client's busy-polling too
+                "posts": self._posts,
             }
             page = self.core.leasing.page
             if page is not None and sock.family == socket.AF_UNIX:
@@ -878,25 +884,63 @@ class Server:
         proto.receive_data(data)
         self._serve(conn, now)
 
-    def _read_unread(self, sessions: Iterable[Session], before: float | None) -> None:
+    def _read_unread(
+        self, sessions: Collection[Session], before: float | None, busy: Collection[Session]
+    ) -> None:
         """``Core.read_unread``: read what ``sessions``' connections hold (whichever reactor
         serves them: we hold the core lock) and serve it, up to the first request that is not
         a post stamped before ``before`` when it is given. (A connection whose request is
-        being decoded aside holds no post: its client does not post while it waits.)"""
+        being decoded aside holds no post: its client does not post while it waits.)
+
+        The reactors' own readiness says which of them hold anything (one ``epoll_wait``
+        each): an object many processes post to costs a read of those that wrote, not of
+        all of them."""
+        wanted = sessions
         now = time.monotonic()
-        for session in sessions:
-            conn = self._by_session.get(session.id)
-            if conn is None or conn.closed or conn.decoding or conn in self._catching:
-                continue
-            self._catching.add(conn)
-            try:
-                calls = session.calls
-                if self._take_in(conn):
-                    self._serve(conn, now, before)
-                if session.calls != calls:
-                    self.core.stats_counters["caught up"] += 1
-            finally:
-                self._catching.discard(conn)
+        counters = self.core.stats_counters
+        for left in list(self._leftovers):  # (read earlier, stopped at a later post)
+            if left.session in wanted and left.session not in busy and left not in self._catching:
+                del self._leftovers[left]
+                self._catch_up_with(left, now, before, counters)
+        for reactor in self._reactors:
+            ready = reactor.poller.ready_now()
+            if ready is None:  # (no epoll: ask every connection)
+                ready = [(c.fd, IN) for c in reactor.conns.values() if c.session in wanted]
+            conns = reactor.conns
+            for fd, mask in ready:
+                conn = conns.get(fd)
+                if (
+                    conn is not None
+                    and conn.session in wanted
+                    and conn.session not in busy
+                    and fd == conn.fd
+                    and mask & ~OUT
+                    and not conn.decoding
+                    and conn not in self._catching
+                ):
+                    self._catch_up_with(conn, now, before, counters, read=True)
+
+    def _catch_up_with(
+        self,
+        conn: _Conn,
+        now: float,
+        before: float | None,
+        counters: dict[str, int],
+        read: bool = False,
+    ) -> None:
+        """Serve what ``conn`` sent before ``before`` (``_read_unread``), reading it first."""
+        session = conn.session
+        if session is None or conn.closed:
+            return
+        self._catching.add(conn)
+        try:
+            calls = session.calls
+            if not read or self._take_in(conn):
+                self._serve(conn, now, before)
+            if session.calls != calls:
+                counters["caught up"] += 1
+        finally:
+            self._catching.discard(conn)
 
     def _take_in(self, conn: _Conn) -> bool:
         """Read everything ``conn`` holds into its protocol (at most its pipe's worth: its
@@ -919,7 +963,8 @@ class Server:
         """Serve what catch-ups read and left (posts stamped after the request they ran for)."""
         leftovers = self._leftovers
         while leftovers:
-            conn = leftovers.pop()
+            conn = next(iter(leftovers))
+            del leftovers[conn]
             if not conn.closed and not conn.decoding and conn.session is not None:
                 self._serve(conn, now)
 
@@ -937,7 +982,7 @@ class Server:
                     if stamp is None:
                         break
                     if stamp >= before:
-                        self._leftovers.append(conn)
+                        self._leftovers[conn] = None
                         break
                 event = proto.next_event()
                 if event is NEED_DATA:
@@ -1071,7 +1116,7 @@ class Server:
         self._by_session[conn.sid] = conn
         welcome = conn.proto.data_to_send()
         if event.info.get("pipes") is True and self._to_pipes(conn, welcome):
-            session.may_post = True  # (on this machine: its stamps are our clock)
+            session.may_post = self._posts  # (on this machine: its stamps are our clock)
         else:
             conn.out += welcome
             self._send_pending(conn)
