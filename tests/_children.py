@@ -481,3 +481,15 @@ def register_then_post(d: Any, warm: int, conn: Any) -> None:
     d["k"] = "posted"
     conn.send("posted")
     conn.recv()
+
+
+def lockstep(barrier: Any, results: Any, parties: int, passes: int) -> None:
+    """CPython's barrier test (``multipass``): appends made before a barrier's wait are all
+    seen after it, by every party."""
+    for i in range(passes):
+        results[0].append(True)
+        assert len(results[1]) == i * parties
+        barrier.wait()
+        results[1].append(True)
+        assert len(results[0]) == (i + 1) * parties
+        barrier.wait()

@@ -222,3 +222,22 @@ def test_posts_can_be_turned_off_for_a_server_and_for_a_process(monkeypatch: Any
     monkeypatch.setenv("PROCSHARE_POSTS", "maybe")
     with pytest.raises(ValueError, match="PROCSHARE_POSTS"), procshare.Manager() as m:
         m.dict()
+
+
+def test_appends_made_before_a_barrier_are_seen_after_it_by_every_party(m: Any) -> None:
+    """Posts of several processes, read by catch-ups that stop at later stamps and leave the
+    rest to be served next: each party sees every append made before the barrier."""
+    parties = 5
+    for _ in range(3):
+        barrier = m.Barrier(parties, timeout=WAIT)
+        results = [m.list(), m.list()]
+        procs = [
+            m.ctx.Process(target=children.lockstep, args=(barrier, results, parties, 10))
+            for _ in range(parties - 1)
+        ]
+        for p in procs:
+            p.start()
+        children.lockstep(barrier, results, parties, 10)
+        for p in procs:
+            p.join(WAIT)
+            assert p.exitcode == 0

@@ -898,9 +898,15 @@ class Server:
         wanted = sessions
         now = time.monotonic()
         counters = self.core.stats_counters
-        for left in list(self._leftovers):  # (read earlier, stopped at a later post)
-            if left.session in wanted and left.session not in busy and left not in self._catching:
-                del self._leftovers[left]
+        leftovers = self._leftovers
+        for left in list(leftovers):  # (read earlier, stopped at a later post)
+            if (
+                left in leftovers  # (not served by a catch-up that an earlier one made)
+                and left.session in wanted
+                and left.session not in busy
+                and left not in self._catching
+            ):
+                del leftovers[left]
                 self._catch_up_with(left, now, before, counters)
         for reactor in self._reactors:
             ready = reactor.poller.ready_now()
