@@ -438,29 +438,11 @@ def register_custom(manager_class: Any, managers: Any) -> Any:
     return manager_class
 
 
-def put_then_kill_myself(q: Any, count: int) -> None:
-    """Put ``count`` items (posted, past the first) and die at once, unflushed by any exit."""
+def append_then_kill_myself(lst: Any, count: int) -> None:
+    """Append ``count`` items (posted, past the first) and die at once, unflushed by any exit."""
     for i in range(count):
-        q.put(i)
+        lst.append(i)
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-def put_then_tell(q: Any, items: list[Any], conn: Any) -> None:
-    """Put ``items`` (the last ones posted), then say so through a pipe (a channel the server
-    knows nothing of)."""
-    for item in items:
-        q.put(item)
-    conn.send("put")
-    conn.recv()
-
-
-def release_then_tell(lock: Any, rounds: int, conn: Any) -> None:
-    """Take and give back ``lock`` ``rounds`` times, saying so through a pipe after each."""
-    for _ in range(rounds):
-        lock.acquire()
-        lock.release()
-        conn.send("released")
-        conn.recv()  # the other tried it meanwhile
 
 
 def write_then_tell(obj: Any, calls: list[tuple[str, tuple[Any, ...]]], conn: Any) -> None:

@@ -11,8 +11,10 @@ A *kind* is a type of shared object the server implements natively (dict, list, 
 * ``cacheable``: a pure read whose result depends only on the object and the arguments;
 * ``returns``: the typeid of a shared object the method returns (a proxy, not a copy);
 * ``posted``: a caller may send it without waiting for its answer, where it cannot fail and
-  returns nothing (a release by the lock's holder, a put on an unbounded queue, a dict's
-  item set with a hashable key: ``Post``).
+  returns nothing (a dict's item set with a hashable key, a list's append, a Condition's
+  notify by the lock's holder: ``Post``). Not where a process typically waits for it (a
+  lock's release, a queue's put): a post is applied only once its sender sleeps or its time
+  slice ends, which would delay whoever waits.
 
 Server dispatch (``_server/_objects.py``), the client proxies (``_client/_proxies.py``), watch
 and the inspection tools read this table; ``tests/test_kinds.py`` checks that they agree.
@@ -234,7 +236,6 @@ LOCK: Final = _kind(
     writes=("acquire", "release"),
     blocking=("acquire",),
     owned=("acquire", "release"),
-    posted=("release",),
 )
 
 RLOCK: Final = _kind(
@@ -243,7 +244,6 @@ RLOCK: Final = _kind(
     writes=("acquire", "release"),
     blocking=("acquire",),
     owned=("acquire", "release", "_is_owned"),
-    posted=("release",),
 )
 
 SEMAPHORE: Final = _kind(
@@ -268,7 +268,7 @@ CONDITION: Final = _kind(
     writes=("acquire", "release", "wait", "notify", "notify_all"),
     blocking=("acquire", "wait"),
     owned=("acquire", "release", "wait", "notify", "notify_all"),
-    posted=("release", "notify", "notify_all"),
+    posted=("notify", "notify_all"),
 )
 
 EVENT: Final = _kind(
@@ -301,7 +301,6 @@ def _queue(name: str) -> Kind:
         reads=("qsize", "empty", "full", "__repr__", "__str__"),
         writes=("put", "put_nowait", "get", "get_nowait", "task_done"),
         blocking=("put", "get", "join"),
-        posted=("put",),
     )
 
 

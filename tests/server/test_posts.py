@@ -8,7 +8,6 @@ a test chooses which connection the server reads first: the order a loaded machi
 
 from __future__ import annotations
 
-import queue
 import socket
 import time
 from typing import Any
@@ -115,104 +114,96 @@ def rig() -> Any:
         sock.close()
 
 
-def test_a_try_acquire_applies_the_holders_unread_posted_release_first(rig: Rig) -> None:
-    holder, other = Peer(rig), Peer(rig)
-    lock = holder.create("Lock")
-    assert holder.call(lock, "acquire", True) is True
-    assert holder.call(lock, "release", posting=True) == (None, True)  # registered
-    assert holder.call(lock, "acquire", True) is True
-    holder.post(lock, "release", stamp=time.monotonic())  # unread: ``other`` comes first
-    assert other.call(lock, "acquire", False) is True
+def _registered(kind: str, method: str, *peers: Peer) -> int:
+    """An object of ``kind`` the ``peers`` registered to post ``method`` to (each asked with
+    a call that wrote the peer's name)."""
+    obj = peers[0].create(kind)
+    for peer in peers:
+        assert peer.call(obj, method, *_ARGS[method](peer), posting=True) == (None, True)
+    return obj
+
+
+_ARGS = {
+    "__setitem__": lambda peer: ("asked", id(peer)),
+    "append": lambda peer: ("asked",),
+}
+
+
+def test_a_read_applies_the_writers_unread_posts_first(rig: Rig) -> None:
+    writer, reader = Peer(rig), Peer(rig)
+    d = _registered("dict", "__setitem__", writer)
+    writer.post(d, "__setitem__", "k", 1, stamp=time.monotonic())  # unread: the reader first
+    assert reader.call(d, "get", "k") == 1
     assert rig.server.core.stats_counters["caught up"] == 1
 
 
-def test_locked_and_a_foreign_release_see_the_holders_posted_release(rig: Rig) -> None:
-    holder, other = Peer(rig), Peer(rig)
-    lock = holder.create("Lock")
-    assert holder.call(lock, "acquire", True) is True
-    holder.call(lock, "release", posting=True)
-    holder.call(lock, "acquire", True)
-    holder.post(lock, "release", stamp=time.monotonic())
-    assert other.call(lock, "locked") is False
-    holder.call(lock, "acquire", True)
-    holder.post(lock, "release", stamp=time.monotonic())
-    with pytest.raises(RuntimeError, match="release unlocked lock"):
-        other.call(lock, "release")  # as in the stdlib: it was released already
-
-
-def test_a_client_that_cannot_post_is_neither_registered_nor_caught_up_with(rig: Rig) -> None:
-    holder, other = Peer(rig, may_post=False), Peer(rig)  # (one on another machine)
-    lock = holder.create("Lock")
-    holder.call(lock, "acquire", True)
-    assert holder.call(lock, "release", posting=True) == (None, False)
-    holder.call(lock, "acquire", True)
-    assert other.call(lock, "acquire", False) is False
-    assert rig.server.core.stats_counters["caught up"] == 0
-
-
-def _registered_queue(*peers: Peer) -> int:
-    q = peers[0].create("Queue")
-    for peer in peers:
-        assert peer.call(q, "put", "first", True, None, posting=True) == (None, True)
-        peer.rig.server.core.referent(q).items.clear()
-    return q
-
-
-def test_posted_puts_keep_their_causal_order_across_producers(rig: Rig) -> None:
+def test_posted_appends_keep_their_causal_order_across_writers(rig: Rig) -> None:
     """``a`` posts x; ``b`` (told of it through some other channel) posts y; ``a`` posts z after
     learning of y. The server reads ``b`` first: x before y, and z after it."""
-    a, b, consumer = Peer(rig), Peer(rig), Peer(rig)
-    q = _registered_queue(a, b)
+    a, b, reader = Peer(rig), Peer(rig), Peer(rig)
+    lst = _registered("list", "append", a, b)
     t = time.monotonic()
-    a.post(q, "put", "x", True, None, stamp=t)
-    a.post(q, "put", "z", True, None, stamp=t + 0.002)  # (written after y's stamp)
-    b.post(q, "put", "y", True, None, stamp=t + 0.001)
+    a.post(lst, "append", "x", stamp=t)
+    a.post(lst, "append", "z", stamp=t + 0.002)  # (written after y's stamp)
+    b.post(lst, "append", "y", stamp=t + 0.001)
     b.serve()  # y's catch-up applies x only; z is served after y
-    assert [consumer.call(q, "get", False) for _ in range(3)] == ["x", "y", "z"]
-    with pytest.raises(queue.Empty):
-        consumer.call(q, "get", False)
+    assert reader.call(lst, "__getitem__", slice(2, None)) == ["x", "y", "z"]
 
 
-def test_a_consumer_sees_a_put_posted_before_its_request(rig: Rig) -> None:
-    producer, consumer = Peer(rig), Peer(rig)
-    q = _registered_queue(producer)
-    producer.post(q, "put", 42, True, None, stamp=time.monotonic())
-    assert consumer.call(q, "qsize") == 1
-    assert consumer.call(q, "get", False) == 42
+def test_a_client_that_cannot_post_is_not_registered(rig: Rig) -> None:
+    remote = Peer(rig, may_post=False)  # (one on another machine)
+    d = remote.create("dict")
+    assert remote.call(d, "__setitem__", "k", 1, posting=True) == (None, False)
+    assert rig.server.core.objects[d].posters is None
 
 
-def test_a_post_naming_code_is_refused_not_run(rig: Rig) -> None:
+def test_a_watched_object_is_not_posted_to(rig: Rig) -> None:
+    """A post is applied once its sender sleeps or its time slice ends: a watcher would wait
+    for it; writes to a watched object wait for their answers."""
+    from procshare._protocol import Watch
+
+    watcher, writer = Peer(rig), Peer(rig)
+    d = watcher.create("dict")
+    watcher.send(watcher.proto.send(Watch(next(watcher.ids), d, {})))
+    watcher.serve()
+    watcher.reply()
+    assert writer.call(d, "__setitem__", "k", 1, posting=True) == (None, False)
+
+
+def test_a_post_of_an_unregistered_write_fails_and_is_reported_with_id_0(rig: Rig) -> None:
     peer = Peer(rig)
-    q = _registered_queue(peer)
-    assert peer.proto.encode_post(q, "put", (ProcshareError("x"), True, None), 7, 0.0) is None
-
-
-def test_a_post_of_an_unregistered_put_fails_and_is_reported_with_id_0(rig: Rig) -> None:
-    peer = Peer(rig)
-    q = peer.create("Queue")
-    peer.post(q, "put", 1, True, None, stamp=time.monotonic())
+    d = peer.create("dict")
+    peer.post(d, "__setitem__", "k", 1, stamp=time.monotonic())
     peer.serve()
     peer.proto.receive_data(peer.sock.recv(65536))
     event = peer.proto.next_event()
     assert type(event) is Failure and event.req_id == 0
-    assert peer.call(q, "qsize") == 0  # nothing applied
+    assert peer.call(d, "__len__") == 0  # nothing applied
 
 
-def test_a_bounded_queue_refuses_posted_puts(rig: Rig) -> None:
+def test_a_lock_release_and_a_queue_put_are_not_postable(rig: Rig) -> None:
+    """Somebody typically waits for them: they wait for their answers."""
     peer = Peer(rig)
-    q = peer.create("Queue", 2)
+    lock, q = peer.create("Lock"), peer.create("Queue")
+    peer.call(lock, "acquire", True)
+    assert peer.call(lock, "release", posting=True) == (None, False)
     assert peer.call(q, "put", 1, True, None, posting=True) == (None, False)
-    assert peer.call(q, "qsize") == 1
+
+
+def test_a_post_naming_code_is_refused_not_run(rig: Rig) -> None:
+    peer = Peer(rig)
+    lst = _registered("list", "append", peer)
+    assert peer.proto.encode_post(lst, "append", (ProcshareError("x"),), 7, 0.0) is None
 
 
 def test_a_post_and_the_posting_flag_decode_as_sent(rig: Rig) -> None:
     peer = Peer(rig)
     server = peer.conn.proto
-    frame = peer.proto.encode_post(5, "put", ("v", True, None), 9, 123.25)
+    frame = peer.proto.encode_post(5, "append", ("v",), 9, 123.25)
     assert frame is not None
     server.receive_data(frame)
-    assert tuple(server.next_event()) == (5, "put", ("v", True, None), 9, 123.25)
-    server.receive_data(peer.proto.encode_call(3, 5, "put", ("v",), None, 9, posting=True))
+    assert tuple(server.next_event()) == (5, "append", ("v",), 9, 123.25)
+    server.receive_data(peer.proto.encode_call(3, 5, "append", ("v",), None, 9, posting=True))
     call = server.next_event()
     assert type(call) is Call and call.posting is True and call.versioned is False
 

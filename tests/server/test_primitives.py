@@ -31,9 +31,6 @@ class FakeHost:
         self.windows: list[tuple[Primitive, float]] = []
         self.counters: dict[str, int] = {}
         self.gone: set[Session] = set()
-        #: what a catch-up with a session applies (what it posted and was not read yet)
-        self.unread: dict[Session, list[Callable[[], None]]] = {}
-        self.caught_up: list[Session] = []
 
     def answer(self, waiter: Waiter, value: Any) -> None:
         waiter.session.waiters.discard(waiter)
@@ -70,12 +67,6 @@ class FakeHost:
 
     def count(self, counter: str) -> None:
         self.counters[counter] = self.counters.get(counter, 0) + 1
-
-    def catch_up(self, sessions: Any, before: float | None = None) -> None:
-        for session in sessions:
-            self.caught_up.append(session)
-            for posted in self.unread.pop(session, []):
-                posted()
 
 
 def _session(sid: int) -> Session:
@@ -231,55 +222,3 @@ def test_barrier_action_runs_through_the_host_and_its_failure_breaks_the_barrier
         assert isinstance(errors[2], ValueError)  # the last party gets what the action raised
         assert isinstance(errors[1], threading.BrokenBarrierError)
         assert barrier.broken
-
-
-def _poster(sid: int) -> Session:
-    session = _session(sid)
-    session.may_post = True
-    return session
-
-
-def test_a_try_acquire_sees_the_holders_posted_release_first() -> None:
-    """The holder posted its release (unread when the other's try-acquire comes): the lock
-    catches up with its holder before it answers "held"."""
-    host = FakeHost()
-    calls = _Calls(host)
-    lock = Lock()
-    holder, other = _poster(1), _poster(2)
-    assert lock.acquire(calls.ctx(holder)) is True
-    host.unread[holder] = [lambda: lock.release(calls.ctx(holder))]
-    assert lock.acquire(calls.ctx(other), False) is True
-    assert host.caught_up == [holder]
-    assert lock.acquire(calls.ctx(holder), False) is False  # nothing more was posted
-    assert lock.locked(calls.ctx(holder)) is True
-
-
-def test_a_timed_acquire_catches_up_with_the_holder_before_it_times_out() -> None:
-    host = FakeHost()
-    calls = _Calls(host)
-    lock = Lock()
-    holder, other = _poster(1), _poster(2)
-    lock.acquire(calls.ctx(holder))
-    assert lock.acquire(calls.ctx(other), True, 0.5) is PARKED
-    (waiter,) = host.deadlines
-    host.unread[holder] = [lambda: lock.release(calls.ctx(holder))]
-    assert waiter.on_timeout is not None
-    waiter.on_timeout(host, waiter)
-    assert host.answers[-1] == (other, waiter.req_id, True)  # granted, not timed out
-
-
-def test_a_lock_held_by_a_client_that_cannot_post_is_not_caught_up_with() -> None:
-    host = FakeHost()
-    calls = _Calls(host)
-    lock = Lock()
-    holder, other = _session(1), _poster(2)  # (a client on another machine)
-    lock.acquire(calls.ctx(holder))
-    assert lock.acquire(calls.ctx(other), False) is False
-    assert host.caught_up == []
-
-
-def test_only_an_unbounded_queue_takes_posted_puts() -> None:
-    assert Queue().accepts_posts("put") is True
-    assert Queue(3).accepts_posts("put") is False
-    assert Queue().accepts_posts("get") is False
-    assert Lock().accepts_posts("release") is True

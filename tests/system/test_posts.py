@@ -6,7 +6,6 @@ nothing of, or by the process's death."""
 from __future__ import annotations
 
 import multiprocessing
-import queue
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,96 +33,52 @@ def _posted(m: Any) -> int:
     return int(m._channel().control("stats")["counters"]["posted"])
 
 
-def test_a_release_told_through_a_pipe_is_seen_by_a_try_acquire(m: Any) -> None:
-    lock = m.Lock()
-    here, there = m.ctx.Pipe()
+def test_appends_posted_by_a_killed_process_all_arrive_in_order(m: Any) -> None:
+    lst = m.list()
     before = _posted(m)
-    child = m.ctx.Process(target=children.release_then_tell, args=(lock, 200, there))
-    child.start()
-    for _ in range(200):
-        assert here.poll(WAIT)
-        here.recv()
-        assert lock.acquire(False), "released (and told so), yet held"
-        lock.release()
-        here.send("next")
-    child.join(WAIT)
-    assert child.exitcode == 0
-    assert _posted(m) - before >= (200 - WARM) * 2  # (the child's releases, and ours)
-
-
-def test_a_put_told_through_a_pipe_is_there_for_get_nowait(m: Any) -> None:
-    q = m.Queue()
-    before = _posted(m)
-    for round_ in range(20):
-        items = [(round_, i) for i in range(WARM + 3)]  # (the last 3 posted)
-        here, there = m.ctx.Pipe()
-        child = m.ctx.Process(target=children.put_then_tell, args=(q, items, there))
-        child.start()
-        assert here.poll(WAIT)
-        here.recv()
-        assert q.qsize() == len(items)
-        assert [q.get_nowait() for _ in items] == items
-        with pytest.raises(queue.Empty):
-            q.get_nowait()
-        here.send("done")
-        child.join(WAIT)
-    assert _posted(m) - before == 20 * 3
-
-
-def test_puts_posted_by_a_killed_process_all_arrive_in_order(m: Any) -> None:
-    q = m.Queue()
-    before = _posted(m)
-    child = m.ctx.Process(target=children.put_then_kill_myself, args=(q, 500))
+    child = m.ctx.Process(target=children.append_then_kill_myself, args=(lst, 500))
     child.start()
     child.join(WAIT)
     assert child.exitcode == -9
-    assert [q.get(timeout=WAIT) for _ in range(500)] == list(range(500))
+    assert lst[:] == list(range(500))
     assert _posted(m) - before == 500 - WARM
 
 
-def test_a_put_of_a_value_that_names_code_waits_for_its_answer(m: Any) -> None:
-    q = m.Queue()
+def test_an_append_of_a_value_that_names_code_waits_for_its_answer(m: Any) -> None:
+    lst = m.list()
     for i in range(WARM):
-        q.put(i)
+        lst.append(i)
     before = _posted(m)
-    q.put(procshare.ProcshareError("a class is named"))
-    q.put(1)
+    lst.append(procshare.ProcshareError("a class is named"))
+    lst.append(1)
     assert _posted(m) - before == 1
-    assert [q.get() for _ in range(WARM)] == list(range(WARM))
-    assert isinstance(q.get(), procshare.ProcshareError)
-    assert q.get() == 1
+    assert lst[:WARM] == list(range(WARM)) and lst[-1] == 1
+    assert isinstance(lst[WARM], procshare.ProcshareError)
 
 
-def test_a_bounded_queue_waits_for_every_put(m: Any) -> None:
-    q = m.Queue(3)
+def test_releases_and_puts_wait_for_their_answers(m: Any) -> None:
+    """Somebody typically waits for them, who would wait until a poster sleeps."""
+    lock, q = m.Lock(), m.Queue()
     before = _posted(m)
-    for i in range(3):
-        q.put(i)
-    with pytest.raises(queue.Full):
-        q.put(3, timeout=0.01)
-    assert _posted(m) == before
-
-
-def test_a_posted_release_that_failed_is_raised_by_the_next_call(m: Any) -> None:
-    """A lock taken here and released by another process meanwhile (a Lock has no owner):
-    our release, posted, fails on the server; the call that reads that answer keeps it, and
-    the next raises it, as what the release would have raised (no call's own answer is lost
-    for it)."""
-    lock = m.Lock()
-    for _ in range(WARM):  # (the next releases are posted)
+    for i in range(10):
         lock.acquire()
         lock.release()
-    lock.acquire()
-    child = m.ctx.Process(target=children.release_lock, args=(lock,))
-    child.start()
-    child.join(WAIT)
-    lock.release()  # posted: the server finds it unlocked
-    assert lock.locked() is False  # (its answer comes after the failure, which it keeps)
-    with pytest.raises(
-        RuntimeError, match=r"release unlocked lock \(raised by a call this process posted"
-    ):
-        lock.locked()
-    assert lock.locked() is False  # (raised once)
+        q.put(i)
+    assert _posted(m) == before
+    assert [q.get() for _ in range(10)] == list(range(10))
+
+
+def test_a_failed_post_is_raised_as_itself_by_a_later_call_saying_so() -> None:
+    """A write refused (the server at its max_memory) after it was posted: a later post, or
+    a request, raises what it raised, once, saying how many posted after it failed too."""
+    with procshare.Manager(max_memory="32MiB") as m:
+        lst = m.list()
+        with pytest.raises(procshare.MemoryLimitError, match="posted earlier") as refused:
+            for _ in range(1000):  # bounded: 1 GiB in all
+                lst.append(bytes(1 << 20))
+        assert "posted" in str(refused.value)
+        assert len(lst) < 1000  # (answered: the error was raised once)
+        lst.clear()
 
 
 @pytest.mark.parametrize(
@@ -185,26 +140,6 @@ def test_items_under_unhashable_keys_are_not_posted_and_fail_at_once(m: Any) -> 
     with pytest.raises(TypeError):
         d[["not", "hashable"]] = 1
     assert _posted(m) == before
-
-
-def test_a_failed_post_is_raised_by_a_later_post_without_a_round_trip(m: Any) -> None:
-    """A process that only posts learns of a failure all the same: a post looks for news."""
-    lock = m.Lock()
-    for _ in range(WARM):
-        lock.acquire()
-        lock.release()
-    lock.acquire()
-    child = m.ctx.Process(target=children.release_lock, args=(lock,))
-    child.start()
-    child.join(WAIT)
-    q = m.Queue()
-    for i in range(WARM):
-        q.put(i)
-    lock.release()  # posted: fails on the server
-    with pytest.raises(RuntimeError, match="release unlocked lock"):
-        for i in range(100_000):  # bounded; each put is posted
-            q.put(i)
-    assert lock.locked() is False
 
 
 def test_posts_can_be_turned_off_for_a_server_and_for_a_process(monkeypatch: Any) -> None:

@@ -466,7 +466,9 @@ class Channel:
 
     def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> bool:
         """Send a call nobody waits for the answer of (``Post``): one registered for this
-        object (``registered``, ``Call.posting``), which cannot fail. Whether it was sent:
+        object (``registered``, ``Call.posting``), which cannot fail, and which nobody waits
+        for either (a dict's item set: not a lock's release, whose waiter would wait until
+        this process sleeps or its time slice ends for the server to run). Whether it was sent:
         not where the server is on another machine, the arguments are not plain data, or a
         reply is awaited on this connection (a post then could wait behind a request decoded
         aside): then make the call. It is stamped as it is written (``_server/_core``).

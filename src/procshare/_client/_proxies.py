@@ -335,17 +335,11 @@ class BaseProxy:
             channel = self._bind()
         return channel.call(self._id, methodname, args, None, _get_ident(), True, wait=wait)
 
-    def _posted(
-        self,
-        method: str,
-        args: tuple[Any, ...],
-        blocking: bool = False,
-        wait: float | None = None,
-    ) -> bool:
+    def _posted(self, method: str, args: tuple[Any, ...]) -> bool:
         """Make a call that may be posted (``Kind.postable``) without waiting for its answer,
         where this process may (``Backend.post``): ``True`` once it was made (posted, or made
         as the call that asks the server whether its next ones may be); ``False``: make it
-        plainly. (``blocking``, ``wait``: as for ``call``, for the asking call.)
+        plainly.
 
         A process asks once it made ``_ASK_AFTER`` such calls plainly: an object posted to is
         leased to nobody (``_server/_core``), and one written now and then keeps its leases.
@@ -365,7 +359,7 @@ class BaseProxy:
         if made < _ASK_AFTER:
             registered[key] = made + 1
             return False
-        channel.call(self._id, method, args, None, _get_ident(), blocking, False, wait, True)
+        channel.call(self._id, method, args, None, _get_ident(), posting=True)
         return True
 
     def _getvalue(self) -> Any:
@@ -922,8 +916,8 @@ class AcquirerProxy(BaseProxy):
     #: what its holder read last time it held it, asked for again with the next grant
     #: (``_leases``); ``None`` once the server declined (not one of its own locks)
     _lease_reads: tuple[Read, ...] | None = ()
-    #: acquisitions held through this proxy, by thread (``None`` until the first acquire): a
-    #: release of one of them cannot fail, and is posted where the server allows it
+    #: acquisitions held through this proxy, by thread (``None`` until the first acquire):
+    #: what a Condition's notify made while holding it may skip waiting for (``_notify``)
     _holding: dict[int, int] | None = None
     _holding_pid = 0
 
@@ -978,8 +972,7 @@ class AcquirerProxy(BaseProxy):
             learned = channel.leases.released(self._id)
             if learned is not None:
                 self._lease_reads = learned
-        if self._holds() and self._posted("release", ()):
-            return  # (its holder's release cannot fail: nobody waits for its answer)
+        self._holds()  # (no longer held by this thread, if it was: see ``_notify``)
         self._callmethod("release")
 
     def locked(self) -> bool:
@@ -1093,13 +1086,7 @@ class QueueProxy(BaseProxy, Generic[T]):
     _exposed_ = KINDS["Queue"].exposed
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        """As ``queue.Queue.put``. On an unbounded queue served on this machine, a put of
-        plain data does not wait for the server's answer (it cannot fail): others' requests
-        on the queue still see it (the server reads what was posted before them)."""
-        args = (item, block, timeout)
-        if block and timeout is None and self._posted("put", args, True):
-            return
-        self._callblocking("put", args, _waits(block, timeout))
+        self._callblocking("put", (item, block, timeout), _waits(block, timeout))
 
     def put_nowait(self, item: T) -> None:
         self._callmethod("put_nowait", (item,))

@@ -756,18 +756,15 @@ class Core:
             self.catch_up(posters, before)  # (never with ``session``: it is being served)
 
     def _register_poster(self, entry: Entry, session: Session, method: str) -> bool:
-        """Let ``session`` post ``method``'s calls on ``entry`` from now on, where that cannot
-        fail (``Primitive.accepts_posts``: an unbounded queue's put); whether it may. An
-        object posted to is leased to nobody from then on (a lease would answer while a
-        post is on its way): the leases out on it end now, before the answer."""
+        """Let ``session`` post ``method``'s calls on ``entry`` from now on; whether it may.
+        Not on an object somebody watches (a post is applied once its sender sleeps, or its
+        time slice ends: the watcher would wait for it). An object posted to is leased to
+        nobody from then on (a lease would answer while a post is on its way): the leases
+        out on it end now, before the answer."""
         referent = entry.referent
-        if (
-            not session.may_post
-            or method not in entry.postable
-            or (isinstance(referent, Primitive) and not referent.accepts_posts(method))
-        ):
+        if not session.may_post or method not in entry.postable or entry.watchers:
             return False
-        if _posts_need_registration(referent):  # (a lock's holder needs none: ``Lock``)
+        if _posts_need_registration(referent):  # (a Condition's notify by its holder: none)
             if entry.posters is None:
                 entry.posters = set()
             entry.posters.add(session)
@@ -1331,9 +1328,9 @@ _tuple_new: Final = tuple.__new__
 
 def _posts_need_registration(referent: Any) -> bool:
     """Whether only sessions registered as posters may post to ``referent``: its other
-    clients catch up with them (``Entry.posters``). A container's writers, a queue's putters;
-    not a lock's holder (the lock knows it)."""
-    return not isinstance(referent, Primitive) or referent.posts_need_registration
+    clients catch up with them (``Entry.posters``). A container's writers; not a Condition's
+    notifier (it holds the lock, whose release, which waits, comes after)."""
+    return not isinstance(referent, Primitive)
 
 
 def _nothing_unread(

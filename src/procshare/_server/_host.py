@@ -9,7 +9,7 @@ a :class:`CallContext`: its caller (session, request, owner tag) and the host.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from .._errors import ProcshareError
@@ -62,12 +62,6 @@ class Host(Protocol):
     def count(self, counter: str) -> None:
         """Add one to the server's counter ``counter`` (``stats()["counters"]``)."""
 
-    def catch_up(self, sessions: Collection[Session], before: float | None = None) -> None:
-        """Apply first what ``sessions`` sent that may not have been read yet: their posts
-        (``Post``: answered by nobody, so they may still be in their connections) written
-        before ``before`` (a post's stamp), or everything they sent (``None``: for a request
-        that waits for its answer, which nothing can have been caused by yet)."""
-
 
 class _Parked:
     __slots__ = ()
@@ -84,14 +78,6 @@ class Primitive:
     """Base of the objects that park callers and may be held by sessions."""
 
     kind: str = ""
-    #: its postable calls (``Kind.postable``) are taken only from sessions registered to post
-    #: them (``accepts_posts``), not from any caller (a lock's holder needs no registration)
-    posts_need_registration: bool = False
-
-    def accepts_posts(self, method: str) -> bool:
-        """Whether calls of ``method``, one of its kind's postable methods, may be posted to
-        it from now on: they cannot fail (a lock's release by its holder cannot)."""
-        return True
 
     def drop_session(self, host: Host, session: Session, held: int) -> None:
         """Release what ``session`` held (``held`` units) when it goes away."""
@@ -128,12 +114,6 @@ class CallContext:
     def track(self, prim: Primitive, what: Any) -> None:
         """``prim`` hands ``what`` to this call's caller: see ``Host.track``."""
         self.host.track(self.session, self.req_id, self.owner, prim, what)
-
-    def catch_up_with(self, session: Session) -> None:
-        """Before this call sees what ``session`` holds: apply what ``session`` may have
-        posted and not been read yet (a release of its lock): ``Host.catch_up``."""
-        if session is not self.session and session.may_post:
-            self.host.catch_up((session,))
 
     def park(
         self,
@@ -172,9 +152,6 @@ class PipelineContext(CallContext):
 
     def track(self, prim: Primitive, what: Any) -> None:
         pass
-
-    def catch_up_with(self, session: Session) -> None:
-        pass  # (done for the whole pipeline before it starts: ``Core._batch``)
 
     def park(self, queue: WaitQueue, timeout: float | None, **kwargs: Any) -> Waiter:
         raise ProcshareError(

@@ -210,31 +210,19 @@ class Lock(Primitive):
         passes its request, which the core turns into the reads it asked for)."""
         wait = _acquire_timeout(blocking, timeout)
         me = (ctx.session, ctx.owner)
-        for _ in range(2):
-            if self.holder is None:
-                self._grant(ctx.host, me, 1)
-                ctx.track(self, 1)
-                return answer
-            if self.reentrant and self.holder == me:
-                self.count += 1
-                ctx.session.hold(self, 1)
-                ctx.track(self, 1)
-                return answer
-            if blocking and wait != 0:
-                break
-            # About to say "held": its holder's release may be posted and unread yet.
-            ctx.catch_up_with(self.holder[0])
-        else:
+        if self.holder is None:
+            self._grant(ctx.host, me, 1)
+            ctx.track(self, 1)
+            return answer
+        if self.reentrant and self.holder == me:
+            self.count += 1
+            ctx.session.hold(self, 1)
+            ctx.track(self, 1)
+            return answer
+        if not blocking or wait == 0:
             return False
-        ctx.park(self.waiters, wait, data=(1, answer, True), on_timeout=self._timed_out)
+        ctx.park(self.waiters, wait, data=(1, answer, True), on_timeout=_answer_false)
         return PARKED
-
-    def _timed_out(self, host: Host, waiter: Waiter) -> None:
-        holder = self.holder
-        if holder is not None and holder[0] is not waiter.session and holder[0].may_post:
-            host.catch_up((holder[0],))  # (its release, posted, may hand the lock to us)
-        if waiter.parked:
-            _answer_false(host, waiter)
 
     def release(self, ctx: CallContext) -> None:
         holder = self.holder
@@ -249,9 +237,7 @@ class Lock(Primitive):
             self.count = 0
             ctx.session.unhold(self, 1)
             return
-        if holder is not None and holder[0] is not ctx.session:
-            ctx.catch_up_with(holder[0])  # (its own release may be posted and unread)
-        mine = self.holder == (ctx.session, ctx.owner)
+        mine = holder == (ctx.session, ctx.owner)
         if self._orphaned and not mine and not self.reentrant:
             # (The stdlib's lock would still be held by the process that ended: this release
             # frees it there, and the lock ends as ours already is.)
@@ -273,9 +259,7 @@ class Lock(Primitive):
             self.holder[0].unhold(self, 1)
         self._free(ctx.host, ctx.now)
 
-    def locked(self, ctx: CallContext) -> bool:
-        if self.holder is not None:
-            ctx.catch_up_with(self.holder[0])
+    def locked(self) -> bool:
         return self.holder is not None
 
     def _is_owned(self, ctx: CallContext) -> bool:
@@ -531,14 +515,8 @@ class Condition(Primitive):
     def release(self, ctx: CallContext) -> None:
         self.lock.release(ctx)
 
-    def _owned(self, ctx: CallContext) -> bool:
-        holder = self.lock.holder
-        if holder is not None:
-            ctx.catch_up_with(holder[0])  # (another's release may be posted and unread)
-        return self.lock.owned_by(ctx.session, ctx.owner)
-
     def wait(self, ctx: CallContext, timeout: Any = None) -> Any:
-        if not self._owned(ctx):
+        if not self.lock.owned_by(ctx.session, ctx.owner):
             raise RuntimeError("cannot wait on un-acquired lock")
         wait = _wait_timeout(timeout)
         count = self.lock.release_save(ctx.host)
@@ -548,7 +526,7 @@ class Condition(Primitive):
         return PARKED
 
     def notify(self, ctx: CallContext, n: int = 1) -> None:
-        if not self._owned(ctx):
+        if not self.lock.owned_by(ctx.session, ctx.owner):
             raise RuntimeError("cannot notify on un-acquired lock")
         for _ in range(n):
             waiter = self.waiters.pop()
@@ -778,11 +756,6 @@ class Queue(Primitive):
     kind = "Queue"
     #: a JoinableQueue keeps the items taken, to deliver again the unfinished ones
     keeps_taken = False
-    posts_need_registration = True
-
-    def accepts_posts(self, method: str) -> bool:
-        """A put may be posted to an unbounded queue: it never waits and never fails."""
-        return method == "put" and self.maxsize <= 0
 
     def __init__(self, maxsize: int = 0, *, redeliver: bool = True) -> None:
         if not isinstance(maxsize, int):
