@@ -22,7 +22,10 @@ is a coroutine; blocking operations (``acquire``, ``get``, ``wait``) are parked 
 and never block the loop. Owner tags are per task: an RLock is reentrant within one task.
 The factories are the SyncManager's, with its parameters, and give typed proxies
 (``AsyncDictProxy[K, V]``, ``AsyncAcquirer``, ``AsyncQueue[T]``, ...; ``_client._aproxies``).
-Pipelines and cached reads (``proxy.cache()``) are sync-client features for now.
+Pipelines (``async with client.pipeline() as p``, ``proxy.pipeline()``) send many calls as
+one round trip, ``d = await proxy.cache()`` answers pure reads from a local replica kept current
+by the server's change events, and ``connect("tls://host:port", ..., tls=context)`` speaks
+TLS, as for the sync proxies.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from ._client._aproxies import (
     AsyncValueProxy,
     async_proxy_type,
 )
+from ._client._pipeline import AsyncPipeline, Pending
 from ._client._push import Change
 from ._errors import ProcshareError
 from ._protocol import Create
@@ -62,12 +66,14 @@ __all__ = [
     "AsyncEvent",
     "AsyncListProxy",
     "AsyncNamespace",
+    "AsyncPipeline",
     "AsyncProxy",
     "AsyncQueue",
     "AsyncSetProxy",
     "AsyncValueProxy",
     "AsyncWatch",
     "Change",
+    "Pending",
     "connect",
 ]
 
@@ -184,6 +190,11 @@ class AsyncClient:
             return await self.create(typeid, maxsize)
         return await self.create(typeid, maxsize, redeliver=False)
 
+    def pipeline(self, batch_size: int = 10_000) -> AsyncPipeline:
+        """Queue calls to this server's objects and send them together: ``async with
+        client.pipeline() as p: p(d)[k] = v; n = p(lst).len()`` (see ``Pipeline``)."""
+        return AsyncPipeline(batch_size=batch_size)
+
     def named(self, name: str) -> AsyncNamed:
         """The objects of this name, got or created: ``await client.named("jobs").Queue()``
         (as ``SyncManager.named``)."""
@@ -242,28 +253,39 @@ class AsyncNamed:
         return get_or_create
 
 
-_NOT_FACTORIES = frozenset({"address", "proxy", "named", "names", "delete", "stats", "close"})
+_NOT_FACTORIES = frozenset(
+    {"address", "proxy", "pipeline", "named", "names", "delete", "stats", "close"}
+)
 
 
 async def connect(
-    address: Any, authkey: bytes | None = None, *, serializer: str = "pickle"
+    address: Any,
+    authkey: bytes | None = None,
+    *,
+    serializer: str = "pickle",
+    tls: Any = None,
+    timeout: float = 10.0,
 ) -> AsyncClient:
     """Connect to the procshare server at ``address`` from the running event loop.
 
     Args:
-        address: a manager's ``address`` (unix path or ``(host, port)``) or a URL.
+        address: a manager's ``address`` (unix path or ``(host, port)``) or a URL
+            (``unix://``, ``tcp://``, ``tls://``).
         authkey: the server's authkey (default: this process's, as for managers).
         serializer: ``"pickle"``, ``"msgpack"`` or ``"xmlrpclib"``.
+        tls: a client ``ssl.SSLContext``; a ``tls://`` URL without one checks the server's
+            certificate against the system's CAs, or ``$PROCSHARE_TLS_CA`` (as
+            ``procshare.connect``).
+        timeout: seconds for connecting and the handshake.
 
     Raises:
-        ConnectionLost: nobody answers there. AuthenticationError: wrong authkey.
-        ValueError: a ``tls://`` URL (the asyncio client does not speak TLS yet).
+        ConnectionLost: nobody answers there (or not in TLS, where asked for).
+        AuthenticationError: wrong authkey, or an untrusted TLS certificate.
     """
-    if isinstance(address, str) and address.startswith("tls://"):
-        raise ValueError(
-            "procshare.aio does not speak TLS yet: connect to a tls:// server from threads "
-            "(procshare.connect), or to its plain address"
-        )
+    if tls is None and isinstance(address, str) and address.startswith("tls://"):
+        from ._connect import default_tls_context
+
+        tls = default_tls_context()
     canonical = parse_address(address)
     if canonical is None:
         raise ValueError("connect() needs the address of a running server")
@@ -271,4 +293,5 @@ async def connect(
         import multiprocessing
 
         authkey = bytes(multiprocessing.current_process().authkey)
-    return AsyncClient(await AsyncChannel.open(canonical, bytes(authkey), serializer))
+    channel = await AsyncChannel.open(canonical, bytes(authkey), serializer, timeout, tls)
+    return AsyncClient(channel)

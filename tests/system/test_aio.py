@@ -384,11 +384,6 @@ def test_named_objects_from_asyncio_are_the_sync_clients_too(m: procshare.SyncMa
     assert m.named("aio-config").dict({"new": 1}).copy() == {"new": 1}  # the name was free
 
 
-def test_a_tls_url_is_refused_clearly() -> None:
-    with pytest.raises(ValueError, match="does not speak TLS"):
-        run(procshare.aio.connect("tls://127.0.0.1:1", b"k"))
-
-
 # -- the typed proxies: every kind, every method, the SyncManager's factories ------------------
 
 #: dunder methods of the kinds' tables and the named form the async proxies give them (the
@@ -490,3 +485,146 @@ class _AppendTo:
 
     def __call__(self) -> None:
         self.target.append("tripped")
+
+
+# -- pipelines ---------------------------------------------------------------------------------
+
+
+def test_a_pipeline_from_asyncio_is_one_round_trip_and_atomic(m: procshare.SyncManager) -> None:
+    d, lst = m.dict(), m.list()
+    before = m._channel().control("stats")["counters"]["calls"]
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            ad, alst = client.proxy(d), client.proxy(lst)
+            async with client.pipeline() as p:
+                for i in range(100):
+                    p(ad)[i] = i * i
+                    p(alst).append(i)
+                size = p(ad).len()
+                missing = p(ad).getitem("missing")
+                p(ad).setitem("named", 1)
+            assert size.value == 100
+            assert isinstance(missing.error, KeyError)
+            async with ad.pipeline() as pd:
+                pd.delitem(0)
+                got = pd.get(1)
+            assert got.value == 1
+            with pytest.raises(TypeError, match="async with"), client.pipeline():
+                pass
+
+    run(main())
+    assert len(d) == 100 and d[99] == 99 * 99 and 0 not in d and d["named"] == 1
+    assert lst[:] == list(range(100))
+    counters = m._channel().control("stats")["counters"]
+    assert counters["calls"] - before < 20  # (batches, not 203 calls)
+
+
+def test_an_asyncio_pipeline_refuses_to_wait_and_objects_of_two_servers(
+    m: procshare.SyncManager,
+) -> None:
+    lock = m.Lock()
+    with procshare.Manager(ctx=FORK) as other:
+        elsewhere = other.dict()
+
+        async def main() -> None:
+            async with (
+                await procshare.aio.connect(m.address, m._authkey) as client,
+                await procshare.aio.connect(other.address, other._authkey) as c2,
+            ):
+                alock = client.proxy(lock)
+                await alock.acquire()
+                async with alock.pipeline() as pl:
+                    again = pl.acquire()
+                assert isinstance(again.error, procshare.ProcshareError)
+                await alock.release()
+                p = client.pipeline()
+                p(alock)
+                with pytest.raises(procshare.ProcshareError, match="same server"):
+                    p(c2.proxy(elsewhere))
+
+        run(main())
+
+
+# -- cached reads ------------------------------------------------------------------------------
+
+
+def test_an_asyncio_cache_answers_locally_and_sees_other_writers(m: procshare.SyncManager) -> None:
+    d = m.dict(a=1)
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            ad = await client.proxy(d).cache()
+            assert ad.cached and await ad["a"] == 1 and await ad.contains("a")
+            assert await ad.len() == 1 and await ad.get("zz") is None
+            calls = m.stats()["counters"]["calls"]
+            for _ in range(100):
+                assert await ad.getitem("a") == 1
+            assert m.stats()["counters"]["calls"] == calls  # no round trip for those reads
+            await ad.setitem("mine", [1])  # a writer reads its own write at once
+            assert await ad.getitem("mine") == [1]
+            got = await ad.getitem("mine")
+            got.append(2)  # (a copy: the replica is not changed through it)
+            assert await ad.getitem("mine") == [1]
+            # another connection writes: its change event brings the write to the replica
+            await asyncio.to_thread(d.__setitem__, "a", 2)
+            for _ in range(5000):
+                if await ad.getitem("a") == 2:
+                    break
+                await asyncio.sleep(0.001)
+            assert await ad.getitem("a") == 2
+            assert sorted(await ad.keys()) == ["a", "mine"]
+            await ad.cache(False)
+            assert not ad.cached
+            calls = m.stats()["counters"]["calls"]
+            assert await ad.getitem("a") == 2
+            assert m.stats()["counters"]["calls"] > calls  # asked the server again
+
+    run(main())
+
+
+def test_every_cacheable_kind_from_asyncio(m: procshare.SyncManager) -> None:
+    lst, ns, v = m.list([3, 1, 2]), m.Namespace(x=1), m.Value("i", 1)
+    arr, lock = m.Array("i", [1, 2]), m.Lock()
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            al = await client.proxy(lst).cache()
+            await al.sort()
+            assert await al.getitem(slice(None)) == [1, 2, 3] and await al.index(2) == 1
+            ans = await client.proxy(ns).cache()
+            await ans.call("__setattr__", "y", 2)
+            assert await ans.call("__getattribute__", "y") == 2
+            av = await client.proxy(v).cache()
+            await av.set(5)
+            assert await av.get() == 5
+            aa = await client.proxy(arr).cache()
+            await aa.setitem(0, 9)
+            assert await aa.tolist() == [9, 2] and await aa.len() == 2
+            with pytest.raises(TypeError, match="cannot be cached"):
+                await client.proxy(lock).cache()
+
+    run(main())
+    assert lst[:] == [1, 2, 3] and ns.y == 2 and v.value == 5 and list(arr[:]) == [9, 2]
+
+
+def test_an_asyncio_cache_whose_server_died_raises() -> None:
+    other = procshare.Manager(ctx=FORK)
+    d = other.dict(a=1)
+
+    async def main() -> None:
+        client = await procshare.aio.connect(other.address, other._authkey)
+        try:
+            ad = await client.proxy(d).cache()
+            assert await ad.getitem("a") == 1
+            os.kill(other._process.pid, signal.SIGKILL)
+            other._process.join(10)
+            with pytest.raises(procshare.ConnectionLost):
+                for _ in range(5000):  # (until the loss is noticed: never a stale answer)
+                    await ad.getitem("a")
+                    await asyncio.sleep(0.001)
+        finally:
+            await client.close()
+
+    run(main())
+    other.shutdown()

@@ -198,3 +198,46 @@ def test_garbage_to_a_tls_server_costs_only_that_connection(
                     pass
     assert d.copy() == {"kept": 1}
     assert tls_manager.list([1])[:] == [1]  # and serves new work
+
+
+def test_asyncio_speaks_tls_and_checks_the_certificate(
+    tls_manager: procshare.SyncManager, ca: Any
+) -> None:
+    import asyncio
+
+    import procshare.aio
+
+    host, port = tls_manager.address
+    key = bytes(tls_manager._authkey)
+    d = tls_manager.dict(a=1)
+
+    async def main() -> None:
+        async with await procshare.aio.connect(
+            f"tls://{host}:{port}", key, tls=trusting(ca)
+        ) as client:
+            shared = client.proxy(d)
+            assert await shared.getitem("a") == 1
+            await shared.setitem("b", 2)
+        with pytest.raises(procshare.AuthenticationError, match="not trusted"):
+            default = ssl.create_default_context()
+            await procshare.aio.connect(f"tls://{host}:{port}", key, tls=default)
+        with pytest.raises(procshare.ConnectionLost):  # a plain client to a TLS server
+            client = await procshare.aio.connect(f"tcp://{host}:{port}", key, timeout=2)
+            await client.stats()
+
+    asyncio.run(main())
+    assert d.copy() == {"a": 1, "b": 2}
+
+
+def test_asyncio_refuses_tls_over_a_unix_socket() -> None:
+    import asyncio
+
+    import procshare.aio
+
+    with procshare.Manager(ctx=FORK) as m:
+
+        async def main() -> None:
+            await procshare.aio.connect(m.address, tls=ssl.create_default_context())
+
+        with pytest.raises(ValueError, match="TCP"):
+            asyncio.run(main())

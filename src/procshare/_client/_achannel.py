@@ -55,8 +55,10 @@ from .._protocol import (
     Watch,
 )
 from .._token import Token
-from ._cache import replay
+from ._backend import AsyncBackend
+from ._cache import ReplicaState, replay
 from ._leases import DECLINED, MISS, UNLEASED, LeaseBook, book_for
+from ._pipeline import AsyncPipeline
 from ._push import Change, ChangeBuffer, change_from
 from ._snapshots import OFF, PLAIN, WHOLE_READ_KINDS, Held, plan, settle
 
@@ -84,7 +86,10 @@ class _Protocol(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.channel._lost(exc)
+        channel = self.channel
+        if not channel._gone.done():
+            channel._gone.set_result(None)
+        channel._lost(exc)
 
 
 class AsyncChannel:
@@ -99,6 +104,8 @@ class AsyncChannel:
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._ready: asyncio.Future[None] = self._loop.create_future()
+        #: done once the transport has let its socket go (``close`` waits for it)
+        self._gone: asyncio.Future[None] = self._loop.create_future()
         self._pending: dict[int, asyncio.Future[Any]] = {}
         #: answers that came for a caller being cancelled (see ``call``)
         self._orphans: dict[int, Any] = {}
@@ -112,29 +119,44 @@ class AsyncChannel:
 
     @classmethod
     async def open(
-        cls, address: Address, authkey: bytes, serializer: str = "pickle", timeout: float = 10.0
+        cls,
+        address: Address,
+        authkey: bytes,
+        serializer: str = "pickle",
+        timeout: float = 10.0,
+        tls: Any = None,
     ) -> AsyncChannel:
-        """Connect and authenticate.
+        """Connect and authenticate; ``tls``: a client ``ssl.SSLContext`` (TCP only), the
+        server's certificate checked.
 
         Raises:
-            ConnectionLost: nobody answers at ``address``.
-            AuthenticationError: the server does not accept the authkey.
+            ConnectionLost: nobody answers at ``address``, or not in TLS where asked to.
+            AuthenticationError: the server does not accept the authkey, or its TLS
+                certificate is not trusted.
         """
         channel = cls(address, authkey, serializer)
         loop = channel._loop
         try:
             if isinstance(address, str):
+                if tls is not None:
+                    raise ValueError("TLS is for TCP servers: a unix socket needs none")
                 transport, _ = await asyncio.wait_for(
                     loop.create_unix_connection(lambda: _Protocol(channel), address), timeout
                 )
             else:
+                host = str(address[0])
+                secure = {} if tls is None else {"ssl": tls, "server_hostname": host}
                 transport, _ = await asyncio.wait_for(
-                    loop.create_connection(lambda: _Protocol(channel), *address), timeout
+                    loop.create_connection(lambda: _Protocol(channel), *address, **secure),
+                    timeout,
                 )
                 sock = transport.get_extra_info("socket")
                 if sock is not None:
                     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, asyncio.TimeoutError) as exc:
+            if tls is not None:
+                await asyncio.sleep(0)  # (asyncio closes the failed handshake's socket next)
+                _raise_tls_failure(exc, address)
             raise connection_lost(
                 f"cannot connect to the procshare server at {describe(address)}",
                 exc if isinstance(exc, OSError) else TimeoutError("timed out"),
@@ -142,9 +164,12 @@ class AsyncChannel:
         try:
             await asyncio.wait_for(asyncio.shield(channel._ready), timeout)
         except asyncio.TimeoutError:
+            channel._ready.cancel()  # (nobody will look at how it ends)
             transport.close()
+            await asyncio.sleep(0)  # (the transport closes its socket next)
             raise ConnectionLost(f"no handshake from {describe(address)}") from None
         except BaseException:
+            channel._ready.cancel()
             transport.close()
             raise
         sock = transport.get_extra_info("socket")
@@ -217,7 +242,9 @@ class AsyncChannel:
         for handler in list(self._handlers.values()):
             handler(error)
         self._handlers.clear()
-        if self._transport is not None:
+        # (once only: a TLS transport closed twice forgets its connection, and cannot be
+        # aborted after)
+        if self._transport is not None and not self._transport.is_closing():
             self._transport.close()
 
     # -- outgoing -----------------------------------------------------------------------------
@@ -281,6 +308,15 @@ class AsyncChannel:
         rid = self._take_id()
         return await self._send(rid, self._proto.send(msg._replace(req_id=rid)))
 
+    async def request_many(self, msgs: list[Any]) -> list[Any]:
+        """Send several requests at once, then wait for all; their results, in order (the
+        first failure raised after all of them came)."""
+        futures = []
+        for msg in msgs:
+            rid = self._take_id()
+            futures.append(self._send(rid, self._proto.send(msg._replace(req_id=rid))))
+        return list(await asyncio.gather(*futures))
+
     async def control(self, command: str, *args: Any) -> Any:
         return await self.request(Control(0, command, args))
 
@@ -299,6 +335,21 @@ class AsyncChannel:
     async def unsubscribe(self, sub_id: int) -> None:
         if self._handlers.pop(sub_id, None) is not None and self._broken is None:
             await self.request(Unwatch(0, sub_id))
+
+    def unsubscribe_soon(self, sub_id: int) -> None:
+        """``unsubscribe`` from a finalizer (any thread): its events are dropped from now on,
+        and the server is told with the loop's next turn."""
+        if self._handlers.pop(sub_id, None) is None or self._broken is not None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to tell
+
+            def tell() -> None:
+                transport = self._transport
+                if self._broken is None and transport is not None and not transport.is_closing():
+                    rid = self._take_id()  # (its answer, if any, is dropped)
+                    transport.write(self._proto.send(Unwatch(rid, sub_id)))
+
+            self._loop.call_soon_threadsafe(tell)
 
     # -- references ---------------------------------------------------------------------------
 
@@ -341,11 +392,38 @@ class AsyncChannel:
         return async_proxy_type(func, token)(self, token, func, kwds.get("exposed"), owned=owned)
 
     async def close(self) -> None:
-        """Close the connection (pending releases are sent first)."""
-        if self._transport is not None and not self._transport.is_closing():
+        """Close the connection (pending releases are sent first), and wait until the
+        transport has let its socket go."""
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
             self._flush_notes()
-            self._transport.close()
+            transport.close()
         self._fail(ConnectionLost("the connection was closed"))
+        if transport is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._gone), 0.25)
+        except asyncio.TimeoutError:
+            # (TLS waits for the server's own goodbye, which ours does not say: everything
+            # was sent already, so let it go at once)
+            transport.abort()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._gone), 1.0)
+
+
+def _raise_tls_failure(exc: BaseException, address: Address) -> None:
+    """Say what a failed TLS connection means (``ssl`` is imported only where TLS is used)."""
+    import ssl
+
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        raise AuthenticationError(
+            f"the TLS certificate of {describe(address)} is not trusted: {exc.verify_message}"
+        ) from None
+    if isinstance(exc, (ssl.SSLError, ConnectionResetError)):
+        raise ConnectionLost(
+            f"TLS handshake with {describe(address)} failed ({exc}): is it a TLS server? "
+            "(tcp:// for one without TLS)"
+        ) from None
 
 
 def kind_of(proxytype: Any, token: Token) -> str | None:
@@ -366,14 +444,14 @@ class AsyncProxy:
 
     def __init__(
         self,
-        channel: AsyncChannel,
+        channel: AsyncBackend,
         token: Token,
         proxytype: Any = None,
         exposed: Any = None,
         *,
         owned: bool = False,
     ) -> None:
-        self._channel = channel
+        self._channel: AsyncBackend = channel
         self._token = token
         self._id = token.id
         self._proxytype = proxytype
@@ -382,6 +460,8 @@ class AsyncProxy:
         self._pid = os.getpid()
         self._held: Held | None = None
         self._leasing = True  # off once the server declined (not the kind it looks like)
+        #: the local replica that answers pure reads (``cache()``), or None
+        self._replica: AsyncReplica | None = None
         if not owned:
             channel.retain(token.id)
 
@@ -394,6 +474,18 @@ class AsyncProxy:
         the loop sets must not starve it).
         """
         channel = self._channel
+        replica = self._replica
+        if replica is not None:
+            if method in replica.writes:  # every write, so that its writer reads it back
+                result, version = await channel.call(
+                    self._id, method, args, kwargs or None, versioned=True
+                )
+                replica.after_write(method, args, kwargs or None, result, version)
+                return result
+            if not kwargs and method in replica.reads:
+                value = await replica.read(method, args)
+                await asyncio.sleep(0)  # (as a round trip, it lets the loop's others run)
+                return value
         leases = channel.leases
         if (
             leases is not None
@@ -461,7 +553,7 @@ class AsyncProxy:
 
     async def _read_whole(self, method: str) -> Any:
         held = self._held
-        if held is OFF or self._kind not in WHOLE_READ_KINDS:
+        if held is OFF or self._kind not in WHOLE_READ_KINDS or self._replica is not None:
             return await self.call(method)
         read, same, known = plan(held, method, self._kind)
         reply = await self._channel.request(ReadSince(0, self._id, read, known, _owner()))
@@ -476,6 +568,37 @@ class AsyncProxy:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.call("release")
+
+    async def cache(self, enabled: bool = True) -> Any:
+        """Serve this proxy's pure reads from a local replica kept current by the server's
+        change events (see the sync ``cache()``: a writer reads its own writes, others'
+        writes show as their events arrive); returns the proxy: ``d = await
+        (await client.dict()).cache()``. ``await cache(False)`` asks the server again.
+
+        Raises:
+            TypeError: this kind of object cannot be cached.
+        """
+        if enabled:
+            if self._replica is None:
+                if self._kind is None:
+                    raise TypeError(f"{type(self).__name__} proxies cannot be cached")
+                replica = AsyncReplica(self._channel, self._id, self._kind)
+                await replica.start()
+                self._replica = replica
+        elif self._replica is not None:
+            replica, self._replica = self._replica, None
+            await replica.close()
+        return self
+
+    @property
+    def cached(self) -> bool:
+        """Whether reads are served from a local replica."""
+        return self._replica is not None
+
+    def pipeline(self, batch_size: int = 10_000) -> AsyncPipeline:
+        """Queue calls to this object and send them together: ``async with
+        proxy.pipeline() as pd: pd[k] = v`` (see the sync ``pipeline()``)."""
+        return AsyncPipeline(batch_size=batch_size, proxy=self)
 
     def watch(
         self, timeout: float | None = None, *, maxsize: int = 10_000, snapshot: bool = False
@@ -517,9 +640,71 @@ class AsyncProxy:
     def __del__(self) -> None:
         try:
             if self._pid == os.getpid():
+                if self._replica is not None:
+                    self._replica.close_soon()
                 self._channel.release(self._id)
         except Exception:  # noqa: BLE001,S110 - finalizers run at odd times
             pass
+
+
+class AsyncReplica(ReplicaState):
+    """The local copy behind a cached asyncio proxy (see ``_cache``), fed on its event loop:
+    one thread, no lock."""
+
+    def __init__(self, channel: AsyncBackend, obj_id: int, kind: str) -> None:
+        super().__init__(kind)
+        self._channel = channel
+        self._id = obj_id
+        self._sub_id: int | None = None
+
+    async def start(self) -> None:
+        """Subscribe with a snapshot: the value and its version, taken together."""
+        self._sub_id, answer = await self._channel.subscribe(
+            self._id, {"snapshot": True}, self._on_event
+        )
+        self._install(answer["value"], answer["version"])
+
+    def _on_event(self, payload: Any) -> None:
+        if isinstance(payload, BaseException):  # (the connection ended)
+            self.valid = False
+            self._closed = True
+            return
+        self._on_change(change_from(payload))
+
+    async def read(self, method: str, args: tuple[Any, ...]) -> Any:
+        """Answer ``method(*args)`` locally (after fetching a fresh copy if it was dropped)."""
+        if not self.valid:
+            if self._closed:
+                raise ConnectionLost("the connection that fed the cache was lost")
+            value, version = await self._channel.call(self._id, "#GETVALUE", (), None, True)
+            self._install(value, version)
+        return self._read(method, args)
+
+    def after_write(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        result: Any,
+        version: int,
+    ) -> None:
+        """Account for this proxy's own write, applied by the server as ``version``."""
+        self._after_write(method, args, kwargs, result, version)
+
+    async def close(self) -> None:
+        self._closed = True
+        self.valid = False
+        sub_id, self._sub_id = self._sub_id, None
+        if sub_id is not None:
+            with contextlib.suppress(ConnectionLost):
+                await self._channel.unsubscribe(sub_id)
+
+    def close_soon(self) -> None:
+        """``close`` from a finalizer."""
+        self._closed = True
+        sub_id, self._sub_id = self._sub_id, None
+        if sub_id is not None:
+            self._channel.unsubscribe_soon(sub_id)
 
 
 class AsyncWatch:

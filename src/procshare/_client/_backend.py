@@ -8,6 +8,10 @@ here: a class with these operations over redis-py (objects as keys of one namesp
 as Lua scripts, blocking calls as waits on a token list, subscriptions as streams), chosen by
 the address's scheme where ``get_channel`` picks the implementation.
 
+``AsyncBackend`` is the same seam for the asyncio proxies (``_achannel.AsyncProxy``, the typed
+ones of ``_aproxies``, their watches and pipelines): ``_achannel.AsyncChannel`` implements it
+over the same protocol; a Redis backend's asyncio half (redis-py's ``redis.asyncio``) would.
+
 The vocabulary is the protocol's: an object is an id with a typeid (``Token``), a call is
 ``(obj_id, method, args, kwargs, owner)``, creation and pipelines are ``Create`` and ``Batch``
 messages (``_protocol``), and what a call raised is raised again here as itself.
@@ -22,7 +26,7 @@ if TYPE_CHECKING:
     from .._address import Address
     from ._leases import LeaseBook
 
-__all__ = ["Backend"]
+__all__ = ["AsyncBackend", "Backend"]
 
 
 class Backend(Protocol):
@@ -69,9 +73,10 @@ class Backend(Protocol):
     registered: dict[tuple[int, str], bool | int]
 
     def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> bool:
-        """Send a registered call without waiting for its answer (a lock's release by its
-        holder, a put on an unbounded queue); ``False`` (nothing sent) where it cannot be
-        posted now: then make the call. A failure is raised by a later request."""
+        """Send a registered call without waiting for its answer (a write that cannot fail
+        and that nobody waits for: a dict item set, a list append); ``False`` (nothing sent)
+        where it cannot be posted now: then make the call. A failure is raised by a later
+        request."""
 
     def request(self, msg: Any, blocking: bool = False, wait: float | None = None) -> Any:
         """Send one request message (``Create``, ``Batch``, ``ReadSince``, ``LeasedRead``,
@@ -105,3 +110,56 @@ class Backend(Protocol):
 
     def close(self) -> None:
         """Close on purpose (what the process still holds is released)."""
+
+
+class AsyncBackend(Protocol):
+    """``Backend`` for one event loop: what an asyncio proxy uses, each call awaitable."""
+
+    address: Address
+    authkey: bytes
+    server_info: dict[str, Any]
+    #: the leased reads of this connection, or ``None`` where leases are off
+    leases: LeaseBook | None
+
+    async def call(
+        self,
+        obj_id: int,
+        method: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        versioned: bool = False,
+    ) -> Any:
+        """``Backend.call``, awaited (the owner is the calling task)."""
+
+    async def request(self, msg: Any) -> Any:
+        """One request message (``Create``, ``Batch``, ``ReadSince``, ``LeasedRead``, ...)."""
+
+    async def request_many(self, msgs: list[Any]) -> list[Any]:
+        """Several requests sent at once; their results, in order."""
+        ...
+
+    async def control(self, command: str, *args: Any) -> Any:
+        """A server-level command."""
+
+    async def subscribe(
+        self, obj_id: int, options: dict[str, Any], handler: Callable[[Any], None]
+    ) -> tuple[int, Any]:
+        """Watch ``obj_id``: ``handler`` gets each event on the loop (or the error that ended
+        the subscription); returns ``(subscription id, the server's answer)``."""
+        ...
+
+    async def unsubscribe(self, sub_id: int) -> None:
+        """End a subscription."""
+
+    def unsubscribe_soon(self, sub_id: int) -> None:
+        """``unsubscribe`` from a finalizer: never blocks, any thread."""
+
+    def retain(self, obj_id: int) -> None:
+        """Count one more reference of this connection to ``obj_id`` (sent with the next
+        request)."""
+
+    def release(self, obj_id: int) -> None:
+        """Drop one reference (safe from a finalizer, on any thread)."""
+
+    async def close(self) -> None:
+        """Close on purpose."""

@@ -40,7 +40,7 @@ from ._channel import current_pid
 from ._frozen import ATOMS, change_is_frozen, is_frozen, is_plain
 from ._push import Change, change_from, hub_for
 
-__all__ = ["Replica", "replay"]
+__all__ = ["Replica", "ReplicaState", "replay"]
 
 _PENDING_LIMIT: Final = 10_000  # changes kept while the replica is being rebuilt
 
@@ -131,25 +131,91 @@ def replay(kind: str, local: Any, change: Change) -> bool:
     return True
 
 
-class Replica:
-    """The local copy behind a cached proxy. Thread-safe; the feed runs on the push thread."""
+class ReplicaState:
+    """A replica's value and the rules that keep it exact (see the module docstring), with no
+    thread and no I/O: the sync :class:`Replica` (fed on the push thread, under a lock) and the
+    asyncio ``AsyncReplica`` (fed on the event loop) drive it."""
 
-    def __init__(self, proxy: Any, kind: str) -> None:
+    def __init__(self, kind: str) -> None:
         if kind not in _READS:
             raise TypeError(f"shared {kind!r} objects cannot be cached")
         self.kind = kind
-        self.pid = current_pid()
         self.reads: frozenset[str] = frozenset(_READS[kind])
         self.writes: frozenset[str] = KINDS[kind].mutators
         self._funcs = _READS[kind]
-        self._proxy = weakref.ref(proxy)  # the proxy owns the replica, not the other way
-        self.lock = threading.Lock()
         self.valid = False
         self.value: Any = None
         self.version = -1
         self.plain = False
         self._pending: list[Change] = []
         self._closed = False
+
+    def _get_item(self, key: Any) -> Any:
+        value = self.value[key]
+        return value if type(value) in ATOMS or is_plain(value) else _private_copy(value)
+
+    def _read(self, method: str, args: tuple[Any, ...]) -> Any:
+        result = self._funcs[method](self.value, *args)
+        if is_plain(result) or (self.plain and method in _FRESH_CONTAINERS):
+            return result
+        return _private_copy(result)
+
+    def _install(self, value: Any, version: int) -> None:
+        """Adopt a snapshot taken at ``version``; replay newer pending changes."""
+        self.value, self.version = value, version
+        self.plain = _values_plain(self.kind, value)
+        pending = sorted((c for c in self._pending if c.version > version), key=lambda c: c.version)
+        self._pending.clear()
+        self.valid = True
+        for change in pending:
+            if not self._advance(change):
+                return
+
+    def _after_write(
+        self,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None,
+        result: Any,
+        version: int,
+    ) -> None:
+        if not self.valid or version <= self.version:
+            return  # rebuilt on the next read, or the feed already applied it
+        self._advance(Change(method, args, kwargs, version, result))
+
+    def _on_change(self, change: Change) -> None:
+        if self._closed:
+            return
+        if not self.valid:
+            if len(self._pending) < _PENDING_LIMIT:
+                self._pending.append(change)
+            return
+        if change.version <= self.version:
+            return
+        self._advance(change)
+
+    def _advance(self, change: Change) -> bool:
+        """Apply the next change; on any doubt drop the replica."""
+        if change.version != self.version + 1 or not replay(self.kind, self.value, change):
+            self.valid = False
+            self._pending.clear()
+            return False
+        self.version = change.version
+        if self.plain and not change_is_frozen(
+            change.op, change.args, change.kwargs, change.result
+        ):
+            self.plain = False
+        return True
+
+
+class Replica(ReplicaState):
+    """The local copy behind a cached proxy. Thread-safe; the feed runs on the push thread."""
+
+    def __init__(self, proxy: Any, kind: str) -> None:
+        super().__init__(kind)
+        self.pid = current_pid()
+        self._proxy = weakref.ref(proxy)  # the proxy owns the replica, not the other way
+        self.lock = threading.Lock()
         self._hub = hub_for(proxy._token.address, proxy._authkey, proxy._serializer)
         self._sub_id, answer = self._hub.subscribe(
             proxy._id, self._on_event, self._on_broken, snapshot=True
@@ -164,19 +230,14 @@ class Replica:
         if not self.valid:
             self.refresh()
         with self.lock:
-            value = self.value[key]
-        return value if type(value) in ATOMS or is_plain(value) else _private_copy(value)
+            return self._get_item(key)
 
     def read(self, method: str, args: tuple[Any, ...]) -> Any:
         """Answer ``method(*args)`` from the replica (rebuilding it first if it was dropped)."""
         if not self.valid:
             self.refresh()
         with self.lock:
-            result = self._funcs[method](self.value, *args)
-            plain = self.plain
-        if is_plain(result) or (plain and method in _FRESH_CONTAINERS):
-            return result
-        return _private_copy(result)
+            return self._read(method, args)
 
     def refresh(self) -> None:
         """Fetch a fresh snapshot, then apply the changes that arrived meanwhile."""
@@ -186,17 +247,6 @@ class Replica:
         value, version = proxy._callmethod_versioned("#GETVALUE")
         with self.lock:
             self._install(value, version)
-
-    def _install(self, value: Any, version: int) -> None:
-        """Adopt a snapshot taken at ``version``; replay newer pending changes (lock held)."""
-        self.value, self.version = value, version
-        self.plain = _values_plain(self.kind, value)
-        pending = sorted((c for c in self._pending if c.version > version), key=lambda c: c.version)
-        self._pending.clear()
-        self.valid = True
-        for change in pending:
-            if not self._advance(change):
-                return
 
     def invalidate(self) -> None:
         """Drop the replica: the next read fetches a fresh one."""
@@ -215,42 +265,19 @@ class Replica:
     ) -> None:
         """Account for this process's own write, which the server applied as ``version``."""
         with self.lock:
-            if not self.valid or version <= self.version:
-                return  # rebuilt on the next read, or the feed already applied it
-            self._advance(Change(method, args, kwargs, version, result))
+            self._after_write(method, args, kwargs, result, version)
 
     # -- the feed (push thread) ---------------------------------------------------------------
 
     def _on_event(self, payload: Any) -> None:
         change = change_from(payload)
         with self.lock:
-            if self._closed:
-                return
-            if not self.valid:
-                if len(self._pending) < _PENDING_LIMIT:
-                    self._pending.append(change)
-                return
-            if change.version <= self.version:
-                return
-            self._advance(change)
+            self._on_change(change)
 
     def _on_broken(self, error: BaseException) -> None:
         with self.lock:
             self.valid = False
             self._closed = True
-
-    def _advance(self, change: Change) -> bool:
-        """Apply the next change (lock held); on any doubt drop the replica."""
-        if change.version != self.version + 1 or not replay(self.kind, self.value, change):
-            self.valid = False
-            self._pending.clear()
-            return False
-        self.version = change.version
-        if self.plain and not change_is_frozen(
-            change.op, change.args, change.kwargs, change.result
-        ):
-            self.plain = False
-        return True
 
     def close(self) -> None:
         """Stop following the object (the proxy answers from the server again)."""

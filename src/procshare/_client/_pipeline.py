@@ -8,6 +8,9 @@
         size = p(d).len()                     # a Pending
     print(size.value)                         # known once the block has run
 
+From asyncio, the same with ``async with``: ``async with proxy.pipeline() as pd:`` (or
+``client.pipeline()``), and ``await p.execute()``.
+
 Leaving the block (or ``p.execute()``) sends the queued calls in batches of up to
 ``batch_size`` (one message each, all sent before any answer is awaited). The server applies
 each batch in order as one step: no other client's request lands in the middle of it. Each
@@ -19,6 +22,7 @@ inside a pipeline; each with its own error.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +30,7 @@ from typing import Any
 from .._errors import ProcshareError
 from .._protocol import Batch
 
-__all__ = ["Pending", "Pipeline", "Pipelined"]
+__all__ = ["AsyncPipeline", "Pending", "Pipeline", "Pipelined"]
 
 _UNSET: Any = object()
 
@@ -108,6 +112,12 @@ class Pipelined:
         pipeline._wire.append((self._id, "__delitem__", (key,), None, pipeline._owner))
         pipeline._pending.append(None)
 
+    def setitem(self, key: Any, value: Any) -> None:
+        self[key] = value  # (the asyncio proxies' name for it)
+
+    def delitem(self, key: Any) -> None:
+        del self[key]
+
     def getitem(self, key: Any) -> Pending:
         return self._pipeline._queue(self._id, "__getitem__", (key,), None)
 
@@ -132,7 +142,7 @@ class Pipeline:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
         self._bound = proxy
-        self._owner = threading.get_ident()
+        self._owner = self._caller()
         # the calls in wire form (obj_id, method, args, kwargs, owner), and their Pendings
         # (None where nobody can look at the outcome: item assignment and deletion)
         self._wire: list[tuple[int, str, tuple[Any, ...], dict[str, Any] | None, int]] = []
@@ -149,8 +159,17 @@ class Pipeline:
     def __len__(self) -> int:
         return len(self._wire)
 
+    @staticmethod
+    def _caller() -> int:
+        """The owner tag of the calls (a thread: as the sync proxies' calls)."""
+        return threading.get_ident()
+
+    @staticmethod
+    def _backend_of(proxy: Any) -> Any:
+        return proxy._channel()
+
     def _adopt(self, proxy: Any) -> None:
-        channel = proxy._channel()
+        channel = self._backend_of(proxy)
         if self._channel is None:
             self._channel = channel
         elif channel is not self._channel:
@@ -173,13 +192,21 @@ class Pipeline:
         Raises:
             ConnectionLost: the server went away (the calls' fate is unknown).
         """
+        batches, pendings = self._take()
+        if not batches:
+            return []
+        return self._settle(pendings, self._channel.request_many(batches))
+
+    def _take(self) -> tuple[list[Batch], list[Pending | None]]:
+        """The queued calls as batches, and their Pendings (the queue is emptied)."""
         wire, pendings = self._wire, self._pending
         self._wire, self._pending = [], []
-        if not wire:
-            return []
         size = self.batch_size
         batches = [Batch(0, tuple(wire[i : i + size])) for i in range(0, len(wire), size)]
-        replies = self._channel.request_many(batches)
+        return batches, pendings
+
+    def _settle(self, pendings: list[Pending | None], replies: list[Any]) -> list[Any]:
+        """Fill the Pendings from the batches' replies; the outcomes in order."""
         outcomes: list[Any] = []
         position = 0
         for values, errors in replies:
@@ -209,4 +236,41 @@ class Pipeline:
             self.execute()
         else:
             self._wire.clear()  # the block failed: send nothing
+            self._pending.clear()
+
+
+class AsyncPipeline(Pipeline):
+    """A :class:`Pipeline` of asyncio proxies: ``async with`` and ``await execute()``.
+
+    Queuing is the same (no round trip: nothing to await); the calls' owner is the task
+    that made the pipeline.
+    """
+
+    @staticmethod
+    def _caller() -> int:
+        task = asyncio.current_task()
+        return id(task) if task is not None else 0  # (as the asyncio proxies' calls)
+
+    @staticmethod
+    def _backend_of(proxy: Any) -> Any:
+        return proxy._channel
+
+    async def execute(self) -> list[Any]:  # type: ignore[override]
+        """``Pipeline.execute``, awaited."""
+        batches, pendings = self._take()
+        if not batches:
+            return []
+        return self._settle(pendings, await self._channel.request_many(batches))
+
+    def __enter__(self) -> Any:
+        raise TypeError("an asyncio pipeline runs with 'async with'")
+
+    async def __aenter__(self) -> Any:
+        return Pipelined(self, self._bound) if self._bound is not None else self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None:
+            await self.execute()
+        else:
+            self._wire.clear()
             self._pending.clear()
