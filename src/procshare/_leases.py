@@ -45,6 +45,7 @@ from ._kinds import KINDS
 __all__ = [
     "HEADER_WORDS",
     "LEASABLE",
+    "LEASING_LOCKS",
     "MAX_LEASES",
     "MAX_READS",
     "SLOTS",
@@ -64,6 +65,8 @@ SLOTS: Final = 65536
 HEADER_WORDS: Final = 2
 #: The most reads one grant carries.
 MAX_READS: Final = 8
+#: Typeids whose acquire may bring leased reads with the grant (the server confirms the kind).
+LEASING_LOCKS: Final = frozenset({"Lock", "RLock"})
 #: The most values a client keeps leased (past it, it starts again from none).
 MAX_LEASES: Final = 4096
 #: Argument types a leased read may take: hashable, and no two of them compare equal across

@@ -628,3 +628,48 @@ def test_an_asyncio_cache_whose_server_died_raises() -> None:
 
     run(main())
     other.shutdown()
+
+
+# -- reads that come with a lock's grant -------------------------------------------------------
+
+
+def test_an_asyncio_lock_grant_brings_the_reads_of_its_last_hold(m: procshare.SyncManager) -> None:
+    v, d, lock = m.Value("i", 7), m.dict(k="x"), m.Lock()
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            if client._channel.leases is None:
+                pytest.skip("leases are off on this platform")
+            av, ad, alock = client.proxy(v), client.proxy(d), client.proxy(lock)
+            async with alock:  # learns what is read while it is held
+                assert await av.get() == 7 and await ad.getitem("k") == "x"
+            async with alock:
+                before = _server_calls(m)
+                assert await av.get() == 7 and await ad.getitem("k") == "x"
+                assert _server_calls(m) == before  # they came with the grant
+            await asyncio.to_thread(setattr, v, "value", 8)  # another connection writes
+            async with alock:
+                assert await av.get() == 8  # never the value of an older grant
+                await av.set(9)
+                assert await av.get() == 9  # the holder's own write is read back
+
+    run(main())
+    assert v.value == 9
+
+
+def test_a_cancelled_leasing_acquire_is_not_granted_later(m: procshare.SyncManager) -> None:
+    v, lock = m.Value("i", 1), m.Lock()
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            av, alock = client.proxy(v), client.proxy(lock)
+            async with alock:
+                await av.get()
+            lock.acquire()  # held elsewhere: the next acquire waits on the server
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(alock.acquire(), 0.2)
+            lock.release()
+            assert lock.acquire(timeout=5)  # the withdrawn request was not granted it
+            lock.release()
+
+    run(main())

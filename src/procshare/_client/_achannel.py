@@ -62,10 +62,10 @@ from ._pipeline import AsyncPipeline
 from ._push import Change, ChangeBuffer, change_from
 from ._snapshots import OFF, PLAIN, WHOLE_READ_KINDS, Held, plan, settle
 
-__all__ = ["AsyncChannel", "AsyncProxy", "AsyncWatch", "kind_of"]
+__all__ = ["AsyncChannel", "AsyncProxy", "AsyncWatch", "kind_of", "task_owner"]
 
 
-def _owner() -> int:
+def task_owner() -> int:
     task = asyncio.current_task()
     return id(task) if task is not None else 0
 
@@ -281,8 +281,11 @@ class AsyncChannel:
         lock again, as ``threading``'s does. Cancelled again meanwhile, it stops waiting.
         """
         rid = self._take_id()
-        frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, _owner(), versioned)
-        future = self._send(rid, frame)
+        frame = self._proto.encode_call(rid, obj_id, method, args, kwargs, task_owner(), versioned)
+        return await self._answer(rid, self._send(rid, frame))
+
+    async def _answer(self, rid: int, future: asyncio.Future[Any]) -> Any:
+        """Await request ``rid``'s answer; cancelled, withdraw it first (see ``call``)."""
         try:
             return await future
         except asyncio.CancelledError:
@@ -304,9 +307,11 @@ class AsyncChannel:
         orphans[event.req_id] = event
 
     async def request(self, msg: Any) -> Any:
-        """Send a request message (its ``req_id`` is replaced) and return its result."""
+        """Send a request message (its ``req_id`` is replaced) and return its result; one
+        that may wait (a ``LeaseAcquire``) is withdrawn if its caller is cancelled, as a
+        call is."""
         rid = self._take_id()
-        return await self._send(rid, self._proto.send(msg._replace(req_id=rid)))
+        return await self._answer(rid, self._send(rid, self._proto.send(msg._replace(req_id=rid))))
 
     async def request_many(self, msgs: list[Any]) -> list[Any]:
         """Send several requests at once, then wait for all; their results, in order (the
@@ -495,7 +500,7 @@ class AsyncProxy:
         ):
             value = leases.read(self._id, method, args)
             if value is MISS:
-                reply = await channel.request(LeasedRead(0, self._id, method, args, _owner()))
+                reply = await channel.request(LeasedRead(0, self._id, method, args, task_owner()))
                 value = leases.took((self._id, method, args), reply)
                 if value is not DECLINED:
                     return value
@@ -556,7 +561,7 @@ class AsyncProxy:
         if held is OFF or self._kind not in WHOLE_READ_KINDS or self._replica is not None:
             return await self.call(method)
         read, same, known = plan(held, method, self._kind)
-        reply = await self._channel.request(ReadSince(0, self._id, read, known, _owner()))
+        reply = await self._channel.request(ReadSince(0, self._id, read, known, task_owner()))
         self._held, value = settle(held, same, read, self._kind, known, reply, method)
         return await self.call(method) if value is PLAIN else value
 

@@ -15,8 +15,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Generic, TypeVar, cast
 
+from .._leases import LEASING_LOCKS
+from .._protocol import LeaseAcquire
 from .._token import Token
-from ._achannel import AsyncProxy, kind_of
+from ._achannel import AsyncProxy, kind_of, task_owner
+from ._leases import Read
 
 __all__ = [
     "ASYNC_PROXIES",
@@ -255,12 +258,42 @@ class AsyncNamespace(AsyncProxy):
 
 class AsyncAcquirer(AsyncProxy):
     """A Lock, RLock, Semaphore or BoundedSemaphore: ``async with lock: ...``; its holder's
-    death releases it."""
+    death releases it.
+
+    As for the sync proxies, a Lock's or RLock's grant brings the quick reads its loop made
+    while it last held it (``_client._leases``): ``async with lock: x = await v.get()`` makes
+    one round trip, not two.
+    """
+
+    #: the reads to ask for with the next grant, or None once the server declined
+    _lease_reads: tuple[Read, ...] | None = ()
 
     async def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
-        return cast(bool, await self.call("acquire", blocking, timeout))
+        leases = self._channel.leases
+        reads = self._lease_reads
+        if leases is None or reads is None or self._token.typeid not in LEASING_LOCKS:
+            return cast(bool, await self.call("acquire", blocking, timeout))
+        reply = None
+        if reads:
+            wait = -1 if timeout is None else timeout
+            msg = LeaseAcquire(0, self._id, blocking, wait, reads, task_owner())
+            reply = await self._channel.request(msg)
+            if reply is None:  # declined: acquire plainly, now and from now on
+                self._lease_reads = None
+                return cast(bool, await self.call("acquire", blocking, timeout))
+            if reply is False:
+                return False
+        elif not await self.call("acquire", blocking, timeout):
+            return False
+        leases.granted(self._id, reads, reply)
+        return True
 
     async def release(self) -> None:
+        leases = self._channel.leases
+        if leases is not None and self._lease_reads is not None:
+            learned = leases.released(self._id)
+            if learned is not None:
+                self._lease_reads = learned
         await self.call("release")
 
     async def locked(self) -> bool:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 from .._context import incoming, managers_by_address, server_hook
 from .._errors import ObjectNotFound, ProcshareError, WaitTimeout
 from .._kinds import KINDS, REPLAYABLE_KINDS
-from .._leases import LEASABLE, leasable_args
+from .._leases import LEASABLE, LEASING_LOCKS, leasable_args
 from .._protocol import LeaseAcquire, LeasedRead, ReadSince
 from .._token import Token
 from ._backend import Backend
@@ -69,8 +69,6 @@ V = TypeVar("V")
 T = TypeVar("T")
 
 _get_ident = threading.get_ident
-#: typeids whose acquire may bring leased reads with the grant (the server confirms the kind)
-_LEASING_TYPEIDS = frozenset({"Lock", "RLock"})
 
 
 def _authkey_default(manager: Any) -> bytes:
@@ -945,7 +943,7 @@ class AcquirerProxy(BaseProxy):
         args = (blocking,) if timeout is None else (blocking, timeout)
         waits = _waits(blocking, timeout)
         reads = self._lease_reads
-        if reads is None or self._token.typeid not in _LEASING_TYPEIDS:
+        if reads is None or self._token.typeid not in LEASING_LOCKS:
             return self._callblocking("acquire", args, waits)  # type: ignore[no-any-return]
         channel = self._channel()
         leases = channel.leases
