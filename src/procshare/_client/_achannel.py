@@ -685,17 +685,6 @@ class AsyncReplica(ReplicaState):
             self._install(value, version)
         return self._read(method, args)
 
-    def after_write(
-        self,
-        method: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None,
-        result: Any,
-        version: int,
-    ) -> None:
-        """Account for this proxy's own write, applied by the server as ``version``."""
-        self._after_write(method, args, kwargs, result, version)
-
     async def close(self) -> None:
         self._closed = True
         self.valid = False

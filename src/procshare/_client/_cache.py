@@ -171,7 +171,7 @@ class ReplicaState:
             if not self._advance(change):
                 return
 
-    def _after_write(
+    def after_write(
         self,
         method: str,
         args: tuple[Any, ...],
@@ -179,6 +179,7 @@ class ReplicaState:
         result: Any,
         version: int,
     ) -> None:
+        """Account for this proxy's own write, which the server applied as ``version``."""
         if not self.valid or version <= self.version:
             return  # rebuilt on the next read, or the feed already applied it
         self._advance(Change(method, args, kwargs, version, result))
@@ -263,9 +264,8 @@ class Replica(ReplicaState):
         result: Any,
         version: int,
     ) -> None:
-        """Account for this process's own write, which the server applied as ``version``."""
-        with self.lock:
-            self._after_write(method, args, kwargs, result, version)
+        with self.lock:  # (the push thread feeds it too)
+            super().after_write(method, args, kwargs, result, version)
 
     # -- the feed (push thread) ---------------------------------------------------------------
 
