@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -15,8 +16,10 @@ from procshare._sched import (
     LOADED_HOLD,
     QUIET_READINGS,
     READ_EVERY,
+    SUSPECT_READINGS,
     LoadGauge,
     Stepper,
+    TaskStates,
     configured_spin,
     parse_spin,
     quota_cpus,
@@ -106,6 +109,64 @@ def test_a_process_not_ours_waiting_for_a_cpu_means_loaded(readings: list[int]) 
     assert not gauge.loaded(10.1, ours=3)  # oversubscribed, but by our own: they yield
     assert gauge.loaded(10.2, ours=3)  # one more than ours and than the CPUs
     assert gauge.loaded(10.2 + READ_EVERY / 2, ours=3)  # (too soon to read again)
+
+
+def test_ours_read_tell_a_computing_process_among_them(readings: list[int]) -> None:
+    """Four clients that wait on each other and one CPU-bound process on two CPUs: the count
+    (3) is no more than may be ours (5), but the clients' states show that only two of the
+    runnable are ours; a lone such reading is a race with a client going to sleep."""
+    gauge = LoadGauge(cpus=2)
+    readings.extend([3] * (SUSPECT_READINGS + 1))
+    assert not gauge.loaded(10.0, ours=5, ours_running=lambda: 3)  # all of them ours
+    now = 10.0
+    for _ in range(SUSPECT_READINGS - 1):
+        now += READ_EVERY * 1.01
+        assert not gauge.loaded(now, ours=5, ours_running=lambda: 2)
+    now += READ_EVERY * 1.01
+    assert gauge.loaded(now, ours=5, ours_running=lambda: 2)  # every time: loaded
+
+
+def test_ours_are_read_only_where_the_count_cannot_tell(readings: list[int]) -> None:
+    gauge = LoadGauge(cpus=2)
+    readings.extend([2, 6])
+
+    def never() -> int:
+        raise AssertionError("read although the count told")
+
+    assert not gauge.loaded(10.0, ours=5, ours_running=never)  # fits the CPUs
+    assert gauge.loaded(11.0, ours=5, ours_running=never)  # more than ours: loaded
+
+
+def test_task_states_count_the_runnable() -> None:
+    if not os.path.exists("/proc/self/stat"):
+        pytest.skip("no /proc")
+    ctx = procshare.get_context("fork")
+    sleeper = ctx.Process(target=time.sleep, args=(30,))
+    spinner = ctx.Process(target=_spin_for, args=(30.0,))
+    sleeper.start()
+    spinner.start()
+    try:
+        states = TaskStates()
+        me = f"/proc/self/task/{threading.get_native_id()}/stat"
+        states.watch([me, f"/proc/{sleeper.pid}/stat", f"/proc/{spinner.pid}/stat"])
+        deadline = time.monotonic() + 10
+        while states.running() != 2 and time.monotonic() < deadline:
+            pass  # (until the spinner spins: runnable, whether on a CPU or waiting for one)
+        assert states.running() == 2  # this thread and the spinner
+        states.watch([f"/proc/{sleeper.pid}/stat"])
+        assert states.running() == 0
+        states.forget()
+        assert states.running() == 0
+    finally:
+        for p in (sleeper, spinner):
+            p.kill()
+            p.join(10)
+
+
+def _spin_for(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
 
 
 def test_loaded_stands_a_while_then_ends_after_quiet_readings_in_a_row(

@@ -12,7 +12,11 @@ process for the rest of that process's time slice (milliseconds). So:
   (``/proc/loadavg``, ~0.5 us, at most every ``READ_EVERY``: ``LoadGauge``), and advises to
   spin only while no other process waits for a CPU, and no client of its computes between
   its calls (``Flag.THINKS``, measured by the client in CPU time: the spin would hold the CPU
-  that client, or the server thread it wakes, needs). The server spins by the same advice,
+  that client, or the server thread it wakes, needs). Where the count alone cannot tell (more
+  runnable than CPUs, but no more than may be ours: clients contending for a lock, and one
+  computing process), it reads the states of its few local clients and its own threads
+  (``TaskStates``): a runnable task that is none of them, in readings in a row, is a process
+  that computes. The server spins by the same advice,
   for ``spin`` after its last activity; so a client spins only for a call made within that
   long of its last reply: later, the server sleeps, and the client does better to sleep at
   once, where the request it sends wakes the server on the client's own CPU (a spinning
@@ -51,6 +55,7 @@ __all__ = [
     "THINK_AFTER",
     "LoadGauge",
     "Stepper",
+    "TaskStates",
     "available_cpus",
     "configured_spin",
     "current_cpu",
@@ -165,6 +170,44 @@ def runnable_tasks() -> int:
         return -1
 
 
+class TaskStates:
+    """Which of a few known tasks (processes, threads) are runnable now: each one's ``stat``
+    file under ``/proc`` kept open and read again (~1 us a task)."""
+
+    __slots__ = ("_files", "paths")
+
+    def __init__(self) -> None:
+        self._files: dict[str, _ProcFile] = {}
+        #: what was last given to ``watch``
+        self.paths: tuple[str, ...] = ()
+
+    def watch(self, paths: tuple[str, ...]) -> None:
+        """Watch these ``/proc/.../stat`` files from now on (and no others). One thread
+        at a time."""
+        self.paths = paths
+        files = self._files
+        wanted = set(paths)
+        for path in [p for p in files if p not in wanted]:
+            files.pop(path).forget()
+        for path in wanted:
+            if path not in files:
+                files[path] = _ProcFile(path)
+
+    def running(self) -> int:
+        """How many of them are runnable (state ``R``) now."""
+        count = 0
+        for file in self._files.values():
+            data = file.read()
+            # "1234 (comm) R ...": the command may hold anything, so the last ")"
+            end = data.rfind(b")")
+            if end >= 0 and data[end + 2 : end + 3] == b"R":
+                count += 1
+        return count
+
+    def forget(self) -> None:
+        self.watch(())
+
+
 #: how often the gauge reads the runnable count, at most, and how long "loaded" stands after a
 #: reading found a process that is not ours waiting for a CPU (a client that sleeps is not
 #: runnable when it is read: one reading in several finds it, and it must keep the state)
@@ -175,32 +218,46 @@ LOADED_HOLD: Final = 0.005
 #: is taken, and a lone quiet reading started spins that shared a CPU with it (measured: 16-26
 #: us a dict set, 15 without spinning)
 QUIET_READINGS: Final = 4
+#: readings in a row that must find a runnable task not among ours, where ours are read, to
+#: count it as a process that computes (the states are read after the count: a client that
+#: just went to sleep looks foreign once in a while, a computing process every time)
+SUSPECT_READINGS: Final = 2
 
 
 class LoadGauge:
     """Whether the machine is loaded, as the server sees it: it knows which of the runnable
     tasks may be its own (its threads and its running clients), and the rest are not."""
 
-    __slots__ = ("_cpus", "_loaded_until", "_quiet", "_read_at")
+    __slots__ = ("_cpus", "_loaded_until", "_quiet", "_read_at", "_suspect")
 
     def __init__(self, cpus: int) -> None:
         self._cpus = cpus
         self._read_at = 0.0
         self._loaded_until = 0.0
         self._quiet = QUIET_READINGS  # quiet readings since the last loaded one
+        self._suspect = 0  # readings in a row that found a task that may not be ours
 
     @property
     def loaded_until(self) -> float:
         """Until when (``perf_counter``) the machine counts as loaded, from what was read."""
         return self._loaded_until
 
-    def loaded(self, now: float, ours: int) -> bool:
+    def loaded(self, now: float, ours: int, ours_running: Callable[[], int] | None = None) -> bool:
         """Whether a process that is not ours waits for a CPU, or did lately. ``ours``: how
-        many of the runnable tasks may be ours; ``now``: ``time.perf_counter()``."""
+        many of the runnable tasks may be ours; ``now``: ``time.perf_counter()``;
+        ``ours_running``: how many of ours are runnable now, where that can be read (-1
+        where not): asked when more tasks run than there are CPUs but no more than may be
+        ours, so that one computing process among clients that wait on each other (a lock)
+        is told from those clients alone (they would spin while it needs the CPU)."""
         if now >= self._read_at:
             self._read_at = now + READ_EVERY
             running = runnable_tasks()
-            if running > self._cpus and running > ours:
+            foreign = running > self._cpus and running > ours
+            if not foreign and running > self._cpus and ours_running is not None:
+                mine = ours_running()
+                self._suspect = self._suspect + 1 if 0 <= mine < running else 0
+                foreign = self._suspect >= SUSPECT_READINGS
+            if foreign:
                 self._loaded_until = now + LOADED_HOLD
                 self._quiet = 0
             elif self._quiet < QUIET_READINGS:

@@ -6,7 +6,9 @@ from which clients ran lately, which computed between calls, and what the load g
 
 from __future__ import annotations
 
+import logging
 import socket
+import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -49,7 +51,9 @@ def run(server: Server, running: int = 0, parked: int = 0, thinking: int = 0) ->
     server._thinking.clear()
     server._active.clear()
     for sid in range(running + parked):
-        sessions[sid] = SimpleNamespace(waiters=["a parked call"] if sid >= running else None)  # type: ignore[assignment]
+        sessions[sid] = SimpleNamespace(  # type: ignore[assignment]
+            waiters=["a parked call"] if sid >= running else None, pid=None, host=""
+        )
         server._active[sid] = NOW
         if sid < running:
             reactor.recent[sid] = NOW
@@ -60,7 +64,7 @@ def run(server: Server, running: int = 0, parked: int = 0, thinking: int = 0) ->
 
 def advice(server: Server, loaded: bool = False) -> tuple[bool, bool]:
     """(SPIN, CROWDED) as every reactor's replies carry them."""
-    server._gauge = SimpleNamespace(loaded=lambda now, ours: loaded)  # type: ignore[assignment]
+    server._gauge = SimpleNamespace(loaded=lambda now, ours, ours_running: loaded)  # type: ignore[assignment]
     spin = server._advise(NOW)
     flags = {r.home.flags & (Flag.SPIN | Flag.CROWDED) for r in server._reactors}
     assert len(flags) == 1, "the reactors advise alike"
@@ -108,10 +112,35 @@ def test_clients_quiet_for_a_while_no_longer_count(server: Server) -> None:
 def test_the_gauge_counts_the_server_and_its_active_clients_as_ours(server: Server) -> None:
     run(server, running=2, parked=2)
     asked: list[int] = []
-    server._gauge = SimpleNamespace(loaded=lambda now, ours: asked.append(ours) or False)  # type: ignore[assignment]
+    server._gauge = SimpleNamespace(  # type: ignore[assignment]
+        loaded=lambda now, ours, ours_running: asked.append(ours) or False
+    )
     server._advise(NOW)
     assert asked == [5]
     assert isinstance(Server._advise, object) and LoadGauge  # (the real gauge: test_sched)
+
+
+def test_the_states_of_the_active_clients_here_are_read_where_they_are_few(
+    server: Server,
+) -> None:
+    """Which tasks' states tell ours from others: the active clients on this machine (a
+    parked one too: it runs once answered); none where one is elsewhere, or too many."""
+    run(server, running=2, parked=1)
+    for sid, session in server.core.sessions.items():
+        session.pid = 1000 + sid
+    server._update_running(NOW)
+    assert server.ours == ("/proc/1000/stat", "/proc/1001/stat", "/proc/1002/stat")
+    server.core.sessions[1].host = "10.0.0.7"  # a client on another machine
+    server._update_running(NOW)
+    assert server.ours is None
+    server.core.sessions[1].host = ""
+    server._update_running(NOW)
+    assert server.ours is not None
+    run(server, running=_transport._MOST_TASKS_READ + 1)
+    for sid, session in server.core.sessions.items():
+        session.pid = 1000 + sid
+    server._update_running(NOW)
+    assert server.ours is None
 
 
 def connect(server: Server) -> tuple[_Conn, socket.socket]:
@@ -168,3 +197,26 @@ def test_a_request_of_another_kind_breaks_the_streak(server: Server) -> None:
         requests(server, worker, thinks=True, count=_transport._PLACE_AFTER - 1)
         requests(server, worker, thinks=False, count=1)
     assert worker.reactor.index == 0
+
+
+def test_a_reactor_thread_that_fails_stops_the_whole_server(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its clients must see their connections end, never wait on a thread that is gone."""
+    srv = Server(
+        _server_types(SyncManager._registry), None, b"advice", rebuild=RebuildProxy, reactors=2
+    )
+    real_run = _transport._Reactor.run
+
+    def run_or_fail(reactor: _transport._Reactor) -> None:
+        if reactor.index == 1:
+            raise RuntimeError("a bug in reactor 1")
+        real_run(reactor)
+
+    monkeypatch.setattr(_transport._Reactor, "run", run_or_fail)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    with caplog.at_level(logging.CRITICAL, logger="procshare.server"):
+        thread.start()
+        assert srv.wait_stopped(30), "the server kept serving without its reactor"
+        thread.join(30)
+    assert "reactor 1 failed" in caplog.text

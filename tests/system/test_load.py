@@ -52,13 +52,13 @@ def test_many_processes_lose_nothing(workers: int) -> None:
 def idle_gauge(monkeypatch: pytest.MonkeyPatch) -> None:
     """The servers forked from here find no process of anybody else's waiting for a CPU (the
     machine running the tests may be busy; these tests are about what follows from it)."""
-    monkeypatch.setattr(LoadGauge, "loaded", lambda self, now, ours: False)
+    monkeypatch.setattr(LoadGauge, "loaded", lambda self, now, ours, mine=None: False)
 
 
 @pytest.fixture
 def loaded_gauge(monkeypatch: pytest.MonkeyPatch) -> None:
     """The servers forked from here find another process waiting for a CPU, always."""
-    monkeypatch.setattr(LoadGauge, "loaded", lambda self, now, ours: True)
+    monkeypatch.setattr(LoadGauge, "loaded", lambda self, now, ours, mine=None: True)
 
 
 @pytest.mark.parametrize("spin", [0.0, 0.01])

@@ -52,7 +52,7 @@ from .._protocol import (
     ServerProtocol,
     busy_frame,
 )
-from .._sched import LoadGauge, available_cpus, configured_spin, current_cpu
+from .._sched import LoadGauge, TaskStates, available_cpus, configured_spin, current_cpu
 from ._core import Core, Job
 from ._memory import MemoryGuard, parse_size
 from ._objects import LOCK_WINDOW
@@ -65,6 +65,8 @@ __all__ = ["Server"]
 log = logging.getLogger("procshare.server")
 
 _POLL_DEAD: Final = select.POLLHUP | select.POLLERR | getattr(select, "POLLRDHUP", 0)
+#: the most tasks whose states ``_advise`` reads (each ~1 us, at each reading of the load)
+_MOST_TASKS_READ: Final = 12
 _RUNNING_WINDOW: Final = 0.002  # seconds: a client answered within this window counts as running
 #: poll() sleeps whole milliseconds, rounding a shorter timeout up (epoll's resolution)
 _SLEEP_RESOLUTION: Final = 0.001
@@ -273,6 +275,8 @@ class _Reactor:
         self._wake_r: socket.socket | None = None
         self._wake_w: socket.socket | None = None
         self.thread: threading.Thread | None = None
+        #: the thread that runs it, as the kernel names it (once it runs)
+        self.native_id = 0
         #: replies to its connections, collected under the core lock and written after it
         #: (``Server._send_out``), and the lock held while they are written: who closes one
         #: of its connections takes it, so that no write lands on a descriptor closed (and
@@ -303,6 +307,8 @@ class _Reactor:
     def run(self) -> None:
         """The loop: sleep until a descriptor is ready (busy-poll a moment first after
         activity, while a CPU is free), then serve what is ready under the core lock."""
+        self.native_id = threading.get_native_id()
+        states = TaskStates()  # (what _advise reads of ours, for this thread alone)
         server = self.server
         core = server.core
         core_lock = server.core_lock
@@ -445,9 +451,10 @@ class _Reactor:
                 # loaded machine stays loaded a while (``LoadGauge``): ask again only then,
                 # not on every turn of a loop that is then all about speed. (Asking less often
                 # where clients compute was measured worse with one CPU-bound process.)
-                spinning = server._advise(perf_counter())
+                spinning = server._advise(perf_counter(), states)
                 core.lock_window = lock_window if spinning else 0.0
                 advise_at = 0.0 if spinning else server._gauge.loaded_until
+        states.forget()
         with core_lock:
             server._flush()
 
@@ -594,6 +601,10 @@ class Server:
         self._active: dict[int, float] = {}
         self._running_checked = 0.0
         self._gauge = LoadGauge(self._cpus)
+        #: the ``stat`` files of the reactors and the active clients on this machine, whose
+        #: states tell ours from others among the runnable tasks (``_advise``); None where
+        #: they cannot (a client elsewhere, or too many to read)
+        self.ours: tuple[str, ...] | None = ()
         self._serving = False
 
     # -- ServerHook (see _context) ----------------------------------------------------------
@@ -657,7 +668,10 @@ class Server:
         try:
             for reactor in self._reactors[1:]:
                 reactor.thread = threading.Thread(
-                    target=reactor.run, name=f"procshare-reactor-{reactor.index}", daemon=True
+                    target=self._run_reactor,
+                    args=(reactor,),
+                    name=f"procshare-reactor-{reactor.index}",
+                    daemon=True,
                 )
                 reactor.thread.start()
             if self._memory is not None:
@@ -677,6 +691,16 @@ class Server:
                 self._memory.stop()
             log.info("stopped serving at %s", describe(self.address))
             self._stopped.set()
+
+    def _run_reactor(self, reactor: _Reactor) -> None:
+        """A reactor's own thread. Its loop failing (a bug) stops the whole server: its
+        clients' connections end (``ConnectionLost``) rather than wait on a thread that is
+        gone."""
+        try:
+            reactor.run()
+        except BaseException:
+            log.critical("reactor %d failed: the server stops", reactor.index, exc_info=True)
+            self.stop()
 
     def _write_connection_file(self) -> None:
         """Tell this user's tools where we are (``_discovery``); a failure only costs that."""
@@ -771,6 +795,7 @@ class Server:
             sid: t for sid, t in self._active.items() if t >= horizon and sid in sessions
         }
         self.active = len(self._active)
+        self._watch_ours(sessions)
         self.running = running
         self.thinking = len(self._thinking)
         self._running_checked = now
@@ -778,7 +803,24 @@ class Server:
         for reactor in self._reactors:
             reactor.home.flags = (reactor.home.flags & ~Flag.CROWDED) | crowded
 
-    def _advise(self, now: float) -> bool:
+    def _watch_ours(self, sessions: dict[int, Session]) -> None:
+        """Which tasks ``ours`` names: the reactors and the active clients on this machine,
+        unless they are too many to read at each reading of the load (then none)."""
+        me = os.getpid()
+        paths = [f"/proc/{me}/task/{r.native_id}/stat" for r in self._reactors if r.native_id]
+        for sid in self._active:
+            session = sessions.get(sid)
+            if session is None or session.pid is None or session.pid == me:
+                continue
+            if session.host or len(paths) >= _MOST_TASKS_READ:
+                paths = []  # (a client elsewhere, or too many: ours cannot be told apart)
+                break
+            paths.append(f"/proc/{session.pid}/stat")
+        ours = tuple(paths) if paths else None
+        if ours != self.ours:
+            self.ours = ours  # (a new tuple: each reactor's TaskStates follow it, ``_advise``)
+
+    def _advise(self, now: float, states: TaskStates | None = None) -> bool:
         """Whether busy-polling takes nobody's CPU now; told to clients with the replies
         (``Flag.SPIN``), and what the reactors do.
 
@@ -786,11 +828,17 @@ class Server:
         ``LoadGauge``), and no while a client computes between its calls, unless it is the
         only client running (a spin would hold the CPU it, or the reactor its next call
         wakes, needs; the runnable count cannot show that: it is read before that reactor's
-        wake-up lands).
+        wake-up lands). ``states``: the calling reactor's reader of the tasks in ``ours``.
         """
         running = self.running
         ours = self.active + 1  # (the reactor itself)
-        free = not self._gauge.loaded(now, ours) and (not self.thinking or running <= 1)
+        count = None
+        tasks = self.ours
+        if states is not None and tasks is not None:
+            if states.paths is not tasks:
+                states.watch(tasks)  # (the calling reactor's own: no other thread reads it)
+            count = states.running
+        free = not self._gauge.loaded(now, ours, count) and (not self.thinking or running <= 1)
         advice = Flag.SPIN if free else 0
         for reactor in self._reactors:
             reactor.home.flags = (reactor.home.flags & ~Flag.SPIN) | advice
