@@ -25,6 +25,7 @@ from ._connect import URL_ENV, connect
 from ._errors import (
     ConnectionLost,
     FrameTooLarge,
+    LockLostError,
     ManagerStateError,
     MemoryLimitError,
     MethodNotExposed,
@@ -38,6 +39,7 @@ from ._errors import (
     ServerNotFound,
     ServerRefused,
     ServerUnreachable,
+    UnsupportedError,
     WaitTimeout,
     WatchClosed,
 )
@@ -101,7 +103,15 @@ def Manager(*, ctx: Any = None, **options: Any) -> SyncManager:  # noqa: N802 - 
     ``shutdown()`` then only disconnects, and server options such as ``release_delay`` are
     the server's own).
     """
-    if _os.environ.get(URL_ENV):
+    url = _os.environ.get(URL_ENV)
+    if url and url.startswith(("redis://", "rediss://")):
+        # Objects in Redis: a namespace of this manager's own (unless the URL names one)
+        manager = SyncManager(
+            address=url, **{k: v for k, v in options.items() if k in _CONNECT_OPTIONS}
+        )
+        manager.start()
+        return manager
+    if url:
         # A running server is named: use it (an unchanged script shares it with others).
         return connect(**{k: v for k, v in options.items() if k in _CONNECT_OPTIONS})
     manager = SyncManager(ctx=ctx if ctx is not None else _mp.get_context(), **options)
@@ -207,6 +217,7 @@ __all__ = [
     "FrameTooLarge",
     "JoinableQueue",
     "Lock",
+    "LockLostError",
     "Manager",
     "ManagerStateError",
     "MemoryLimitError",
@@ -235,6 +246,7 @@ __all__ = [
     "SimpleQueue",
     "SyncManager",
     "TimeoutError",
+    "UnsupportedError",
     "Value",
     "WaitTimeout",
     "Watch",

@@ -21,6 +21,7 @@ import socket
 from typing import Any
 
 __all__ = [
+    "REDIS_SCHEMES",
     "Address",
     "describe",
     "family",
@@ -30,6 +31,10 @@ __all__ = [
 ]
 
 Address = str | tuple[str, int]
+
+#: The schemes of Redis URLs: their objects live in Redis (``procshare._redis``); the
+#: canonical form of such an address is its URL without a password (``RedisURL.canonical``).
+REDIS_SCHEMES = ("redis://", "rediss://")
 
 #: A unix socket path longer than this does not fit in ``sockaddr_un``.
 _MAX_UNIX_PATH = 107
@@ -56,6 +61,10 @@ def parse_address(address: Any) -> Address | None:
         raise TypeError(f"address must be a str, a (host, port) tuple or None, not {address!r}")
     if "://" not in address:
         return _unix_path(address)
+    if address.startswith(REDIS_SCHEMES):
+        from ._redis._url import parse_redis_url
+
+        return parse_redis_url(address).canonical
     from urllib.parse import urlsplit  # (only for URLs: ~2 ms to import)
 
     url = urlsplit(address)
@@ -66,7 +75,8 @@ def parse_address(address: Any) -> Address | None:
             raise ValueError(f"a {url.scheme}:// address needs a port: {address!r}")
         return (url.hostname or "127.0.0.1", url.port)
     raise ValueError(
-        f"unknown address scheme {url.scheme!r} in {address!r} (use unix://, tcp:// or tls://)"
+        f"unknown address scheme {url.scheme!r} in {address!r} "
+        "(use unix://, tcp://, tls://, redis:// or rediss://)"
     )
 
 

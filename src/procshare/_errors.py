@@ -25,6 +25,7 @@ __all__ = [
     "ConnectionLost",
     "ErrorNotRebuildable",
     "FrameTooLarge",
+    "LockLostError",
     "ManagerStateError",
     "MemoryLimitError",
     "MethodNotExposed",
@@ -39,6 +40,7 @@ __all__ = [
     "ServerNotFound",
     "ServerRefused",
     "ServerUnreachable",
+    "UnsupportedError",
     "WaitTimeout",
     "WatchClosed",
     "connection_lost",
@@ -228,6 +230,17 @@ class WaitTimeout(ProcshareError, TimeoutError):
 class WatchClosed(ProcshareError, ValueError):
     """The watch was closed: it delivers no more changes (a ``ValueError``, as reading a
     closed file is)."""
+
+
+class UnsupportedError(ProcshareError, NotImplementedError):
+    """What was asked for is not offered where the objects live (a registered class's
+    objects on Redis, which cannot run code; ``watch()`` on Redis, not yet)."""
+
+
+class LockLostError(ProcshareError, RuntimeError):
+    """``release()`` of a lock (or semaphore permit) this process no longer held: its Redis
+    session expired (the process was paused, or cut off, longer than the session's ttl) and
+    the lock went to another. Nothing was released: the new holder keeps it."""
 
 
 class CallWithdrawn(ProcshareError):

@@ -31,7 +31,8 @@ from multiprocessing import connection, pool, util
 from multiprocessing.process import AuthenticationString  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
-from ._address import Address, parse_address
+from ._address import REDIS_SCHEMES, Address, parse_address
+from ._client._backend import Backend
 from ._client._channel import Channel, forget_channels, get_channel, live_channel, use_tls
 from ._client._pipeline import Pipeline
 from ._client._proxies import (
@@ -152,6 +153,10 @@ def _server_types(
     return types
 
 
+def _is_redis(address: str) -> bool:
+    return address.startswith(REDIS_SCHEMES)
+
+
 class BaseManager:
     """Starts (or connects to) a procshare server and creates shared objects on it.
 
@@ -246,6 +251,8 @@ class BaseManager:
                 f"serializer {serializer!r} is not available; use one of {serializer_names()}"
             )
         self._address: Address | None = parse_address(address)
+        #: a Redis URL as given (whether it names a namespace: ``start``)
+        self._redis_url = address if isinstance(address, str) and _is_redis(address) else None
         self._authkey = AuthenticationString(authkey)
         self._state = State()
         self._serializer = serializer
@@ -362,6 +369,9 @@ class BaseManager:
         self._check_initial()
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        if self._redis_url is not None:
+            self._start_on_redis(self._redis_url)
+            return
         reader, writer = connection.Pipe(duplex=False)
         self._process = self._ctx.Process(
             target=type(self)._run_server,
@@ -412,6 +422,41 @@ class BaseManager:
             ),
             exitpriority=0,
         )
+
+    def _start_on_redis(self, url: str) -> None:
+        """``start()`` where the objects live in Redis: no server process. A URL that names
+        no namespace gets a new one of this manager's own, which ``shutdown()`` deletes with
+        everything in it; one that names a namespace is joined and left as it is."""
+        from ._redis._url import parse_redis_url
+
+        parsed = parse_redis_url(url, fresh_namespace=True)
+        owned = "namespace=" not in url
+        self._address = parsed.canonical
+        self._channel_unchecked().control("ping")
+        self._state.value = State.STARTED
+        managers_by_address[self._address] = self
+        self.shutdown = util.Finalize(  # type: ignore[method-assign]
+            self,
+            type(self)._finalize_redis,
+            args=(self._address, bytes(self._authkey), self._serializer, owned, self._state),
+            exitpriority=0,
+        )
+
+    def _channel_unchecked(self) -> Backend:
+        assert self._address is not None
+        return get_channel(self._address, bytes(self._authkey), self._serializer, self._timeout)
+
+    @staticmethod
+    def _finalize_redis(
+        address: str, authkey: bytes, serializer: str, owned: bool, state: State
+    ) -> None:
+        """End a manager on Redis: delete its own namespace (not one it joined)."""
+        from ._redis._channel import forget_redis_channels
+
+        with contextlib.suppress(Exception):
+            forget_redis_channels(address, authkey, serializer, drop=owned)
+        state.value = State.SHUTDOWN
+        managers_by_address.pop(address, None)
 
     @classmethod
     def _run_server(
@@ -516,7 +561,7 @@ class BaseManager:
 
     # -- talking to the server ----------------------------------------------------------------
 
-    def _channel(self) -> Channel:
+    def _channel(self) -> Backend:
         self._check_started()
         if self._address is None:
             raise ManagerStateError("the manager has no address")

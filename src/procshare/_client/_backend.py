@@ -1,12 +1,11 @@
 """The backend seam: what the proxies need from wherever the shared objects live.
 
 The sync proxies (``_proxies``), watches (``_push``), pipelines (``_pipeline``) and cached
-reads (``_cache``) speak to a :class:`Backend`, one per process and server (``get_channel``).
-Today the one implementation is ``_channel.Channel``, a connection to procshare's own server;
-mypy checks that it is a ``Backend`` wherever a proxy binds to it. A Redis backend plugs in
-here: a class with these operations over redis-py (objects as keys of one namespace, calls
-as Lua scripts, blocking calls as waits on a token list, subscriptions as streams), chosen by
-the address's scheme where ``get_channel`` picks the implementation.
+reads (``_cache``) speak to a :class:`Backend`, one per process and server (``get_channel``,
+which picks the implementation by the address's scheme): ``_channel.Channel``, a connection
+to procshare's own server, or ``_redis._channel.RedisChannel``, the objects in Redis (keys
+of one namespace, changes as Lua scripts, blocking calls as waits on token lists); mypy
+checks that each is a ``Backend``.
 
 ``AsyncBackend`` is the same seam for the asyncio proxies (``_achannel.AsyncProxy``, the typed
 ones of ``_aproxies``, their watches and pipelines): ``_achannel.AsyncChannel`` implements it
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from .._address import Address
+    from ._channel import RefQueue
     from ._leases import LeaseBook
 
 __all__ = ["AsyncBackend", "Backend"]
@@ -43,6 +43,8 @@ class Backend(Protocol):
     server_info: dict[str, Any]
     #: the leased reads of this connection, or ``None`` where leases are off
     leases: LeaseBook | None
+    #: reference notes waiting to be sent (this process's, for this address)
+    refs: RefQueue
 
     @property
     def broken(self) -> bool:

@@ -44,6 +44,7 @@ import itertools
 import os
 import select
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -51,7 +52,7 @@ from collections.abc import Callable
 from multiprocessing import util
 from typing import Any, Final
 
-from .._address import Address, describe, family
+from .._address import REDIS_SCHEMES, Address, describe, family
 from .._context import incoming
 from .._errors import (
     AuthenticationError,
@@ -79,6 +80,7 @@ from .._protocol import (
     Watch,
 )
 from .._sched import SLEPT_AFTER, THINK_AFTER, Stepper, configured_spin, current_cpu
+from ._backend import Backend
 from ._leases import LeaseBook, book_for
 
 __all__ = ["PID_CELL", "Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
@@ -1204,9 +1206,15 @@ def live_channel(address: Address, authkey: bytes, serializer: str = "pickle") -
 
 def get_channel(
     address: Address, authkey: bytes, serializer: str = "pickle", timeout: float | None = None
-) -> Channel:
+) -> Backend:
     """This process's channel to ``address``, connecting (again) if needed; ``timeout``: its
-    call timeout (``Channel.call_timeout``), also the longest wait for a new handshake."""
+    call timeout (``Channel.call_timeout``), also the longest wait for a new handshake. A
+    ``redis://`` address gets the Redis backend (``procshare._redis``), which offers the same
+    operations."""
+    if isinstance(address, str) and address.startswith(REDIS_SCHEMES):
+        from .._redis._channel import get_redis_channel
+
+        return get_redis_channel(address, bytes(authkey), serializer)
     key = (address, bytes(authkey), serializer)
     channel = _channels.get(key)
     if channel is not None and channel._broken is None and channel.pid == PID_CELL[0]:
@@ -1246,6 +1254,10 @@ def close_channels() -> None:
     for channel in channels:
         with contextlib.suppress(Exception):
             channel.close()
+    redis = sys.modules.get("procshare._redis._channel")
+    if redis is not None:
+        with contextlib.suppress(Exception):
+            redis.close_redis_channels()
 
 
 class _AtExit:

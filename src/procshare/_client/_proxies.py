@@ -977,6 +977,15 @@ class AcquirerProxy(BaseProxy):
         """Whether it is held by anyone (Lock and RLock only)."""
         return self._callmethod("locked")  # type: ignore[no-any-return]
 
+    @property
+    def fencing_token(self) -> int | None:
+        """On Redis, the fencing token of this thread's last acquire: a number that grows
+        with every acquire of this lock, to pass to a store that must refuse the writes of a
+        holder whose lock was lost meanwhile (a process paused past its session's ttl).
+        ``None`` where there is none (procshare's server, which knows its holders)."""
+        fencing = getattr(self._channel(), "fencing", None)
+        return None if fencing is None else fencing.get((self._id, _get_ident()))
+
     def __enter__(self) -> bool:
         return self.acquire()
 

@@ -25,8 +25,8 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from .._address import Address
-from .._errors import ConnectionLost, WaitTimeout, WatchClosed
+from .._address import REDIS_SCHEMES, Address
+from .._errors import ConnectionLost, UnsupportedError, WaitTimeout, WatchClosed
 from ._channel import Channel, current_pid
 
 __all__ = ["Change", "ChangeBuffer", "PushHub", "Watch", "hub_for"]
@@ -163,6 +163,10 @@ _hubs_lock = threading.Lock()
 def hub_for(address: Address, authkey: bytes, serializer: str = "pickle") -> PushHub:
     """This process's push hub for the server at ``address`` (made on first use), speaking
     ``serializer`` (the one the server accepts, as the proxy's own connection does)."""
+    if isinstance(address, str) and address.startswith(REDIS_SCHEMES):
+        raise UnsupportedError(
+            "watch(), wait_until() and cache() are not available on Redis yet (issue #21)"
+        )
     key = (address, bytes(authkey))
     hub = _hubs.get(key)
     if hub is not None and hub.pid == current_pid() and hub.broken is None:

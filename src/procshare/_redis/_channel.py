@@ -1,0 +1,1090 @@
+"""``RedisChannel``: the backend of the proxies when the objects live in Redis.
+
+One per process and Redis namespace (``get_redis_channel``), as ``_client._channel.Channel``
+is one per process and server; it speaks the same ``Backend`` operations, so every proxy
+works unchanged. What it keeps in Redis, and how, is in ``_scripts`` (every change is one Lua
+script, run once per request id) and ``_values`` (the containers).
+
+**Sessions.** A process is a session (``sessions``: id -> expiry) kept alive by a heartbeat
+thread every ttl/3. Everything a process holds names its session: locks, RLock depths,
+semaphore permits, queue items on their way to it, references, waiters. A session that
+expires is dead: the next acquire of a lock it held takes it back, and a janitor (any live
+process, at most one at a time: ``SET NX PX``) gives back what dead sessions held and frees
+the objects nobody references, in bounded batches.
+
+**Waiting.** A call that must wait (an acquire of a held lock, a get on an empty queue)
+registers a token in the object's waiters with its check, atomically, then waits in
+``BLPOP`` on that token's list, in slices of at most a second; whoever frees what it waits
+for pushes to the first live waiter's token. Between slices it checks again (keeping its
+place), so a wake-up lost with a connection costs a slice, never a hang.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+
+from .._address import Address
+from .._errors import (
+    ConnectionLost,
+    LockLostError,
+    NameTakenError,
+    ObjectNotFound,
+    ProcshareError,
+    UnsupportedError,
+)
+from .._kinds import KINDS
+from .._protocol import Batch, Create, LeasedRead, ReadSince
+from .._serializers import get_serializer
+from .._server import _objects
+from .._token import Token
+from ._scripts import LATCHED, PLAIN
+from ._url import RedisURL, parse_redis_url, password_for
+from ._values import CONTAINERS, from_plain, handler_for, initial_value, to_plain
+
+if TYPE_CHECKING:
+    from .._client._channel import RefQueue
+    from .._client._leases import LeaseBook
+
+__all__ = ["RedisChannel", "forget_redis_channels", "get_redis_channel"]
+
+#: the longest single BLPOP: between two, a waiter checks again (a lost wake-up costs this)
+WAIT_SLICE: Final = 1.0
+
+
+def _owner_tag(owner: int) -> str:
+    return str(owner)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisChannel:
+    """This process's connection to one Redis namespace (a ``Backend``)."""
+
+    def __init__(self, address: str, authkey: bytes, serializer: str = "pickle") -> None:
+        import redis
+
+        from .._client._channel import PID_CELL, refqueue_for
+
+        url: RedisURL = parse_redis_url(address)
+        self.url = url
+        self.address: Address = address
+        self.authkey = authkey
+        self.pid = self.usable_pid = PID_CELL[0]
+        self.leases: LeaseBook | None = None
+        self.can_post = False
+        self.registered: dict[tuple[int, str], bool | int] = {}
+        self.refs: RefQueue = refqueue_for(address)
+        self._prefix = url.prefix
+        self._serializer = get_serializer(serializer)
+        self._client = redis.Redis(
+            host=url.host,
+            port=url.port,
+            db=url.db,
+            username=url.username,
+            password=password_for(url),
+            ssl=url.tls,
+            socket_connect_timeout=10.0,
+            health_check_interval=30,
+        )
+        self._scripts = {
+            name: self._client.register_script(src) for name, src in {**LATCHED, **PLAIN}.items()
+        }
+        self._latched = frozenset(LATCHED)
+        self.session = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+        self._ttl_ms = int(url.session_ttl * 1000)
+        self._delay_ms = int(url.release_delay * 1000)
+        #: (object id) -> (typeid, kind)
+        self._types: dict[int, tuple[str, str]] = {}
+        #: (object id) -> (version, serialized plain value) last seen, for the containers
+        self._values: dict[int, tuple[bytes, bytes]] = {}
+        #: (lock id, owner) -> the fencing token of its last acquire by that owner
+        self.fencing: dict[tuple[int, int], int] = {}
+        #: (lock id, owner) -> how many times held (an RLock's depth): what ``release`` may
+        #: find lost
+        self.held: dict[tuple[int, int], int] = {}
+        #: condition id -> its lock's id
+        self.condition_locks: dict[int, int] = {}
+        self._closed = False
+        self._broken: BaseException | None = None
+        try:
+            instance, _ = self._run(
+                "beat", self.session, self._ttl_ms, self._who(), secrets.token_hex(8)
+            )
+        except redis.RedisError as exc:
+            raise ConnectionLost(f"cannot reach Redis at {url.canonical}: {exc}") from exc
+        self.server_info: dict[str, Any] = {
+            "instance": _text(instance),
+            "backend": "redis",
+            "session": self.session,
+        }
+        self._stop = threading.Event()
+        self._heart = threading.Thread(
+            target=self._beat, name="procshare-redis-heartbeat", daemon=True
+        )
+        self._heart.start()
+
+    # -- scripts -------------------------------------------------------------------------------
+
+    def _run(self, name: str, *args: Any) -> Any:
+        """Run script ``name`` with ``args`` after the prefix and a fresh request id."""
+        rid = secrets.token_hex(8) if name in self._latched else ""
+        return self._scripts[name](keys=(), args=(self._prefix, rid, *args))
+
+    def _who(self) -> str:
+        return f"pid {os.getpid()} on {socket.gethostname()}"
+
+    @property
+    def broken(self) -> bool:
+        return self._broken is not None
+
+    # -- the session ---------------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        """The heartbeat thread: renew the session every ttl/3, send reference notes, and now
+        and then be the janitor."""
+        every = self._ttl_ms / 3000
+        next_janitor = 0.0
+        while not self._stop.wait(every):
+            if self.usable_pid != os.getpid():
+                return
+            with contextlib.suppress(Exception):
+                self._run("beat", self.session, self._ttl_ms, "", "")
+                self._flush_refs()
+                now = time.monotonic()
+                if now >= next_janitor:
+                    next_janitor = now + self._ttl_ms / 1000
+                    self.janitor()
+
+    def janitor(self) -> tuple[int, int]:
+        """Reap dead sessions and free unreferenced objects, if no other process is doing it
+        now; ``(sessions reaped, objects freed)``."""
+        guard = self._prefix + "janitor"
+        if not self._client.set(guard, self.session, nx=True, px=self._ttl_ms):
+            return (0, 0)
+        try:
+            dead, freed = self._run("janitor", self._delay_ms)
+            return int(dead), int(freed)
+        finally:
+            with contextlib.suppress(Exception):
+                self._client.delete(guard)
+
+    def _flush_refs(self) -> None:
+        refs = self.refs
+        if not refs:
+            return
+        retain, release = refs.drain()
+        if retain or release:
+            self._run("refs", self.session, self._delay_ms, len(retain), *retain, *release)
+
+    def close(self, drop: bool = False) -> None:
+        """Leave on purpose: what this process held is given back at once; ``drop``: delete
+        the whole namespace instead (the end of a ``Manager()`` that owned it)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self.usable_pid == os.getpid():
+            with contextlib.suppress(Exception):
+                if drop:
+                    self._drop_namespace()
+                else:
+                    self._flush_refs()
+                    self._run("leave", self.session, self._delay_ms)
+        with contextlib.suppress(Exception):
+            self._client.close()
+
+    def _drop_namespace(self) -> int:
+        """Delete every key of this namespace."""
+        deleted = 0
+        batch: list[bytes] = []
+        for key in self._client.scan_iter(match=self._prefix.replace("{", "\\{") + "*", count=500):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += self._client.unlink(*batch)
+                batch.clear()
+        if batch:
+            deleted += self._client.unlink(*batch)
+        return deleted
+
+    # -- the Backend operations ------------------------------------------------------------------
+
+    def call(
+        self,
+        obj_id: int,
+        method: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        owner: int = 0,
+        blocking: bool = False,
+        versioned: bool = False,
+        wait: float | None = None,
+        posting: bool = False,
+    ) -> Any:
+        if self.refs:
+            self._flush_refs()
+        typeid, kind = self._type_of(obj_id)
+        if kind in CONTAINERS:
+            return self._container_call(obj_id, kind, method, args, kwargs or {}, versioned)
+        if versioned:
+            raise UnsupportedError(f"a {typeid} on Redis has no versions")
+        handler = _PRIMITIVE_CALLS.get((kind, method)) or _PRIMITIVE_CALLS.get(("*", method))
+        if handler is None:
+            raise _not_exposed(typeid, method)
+        return handler(self, obj_id, kind, owner, *args, **(kwargs or {}))
+
+    def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> bool:
+        return False  # (every call on Redis waits for its answer)
+
+    def request(self, msg: Any, blocking: bool = False, wait: float | None = None) -> Any:
+        if self.refs:
+            self._flush_refs()
+        kind = type(msg)
+        if kind is Create:
+            return self._create(msg.typeid, msg.args, msg.kwargs or {})
+        if kind is ReadSince:
+            return False  # (no logged versions here: the proxy reads plainly)
+        if kind is LeasedRead:
+            return None
+        if kind is Batch:
+            raise UnsupportedError("pipelines are not available on Redis yet (issue #21)")
+        raise UnsupportedError(f"{kind.__name__} requests are not available on Redis")
+
+    def request_many(self, msgs: list[Any]) -> list[Any]:
+        return [self.request(msg) for msg in msgs]
+
+    def control(self, command: str, *args: Any) -> Any:
+        if self.refs:
+            self._flush_refs()
+        handler = _CONTROLS.get(command)
+        if handler is None:
+            raise UnsupportedError(f"{command!r} is not available on Redis")
+        return handler(self, *args)
+
+    def release_soon(self, obj_id: int) -> None:
+        self.refs.release(obj_id)
+
+    def subscribe(
+        self, obj_id: int, options: dict[str, Any], handler: Callable[[Any], None]
+    ) -> tuple[int, Any]:
+        raise UnsupportedError("watch() and cache() are not available on Redis yet (issue #21)")
+
+    def unsubscribe(self, sub_id: int) -> None:
+        return None
+
+    def unsubscribe_soon(self, sub_id: int) -> None:
+        return None
+
+    def read_forever(self, on_broken: Callable[[BaseException], None]) -> None:
+        raise UnsupportedError("watch() is not available on Redis yet (issue #21)")
+
+    # -- objects ---------------------------------------------------------------------------------
+
+    def _type_of(self, obj_id: int) -> tuple[str, str]:
+        known = self._types.get(obj_id)
+        if known is not None:
+            return known
+        p = self._prefix
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hget(p + "types", obj_id)
+        pipe.hget(f"{p}{obj_id}:m", "kind")
+        typeid, kind = pipe.execute()
+        if typeid is None:
+            raise ObjectNotFound.of(obj_id)
+        known = (_text(typeid), _text(kind) if kind is not None else "")
+        self._types[obj_id] = known
+        return known
+
+    def _create(
+        self, typeid: str, args: tuple[Any, ...], kwargs: dict[str, Any], name: str = ""
+    ) -> Any:
+        from .._client._proxies import BaseProxy
+        from .._manager import _native_kind
+
+        registry = _registry_for(self.address)
+        registration = registry.get(typeid)
+        if registration is None:
+            raise ValueError(f"unknown typeid {typeid!r}")
+        kind = _native_kind(typeid, registration)
+        if kind is None or kind == "LiveIterator":
+            raise UnsupportedError(
+                f"{typeid!r} is a registered class: its objects need a server to run in, "
+                "which Redis is not (use procshare's own server for it)"
+            )
+        values, meta, inside = self._initial_state(kind, args, kwargs)
+        flat: list[Any] = [len(values)]
+        for suffix, value in values.items():
+            flat += [suffix, value]
+        flat.append(len(meta))
+        for field, value in meta.items():
+            flat += [field, value]
+        status, answer = self._run("create", typeid, self.session, name, *flat)
+        status = _text(status)
+        if status == "taken":
+            raise NameTakenError(f"the name {name!r} is a {_text(answer)}, not a {typeid}")
+        obj_id = int(answer)
+        self._types[obj_id] = (typeid, kind)
+        if inside:  # its value holds proxies: it keeps their objects alive
+            self._run("write", obj_id, "0", values["d"], self._delay_ms, *inside)
+        token = Token(typeid, self.address, obj_id)
+        proxytype = registration.proxytype
+        proxy = proxytype(token, "pickle", authkey=self.authkey, incref=False)
+        if isinstance(proxy, BaseProxy):
+            proxy._ref_pid = os.getpid()  # (the create script counted our reference)
+        if kind == "Condition":
+            lock_id = int(meta["lock"])
+            self._types.setdefault(lock_id, self._type_of(lock_id))
+        return proxy
+
+    def _initial_state(
+        self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], set[int]]:
+        """What a new object of ``kind`` starts as: per-object keys, its meta fields, and the
+        objects whose proxies its value holds."""
+        meta: dict[str, Any] = {"kind": kind}
+        dumps = self._serializer.dumps
+        if kind in CONTAINERS:
+            referent = _objects.FACTORIES[kind](*args, **kwargs)
+            plain = initial_value(kind, referent)
+            return {"d": dumps(plain), "v": 0}, meta, _shared_inside(plain, self.address)
+        if kind in ("Lock", "RLock"):
+            _objects.FACTORIES[kind](*args, **kwargs)  # (its arguments checked as there)
+            meta["reentrant"] = 1 if kind == "RLock" else 0
+            return {"d": 1}, meta, set()
+        if kind in ("Semaphore", "BoundedSemaphore"):
+            sem = _objects.FACTORIES[kind](*args, **kwargs)
+            meta["initial"] = sem.value
+            meta["reentrant"] = 0
+            return {"d": sem.value}, meta, set()
+        if kind == "Event":
+            _objects.FACTORIES[kind](*args, **kwargs)
+            return {"d": "0"}, meta, set()
+        if kind == "Condition":
+            lock = args[0] if args else kwargs.get("lock")
+            if lock is None:
+                lock = self._create("RLock", (), {})
+            lock_id, lock_kind = _lock_of(lock, self.address)
+            if lock_kind not in ("Lock", "RLock"):
+                raise TypeError(f"a Condition's lock must be a Lock or an RLock, not {lock_kind}")
+            meta["lock"] = lock_id  # (the condition holds a reference to it: ``_scripts``)
+            return {}, meta, set()
+        if kind == "Barrier":
+            barrier = _objects.Barrier(*args, **kwargs)
+            meta["parties"] = barrier.parties
+            timeout = barrier.default_timeout
+            meta["timeout"] = "" if timeout is None else repr(float(timeout))
+            action = args[1] if len(args) > 1 else kwargs.get("action")
+            if action is not None:
+                meta["action"] = 1
+                meta["actionblob"] = pickle.dumps(action)
+            return {}, meta, set()
+        if kind in ("Queue", "JoinableQueue"):
+            maxsize = args[0] if args else kwargs.get("maxsize", 0)
+            if not isinstance(maxsize, int):
+                raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
+            meta["maxsize"] = max(0, maxsize)
+            meta["redeliver"] = 1 if kwargs.get("redeliver", True) else 0
+            return {"u": 0}, meta, set()
+        raise UnsupportedError(f"{kind} objects are not available on Redis")
+
+    # -- containers -------------------------------------------------------------------------------
+
+    def _container_call(
+        self,
+        obj_id: int,
+        kind: str,
+        method: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        versioned: bool,
+    ) -> Any:
+        fn = handler_for(kind, method)
+        if fn is None:
+            raise _not_exposed(kind, method)
+        changes = method in KINDS[kind].mutators
+        loads, dumps = self._serializer.loads, self._serializer.dumps
+        known = self._values.get(obj_id)
+        if not changes or known is None:
+            known = self._read(obj_id, known)
+        while True:
+            version, blob = known
+            referent = from_plain(kind, loads(blob))
+            result = fn(referent, *args, **kwargs)  # (what it raises is raised, unwritten)
+            if not changes:
+                return (result, int(version)) if versioned else result
+            plain = to_plain(kind, referent)
+            new = dumps(plain)
+            inside = _shared_inside(plain, self.address)
+            answer = self._run("write", obj_id, version, new, self._delay_ms, *inside)
+            status = _text(answer[0])
+            if status == "ok":
+                self._values[obj_id] = (answer[1], new)
+                return (result, int(answer[1])) if versioned else result
+            if status == "gone":
+                self._values.pop(obj_id, None)
+                raise ObjectNotFound.of(obj_id)
+            known = (answer[1], answer[2])  # changed meanwhile: compute again from that
+            self._values[obj_id] = known
+
+    def _read(self, obj_id: int, known: tuple[bytes, bytes] | None) -> tuple[bytes, bytes]:
+        answer = self._run("read", obj_id, known[0] if known is not None else b"")
+        status = _text(answer[0])
+        if status == "gone":
+            self._values.pop(obj_id, None)
+            raise ObjectNotFound.of(obj_id)
+        if status == "same" and known is not None:
+            return known
+        fresh = (answer[1], answer[2])
+        self._values[obj_id] = fresh
+        return fresh
+
+    # -- waiting ---------------------------------------------------------------------------------
+
+    def _wait_token(self, token: str, deadline: float | None) -> bool:
+        """Wait until ``token`` is pushed to (``True``) or a slice passes (``False``)."""
+        slice_ = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
+        if slice_ <= 0:
+            return False
+        popped = self._client.blpop([f"{self._prefix}t:{token}"], timeout=max(slice_, 0.001))
+        return popped is not None
+
+    def _until(
+        self,
+        attempt: Callable[[str, str], Any],
+        give_up: Callable[[str], Any],
+        wait: float | None,
+    ) -> Any:
+        """Run ``attempt(token, front)`` until it is not ``"wait"``; wait for a wake-up in
+        between. Past ``wait`` seconds, ``give_up(token)`` answers instead."""
+        deadline = None if wait is None else time.monotonic() + wait
+        token = secrets.token_hex(8)
+        front = "0"
+        while True:
+            answer = attempt(token, front)
+            if _text(answer[0]) != "wait":
+                return answer
+            front = "1"  # (checked again: it keeps its place)
+            while not self._wait_token(token, deadline):
+                if deadline is not None and time.monotonic() >= deadline:
+                    return give_up(token)
+                break  # a slice passed: check again
+
+    def _withdraw(self, obj_id: int, listname: str, token: str, pass_on: bool) -> bool:
+        """Leave the waiters of ``listname``; whether a wake-up raced with leaving."""
+        raced, _ = self._run("withdraw", obj_id, listname, self.session, token, int(pass_on))
+        return bool(raced)
+
+
+# -- primitives --------------------------------------------------------------------------------
+
+
+def _gone(answer: Any, obj_id: int) -> None:
+    if _text(answer[0]) == "gone":
+        raise ObjectNotFound.of(obj_id)
+
+
+def _raise_err(answer: Any) -> None:
+    if _text(answer[0]) == "err":
+        cls = {"RuntimeError": RuntimeError, "ValueError": ValueError}.get(_text(answer[1]))
+        raise (cls or ProcshareError)(_text(answer[2]))
+
+
+def _acquire_wait(blocking: Any, timeout: Any) -> float | None:
+    """``acquire``'s arguments as ``threading`` checks them: seconds to wait, or ``None``."""
+    wait = _objects._acquire_timeout(blocking, timeout)
+    if not blocking:
+        return 0.0
+    return wait
+
+
+def _acquire(
+    ch: RedisChannel,
+    obj_id: int,
+    kind: str,
+    owner: int,
+    blocking: Any = True,
+    timeout: Any = -1,
+    depth: int = 1,
+) -> bool:
+    wait = _acquire_wait(blocking, timeout)
+    who = _owner_tag(owner)
+
+    def attempt(token: str, front: str) -> Any:
+        tok = token if wait != 0.0 else ""
+        return ch._run("acquire", obj_id, ch.session, who, tok, front, depth)
+
+    def give_up(token: str) -> Any:
+        ch._withdraw(obj_id, "w", token, pass_on=True)
+        return (b"timeout",)
+
+    answer = ch._until(attempt, give_up, wait)
+    _gone(answer, obj_id)
+    status = _text(answer[0])
+    if status == "ok":
+        ch.fencing[(obj_id, owner)] = int(answer[1])
+        held = ch.held
+        held[(obj_id, owner)] = held.get((obj_id, owner), 0) + depth
+        return True
+    return False
+
+
+def _release(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
+    key = (obj_id, owner)
+    held = ch.held
+    thinks = held.get(key, 0) > 0
+    answer = ch._run("release", obj_id, ch.session, _owner_tag(owner), 1 if thinks else 0)
+    _gone(answer, obj_id)
+    if _text(answer[0]) == "lost":
+        held.pop(key, None)
+        raise LockLostError(
+            f"this process no longer held {kind} {obj_id}: its Redis session expired (paused "
+            "or cut off longer than the session's ttl) and the lock went to another; nothing "
+            "was released"
+        )
+    _raise_err(answer)
+    if thinks:
+        if held[key] <= 1:
+            del held[key]
+        else:
+            held[key] -= 1
+
+
+def _state(ch: RedisChannel, obj_id: int) -> Any:
+    answer = ch._run("state", obj_id)
+    _gone(answer, obj_id)
+    return answer
+
+
+def _permits(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> int:
+    return int(_state(ch, obj_id)[1] or 0)
+
+
+def _locked(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> bool:
+    return _permits(ch, obj_id, kind, owner) <= 0
+
+
+def _is_owned(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> bool:
+    holders = _pairs(_state(ch, obj_id)[2])
+    return f"{ch.session}|{owner}".encode() in holders
+
+
+def _pairs(flat: Any) -> dict[bytes, bytes]:
+    return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+def _lock_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:
+    state = _state(ch, obj_id)
+    permits = int(state[1] or 0)
+    meta = _pairs(state[6])
+    if kind in ("Lock", "RLock"):
+        word = "locked" if permits <= 0 else "unlocked"
+        if kind == "RLock":
+            holders = _pairs(state[2])
+            count = sum(int(c) for c in holders.values())
+            return f"<{word} _thread.RLock object on Redis count={count} id={obj_id}>"
+        return f"<{word} _thread.lock object on Redis id={obj_id}>"
+    if kind == "BoundedSemaphore":
+        initial = int(meta.get(b"initial", b"0"))
+        return f"<threading.BoundedSemaphore on Redis id={obj_id}: value={permits}/{initial}>"
+    return f"<threading.Semaphore on Redis id={obj_id}: value={permits}>"
+
+
+def _lock_id(ch: RedisChannel, cond_id: int) -> int:
+    meta = _pairs(_state(ch, cond_id)[6])
+    return int(meta[b"lock"])
+
+
+def _cond_acquire(
+    ch: RedisChannel, obj_id: int, kind: str, owner: int, blocking: Any = True, timeout: Any = -1
+) -> bool:
+    lock = ch.condition_locks.get(obj_id) or _lock_id(ch, obj_id)
+    ch.condition_locks[obj_id] = lock
+    return _acquire(ch, lock, ch._type_of(lock)[1], owner, blocking, timeout)
+
+
+def _cond_release(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
+    lock = ch.condition_locks.get(obj_id) or _lock_id(ch, obj_id)
+    ch.condition_locks[obj_id] = lock
+    _release(ch, lock, ch._type_of(lock)[1], owner)
+
+
+def _cond_wait(ch: RedisChannel, obj_id: int, kind: str, owner: int, timeout: Any = None) -> bool:
+    wait = _objects._wait_timeout(timeout)
+    lock = ch.condition_locks.get(obj_id) or _lock_id(ch, obj_id)
+    ch.condition_locks[obj_id] = lock
+    token = secrets.token_hex(8)
+    answer = ch._run("cond_wait", obj_id, lock, ch.session, _owner_tag(owner), token)
+    _gone(answer, obj_id)
+    _raise_err(answer)
+    depth = int(answer[1])
+    key = (lock, owner)
+    ch.held.pop(key, None)
+    deadline = None if wait is None else time.monotonic() + wait
+    notified = False
+    try:
+        while True:
+            if ch._wait_token(token, deadline):
+                notified = True
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                notified = ch._withdraw(obj_id, "w", token, pass_on=False)
+                break
+    finally:
+        # (as threading's: it always ends holding the lock again, notified or not)
+        while not _acquire(ch, lock, ch._type_of(lock)[1], owner, True, -1, depth):
+            pass
+    return notified
+
+
+def _cond_notify(ch: RedisChannel, obj_id: int, kind: str, owner: int, n: Any = 1) -> None:
+    lock = ch.condition_locks.get(obj_id) or _lock_id(ch, obj_id)
+    ch.condition_locks[obj_id] = lock
+    answer = ch._run("cond_notify", obj_id, lock, ch.session, _owner_tag(owner), int(n))
+    _gone(answer, obj_id)
+    _raise_err(answer)
+
+
+def _cond_notify_all(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
+    _cond_notify(ch, obj_id, kind, owner, -1)
+
+
+def _cond_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:
+    state = _state(ch, obj_id)
+    return f"<Condition on Redis id={obj_id}, {int(state[3])} waiting>"
+
+
+def _event_set(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
+    _gone(ch._run("event_set", obj_id), obj_id)
+
+
+def _event_clear(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
+    _gone(ch._run("event_clear", obj_id), obj_id)
+
+
+def _event_is_set(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> bool:
+    return bool(_state(ch, obj_id)[1] == b"1")
+
+
+def _event_wait(ch: RedisChannel, obj_id: int, kind: str, owner: int, timeout: Any = None) -> bool:
+    wait = _objects._wait_timeout(timeout)
+
+    def attempt(token: str, front: str) -> Any:
+        return ch._run("event_wait", obj_id, ch.session, token if wait != 0 else "", front)
+
+    def give_up(token: str) -> Any:
+        ch._withdraw(obj_id, "w", token, pass_on=False)
+        return (b"timeout",)
+
+    answer = ch._until(attempt, give_up, wait)
+    _gone(answer, obj_id)
+    if _text(answer[0]) == "ok":
+        return True
+    return _event_is_set(ch, obj_id, kind, owner)
+
+
+def _event_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:
+    word = "set" if _event_is_set(ch, obj_id, kind, owner) else "unset"
+    return f"<threading.Event on Redis id={obj_id}: {word}>"
+
+
+def _barrier_meta(ch: RedisChannel, obj_id: int) -> tuple[Any, dict[bytes, bytes]]:
+    state = _state(ch, obj_id)
+    return state, _pairs(state[6])
+
+
+def _barrier_wait(ch: RedisChannel, obj_id: int, kind: str, owner: int, timeout: Any = None) -> int:
+    _, meta = _barrier_meta(ch, obj_id)
+    if timeout is None and meta.get(b"timeout"):
+        timeout = float(meta[b"timeout"])
+    wait = _objects._wait_timeout(timeout)
+    token = secrets.token_hex(8)
+    answer = ch._run("barrier_wait", obj_id, ch.session, token)
+    _gone(answer, obj_id)
+    status = _text(answer[0])
+    if status == "broken":
+        raise threading.BrokenBarrierError
+    if status == "ok":
+        return int(answer[1])
+    if status == "last":
+        index, gen = int(answer[1]), _text(answer[2])
+        try:
+            action = pickle.loads(meta[b"actionblob"])
+            action()
+        except BaseException:
+            ch._run("barrier_break", obj_id, gen)
+            raise
+        if _text(ch._run("barrier_pass", obj_id, gen)[0]) != "ok":
+            raise threading.BrokenBarrierError
+        return index
+    index, gen = int(answer[1]), _text(answer[2])
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        ch._wait_token(token, deadline)
+        fate = _text(ch._run("barrier_check", obj_id, gen)[0])
+        if fate == "passed":
+            return index
+        if fate in ("broken", "gone"):
+            raise threading.BrokenBarrierError
+        if deadline is not None and time.monotonic() >= deadline:
+            ch._run("barrier_break", obj_id, gen)  # (a timeout breaks it, as threading's)
+            raise threading.BrokenBarrierError
+
+
+def _barrier_abort(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
+    _gone(ch._run("barrier_break", obj_id, ""), obj_id)
+
+
+def _barrier_reset(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
+    _gone(ch._run("barrier_reset", obj_id), obj_id)
+
+
+def _barrier_attribute(ch: RedisChannel, obj_id: int, kind: str, owner: int, name: Any) -> Any:
+    state, meta = _barrier_meta(ch, obj_id)
+    fields = _pairs(state[2]) if state[2] else {}
+    if name == "parties":
+        return int(meta[b"parties"])
+    if name == "n_waiting":
+        return int(fields.get(b"count", b"0"))
+    if name == "broken":
+        return fields.get(b"broken") == b"1"
+    raise AttributeError(f"'Barrier' object has no attribute {name!r}")
+
+
+def _barrier_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:
+    if _barrier_attribute(ch, obj_id, kind, owner, "broken"):
+        return f"<threading.Barrier on Redis id={obj_id}: broken>"
+    waiting = _barrier_attribute(ch, obj_id, kind, owner, "n_waiting")
+    parties = _barrier_attribute(ch, obj_id, kind, owner, "parties")
+    return f"<threading.Barrier on Redis id={obj_id}: waiters={waiting}/{parties}>"
+
+
+def _put(
+    ch: RedisChannel,
+    obj_id: int,
+    kind: str,
+    owner: int,
+    item: Any,
+    block: Any = True,
+    timeout: Any = None,
+) -> None:
+    import queue
+
+    wait = _objects._queue_timeout(block, timeout) if block else 0.0
+    blob = ch._serializer.dumps(item)
+
+    def attempt(token: str, front: str) -> Any:
+        return ch._run("put", obj_id, ch.session, token if wait != 0.0 else "", front, blob)
+
+    def give_up(token: str) -> Any:
+        ch._withdraw(obj_id, "p", token, pass_on=True)
+        return (b"full",)
+
+    answer = ch._until(attempt, give_up, wait)
+    _gone(answer, obj_id)
+    if _text(answer[0]) in ("full", "wait"):
+        raise queue.Full
+
+
+def _put_nowait(ch: RedisChannel, obj_id: int, kind: str, owner: int, item: Any) -> None:
+    _put(ch, obj_id, kind, owner, item, False)
+
+
+def _get(
+    ch: RedisChannel, obj_id: int, kind: str, owner: int, block: Any = True, timeout: Any = None
+) -> Any:
+    import queue
+
+    wait = _objects._queue_timeout(block, timeout) if block else 0.0
+
+    def attempt(token: str, front: str) -> Any:
+        return ch._run("get", obj_id, ch.session, token if wait != 0.0 else "", front)
+
+    def give_up(token: str) -> Any:
+        ch._withdraw(obj_id, "w", token, pass_on=True)
+        return (b"empty",)
+
+    answer = ch._until(attempt, give_up, wait)
+    _gone(answer, obj_id)
+    if _text(answer[0]) in ("empty", "wait"):
+        raise queue.Empty
+    item = ch._serializer.loads(answer[1])
+    # It arrived: no longer on its way (a dead session's items on their way go back).
+    ch._client.hdel(f"{ch._prefix}f:{ch.session}", answer[2])
+    return item
+
+
+def _get_nowait(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> Any:
+    return _get(ch, obj_id, kind, owner, False)
+
+
+def _qsize(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> int:
+    return int(_state(ch, obj_id)[4])
+
+
+def _empty(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> bool:
+    return _qsize(ch, obj_id, kind, owner) == 0
+
+
+def _full(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> bool:
+    state = _state(ch, obj_id)
+    maxsize = int(_pairs(state[6]).get(b"maxsize", b"0"))
+    return 0 < maxsize <= int(state[4])
+
+
+def _task_done(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
+    answer = ch._run("task_done", obj_id, ch.session)
+    _gone(answer, obj_id)
+    _raise_err(answer)
+
+
+def _join(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
+    def attempt(token: str, front: str) -> Any:
+        return ch._run("join", obj_id, ch.session, token)
+
+    answer = ch._until(attempt, lambda token: (b"ok",), None)
+    _gone(answer, obj_id)
+
+
+def _queue_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:
+    return f"<queue.Queue object on Redis id={obj_id}>"
+
+
+_Call = Callable[..., Any]
+
+#: (kind, method) -> what does it; ``"*"`` for any kind of lock-like object
+_PRIMITIVE_CALLS: Final[dict[tuple[str, str], _Call]] = {
+    **{
+        (k, m): fn
+        for k in ("Lock", "RLock", "Semaphore", "BoundedSemaphore")
+        for m, fn in dict[str, _Call](
+            {
+                "acquire": _acquire,
+                "release": _release,
+                "__repr__": _lock_repr,
+                "__str__": _lock_repr,
+            }
+        ).items()
+    },
+    ("Lock", "locked"): _locked,
+    ("RLock", "locked"): _locked,
+    ("RLock", "_is_owned"): _is_owned,
+    ("Semaphore", "get_value"): _permits,
+    ("BoundedSemaphore", "get_value"): _permits,
+    ("Condition", "acquire"): _cond_acquire,
+    ("Condition", "release"): _cond_release,
+    ("Condition", "wait"): _cond_wait,
+    ("Condition", "notify"): _cond_notify,
+    ("Condition", "notify_all"): _cond_notify_all,
+    ("Condition", "__repr__"): _cond_repr,
+    ("Condition", "__str__"): _cond_repr,
+    ("Event", "set"): _event_set,
+    ("Event", "clear"): _event_clear,
+    ("Event", "is_set"): _event_is_set,
+    ("Event", "wait"): _event_wait,
+    ("Event", "__repr__"): _event_repr,
+    ("Event", "__str__"): _event_repr,
+    ("Barrier", "wait"): _barrier_wait,
+    ("Barrier", "abort"): _barrier_abort,
+    ("Barrier", "reset"): _barrier_reset,
+    ("Barrier", "__getattribute__"): _barrier_attribute,
+    ("Barrier", "__repr__"): _barrier_repr,
+    ("Barrier", "__str__"): _barrier_repr,
+    **{
+        (k, m): fn
+        for k in ("Queue", "JoinableQueue")
+        for m, fn in dict[str, _Call](
+            {
+                "put": _put,
+                "put_nowait": _put_nowait,
+                "get": _get,
+                "get_nowait": _get_nowait,
+                "qsize": _qsize,
+                "empty": _empty,
+                "full": _full,
+                "task_done": _task_done,
+                "join": _join,
+                "__repr__": _queue_repr,
+                "__str__": _queue_repr,
+            }
+        ).items()
+    },
+}
+
+
+# -- controls ----------------------------------------------------------------------------------
+
+
+def _ping(ch: RedisChannel) -> str:
+    ch._client.ping()
+    return "pong"
+
+
+def _names(ch: RedisChannel) -> dict[str, str]:
+    p = ch._prefix
+    names = ch._client.hgetall(p + "names")
+    if not names:
+        return {}
+    ids = list(names.values())
+    typeids = ch._client.hmget(p + "types", ids)
+    return {
+        _text(name): _text(typeid)
+        for name, typeid in zip(names, typeids, strict=True)
+        if typeid is not None
+    }
+
+
+def _delete(ch: RedisChannel, name: str) -> None:
+    if not int(ch._run("unname", name, ch._delay_ms)):
+        raise KeyError(name)
+
+
+def _named(ch: RedisChannel, name: str, typeid: str, args: Any, kwargs: Any) -> Any:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a name is a non-empty str, not {name!r}")
+    return ch._create(typeid, tuple(args or ()), dict(kwargs or {}), name)
+
+
+def _number_of_objects(ch: RedisChannel) -> int:
+    return int(ch._client.hlen(ch._prefix + "types"))
+
+
+def _stats(ch: RedisChannel) -> dict[str, Any]:
+    p = ch._prefix
+    now_ms = int(time.time() * 1000)
+    sessions = ch._client.zrangebyscore(p + "sessions", now_ms, "+inf")
+    return {
+        "backend": "redis",
+        "url": ch.url.canonical,
+        "objects": _number_of_objects(ch),
+        "names": _names(ch),
+        "sessions": [_text(s) for s in sessions],
+        "counters": {},
+    }
+
+
+def _debug_info(ch: RedisChannel) -> str:
+    types = ch._client.hgetall(ch._prefix + "types")
+    lines = [
+        f"{int(i)}: typeid={_text(t)!r}" for i, t in sorted(types.items(), key=lambda x: int(x[0]))
+    ]
+    return "\n".join(lines)
+
+
+def _get_methods(ch: RedisChannel, obj_id: int) -> list[str]:
+    return list(KINDS[ch._type_of(obj_id)[1]].exposed)
+
+
+def _shutdown(ch: RedisChannel) -> None:
+    raise UnsupportedError("a Redis server is not stopped by its clients")
+
+
+_CONTROLS: Final[dict[str, Callable[..., Any]]] = {
+    "ping": _ping,
+    "names": _names,
+    "delete": _delete,
+    "named": _named,
+    "number_of_objects": _number_of_objects,
+    "stats": _stats,
+    "debug_info": _debug_info,
+    "get_methods": _get_methods,
+    "shutdown": _shutdown,
+}
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _not_exposed(typeid: str, method: str) -> Exception:
+    from .._errors import MethodNotExposed
+
+    return MethodNotExposed(f"method {method!r} of {typeid!r} object is not exposed")
+
+
+def _registry_for(address: Address) -> Any:
+    from .._context import managers_by_address
+    from .._manager import SyncManager
+
+    manager = managers_by_address.get(address)
+    return getattr(manager, "_registry", None) or SyncManager._registry
+
+
+def _shared_inside(plain: Any, address: Address) -> set[int]:
+    """The ids of the shared objects of this namespace whose proxies are in ``plain`` (in
+    its dicts, lists, tuples, sets and Namespaces, however deep): the container keeps them
+    alive."""
+    from .._client._proxies import BaseProxy
+
+    found: set[int] = set()
+    stack = [plain]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, BaseProxy):
+            if item._token.address == address:
+                found.add(int(item._id))
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            stack.extend(item)
+        elif isinstance(item, _objects.Namespace):
+            stack.extend(vars(item).values())
+    return found
+
+
+def _lock_of(lock: Any, address: Address) -> tuple[int, str]:
+    token = getattr(lock, "_token", None)
+    if token is None or token.address != address:
+        raise TypeError("a Condition on Redis needs a Lock or RLock of the same namespace")
+    return int(token.id), str(token.typeid)
+
+
+# -- one channel per process and namespace -----------------------------------------------------
+
+_channels: dict[tuple[str, int], RedisChannel] = {}
+_lock = threading.Lock()
+
+
+def get_redis_channel(address: str, authkey: bytes, serializer: str = "pickle") -> RedisChannel:
+    """This process's channel to the Redis namespace at ``address``."""
+    pid = os.getpid()
+    key = (address, pid)
+    channel = _channels.get(key)
+    if channel is not None and not channel._closed:
+        return channel
+    with _lock:
+        channel = _channels.get(key)
+        if channel is None or channel._closed:
+            for other in [k for k in _channels if k[1] != pid]:
+                _channels.pop(other, None)  # (a parent's, inherited through fork)
+            channel = RedisChannel(address, authkey, serializer)
+            _channels[key] = channel
+    return channel
+
+
+def forget_redis_channels(address: str, authkey: bytes, serializer: str, drop: bool) -> None:
+    """Close and forget this process's channel to ``address``; ``drop``: delete the whole
+    namespace (connecting to do so if this process has no channel to it)."""
+    with _lock:
+        channel = _channels.pop((address, os.getpid()), None)
+    if channel is None and drop:
+        channel = RedisChannel(address, authkey, serializer)
+    if channel is not None:
+        channel.close(drop=drop)
+
+
+def close_redis_channels() -> None:
+    """Close this process's channels (at exit: its session ends at once)."""
+    with _lock:
+        channels = [c for (_, pid), c in _channels.items() if pid == os.getpid()]
+        _channels.clear()
+    for channel in channels:
+        channel.close()

@@ -1,0 +1,659 @@
+"""The Lua scripts: every change to a namespace is one of these, run atomically by Redis.
+
+Each script gets the namespace's key prefix as ``ARGV[1]`` (``ps:{ns}:``: one hash slot for all
+of them) and a request id as ``ARGV[2]``. A script that changes something keeps its answer for a
+minute under ``q:<request id>`` (Redisson's latch): when redis-py sends it again after a dropped
+connection, the second run answers what the first did and changes nothing, so an ``append`` or a
+``put`` is never applied twice. Time comes from ``TIME``, never from a client's clock.
+
+Keys (after the prefix):
+  ``types`` id -> typeid; ``next`` the last id; ``names`` name -> id; ``named`` ids with a name;
+  ``instance`` this namespace's incarnation; ``sessions`` zset sid -> expiry (ms);
+  ``si:<sid>`` who the session is; ``r:<id>`` sid -> references; ``sr:<sid>`` ids it refers
+  to; ``sh:<sid>`` ids where it held permits; ``f:<sid>`` queue items on their way to it;
+  ``tk:<sid>`` queue id -> items it took, not yet done; ``doomed`` zset id -> when to free it;
+  ``t:<token>`` a waiter's wake-up list.
+  Per object ``<id>:<x>``: ``d`` the value (blob, permits, flag), ``v`` its version, ``m``
+  meta (kind, sizes), ``h`` holders (``sid|owner`` -> count) or a barrier's state, ``w``
+  waiters (``sid|token``), ``p`` putters, ``q`` items, ``u`` unfinished tasks, ``j`` joiners,
+  ``f`` the last fencing token.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["LATCHED", "PLAIN", "SUFFIXES"]
+
+#: every per-object key suffix (freeing an object deletes them all)
+SUFFIXES: Final = ("d", "v", "m", "h", "w", "p", "q", "u", "j", "f", "c")
+
+_PRELUDE: Final = """
+local P = ARGV[1]
+local rid = ARGV[2]
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local ALL = 1000000000
+local function alive(sid)
+  local s = redis.call('ZSCORE', P .. 'sessions', sid)
+  return s and tonumber(s) > now
+end
+local function sid_of(entry)
+  return string.sub(entry, 1, string.find(entry, '|', 1, true) - 1)
+end
+-- push to up to n live waiters of list (skipping dead sessions); how many were woken
+local function wake(list, n)
+  local woken = 0
+  while woken < n do
+    local e = redis.call('LPOP', list)
+    if not e then break end
+    if alive(sid_of(e)) then
+      local tk = P .. 't:' .. string.sub(e, string.find(e, '|', 1, true) + 1)
+      redis.call('RPUSH', tk, '1')
+      redis.call('PEXPIRE', tk, 60000)
+      woken = woken + 1
+    end
+  end
+  return woken
+end
+-- register a waiter once (a re-check keeps its place; one woken and beaten goes first)
+local function enlist(list, entry, front)
+  if redis.call('LPOS', list, entry) then return end
+  if front == '1' then redis.call('LPUSH', list, entry) else redis.call('RPUSH', list, entry) end
+end
+local function exists(id)
+  return redis.call('HEXISTS', P .. 'types', id) == 1
+end
+local function retain(id, sid)
+  redis.call('HINCRBY', P .. 'r:' .. id, sid, 1)
+  redis.call('SADD', P .. 'sr:' .. sid, id)
+  redis.call('ZREM', P .. 'doomed', id)
+end
+local function unreferenced(id, delay)
+  if redis.call('HLEN', P .. 'r:' .. id) == 0 then
+    redis.call('ZADD', P .. 'doomed', now + delay, id)
+  end
+end
+"""
+
+_FREE: Final = """
+local SUFFIXES = {SUFFIX_LIST}
+local function free(id, delay)
+  local lock = redis.call('HGET', P .. id .. ':m', 'lock')
+  if lock then  -- a Condition's lock: the condition's reference ends with it
+    redis.call('HDEL', P .. 'r:' .. lock, 'o:' .. id)
+    unreferenced(lock, delay)
+  end
+  for _, child in ipairs(redis.call('SMEMBERS', P .. id .. ':c')) do
+    redis.call('HDEL', P .. 'r:' .. child, 'o:' .. id)  -- (the objects in its value)
+    unreferenced(child, delay)
+  end
+  for _, s in ipairs(SUFFIXES) do redis.call('DEL', P .. id .. ':' .. s) end
+  redis.call('DEL', P .. 'r:' .. id)
+  redis.call('HDEL', P .. 'types', id)
+end
+""".replace("SUFFIX_LIST", ", ".join(f"'{s}'" for s in SUFFIXES))
+
+
+def _latched(body: str) -> str:
+    """A changing script: its answer is kept under its request id, for a repeated send."""
+    return (
+        _PRELUDE
+        + "local latch = P .. 'q:' .. rid\n"
+        + "if rid ~= '' then local done = redis.call('GET', latch)\n"
+        + "  if done then return cmsgpack.unpack(done) end end\n"
+        + "local function body()\n"
+        + body
+        + "\nend\nlocal r = body()\n"
+        + "if rid ~= '' then redis.call('SET', latch, cmsgpack.pack(r), 'PX', 60000) end\n"
+        + "return r\n"
+    )
+
+
+_OBJECT: Final = """
+  local id = ARGV[3]
+  if not exists(id) then return {'gone'} end
+  local base = P .. id .. ':'
+"""
+
+# -- sessions, references, objects ---------------------------------------------------------------
+
+_BEAT: Final = """
+local sid, ttl = ARGV[3], tonumber(ARGV[4])
+local was = redis.call('ZSCORE', P .. 'sessions', sid)
+redis.call('ZADD', P .. 'sessions', now + ttl, sid)
+if ARGV[5] ~= '' then redis.call('HSET', P .. 'si:' .. sid, 'who', ARGV[5], 'since', now) end
+local instance = redis.call('GET', P .. 'instance')
+if not instance and ARGV[6] ~= '' then  -- (a heartbeat never makes a namespace again)
+  instance = ARGV[6]
+  redis.call('SET', P .. 'instance', instance)
+end
+-- 'lapsed': the session had expired (its locks may have gone to others)
+return {instance, (was and tonumber(was) <= now) and 'lapsed' or 'ok'}
+"""
+
+_REAP_ONE: Final = """
+local function reap(sid, delay)
+  for _, id in ipairs(redis.call('SMEMBERS', P .. 'sh:' .. sid)) do
+    local h = P .. id .. ':h'
+    local fields = redis.call('HGETALL', h)
+    local back = 0
+    local reentrant = redis.call('HGET', P .. id .. ':m', 'reentrant') == '1'
+    for j = 1, #fields, 2 do
+      if sid_of(fields[j]) == sid then
+        back = back + (reentrant and 1 or tonumber(fields[j + 1]))
+        redis.call('HDEL', h, fields[j])
+      end
+    end
+    if back > 0 then
+      redis.call('INCRBY', P .. id .. ':d', back)
+      wake(P .. id .. ':w', back)
+    end
+  end
+  local f = redis.call('HGETALL', P .. 'f:' .. sid)
+  for j = #f - 1, 1, -2 do
+    local qid = sid_of(f[j])
+    if exists(qid) then
+      redis.call('LPUSH', P .. qid .. ':q', f[j + 1])
+      wake(P .. qid .. ':w', 1)
+    end
+  end
+  local tk = redis.call('HGETALL', P .. 'tk:' .. sid)
+  for j = 1, #tk, 2 do
+    local u = P .. tk[j] .. ':u'
+    if exists(tk[j]) and tonumber(tk[j + 1]) > 0 then
+      if redis.call('DECRBY', u, tk[j + 1]) <= 0 then
+        redis.call('SET', u, 0)
+        wake(P .. tk[j] .. ':j', ALL)
+      end
+    end
+  end
+  for _, id in ipairs(redis.call('SMEMBERS', P .. 'sr:' .. sid)) do
+    redis.call('HDEL', P .. 'r:' .. id, sid)
+    unreferenced(id, delay)
+  end
+  redis.call('DEL', P .. 'sh:' .. sid, P .. 'f:' .. sid, P .. 'tk:' .. sid, P .. 'sr:' .. sid,
+    P .. 'si:' .. sid)
+  redis.call('ZREM', P .. 'sessions', sid)
+end
+"""
+
+# the janitor: dead sessions reaped, unreferenced objects freed, in bounded batches
+_JANITOR: Final = (
+    _FREE
+    + _REAP_ONE
+    + """
+local delay = tonumber(ARGV[3])
+local dead = redis.call('ZRANGEBYSCORE', P .. 'sessions', '-inf', now, 'LIMIT', 0, 20)
+for _, sid in ipairs(dead) do reap(sid, delay) end
+local ids = redis.call('ZRANGEBYSCORE', P .. 'doomed', '-inf', now, 'LIMIT', 0, 200)
+local freed = 0
+for _, id in ipairs(ids) do
+  redis.call('ZREM', P .. 'doomed', id)
+  if redis.call('HLEN', P .. 'r:' .. id) == 0 and redis.call('SISMEMBER', P .. 'named', id) == 0
+  then free(id, delay); freed = freed + 1 end
+end
+return {#dead, freed}
+"""
+)
+
+# a process leaving on purpose: what its session held is given back at once
+_LEAVE: Final = _REAP_ONE + "reap(ARGV[3], tonumber(ARGV[4]))\nreturn 1\n"
+
+_REFS: Final = """
+  local sid, delay, n = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+  for i = 6, 5 + n do if exists(ARGV[i]) then retain(ARGV[i], sid) end end
+  for i = 6 + n, #ARGV do
+    local id = ARGV[i]
+    local r = P .. 'r:' .. id
+    if redis.call('HINCRBY', r, sid, -1) <= 0 then
+      redis.call('HDEL', r, sid)
+      if redis.call('HLEN', r) == 0 then
+        redis.call('SREM', P .. 'sr:' .. sid, id)
+        if exists(id) then unreferenced(id, delay) end
+      end
+    end
+  end
+  return 1
+"""
+
+# ARGV: typeid, sid, name ('' none), #values, (suffix, value)..., #meta, (field, value)...
+_CREATE: Final = """
+  local typeid, sid, name = ARGV[3], ARGV[4], ARGV[5]
+  if name ~= '' then
+    local id = redis.call('HGET', P .. 'names', name)
+    if id then
+      local have = redis.call('HGET', P .. 'types', id)
+      if have ~= typeid then return {'taken', have} end
+      retain(id, sid)
+      return {'ok', id}
+    end
+  end
+  local id = tostring(redis.call('INCR', P .. 'next'))
+  redis.call('HSET', P .. 'types', id, typeid)
+  local i = 7
+  for _ = 1, tonumber(ARGV[6]) do
+    redis.call('SET', P .. id .. ':' .. ARGV[i], ARGV[i + 1]); i = i + 2
+  end
+  local m = tonumber(ARGV[i]); i = i + 1
+  for _ = 1, m do redis.call('HSET', P .. id .. ':m', ARGV[i], ARGV[i + 1]); i = i + 2 end
+  retain(id, sid)
+  local lock = redis.call('HGET', P .. id .. ':m', 'lock')
+  if lock then  -- a Condition holds a reference to its lock for as long as it lives
+    redis.call('HINCRBY', P .. 'r:' .. lock, 'o:' .. id, 1)
+    redis.call('ZREM', P .. 'doomed', lock)
+  end
+  if name ~= '' then
+    redis.call('HSET', P .. 'names', name, id)
+    redis.call('SADD', P .. 'named', id)
+  end
+  return {'ok', id}
+"""
+
+_UNNAME: Final = """
+  local name, delay = ARGV[3], tonumber(ARGV[4])
+  local id = redis.call('HGET', P .. 'names', name)
+  if not id then return 0 end
+  redis.call('HDEL', P .. 'names', name)
+  redis.call('SREM', P .. 'named', id)
+  unreferenced(id, delay)
+  return 1
+"""
+
+# -- data: a serialized value with a version, changed by compare-and-set ---------------------------
+
+_READ: Final = """
+local id = ARGV[3]
+if not exists(id) then return {'gone'} end
+local v = redis.call('GET', P .. id .. ':v') or '0'
+if v == ARGV[4] then return {'same', v} end
+return {'new', v, redis.call('GET', P .. id .. ':d')}
+"""
+
+# ARGV: id, version it was computed from, value, delay, the ids of the objects in the value.
+# A container holds a reference ('o:<id>') to each shared object in its value, as the
+# stdlib's server keeps the objects a managed dict holds proxies of alive.
+_WRITE: Final = (
+    _OBJECT
+    + """
+  local v = redis.call('GET', base .. 'v') or '0'
+  if v ~= ARGV[4] then return {'conflict', v, redis.call('GET', base .. 'd')} end
+  redis.call('SET', base .. 'd', ARGV[5])
+  local c = base .. 'c'
+  if #ARGV > 6 or redis.call('EXISTS', c) == 1 then
+    local delay, new = tonumber(ARGV[6]), {}
+    for i = 7, #ARGV do new[ARGV[i]] = true end
+    for _, child in ipairs(redis.call('SMEMBERS', c)) do
+      if new[child] then
+        new[child] = nil  -- (still there)
+      else
+        redis.call('SREM', c, child)
+        redis.call('HDEL', P .. 'r:' .. child, 'o:' .. id)
+        unreferenced(child, delay)
+      end
+    end
+    for child in pairs(new) do
+      if exists(child) then
+        redis.call('SADD', c, child)
+        redis.call('HSET', P .. 'r:' .. child, 'o:' .. id, 1)
+        redis.call('ZREM', P .. 'doomed', child)
+      end
+    end
+  end
+  return {'ok', tostring(redis.call('INCR', base .. 'v'))}
+"""
+)
+
+# a snapshot of a primitive: typeid, value, holders, #waiters, #items, unfinished, meta
+_STATE: Final = """
+local id = ARGV[3]
+if not exists(id) then return {'gone'} end
+local b = P .. id .. ':'
+return {'ok', redis.call('GET', b .. 'd') or '', redis.call('HGETALL', b .. 'h'),
+  redis.call('LLEN', b .. 'w'), redis.call('LLEN', b .. 'q'), redis.call('GET', b .. 'u') or '0',
+  redis.call('HGETALL', b .. 'm')}
+"""
+
+# -- locks and semaphores: permits in d, holders in h ----------------------------------------------
+
+# ARGV: id, sid, owner, token ('' = do not wait), front, count (an RLock's restored depth)
+_ACQUIRE: Final = (
+    _OBJECT
+    + """
+  local sid, tok, n = ARGV[4], ARGV[6], tonumber(ARGV[8])
+  local holder = sid .. '|' .. ARGV[5]
+  local entry = sid .. '|' .. tok
+  local reentrant = redis.call('HGET', base .. 'm', 'reentrant') == '1'
+  if reentrant and redis.call('HEXISTS', base .. 'h', holder) == 1 then
+    redis.call('HINCRBY', base .. 'h', holder, n)
+    return {'ok', redis.call('GET', base .. 'f') or '0'}
+  end
+  local avail = tonumber(redis.call('GET', base .. 'd'))
+  if avail <= 0 then
+    local fields = redis.call('HGETALL', base .. 'h')
+    for j = 1, #fields, 2 do
+      if not alive(sid_of(fields[j])) then
+        avail = avail + (reentrant and 1 or tonumber(fields[j + 1]))
+        redis.call('HDEL', base .. 'h', fields[j])
+      end
+    end
+  end
+  if avail > 0 then
+    redis.call('SET', base .. 'd', avail - 1)
+    redis.call('HINCRBY', base .. 'h', holder, reentrant and n or 1)
+    redis.call('SADD', P .. 'sh:' .. sid, id)
+    if tok ~= '' then redis.call('LREM', base .. 'w', 0, entry) end
+    if avail > 1 then wake(base .. 'w', avail - 1) end
+    return {'ok', tostring(redis.call('INCR', base .. 'f'))}
+  end
+  if tok ~= '' then enlist(base .. 'w', entry, ARGV[7]) end
+  return {'wait'}
+"""
+)
+
+# ARGV: id, sid, owner, thinks ('1': this caller believes it holds it)
+_RELEASE: Final = (
+    _OBJECT
+    + """
+  local sid, thinks = ARGV[4], ARGV[6]
+  local holder = sid .. '|' .. ARGV[5]
+  local h = base .. 'h'
+  local kind = redis.call('HGET', base .. 'm', 'kind')
+  local c = redis.call('HGET', h, holder)
+  if not c and thinks == '1' then return {'lost'} end
+  if kind == 'RLock' then
+    if not c then return {'err', 'RuntimeError', 'cannot release un-acquired lock'} end
+    if tonumber(c) > 1 then redis.call('HINCRBY', h, holder, -1); return {'ok'} end
+    redis.call('HDEL', h, holder)
+  elseif kind == 'Lock' then
+    if not c then
+      local held = redis.call('HKEYS', h)
+      if #held == 0 then return {'err', 'RuntimeError', 'release unlocked lock'} end
+      holder = held[1]  -- released by another than its holder: allowed, as threading.Lock
+    end
+    redis.call('HDEL', h, holder)
+  else
+    local avail = tonumber(redis.call('GET', base .. 'd'))
+    if kind == 'BoundedSemaphore' and avail >= tonumber(redis.call('HGET', base .. 'm', 'initial'))
+    then return {'err', 'ValueError', 'Semaphore released too many times'} end
+    if not c then
+      local held = redis.call('HKEYS', h)
+      holder = held[1]  -- a permit given back by another: it is no longer its taker's
+    end
+    if holder and redis.call('HINCRBY', h, holder, -1) <= 0 then redis.call('HDEL', h, holder) end
+  end
+  redis.call('INCR', base .. 'd')
+  wake(base .. 'w', 1)
+  return {'ok'}
+"""
+)
+
+# a waiter that gives up: off the list; a wake-up that raced with it is passed on (ARGV[6]=1)
+# or reported. ARGV: id, list suffix, sid, token, pass on
+_WITHDRAW: Final = """
+local base = P .. ARGV[3] .. ':'
+local list = base .. ARGV[4]
+local removed = redis.call('LREM', list, 0, ARGV[5] .. '|' .. ARGV[6])
+local tk = P .. 't:' .. ARGV[6]
+local raced = redis.call('LLEN', tk) > 0
+redis.call('DEL', tk)
+if raced and ARGV[7] == '1' then wake(list, 1) end
+return {raced and 1 or 0, removed}
+"""
+
+# -- Condition: waiters in its own w, over the lock named in its meta ------------------------------
+
+# ARGV: id, lock id, sid, owner, token
+_COND_WAIT: Final = (
+    _OBJECT
+    + """
+  local lb = P .. ARGV[4] .. ':'
+  local holder = ARGV[5] .. '|' .. ARGV[6]
+  local c = redis.call('HGET', lb .. 'h', holder)
+  if not c then return {'err', 'RuntimeError', 'cannot wait on un-acquired lock'} end
+  redis.call('HDEL', lb .. 'h', holder)
+  redis.call('INCR', lb .. 'd')
+  wake(lb .. 'w', 1)
+  redis.call('RPUSH', base .. 'w', ARGV[5] .. '|' .. ARGV[7])
+  return {'ok', c}
+"""
+)
+
+# ARGV: id, lock id, sid, owner, how many (-1: all)
+_COND_NOTIFY: Final = (
+    _OBJECT
+    + """
+  local holder = ARGV[5] .. '|' .. ARGV[6]
+  if redis.call('HEXISTS', P .. ARGV[4] .. ':h', holder) == 0 then
+    return {'err', 'RuntimeError', 'cannot notify on un-acquired lock'}
+  end
+  local n = tonumber(ARGV[7])
+  wake(base .. 'w', n < 0 and ALL or n)
+  return {'ok'}
+"""
+)
+
+# -- Event -----------------------------------------------------------------------------------------
+
+_EVENT_SET: Final = (
+    _OBJECT
+    + """
+  redis.call('SET', base .. 'd', '1')
+  wake(base .. 'w', ALL)
+  return {'ok'}
+"""
+)
+
+_EVENT_CLEAR: Final = _OBJECT + "  redis.call('SET', base .. 'd', '0')\n  return {'ok'}\n"
+
+# ARGV: id, sid, token, front
+_EVENT_WAIT: Final = (
+    _OBJECT
+    + """
+  if redis.call('GET', base .. 'd') == '1' then return {'ok'} end
+  if ARGV[5] ~= '' then enlist(base .. 'w', ARGV[4] .. '|' .. ARGV[5], ARGV[6]) end
+  return {'wait'}
+"""
+)
+
+# -- Queue: items in q, getters in w, putters in p, unfinished tasks in u, joiners in j ------------
+
+# ARGV: id, sid, token, front, item
+_PUT: Final = (
+    _OBJECT
+    + """
+  local entry = ARGV[4] .. '|' .. ARGV[5]
+  local max = tonumber(redis.call('HGET', base .. 'm', 'maxsize'))
+  if max > 0 and redis.call('LLEN', base .. 'q') >= max then
+    if ARGV[5] ~= '' then enlist(base .. 'p', entry, ARGV[6]); return {'wait'} end
+    return {'full'}
+  end
+  redis.call('RPUSH', base .. 'q', ARGV[7])
+  redis.call('INCR', base .. 'u')
+  if ARGV[5] ~= '' then redis.call('LREM', base .. 'p', 0, entry) end
+  wake(base .. 'w', 1)
+  return {'ok'}
+"""
+)
+
+# ARGV: id, sid, token, front. The item taken stays in f:<sid> until the taker has it.
+_GET: Final = (
+    _OBJECT
+    + """
+  local sid = ARGV[4]
+  local entry = sid .. '|' .. ARGV[5]
+  local item = redis.call('LPOP', base .. 'q')
+  if item then
+    local tag = id .. '|' .. rid
+    if redis.call('HGET', base .. 'm', 'redeliver') == '1' then
+      redis.call('HSET', P .. 'f:' .. sid, tag, item)
+    end
+    redis.call('HINCRBY', P .. 'tk:' .. sid, id, 1)
+    if ARGV[5] ~= '' then redis.call('LREM', base .. 'w', 0, entry) end
+    wake(base .. 'p', 1)
+    if redis.call('LLEN', base .. 'q') > 0 then wake(base .. 'w', 1) end
+    return {'ok', item, tag}
+  end
+  if ARGV[5] ~= '' then enlist(base .. 'w', entry, ARGV[6]); return {'wait'} end
+  return {'empty'}
+"""
+)
+
+# ARGV: id, sid
+_TASK_DONE: Final = (
+    _OBJECT
+    + """
+  if tonumber(redis.call('GET', base .. 'u') or '0') <= 0 then
+    return {'err', 'ValueError', 'task_done() called too many times'}
+  end
+  local left = redis.call('DECR', base .. 'u')
+  local tk = P .. 'tk:' .. ARGV[4]
+  if tonumber(redis.call('HGET', tk, id) or '0') > 0 then
+    if redis.call('HINCRBY', tk, id, -1) <= 0 then redis.call('HDEL', tk, id) end
+  end
+  if left == 0 then wake(base .. 'j', ALL) end
+  return {'ok'}
+"""
+)
+
+# ARGV: id, sid, token
+_JOIN: Final = (
+    _OBJECT
+    + """
+  if tonumber(redis.call('GET', base .. 'u') or '0') <= 0 then return {'ok'} end
+  enlist(base .. 'j', ARGV[4] .. '|' .. ARGV[5], '0')
+  return {'wait'}
+"""
+)
+
+# -- Barrier: parties and timeout in m; count, gen, broken and rgen (a reset's gen) in h -----------
+
+# ARGV: id, sid, token
+_BARRIER_WAIT: Final = (
+    _OBJECT
+    + """
+  local h = base .. 'h'
+  if redis.call('HGET', h, 'broken') == '1' then return {'broken'} end
+  local count = tonumber(redis.call('HGET', h, 'count') or '0')
+  local gen = redis.call('HGET', h, 'gen') or '0'
+  if count + 1 >= tonumber(redis.call('HGET', base .. 'm', 'parties')) then
+    if redis.call('HGET', base .. 'm', 'action') == '1' then
+      -- the last to arrive runs the action first, then passes the barrier (barrier_pass)
+      redis.call('HSET', h, 'count', count + 1)
+      return {'last', count, gen}
+    end
+    redis.call('HSET', h, 'count', 0)
+    redis.call('HINCRBY', h, 'gen', 1)
+    wake(base .. 'w', ALL)
+    return {'ok', count}
+  end
+  redis.call('HSET', h, 'count', count + 1)
+  redis.call('RPUSH', base .. 'w', ARGV[4] .. '|' .. ARGV[5])
+  return {'wait', count, gen}
+"""
+)
+
+_BARRIER_FATE: Final = """
+local function fate(h, gen)
+  if (redis.call('HGET', h, 'gen') or '0') ~= gen then
+    if redis.call('HGET', h, 'rgen') == gen then return {'broken'} end
+    return {'passed'}
+  end
+  if redis.call('HGET', h, 'broken') == '1' then return {'broken'} end
+  return {'wait'}
+end
+"""
+
+# ARGV: id, generation waited on
+_BARRIER_CHECK: Final = (
+    _BARRIER_FATE
+    + """
+local id = ARGV[3]
+if not exists(id) then return {'gone'} end
+return fate(P .. id .. ':h', ARGV[4])
+"""
+)
+
+# ARGV: id, generation ('' : abort whatever it waits on)
+_BARRIER_BREAK: Final = (
+    _BARRIER_FATE
+    + _OBJECT
+    + """
+  local h = base .. 'h'
+  if ARGV[4] ~= '' then
+    local f = fate(h, ARGV[4])
+    if f[1] ~= 'wait' then return f end
+  end
+  redis.call('HSET', h, 'broken', 1, 'count', 0)
+  redis.call('DEL', base .. 'w')
+  return {'broken'}
+"""
+)
+
+# ARGV: id, generation: its action ran; everybody passes
+_BARRIER_PASS: Final = (
+    _OBJECT
+    + """
+  local h = base .. 'h'
+  if (redis.call('HGET', h, 'gen') or '0') ~= ARGV[4] or redis.call('HGET', h, 'broken') == '1'
+  then return {'broken'} end
+  redis.call('HSET', h, 'count', 0)
+  redis.call('HINCRBY', h, 'gen', 1)
+  wake(base .. 'w', ALL)
+  return {'ok'}
+"""
+)
+
+_BARRIER_RESET: Final = (
+    _OBJECT
+    + """
+  local h = base .. 'h'
+  if tonumber(redis.call('HGET', h, 'count') or '0') > 0 then
+    redis.call('HSET', h, 'rgen', redis.call('HGET', h, 'gen') or '0')
+    redis.call('HINCRBY', h, 'gen', 1)
+  end
+  redis.call('HSET', h, 'broken', 0, 'count', 0)
+  wake(base .. 'w', ALL)
+  return {'ok'}
+"""
+)
+
+#: scripts that change something: run once per request id
+LATCHED: Final = {
+    name: _latched(body)
+    for name, body in {
+        "refs": _REFS,
+        "create": _CREATE,
+        "unname": _UNNAME,
+        "write": _WRITE,
+        "acquire": _ACQUIRE,
+        "release": _RELEASE,
+        "cond_wait": _COND_WAIT,
+        "cond_notify": _COND_NOTIFY,
+        "event_set": _EVENT_SET,
+        "event_clear": _EVENT_CLEAR,
+        "put": _PUT,
+        "get": _GET,
+        "task_done": _TASK_DONE,
+        "barrier_wait": _BARRIER_WAIT,
+        "barrier_break": _BARRIER_BREAK,
+        "barrier_pass": _BARRIER_PASS,
+        "barrier_reset": _BARRIER_RESET,
+    }.items()
+}
+
+#: scripts that read, or whose repetition is harmless
+PLAIN: Final = {
+    name: _PRELUDE + body
+    for name, body in {
+        "beat": _BEAT,
+        "janitor": _JANITOR,
+        "leave": _LEAVE,
+        "read": _READ,
+        "state": _STATE,
+        "withdraw": _WITHDRAW,
+        "event_wait": _EVENT_WAIT,
+        "join": _JOIN,
+        "barrier_check": _BARRIER_CHECK,
+    }.items()
+}

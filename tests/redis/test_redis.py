@@ -1,0 +1,488 @@
+"""The Redis backend: the same API, across real processes, against a real redis-server."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import procshare
+from procshare._redis._channel import get_redis_channel
+
+FORK = multiprocessing.get_context("fork")
+SPAWN = multiprocessing.get_context("spawn")
+CONTEXTS = [pytest.param(FORK, id="fork"), pytest.param(SPAWN, id="spawn")]
+
+
+def _apply_everything(m: Any) -> list[Any]:
+    """The same calls on any manager; what they returned or raised, in order."""
+    out: list[Any] = []
+
+    def rec(fn: Any) -> None:
+        try:
+            out.append(fn())
+        except Exception as exc:
+            out.append(("raised", type(exc).__name__))
+
+    d = m.dict({"a": 1}, b=2)
+    rec(lambda: d.setdefault("c", []))
+    rec(lambda: d.update(x=9))
+    rec(lambda: d.pop("b"))
+    rec(lambda: d.pop("nope"))
+    rec(lambda: d["missing"])
+    rec(lambda: sorted(d.items()))
+    rec(lambda: d.get("a", 5))
+    rec(lambda: len(d))
+    rec(lambda: "x" in d)
+    rec(lambda: sorted(iter(d)))
+    rec(lambda: d.copy() == {"a": 1, "c": [], "x": 9})
+    rec(lambda: d.popitem())
+    lst = m.list([3, 1, 2])
+    rec(lambda: lst.append(4))
+    rec(lambda: lst.extend([0, 0]))
+    rec(lambda: lst.remove(0))
+    rec(lambda: lst.remove(42))
+    rec(lambda: lst.sort())
+    rec(lambda: lst[:])
+    rec(lambda: lst.index(3))
+    rec(lambda: lst.pop())
+    rec(lambda: lst.count(0))
+    rec(lambda: lst[10])
+    rec(lambda: (lst.__setitem__(0, "z"), lst[0]))
+    rec(lambda: (lst.__delitem__(0), len(lst)))
+    ns = m.Namespace(x=1)
+    rec(lambda: (setattr(ns, "y", [1]), ns.y))
+    rec(lambda: ns.x)
+    rec(lambda: (delattr(ns, "x"), hasattr(ns, "x")))
+    rec(lambda: ns.missing)
+    v = m.Value("i", 7)
+    rec(lambda: v.value)
+    rec(lambda: (setattr(v, "value", v.value + 1), v.value))
+    rec(lambda: v.increment(5))
+    rec(lambda: v.compare_and_set(13, 1))
+    rec(lambda: v.swap(3))
+    rec(lambda: v.get())
+    a = m.Array("d", [1.5, 2.5])
+    rec(lambda: (a.__setitem__(1, 9.0), list(a[:])))
+    rec(lambda: len(a))
+    rec(lambda: a[5])
+    s = m.Semaphore(2)
+    rec(lambda: (s.acquire(), s.acquire(), s.acquire(False), s.get_value()))
+    rec(lambda: (s.release(), s.get_value()))
+    bs = m.BoundedSemaphore(1)
+    rec(lambda: bs.release())
+    lk = m.Lock()
+    rec(lambda: lk.release())
+    rec(lambda: (lk.acquire(), lk.locked(), lk.acquire(timeout=0.05)))
+    rec(lambda: lk.acquire(False, 1))
+    rec(lambda: (lk.release(), lk.locked()))
+    rl = m.RLock()
+    rec(lambda: rl.release())
+    rec(lambda: (rl.acquire(), rl.acquire(), rl.release(), rl.release()))
+    ev = m.Event()
+    rec(lambda: (ev.is_set(), ev.wait(0.05), ev.set(), ev.wait(0), ev.clear(), ev.is_set()))
+    q = m.Queue(2)
+    rec(lambda: (q.put(1), q.put_nowait("two"), q.full(), q.qsize()))
+    rec(lambda: q.put(3, timeout=0.05))
+    rec(lambda: (q.get(), q.get_nowait(), q.empty()))
+    rec(lambda: q.get(timeout=0.05))
+    rec(lambda: q.get_nowait())
+    jq = m.JoinableQueue()
+    rec(lambda: (jq.put(1), jq.get(), jq.task_done(), jq.join()))
+    rec(lambda: jq.task_done())
+    c = m.Condition()
+    rec(lambda: c.notify())
+    rec(lambda: c.wait(0.01))
+
+    def cond() -> Any:
+        with c:
+            return c.wait(0.05), c.notify_all()
+
+    rec(cond)
+    b = m.Barrier(1)
+    rec(lambda: (b.wait(), b.parties, b.n_waiting, b.broken))
+    rec(lambda: (b.abort(), b.broken))
+    rec(lambda: b.wait())
+    rec(lambda: (b.reset(), b.broken, b.wait()))
+    return out
+
+
+def test_every_type_answers_as_on_procshares_own_server(rm: Any) -> None:
+    with procshare.Manager(ctx=FORK) as local:
+        expected = _apply_everything(local)
+    assert _apply_everything(rm) == expected
+
+
+def _count(v: Any, lock: Any, n: int) -> None:
+    for _ in range(n):
+        with lock:
+            v.value += 1
+
+
+def _append_many(lst: Any, tag: int, n: int) -> None:
+    for i in range(n):
+        lst.append((tag, i))
+
+
+@pytest.mark.parametrize("ctx", CONTEXTS)
+def test_processes_share_objects_and_locks_exclude(rm: Any, ctx: Any) -> None:
+    v, lock, lst = rm.Value("i", 0), rm.Lock(), rm.list()
+    procs = [ctx.Process(target=_count, args=(v, lock, 100)) for _ in range(4)]
+    procs += [ctx.Process(target=_append_many, args=(lst, t, 50)) for t in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0] * len(procs)
+    assert v.value == 400  # (read-modify-write under the lock: nothing lost)
+    assert sorted(lst[:]) == sorted((t, i) for t in range(3) for i in range(50))
+
+
+def _hold_and_stay(lock: Any, rlock: Any, sem: Any, ready: Any) -> None:
+    lock.acquire()
+    rlock.acquire()
+    rlock.acquire()
+    sem.acquire()
+    sem.acquire()
+    ready.set()
+    time.sleep(600)
+
+
+def test_what_a_killed_process_held_is_freed_within_the_ttl(rm: Any) -> None:
+    lock, rlock, sem, ready = rm.Lock(), rm.RLock(), rm.Semaphore(2), FORK.Event()
+    p = FORK.Process(target=_hold_and_stay, args=(lock, rlock, sem, ready))
+    p.start()
+    try:
+        assert ready.wait(30)
+        assert not lock.acquire(False) and not rlock.acquire(False)
+        assert not sem.acquire(False)
+        time.sleep(1.5)  # alive past its ttl: its heartbeat keeps what it holds
+        assert not lock.acquire(False) and not sem.acquire(False)
+        os.kill(p.pid, signal.SIGKILL)
+        p.join(10)
+        assert lock.acquire(timeout=5)  # (ttl 1 s)
+        assert rlock.acquire(timeout=5)
+        assert sem.acquire(timeout=5) and sem.acquire(timeout=5)
+    finally:
+        if p.is_alive():
+            p.kill()
+            p.join(10)
+
+
+def _hold_then_release(lock: Any, ready: Any, resumed: Any, out: Any) -> None:
+    lock.acquire()
+    ready.set()
+    resumed.wait(60)
+    try:
+        lock.release()
+        out.put("released")
+    except procshare.LockLostError as exc:
+        out.put(("lost", str(exc)))
+
+
+def test_a_holder_paused_past_its_ttl_finds_its_lock_lost(rm: Any) -> None:
+    lock = rm.Lock()
+    ready, resumed, out = FORK.Event(), FORK.Event(), FORK.SimpleQueue()
+    p = FORK.Process(target=_hold_then_release, args=(lock, ready, resumed, out))
+    p.start()
+    try:
+        assert ready.wait(30)
+        os.kill(p.pid, signal.SIGSTOP)
+        assert lock.acquire(timeout=10)  # its session expired: the lock is taken back
+        os.kill(p.pid, signal.SIGCONT)
+        resumed.set()
+        answer = out.get()
+        assert answer[0] == "lost" and "expired" in answer[1]
+        assert lock.locked() and not lock.acquire(False)  # still ours
+        lock.release()
+    finally:
+        os.kill(p.pid, signal.SIGCONT)
+        p.join(30)
+
+
+def _produce(q: Any, tag: int, n: int) -> None:
+    for i in range(n):
+        q.put((tag, i))
+
+
+def _consume(q: Any, out: Any) -> None:
+    got = []
+    while (item := q.get()) is not None:
+        got.append(item)
+    out.put(got)
+
+
+@pytest.mark.parametrize("ctx", CONTEXTS)
+def test_queue_items_are_never_lost_nor_given_twice(rm: Any, ctx: Any) -> None:
+    q, out = rm.Queue(50), ctx.SimpleQueue()
+    producers = [ctx.Process(target=_produce, args=(q, t, 300)) for t in range(3)]
+    consumers = [ctx.Process(target=_consume, args=(q, out)) for _ in range(3)]
+    for p in producers + consumers:
+        p.start()
+    for p in producers:
+        p.join(120)
+    for _ in consumers:
+        q.put(None)
+    got = [out.get() for _ in consumers]
+    for p in consumers:
+        p.join(60)
+    items = [item for part in got for item in part]
+    assert sorted(items) == sorted((t, i) for t in range(3) for i in range(300))
+    for part in got:  # each producer's items in its order
+        for t in range(3):
+            mine = [i for tag, i in part if tag == t]
+            assert mine == sorted(mine)
+
+
+def _take_and_die(q: Any, took: Any) -> None:
+    # The item is taken; the process dies before it tells Redis it has it (its "arrived"
+    # never goes out, as if killed a moment later): the item must go back to the queue.
+    channel = q._channel()
+
+    def never(*args: Any) -> None:
+        took.set()
+        time.sleep(600)
+
+    channel._client.hdel = never
+    q.get()
+
+
+def test_an_item_taken_by_a_process_killed_before_it_had_it_goes_back(rm: Any) -> None:
+    q, took = rm.Queue(), FORK.Event()
+    q.put("precious")
+    p = FORK.Process(target=_take_and_die, args=(q, took))
+    p.start()
+    assert took.wait(30)
+    assert q.qsize() == 0
+    os.kill(p.pid, signal.SIGKILL)
+    p.join(10)
+    assert q.get(timeout=10) == "precious"  # (given back once its session was reaped)
+
+
+def test_timeouts_raise_on_time_and_a_full_queue_never_drops(rm: Any) -> None:
+    q = rm.Queue(1)
+    q.put("a")
+    with pytest.raises(queue.Full):
+        q.put("b", timeout=0.2)
+    with pytest.raises(queue.Full):
+        q.put_nowait("b")
+    assert q.get() == "a"
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.2)
+    assert q.qsize() == 0
+
+
+def _wait_for(cond: Any, flag: Any, out: Any) -> None:
+    with cond:
+        while not flag.value:
+            cond.wait(10)
+    out.put("woken")
+
+
+def _barrier_rounds(b: Any, rounds: int, out: Any) -> None:
+    out.put(sorted(b.wait(30) for _ in range(rounds))[:1])
+
+
+class _Record:
+    """A picklable barrier action: counts the trips in a shared Value."""
+
+    def __init__(self, trips: Any) -> None:
+        self.trips = trips
+
+    def __call__(self) -> None:
+        self.trips.value += 1
+
+
+def test_conditions_events_and_barriers_across_processes(rm: Any) -> None:
+    cond, flag, out = rm.Condition(), rm.Value("b", 0), FORK.SimpleQueue()
+    waiters = [FORK.Process(target=_wait_for, args=(cond, flag, out)) for _ in range(3)]
+    for p in waiters:
+        p.start()
+    time.sleep(0.3)
+    with cond:
+        flag.value = 1
+        cond.notify_all()
+    assert [out.get() for _ in waiters] == ["woken"] * 3
+    trips = rm.Value("i", 0)
+    barrier = rm.Barrier(4, action=_Record(trips))
+    procs = [FORK.Process(target=_barrier_rounds, args=(barrier, 20, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        out.get()
+    for p in procs + waiters:
+        p.join(60)
+    assert trips.value == 20  # the action ran once per generation
+    assert not barrier.broken and barrier.n_waiting == 0
+
+
+def _named_worker(url: str, out: Any) -> None:
+    m = procshare.connect(url)
+    m.named("tally").dict()["child"] = os.getpid()
+    out.put(sorted(m.names()))
+    m.shutdown()
+
+
+def test_named_objects_and_namespaces(redis_server: str, raw: Any) -> None:
+    url = f"{redis_server}?namespace=shared-test&session_ttl=1"
+    m = procshare.connect(url)
+    try:
+        tally = m.named("tally").dict()
+        tally["parent"] = 1
+        out = SPAWN.SimpleQueue()
+        p = SPAWN.Process(target=_named_worker, args=(url, out))
+        p.start()
+        assert out.get() == ["tally"]
+        p.join(60)
+        assert set(tally.keys()) == {"parent", "child"}
+        with pytest.raises(procshare.NameTakenError):
+            m.named("tally").list()
+        m.delete("tally")
+        assert m.names() == {}
+        with pytest.raises(KeyError):
+            m.delete("tally")
+    finally:
+        m.shutdown()
+    assert raw.exists("ps:{shared-test}:instance")  # joined, not owned: kept
+
+
+def test_a_managers_own_namespace_is_gone_after_shutdown(redis_url: str, raw: Any) -> None:
+    m = procshare.SyncManager(address=redis_url)
+    m.start()
+    d = m.dict(a=1)
+    q = m.Queue()
+    q.put(1)
+    prefix = get_redis_channel(m.address, b"", "pickle")._prefix  # type: ignore[arg-type]
+    assert raw.keys(prefix.replace("{", "\\{") + "*")
+    m.shutdown()
+    assert raw.keys(prefix.replace("{", "\\{") + "*") == []
+    del d, q
+
+
+def test_an_object_nobody_refers_to_is_freed(rm: Any) -> None:
+    d = rm.dict(a=1)
+    obj = d._id
+    channel = d._channel()
+    del d
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        channel._flush_refs()
+        channel.janitor()
+        if not channel._client.hexists(channel._prefix + "types", obj):
+            break
+        time.sleep(0.05)
+    assert not channel._client.hexists(channel._prefix + "types", obj)
+
+
+def test_a_change_sent_twice_is_applied_once(rm: Any) -> None:
+    """What redis-py does after a dropped connection: the same script, the same request id."""
+    lst = rm.list()
+    channel = lst._channel()
+    script = channel._scripts["create"]
+    args = (channel._prefix, "fixed-request-id", "dict", channel.session, "", 0, 0)
+    first = script(keys=(), args=args)
+    again = script(keys=(), args=args)
+    assert first == again  # (the latch answered: no second object)
+    put = channel._scripts["put"]
+    q = rm.Queue()
+    qargs = (channel._prefix, "put-once", q._id, channel.session, "", "0", b"item")
+    put(keys=(), args=qargs)
+    put(keys=(), args=qargs)
+    assert q.qsize() == 1
+
+
+def test_what_redis_cannot_do_is_refused_clearly(rm: Any) -> None:
+    class Custom:
+        def hello(self) -> str:
+            return "hi"
+
+    class MyManager(procshare.managers.SyncManager):
+        pass
+
+    MyManager.register("Custom", Custom)
+    mm = MyManager(address=rm.address)
+    mm.connect()
+    with pytest.raises(procshare.ProcshareError, match="server to run in"):
+        mm.Custom()
+    d = rm.dict()
+    with pytest.raises(procshare.ProcshareError, match="Redis"):
+        d.watch(timeout=1)
+    with pytest.raises(procshare.ProcshareError, match="Redis"), rm.pipeline() as p:
+        p(d)["k"] = 1
+
+
+def test_the_environment_sends_an_unchanged_script_to_redis(redis_url: str) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import procshare\n"
+        "m = procshare.Manager()\n"
+        "d = m.dict(x=1)\n"
+        "print(m.address.split('://')[0], d['x'], m.stats()['backend'])\n"
+        "m.shutdown()\n"
+    )
+    env = {**os.environ, "PROCSHARE_URL": redis_url}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["redis", "1", "redis"]
+
+
+def test_threads_of_one_process_take_turns(rm: Any) -> None:
+    lock, v = rm.Lock(), rm.Value("i", 0)
+
+    def work() -> None:
+        _count(v, lock, 50)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert v.value == 200
+
+
+def _reap(channel: Any, rounds: float = 1.0) -> None:
+    """Be the janitor for a while (past the release delay of 0.2 s)."""
+    deadline = time.monotonic() + rounds
+    while time.monotonic() < deadline:
+        channel._flush_refs()
+        channel.janitor()
+        time.sleep(0.05)
+
+
+def test_a_container_keeps_the_objects_in_its_value_alive(rm: Any) -> None:
+    d = rm.dict()
+    channel = d._channel()
+    inner = rm.list([1, 2])
+    inner_id = inner._id
+    d["sub"] = inner
+    held = rm.dict(nested={"deep": [rm.Value("i", 5)]})  # (made holding one, deep inside)
+    del inner
+    _reap(channel)
+    assert d["sub"][:] == [1, 2]
+    assert held["nested"]["deep"][0].value == 5
+    del d["sub"]  # no longer in any value, and no proxy left: freed
+    _reap(channel)
+    assert not channel._client.hexists(channel._prefix + "types", inner_id)
+
+
+def test_each_acquire_records_a_growing_fencing_token(rm: Any) -> None:
+    lock = rm.Lock()
+    tokens = []
+    for _ in range(3):
+        with lock:
+            tokens.append(lock.fencing_token)
+    assert tokens == sorted(tokens) and len(set(tokens)) == 3 and None not in tokens
+    with procshare.Manager(ctx=FORK) as local:
+        plain = local.Lock()
+        with plain:
+            assert plain.fencing_token is None
