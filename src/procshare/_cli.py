@@ -290,6 +290,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.url:
+        return _cmd_bench_redis(args)
     from ._bench import CASES, header, plot, run_bench, side_by_side, to_json
 
     names = args.only or None
@@ -332,6 +334,34 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             raise SystemExit(f"procshare: {exc}") from None
         if not args.json:
             print(f"throughput chart written to {args.plot}")
+    return 0
+
+
+def _cmd_bench_redis(args: argparse.Namespace) -> int:
+    import json
+
+    from ._bench_redis import run_redis_bench
+
+    if not args.url.startswith(("redis://", "rediss://")):
+        raise SystemExit("procshare: --url takes a redis:// or rediss:// URL")
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        raise SystemExit(
+            "procshare: --url needs redis-py: pip install 'procshare[redis]'"
+        ) from None
+    rounds = 3 if args.quick else args.rounds
+    n = max(20, int((50 if args.quick else 500) * args.scale))
+    if not args.json:
+        print(
+            f"procshare {__version__} on Redis vs redis-py doing the same work, same run, "
+            f"median of {rounds} alternating rounds of {n} operations"
+        )
+    rows = run_redis_bench(
+        args.url, rounds=rounds, n=n, progress=(lambda _: None) if args.json else print
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
     return 0
 
 
@@ -458,6 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-memory",
         action="store_true",
         help="skip the server-memory measurement (a million items)",
+    )
+    bench.add_argument(
+        "--url",
+        metavar="REDIS_URL",
+        help="bench procshare on the Redis at this URL against raw redis-py (needs "
+        "procshare[redis])",
     )
     bench.set_defaults(func=_cmd_bench)
     return parser

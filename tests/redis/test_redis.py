@@ -486,3 +486,70 @@ def test_each_acquire_records_a_growing_fencing_token(rm: Any) -> None:
         plain = local.Lock()
         with plain:
             assert plain.fencing_token is None
+
+
+def test_connections_killed_under_the_calls_lose_and_repeat_nothing(rm: Any, raw: Any) -> None:
+    """``CLIENT KILL`` again and again while one process appends and puts: redis-py sends the
+    calls again on a new connection, and each is applied once."""
+    lst, q = rm.list(), rm.Queue()
+    stop = threading.Event()
+    kills = [0]
+
+    def killer() -> None:
+        while not stop.is_set():
+            kills[0] += int(raw.client_kill_filter(_type="normal", skipme=True) or 0)
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        for i in range(300):
+            lst.append(i)
+            q.put(i)
+        got = [q.get(timeout=30) for _ in range(300)]
+    finally:
+        stop.set()
+        thread.join(10)
+    assert kills[0] > 3  # (it did cut them)
+    assert lst[:] == list(range(300))
+    assert got == list(range(300)) and q.qsize() == 0
+
+
+def test_a_blocked_get_outlives_a_killed_connection(rm: Any, raw: Any) -> None:
+    q = rm.Queue()
+    out: list[Any] = []
+    reader = threading.Thread(target=lambda: out.append(q.get(timeout=30)))
+    reader.start()
+    time.sleep(0.3)
+    raw.client_kill_filter(_type="normal", skipme=True)  # (its BLPOP's connection too)
+    time.sleep(0.3)
+    q.put("after")
+    reader.join(30)
+    assert out == ["after"]
+
+
+def test_the_bench_compares_with_redis_py_in_the_same_run(redis_server: str) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "procshare", "bench", "--url", redis_server, "--quick", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    rows = json.loads(out.stdout)
+    names = [row["operation"] for row in rows]
+    assert names[0] == "dict set (HSET)" and "Queue put+get (RPUSH + BLPOP)" in names
+    for row in rows:
+        assert row["procshare_us"] > 0 and row["redis_py_us"] > 0 and row["stdlib_us"] > 0
+        assert row["ratio"] == pytest.approx(row["procshare_us"] / row["redis_py_us"])
+    refused = subprocess.run(
+        [sys.executable, "-m", "procshare", "bench", "--url", "tcp://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode != 0 and "redis://" in refused.stderr
