@@ -211,13 +211,14 @@ def run_redis_bench(
                     a.append(_time(mine[name], n))
                     b.append(_time(theirs[name], n))
                     c.append(_time(plain[name], n))
-                row = {
+                us = statistics.median(a), statistics.median(b), statistics.median(c)
+                row: dict[str, Any] = {
                     "operation": name,
-                    "procshare_us": statistics.median(a),
-                    "redis_py_us": statistics.median(b),
-                    "stdlib_us": statistics.median(c),
+                    "procshare_us": us[0],
+                    "redis_py_us": us[1],
+                    "stdlib_us": us[2],
+                    "ratio": us[0] / us[1],
                 }
-                row["ratio"] = row["procshare_us"] / row["redis_py_us"]
                 rows.append(row)
                 progress(
                     f"{name:38s} {row['procshare_us']:8.1f}us {row['redis_py_us']:7.1f}us"
