@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from procshare._address import parse_address
-from procshare._redis._url import parse_redis_url, password_for
+from procshare._redis._url import credentials_for, parse_redis_url
 
 
 def test_a_url_names_host_port_db_namespace_and_options() -> None:
@@ -19,7 +19,11 @@ def test_a_url_names_host_port_db_namespace_and_options() -> None:
     )
     assert url.session_ttl == 2.0 and url.prefix == "ps:{jobs}:"
     assert "s3cret" not in url.canonical and url.canonical.startswith("rediss://")
-    assert password_for(parse_redis_url(url.canonical)) == "s3cret"  # (kept in this process)
+    kept = credentials_for(parse_redis_url(url.canonical))  # (kept in this process)
+    assert kept == (None, "s3cret")
+    user = parse_redis_url("redis://ann:pw@h/0?namespace=users")
+    assert "ann" not in user.canonical
+    assert credentials_for(parse_redis_url(user.canonical)) == ("ann", "pw")
     assert parse_address("redis://localhost") == "redis://localhost:6379/0?namespace=default"
 
 

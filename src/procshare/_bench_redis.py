@@ -179,15 +179,15 @@ def run_redis_bench(
     import redis
 
     from ._manager import SyncManager
-    from ._redis._url import parse_redis_url, password_for
+    from ._redis._url import credentials_for, parse_redis_url
 
     parsed = parse_redis_url(url)
     client = redis.Redis(
         host=parsed.host,
         port=parsed.port,
         db=parsed.db,
-        username=parsed.username,
-        password=password_for(parsed),
+        username=credentials_for(parsed)[0],
+        password=credentials_for(parsed)[1],
         ssl=parsed.tls,
     )
     raw_prefix = f"procshare-bench:{time.monotonic_ns()}:"

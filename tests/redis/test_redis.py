@@ -249,7 +249,7 @@ def _take_and_die(q: Any, took: Any) -> None:
         took.set()
         time.sleep(600)
 
-    channel._client.hdel = never
+    channel._delivered = never
     q.get()
 
 
@@ -553,3 +553,59 @@ def test_the_bench_compares_with_redis_py_in_the_same_run(redis_server: str) -> 
         timeout=60,
     )
     assert refused.returncode != 0 and "redis://" in refused.stderr
+
+
+def test_a_redis_that_refuses_client_commands_still_gets_every_ack(
+    redis_server: str, raw: Any
+) -> None:
+    """Deliveries are acknowledged without waiting for an answer (``CLIENT REPLY SKIP``)
+    where Redis allows it; a user without ``CLIENT`` gets the plain, answered ``HDEL``."""
+    raw.acl_setuser(
+        "noclient",
+        enabled=True,
+        passwords=["+secret"],
+        keys=["*"],
+        commands=["+@all", "-client"],
+    )
+    host = redis_server.split("//", 1)[1]
+    for url in (redis_server, f"redis://noclient:secret@{host}"):
+        m = procshare.SyncManager(address=url + "?session_ttl=1")
+        m.start()
+        try:
+            q = m.Queue()
+            for i in range(20):
+                q.put(i)
+                assert q.get() == i
+            channel = q._channel()
+            assert channel._skip_replies is (url == redis_server)
+            key = f"{channel._prefix}f:{channel.session}"
+            assert raw.hlen(key) == 0  # (nothing left on its way: every item acknowledged)
+            assert channel._client.ping()  # (and no answer was left unread on a connection)
+        finally:
+            m.shutdown()
+    raw.acl_deluser("noclient")
+
+
+def test_acks_sent_without_an_answer_are_confirmed_by_the_heartbeat(rm: Any, raw: Any) -> None:
+    q = rm.Queue()
+    channel = q._channel()
+    q.put("x")
+    real = channel._delivered
+    lost: list[bytes] = []
+
+    def lose(field: bytes) -> None:  # (as if the connection dropped the ack on its way)
+        lost.append(field)
+        with channel._unconfirmed_lock:
+            channel._unconfirmed.append(field)
+
+    channel._delivered = lose
+    try:
+        assert q.get() == "x"
+    finally:
+        channel._delivered = real
+    key = f"{channel._prefix}f:{channel.session}"
+    assert raw.hexists(key, lost[0])
+    deadline = time.monotonic() + 10
+    while raw.hexists(key, lost[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not raw.hexists(key, lost[0]) and q.qsize() == 0

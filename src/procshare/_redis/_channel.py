@@ -3,7 +3,8 @@
 One per process and Redis namespace (``get_redis_channel``), as ``_client._channel.Channel``
 is one per process and server; it speaks the same ``Backend`` operations, so every proxy
 works unchanged. What it keeps in Redis, and how, is in ``_scripts`` (every change is one Lua
-script, run once per request id) and ``_values`` (the containers).
+script, run once per request id), ``_items`` (dicts and lists, item by item) and ``_values``
+(the other containers, each one value).
 
 **Sessions.** A process is a session (``sessions``: id -> expiry) kept alive by a heartbeat
 thread every ttl/3. Everything a process holds names its session: locks, RLock depths,
@@ -22,6 +23,7 @@ place), so a wake-up lost with a connection costs a slice, never a hang.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pickle
 import secrets
@@ -45,8 +47,9 @@ from .._protocol import Batch, Create, LeasedRead, ReadSince
 from .._serializers import get_serializer
 from .._server import _objects
 from .._token import Token
-from ._scripts import LATCHED, PLAIN
-from ._url import RedisURL, parse_redis_url, password_for
+from ._items import ITEMWISE, decode_key, decode_value, encode_key, encode_value, plain_int
+from ._scripts import FAST, LATCHED, PLAIN
+from ._url import RedisURL, credentials_for, parse_redis_url
 from ._values import CONTAINERS, from_plain, handler_for, initial_value, to_plain
 
 if TYPE_CHECKING:
@@ -90,23 +93,33 @@ class RedisChannel:
             host=url.host,
             port=url.port,
             db=url.db,
-            username=url.username,
-            password=password_for(url),
+            username=credentials_for(url)[0],
+            password=credentials_for(url)[1],
             ssl=url.tls,
             socket_connect_timeout=10.0,
             health_check_interval=30,
         )
         self._scripts = {
-            name: self._client.register_script(src) for name, src in {**LATCHED, **PLAIN}.items()
+            name: self._client.register_script(src)
+            for name, src in {**LATCHED, **PLAIN, **FAST}.items()
         }
         self._latched = frozenset(LATCHED)
+        #: request ids: unique to this channel (random) and to each call (counted)
+        self._rid_prefix = secrets.token_hex(6) + ":"
+        self._rids = itertools.count()
+        #: whether this Redis takes ``CLIENT REPLY SKIP`` (``None``: not asked yet)
+        self._skip_replies: bool | None = None
+        #: queue items' acks sent without an answer, to send again (``_delivered``)
+        self._unconfirmed: list[bytes] = []
+        self._unconfirmed_lock = threading.Lock()
         self.session = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
         self._ttl_ms = int(url.session_ttl * 1000)
         self._delay_ms = int(url.release_delay * 1000)
         #: (object id) -> (typeid, kind)
         self._types: dict[int, tuple[str, str]] = {}
-        #: (object id) -> (version, serialized plain value) last seen, for the containers
-        self._values: dict[int, tuple[bytes, bytes]] = {}
+        #: (object id) -> (version, what was stored) last seen, for the containers: the
+        #: serialized value, a list's items, or a dict's (order, entries)
+        self._values: dict[int, tuple[bytes, Any]] = {}
         #: (lock id, owner) -> the fencing token of its last acquire by that owner
         self.fencing: dict[tuple[int, int], int] = {}
         #: (lock id, owner) -> how many times held (an RLock's depth): what ``release`` may
@@ -137,7 +150,7 @@ class RedisChannel:
 
     def _run(self, name: str, *args: Any) -> Any:
         """Run script ``name`` with ``args`` after the prefix and a fresh request id."""
-        rid = secrets.token_hex(8) if name in self._latched else ""
+        rid = f"{self._rid_prefix}{next(self._rids)}" if name in self._latched else ""
         return self._scripts[name](keys=(), args=(self._prefix, rid, *args))
 
     def _who(self) -> str:
@@ -159,6 +172,7 @@ class RedisChannel:
                 return
             with contextlib.suppress(Exception):
                 self._run("beat", self.session, self._ttl_ms, "", "")
+                self._confirm_deliveries()
                 self._flush_refs()
                 now = time.monotonic()
                 if now >= next_janitor:
@@ -198,6 +212,7 @@ class RedisChannel:
                 if drop:
                     self._drop_namespace()
                 else:
+                    self._confirm_deliveries()
                     self._flush_refs()
                     self._run("leave", self.session, self._delay_ms)
         with contextlib.suppress(Exception):
@@ -320,7 +335,7 @@ class RedisChannel:
                 f"{typeid!r} is a registered class: its objects need a server to run in, "
                 "which Redis is not (use procshare's own server for it)"
             )
-        values, meta, inside = self._initial_state(kind, args, kwargs)
+        values, meta, inside, referent = self._initial_state(kind, args, kwargs)
         flat: list[Any] = [len(values)]
         for suffix, value in values.items():
             flat += [suffix, value]
@@ -333,7 +348,10 @@ class RedisChannel:
             raise NameTakenError(f"the name {name!r} is a {_text(answer)}, not a {typeid}")
         obj_id = int(answer)
         self._types[obj_id] = (typeid, kind)
-        if inside:  # its value holds proxies: it keeps their objects alive
+        if kind in ITEMWISE:
+            if referent:  # (its first entries, and the references they hold)
+                self._write_whole(obj_id, kind, b"0", referent)
+        elif inside:  # its value holds proxies: it keeps their objects alive
             self._run("write", obj_id, "0", values["d"], self._delay_ms, *inside)
         token = Token(typeid, self.address, obj_id)
         proxytype = registration.proxytype
@@ -347,27 +365,31 @@ class RedisChannel:
 
     def _initial_state(
         self, kind: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> tuple[dict[str, Any], dict[str, Any], set[int]]:
-        """What a new object of ``kind`` starts as: per-object keys, its meta fields, and the
-        objects whose proxies its value holds."""
+    ) -> tuple[dict[str, Any], dict[str, Any], set[int], Any]:
+        """What a new object of ``kind`` starts as: per-object keys, its meta fields, the
+        objects whose proxies its value holds, and (a dict or list) its first contents."""
         meta: dict[str, Any] = {"kind": kind}
         dumps = self._serializer.dumps
+        if kind in ITEMWISE:
+            referent = _objects.FACTORIES[kind](*args, **kwargs)
+            self._encode_whole(kind, referent)  # (a key Redis cannot keep: refused now)
+            return {"v": 0}, meta, set(), referent
         if kind in CONTAINERS:
             referent = _objects.FACTORIES[kind](*args, **kwargs)
             plain = initial_value(kind, referent)
-            return {"d": dumps(plain), "v": 0}, meta, _shared_inside(plain, self.address)
+            return {"d": dumps(plain), "v": 0}, meta, _shared_inside(plain, self.address), None
         if kind in ("Lock", "RLock"):
             _objects.FACTORIES[kind](*args, **kwargs)  # (its arguments checked as there)
             meta["reentrant"] = 1 if kind == "RLock" else 0
-            return {"d": 1}, meta, set()
+            return {"d": 1}, meta, set(), None
         if kind in ("Semaphore", "BoundedSemaphore"):
             sem = _objects.FACTORIES[kind](*args, **kwargs)
             meta["initial"] = sem.value
             meta["reentrant"] = 0
-            return {"d": sem.value}, meta, set()
+            return {"d": sem.value}, meta, set(), None
         if kind == "Event":
             _objects.FACTORIES[kind](*args, **kwargs)
-            return {"d": "0"}, meta, set()
+            return {"d": "0"}, meta, set(), None
         if kind == "Condition":
             lock = args[0] if args else kwargs.get("lock")
             if lock is None:
@@ -376,7 +398,7 @@ class RedisChannel:
             if lock_kind not in ("Lock", "RLock"):
                 raise TypeError(f"a Condition's lock must be a Lock or an RLock, not {lock_kind}")
             meta["lock"] = lock_id  # (the condition holds a reference to it: ``_scripts``)
-            return {}, meta, set()
+            return {}, meta, set(), None
         if kind == "Barrier":
             barrier = _objects.Barrier(*args, **kwargs)
             meta["parties"] = barrier.parties
@@ -386,14 +408,14 @@ class RedisChannel:
             if action is not None:
                 meta["action"] = 1
                 meta["actionblob"] = pickle.dumps(action)
-            return {}, meta, set()
+            return {}, meta, set(), None
         if kind in ("Queue", "JoinableQueue"):
             maxsize = args[0] if args else kwargs.get("maxsize", 0)
             if not isinstance(maxsize, int):
                 raise TypeError(f"maxsize must be an int, not {type(maxsize).__name__}")
             meta["maxsize"] = max(0, maxsize)
             meta["redeliver"] = 1 if kwargs.get("redeliver", True) else 0
-            return {"u": 0}, meta, set()
+            return {"u": 0}, meta, set(), None
         raise UnsupportedError(f"{kind} objects are not available on Redis")
 
     # -- containers -------------------------------------------------------------------------------
@@ -410,42 +432,128 @@ class RedisChannel:
         fn = handler_for(kind, method)
         if fn is None:
             raise _not_exposed(kind, method)
+        if kind in ITEMWISE and not versioned:
+            one_entry = _ITEM_CALLS.get((kind, method))
+            if one_entry is not None:
+                answer = one_entry(self, obj_id, *args, **kwargs)
+                if answer is not WHOLE:
+                    return answer
         changes = method in KINDS[kind].mutators
-        loads, dumps = self._serializer.loads, self._serializer.dumps
-        known = self._values.get(obj_id)
-        if not changes or known is None:
-            known = self._read(obj_id, known)
+        cached = self._values.get(obj_id)
+        verified = not changes or cached is None
+        known = self._read(obj_id, kind, cached) if verified or cached is None else cached
         while True:
-            version, blob = known
-            referent = from_plain(kind, loads(blob))
-            result = fn(referent, *args, **kwargs)  # (what it raises is raised, unwritten)
+            version, stored = known
+            referent = self._decode_whole(kind, stored)
+            try:
+                result = fn(referent, *args, **kwargs)
+            except Exception:
+                if verified:
+                    raise  # (raised by the current value: as the call would, unwritten)
+                # (raised by what this process last saw: the value may have moved on)
+                known, verified = self._read(obj_id, kind, known), True
+                continue
             if not changes:
                 return (result, int(version)) if versioned else result
-            plain = to_plain(kind, referent)
-            new = dumps(plain)
-            inside = _shared_inside(plain, self.address)
-            answer = self._run("write", obj_id, version, new, self._delay_ms, *inside)
-            status = _text(answer[0])
-            if status == "ok":
-                self._values[obj_id] = (answer[1], new)
-                return (result, int(answer[1])) if versioned else result
-            if status == "gone":
-                self._values.pop(obj_id, None)
-                raise ObjectNotFound.of(obj_id)
-            known = (answer[1], answer[2])  # changed meanwhile: compute again from that
-            self._values[obj_id] = known
+            written = self._write_whole(obj_id, kind, version, referent)
+            if written is not None:
+                return (result, int(written)) if versioned else result
+            # changed meanwhile: compute again (a one value's conflict brought the newer one)
+            known = self._values.get(obj_id) or self._read(obj_id, kind, None)
+            verified = True
 
-    def _read(self, obj_id: int, known: tuple[bytes, bytes] | None) -> tuple[bytes, bytes]:
-        answer = self._run("read", obj_id, known[0] if known is not None else b"")
+    def _read(self, obj_id: int, kind: str, known: tuple[bytes, Any] | None) -> tuple[bytes, Any]:
+        """The container's whole stored form and version (``known`` if it is still current)."""
+        version = known[0] if known is not None else b""
+        if kind in ITEMWISE:
+            answer = self._run("read_items", obj_id, version, kind)
+        else:
+            answer = self._run("read", obj_id, version)
         status = _text(answer[0])
         if status == "gone":
             self._values.pop(obj_id, None)
             raise ObjectNotFound.of(obj_id)
         if status == "same" and known is not None:
             return known
-        fresh = (answer[1], answer[2])
+        stored = answer[2] if kind != "dict" else (answer[2], answer[3])
+        fresh = (answer[1], stored)
         self._values[obj_id] = fresh
         return fresh
+
+    def _decode_whole(self, kind: str, stored: Any) -> Any:
+        """A fresh referent from the stored form ``_read`` returned."""
+        loads = self._serializer.loads
+        if kind == "list":
+            return [decode_value(item, loads) for item in stored]
+        if kind == "dict":
+            order, flat = stored
+            entries = dict(zip(flat[::2], flat[1::2], strict=True))
+            return {decode_key(field): decode_value(entries[field], loads) for field in order}
+        return from_plain(kind, loads(stored))
+
+    def _encode_whole(self, kind: str, referent: Any) -> Any:
+        """The stored form of ``referent`` (``_decode_whole``'s inverse)."""
+        dumps = self._serializer.dumps
+        if kind == "list":
+            return [encode_value(item, dumps) for item in referent]
+        if kind == "dict":
+            order: list[bytes] = []
+            flat: list[bytes] = []
+            for key, value in referent.items():
+                field = _field_for_write(key)
+                order.append(field)
+                flat += (field, encode_value(value, dumps))
+            if len(set(order)) != len(order):
+                raise TypeError("two keys of this dict are one key on Redis (1, 1.0 and True)")
+            return (order, flat)
+        return dumps(to_plain(kind, referent))
+
+    def _write_whole(self, obj_id: int, kind: str, version: bytes, referent: Any) -> bytes | None:
+        """Write ``referent`` if the object is still at ``version``: its new version, or
+        ``None`` if it changed meanwhile."""
+        stored = self._encode_whole(kind, referent)
+        plain = referent if kind in ITEMWISE else to_plain(kind, referent)
+        inside = sorted(_shared_inside(plain, self.address))
+        if kind in ITEMWISE:
+            flat = stored if kind == "list" else stored[1]
+            answer = self._run(
+                "rewrite", obj_id, version, self._delay_ms, kind, len(inside), *inside, *flat
+            )
+        else:
+            answer = self._run("write", obj_id, version, stored, self._delay_ms, *inside)
+        status = _text(answer[0])
+        if status == "ok":
+            self._values[obj_id] = (answer[1], stored)
+            return bytes(answer[1])
+        if status == "gone":
+            self._values.pop(obj_id, None)
+            raise ObjectNotFound.of(obj_id)
+        if kind not in ITEMWISE:  # (the one-value conflict brings the newer value along)
+            self._values[obj_id] = (answer[1], answer[2])
+        else:
+            self._values.pop(obj_id, None)
+        return None
+
+    def _item(self, name: str, obj_id: int, *args: Any) -> Any:
+        """Run the one-entry script ``name``: its answer, or ``WHOLE`` where the change must
+        be made on the whole (the container holds proxies)."""
+        answer = self._run(name, obj_id, *args)
+        self._values.pop(obj_id, None)  # (what this process saw of it is no longer current)
+        status = _text(answer[0])
+        if status == "gone":
+            self._values.pop(obj_id, None)
+            raise ObjectNotFound.of(obj_id)
+        if status == "whole":
+            return WHOLE
+        return answer
+
+    def _look(self, obj_id: int, what: str, arg: Any = "") -> Any:
+        """One entry read (``_scripts._LOOK``): the answer, or ``None`` for no such entry."""
+        answer = self._scripts["look"](keys=(), args=(self._prefix, "", obj_id, what, arg))
+        status = _text(answer[0])
+        if status == "gone":
+            raise ObjectNotFound.of(obj_id)
+        return answer[1] if status == "ok" else None
 
     # -- waiting ---------------------------------------------------------------------------------
 
@@ -478,10 +586,274 @@ class RedisChannel:
                     return give_up(token)
                 break  # a slice passed: check again
 
+    def _delivered(self, field: bytes) -> None:
+        """A queue item reached this process: take it off the items on their way to it (which
+        a dead session's janitor puts back).
+
+        Sent without waiting for the answer (``CLIENT REPLY SKIP``: Redis sends none), so a
+        get is the one round trip of its script. Once sent, it is applied even if this process
+        dies the next instant (the bytes are in the kernel's send buffer, and no unread reply
+        makes the close a reset). A connection cut before Redis read it loses it: so every
+        ack sent this way is sent again, confirmed, by the heartbeat (``_confirm_deliveries``),
+        well within the session's ttl."""
+        import redis
+
+        key = f"{self._prefix}f:{self.session}"
+        if self._skip_replies is not False:
+            pool = self._client.connection_pool
+            conn = pool.get_connection()
+            try:
+                if self._skip_replies is None:
+                    self._skip_replies = _replies_can_be_skipped(conn)
+                if self._skip_replies:
+                    skip = [("CLIENT", "REPLY", "SKIP"), ("HDEL", key, field)]
+                    conn.send_packed_command(conn.pack_commands(skip))  # type: ignore[no-untyped-call]
+                    with self._unconfirmed_lock:
+                        self._unconfirmed.append(field)
+                    return
+            except (OSError, redis.RedisError):
+                conn.disconnect()  # type: ignore[no-untyped-call]  # (state unknown: a new one)
+            finally:
+                pool.release(conn)
+        self._client.hdel(key, field)
+
+    def _confirm_deliveries(self) -> None:
+        """Send again, and wait for, the acks ``_delivered`` sent without an answer."""
+        with self._unconfirmed_lock:
+            fields, self._unconfirmed = self._unconfirmed, []
+        if fields:
+            self._client.hdel(f"{self._prefix}f:{self.session}", *fields)
+
     def _withdraw(self, obj_id: int, listname: str, token: str, pass_on: bool) -> bool:
         """Leave the waiters of ``listname``; whether a wake-up raced with leaving."""
         raced, _ = self._run("withdraw", obj_id, listname, self.session, token, int(pass_on))
         return bool(raced)
+
+
+# -- dicts and lists, one entry at a time (``_items``) ----------------------------------------
+
+#: a one-entry call's answer where the call must be made on the whole container instead
+WHOLE: Final = object()
+
+
+def _field_for_write(key: Any) -> bytes:
+    hash(key)  # (an unhashable key raises as a dict's would)
+    return encode_key(key)
+
+
+def _field_for_read(key: Any) -> bytes | None:
+    """The field of ``key``, or ``None`` for a key no dict on Redis can hold (so is not in)."""
+    try:
+        return encode_key(key)
+    except TypeError:
+        hash(key)
+        return None
+
+
+def _plain_values(ch: RedisChannel, values: Any) -> list[bytes] | None:
+    """The stored forms of ``values``, or ``None`` if one holds a proxy of this namespace
+    (the container then counts its references, changed whole)."""
+    values = list(values)
+    if not all(type(v) in _SCALARS for v in values) and _shared_inside(values, ch.address):
+        return None
+    dumps = ch._serializer.dumps
+    return [encode_value(v, dumps) for v in values]
+
+
+def _d_getitem(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if len(args) != 1 or kwargs:
+        return WHOLE
+    field = _field_for_read(args[0])
+    stored = None if field is None else ch._look(obj_id, "get", field)
+    if stored is None:
+        raise KeyError(args[0])
+    return decode_value(stored, ch._serializer.loads)
+
+
+def _d_get(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if not 1 <= len(args) <= 2 or kwargs:
+        return WHOLE
+    field = _field_for_read(args[0])
+    stored = None if field is None else ch._look(obj_id, "get", field)
+    if stored is None:
+        return args[1] if len(args) > 1 else None
+    return decode_value(stored, ch._serializer.loads)
+
+
+def _d_contains(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if len(args) != 1 or kwargs:
+        return WHOLE
+    field = _field_for_read(args[0])
+    return field is not None and int(ch._look(obj_id, "has", field)) == 1
+
+
+def _d_len(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if args or kwargs:
+        return WHOLE
+    return int(ch._look(obj_id, "dlen"))
+
+
+def _d_set(ch: RedisChannel, obj_id: int, pairs: dict[Any, Any]) -> Any:
+    fields = [_field_for_write(key) for key in pairs]
+    stored = _plain_values(ch, pairs.values())
+    if stored is None:
+        return WHOLE
+    flat: list[bytes] = []
+    for field, value in zip(fields, stored, strict=True):
+        flat += (field, value)
+    answer = ch._item("dict_set", obj_id, *flat)
+    return answer if answer is WHOLE else None
+
+
+def _d_setitem(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if len(args) != 2 or kwargs:
+        return WHOLE
+    return _d_set(ch, obj_id, {args[0]: args[1]})
+
+
+def _d_update(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if len(args) > 1 or (args and type(args[0]) is not dict):
+        return WHOLE  # (pairs, mappings and proxies: as a dict's update takes them)
+    pairs = dict(args[0]) if args else {}
+    pairs.update(kwargs)
+    return _d_set(ch, obj_id, pairs)
+
+
+def _d_pop(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if not 1 <= len(args) <= 2 or kwargs:
+        return WHOLE
+    field = _field_for_read(args[0])
+    answer = None if field is None else ch._item("dict_pop", obj_id, field)
+    if answer is WHOLE:
+        return WHOLE
+    if answer is None or _text(answer[0]) == "missing":
+        if len(args) > 1:
+            return args[1]
+        raise KeyError(args[0])
+    return decode_value(answer[2], ch._serializer.loads)
+
+
+def _d_delitem(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if len(args) != 1 or kwargs:
+        return WHOLE
+    answer = _d_pop(ch, obj_id, args[0])
+    return answer if answer is WHOLE else None
+
+
+def _d_setdefault(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if not 1 <= len(args) <= 2 or kwargs:
+        return WHOLE
+    field = _field_for_write(args[0])
+    stored = _plain_values(ch, args[1:] or (None,))
+    if stored is None:
+        return WHOLE
+    answer = ch._item("dict_setdefault", obj_id, field, stored[0])
+    if answer is WHOLE:
+        return WHOLE
+    return decode_value(answer[2], ch._serializer.loads)
+
+
+def _d_increment(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if not 1 <= len(args) <= 3 or kwargs:
+        return WHOLE
+    defaults: tuple[Any, ...] = (1, 0)
+    key, by, default = (*args, *defaults[len(args) - 1 :])
+    if not (plain_int(by) and plain_int(default)):
+        return WHOLE  # (floats, big ints, other types: as Python adds them)
+    answer = ch._item("dict_increment", obj_id, _field_for_write(key), by, default)
+    if answer is WHOLE:
+        return WHOLE
+    return int(answer[2])
+
+
+def _l_index(index: Any) -> int | None:
+    return int(index) if type(index) is int or type(index) is bool else None
+
+
+def _l_getitem(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    index = _l_index(args[0]) if len(args) == 1 and not kwargs else None
+    if index is None:
+        return WHOLE  # (slices, and what a list's __getitem__ refuses)
+    stored = ch._look(obj_id, "index", index)
+    if stored is None:
+        raise IndexError("list index out of range")
+    return decode_value(stored, ch._serializer.loads)
+
+
+def _l_setitem(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    index = _l_index(args[0]) if len(args) == 2 and not kwargs else None
+    if index is None:
+        return WHOLE
+    stored = _plain_values(ch, args[1:])
+    if stored is None:
+        return WHOLE
+    answer = ch._item("list_set", obj_id, index, stored[0])
+    if answer is WHOLE:
+        return WHOLE
+    if _text(answer[0]) == "range":
+        raise IndexError("list assignment index out of range")
+    return None
+
+
+def _l_len(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if args or kwargs:
+        return WHOLE
+    return int(ch._look(obj_id, "llen"))
+
+
+def _l_push(ch: RedisChannel, obj_id: int, items: Any) -> Any:
+    stored = _plain_values(ch, items)
+    if stored is None:
+        return WHOLE
+    answer = ch._item("list_push", obj_id, *stored)
+    return answer if answer is WHOLE else None
+
+
+def _l_append(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if len(args) != 1 or kwargs:
+        return WHOLE
+    return _l_push(ch, obj_id, args)
+
+
+def _l_extend(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    if len(args) != 1 or kwargs or type(args[0]) not in (list, tuple):
+        return WHOLE
+    if not args[0]:
+        return None
+    return _l_push(ch, obj_id, args[0])
+
+
+def _l_pop(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
+    index = _l_index(args[0]) if args else -1
+    if len(args) > 1 or kwargs or index not in (0, -1):
+        return WHOLE
+    answer = ch._item("list_pop", obj_id, "l" if index == 0 else "r")
+    if answer is WHOLE:
+        return WHOLE
+    if _text(answer[0]) == "empty":
+        raise IndexError("pop from empty list")
+    return decode_value(answer[2], ch._serializer.loads)
+
+
+#: (kind, method) -> the call made on one entry (or ``WHOLE``: made on the whole instead)
+_ITEM_CALLS: Final[dict[tuple[str, str], Callable[..., Any]]] = {
+    ("dict", "__getitem__"): _d_getitem,
+    ("dict", "get"): _d_get,
+    ("dict", "__contains__"): _d_contains,
+    ("dict", "__len__"): _d_len,
+    ("dict", "__setitem__"): _d_setitem,
+    ("dict", "update"): _d_update,
+    ("dict", "pop"): _d_pop,
+    ("dict", "__delitem__"): _d_delitem,
+    ("dict", "setdefault"): _d_setdefault,
+    ("dict", "increment"): _d_increment,
+    ("list", "__getitem__"): _l_getitem,
+    ("list", "__setitem__"): _l_setitem,
+    ("list", "__len__"): _l_len,
+    ("list", "append"): _l_append,
+    ("list", "extend"): _l_extend,
+    ("list", "pop"): _l_pop,
+}
 
 
 # -- primitives --------------------------------------------------------------------------------
@@ -817,8 +1189,7 @@ def _get(
     if _text(answer[0]) in ("empty", "wait"):
         raise queue.Empty
     item = ch._serializer.loads(answer[1])
-    # It arrived: no longer on its way (a dead session's items on their way go back).
-    ch._client.hdel(f"{ch._prefix}f:{ch.session}", answer[2])
+    ch._delivered(answer[2])  # (it arrived: no longer on its way)
     return item
 
 
@@ -1017,6 +1388,10 @@ def _registry_for(address: Address) -> Any:
     return getattr(manager, "_registry", None) or SyncManager._registry
 
 
+#: the types of values that hold no proxy (what most values are: checked first)
+_SCALARS: Final = frozenset({int, float, str, bytes, bool, type(None)})
+
+
 def _shared_inside(plain: Any, address: Address) -> set[int]:
     """The ids of the shared objects of this namespace whose proxies are in ``plain`` (in
     its dicts, lists, tuples, sets and Namespaces, however deep): the container keeps them
@@ -1038,6 +1413,23 @@ def _shared_inside(plain: Any, address: Address) -> set[int]:
         elif isinstance(item, _objects.Namespace):
             stack.extend(vars(item).values())
     return found
+
+
+def _replies_can_be_skipped(conn: Any) -> bool:
+    """Whether the Redis behind ``conn`` takes ``CLIENT REPLY SKIP`` (a managed one may refuse
+    ``CLIENT``): asked once, leaving no reply unread either way."""
+    conn.send_packed_command(
+        conn.pack_commands([("CLIENT", "REPLY", "SKIP"), ("PING",), ("ECHO", "procshare")])
+    )
+    import redis
+
+    try:
+        first = conn.read_response(disable_decoding=True)
+    except redis.ResponseError:  # refused: PING's and ECHO's answers follow
+        conn.read_response(disable_decoding=True)
+        conn.read_response(disable_decoding=True)
+        return False
+    return bool(first == b"procshare")
 
 
 def _lock_of(lock: Any, address: Address) -> tuple[int, str]:

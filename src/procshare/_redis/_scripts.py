@@ -16,27 +16,35 @@ Keys (after the prefix):
   Per object ``<id>:<x>``: ``d`` the value (blob, permits, flag), ``v`` its version, ``m``
   meta (kind, sizes), ``h`` holders (``sid|owner`` -> count) or a barrier's state, ``w``
   waiters (``sid|token``), ``p`` putters, ``q`` items, ``u`` unfinished tasks, ``j`` joiners,
-  ``f`` the last fencing token.
+  ``f`` the last fencing token, ``c`` the objects a container's value holds proxies of; a
+  dict's entries ``e`` (field -> value) and their order ``o`` (field -> insertion number), a
+  list's items ``l`` (``_items``).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["LATCHED", "PLAIN", "SUFFIXES"]
+__all__ = ["FAST", "LATCHED", "PLAIN", "SUFFIXES"]
 
 #: every per-object key suffix (freeing an object deletes them all)
-SUFFIXES: Final = ("d", "v", "m", "h", "w", "p", "q", "u", "j", "f", "c")
+SUFFIXES: Final = ("d", "v", "m", "h", "w", "p", "q", "u", "j", "f", "c", "e", "o", "l")
 
 _PRELUDE: Final = """
 local P = ARGV[1]
 local rid = ARGV[2]
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local now_ms = nil
+local function now()  -- (Redis's clock, in ms; read once, and only by a script that asks)
+  if not now_ms then
+    local t = redis.call('TIME')
+    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return now_ms
+end
 local ALL = 1000000000
 local function alive(sid)
   local s = redis.call('ZSCORE', P .. 'sessions', sid)
-  return s and tonumber(s) > now
+  return s and tonumber(s) > now()
 end
 local function sid_of(entry)
   return string.sub(entry, 1, string.find(entry, '|', 1, true) - 1)
@@ -71,7 +79,7 @@ local function retain(id, sid)
 end
 local function unreferenced(id, delay)
   if redis.call('HLEN', P .. 'r:' .. id) == 0 then
-    redis.call('ZADD', P .. 'doomed', now + delay, id)
+    redis.call('ZADD', P .. 'doomed', now() + delay, id)
   end
 end
 """
@@ -121,15 +129,15 @@ _OBJECT: Final = """
 _BEAT: Final = """
 local sid, ttl = ARGV[3], tonumber(ARGV[4])
 local was = redis.call('ZSCORE', P .. 'sessions', sid)
-redis.call('ZADD', P .. 'sessions', now + ttl, sid)
-if ARGV[5] ~= '' then redis.call('HSET', P .. 'si:' .. sid, 'who', ARGV[5], 'since', now) end
+redis.call('ZADD', P .. 'sessions', now() + ttl, sid)
+if ARGV[5] ~= '' then redis.call('HSET', P .. 'si:' .. sid, 'who', ARGV[5], 'since', now()) end
 local instance = redis.call('GET', P .. 'instance')
 if not instance and ARGV[6] ~= '' then  -- (a heartbeat never makes a namespace again)
   instance = ARGV[6]
   redis.call('SET', P .. 'instance', instance)
 end
 -- 'lapsed': the session had expired (its locks may have gone to others)
-return {instance, (was and tonumber(was) <= now) and 'lapsed' or 'ok'}
+return {instance, (was and tonumber(was) <= now()) and 'lapsed' or 'ok'}
 """
 
 _REAP_ONE: Final = """
@@ -184,9 +192,9 @@ _JANITOR: Final = (
     + _REAP_ONE
     + """
 local delay = tonumber(ARGV[3])
-local dead = redis.call('ZRANGEBYSCORE', P .. 'sessions', '-inf', now, 'LIMIT', 0, 20)
+local dead = redis.call('ZRANGEBYSCORE', P .. 'sessions', '-inf', now(), 'LIMIT', 0, 20)
 for _, sid in ipairs(dead) do reap(sid, delay) end
-local ids = redis.call('ZRANGEBYSCORE', P .. 'doomed', '-inf', now, 'LIMIT', 0, 200)
+local ids = redis.call('ZRANGEBYSCORE', P .. 'doomed', '-inf', now(), 'LIMIT', 0, 200)
 local freed = 0
 for _, id in ipairs(ids) do
   redis.call('ZREM', P .. 'doomed', id)
@@ -270,39 +278,203 @@ if v == ARGV[4] then return {'same', v} end
 return {'new', v, redis.call('GET', P .. id .. ':d')}
 """
 
-# ARGV: id, version it was computed from, value, delay, the ids of the objects in the value.
-# A container holds a reference ('o:<id>') to each shared object in its value, as the
-# stdlib's server keeps the objects a managed dict holds proxies of alive.
+# the objects in a container's value (ARGV[first..last]): it holds a reference ('o:<id>') to
+# each, as the stdlib's server keeps the objects a managed dict holds proxies of alive
+_CHILDREN: Final = """
+local function hold_children(id, base, delay, first, last)
+  local c = base .. 'c'
+  if last < first and redis.call('EXISTS', c) == 0 then return end
+  local new = {}
+  for i = first, last do new[ARGV[i]] = true end
+  for _, child in ipairs(redis.call('SMEMBERS', c)) do
+    if new[child] then
+      new[child] = nil  -- (still there)
+    else
+      redis.call('SREM', c, child)
+      redis.call('HDEL', P .. 'r:' .. child, 'o:' .. id)
+      unreferenced(child, delay)
+    end
+  end
+  for child in pairs(new) do
+    if exists(child) then
+      redis.call('SADD', c, child)
+      redis.call('HSET', P .. 'r:' .. child, 'o:' .. id, 1)
+      redis.call('ZREM', P .. 'doomed', child)
+    end
+  end
+end
+"""
+
+# ARGV: id, version it was computed from, value, delay, the ids of the objects in the value
 _WRITE: Final = (
-    _OBJECT
+    _CHILDREN
+    + _OBJECT
     + """
   local v = redis.call('GET', base .. 'v') or '0'
   if v ~= ARGV[4] then return {'conflict', v, redis.call('GET', base .. 'd')} end
   redis.call('SET', base .. 'd', ARGV[5])
-  local c = base .. 'c'
-  if #ARGV > 6 or redis.call('EXISTS', c) == 1 then
-    local delay, new = tonumber(ARGV[6]), {}
-    for i = 7, #ARGV do new[ARGV[i]] = true end
-    for _, child in ipairs(redis.call('SMEMBERS', c)) do
-      if new[child] then
-        new[child] = nil  -- (still there)
-      else
-        redis.call('SREM', c, child)
-        redis.call('HDEL', P .. 'r:' .. child, 'o:' .. id)
-        unreferenced(child, delay)
-      end
+  hold_children(id, base, tonumber(ARGV[6]), 7, #ARGV)
+  return {'ok', tostring(redis.call('INCR', base .. 'v'))}
+"""
+)
+
+# -- dicts and lists item by item (``_items``): entries e + order o, or items l -----------------
+
+# ARGV: id, known version ('' none), kind. The whole: {'new', v, order, entries} (a dict),
+# {'new', v, items} (a list), or {'same', v} when it is still the known version
+_READ_ITEMS: Final = """
+local id = ARGV[3]
+if not exists(id) then return {'gone'} end
+local b = P .. id .. ':'
+local v = redis.call('GET', b .. 'v') or '0'
+if v == ARGV[4] then return {'same', v} end
+if ARGV[5] == 'list' then return {'new', v, redis.call('LRANGE', b .. 'l', 0, -1)} end
+return {'new', v, redis.call('ZRANGE', b .. 'o', 0, -1), redis.call('HGETALL', b .. 'e')}
+"""
+
+# ARGV: id, version it was computed from, delay, kind, #children, children..., then the
+# whole: (field, value)... of a dict in order, or the items of a list
+_REWRITE: Final = (
+    _CHILDREN
+    + _OBJECT
+    + """
+  local v = redis.call('GET', base .. 'v') or '0'
+  if v ~= ARGV[4] then return {'conflict', v} end
+  local nc = tonumber(ARGV[7])
+  hold_children(id, base, tonumber(ARGV[5]), 8, 7 + nc)
+  local first = 8 + nc
+  if ARGV[6] == 'list' then
+    redis.call('DEL', base .. 'l')
+    for i = first, #ARGV, 1000 do
+      redis.call('RPUSH', base .. 'l', unpack(ARGV, i, math.min(i + 999, #ARGV)))
     end
-    for child in pairs(new) do
-      if exists(child) then
-        redis.call('SADD', c, child)
-        redis.call('HSET', P .. 'r:' .. child, 'o:' .. id, 1)
-        redis.call('ZREM', P .. 'doomed', child)
-      end
+  else
+    redis.call('DEL', base .. 'e', base .. 'o')
+    local seq = 0
+    for i = first, #ARGV, 2 do
+      seq = seq + 1
+      redis.call('HSET', base .. 'e', ARGV[i], ARGV[i + 1])
+      redis.call('ZADD', base .. 'o', seq, ARGV[i])
     end
+    redis.call('HSET', base .. 'm', 'seq', seq)
   end
   return {'ok', tostring(redis.call('INCR', base .. 'v'))}
 """
 )
+
+# what a change of one entry cannot do alone: a container holding proxies (their references
+# are counted over the whole value) is changed whole
+_ITEM_OBJECT: Final = (
+    _OBJECT
+    + """
+  if redis.call('EXISTS', base .. 'c') == 1 then return {'whole'} end
+  local function bump() return tostring(redis.call('INCR', base .. 'v')) end
+  local function insert(e, o, field, value)
+    if redis.call('HSET', e, field, value) == 1 then
+      redis.call('ZADD', o, redis.call('HINCRBY', base .. 'm', 'seq', 1), field)
+    end
+  end
+"""
+)
+
+# ARGV: id, (field, value)...: d[key] = value, update()
+_DICT_SET: Final = (
+    _ITEM_OBJECT
+    + """
+  local e, o = base .. 'e', base .. 'o'
+  for i = 4, #ARGV, 2 do insert(e, o, ARGV[i], ARGV[i + 1]) end
+  return {'ok', bump()}
+"""
+)
+
+# ARGV: id, field: del d[key], d.pop(key[, default]); {'ok', v, old value} or {'missing'}
+_DICT_POP: Final = (
+    _ITEM_OBJECT
+    + """
+  local old = redis.call('HGET', base .. 'e', ARGV[4])
+  if not old then return {'missing'} end
+  redis.call('HDEL', base .. 'e', ARGV[4])
+  redis.call('ZREM', base .. 'o', ARGV[4])
+  return {'ok', bump(), old}
+"""
+)
+
+# ARGV: id, field, default: d.setdefault(key, default); {'ok', v, the value now}
+_DICT_SETDEFAULT: Final = (
+    _ITEM_OBJECT
+    + """
+  local old = redis.call('HGET', base .. 'e', ARGV[4])
+  if old then return {'ok', redis.call('GET', base .. 'v') or '0', old} end
+  insert(base .. 'e', base .. 'o', ARGV[4], ARGV[5])
+  return {'ok', bump(), ARGV[5]}
+"""
+)
+
+# ARGV: id, field, by, default (decimal ints): d.increment(key, by, default) on an int entry
+# in 64 bits; {'whole'} when the entry is something else or the sum leaves 64 bits
+_DICT_INCREMENT: Final = (
+    _ITEM_OBJECT
+    + """
+  local e, field = base .. 'e', ARGV[4]
+  local old = redis.call('HGET', e, field)
+  if old and not string.match(old, '^%-?%d+$') then return {'whole'} end
+  if not old then insert(e, base .. 'o', field, ARGV[6]) end
+  if not pcall(redis.call, 'HINCRBY', e, field, ARGV[5]) then
+    if not old then redis.call('HDEL', e, field); redis.call('ZREM', base .. 'o', field) end
+    return {'whole'}
+  end
+  return {'ok', bump(), redis.call('HGET', e, field)}
+"""
+)
+
+# ARGV: id, items...: append(), extend()
+_LIST_PUSH: Final = (
+    _ITEM_OBJECT
+    + """
+  for i = 4, #ARGV, 1000 do
+    redis.call('RPUSH', base .. 'l', unpack(ARGV, i, math.min(i + 999, #ARGV)))
+  end
+  return {'ok', bump()}
+"""
+)
+
+# ARGV: id, index, value: lst[index] = value; {'range'} past either end
+_LIST_SET: Final = (
+    _ITEM_OBJECT
+    + """
+  local n, i = redis.call('LLEN', base .. 'l'), tonumber(ARGV[4])
+  if i < 0 then i = i + n end
+  if i < 0 or i >= n then return {'range'} end
+  redis.call('LSET', base .. 'l', i, ARGV[5])
+  return {'ok', bump()}
+"""
+)
+
+# ARGV: id, 'r' (pop()) or 'l' (pop(0)); {'ok', v, item} or {'empty'}
+_LIST_POP: Final = (
+    _ITEM_OBJECT
+    + """
+  local item = redis.call(ARGV[4] == 'l' and 'LPOP' or 'RPOP', base .. 'l')
+  if not item then return {'empty'} end
+  return {'ok', bump(), item}
+"""
+)
+
+# ARGV: id, what, field or index. One entry read: {'ok', answer}, {'none'} (no such entry)
+# or {'gone'} (no such object). Kept short: a read is the most frequent call.
+_LOOK: Final = """
+local P, id, what = ARGV[1], ARGV[3], ARGV[4]
+if redis.call('HEXISTS', P .. 'types', id) == 0 then return {'gone'} end
+local b = P .. id .. ':'
+local x
+if what == 'get' then x = redis.call('HGET', b .. 'e', ARGV[5])
+elseif what == 'has' then x = redis.call('HEXISTS', b .. 'e', ARGV[5])
+elseif what == 'dlen' then x = redis.call('HLEN', b .. 'e')
+elseif what == 'index' then x = redis.call('LINDEX', b .. 'l', ARGV[5])
+else x = redis.call('LLEN', b .. 'l') end
+if not x then return {'none'} end
+return {'ok', x}
+"""
 
 # a snapshot of a primitive: typeid, value, holders, #waiters, #items, unfinished, meta
 _STATE: Final = """
@@ -626,6 +798,14 @@ LATCHED: Final = {
         "create": _CREATE,
         "unname": _UNNAME,
         "write": _WRITE,
+        "rewrite": _REWRITE,
+        "dict_set": _DICT_SET,
+        "dict_pop": _DICT_POP,
+        "dict_setdefault": _DICT_SETDEFAULT,
+        "dict_increment": _DICT_INCREMENT,
+        "list_push": _LIST_PUSH,
+        "list_set": _LIST_SET,
+        "list_pop": _LIST_POP,
         "acquire": _ACQUIRE,
         "release": _RELEASE,
         "cond_wait": _COND_WAIT,
@@ -650,6 +830,7 @@ PLAIN: Final = {
         "janitor": _JANITOR,
         "leave": _LEAVE,
         "read": _READ,
+        "read_items": _READ_ITEMS,
         "state": _STATE,
         "withdraw": _WITHDRAW,
         "event_wait": _EVENT_WAIT,
@@ -657,3 +838,6 @@ PLAIN: Final = {
         "barrier_check": _BARRIER_CHECK,
     }.items()
 }
+
+#: reads without the prelude (no clock, no helpers): the one-entry reads
+FAST: Final = {"look": _LOOK}

@@ -1,10 +1,11 @@
-"""Redis URLs: ``redis://[:password@]host[:port][/db][?namespace=NAME&session_ttl=S]``.
+"""Redis URLs: ``redis://[[user]:password@]host[:port][/db][?namespace=NAME&session_ttl=S]``.
 
 ``rediss://`` is the same over TLS. The canonical form (a token's address, the key of this
-process's backends) names the host, port, db and namespace, never the password: tokens travel
-inside shared data and to other processes. The password is kept in this process
-(``password_for``), which forked children inherit; a spawned child, or a process on another
-machine, finds it in its URL or in ``$PROCSHARE_REDIS_PASSWORD``.
+process's backends) names the host, port, db and namespace, never the user or password: tokens
+travel inside shared data and to other processes. They are kept in this process
+(``credentials_for``), which forked children inherit; a spawned child, or a process on another
+machine, finds them in its URL or in ``$PROCSHARE_REDIS_USERNAME`` and
+``$PROCSHARE_REDIS_PASSWORD``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ import secrets
 from typing import Final, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["PASSWORD_ENV", "RedisURL", "is_redis_url", "parse_redis_url", "password_for"]
+__all__ = [
+    "PASSWORD_ENV",
+    "USERNAME_ENV",
+    "RedisURL",
+    "credentials_for",
+    "is_redis_url",
+    "parse_redis_url",
+]
 
 PASSWORD_ENV: Final = "PROCSHARE_REDIS_PASSWORD"
+USERNAME_ENV: Final = "PROCSHARE_REDIS_USERNAME"
 SCHEMES: Final = ("redis://", "rediss://")
 DEFAULT_NAMESPACE: Final = "default"
 DEFAULT_SESSION_TTL: Final = 5.0
@@ -25,8 +34,8 @@ DEFAULT_SESSION_TTL: Final = 5.0
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,100}")
 _OPTIONS: Final = frozenset({"namespace", "session_ttl", "release_delay"})
 
-#: canonical URL -> the password given for it in this process
-_passwords: dict[str, str] = {}
+#: canonical URL -> the (user, password) given for it in this process
+_credentials: dict[str, tuple[str | None, str]] = {}
 
 
 def is_redis_url(address: object) -> bool:
@@ -124,13 +133,17 @@ def parse_redis_url(url: str, *, fresh_namespace: bool = False) -> RedisURL:
         username=username,
     )
     if password is not None:
-        _passwords[parsed.canonical] = password
+        _credentials[parsed.canonical] = (username, password)
     return parsed
 
 
-def password_for(parsed: RedisURL) -> str | None:
-    """The password to give: the URL's, else one this process was given for the same
-    server, else ``$PROCSHARE_REDIS_PASSWORD``."""
+def credentials_for(parsed: RedisURL) -> tuple[str | None, str | None]:
+    """The ``(user, password)`` to give: the URL's, else those this process was given for
+    the same server and namespace, else ``$PROCSHARE_REDIS_USERNAME`` and
+    ``$PROCSHARE_REDIS_PASSWORD`` (no user: Redis's ``default``)."""
     if parsed.password is not None:
-        return parsed.password
-    return _passwords.get(parsed.canonical) or os.environ.get(PASSWORD_ENV) or None
+        return parsed.username, parsed.password
+    known = _credentials.get(parsed.canonical)
+    if known is not None:
+        return known
+    return (os.environ.get(USERNAME_ENV) or None, os.environ.get(PASSWORD_ENV) or None)
