@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -49,6 +54,60 @@ def run(ctx: Any) -> Callable[..., None]:
         assert p.exitcode == 0, f"{target.__name__} exited with {p.exitcode}"
 
     return run_child
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """``redis://127.0.0.1:PORT/0`` of a redis-server of its own (no persistence)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        if os.environ.get("PROCSHARE_TEST_REDIS") == "required":
+            pytest.fail("redis-server is not installed ($PROCSHARE_TEST_REDIS=required)")
+        pytest.skip("redis-server is not installed")
+    pytest.importorskip("redis")
+    workdir = tempfile.mkdtemp(prefix="procshare-redis-")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            workdir,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -22,6 +22,7 @@ place), so a wake-up lost with a connection costs a slice, never a hang.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import os
@@ -125,6 +126,9 @@ class RedisChannel:
         #: (lock id, owner) -> how many times held (an RLock's depth): what ``release`` may
         #: find lost
         self.held: dict[tuple[int, int], int] = {}
+        #: JoinableQueue id -> the tags of the items this process took and has not done,
+        #: oldest first (each stays on its way to this process until its task_done)
+        self.undone: dict[int, collections.deque[bytes]] = {}
         #: condition id -> its lock's id
         self.condition_locks: dict[int, int] = {}
         self._closed = False
@@ -212,6 +216,7 @@ class RedisChannel:
                 if drop:
                     self._drop_namespace()
                 else:
+                    self._keep_undone()
                     self._confirm_deliveries()
                     self._flush_refs()
                     self._run("leave", self.session, self._delay_ms)
@@ -345,7 +350,9 @@ class RedisChannel:
         status, answer = self._run("create", typeid, self.session, name, *flat)
         status = _text(status)
         if status == "taken":
-            raise NameTakenError(f"the name {name!r} is a {_text(answer)}, not a {typeid}")
+            raise NameTakenError(
+                f"the name {name!r} belongs to a {_text(answer)!r} object, not a {typeid!r}"
+            )
         obj_id = int(answer)
         self._types[obj_id] = (typeid, kind)
         if kind in ITEMWISE:
@@ -581,10 +588,16 @@ class RedisChannel:
             if _text(answer[0]) != "wait":
                 return answer
             front = "1"  # (checked again: it keeps its place)
-            while not self._wait_token(token, deadline):
-                if deadline is not None and time.monotonic() >= deadline:
-                    return give_up(token)
-                break  # a slice passed: check again
+            try:
+                woken = self._wait_token(token, deadline)
+            except BaseException:
+                # Interrupted (a signal, a KeyboardInterrupt): it waits no more, and what it
+                # waited for is never given to it later.
+                with contextlib.suppress(Exception):
+                    give_up(token)
+                raise
+            if not woken and deadline is not None and time.monotonic() >= deadline:
+                return give_up(token)
 
     def _delivered(self, field: bytes) -> None:
         """A queue item reached this process: take it off the items on their way to it (which
@@ -616,6 +629,14 @@ class RedisChannel:
             finally:
                 pool.release(conn)
         self._client.hdel(key, field)
+
+    def _keep_undone(self) -> None:
+        """Leaving on purpose: the JoinableQueue items this process took and did not mark
+        done are its own (as with the stdlib), not delivered again as a dead one's are."""
+        fields = [tag for tags in self.undone.values() for tag in tags]
+        self.undone.clear()
+        if fields:
+            self._client.hdel(f"{self._prefix}f:{self.session}", *fields)
 
     def _confirm_deliveries(self) -> None:
         """Send again, and wait for, the acks ``_delivered`` sent without an answer."""
@@ -953,7 +974,13 @@ def _pairs(flat: Any) -> dict[bytes, bytes]:
     return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
 
 
+def _at(obj_id: int) -> str:
+    """The ``at 0x...`` of a repr (as the stdlib's, where it is the object's address)."""
+    return f"0x{obj_id:x}"
+
+
 def _lock_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:
+    """As ``repr()`` of the threading object: the stdlib's manager shows the same."""
     state = _state(ch, obj_id)
     permits = int(state[1] or 0)
     meta = _pairs(state[6])
@@ -962,12 +989,13 @@ def _lock_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:
         if kind == "RLock":
             holders = _pairs(state[2])
             count = sum(int(c) for c in holders.values())
-            return f"<{word} _thread.RLock object on Redis count={count} id={obj_id}>"
-        return f"<{word} _thread.lock object on Redis id={obj_id}>"
+            holder = next(iter(holders), b"|0").split(b"|", 1)[1].decode()
+            return f"<{word} _thread.RLock object owner={holder} count={count} at {_at(obj_id)}>"
+        return f"<{word} _thread.lock object at {_at(obj_id)}>"
     if kind == "BoundedSemaphore":
         initial = int(meta.get(b"initial", b"0"))
-        return f"<threading.BoundedSemaphore on Redis id={obj_id}: value={permits}/{initial}>"
-    return f"<threading.Semaphore on Redis id={obj_id}: value={permits}>"
+        return f"<threading.BoundedSemaphore at {_at(obj_id)}: value={permits}/{initial}>"
+    return f"<threading.Semaphore at {_at(obj_id)}: value={permits}>"
 
 
 def _lock_id(ch: RedisChannel, cond_id: int) -> int:
@@ -1004,7 +1032,13 @@ def _cond_wait(ch: RedisChannel, obj_id: int, kind: str, owner: int, timeout: An
     notified = False
     try:
         while True:
-            if ch._wait_token(token, deadline):
+            try:
+                woken = ch._wait_token(token, deadline)
+            except BaseException:  # (interrupted: a notify raced with it goes to another)
+                with contextlib.suppress(Exception):
+                    ch._withdraw(obj_id, "w", token, pass_on=True)
+                raise
+            if woken:
                 notified = True
                 break
             if deadline is not None and time.monotonic() >= deadline:
@@ -1031,7 +1065,9 @@ def _cond_notify_all(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> No
 
 def _cond_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:
     state = _state(ch, obj_id)
-    return f"<Condition on Redis id={obj_id}, {int(state[3])} waiting>"
+    lock = _lock_id(ch, obj_id)
+    inner = _lock_repr(ch, lock, ch._type_of(lock)[1], owner)
+    return f"<Condition({inner}, {int(state[3])})>"
 
 
 def _event_set(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
@@ -1065,7 +1101,7 @@ def _event_wait(ch: RedisChannel, obj_id: int, kind: str, owner: int, timeout: A
 
 def _event_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:
     word = "set" if _event_is_set(ch, obj_id, kind, owner) else "unset"
-    return f"<threading.Event on Redis id={obj_id}: {word}>"
+    return f"<threading.Event at {_at(obj_id)}: {word}>"
 
 
 def _barrier_meta(ch: RedisChannel, obj_id: int) -> tuple[Any, dict[bytes, bytes]]:
@@ -1100,7 +1136,12 @@ def _barrier_wait(ch: RedisChannel, obj_id: int, kind: str, owner: int, timeout:
     index, gen = int(answer[1]), _text(answer[2])
     deadline = None if wait is None else time.monotonic() + wait
     while True:
-        ch._wait_token(token, deadline)
+        try:
+            ch._wait_token(token, deadline)
+        except BaseException:  # (interrupted: it leaves, the barrier is not broken)
+            with contextlib.suppress(Exception):
+                ch._run("barrier_leave", obj_id, gen, ch.session, token)
+            raise
         fate = _text(ch._run("barrier_check", obj_id, gen)[0])
         if fate == "passed":
             return index
@@ -1133,10 +1174,10 @@ def _barrier_attribute(ch: RedisChannel, obj_id: int, kind: str, owner: int, nam
 
 def _barrier_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:
     if _barrier_attribute(ch, obj_id, kind, owner, "broken"):
-        return f"<threading.Barrier on Redis id={obj_id}: broken>"
+        return f"<threading.Barrier at {_at(obj_id)}: broken>"
     waiting = _barrier_attribute(ch, obj_id, kind, owner, "n_waiting")
     parties = _barrier_attribute(ch, obj_id, kind, owner, "parties")
-    return f"<threading.Barrier on Redis id={obj_id}: waiters={waiting}/{parties}>"
+    return f"<threading.Barrier at {_at(obj_id)}: waiters={waiting}/{parties}>"
 
 
 def _put(
@@ -1189,7 +1230,10 @@ def _get(
     if _text(answer[0]) in ("empty", "wait"):
         raise queue.Empty
     item = ch._serializer.loads(answer[1])
-    ch._delivered(answer[2])  # (it arrived: no longer on its way)
+    if _text(answer[3]) == "1":  # (a JoinableQueue's: on its way until its task_done)
+        ch.undone.setdefault(obj_id, collections.deque()).append(answer[2])
+    else:
+        ch._delivered(answer[2])  # (it arrived: no longer on its way)
     return item
 
 
@@ -1212,7 +1256,11 @@ def _full(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> bool:
 
 
 def _task_done(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
-    answer = ch._run("task_done", obj_id, ch.session)
+    undone = ch.undone.get(obj_id)
+    tag = undone.popleft() if undone else b""  # (the oldest item this process took)
+    answer = ch._run("task_done", obj_id, ch.session, tag)
+    if tag and _text(answer[0]) != "ok":
+        undone.appendleft(tag)  # type: ignore[union-attr]  # (not done after all)
     _gone(answer, obj_id)
     _raise_err(answer)
 
@@ -1221,12 +1269,16 @@ def _join(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
     def attempt(token: str, front: str) -> Any:
         return ch._run("join", obj_id, ch.session, token)
 
-    answer = ch._until(attempt, lambda token: (b"ok",), None)
+    def give_up(token: str) -> Any:
+        ch._withdraw(obj_id, "j", token, pass_on=False)
+        return (b"ok",)
+
+    answer = ch._until(attempt, give_up, None)
     _gone(answer, obj_id)
 
 
 def _queue_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:
-    return f"<queue.Queue object on Redis id={obj_id}>"
+    return f"<queue.Queue object at {_at(obj_id)}>"
 
 
 _Call = Callable[..., Any]
@@ -1328,24 +1380,117 @@ def _number_of_objects(ch: RedisChannel) -> int:
     return int(ch._client.hlen(ch._prefix + "types"))
 
 
+#: the most objects ``stats()`` describes one by one
+STATS_OBJECTS: Final = 1000
+
+
 def _stats(ch: RedisChannel) -> dict[str, Any]:
+    """What the namespace holds, in the shape of procshare's server's ``stats()``: each object
+    (its state: who holds, who waits, how many items), the live sessions."""
     p = ch._prefix
     now_ms = int(time.time() * 1000)
-    sessions = ch._client.zrangebyscore(p + "sessions", now_ms, "+inf")
+    names = {int(i): _text(n) for n, i in ch._client.hgetall(p + "names").items()}
+    total, rows = ch._run("inspect", STATS_OBJECTS)
+    objects = [_describe(row, names) for row in rows]
+    objects.sort(key=lambda o: o["id"])
+    sessions = []
+    live: Any = ch._client.zrangebyscore(p + "sessions", now_ms, "+inf", withscores=True)
+    for sid, expiry in live:
+        who = ch._client.hget(p + "si:" + _text(sid), "who")
+        sessions.append(
+            {
+                **_who(_text(sid)),
+                "id": _text(sid),
+                "who": _text(who) if who else "",
+                "expires_in": max(0.0, (float(expiry) - now_ms) / 1000),
+            }
+        )
     return {
         "backend": "redis",
         "url": ch.url.canonical,
-        "objects": _number_of_objects(ch),
+        "objects": objects,
+        "objects_total": int(total),
         "names": _names(ch),
-        "sessions": [_text(s) for s in sessions],
+        "sessions": sessions,
         "counters": {},
     }
 
 
+def _who(entry: str) -> dict[str, Any]:
+    """The session and process of a holder's or waiter's entry (``host:pid:tag|...``)."""
+    sid = entry.split("|", 1)[0]
+    host, _, pid_text = sid.rpartition(":")[0].rpartition(":")
+    pid = int(pid_text) if pid_text.isdigit() else 0
+    return {"session": sid, "pid": pid, "host": host}
+
+
+def _describe(row: Any, names: dict[int, str]) -> dict[str, Any]:
+    """One object of ``stats()`` from the ``inspect`` script's row."""
+    obj_id, typeid = int(row[0]), _text(row[1])
+    meta = {_text(k): _text(v) for k, v in _pairs(row[2]).items()}
+    kind = meta.get("kind", typeid)
+    d = _text(row[4])
+    holders = {_text(k): int(v) for k, v in _pairs(row[5]).items()}
+    waiters = [_who(_text(w)) for w in row[6]]
+    described: dict[str, Any] = {
+        "id": obj_id,
+        "name": names.get(obj_id),
+        "typeid": typeid,
+        "refs": int(row[13]),
+        "version": int(row[3]),
+        "watchers": 0,
+    }
+    if kind in ("Lock", "RLock"):
+        holder = next(iter(holders.items()), None)
+        described["state"] = {
+            "locked": bool(holders),
+            "holder": None
+            if holder is None
+            else {**_who(holder[0]), "owner": int(holder[0].split("|", 1)[1])},
+            "count": holder[1] if holder else 0,
+            "waiters": waiters,
+        }
+    elif kind in ("Semaphore", "BoundedSemaphore"):
+        described["state"] = {
+            "value": int(d or 0),
+            "holders": [
+                {**_who(h), "owner": int(h.split("|", 1)[1]), "slots": n}
+                for h, n in holders.items()
+            ],
+            "waiters": waiters,
+        }
+    elif kind == "Event":
+        described["state"] = {"set": d == "1", "waiters": waiters}
+    elif kind == "Condition":
+        described["state"] = {"lock": int(meta.get("lock", 0)), "waiters": waiters}
+    elif kind == "Barrier":
+        fields = {_text(k): _text(v) for k, v in _pairs(row[5]).items()}
+        described["state"] = {
+            "parties": int(meta.get("parties", 0)),
+            "broken": fields.get("broken") == "1",
+            "n_waiting": int(fields.get("count", 0)),
+            "waiters": waiters,
+        }
+    elif kind in ("Queue", "JoinableQueue"):
+        described["state"] = {
+            "size": int(row[9]),
+            "maxsize": int(meta.get("maxsize", 0)),
+            "redeliver": meta.get("redeliver") == "1",
+            "unfinished": int(row[10]),
+            "getters": waiters,
+            "putters": [_who(_text(w)) for w in row[7]],
+            "joiners": [_who(_text(w)) for w in row[8]],
+        }
+    elif kind == "dict":
+        described["len"] = int(row[11])
+    elif kind == "list":
+        described["len"] = int(row[12])
+    return described
+
+
 def _debug_info(ch: RedisChannel) -> str:
-    types = ch._client.hgetall(ch._prefix + "types")
     lines = [
-        f"{int(i)}: typeid={_text(t)!r}" for i, t in sorted(types.items(), key=lambda x: int(x[0]))
+        f"{o['id']}: refcount={o['refs']} typeid={o['typeid']!r}" for o in _stats(ch)["objects"]
     ]
     return "\n".join(lines)
 

@@ -8,11 +8,11 @@ connection, the second run answers what the first did and changes nothing, so an
 
 Keys (after the prefix):
   ``types`` id -> typeid; ``next`` the last id; ``names`` name -> id; ``named`` ids with a name;
-  ``instance`` this namespace's incarnation; ``sessions`` zset sid -> expiry (ms);
-  ``si:<sid>`` who the session is; ``r:<id>`` sid -> references; ``sr:<sid>`` ids it refers
-  to; ``sh:<sid>`` ids where it held permits; ``f:<sid>`` queue items on their way to it;
-  ``tk:<sid>`` queue id -> items it took, not yet done; ``doomed`` zset id -> when to free it;
-  ``t:<token>`` a waiter's wake-up list.
+  ``instance`` this namespace's incarnation; ``sessions`` zset sid -> expiry (ms); ``si:<sid>``
+  who the session is; ``r:<id>`` sid -> references; ``sr:<sid>`` ids it refers to; ``sh:<sid>``
+  ids where it held permits; ``f:<sid>`` queue items on their way to it; ``tk:<sid>`` queue id
+  -> items it took, not yet done; ``sb:<sid>`` barriers it waited at; ``doomed`` zset id -> when
+  to free it; ``t:<token>`` a waiter's wake-up list.
   Per object ``<id>:<x>``: ``d`` the value (blob, permits, flag), ``v`` its version, ``m``
   meta (kind, sizes), ``h`` holders (``sid|owner`` -> count) or a barrier's state, ``w``
   waiters (``sid|token``), ``p`` putters, ``q`` items, ``u`` unfinished tasks, ``j`` joiners,
@@ -68,6 +68,13 @@ end
 local function enlist(list, entry, front)
   if redis.call('LPOS', list, entry) then return end
   if front == '1' then redis.call('LPUSH', list, entry) else redis.call('RPUSH', list, entry) end
+end
+-- permits given back because their holder's process ended: as many release() calls by others,
+-- which the stdlib would accept (its lock stays held by the gone process), are accepted and
+-- change nothing (a Lock: one)
+local function orphan(meta, n)
+  if redis.call('HGET', meta, 'kind') == 'Lock' then redis.call('HSET', meta, 'orphaned', 1)
+  else redis.call('HINCRBY', meta, 'orphaned', n) end
 end
 local function exists(id)
   return redis.call('HEXISTS', P .. 'types', id) == 1
@@ -153,27 +160,44 @@ local function reap(sid, delay)
         redis.call('HDEL', h, fields[j])
       end
     end
+    if back > 0 and not reentrant then orphan(P .. id .. ':m', back) end
     if back > 0 then
       redis.call('INCRBY', P .. id .. ':d', back)
       wake(P .. id .. ':w', back)
     end
   end
   local f = redis.call('HGETALL', P .. 'f:' .. sid)
+  local back = {}  -- queue id -> items given back (still to be done: not counted done)
   for j = #f - 1, 1, -2 do
     local qid = sid_of(f[j])
     if exists(qid) then
       redis.call('LPUSH', P .. qid .. ':q', f[j + 1])
       wake(P .. qid .. ':w', 1)
+      back[qid] = (back[qid] or 0) + 1
     end
   end
   local tk = redis.call('HGETALL', P .. 'tk:' .. sid)
   for j = 1, #tk, 2 do
     local u = P .. tk[j] .. ':u'
-    if exists(tk[j]) and tonumber(tk[j + 1]) > 0 then
-      if redis.call('DECRBY', u, tk[j + 1]) <= 0 then
+    local done = tonumber(tk[j + 1]) - (back[tk[j]] or 0)
+    if exists(tk[j]) and done > 0 then
+      if redis.call('DECRBY', u, done) <= 0 then
         redis.call('SET', u, 0)
         wake(P .. tk[j] .. ':j', ALL)
       end
+    end
+  end
+  for _, id in ipairs(redis.call('SMEMBERS', P .. 'sb:' .. sid)) do
+    -- a party waiting at a barrier, or running its action, died: the barrier breaks
+    local b = P .. id .. ':'
+    local waits = redis.call('HGET', b .. 'h', 'acting') == sid
+    for _, e in ipairs(redis.call('LRANGE', b .. 'w', 0, -1)) do
+      if sid_of(e) == sid then waits = true end
+    end
+    if waits and exists(id) then
+      redis.call('HSET', b .. 'h', 'broken', 1, 'count', 0)
+      redis.call('HDEL', b .. 'h', 'acting')
+      wake(b .. 'w', ALL)
     end
   end
   for _, id in ipairs(redis.call('SMEMBERS', P .. 'sr:' .. sid)) do
@@ -181,7 +205,7 @@ local function reap(sid, delay)
     unreferenced(id, delay)
   end
   redis.call('DEL', P .. 'sh:' .. sid, P .. 'f:' .. sid, P .. 'tk:' .. sid, P .. 'sr:' .. sid,
-    P .. 'si:' .. sid)
+    P .. 'si:' .. sid, P .. 'sb:' .. sid)
   redis.call('ZREM', P .. 'sessions', sid)
 end
 """
@@ -486,6 +510,27 @@ return {'ok', redis.call('GET', b .. 'd') or '', redis.call('HGETALL', b .. 'h')
   redis.call('HGETALL', b .. 'm')}
 """
 
+# ARGV: how many objects at most. What ``stats()`` shows of each: id, typeid, meta, version,
+# small d, holders, waiters, putters, joiners, #items, unfinished, #entries, #items of a
+# list, #references
+_INSPECT: Final = """
+local out = {}
+local ids = redis.call('HKEYS', P .. 'types')
+for i = 1, math.min(#ids, tonumber(ARGV[3])) do
+  local id = ids[i]
+  local b = P .. id .. ':'
+  local d = ''
+  if redis.call('STRLEN', b .. 'd') <= 20 then d = redis.call('GET', b .. 'd') or '' end
+  out[#out + 1] = {id, redis.call('HGET', P .. 'types', id), redis.call('HGETALL', b .. 'm'),
+    redis.call('GET', b .. 'v') or '0', d, redis.call('HGETALL', b .. 'h'),
+    redis.call('LRANGE', b .. 'w', 0, 99), redis.call('LRANGE', b .. 'p', 0, 99),
+    redis.call('LRANGE', b .. 'j', 0, 99), redis.call('LLEN', b .. 'q'),
+    redis.call('GET', b .. 'u') or '0', redis.call('HLEN', b .. 'e'),
+    redis.call('LLEN', b .. 'l'), redis.call('HLEN', P .. 'r:' .. id)}
+end
+return {#ids, out}
+"""
+
 # -- locks and semaphores: permits in d, holders in h ----------------------------------------------
 
 # ARGV: id, sid, owner, token ('' = do not wait), front, count (an RLock's restored depth)
@@ -507,6 +552,7 @@ _ACQUIRE: Final = (
       if not alive(sid_of(fields[j])) then
         avail = avail + (reentrant and 1 or tonumber(fields[j + 1]))
         redis.call('HDEL', base .. 'h', fields[j])
+        if not reentrant then orphan(base .. 'm', tonumber(fields[j + 1])) end
       end
     end
   end
@@ -533,6 +579,14 @@ _RELEASE: Final = (
   local kind = redis.call('HGET', base .. 'm', 'kind')
   local c = redis.call('HGET', h, holder)
   if not c and thinks == '1' then return {'lost'} end
+  if kind ~= 'RLock' then
+    local orphaned = tonumber(redis.call('HGET', base .. 'm', 'orphaned') or '0')
+    if not c and orphaned > 0 then  -- (the late release the stdlib would accept: see orphan)
+      redis.call('HINCRBY', base .. 'm', 'orphaned', -1)
+      return {'ok'}
+    end
+    if kind == 'Lock' and orphaned > 0 then redis.call('HDEL', base .. 'm', 'orphaned') end
+  end
   if kind == 'RLock' then
     if not c then return {'err', 'RuntimeError', 'cannot release un-acquired lock'} end
     if tonumber(c) > 1 then redis.call('HINCRBY', h, holder, -1); return {'ok'} end
@@ -574,6 +628,22 @@ return {raced and 1 or 0, removed}
 """
 
 # -- Condition: waiters in its own w, over the lock named in its meta ------------------------------
+
+# ARGV: id, generation, sid, token: a party that stops waiting (interrupted) leaves the
+# barrier as it was, if it is still waiting there; {'left'} or {'gone'}/{'passed'}
+_BARRIER_LEAVE: Final = (
+    _OBJECT
+    + """
+  local h = base .. 'h'
+  if (redis.call('HGET', h, 'gen') or '0') ~= ARGV[4] or redis.call('HGET', h, 'broken') == '1'
+  then return {'passed'} end
+  if redis.call('LREM', base .. 'w', 0, ARGV[5] .. '|' .. ARGV[6]) == 1 then
+    redis.call('HINCRBY', h, 'count', -1)
+  end
+  redis.call('DEL', P .. 't:' .. ARGV[6])
+  return {'left'}
+"""
+)
 
 # ARGV: id, lock id, sid, owner, token
 _COND_WAIT: Final = (
@@ -648,7 +718,8 @@ _PUT: Final = (
 """
 )
 
-# ARGV: id, sid, token, front. The item taken stays in f:<sid> until the taker has it.
+# ARGV: id, sid, token, front. The item taken stays in f:<sid> until the taker has it (a
+# JoinableQueue's: until the taker's task_done for it); {'ok', item, tag, keep}
 _GET: Final = (
     _OBJECT
     + """
@@ -657,14 +728,18 @@ _GET: Final = (
   local item = redis.call('LPOP', base .. 'q')
   if item then
     local tag = id .. '|' .. rid
+    local keep = '0'
     if redis.call('HGET', base .. 'm', 'redeliver') == '1' then
       redis.call('HSET', P .. 'f:' .. sid, tag, item)
+      -- a JoinableQueue's item stays there until its task_done: a consumer that dies
+      -- before has it delivered again (a plain Queue's, until it arrives)
+      if redis.call('HGET', P .. 'types', id) == 'JoinableQueue' then keep = '1' end
     end
     redis.call('HINCRBY', P .. 'tk:' .. sid, id, 1)
     if ARGV[5] ~= '' then redis.call('LREM', base .. 'w', 0, entry) end
     wake(base .. 'p', 1)
     if redis.call('LLEN', base .. 'q') > 0 then wake(base .. 'w', 1) end
-    return {'ok', item, tag}
+    return {'ok', item, tag, keep}
   end
   if ARGV[5] ~= '' then enlist(base .. 'w', entry, ARGV[6]); return {'wait'} end
   return {'empty'}
@@ -672,6 +747,7 @@ _GET: Final = (
 )
 
 # ARGV: id, sid
+# ARGV: id, sid, tag of the oldest item this session took and has not done ('' none)
 _TASK_DONE: Final = (
     _OBJECT
     + """
@@ -679,6 +755,7 @@ _TASK_DONE: Final = (
     return {'err', 'ValueError', 'task_done() called too many times'}
   end
   local left = redis.call('DECR', base .. 'u')
+  if ARGV[5] ~= '' then redis.call('HDEL', P .. 'f:' .. ARGV[4], ARGV[5]) end
   local tk = P .. 'tk:' .. ARGV[4]
   if tonumber(redis.call('HGET', tk, id) or '0') > 0 then
     if redis.call('HINCRBY', tk, id, -1) <= 0 then redis.call('HDEL', tk, id) end
@@ -711,7 +788,8 @@ _BARRIER_WAIT: Final = (
   if count + 1 >= tonumber(redis.call('HGET', base .. 'm', 'parties')) then
     if redis.call('HGET', base .. 'm', 'action') == '1' then
       -- the last to arrive runs the action first, then passes the barrier (barrier_pass)
-      redis.call('HSET', h, 'count', count + 1)
+      redis.call('HSET', h, 'count', count + 1, 'acting', ARGV[4])
+      redis.call('SADD', P .. 'sb:' .. ARGV[4], id)
       return {'last', count, gen}
     end
     redis.call('HSET', h, 'count', 0)
@@ -721,6 +799,7 @@ _BARRIER_WAIT: Final = (
   end
   redis.call('HSET', h, 'count', count + 1)
   redis.call('RPUSH', base .. 'w', ARGV[4] .. '|' .. ARGV[5])
+  redis.call('SADD', P .. 'sb:' .. ARGV[4], id)  -- (its death breaks the barrier: reap)
   return {'wait', count, gen}
 """
 )
@@ -757,7 +836,8 @@ _BARRIER_BREAK: Final = (
     if f[1] ~= 'wait' then return f end
   end
   redis.call('HSET', h, 'broken', 1, 'count', 0)
-  redis.call('DEL', base .. 'w')
+  redis.call('HDEL', h, 'acting')
+  wake(base .. 'w', ALL)
   return {'broken'}
 """
 )
@@ -770,6 +850,7 @@ _BARRIER_PASS: Final = (
   if (redis.call('HGET', h, 'gen') or '0') ~= ARGV[4] or redis.call('HGET', h, 'broken') == '1'
   then return {'broken'} end
   redis.call('HSET', h, 'count', 0)
+  redis.call('HDEL', h, 'acting')
   redis.call('HINCRBY', h, 'gen', 1)
   wake(base .. 'w', ALL)
   return {'ok'}
@@ -819,6 +900,7 @@ LATCHED: Final = {
         "barrier_break": _BARRIER_BREAK,
         "barrier_pass": _BARRIER_PASS,
         "barrier_reset": _BARRIER_RESET,
+        "barrier_leave": _BARRIER_LEAVE,
     }.items()
 }
 
@@ -836,6 +918,7 @@ PLAIN: Final = {
         "event_wait": _EVENT_WAIT,
         "join": _JOIN,
         "barrier_check": _BARRIER_CHECK,
+        "inspect": _INSPECT,
     }.items()
 }
 
