@@ -420,8 +420,13 @@ def test_what_redis_cannot_do_is_refused_clearly(rm: Any) -> None:
     d = rm.dict()
     with pytest.raises(procshare.ProcshareError, match="Redis"):
         d.watch(timeout=1)
-    with pytest.raises(procshare.ProcshareError, match="Redis"), rm.pipeline() as p:
+    lock = rm.Lock()
+    with rm.pipeline() as p:
         p(d)["k"] = 1
+        refused = p(lock).acquire(False)
+    assert d["k"] == 1
+    with pytest.raises(procshare.UnsupportedError, match="pipeline on Redis"):
+        refused.value
 
 
 def test_the_environment_sends_an_unchanged_script_to_redis(redis_url: str) -> None:
@@ -616,3 +621,81 @@ def test_acks_sent_without_an_answer_are_confirmed_by_the_heartbeat(rm: Any, raw
     while raw.hexists(key, lost[0]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not raw.hexists(key, lost[0]) and q.qsize() == 0
+
+
+def test_scripts_flushed_from_redis_are_loaded_again(rm: Any, raw: Any) -> None:
+    d, q, lock = rm.dict(), rm.Queue(), rm.Lock()
+    raw.script_flush()  # (as a restarted Redis without persistence, or SCRIPT FLUSH)
+    d["a"] = 1
+    q.put("x")
+    with lock:
+        assert d["a"] == 1 and q.get() == "x"
+
+
+def _read_sizes(d: Any, stop: Any, out: Any) -> None:
+    seen = set()
+    while not stop.is_set():
+        seen.add(len(d))
+        seen.add(len(d.copy()))
+    out.put(sorted(seen))
+
+
+def test_a_pipeline_is_seen_all_or_nothing(rm: Any) -> None:
+    """A pipeline of 100 writes to a dict: a reader in another process sees none or all."""
+    d = rm.dict()
+    stop, out = FORK.Event(), FORK.SimpleQueue()
+    reader = FORK.Process(target=_read_sizes, args=(d, stop, out))
+    reader.start()
+    for round_ in range(10):
+        with d.pipeline() as pd:
+            for i in range(100):
+                pd[(round_, i)] = i
+        with rm.pipeline() as p:
+            for i in range(100):
+                p(d).pop((round_, i))
+    stop.set()
+    sizes = out.get()
+    reader.join(30)
+    assert set(sizes) <= {0, 100} and 0 in sizes
+
+
+def test_pipelines_from_processes_racing_on_one_dict_lose_nothing(rm: Any) -> None:
+    """Four processes pipeline into one dict at once: each pipeline is computed again
+    whenever another changed the dict meanwhile, and none is lost or applied twice."""
+    d = rm.dict()
+    procs = [FORK.Process(target=_pipelined_increments, args=(d, w, 50)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert d["n"] == 4 * 50 * 3
+    assert sorted(k for k in d if k != "n") == [(w, r) for w in range(4) for r in range(50)]
+
+
+def _pipelined_increments(d: Any, worker: int, rounds: int) -> None:
+    for r in range(rounds):
+        with d.pipeline() as pd:
+            for _ in range(3):
+                pd.increment("n")
+            pd[(worker, r)] = r
+
+
+def test_a_pipeline_returns_results_in_order_with_errors_per_call(rm: Any) -> None:
+    d, lst, ns = rm.dict(), rm.list(), rm.Namespace(x=1)
+    with rm.pipeline() as p:
+        for i in range(5):
+            p(d)[i] = i * i
+        size = p(d).len()
+        missing = p(d).getitem("nope")
+        appended = p(lst).append("x")
+        removed = p(lst).remove("absent")
+        last = p(lst).pop()
+        bumped = p(d).increment(0, 7)
+    assert size.value == 5 and appended.value is None and last.value == "x"
+    assert bumped.value == 7
+    with pytest.raises(KeyError):
+        missing.value
+    with pytest.raises(ValueError):
+        removed.value
+    assert dict(d) == {0: 7, 1: 1, 2: 4, 3: 9, 4: 16} and lst[:] == [] and ns.x == 1

@@ -49,7 +49,7 @@ from .._serializers import get_serializer
 from .._server import _objects
 from .._token import Token
 from ._items import ITEMWISE, decode_key, decode_value, encode_key, encode_value, plain_int
-from ._scripts import FAST, LATCHED, PLAIN
+from ._scripts import LATCHED, PLAIN
 from ._url import RedisURL, credentials_for, parse_redis_url
 from ._values import CONTAINERS, from_plain, handler_for, initial_value, to_plain
 
@@ -101,9 +101,10 @@ class RedisChannel:
             health_check_interval=30,
         )
         self._scripts = {
-            name: self._client.register_script(src)
-            for name, src in {**LATCHED, **PLAIN, **FAST}.items()
+            name: self._client.register_script(src) for name, src in {**LATCHED, **PLAIN}.items()
         }
+        #: script name -> its SHA1 (``EVALSHA`` straight away: ``_run``)
+        self._shas = {name: script.sha for name, script in self._scripts.items()}
         self._latched = frozenset(LATCHED)
         #: request ids: unique to this channel (random) and to each call (counted)
         self._rid_prefix = secrets.token_hex(6) + ":"
@@ -139,6 +140,7 @@ class RedisChannel:
             )
         except redis.RedisError as exc:
             raise ConnectionLost(f"cannot reach Redis at {url.canonical}: {exc}") from exc
+        self._load_scripts()
         self.server_info: dict[str, Any] = {
             "instance": _text(instance),
             "backend": "redis",
@@ -154,8 +156,22 @@ class RedisChannel:
 
     def _run(self, name: str, *args: Any) -> Any:
         """Run script ``name`` with ``args`` after the prefix and a fresh request id."""
+        import redis
+
         rid = f"{self._rid_prefix}{next(self._rids)}" if name in self._latched else ""
-        return self._scripts[name](keys=(), args=(self._prefix, rid, *args))
+        run: Any = self._client.execute_command
+        try:
+            return run("EVALSHA", self._shas[name], 0, self._prefix, rid, *args)
+        except redis.exceptions.NoScriptError:  # (a restarted or flushed Redis: not run)
+            self._load_scripts()
+            return run("EVALSHA", self._shas[name], 0, self._prefix, rid, *args)
+
+    def _load_scripts(self, names: Any = None) -> None:
+        """Load the scripts into Redis (``names``, else all), in one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        for name in names or self._scripts:
+            pipe.script_load(self._scripts[name].script)
+        pipe.execute()
 
     def _who(self) -> str:
         return f"pid {os.getpid()} on {socket.gethostname()}"
@@ -276,7 +292,7 @@ class RedisChannel:
         if kind is LeasedRead:
             return None
         if kind is Batch:
-            raise UnsupportedError("pipelines are not available on Redis yet (issue #21)")
+            return self._batch(msg.calls)
         raise UnsupportedError(f"{kind.__name__} requests are not available on Redis")
 
     def request_many(self, msgs: list[Any]) -> list[Any]:
@@ -555,12 +571,176 @@ class RedisChannel:
         return answer
 
     def _look(self, obj_id: int, what: str, arg: Any = "") -> Any:
-        """One entry read (``_scripts._LOOK``): the answer, or ``None`` for no such entry."""
-        answer = self._scripts["look"](keys=(), args=(self._prefix, "", obj_id, what, arg))
-        status = _text(answer[0])
-        if status == "gone":
-            raise ObjectNotFound.of(obj_id)
-        return answer[1] if status == "ok" else None
+        """One entry read, a plain command (as fast as Redis answers): the answer, or
+        ``None`` for no such entry; an answer that may mean the object is gone (nothing, or
+        nothing there) is checked."""
+        client: Any = self._client
+        answer: Any
+        if what == "get":
+            answer = client.hget(f"{self._prefix}{obj_id}:e", arg)
+        elif what == "has":
+            answer = client.hexists(f"{self._prefix}{obj_id}:e", arg) or None
+        elif what == "dlen":
+            answer = client.hlen(f"{self._prefix}{obj_id}:e") or None
+        elif what == "index":
+            answer = client.lindex(f"{self._prefix}{obj_id}:l", arg)
+        else:
+            answer = client.llen(f"{self._prefix}{obj_id}:l") or None
+        if answer is None:
+            if not client.hexists(self._prefix + "types", obj_id):
+                self._values.pop(obj_id, None)
+                raise ObjectNotFound.of(obj_id)
+            return 0 if what in ("has", "dlen", "llen") else None
+        return answer
+
+    # -- pipelines --------------------------------------------------------------------------------
+
+    def _batch(self, calls: Any) -> tuple[list[Any], dict[int, BaseException]]:
+        """A pipeline's batch: its calls applied in order as one step, ``(values, {index:
+        error})`` as procshare's server answers.
+
+        The containers it touches are read whole under ``WATCH`` (of their versions), the calls
+        run here on the copies, and every changed one is written back in one ``MULTI/EXEC``:
+        a concurrent reader sees all of the batch or none of it. If one of them changed in
+        between, ``EXEC`` does nothing and the batch is computed again. Calls on other
+        objects (locks, queues...) fail one by one with ``UnsupportedError``."""
+        import redis
+
+        kinds: dict[int, str] = {}
+        refused: dict[int, BaseException] = {}
+        for obj_id, *_ in calls:
+            if obj_id in kinds or obj_id in refused:
+                continue
+            try:
+                typeid, kind = self._type_of(obj_id)
+            except ObjectNotFound as exc:
+                refused[obj_id] = exc
+                continue
+            if kind in CONTAINERS:
+                kinds[obj_id] = kind
+            else:
+                refused[obj_id] = UnsupportedError(
+                    f"a pipeline on Redis holds calls to dicts, lists, sets, Namespaces, Values "
+                    f"and Arrays, not to a {typeid}"
+                )
+        p = self._prefix
+        while True:
+            with self._client.pipeline(transaction=True) as watched:
+                pipe: Any = watched
+                try:
+                    pipe.watch(p + "types", *(f"{p}{i}:v" for i in kinds))
+                    versions, referents = self._read_watched(pipe, kinds, refused)
+                    values, errors, changed = self._apply(calls, kinds, referents, refused)
+                    if not changed:
+                        return values, errors
+                    pipe.multi()
+                    written = []
+                    for obj_id in changed:
+                        kind = kinds[obj_id]
+                        stored = self._encode_whole(kind, referents[obj_id])
+                        plain = (
+                            referents[obj_id]
+                            if kind in ITEMWISE
+                            else to_plain(kind, referents[obj_id])
+                        )
+                        inside = sorted(_shared_inside(plain, self.address))
+                        rid = f"{self._rid_prefix}{next(self._rids)}"
+                        if kind in ITEMWISE:
+                            flat = stored if kind == "list" else stored[1]
+                            args = [
+                                "rewrite",
+                                obj_id,
+                                versions[obj_id],
+                                self._delay_ms,
+                                kind,
+                                len(inside),
+                                *inside,
+                                *flat,
+                            ]
+                        else:
+                            args = [
+                                "write",
+                                obj_id,
+                                versions[obj_id],
+                                stored,
+                                self._delay_ms,
+                                *inside,
+                            ]
+                        pipe.execute_command("EVALSHA", self._shas[args[0]], 0, p, rid, *args[1:])
+                        written.append((obj_id, stored, rid))
+                    try:
+                        answers = pipe.execute(raise_on_error=False)
+                    except (redis.WatchError, redis.ConnectionError):
+                        if written and self._client.exists(f"{p}q:{written[0][2]}"):
+                            answers = None  # (it was applied: its answer was lost on the way)
+                        else:
+                            raise
+                except redis.WatchError:
+                    continue  # (one of them changed meanwhile: compute again)
+                except redis.exceptions.NoScriptError:  # (a flushed Redis: nothing was run)
+                    self._load_scripts()
+                    continue
+            if answers is not None and any(
+                isinstance(a, redis.exceptions.NoScriptError) for a in answers
+            ):  # (flushed since: every EVALSHA of the EXEC failed alike, none was applied)
+                self._load_scripts()
+                continue
+            for i, (obj_id, stored, _) in enumerate(written):
+                if answers is not None and _text(answers[i][0]) == "ok":
+                    self._values[obj_id] = (answers[i][1], stored)
+                else:
+                    self._values.pop(obj_id, None)
+            return values, errors
+
+    def _read_watched(
+        self, pipe: Any, kinds: dict[int, str], refused: dict[int, BaseException]
+    ) -> tuple[dict[int, bytes], dict[int, Any]]:
+        """The versions and fresh copies of the watched containers (a gone one: refused)."""
+        versions: dict[int, bytes] = {}
+        referents: dict[int, Any] = {}
+        for obj_id, kind in list(kinds.items()):
+            name = "read_items" if kind in ITEMWISE else "read"
+            extra = (kind,) if kind in ITEMWISE else ()
+            answer = pipe.execute_command(
+                "EVALSHA", self._shas[name], 0, self._prefix, "", obj_id, "", *extra
+            )
+            if _text(answer[0]) == "gone":
+                del kinds[obj_id]
+                refused[obj_id] = ObjectNotFound.of(obj_id)
+                continue
+            stored = answer[2] if kind != "dict" else (answer[2], answer[3])
+            versions[obj_id] = answer[1]
+            referents[obj_id] = self._decode_whole(kind, stored)
+        return versions, referents
+
+    def _apply(
+        self,
+        calls: Any,
+        kinds: dict[int, str],
+        referents: dict[int, Any],
+        refused: dict[int, BaseException],
+    ) -> tuple[list[Any], dict[int, BaseException], list[int]]:
+        """Run ``calls`` on the copies, in order: their values, errors, the objects changed."""
+        values: list[Any] = []
+        errors: dict[int, BaseException] = {}
+        changed: dict[int, None] = {}
+        for index, (obj_id, method, args, kwargs, _owner) in enumerate(calls):
+            values.append(None)
+            if obj_id in refused:
+                errors[index] = refused[obj_id]
+                continue
+            kind = kinds[obj_id]
+            fn = handler_for(kind, method)
+            if fn is None:
+                errors[index] = _not_exposed(kind, method)
+                continue
+            if method in KINDS[kind].mutators:
+                changed[obj_id] = None  # (one that fails half-way keeps what it did, as there)
+            try:
+                values[index] = fn(referents[obj_id], *args, **(kwargs or {}))
+            except Exception as exc:  # noqa: BLE001 (each call's own error, as on the server)
+                errors[index] = exc
+        return values, errors, list(changed)
 
     # -- waiting ---------------------------------------------------------------------------------
 

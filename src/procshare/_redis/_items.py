@@ -14,9 +14,9 @@ against the object's version (``<id>:v``, bumped by every change, item-wise ones
 ``1`` and ``1.0`` are the key ``1``, as they are one key in a dict (it comes back as ``1``:
 the one difference from a dict, documented). A str key is its UTF-8 text; others are
 ``\\x00`` and a tag: ``i`` int, ``f`` float, ``b`` bytes, ``n`` None, ``s`` a str that
-starts with ``\\x00``, ``t`` a tuple of such keys. Other keys (frozensets, objects) have no
-encoding equal objects are sure to share across processes and machines and are refused with
-a ``TypeError``.
+starts with ``\\x00``, ``t`` a tuple of such keys (as canonical JSON). Other keys
+(frozensets, objects) have no encoding equal objects are sure to share across processes and
+machines and are refused with a ``TypeError``.
 
 **Values**: a plain ``int`` in 64 bits is stored as its decimal digits (so ``HINCRBY`` and
 other tools work on it); anything else as ``~`` and its serialized form.
@@ -24,7 +24,7 @@ other tools work on it); anything else as ``~`` and its serialized form.
 
 from __future__ import annotations
 
-import ast
+import json
 import math
 from typing import Any, Final, cast
 
@@ -67,47 +67,63 @@ def decode_value(stored: bytes, loads: Any) -> Any:
     return int(stored)
 
 
-def _scalar(key: Any) -> str:
-    """The literal of a key inside a tuple's encoding (``ast.literal_eval`` reads it back)."""
+def _canonical(key: Any) -> Any:
+    """The one form of every key a dict finds equal to ``key``: a bool or a whole float is its
+    int; a tuple, its items' forms. Raises ``TypeError`` for a key with no such form."""
     kind = type(key)
-    if kind is str or kind is bytes or key is None:
-        return repr(key)
-    if kind is bool or kind is int:
-        return str(int(key))
+    if kind is str or kind is bytes or kind is int or key is None:
+        return key
+    if kind is bool:
+        return int(key)
     if kind is float:
         if math.isnan(key):
             raise TypeError("a NaN is not a dict key on Redis (it equals nothing, itself included)")
-        if key.is_integer():
-            return str(int(key))
-        if math.isinf(key):
-            return "1e999" if key > 0 else "-1e999"
-        return repr(key)
+        return int(key) if key.is_integer() else key
     if kind is tuple:
-        inner = ",".join(_scalar(k) for k in key)
-        return f"({inner},)" if len(key) == 1 else f"({inner})"
+        return tuple(_canonical(k) for k in key)
     raise TypeError(
         f"a {type(key).__name__} is not a dict key on Redis: keys there are {_KEY_TYPES}"
     )
 
 
+def _jsonable(key: Any) -> Any:
+    """A canonical key as JSON can carry it: bytes as ``{"b": latin-1 text}``, tuples as
+    lists (only tuples are lists here)."""
+    if type(key) is bytes:
+        return {"b": key.decode("latin-1")}
+    if type(key) is tuple:
+        return [_jsonable(k) for k in key]
+    return key
+
+
+def _from_json(value: Any) -> Any:
+    if type(value) is list:
+        return tuple(_from_json(v) for v in value)
+    if type(value) is dict:
+        return value["b"].encode("latin-1")
+    return value
+
+
 def encode_key(key: Any) -> bytes:
     """The field of ``key``: the same for every two keys a dict finds equal."""
-    kind = type(key)
+    canon = _canonical(key)
+    kind = type(canon)
     if kind is str:
-        text = cast(str, key)
+        text = cast(str, canon)
         if text[:1] != "\x00":
             return text.encode("utf-8", "surrogatepass")
         return b"\x00s" + text.encode("utf-8", "surrogatepass")
     if kind is bytes:
-        return b"\x00b" + cast(bytes, key)
-    if key is None:
+        return b"\x00b" + cast(bytes, canon)
+    if canon is None:
         return b"\x00n"
-    if kind is tuple:
-        return b"\x00t" + _scalar(key).encode("utf-8", "surrogatepass")
-    literal = _scalar(key)  # (an int, a bool or a float: raises for the rest)
-    if "." in literal or "e" in literal:
-        return b"\x00f" + literal.encode()
-    return b"\x00i" + literal.encode()
+    if kind is int:
+        return b"\x00i" + str(canon).encode()
+    if kind is float:
+        return b"\x00f" + repr(canon).encode()
+    # a tuple: canonical JSON (no spaces, ASCII, floats by repr: the same text everywhere)
+    text = json.dumps(_jsonable(canon), ensure_ascii=True, separators=(",", ":"))
+    return b"\x00t" + text.encode()
 
 
 def decode_key(field: bytes) -> Any:
@@ -125,6 +141,6 @@ def decode_key(field: bytes) -> Any:
         return None
     if tag == b"f":
         return float(payload)
-    if tag == b"t":
-        return ast.literal_eval(payload.decode("utf-8", "surrogatepass"))
+    if tag == b"t":  # (not ast.literal_eval: it is not thread-safe before Python 3.12)
+        return _from_json(json.loads(payload))
     raise ValueError(f"not a key's encoding: {field!r}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["FAST", "LATCHED", "PLAIN", "SUFFIXES"]
+__all__ = ["LATCHED", "PLAIN", "SUFFIXES"]
 
 #: every per-object key suffix (freeing an object deletes them all)
 SUFFIXES: Final = ("d", "v", "m", "h", "w", "p", "q", "u", "j", "f", "c", "e", "o", "l")
@@ -110,10 +110,21 @@ end
 """.replace("SUFFIX_LIST", ", ".join(f"'{s}'" for s in SUFFIXES))
 
 
-def _latched(body: str) -> str:
+#: the prelude of the one-entry changes: no clock, no waiters, no references (the lighter a
+#: script, the sooner Redis answers: each helper defined is work on every run)
+_LEAN: Final = """
+local P = ARGV[1]
+local rid = ARGV[2]
+local function exists(id)
+  return redis.call('HEXISTS', P .. 'types', id) == 1
+end
+"""
+
+
+def _latched(body: str, prelude: str = _PRELUDE) -> str:
     """A changing script: its answer is kept under its request id, for a repeated send."""
     return (
-        _PRELUDE
+        prelude
         + "local latch = P .. 'q:' .. rid\n"
         + "if rid ~= '' then local done = redis.call('GET', latch)\n"
         + "  if done then return cmsgpack.unpack(done) end end\n"
@@ -483,22 +494,6 @@ _LIST_POP: Final = (
   return {'ok', bump(), item}
 """
 )
-
-# ARGV: id, what, field or index. One entry read: {'ok', answer}, {'none'} (no such entry)
-# or {'gone'} (no such object). Kept short: a read is the most frequent call.
-_LOOK: Final = """
-local P, id, what = ARGV[1], ARGV[3], ARGV[4]
-if redis.call('HEXISTS', P .. 'types', id) == 0 then return {'gone'} end
-local b = P .. id .. ':'
-local x
-if what == 'get' then x = redis.call('HGET', b .. 'e', ARGV[5])
-elseif what == 'has' then x = redis.call('HEXISTS', b .. 'e', ARGV[5])
-elseif what == 'dlen' then x = redis.call('HLEN', b .. 'e')
-elseif what == 'index' then x = redis.call('LINDEX', b .. 'l', ARGV[5])
-else x = redis.call('LLEN', b .. 'l') end
-if not x then return {'none'} end
-return {'ok', x}
-"""
 
 # a snapshot of a primitive: typeid, value, holders, #waiters, #items, unfinished, meta
 _STATE: Final = """
@@ -872,36 +867,43 @@ _BARRIER_RESET: Final = (
 )
 
 #: scripts that change something: run once per request id
+#: the one-entry changes of dicts and lists (``_items``): the lean prelude is all they use
+_ONE_ENTRY: Final = {
+    "dict_set": _DICT_SET,
+    "dict_pop": _DICT_POP,
+    "dict_setdefault": _DICT_SETDEFAULT,
+    "dict_increment": _DICT_INCREMENT,
+    "list_push": _LIST_PUSH,
+    "list_set": _LIST_SET,
+    "list_pop": _LIST_POP,
+}
+
 LATCHED: Final = {
-    name: _latched(body)
-    for name, body in {
-        "refs": _REFS,
-        "create": _CREATE,
-        "unname": _UNNAME,
-        "write": _WRITE,
-        "rewrite": _REWRITE,
-        "dict_set": _DICT_SET,
-        "dict_pop": _DICT_POP,
-        "dict_setdefault": _DICT_SETDEFAULT,
-        "dict_increment": _DICT_INCREMENT,
-        "list_push": _LIST_PUSH,
-        "list_set": _LIST_SET,
-        "list_pop": _LIST_POP,
-        "acquire": _ACQUIRE,
-        "release": _RELEASE,
-        "cond_wait": _COND_WAIT,
-        "cond_notify": _COND_NOTIFY,
-        "event_set": _EVENT_SET,
-        "event_clear": _EVENT_CLEAR,
-        "put": _PUT,
-        "get": _GET,
-        "task_done": _TASK_DONE,
-        "barrier_wait": _BARRIER_WAIT,
-        "barrier_break": _BARRIER_BREAK,
-        "barrier_pass": _BARRIER_PASS,
-        "barrier_reset": _BARRIER_RESET,
-        "barrier_leave": _BARRIER_LEAVE,
-    }.items()
+    **{name: _latched(body, _LEAN) for name, body in _ONE_ENTRY.items()},
+    **{
+        name: _latched(body)
+        for name, body in {
+            "refs": _REFS,
+            "create": _CREATE,
+            "unname": _UNNAME,
+            "write": _WRITE,
+            "rewrite": _REWRITE,
+            "acquire": _ACQUIRE,
+            "release": _RELEASE,
+            "cond_wait": _COND_WAIT,
+            "cond_notify": _COND_NOTIFY,
+            "event_set": _EVENT_SET,
+            "event_clear": _EVENT_CLEAR,
+            "put": _PUT,
+            "get": _GET,
+            "task_done": _TASK_DONE,
+            "barrier_wait": _BARRIER_WAIT,
+            "barrier_break": _BARRIER_BREAK,
+            "barrier_pass": _BARRIER_PASS,
+            "barrier_reset": _BARRIER_RESET,
+            "barrier_leave": _BARRIER_LEAVE,
+        }.items()
+    },
 }
 
 #: scripts that read, or whose repetition is harmless
@@ -921,6 +923,3 @@ PLAIN: Final = {
         "inspect": _INSPECT,
     }.items()
 }
-
-#: reads without the prelude (no clock, no helpers): the one-entry reads
-FAST: Final = {"look": _LOOK}
