@@ -21,6 +21,7 @@ from tests.conformance.test_proxies import *  # noqa: F403
 from tests.system.test_deaths import *  # noqa: F403
 from tests.system.test_interrupted import *  # noqa: F403
 from tests.system.test_named import *  # noqa: F403
+from tests.system.test_watch import *  # noqa: F403
 
 # What Redis does not offer (docs/redis.md): a class run in the server; watch() and cache()
 # (issue #21); a queue or lock in a pipeline.

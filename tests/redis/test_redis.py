@@ -419,7 +419,7 @@ def test_what_redis_cannot_do_is_refused_clearly(rm: Any) -> None:
         mm.Custom()
     d = rm.dict()
     with pytest.raises(procshare.ProcshareError, match="Redis"):
-        d.watch(timeout=1)
+        d.cache()
     lock = rm.Lock()
     with rm.pipeline() as p:
         p(d)["k"] = 1
@@ -699,3 +699,74 @@ def test_a_pipeline_returns_results_in_order_with_errors_per_call(rm: Any) -> No
     with pytest.raises(ValueError):
         removed.value
     assert dict(d) == {0: 7, 1: 1, 2: 4, 3: 9, 4: 16} and lst[:] == [] and ns.x == 1
+
+
+def _rapid_changes(d: Any, n: int) -> None:
+    for i in range(n):
+        d["k"] = i
+
+
+def test_ten_thousand_rapid_changes_reach_a_watcher_in_order(rm: Any) -> None:
+    d = rm.dict()
+    n = 10_000
+    with d.watch(timeout=30, maxsize=n + 10) as changes:
+        start = changes.version
+        writer = FORK.Process(target=_rapid_changes, args=(d, n))
+        writer.start()
+        got = []
+        for change in changes:
+            got.append(change)
+            if len(got) == n:
+                break
+        writer.join(60)
+    assert [c.args for c in got] == [("k", i) for i in range(n)]
+    assert [c.version for c in got] == list(range(start + 1, start + n + 1))
+
+
+def test_a_watcher_whose_connection_is_killed_resumes_with_no_gap(rm: Any, raw: Any) -> None:
+    d = rm.dict()
+    with d.watch(timeout=10) as changes:
+        start = changes.version
+        for i in range(300):
+            d[i] = i
+            if i % 50 == 25:
+                raw.client_kill_filter(_type="normal", skipme=True)
+        got = [changes.get(timeout=10) for _ in range(300)]
+    assert [c.op for c in got] == ["__setitem__"] * 300
+    assert [c.version for c in got] == list(range(start + 1, start + 301))
+
+
+def test_changes_trimmed_before_a_watcher_read_them_are_an_overflow(rm: Any, raw: Any) -> None:
+    from procshare._redis._watch import redis_hub_for
+
+    d = rm.dict()
+    hub = redis_hub_for(d._token.address, bytes(d._authkey), d._serializer)
+    held, release = threading.Event(), threading.Event()
+    deliver = hub._deliver
+
+    def stalled(*args: Any) -> None:  # (a watcher that falls behind)
+        held.set()
+        release.wait(30)
+        deliver(*args)
+
+    with d.watch(timeout=2) as changes:
+        hub._deliver = stalled  # type: ignore[method-assign]
+        d["first"] = 0
+        assert held.wait(30)
+        for i in range(100):
+            d[i] = i
+        key = f"{d._channel()._prefix}{d._id}:x"
+        raw.xtrim(key, maxlen=10)  # (as MAXLEN does once a watcher is ~10,000 behind)
+        hub._deliver = deliver  # type: ignore[method-assign]
+        release.set()
+        got = list(changes)
+    ops = [c.op for c in got]
+    assert ops[0] == "__setitem__" and ops.count("overflow") == 1
+    at = ops.index("overflow")
+    overflow, after = got[at], got[at + 1 :]
+    # (what the reader had fetched before it stalled still comes; the rest, trimmed, is told)
+    assert len(got) - 1 + overflow.missed == 101
+    assert after and after[0].version == overflow.version + 1
+    assert [c.args[0] for c in after] == list(range(100 - len(after), 100))
+    versions = [c.version for c in got if c.op != "overflow"]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from .._address import REDIS_SCHEMES, Address
-from .._errors import ConnectionLost, UnsupportedError, WaitTimeout, WatchClosed
+from .._errors import ConnectionLost, WaitTimeout, WatchClosed
 from ._channel import Channel, current_pid
 
 __all__ = ["Change", "ChangeBuffer", "PushHub", "Watch", "hub_for"]
@@ -164,9 +164,9 @@ def hub_for(address: Address, authkey: bytes, serializer: str = "pickle") -> Pus
     """This process's push hub for the server at ``address`` (made on first use), speaking
     ``serializer`` (the one the server accepts, as the proxy's own connection does)."""
     if isinstance(address, str) and address.startswith(REDIS_SCHEMES):
-        raise UnsupportedError(
-            "watch(), wait_until() and cache() are not available on Redis yet (issue #21)"
-        )
+        from .._redis._watch import redis_hub_for
+
+        return redis_hub_for(address, bytes(authkey), serializer)  # type: ignore[return-value]
     key = (address, bytes(authkey))
     hub = _hubs.get(key)
     if hub is not None and hub.pid == current_pid() and hub.broken is None:

@@ -62,6 +62,10 @@ __all__ = ["RedisChannel", "forget_redis_channels", "get_redis_channel"]
 #: the longest single BLPOP: between two, a waiter checks again (a lost wake-up costs this)
 WAIT_SLICE: Final = 1.0
 
+#: seconds a process describes its changes to an object after it found a watcher of it (then
+#: it asks again: a script that meets a watcher unannounced does nothing and says so)
+DESCRIBE_FOR: Final = 2.0
+
 
 def _owner_tag(owner: int) -> str:
     return str(owner)
@@ -109,6 +113,11 @@ class RedisChannel:
         #: request ids: unique to this channel (random) and to each call (counted)
         self._rid_prefix = secrets.token_hex(6) + ":"
         self._rids = itertools.count()
+        #: watched containers this process changes -> until when its changing scripts carry
+        #: the changes' descriptions for the watchers (``_run_changing``)
+        self._described: dict[int, float] = {}
+        #: the call being made on a container, per thread (what a one-entry change describes)
+        self._calling = threading.local()
         #: whether this Redis takes ``CLIENT REPLY SKIP`` (``None``: not asked yet)
         self._skip_replies: bool | None = None
         #: queue items' acks sent without an answer, to send again (``_delivered``)
@@ -165,6 +174,23 @@ class RedisChannel:
         except redis.exceptions.NoScriptError:  # (a restarted or flushed Redis: not run)
             self._load_scripts()
             return run("EVALSHA", self._shas[name], 0, self._prefix, rid, *args)
+
+    def _describe(self, obj_id: int, changes: list[Any]) -> bytes:
+        """What a changing script gets as ARGV[4]: nothing while nobody watches the object (as
+        far as this process knows), else ``<n>:`` and the serialized changes."""
+        if self._described.get(obj_id, 0.0) < time.monotonic():
+            return b""
+        return b"%d:" % len(changes) + self._serializer.dumps(changes)
+
+    def _run_changing(self, name: str, obj_id: int, changes: list[Any], *args: Any) -> Any:
+        """Run the container-changing script ``name``, describing ``changes`` (a list of
+        ``(op, args, kwargs, result)``) when somebody watches the object (``_scripts._WATCHED``:
+        a script that finds a watcher and no description changes nothing and says so)."""
+        answer = self._run(name, obj_id, self._describe(obj_id, changes), *args)
+        if answer[0] in (b"watched", "watched"):
+            self._described[obj_id] = time.monotonic() + DESCRIBE_FOR
+            answer = self._run(name, obj_id, self._describe(obj_id, changes), *args)
+        return answer
 
     def _load_scripts(self, names: Any = None) -> None:
         """Load the scripts into Redis (``names``, else all), in one round trip."""
@@ -373,9 +399,9 @@ class RedisChannel:
         self._types[obj_id] = (typeid, kind)
         if kind in ITEMWISE:
             if referent:  # (its first entries, and the references they hold)
-                self._write_whole(obj_id, kind, b"0", referent)
+                self._write_whole(obj_id, kind, b"0", referent, [])
         elif inside:  # its value holds proxies: it keeps their objects alive
-            self._run("write", obj_id, "0", values["d"], self._delay_ms, *inside)
+            self._run("write", obj_id, b"", "0", values["d"], self._delay_ms, *inside)
         token = Token(typeid, self.address, obj_id)
         proxytype = registration.proxytype
         proxy = proxytype(token, "pickle", authkey=self.authkey, incref=False)
@@ -458,6 +484,7 @@ class RedisChannel:
         if kind in ITEMWISE and not versioned:
             one_entry = _ITEM_CALLS.get((kind, method))
             if one_entry is not None:
+                self._calling.change = (method, args, kwargs or None, None)
                 answer = one_entry(self, obj_id, *args, **kwargs)
                 if answer is not WHOLE:
                     return answer
@@ -478,7 +505,8 @@ class RedisChannel:
                 continue
             if not changes:
                 return (result, int(version)) if versioned else result
-            written = self._write_whole(obj_id, kind, version, referent)
+            change = (method, args, kwargs or None, result)
+            written = self._write_whole(obj_id, kind, version, referent, [change])
             if written is not None:
                 return (result, int(written)) if versioned else result
             # changed meanwhile: compute again (a one value's conflict brought the newer one)
@@ -531,19 +559,31 @@ class RedisChannel:
             return (order, flat)
         return dumps(to_plain(kind, referent))
 
-    def _write_whole(self, obj_id: int, kind: str, version: bytes, referent: Any) -> bytes | None:
+    def _write_whole(
+        self, obj_id: int, kind: str, version: bytes, referent: Any, changes: list[Any]
+    ) -> bytes | None:
         """Write ``referent`` if the object is still at ``version``: its new version, or
-        ``None`` if it changed meanwhile."""
+        ``None`` if it changed meanwhile. ``changes``: the calls that made it, for watchers."""
         stored = self._encode_whole(kind, referent)
         plain = referent if kind in ITEMWISE else to_plain(kind, referent)
         inside = sorted(_shared_inside(plain, self.address))
         if kind in ITEMWISE:
             flat = stored if kind == "list" else stored[1]
-            answer = self._run(
-                "rewrite", obj_id, version, self._delay_ms, kind, len(inside), *inside, *flat
+            answer = self._run_changing(
+                "rewrite",
+                obj_id,
+                changes,
+                version,
+                self._delay_ms,
+                kind,
+                len(inside),
+                *inside,
+                *flat,
             )
         else:
-            answer = self._run("write", obj_id, version, stored, self._delay_ms, *inside)
+            answer = self._run_changing(
+                "write", obj_id, changes, version, stored, self._delay_ms, *inside
+            )
         status = _text(answer[0])
         if status == "ok":
             self._values[obj_id] = (answer[1], stored)
@@ -560,7 +600,8 @@ class RedisChannel:
     def _item(self, name: str, obj_id: int, *args: Any) -> Any:
         """Run the one-entry script ``name``: its answer, or ``WHOLE`` where the change must
         be made on the whole (the container holds proxies)."""
-        answer = self._run(name, obj_id, *args)
+        change = getattr(self._calling, "change", None)
+        answer = self._run_changing(name, obj_id, [change], *args)
         self._values.pop(obj_id, None)  # (what this process saw of it is no longer current)
         status = _text(answer[0])
         if status == "gone":
@@ -625,12 +666,18 @@ class RedisChannel:
                 )
         p = self._prefix
         while True:
-            with self._client.pipeline(transaction=True) as watched:
-                pipe: Any = watched
+            with self._client.pipeline(transaction=True) as transaction:
+                pipe: Any = transaction
                 try:
-                    pipe.watch(p + "types", *(f"{p}{i}:v" for i in kinds))
+                    pipe.watch(
+                        p + "types",
+                        *(f"{p}{i}:v" for i in kinds),
+                        *(f"{p}{i}:W" for i in kinds),  # (a watch begun meanwhile: again)
+                    )
                     versions, referents = self._read_watched(pipe, kinds, refused)
-                    values, errors, changed = self._apply(calls, kinds, referents, refused)
+                    values, errors, changes = self._apply(calls, kinds, referents, refused)
+                    changed = list(changes)
+                    watched = {i for i in changed if pipe.exists(f"{p}{i}:W")}
                     if not changed:
                         return values, errors
                     pipe.multi()
@@ -645,6 +692,10 @@ class RedisChannel:
                         )
                         inside = sorted(_shared_inside(plain, self.address))
                         rid = f"{self._rid_prefix}{next(self._rids)}"
+                        ev = b""
+                        if obj_id in watched:
+                            described = changes[obj_id]
+                            ev = b"%d:" % len(described) + self._serializer.dumps(described)
                         if kind in ITEMWISE:
                             flat = stored if kind == "list" else stored[1]
                             args = [
@@ -666,7 +717,9 @@ class RedisChannel:
                                 self._delay_ms,
                                 *inside,
                             ]
-                        pipe.execute_command("EVALSHA", self._shas[args[0]], 0, p, rid, *args[1:])
+                        pipe.execute_command(
+                            "EVALSHA", self._shas[args[0]], 0, p, rid, obj_id, ev, *args[2:]
+                        )
                         written.append((obj_id, stored, rid))
                     try:
                         answers = pipe.execute(raise_on_error=False)
@@ -719,11 +772,12 @@ class RedisChannel:
         kinds: dict[int, str],
         referents: dict[int, Any],
         refused: dict[int, BaseException],
-    ) -> tuple[list[Any], dict[int, BaseException], list[int]]:
-        """Run ``calls`` on the copies, in order: their values, errors, the objects changed."""
+    ) -> tuple[list[Any], dict[int, BaseException], dict[int, list[Any]]]:
+        """Run ``calls`` on the copies, in order: their values, errors, and the objects changed
+        with the changes made to each (for their watchers)."""
         values: list[Any] = []
         errors: dict[int, BaseException] = {}
-        changed: dict[int, None] = {}
+        changed: dict[int, list[Any]] = {}
         for index, (obj_id, method, args, kwargs, _owner) in enumerate(calls):
             values.append(None)
             if obj_id in refused:
@@ -734,13 +788,17 @@ class RedisChannel:
             if fn is None:
                 errors[index] = _not_exposed(kind, method)
                 continue
-            if method in KINDS[kind].mutators:
-                changed[obj_id] = None  # (one that fails half-way keeps what it did, as there)
+            mutates = method in KINDS[kind].mutators
+            if mutates:  # (one that fails half-way keeps what it did, as there)
+                changed.setdefault(obj_id, [])
             try:
                 values[index] = fn(referents[obj_id], *args, **(kwargs or {}))
             except Exception as exc:  # noqa: BLE001 (each call's own error, as on the server)
                 errors[index] = exc
-        return values, errors, list(changed)
+                continue
+            if mutates:
+                changed[obj_id].append((method, args, kwargs or None, values[index]))
+        return values, errors, changed
 
     # -- waiting ---------------------------------------------------------------------------------
 
@@ -1251,11 +1309,11 @@ def _cond_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:
 
 
 def _event_set(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
-    _gone(ch._run("event_set", obj_id), obj_id)
+    _gone(ch._run_changing("event_set", obj_id, [("set", (), None, None)]), obj_id)
 
 
 def _event_clear(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
-    _gone(ch._run("event_clear", obj_id), obj_id)
+    _gone(ch._run_changing("event_clear", obj_id, [("clear", (), None, None)]), obj_id)
 
 
 def _event_is_set(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> bool:
@@ -1618,7 +1676,7 @@ def _describe(row: Any, names: dict[int, str]) -> dict[str, Any]:
         "typeid": typeid,
         "refs": int(row[13]),
         "version": int(row[3]),
-        "watchers": 0,
+        "watchers": sum(int(n) for n in row[14]),
     }
     if kind in ("Lock", "RLock"):
         holder = next(iter(holders.items()), None)

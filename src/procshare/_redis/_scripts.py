@@ -28,7 +28,7 @@ from typing import Final
 __all__ = ["LATCHED", "PLAIN", "SUFFIXES"]
 
 #: every per-object key suffix (freeing an object deletes them all)
-SUFFIXES: Final = ("d", "v", "m", "h", "w", "p", "q", "u", "j", "f", "c", "e", "o", "l")
+SUFFIXES: Final = ("d", "v", "m", "h", "w", "p", "q", "u", "j", "f", "c", "e", "o", "l", "W", "x")
 
 _PRELUDE: Final = """
 local P = ARGV[1]
@@ -211,12 +211,17 @@ local function reap(sid, delay)
       wake(b .. 'w', ALL)
     end
   end
+  for _, id in ipairs(redis.call('SMEMBERS', P .. 'sw:' .. sid)) do
+    local b = P .. id .. ':'  -- (its watches end with it; nobody left: no more stream)
+    redis.call('HDEL', b .. 'W', sid)
+    if redis.call('EXISTS', b .. 'W') == 0 then redis.call('DEL', b .. 'x') end
+  end
   for _, id in ipairs(redis.call('SMEMBERS', P .. 'sr:' .. sid)) do
     redis.call('HDEL', P .. 'r:' .. id, sid)
     unreferenced(id, delay)
   end
   redis.call('DEL', P .. 'sh:' .. sid, P .. 'f:' .. sid, P .. 'tk:' .. sid, P .. 'sr:' .. sid,
-    P .. 'si:' .. sid, P .. 'sb:' .. sid)
+    P .. 'si:' .. sid, P .. 'sb:' .. sid, P .. 'sw:' .. sid)
   redis.call('ZREM', P .. 'sessions', sid)
 end
 """
@@ -313,6 +318,30 @@ if v == ARGV[4] then return {'same', v} end
 return {'new', v, redis.call('GET', P .. id .. ':d')}
 """
 
+# A change of a container a process watches goes to the object's stream ``x`` (``XADD``, at
+# most ~10,000 entries kept), from the same script that makes it, in the order made: fields
+# ``v`` the version after it, ``e`` the change(s) as the client serialized them (``<n>:`` and
+# a list of n (op, args, kwargs, result)), ``r`` a result in its stored form (a popped item).
+# The client sends ``e`` as ARGV[4] (taken out here, so the script's own arguments keep their
+# places); while somebody watches (``W``: sid -> watches) and it sent none, nothing changes
+# and the answer is {'watched'}: the client sends the change again with its description.
+_WATCHED: Final = (
+    _OBJECT
+    + """
+  local ev = table.remove(ARGV, 4)
+  local watched = redis.call('EXISTS', base .. 'W') == 1
+  if watched and ev == '' then return {'watched'} end
+  local function bump(res)
+    local n = ev ~= '' and tonumber(string.match(ev, '^(%d+):')) or 1
+    local v = tostring(redis.call('INCRBY', base .. 'v', n))
+    if watched then
+      redis.call('XADD', base .. 'x', 'MAXLEN', '~', 10000, '*', 'v', v, 'e', ev, 'r', res or '')
+    end
+    return v
+  end
+"""
+)
+
 # the objects in a container's value (ARGV[first..last]): it holds a reference ('o:<id>') to
 # each, as the stdlib's server keeps the objects a managed dict holds proxies of alive
 _CHILDREN: Final = """
@@ -343,13 +372,13 @@ end
 # ARGV: id, version it was computed from, value, delay, the ids of the objects in the value
 _WRITE: Final = (
     _CHILDREN
-    + _OBJECT
+    + _WATCHED
     + """
   local v = redis.call('GET', base .. 'v') or '0'
   if v ~= ARGV[4] then return {'conflict', v, redis.call('GET', base .. 'd')} end
   redis.call('SET', base .. 'd', ARGV[5])
   hold_children(id, base, tonumber(ARGV[6]), 7, #ARGV)
-  return {'ok', tostring(redis.call('INCR', base .. 'v'))}
+  return {'ok', bump()}
 """
 )
 
@@ -371,7 +400,7 @@ return {'new', v, redis.call('ZRANGE', b .. 'o', 0, -1), redis.call('HGETALL', b
 # whole: (field, value)... of a dict in order, or the items of a list
 _REWRITE: Final = (
     _CHILDREN
-    + _OBJECT
+    + _WATCHED
     + """
   local v = redis.call('GET', base .. 'v') or '0'
   if v ~= ARGV[4] then return {'conflict', v} end
@@ -393,17 +422,16 @@ _REWRITE: Final = (
     end
     redis.call('HSET', base .. 'm', 'seq', seq)
   end
-  return {'ok', tostring(redis.call('INCR', base .. 'v'))}
+  return {'ok', bump()}
 """
 )
 
 # what a change of one entry cannot do alone: a container holding proxies (their references
 # are counted over the whole value) is changed whole
 _ITEM_OBJECT: Final = (
-    _OBJECT
+    _WATCHED
     + """
   if redis.call('EXISTS', base .. 'c') == 1 then return {'whole'} end
-  local function bump() return tostring(redis.call('INCR', base .. 'v')) end
   local function insert(e, o, field, value)
     if redis.call('HSET', e, field, value) == 1 then
       redis.call('ZADD', o, redis.call('HINCRBY', base .. 'm', 'seq', 1), field)
@@ -430,7 +458,7 @@ _DICT_POP: Final = (
   if not old then return {'missing'} end
   redis.call('HDEL', base .. 'e', ARGV[4])
   redis.call('ZREM', base .. 'o', ARGV[4])
-  return {'ok', bump(), old}
+  return {'ok', bump(old), old}
 """
 )
 
@@ -441,7 +469,7 @@ _DICT_SETDEFAULT: Final = (
   local old = redis.call('HGET', base .. 'e', ARGV[4])
   if old then return {'ok', redis.call('GET', base .. 'v') or '0', old} end
   insert(base .. 'e', base .. 'o', ARGV[4], ARGV[5])
-  return {'ok', bump(), ARGV[5]}
+  return {'ok', bump(ARGV[5]), ARGV[5]}
 """
 )
 
@@ -458,7 +486,8 @@ _DICT_INCREMENT: Final = (
     if not old then redis.call('HDEL', e, field); redis.call('ZREM', base .. 'o', field) end
     return {'whole'}
   end
-  return {'ok', bump(), redis.call('HGET', e, field)}
+  local now = redis.call('HGET', e, field)
+  return {'ok', bump(now), now}
 """
 )
 
@@ -491,7 +520,7 @@ _LIST_POP: Final = (
     + """
   local item = redis.call(ARGV[4] == 'l' and 'LPOP' or 'RPOP', base .. 'l')
   if not item then return {'empty'} end
-  return {'ok', bump(), item}
+  return {'ok', bump(item), item}
 """
 )
 
@@ -507,7 +536,7 @@ return {'ok', redis.call('GET', b .. 'd') or '', redis.call('HGETALL', b .. 'h')
 
 # ARGV: how many objects at most. What ``stats()`` shows of each: id, typeid, meta, version,
 # small d, holders, waiters, putters, joiners, #items, unfinished, #entries, #items of a
-# list, #references
+# list, #references, watches per session
 _INSPECT: Final = """
 local out = {}
 local ids = redis.call('HKEYS', P .. 'types')
@@ -521,9 +550,27 @@ for i = 1, math.min(#ids, tonumber(ARGV[3])) do
     redis.call('LRANGE', b .. 'w', 0, 99), redis.call('LRANGE', b .. 'p', 0, 99),
     redis.call('LRANGE', b .. 'j', 0, 99), redis.call('LLEN', b .. 'q'),
     redis.call('GET', b .. 'u') or '0', redis.call('HLEN', b .. 'e'),
-    redis.call('LLEN', b .. 'l'), redis.call('HLEN', P .. 'r:' .. id)}
+    redis.call('LLEN', b .. 'l'), redis.call('HLEN', P .. 'r:' .. id),
+    redis.call('HVALS', b .. 'W')}
 end
 return {#ids, out}
+"""
+
+# ARGV: id, sid, +1 or -1: a watch of the object starts or ends. Starting: {'ok', version,
+# the stream's last id}, taken at once (its changes are the stream's entries after that id)
+_WATCH: Final = """
+local id, sid, n = ARGV[3], ARGV[4], tonumber(ARGV[5])
+if not exists(id) then return {'gone'} end
+local b = P .. id .. ':'
+if n > 0 then
+  redis.call('HINCRBY', b .. 'W', sid, 1)
+  redis.call('SADD', P .. 'sw:' .. sid, id)
+  local last = redis.call('XREVRANGE', b .. 'x', '+', '-', 'COUNT', 1)
+  return {'ok', redis.call('GET', b .. 'v') or '0', last[1] and last[1][1] or '0-0'}
+end
+if redis.call('HINCRBY', b .. 'W', sid, -1) <= 0 then redis.call('HDEL', b .. 'W', sid) end
+if redis.call('EXISTS', b .. 'W') == 0 then redis.call('DEL', b .. 'x') end
+return {'ok'}
 """
 
 # -- locks and semaphores: permits in d, holders in h ----------------------------------------------
@@ -672,16 +719,17 @@ _COND_NOTIFY: Final = (
 
 # -- Event -----------------------------------------------------------------------------------------
 
+# ARGV: id, description (``_WATCHED``)
 _EVENT_SET: Final = (
-    _OBJECT
+    _WATCHED
     + """
   redis.call('SET', base .. 'd', '1')
   wake(base .. 'w', ALL)
-  return {'ok'}
+  return {'ok', bump()}
 """
 )
 
-_EVENT_CLEAR: Final = _OBJECT + "  redis.call('SET', base .. 'd', '0')\n  return {'ok'}\n"
+_EVENT_CLEAR: Final = _WATCHED + "  redis.call('SET', base .. 'd', '0')\n  return {'ok', bump()}\n"
 
 # ARGV: id, sid, token, front
 _EVENT_WAIT: Final = (
@@ -921,5 +969,6 @@ PLAIN: Final = {
         "join": _JOIN,
         "barrier_check": _BARRIER_CHECK,
         "inspect": _INSPECT,
+        "watch": _WATCH,
     }.items()
 }
