@@ -281,8 +281,13 @@ def _format_stats(stats: dict[str, Any]) -> str:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    print("procshare demo: the seed tutorial's scenarios, on procshare's embedded server")
-    timings = run_demo()
+    if args.url:
+        if not args.url.startswith(("redis://", "rediss://")):
+            raise SystemExit("procshare: --url takes a redis:// or rediss:// URL")
+        print(f"procshare demo: the seed tutorial's scenarios, with the objects in {args.url}")
+    else:
+        print("procshare demo: the seed tutorial's scenarios, on procshare's embedded server")
+    timings = run_demo(url=args.url or None)
     print("\nsummary (wall time of each scenario):")
     for title, stdlib, ours in timings:
         print(f"  {title:52s} stdlib {stdlib * 1e3:7.1f} ms   procshare {ours * 1e3:7.1f} ms")
@@ -450,6 +455,11 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.set_defaults(func=_cmd_inspect)
 
     demo = sub.add_parser("demo", help="run the seed tutorial's scenarios on procshare")
+    demo.add_argument(
+        "--url",
+        metavar="REDIS_URL",
+        help="keep procshare's objects in this Redis (needs procshare[redis])",
+    )
     demo.set_defaults(func=_cmd_demo)
 
     top = sub.add_parser("top", help="a live view of a server: objects, clients, locks, ops/s")

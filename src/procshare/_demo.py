@@ -191,26 +191,38 @@ SCENARIOS: list[tuple[str, Callable[[Any, Any, Callable[[str], None]], None], bo
 ]
 
 
-def _manager_for(impl: str, custom: bool) -> Any:
+def _manager_for(impl: str, custom: bool, url: str | None = None) -> Any:
     import procshare
 
     if not custom:
-        return multiprocessing.Manager() if impl == "stdlib" else procshare.Manager()
+        if impl == "stdlib":
+            return multiprocessing.Manager()
+        if url is not None:  # (a namespace of its own in that Redis, deleted at shutdown)
+            on_redis = procshare.SyncManager(address=url)
+            on_redis.start()
+            return on_redis
+        return procshare.Manager()
     m: Any = StdlibEmployeeManager() if impl == "stdlib" else ProcshareEmployeeManager()
     m.start()
     return m
 
 
-def run_demo(out: Callable[[str], None] = print) -> list[tuple[str, float, float]]:
-    """Run every scenario on both managers; return (name, stdlib seconds, procshare seconds)."""
+def run_demo(
+    out: Callable[[str], None] = print, url: str | None = None
+) -> list[tuple[str, float, float]]:
+    """Run every scenario on both managers; return (name, stdlib seconds, procshare seconds).
+    ``url``: procshare's objects live in that Redis (``redis://...``) instead of its server."""
     import procshare
 
     timings = []
     for title, scenario, custom in SCENARIOS:
         out(f"\n== {title}")
+        if custom and url is not None:
+            out("   (skipped on Redis: a registered class needs a server to run in)")
+            continue
         seconds = {}
         for impl, module in (("stdlib", multiprocessing), ("procshare", procshare)):
-            manager = _manager_for(impl, custom)
+            manager = _manager_for(impl, custom, url)
             lines: list[str] = []
             try:
                 start = time.perf_counter()

@@ -770,3 +770,39 @@ def test_changes_trimmed_before_a_watcher_read_them_are_an_overflow(rm: Any, raw
     assert [c.args[0] for c in after] == list(range(100 - len(after), 100))
     versions = [c.version for c in got if c.op != "overflow"]
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
+
+
+def test_the_demo_and_the_watch_example_run_on_redis(redis_server: str, raw: Any) -> None:
+    """``procshare demo --url`` runs the seed's scenarios with the objects in Redis, and the
+    watch version of the seed's data pool, unchanged, prints what it prints on procshare's
+    server (``$PROCSHARE_URL``); both leave no key behind."""
+    import pathlib
+    import subprocess
+    import sys
+
+    demo = subprocess.run(
+        [sys.executable, "-m", "procshare", "demo", "--url", redis_server],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert "C was told of 16 appends as they happened, and read the list 0 times" in demo.stdout
+    assert "skipped on Redis" in demo.stdout
+    example = pathlib.Path(__file__).resolve().parents[2] / "examples" / "data_pool_watch.py"
+    out = subprocess.run(
+        [sys.executable, str(example)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PROCSHARE_URL": redis_server},
+    )
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    got = [int(line.split()[-1]) for line in lines if line.startswith("C got")]
+    numbers = [*range(100, 105), *range(300, 309)]
+    assert sorted(got) == numbers
+    assert [n for n in got if n < 300] == list(range(100, 105))
+    assert [n for n in got if n >= 300] == list(range(300, 309))
+    assert lines[-1] == str(numbers)
+    assert not [k for k in raw.scan_iter(match="ps:{m*")]  # (the managers' namespaces: gone)
