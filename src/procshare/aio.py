@@ -35,7 +35,7 @@ import contextvars
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast, overload
 
-from ._address import parse_address
+from ._address import REDIS_SCHEMES, parse_address
 from ._client._achannel import AsyncChannel, AsyncProxy, AsyncWatch
 from ._client._aproxies import (
     AsyncAcquirer,
@@ -53,7 +53,7 @@ from ._client._aproxies import (
 )
 from ._client._pipeline import AsyncPipeline, Pending
 from ._client._push import Change
-from ._errors import ProcshareError
+from ._errors import ProcshareError, UnsupportedError
 from ._protocol import Create
 
 __all__ = [
@@ -289,6 +289,10 @@ async def connect(
     canonical = parse_address(address)
     if canonical is None:
         raise ValueError("connect() needs the address of a running server")
+    if isinstance(canonical, str) and canonical.startswith(REDIS_SCHEMES):
+        raise UnsupportedError(
+            "procshare.aio on Redis is not available yet (issue #21): use the sync API there"
+        )
     if authkey is None:
         import multiprocessing
 

@@ -18,18 +18,18 @@ from tests.conformance.test_fidelity import *  # noqa: F403
 from tests.conformance.test_oracle import *  # noqa: F403
 from tests.conformance.test_pipeline_atomic import *  # noqa: F403
 from tests.conformance.test_proxies import *  # noqa: F403
+from tests.system.test_cache import *  # noqa: F403
 from tests.system.test_deaths import *  # noqa: F403
 from tests.system.test_interrupted import *  # noqa: F403
 from tests.system.test_named import *  # noqa: F403
 from tests.system.test_watch import *  # noqa: F403
 
-# What Redis does not offer (docs/redis.md): a class run in the server; watch() and cache()
-# (issue #21); a queue or lock in a pipeline.
+# What Redis does not offer (docs/redis.md): a class run in the server; a queue or lock in a
+# pipeline.
 del test_pool_in_the_server  # noqa: F821
 del test_custom_methods_are_refused_in_a_pipeline  # noqa: F821
-del test_a_pipeline_is_one_atomic_step  # noqa: F821
-del test_a_cached_proxy_reads_its_own_pipelined_writes  # noqa: F821
-del test_cached_replicas_follow_atomic_operations  # noqa: F821
+# (it counts the server's calls: test_redis.py counts Redis's)
+del test_a_cached_proxy_answers_locally_and_stays_current  # noqa: F821
 del test_queue_bulk_put_in_a_pipeline  # noqa: F821
 del test_a_pipeline_returns_results_in_order_with_errors_per_call  # noqa: F821
 # (100 trials of a kill that Redis notices after session_ttl: test_redis.py kills holders)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import queue
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 import procshare
+import procshare.aio
 from procshare._redis._channel import get_redis_channel
 
 FORK = multiprocessing.get_context("fork")
@@ -418,8 +420,12 @@ def test_what_redis_cannot_do_is_refused_clearly(rm: Any) -> None:
     with pytest.raises(procshare.ProcshareError, match="server to run in"):
         mm.Custom()
     d = rm.dict()
-    with pytest.raises(procshare.ProcshareError, match="Redis"):
-        d.cache()
+
+    async def from_asyncio() -> None:
+        await procshare.aio.connect(rm.address)
+
+    with pytest.raises(procshare.UnsupportedError, match="Redis"):
+        asyncio.run(from_asyncio())
     lock = rm.Lock()
     with rm.pipeline() as p:
         p(d)["k"] = 1
@@ -806,3 +812,61 @@ def test_the_demo_and_the_watch_example_run_on_redis(redis_server: str, raw: Any
     assert [n for n in got if n >= 300] == list(range(300, 309))
     assert lines[-1] == str(numbers)
     assert not [k for k in raw.scan_iter(match="ps:{m*")]  # (the managers' namespaces: gone)
+
+
+def _set_many(d: Any, n: int) -> None:
+    for i in range(1, n + 1):
+        d["k"] = i
+
+
+def test_a_cached_read_asks_redis_nothing_and_never_goes_back(rm: Any) -> None:
+    """A cached proxy answers from its replica (no command to Redis); another process's
+    writes show in it in order, never an older value after a newer one."""
+    d = rm.dict(k=0).cache()
+    channel = d._channel()
+    sent = []
+    real = channel._client.execute_command
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        sent.append(args[0])
+        return real(*args, **kwargs)
+
+    channel._client.execute_command = counting
+    try:
+        for _ in range(100):
+            assert d["k"] == 0 and len(d) == 1 and "k" in d
+    finally:
+        channel._client.execute_command = real
+    assert sent == [] and d.cached
+    writer = FORK.Process(target=_set_many, args=(d, 500))
+    writer.start()
+    seen = [d["k"]]
+    deadline = time.monotonic() + 30
+    while seen[-1] != 500 and time.monotonic() < deadline:
+        seen.append(d["k"])
+    writer.join(30)
+    assert seen[-1] == 500 and seen == sorted(seen)  # (the last write shows; never back)
+    d["k"] = "mine"
+    assert d["k"] == "mine"  # (its own write, at once)
+
+
+def test_a_replica_follows_through_a_killed_connection_and_is_dropped_by_flushall(
+    rm: Any, raw: Any
+) -> None:
+    d = rm.dict(k=0).cache()
+    writer = FORK.Process(target=_set_many, args=(d, 200))
+    writer.start()
+    for _ in range(5):
+        raw.client_kill_filter(_type="normal", skipme=True)
+        time.sleep(0.01)
+    writer.join(30)
+    deadline = time.monotonic() + 10
+    while d["k"] != 200 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert d["k"] == 200  # (it resumed where it was: nothing lost on the way)
+    raw.flushall()
+    deadline = time.monotonic() + 10
+    while d._replica is not None and d._replica.valid and time.monotonic() < deadline:
+        time.sleep(0.02)
+    with pytest.raises(procshare.ObjectNotFound):
+        d["k"]  # (the replica was dropped: the read went to Redis, where nothing is left)

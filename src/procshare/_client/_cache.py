@@ -34,8 +34,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Final
 
-from .._address import REDIS_SCHEMES
-from .._errors import ConnectionLost, UnsupportedError
+from .._errors import ConnectionLost
 from .._kinds import KINDS, REPLAYABLE_KINDS
 from ._channel import current_pid
 from ._frozen import ATOMS, change_is_frozen, is_frozen, is_plain
@@ -218,10 +217,7 @@ class Replica(ReplicaState):
         self.pid = current_pid()
         self._proxy = weakref.ref(proxy)  # the proxy owns the replica, not the other way
         self.lock = threading.Lock()
-        address = proxy._token.address
-        if isinstance(address, str) and address.startswith(REDIS_SCHEMES):
-            raise UnsupportedError("cache() is not available on Redis yet (issue #21)")
-        self._hub = hub_for(address, proxy._authkey, proxy._serializer)
+        self._hub = hub_for(proxy._token.address, proxy._authkey, proxy._serializer)
         self._sub_id, answer = self._hub.subscribe(
             proxy._id, self._on_event, self._on_broken, snapshot=True
         )

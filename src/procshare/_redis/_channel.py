@@ -399,7 +399,7 @@ class RedisChannel:
         self._types[obj_id] = (typeid, kind)
         if kind in ITEMWISE:
             if referent:  # (its first entries, and the references they hold)
-                self._write_whole(obj_id, kind, b"0", referent, [])
+                self._write_whole(obj_id, kind, b"-1", referent, [])
         elif inside:  # its value holds proxies: it keeps their objects alive
             self._run("write", obj_id, b"", "0", values["d"], self._delay_ms, *inside)
         token = Token(typeid, self.address, obj_id)
@@ -422,7 +422,8 @@ class RedisChannel:
         if kind in ITEMWISE:
             referent = _objects.FACTORIES[kind](*args, **kwargs)
             self._encode_whole(kind, referent)  # (a key Redis cannot keep: refused now)
-            return {"v": 0}, meta, set(), referent
+            # (first contents are written next, as version -1 -> 0: it starts at 0, as there)
+            return {"v": -1 if referent else 0}, meta, set(), referent
         if kind in CONTAINERS:
             referent = _objects.FACTORIES[kind](*args, **kwargs)
             plain = initial_value(kind, referent)

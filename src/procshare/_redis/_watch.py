@@ -36,6 +36,10 @@ __all__ = ["RedisHub", "redis_hub_for"]
 #: the changes whose result is the entry's stored value (``r``): what they popped or made
 STORED_RESULTS: Final = frozenset({"pop", "setdefault", "increment"})
 
+#: seconds between two checks that the namespace is still the one watched (a ``FLUSHALL``
+#: or a deleted namespace ends every watch, and drops every cached replica)
+INSTANCE_CHECK: Final = 1.0
+
 #: the longest XREAD BLOCK: a new watch is read from at most this late (its changes wait in
 #: the stream meanwhile, none is lost)
 READ_SLICE_MS: Final = 100
@@ -137,9 +141,18 @@ class RedisHub:
         import redis
 
         prefix = self.redis_channel._prefix
+        instance = self.redis_channel.server_info["instance"].encode()
+        next_check = 0.0
         while not self.redis_channel._closed and self.pid == current_pid():
             while self._dropped:
                 self.unsubscribe(self._dropped.pop())
+            now = time.monotonic()
+            if now >= next_check:  # (a namespace deleted under it: FLUSHALL, a shutdown)
+                next_check = now + INSTANCE_CHECK
+                with contextlib.suppress(redis.ConnectionError):
+                    if self._client.get(prefix + "instance") != instance:
+                        self._broke(ConnectionLost("the Redis namespace was deleted"))
+                        return
             with self._lock:
                 subs = list(self._subs.values())
             if not subs:
