@@ -9,8 +9,11 @@ prints the median microseconds of each and their ratio.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import queue
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -165,10 +168,150 @@ def _ops_stdlib(m: Any) -> dict[str, Op]:
     }
 
 
-def _time(op: Op, n: int) -> float:
+def _push_ops_procshare(m: Any, stack: contextlib.ExitStack) -> dict[str, Op | None]:
+    """The rows of issue #21: a change seen by a watcher, cached reads, a pipeline."""
+    watched, cached, piped = m.dict(k=0), m.dict(k=0).cache(), m.dict()
+    seen: queue.SimpleQueue[int] = queue.SimpleQueue()
+    changes = stack.enter_context(watched.watch())
+
+    def pump() -> None:
+        with contextlib.suppress(Exception):
+            for change in changes:
+                seen.put(change.version)
+
+    threading.Thread(target=pump, daemon=True).start()
+
+    def watch_latency(n: int) -> None:
+        for i in range(n):
+            watched["k"] = i
+            seen.get(timeout=10)
+
+    def cached_hit(n: int) -> None:
+        for _ in range(n):
+            cached["k"]
+
+    def cached_after_write(n: int) -> None:
+        for i in range(n):
+            cached["k"] = i
+            cached["k"]
+
+    def pipeline(n: int) -> None:
+        for _ in range(max(1, n // 100)):
+            with m.pipeline() as p:
+                for i in range(50):
+                    p(piped)[i] = i
+                for i in range(25):
+                    p(piped).get(i)
+                for _ in range(25):
+                    p(piped).increment("n")
+
+    return {
+        "a change seen by a watcher (XADD+XREAD)": watch_latency,
+        "cached read (HGET)": cached_hit,
+        "write, then cached read (HSET+HGET)": cached_after_write,
+        "pipeline of 100 mixed, per call (MULTI)": pipeline,
+    }
+
+
+def _push_ops_raw(client: Any, prefix: str, stack: contextlib.ExitStack) -> dict[str, Op | None]:
+    import redis
+
+    stream, h = prefix + "x", prefix + "ph"
+    reader = redis.Redis(
+        connection_pool=client.connection_pool.__class__(**client.connection_pool.connection_kwargs)
+    )
+    stack.callback(reader.close)
+    seen: queue.SimpleQueue[int] = queue.SimpleQueue()
+    stop = threading.Event()
+    stack.callback(stop.set)
+
+    def pump() -> None:
+        last = "$"
+        while not stop.is_set():
+            answer: Any = reader.xread({stream: last}, block=100)
+            for _key, entries in answer or ():
+                for eid, _fields in entries:
+                    last = eid
+                    seen.put(1)
+
+    threading.Thread(target=pump, daemon=True).start()
+    time.sleep(0.2)  # (the reader blocked in XREAD: changes from now on)
+
+    def watch_latency(n: int) -> None:
+        for i in range(n):
+            client.xadd(stream, {"v": i}, maxlen=10_000, approximate=True)
+            seen.get(timeout=10)
+
+    def cached_hit(n: int) -> None:
+        for _ in range(n):
+            client.hget(h, "k")
+
+    def cached_after_write(n: int) -> None:
+        for i in range(n):
+            client.hset(h, "k", i)
+            client.hget(h, "k")
+
+    def pipeline(n: int) -> None:
+        for _ in range(max(1, n // 100)):
+            pipe = client.pipeline(transaction=True)
+            for i in range(50):
+                pipe.hset(h, i, i)
+            for i in range(25):
+                pipe.hget(h, i)
+            for _ in range(25):
+                pipe.hincrby(h, "n", 1)
+            pipe.execute()
+
+    client.hset(h, "k", 0)
+    return {
+        "a change seen by a watcher (XADD+XREAD)": watch_latency,
+        "cached read (HGET)": cached_hit,
+        "write, then cached read (HSET+HGET)": cached_after_write,
+        "pipeline of 100 mixed, per call (MULTI)": pipeline,
+    }
+
+
+def _push_ops_stdlib(m: Any) -> dict[str, Op | None]:
+    d = m.dict(k=0)
+
+    def read(n: int) -> None:
+        for _ in range(n):
+            d["k"]
+
+    def write_read(n: int) -> None:
+        for i in range(n):
+            d["k"] = i
+            d["k"]
+
+    def calls(n: int) -> None:  # (the stdlib has no pipeline: the same calls, one by one)
+        for _ in range(max(1, n // 100)):
+            for i in range(50):
+                d[i] = i
+            for i in range(25):
+                d.get(i)
+            for _ in range(25):
+                d["n"] = d.get("n", 0) + 1
+
+    return {
+        "a change seen by a watcher (XADD+XREAD)": None,  # (it has no watch: it polls)
+        "cached read (HGET)": read,
+        "write, then cached read (HSET+HGET)": write_read,
+        "pipeline of 100 mixed, per call (MULTI)": calls,
+    }
+
+
+def _per_call(name: str, n: int) -> int:
+    """How many operations ``op(n)`` makes, for the per-operation time."""
+    return max(1, n // 100) * 100 if name.startswith("pipeline") else n
+
+
+def _time(op: Op | None, n: int, count: int) -> float:
+    """Microseconds per operation of ``op(n)`` (``count`` operations); NaN for no ``op``."""
+    if op is None:
+        return float("nan")
     start = time.perf_counter()
     op(n)
-    return (time.perf_counter() - start) / n * 1e6
+    return (time.perf_counter() - start) / count * 1e6
 
 
 def run_redis_bench(
@@ -196,34 +339,39 @@ def run_redis_bench(
     rows = []
     try:
         with multiprocessing.get_context().Manager() as stdlib:
-            mine, theirs, plain = (
-                _ops_procshare(ours),
-                _ops_raw(client, raw_prefix),
-                _ops_stdlib(stdlib),
-            )
+            stack = contextlib.ExitStack()
+            mine: dict[str, Op | None] = {**_ops_procshare(ours)}
+            theirs: dict[str, Op | None] = {**_ops_raw(client, raw_prefix)}
+            plain: dict[str, Op | None] = {**_ops_stdlib(stdlib)}
+            mine.update(_push_ops_procshare(ours, stack))
+            theirs.update(_push_ops_raw(client, raw_prefix, stack))
+            plain.update(_push_ops_stdlib(stdlib))
             progress(
-                f"{'operation':38s} {'procshare':>10s} {'redis-py':>9s} {'ratio':>6s}"
+                f"{'operation':40s} {'procshare':>10s} {'redis-py':>9s} {'ratio':>6s}"
                 f" {'stdlib Manager':>15s}"
             )
-            for name in mine:
-                a, b, c = [], [], []
-                for _ in range(rounds):
-                    a.append(_time(mine[name], n))
-                    b.append(_time(theirs[name], n))
-                    c.append(_time(plain[name], n))
-                us = statistics.median(a), statistics.median(b), statistics.median(c)
-                row: dict[str, Any] = {
-                    "operation": name,
-                    "procshare_us": us[0],
-                    "redis_py_us": us[1],
-                    "stdlib_us": us[2],
-                    "ratio": us[0] / us[1],
-                }
-                rows.append(row)
-                progress(
-                    f"{name:38s} {row['procshare_us']:8.1f}us {row['redis_py_us']:7.1f}us"
-                    f" {row['ratio']:6.2f} {row['stdlib_us']:13.1f}us"
-                )
+            with stack:
+                for name, op in mine.items():
+                    a, b, c = [], [], []
+                    count = _per_call(name, n)
+                    for _ in range(rounds):
+                        a.append(_time(op, n, count))
+                        b.append(_time(theirs[name], n, count))
+                        c.append(_time(plain[name], n, count))
+                    us = statistics.median(a), statistics.median(b), statistics.median(c)
+                    row: dict[str, Any] = {
+                        "operation": name,
+                        "procshare_us": us[0],
+                        "redis_py_us": us[1],
+                        "stdlib_us": us[2] if us[2] == us[2] else None,  # (NaN: no such thing)
+                        "ratio": us[0] / us[1],
+                    }
+                    rows.append(row)
+                    stdlib_text = "-" if row["stdlib_us"] is None else f"{us[2]:.1f}us"
+                    progress(
+                        f"{name:40s} {us[0]:8.1f}us {us[1]:7.1f}us"
+                        f" {row['ratio']:6.2f} {stdlib_text:>15s}"
+                    )
     finally:
         ours.shutdown()
         keys = list(client.scan_iter(match=raw_prefix + "*"))

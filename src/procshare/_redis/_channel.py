@@ -482,14 +482,19 @@ class RedisChannel:
         fn = handler_for(kind, method)
         if fn is None:
             raise _not_exposed(kind, method)
-        if kind in ITEMWISE and not versioned:
+        changes = method in KINDS[kind].mutators
+        if kind in ITEMWISE and (changes or not versioned):
             one_entry = _ITEM_CALLS.get((kind, method))
             if one_entry is not None:
-                self._calling.change = (method, args, kwargs or None, None)
+                calling = self._calling
+                calling.change = (method, args, kwargs or None, None)
+                calling.version = None
                 answer = one_entry(self, obj_id, *args, **kwargs)
                 if answer is not WHOLE:
-                    return answer
-        changes = method in KINDS[kind].mutators
+                    if not versioned:
+                        return answer
+                    if calling.version is not None:  # (a cached proxy's own write)
+                        return answer, int(calling.version)
         cached = self._values.get(obj_id)
         verified = not changes or cached is None
         known = self._read(obj_id, kind, cached) if verified or cached is None else cached
@@ -610,6 +615,8 @@ class RedisChannel:
             raise ObjectNotFound.of(obj_id)
         if status == "whole":
             return WHOLE
+        if status == "ok":
+            self._calling.version = answer[1]  # (the version after it: see _container_call)
         return answer
 
     def _look(self, obj_id: int, what: str, arg: Any = "") -> Any:

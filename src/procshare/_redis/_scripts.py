@@ -85,7 +85,8 @@ local function retain(id, sid)
   redis.call('ZREM', P .. 'doomed', id)
 end
 local function unreferenced(id, delay)
-  if redis.call('HLEN', P .. 'r:' .. id) == 0 then
+  -- (a freed object, or a deleted namespace, is not made again by a late reference note)
+  if redis.call('HLEN', P .. 'r:' .. id) == 0 and exists(id) then
     redis.call('ZADD', P .. 'doomed', now() + delay, id)
   end
 end
@@ -146,6 +147,9 @@ _OBJECT: Final = """
 
 _BEAT: Final = """
 local sid, ttl = ARGV[3], tonumber(ARGV[4])
+if ARGV[6] == '' and redis.call('EXISTS', P .. 'instance') == 0 then
+  return {'', 'gone'}  -- (the namespace was deleted: a heartbeat does not make it again)
+end
 local was = redis.call('ZSCORE', P .. 'sessions', sid)
 redis.call('ZADD', P .. 'sessions', now() + ttl, sid)
 if ARGV[5] ~= '' then redis.call('HSET', P .. 'si:' .. sid, 'who', ARGV[5], 'since', now()) end
@@ -171,8 +175,8 @@ local function reap(sid, delay)
         redis.call('HDEL', h, fields[j])
       end
     end
-    if back > 0 and not reentrant then orphan(P .. id .. ':m', back) end
-    if back > 0 then
+    if back > 0 and exists(id) then  -- (a freed object is not made again)
+      if not reentrant then orphan(P .. id .. ':m', back) end
       redis.call('INCRBY', P .. id .. ':d', back)
       wake(P .. id .. ':w', back)
     end
