@@ -28,8 +28,29 @@ return 0
 """
 
 
-def _ops_procshare(m: Any) -> dict[str, Op]:
-    d, lst, v, lock, q = m.dict(), m.list([0]), m.Value("i", 0), m.Lock(), m.Queue()
+#: the rows of one call each, and the raw redis-py commands each is measured against
+ROWS: Final = (
+    "dict set (HSET)",
+    "dict get (HGET)",
+    "list append (RPUSH)",
+    "list read by index (LINDEX)",
+    "Value increment (INCRBY)",
+    "Lock acquire+release (SET NX + Lua)",
+    "Queue put+get (RPUSH + BLPOP)",
+)
+
+#: issue #21's rows: pushed changes, cached reads, pipelines
+PUSH_ROWS: Final = (
+    "a change seen by a watcher (XADD+XREAD)",
+    "cached read (HGET)",
+    "write, then cached read (HSET+HGET)",
+    "pipeline of 100 mixed, per call (MULTI)",
+)
+
+
+def _ops_proxies(m: Any, *, atomic_increment: bool) -> dict[str, Op]:
+    """The rows through a manager's proxies (procshare's on Redis, or the stdlib's)."""
+    d, lst, v, lock, q = m.dict(k=0), m.list([0]), m.Value("i", 0), m.Lock(), m.Queue()
 
     def dict_set(n: int) -> None:
         for i in range(n):
@@ -42,7 +63,7 @@ def _ops_procshare(m: Any) -> dict[str, Op]:
     def list_append(n: int) -> None:
         for i in range(n):
             lst.append(i)
-        del lst[1:]  # (kept small between rounds: each change rewrites it)
+        del lst[1:]  # (kept small between rounds)
 
     def list_read(n: int) -> None:
         for _ in range(n):
@@ -50,7 +71,11 @@ def _ops_procshare(m: Any) -> dict[str, Op]:
 
     def increment(n: int) -> None:
         for _ in range(n):
-            v.increment()
+            if atomic_increment:
+                v.increment()
+            else:
+                with lock:  # (the stdlib has no atomic increment)
+                    v.value += 1
 
     def lock_cycle(n: int) -> None:
         for _ in range(n):
@@ -62,16 +87,8 @@ def _ops_procshare(m: Any) -> dict[str, Op]:
             q.put(i)
             q.get()
 
-    d["k"] = 0
-    return {
-        "dict set (HSET)": dict_set,
-        "dict get (HGET)": dict_get,
-        "list append (RPUSH)": list_append,
-        "list read by index (LINDEX)": list_read,
-        "Value increment (INCRBY)": increment,
-        "Lock acquire+release (SET NX + Lua)": lock_cycle,
-        "Queue put+get (RPUSH + BLPOP)": queue_cycle,
-    }
+    ops = (dict_set, dict_get, list_append, list_read, increment, lock_cycle, queue_cycle)
+    return dict(zip(ROWS, ops, strict=True))
 
 
 def _ops_raw(client: Any, prefix: str) -> dict[str, Op]:
@@ -111,61 +128,8 @@ def _ops_raw(client: Any, prefix: str) -> dict[str, Op]:
             client.blpop([q], timeout=1)
 
     client.hset(h, "k", 0)
-    return {
-        "dict set (HSET)": dict_set,
-        "dict get (HGET)": dict_get,
-        "list append (RPUSH)": list_append,
-        "list read by index (LINDEX)": list_read,
-        "Value increment (INCRBY)": increment,
-        "Lock acquire+release (SET NX + Lua)": lock_cycle,
-        "Queue put+get (RPUSH + BLPOP)": queue_cycle,
-    }
-
-
-def _ops_stdlib(m: Any) -> dict[str, Op]:
-    d, lst, v, lock, q = m.dict(k=0), m.list([0]), m.Value("i", 0), m.Lock(), m.Queue()
-
-    def dict_set(n: int) -> None:
-        for i in range(n):
-            d["k"] = i
-
-    def dict_get(n: int) -> None:
-        for _ in range(n):
-            d["k"]
-
-    def list_append(n: int) -> None:
-        for i in range(n):
-            lst.append(i)
-        del lst[1:]
-
-    def list_read(n: int) -> None:
-        for _ in range(n):
-            lst[0]
-
-    def increment(n: int) -> None:
-        for _ in range(n):
-            with lock:  # (the stdlib has no atomic increment)
-                v.value += 1
-
-    def lock_cycle(n: int) -> None:
-        for _ in range(n):
-            lock.acquire()
-            lock.release()
-
-    def queue_cycle(n: int) -> None:
-        for i in range(n):
-            q.put(i)
-            q.get()
-
-    return {
-        "dict set (HSET)": dict_set,
-        "dict get (HGET)": dict_get,
-        "list append (RPUSH)": list_append,
-        "list read by index (LINDEX)": list_read,
-        "Value increment (INCRBY)": increment,
-        "Lock acquire+release (SET NX + Lua)": lock_cycle,
-        "Queue put+get (RPUSH + BLPOP)": queue_cycle,
-    }
+    ops = (dict_set, dict_get, list_append, list_read, increment, lock_cycle, queue_cycle)
+    return dict(zip(ROWS, ops, strict=True))
 
 
 def _push_ops_procshare(m: Any, stack: contextlib.ExitStack) -> dict[str, Op | None]:
@@ -205,12 +169,9 @@ def _push_ops_procshare(m: Any, stack: contextlib.ExitStack) -> dict[str, Op | N
                 for _ in range(25):
                     p(piped).increment("n")
 
-    return {
-        "a change seen by a watcher (XADD+XREAD)": watch_latency,
-        "cached read (HGET)": cached_hit,
-        "write, then cached read (HSET+HGET)": cached_after_write,
-        "pipeline of 100 mixed, per call (MULTI)": pipeline,
-    }
+    return dict(
+        zip(PUSH_ROWS, (watch_latency, cached_hit, cached_after_write, pipeline), strict=True)
+    )
 
 
 def _push_ops_raw(client: Any, prefix: str, stack: contextlib.ExitStack) -> dict[str, Op | None]:
@@ -263,12 +224,9 @@ def _push_ops_raw(client: Any, prefix: str, stack: contextlib.ExitStack) -> dict
             pipe.execute()
 
     client.hset(h, "k", 0)
-    return {
-        "a change seen by a watcher (XADD+XREAD)": watch_latency,
-        "cached read (HGET)": cached_hit,
-        "write, then cached read (HSET+HGET)": cached_after_write,
-        "pipeline of 100 mixed, per call (MULTI)": pipeline,
-    }
+    return dict(
+        zip(PUSH_ROWS, (watch_latency, cached_hit, cached_after_write, pipeline), strict=True)
+    )
 
 
 def _push_ops_stdlib(m: Any) -> dict[str, Op | None]:
@@ -292,12 +250,8 @@ def _push_ops_stdlib(m: Any) -> dict[str, Op | None]:
             for _ in range(25):
                 d["n"] = d.get("n", 0) + 1
 
-    return {
-        "a change seen by a watcher (XADD+XREAD)": None,  # (it has no watch: it polls)
-        "cached read (HGET)": read,
-        "write, then cached read (HSET+HGET)": write_read,
-        "pipeline of 100 mixed, per call (MULTI)": calls,
-    }
+    # (it has no watch: it polls)
+    return dict(zip(PUSH_ROWS, (None, read, write_read, calls), strict=True))
 
 
 def _per_call(name: str, n: int) -> int:
@@ -319,20 +273,11 @@ def run_redis_bench(
 ) -> list[dict[str, Any]]:
     """Run the rows against the Redis at ``url`` (in a namespace of its own, deleted after);
     print each row as it is done; return them (µs per operation, and the ratios)."""
-    import redis
 
     from ._manager import SyncManager
-    from ._redis._url import credentials_for, parse_redis_url
+    from ._redis._url import parse_redis_url, redis_client
 
-    parsed = parse_redis_url(url)
-    client = redis.Redis(
-        host=parsed.host,
-        port=parsed.port,
-        db=parsed.db,
-        username=credentials_for(parsed)[0],
-        password=credentials_for(parsed)[1],
-        ssl=parsed.tls,
-    )
+    client = redis_client(parse_redis_url(url))
     raw_prefix = f"procshare-bench:{time.monotonic_ns()}:"
     ours = SyncManager(address=url.split("?", maxsplit=1)[0])  # (a namespace of its own)
     ours.start()
@@ -340,9 +285,9 @@ def run_redis_bench(
     try:
         with multiprocessing.get_context().Manager() as stdlib:
             stack = contextlib.ExitStack()
-            mine: dict[str, Op | None] = {**_ops_procshare(ours)}
+            mine: dict[str, Op | None] = {**_ops_proxies(ours, atomic_increment=True)}
             theirs: dict[str, Op | None] = {**_ops_raw(client, raw_prefix)}
-            plain: dict[str, Op | None] = {**_ops_stdlib(stdlib)}
+            plain: dict[str, Op | None] = {**_ops_proxies(stdlib, atomic_increment=False)}
             mine.update(_push_ops_procshare(ours, stack))
             theirs.update(_push_ops_raw(client, raw_prefix, stack))
             plain.update(_push_ops_stdlib(stdlib))

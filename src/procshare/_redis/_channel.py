@@ -50,7 +50,7 @@ from .._server import _objects
 from .._token import Token
 from ._items import ITEMWISE, decode_key, decode_value, encode_key, encode_value, plain_int
 from ._scripts import LATCHED, PLAIN
-from ._url import RedisURL, credentials_for, parse_redis_url
+from ._url import RedisURL, parse_redis_url, redis_client
 from ._values import CONTAINERS, from_plain, handler_for, initial_value, to_plain
 
 if TYPE_CHECKING:
@@ -94,16 +94,7 @@ class RedisChannel:
         self.refs: RefQueue = refqueue_for(address)
         self._prefix = url.prefix
         self._serializer = get_serializer(serializer)
-        self._client = redis.Redis(
-            host=url.host,
-            port=url.port,
-            db=url.db,
-            username=credentials_for(url)[0],
-            password=credentials_for(url)[1],
-            ssl=url.tls,
-            socket_connect_timeout=10.0,
-            health_check_interval=30,
-        )
+        self._client = redis_client(url, socket_connect_timeout=10.0, health_check_interval=30)
         self._scripts = {
             name: self._client.register_script(src) for name, src in {**LATCHED, **PLAIN}.items()
         }
@@ -891,6 +882,34 @@ class RedisChannel:
         if fields:
             self._client.hdel(f"{self._prefix}f:{self.session}", *fields)
 
+    def _wait_on(
+        self,
+        script: str,
+        obj_id: int,
+        wait: float | None,
+        waiters: str,
+        pass_on: bool,
+        timed_out: str,
+        before: tuple[Any, ...] = (),
+        after: tuple[Any, ...] = (),
+    ) -> Any:
+        """Run ``script`` (ARGV: id, sid, *before, token or '' for no wait, front, *after)
+        until it no longer answers ``wait``, for at most ``wait`` seconds (``None``: no end);
+        past that, leave ``waiters`` (passing on a wake-up that raced, if ``pass_on``) and
+        answer ``(timed_out,)``. An object gone raises ``ObjectNotFound``."""
+
+        def attempt(token: str, front: str) -> Any:
+            tok = token if wait != 0.0 else ""
+            return self._run(script, obj_id, self.session, *before, tok, front, *after)
+
+        def give_up(token: str) -> Any:
+            self._withdraw(obj_id, waiters, token, pass_on=pass_on)
+            return (timed_out.encode(),)
+
+        answer = self._until(attempt, give_up, wait)
+        _gone(answer, obj_id)
+        return answer
+
     def _withdraw(self, obj_id: int, listname: str, token: str, pass_on: bool) -> bool:
         """Leave the waiters of ``listname``; whether a wake-up raced with leaving."""
         raced, _ = self._run("withdraw", obj_id, listname, self.session, token, int(pass_on))
@@ -1155,18 +1174,9 @@ def _acquire(
     depth: int = 1,
 ) -> bool:
     wait = _acquire_wait(blocking, timeout)
-    who = _owner_tag(owner)
-
-    def attempt(token: str, front: str) -> Any:
-        tok = token if wait != 0.0 else ""
-        return ch._run("acquire", obj_id, ch.session, who, tok, front, depth)
-
-    def give_up(token: str) -> Any:
-        ch._withdraw(obj_id, "w", token, pass_on=True)
-        return (b"timeout",)
-
-    answer = ch._until(attempt, give_up, wait)
-    _gone(answer, obj_id)
+    answer = ch._wait_on(
+        "acquire", obj_id, wait, "w", True, "timeout", (_owner_tag(owner),), (depth,)
+    )
     status = _text(answer[0])
     if status == "ok":
         ch.fencing[(obj_id, owner)] = int(answer[1])
@@ -1330,16 +1340,7 @@ def _event_is_set(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> bool:
 
 def _event_wait(ch: RedisChannel, obj_id: int, kind: str, owner: int, timeout: Any = None) -> bool:
     wait = _objects._wait_timeout(timeout)
-
-    def attempt(token: str, front: str) -> Any:
-        return ch._run("event_wait", obj_id, ch.session, token if wait != 0 else "", front)
-
-    def give_up(token: str) -> Any:
-        ch._withdraw(obj_id, "w", token, pass_on=False)
-        return (b"timeout",)
-
-    answer = ch._until(attempt, give_up, wait)
-    _gone(answer, obj_id)
+    answer = ch._wait_on("event_wait", obj_id, wait, "w", False, "timeout")
     if _text(answer[0]) == "ok":
         return True
     return _event_is_set(ch, obj_id, kind, owner)
@@ -1439,16 +1440,7 @@ def _put(
 
     wait = _objects._queue_timeout(block, timeout) if block else 0.0
     blob = ch._serializer.dumps(item)
-
-    def attempt(token: str, front: str) -> Any:
-        return ch._run("put", obj_id, ch.session, token if wait != 0.0 else "", front, blob)
-
-    def give_up(token: str) -> Any:
-        ch._withdraw(obj_id, "p", token, pass_on=True)
-        return (b"full",)
-
-    answer = ch._until(attempt, give_up, wait)
-    _gone(answer, obj_id)
+    answer = ch._wait_on("put", obj_id, wait, "p", True, "full", after=(blob,))
     if _text(answer[0]) in ("full", "wait"):
         raise queue.Full
 
@@ -1463,16 +1455,7 @@ def _get(
     import queue
 
     wait = _objects._queue_timeout(block, timeout) if block else 0.0
-
-    def attempt(token: str, front: str) -> Any:
-        return ch._run("get", obj_id, ch.session, token if wait != 0.0 else "", front)
-
-    def give_up(token: str) -> Any:
-        ch._withdraw(obj_id, "w", token, pass_on=True)
-        return (b"empty",)
-
-    answer = ch._until(attempt, give_up, wait)
-    _gone(answer, obj_id)
+    answer = ch._wait_on("get", obj_id, wait, "w", True, "empty")
     if _text(answer[0]) in ("empty", "wait"):
         raise queue.Empty
     item = ch._serializer.loads(answer[1])
@@ -1512,15 +1495,7 @@ def _task_done(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
 
 
 def _join(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
-    def attempt(token: str, front: str) -> Any:
-        return ch._run("join", obj_id, ch.session, token)
-
-    def give_up(token: str) -> Any:
-        ch._withdraw(obj_id, "j", token, pass_on=False)
-        return (b"ok",)
-
-    answer = ch._until(attempt, give_up, None)
-    _gone(answer, obj_id)
+    ch._wait_on("join", obj_id, None, "j", False, "ok")
 
 
 def _queue_repr(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> str:

@@ -13,8 +13,11 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
+
+if TYPE_CHECKING:
+    import redis
 
 __all__ = [
     "PASSWORD_ENV",
@@ -23,6 +26,7 @@ __all__ = [
     "credentials_for",
     "is_redis_url",
     "parse_redis_url",
+    "redis_client",
 ]
 
 PASSWORD_ENV: Final = "PROCSHARE_REDIS_PASSWORD"
@@ -147,3 +151,20 @@ def credentials_for(parsed: RedisURL) -> tuple[str | None, str | None]:
     if known is not None:
         return known
     return (os.environ.get(USERNAME_ENV) or None, os.environ.get(PASSWORD_ENV) or None)
+
+
+def redis_client(parsed: RedisURL, **options: Any) -> redis.Redis:
+    """A redis-py client of the server ``parsed`` names, with its credentials (``options``:
+    more of ``redis.Redis``'s)."""
+    import redis  # (an extra: imported when used)
+
+    username, password = credentials_for(parsed)
+    return redis.Redis(
+        host=parsed.host,
+        port=parsed.port,
+        db=parsed.db,
+        username=username,
+        password=password,
+        ssl=parsed.tls,
+        **options,
+    )
