@@ -257,16 +257,23 @@ class RedisChannel:
             self._client.close()
 
     def _drop_namespace(self) -> int:
-        """Delete every key of this namespace."""
-        deleted = 0
-        batch: list[bytes] = []
-        for key in self._client.scan_iter(match=self._prefix.replace("{", "\\{") + "*", count=500):
-            batch.append(key)
-            if len(batch) >= 500:
+        """Delete every key of this namespace.
+
+        First its incarnation and its objects' types, in one step: from then on every
+        script finds the namespace gone and writes nothing in it (a child's late reference
+        note or leave, a janitor), so the keys scanned away are not made again behind the
+        scan; then every key, in batches; then once more, for what was written meanwhile."""
+        p = self._prefix
+        deleted = int(self._client.unlink(p + "instance", p + "types"))
+        for _ in range(2):
+            batch: list[bytes] = []
+            for key in self._client.scan_iter(match=p.replace("{", "\\{") + "*", count=500):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += self._client.unlink(*batch)
+                    batch.clear()
+            if batch:
                 deleted += self._client.unlink(*batch)
-                batch.clear()
-        if batch:
-            deleted += self._client.unlink(*batch)
         return deleted
 
     # -- the Backend operations ------------------------------------------------------------------

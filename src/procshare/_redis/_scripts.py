@@ -132,7 +132,9 @@ def _latched(body: str, prelude: str = _PRELUDE) -> str:
         + "local function body()\n"
         + body
         + "\nend\nlocal r = body()\n"
-        + "if rid ~= '' then redis.call('SET', latch, cmsgpack.pack(r), 'PX', 60000) end\n"
+        # (not in a deleted namespace: nothing is made again there)
+        + "if rid ~= '' and redis.call('EXISTS', P .. 'instance') == 1 then\n"
+        + "  redis.call('SET', latch, cmsgpack.pack(r), 'PX', 60000) end\n"
         + "return r\n"
     )
 
