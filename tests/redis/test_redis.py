@@ -579,8 +579,8 @@ def test_the_bench_compares_with_redis_py_in_the_same_run(redis_server: str) -> 
 def test_a_redis_that_refuses_client_commands_still_gets_every_ack(
     redis_server: str, raw: Any
 ) -> None:
-    """Deliveries are acknowledged without waiting for an answer (``CLIENT REPLY SKIP``)
-    where Redis allows it; a user without ``CLIENT`` gets the plain, answered ``HDEL``."""
+    """Deliveries are acknowledged in the same write as the next command, without an answer
+    (``CLIENT REPLY SKIP``) where Redis allows it; for a user without ``CLIENT``, answered."""
     raw.acl_setuser(
         "noclient",
         enabled=True,
@@ -600,6 +600,8 @@ def test_a_redis_that_refuses_client_commands_still_gets_every_ack(
             channel = q._channel()
             assert channel._skip_replies is (url == redis_server)
             key = f"{channel._prefix}f:{channel.session}"
+            assert raw.hlen(key) == 1  # (the last one's ack goes with the next command)
+            assert q.qsize() == 0
             assert raw.hlen(key) == 0  # (nothing left on its way: every item acknowledged)
             assert channel._client.ping()  # (and no answer was left unread on a connection)
         finally:

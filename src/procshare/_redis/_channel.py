@@ -111,7 +111,9 @@ class RedisChannel:
         self._calling = threading.local()
         #: whether this Redis takes ``CLIENT REPLY SKIP`` (``None``: not asked yet)
         self._skip_replies: bool | None = None
-        #: queue items' acks sent without an answer, to send again (``_delivered``)
+        #: queue items' acks not sent yet, and sent without an answer (``_delivered``)
+        self._acks: list[bytes] = []
+        self._acks_lock = threading.Lock()
         self._unconfirmed: list[bytes] = []
         self._unconfirmed_lock = threading.Lock()
         self.session = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
@@ -155,16 +157,59 @@ class RedisChannel:
     # -- scripts -------------------------------------------------------------------------------
 
     def _run(self, name: str, *args: Any) -> Any:
-        """Run script ``name`` with ``args`` after the prefix and a fresh request id."""
+        """Run script ``name`` with ``args`` after the prefix and a fresh request id (and, in
+        the same write, the acks of the queue items that reached this process: ``_delivered``)."""
         import redis
 
         rid = f"{self._rid_prefix}{next(self._rids)}" if name in self._latched else ""
+        command = ("EVALSHA", self._shas[name], 0, self._prefix, rid, *args)
+        if self._acks:
+            sent, answer = self._run_with_acks(command)
+            if sent:
+                return answer
         run: Any = self._client.execute_command
         try:
-            return run("EVALSHA", self._shas[name], 0, self._prefix, rid, *args)
+            return run(*command)
         except redis.exceptions.NoScriptError:  # (a restarted or flushed Redis: not run)
             self._load_scripts()
-            return run("EVALSHA", self._shas[name], 0, self._prefix, rid, *args)
+            return run(*command)
+
+    def _run_with_acks(self, command: tuple[Any, ...]) -> tuple[bool, Any]:
+        """Send the pending acks and ``command`` in one write: ``(True, its answer)``, or
+        ``(False, None)`` where it must be sent the usual way (the acks stay pending; a
+        command that went out is answered by its latch when sent again)."""
+        import redis
+
+        with self._acks_lock:
+            fields, self._acks = self._acks, []
+        key = f"{self._prefix}f:{self.session}"
+        pool = self._client.connection_pool
+        conn: Any = pool.get_connection()
+        try:
+            if self._skip_replies is None:
+                self._skip_replies = _replies_can_be_skipped(conn)
+            if self._skip_replies:  # (Redis answers the script only)
+                acks = [("CLIENT", "REPLY", "SKIP"), ("HDEL", key, *fields)]
+            else:  # (a user without CLIENT: the HDEL's answer is read first)
+                acks = [("HDEL", key, *fields)]
+            conn.send_packed_command(conn.pack_commands([*acks, command]))
+            if not self._skip_replies:
+                with contextlib.suppress(redis.ResponseError):
+                    conn.read_response()
+            with self._unconfirmed_lock:
+                self._unconfirmed += fields  # (sent: the heartbeat confirms them)
+            try:
+                return True, conn.read_response()
+            except redis.exceptions.NoScriptError:
+                self._load_scripts()
+                return False, None
+        except (OSError, redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()  # (its state unknown: a new one next time)
+            with self._acks_lock:
+                self._acks[:0] = fields
+            return False, None
+        finally:
+            pool.release(conn)
 
     def _describe(self, obj_id: int, changes: list[Any]) -> bytes:
         """What a changing script gets as ARGV[4]: nothing while nobody watches the object (as
@@ -847,32 +892,16 @@ class RedisChannel:
         """A queue item reached this process: take it off the items on their way to it (which
         a dead session's janitor puts back).
 
-        Sent without waiting for the answer (``CLIENT REPLY SKIP``: Redis sends none), so a
-        get is the one round trip of its script. Once sent, it is applied even if this process
-        dies the next instant (the bytes are in the kernel's send buffer, and no unread reply
-        makes the close a reset). A connection cut before Redis read it loses it: so every
-        ack sent this way is sent again, confirmed, by the heartbeat (``_confirm_deliveries``),
-        well within the session's ttl."""
-        import redis
-
-        key = f"{self._prefix}f:{self.session}"
-        if self._skip_replies is not False:
-            pool = self._client.connection_pool
-            conn = pool.get_connection()
-            try:
-                if self._skip_replies is None:
-                    self._skip_replies = _replies_can_be_skipped(conn)
-                if self._skip_replies:
-                    skip = [("CLIENT", "REPLY", "SKIP"), ("HDEL", key, field)]
-                    conn.send_packed_command(conn.pack_commands(skip))  # type: ignore[no-untyped-call]
-                    with self._unconfirmed_lock:
-                        self._unconfirmed.append(field)
-                    return
-            except (OSError, redis.RedisError):
-                conn.disconnect()  # type: ignore[no-untyped-call]  # (state unknown: a new one)
-            finally:
-                pool.release(conn)
-        self._client.hdel(key, field)
+        Not a round trip of its own: the ack goes out in the same write as this process's
+        next command (``_run``; ``CLIENT REPLY SKIP`` before it, so Redis answers the command
+        only), or with the heartbeat, or when the process leaves, whichever comes first. Until
+        then the item counts as still on its way, as on procshare's server (where the next
+        request says the last answer arrived): a process killed before it made another call
+        has the item delivered again (at least once). Acks sent without an answer are sent
+        again, answered, by the heartbeat (``_confirm_deliveries``): one lost with a
+        connection is not delivered twice."""
+        with self._acks_lock:
+            self._acks.append(field)
 
     def _keep_undone(self) -> None:
         """Leaving on purpose: the JoinableQueue items this process took and did not mark
@@ -883,9 +912,11 @@ class RedisChannel:
             self._client.hdel(f"{self._prefix}f:{self.session}", *fields)
 
     def _confirm_deliveries(self) -> None:
-        """Send again, and wait for, the acks ``_delivered`` sent without an answer."""
+        """Send, and wait for, the acks not yet sent and those sent without an answer."""
+        with self._acks_lock:
+            pending, self._acks = self._acks, []
         with self._unconfirmed_lock:
-            fields, self._unconfirmed = self._unconfirmed, []
+            fields, self._unconfirmed = self._unconfirmed + pending, []
         if fields:
             self._client.hdel(f"{self._prefix}f:{self.session}", *fields)
 
