@@ -62,6 +62,9 @@ __all__ = ["RedisChannel", "forget_redis_channels", "get_redis_channel"]
 #: the longest single BLPOP: between two, a waiter checks again (a lost wake-up costs this)
 WAIT_SLICE: Final = 1.0
 
+#: kind -> the names of its methods that change it (``Kind.mutators`` computes it each time)
+_MUTATORS: Final = {name: kind.mutators for name, kind in KINDS.items()}
+
 #: seconds a process describes its changes to an object after it found a watcher of it (then
 #: it asks again: a script that meets a watcher unannounced does nothing and says so)
 DESCRIBE_FOR: Final = 2.0
@@ -525,7 +528,7 @@ class RedisChannel:
         fn = handler_for(kind, method)
         if fn is None:
             raise _not_exposed(kind, method)
-        changes = method in KINDS[kind].mutators
+        changes = method in _MUTATORS[kind]
         if kind in ITEMWISE and (changes or not versioned):
             one_entry = _ITEM_CALLS.get((kind, method))
             if one_entry is not None:
@@ -839,7 +842,7 @@ class RedisChannel:
             if fn is None:
                 errors[index] = _not_exposed(kind, method)
                 continue
-            mutates = method in KINDS[kind].mutators
+            mutates = method in _MUTATORS[kind]
             if mutates:  # (one that fails half-way keeps what it did, as there)
                 changed.setdefault(obj_id, [])
             try:
