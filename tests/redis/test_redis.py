@@ -875,3 +875,29 @@ def test_a_replica_follows_through_a_killed_connection_and_is_dropped_by_flushal
         time.sleep(0.02)
     with pytest.raises(procshare.ObjectNotFound):
         d["k"]  # (the replica was dropped: the read went to Redis, where nothing is left)
+
+
+def test_pipelines_under_killed_connections_are_applied_once(rm: Any, raw: Any) -> None:
+    """``CLIENT KILL`` again and again under pipelines: each is sent again on a new
+    connection until it is applied, and none is applied twice (its request id tells)."""
+    lst, d = rm.list(), rm.dict()
+    stop = threading.Event()
+    kills = [0]
+
+    def killer() -> None:
+        while not stop.is_set():
+            kills[0] += int(raw.client_kill_filter(_type="normal", skipme=True) or 0)
+            time.sleep(0.003)
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    try:
+        for i in range(100):
+            with rm.pipeline() as p:
+                p(lst).append(i)
+                p(d).increment("n")
+    finally:
+        stop.set()
+        thread.join(10)
+    assert kills[0] > 3
+    assert lst[:] == list(range(100)) and d["n"] == 100

@@ -719,106 +719,138 @@ class RedisChannel:
                     f"and Arrays, not to a {typeid}"
                 )
         p = self._prefix
-        while True:
-            with self._client.pipeline(transaction=True) as transaction:
-                pipe: Any = transaction
+        pool = self._client.connection_pool
+        conn: Any = pool.get_connection()
+        cut = 0  # (connections lost under it: it is sent again, on a new one, a few times)
+        try:
+            while True:
+                written: list[Any] = []
+                computed: list[Any] = []
                 try:
-                    pipe.watch(
-                        p + "types",
-                        *(f"{p}{i}:v" for i in kinds),
-                        *(f"{p}{i}:W" for i in kinds),  # (a watch begun meanwhile: again)
-                    )
-                    versions, referents = self._read_watched(pipe, kinds, refused)
-                    values, errors, changes = self._apply(calls, kinds, referents, refused)
-                    changed = list(changes)
-                    watched = {i for i in changed if pipe.exists(f"{p}{i}:W")}
-                    if not changed:
-                        return values, errors
-                    pipe.multi()
-                    written = []
-                    for obj_id in changed:
-                        kind = kinds[obj_id]
-                        stored = self._encode_whole(kind, referents[obj_id])
-                        plain = (
-                            referents[obj_id]
-                            if kind in ITEMWISE
-                            else to_plain(kind, referents[obj_id])
-                        )
-                        inside = sorted(_shared_inside(plain, self.address))
-                        rid = f"{self._rid_prefix}{next(self._rids)}"
-                        ev = b""
-                        if obj_id in watched:
-                            described = changes[obj_id]
-                            ev = b"%d:" % len(described) + self._serializer.dumps(described)
-                        if kind in ITEMWISE:
-                            flat = stored if kind == "list" else stored[1]
-                            args = [
-                                "rewrite",
-                                obj_id,
-                                versions[obj_id],
-                                self._delay_ms,
-                                kind,
-                                len(inside),
-                                *inside,
-                                *flat,
-                            ]
-                        else:
-                            args = [
-                                "write",
-                                obj_id,
-                                versions[obj_id],
-                                stored,
-                                self._delay_ms,
-                                *inside,
-                            ]
-                        pipe.execute_command(
-                            "EVALSHA", self._shas[args[0]], 0, p, rid, obj_id, ev, *args[2:]
-                        )
-                        written.append((obj_id, stored, rid))
-                    try:
-                        answers = pipe.execute(raise_on_error=False)
-                    except (redis.WatchError, redis.ConnectionError):
-                        if written and self._client.exists(f"{p}q:{written[0][2]}"):
-                            answers = None  # (it was applied: its answer was lost on the way)
-                        else:
-                            raise
-                except redis.WatchError:
-                    continue  # (one of them changed meanwhile: compute again)
-                except redis.exceptions.NoScriptError:  # (a flushed Redis: nothing was run)
-                    self._load_scripts()
+                    answer = self._batch_once(conn, calls, kinds, refused, written, computed)
+                except (OSError, redis.ConnectionError, redis.TimeoutError):
+                    conn.disconnect()
+                    if written and self._client.exists(f"{p}q:{written[0][2]}"):
+                        for obj_id, _, _ in written:  # (applied: its answer was lost)
+                            self._values.pop(obj_id, None)
+                        return computed[0]  # type: ignore[no-any-return]
+                    cut += 1
+                    if cut > 10:
+                        raise
                     continue
-            if answers is not None and any(
-                isinstance(a, redis.exceptions.NoScriptError) for a in answers
-            ):  # (flushed since: every EVALSHA of the EXEC failed alike, none was applied)
-                self._load_scripts()
-                continue
-            for i, (obj_id, stored, _) in enumerate(written):
-                if answers is not None and _text(answers[i][0]) == "ok":
-                    self._values[obj_id] = (answers[i][1], stored)
-                else:
-                    self._values.pop(obj_id, None)
-            return values, errors
+                if answer is not None:
+                    return answer
+        except BaseException:
+            conn.disconnect()  # (in an unknown state: WATCH may be on)
+            raise
+        finally:
+            pool.release(conn)
 
-    def _read_watched(
-        self, pipe: Any, kinds: dict[int, str], refused: dict[int, BaseException]
-    ) -> tuple[dict[int, bytes], dict[int, Any]]:
-        """The versions and fresh copies of the watched containers (a gone one: refused)."""
+    def _batch_once(
+        self,
+        conn: Any,
+        calls: Any,
+        kinds: dict[int, str],
+        refused: dict[int, BaseException],
+        written: list[Any],
+        computed: list[Any],
+    ) -> tuple[list[Any], dict[int, BaseException]] | None:
+        """One try of ``_batch`` on ``conn``: its answer, or ``None`` to compute it again
+        (another process changed what it read, or Redis had lost the scripts). ``written``
+        gets the objects it sends to be written and their request ids, ``computed`` the
+        answer it sends them for (what to answer if the connection is lost after ``EXEC``
+        went out and was applied)."""
+        import redis
+
+        p = self._prefix
+        # round trip 1: WATCH, and everything it touches read at once
+        watch = ("WATCH", p + "types", *(f"{p}{i}:v" for i in kinds))
+        watch += tuple(f"{p}{i}:W" for i in kinds)  # (a watch begun meanwhile: again)
+        flat = [x for obj_id, kind in kinds.items() for x in (obj_id, kind)]
+        read = ("EVALSHA", self._shas["read_many"], 0, p, "", *flat)
+        conn.send_packed_command(conn.pack_commands([watch, read]))
+        conn.read_response()
+        try:
+            rows = conn.read_response()
+        except redis.exceptions.NoScriptError:  # (a flushed Redis: nothing was run)
+            self._unwatch(conn)
+            self._load_scripts()
+            return None
+        versions, referents, watched = self._read_rows(kinds, rows, refused)
+        values, errors, changes = self._apply(calls, kinds, referents, refused)
+        computed[:] = [(values, errors)]
+        if not changes:
+            self._unwatch(conn)
+            return values, errors
+        # round trip 2: every changed one written back, or none of them
+        commands: list[tuple[Any, ...]] = [("MULTI",)]
+        for obj_id, described in changes.items():
+            rid = f"{self._rid_prefix}{next(self._rids)}"
+            stored, command = self._write_command(
+                obj_id, kinds[obj_id], versions[obj_id], referents[obj_id], rid
+            )
+            ev = b""
+            if obj_id in watched:
+                ev = b"%d:" % len(described) + self._serializer.dumps(described)
+            commands.append((*command[:6], ev, *command[6:]))
+            written.append((obj_id, stored, rid))
+        commands.append(("EXEC",))
+        conn.send_packed_command(conn.pack_commands(commands))
+        for _ in range(len(commands) - 1):
+            conn.read_response()  # (OK, then QUEUED for each)
+        answers = conn.read_response()
+        if answers is None:
+            return None  # (one of them changed meanwhile: compute again)
+        if any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
+            self._load_scripts()  # (every EVALSHA failed alike: none was applied)
+            return None
+        for answer, (obj_id, stored, _) in zip(answers, written, strict=True):
+            if _text(answer[0]) == "ok":
+                self._values[obj_id] = (answer[1], stored)
+            else:
+                self._values.pop(obj_id, None)
+        return values, errors
+
+    @staticmethod
+    def _unwatch(conn: Any) -> None:
+        conn.send_command("UNWATCH")
+        conn.read_response()
+
+    def _write_command(
+        self, obj_id: int, kind: str, version: bytes, referent: Any, rid: str
+    ) -> tuple[Any, tuple[Any, ...]]:
+        """The stored form of ``referent`` and the ``EVALSHA`` that writes it if the object is
+        still at ``version`` (its description, ARGV[4], to be put in at index 6)."""
+        stored = self._encode_whole(kind, referent)
+        plain = referent if kind in ITEMWISE else to_plain(kind, referent)
+        inside = sorted(_shared_inside(plain, self.address))
+        head = (self._prefix, rid, obj_id)
+        if kind in ITEMWISE:
+            flat = stored if kind == "list" else stored[1]
+            rest = (version, self._delay_ms, kind, len(inside), *inside, *flat)
+            return stored, ("EVALSHA", self._shas["rewrite"], 0, *head, *rest)
+        rest = (version, stored, self._delay_ms, *inside)
+        return stored, ("EVALSHA", self._shas["write"], 0, *head, *rest)
+
+    def _read_rows(
+        self, kinds: dict[int, str], rows: Any, refused: dict[int, BaseException]
+    ) -> tuple[dict[int, bytes], dict[int, Any], set[int]]:
+        """``read_many``'s rows: versions, fresh copies, and which are watched (a gone one:
+        refused)."""
         versions: dict[int, bytes] = {}
         referents: dict[int, Any] = {}
-        for obj_id, kind in list(kinds.items()):
-            name = "read_items" if kind in ITEMWISE else "read"
-            extra = (kind,) if kind in ITEMWISE else ()
-            answer = pipe.execute_command(
-                "EVALSHA", self._shas[name], 0, self._prefix, "", obj_id, "", *extra
-            )
-            if _text(answer[0]) == "gone":
+        watched: set[int] = set()
+        for (obj_id, kind), row in zip(list(kinds.items()), rows, strict=True):
+            if _text(row[0]) == "gone":
                 del kinds[obj_id]
                 refused[obj_id] = ObjectNotFound.of(obj_id)
                 continue
-            stored = answer[2] if kind != "dict" else (answer[2], answer[3])
-            versions[obj_id] = answer[1]
+            versions[obj_id] = row[1]
+            if int(row[2]):
+                watched.add(obj_id)
+            stored = row[3] if kind != "dict" else (row[3], row[4])
             referents[obj_id] = self._decode_whole(kind, stored)
-        return versions, referents
+        return versions, referents, watched
 
     def _apply(
         self,

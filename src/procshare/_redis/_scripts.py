@@ -402,6 +402,31 @@ if ARGV[5] == 'list' then return {'new', v, redis.call('LRANGE', b .. 'l', 0, -1
 return {'new', v, redis.call('ZRANGE', b .. 'o', 0, -1), redis.call('HGETALL', b .. 'e')}
 """
 
+# ARGV: (id, kind)...: what a pipeline touches, read at once (under its WATCH): per object
+# {'gone'} or {'new', version, watched (0/1), the stored form as read/read_items give it}
+_READ_MANY: Final = """
+local out = {}
+for i = 3, #ARGV, 2 do
+  local id, kind = ARGV[i], ARGV[i + 1]
+  local b = P .. id .. ':'
+  if not exists(id) then
+    out[#out + 1] = {'gone'}
+  else
+    local v = redis.call('GET', b .. 'v') or '0'
+    local w = redis.call('EXISTS', b .. 'W')
+    if kind == 'list' then
+      out[#out + 1] = {'new', v, w, redis.call('LRANGE', b .. 'l', 0, -1)}
+    elseif kind == 'dict' then
+      out[#out + 1] = {'new', v, w, redis.call('ZRANGE', b .. 'o', 0, -1),
+        redis.call('HGETALL', b .. 'e')}
+    else
+      out[#out + 1] = {'new', v, w, redis.call('GET', b .. 'd')}
+    end
+  end
+end
+return out
+"""
+
 # ARGV: id, version it was computed from, delay, kind, #children, children..., then the
 # whole: (field, value)... of a dict in order, or the items of a list
 _REWRITE: Final = (
@@ -969,6 +994,7 @@ PLAIN: Final = {
         "leave": _LEAVE,
         "read": _READ,
         "read_items": _READ_ITEMS,
+        "read_many": _READ_MANY,
         "state": _STATE,
         "withdraw": _WITHDRAW,
         "event_wait": _EVENT_WAIT,
