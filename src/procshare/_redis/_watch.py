@@ -109,9 +109,12 @@ class RedisHub:
             # (read after the watch began: the changes up to its version are in the value,
             # and those of the stream up to that version are skipped)
             if kind == "Event":
-                state = ch._run("state", obj_id)
-                version = int(ch._client.get(f"{ch._prefix}{obj_id}:v") or 0)
-                reply = {"version": version, "value": state[1] == b"1"}
+                pipe = ch._client.pipeline(transaction=True)  # (flag and version at once)
+                pipe.get(f"{ch._prefix}{obj_id}:d")
+                pipe.get(f"{ch._prefix}{obj_id}:v")
+                flag, at = pipe.execute()
+                version = int(at or 0)
+                reply = {"version": version, "value": flag == b"1"}
             else:
                 read_version, stored = ch._read(obj_id, kind, None)
                 version = int(read_version)
