@@ -394,16 +394,24 @@ def test_a_change_sent_twice_is_applied_once(rm: Any) -> None:
     lst = rm.list()
     channel = lst._channel()
     script = channel._scripts["create"]
-    args = (channel._prefix, "fixed-request-id", "dict", channel.session, "", 0, 0)
+    args = (channel._prefix, "test:1", "dict", channel.session, "", 0, 0)
     first = script(keys=(), args=args)
     again = script(keys=(), args=args)
     assert first == again  # (the latch answered: no second object)
     put = channel._scripts["put"]
     q = rm.Queue()
-    qargs = (channel._prefix, "put-once", q._id, channel.session, "", "0", b"item")
+    qargs = (channel._prefix, "test:2", q._id, channel.session, "", "0", b"item")
     put(keys=(), args=qargs)
     put(keys=(), args=qargs)
     assert q.qsize() == 1
+    # The answers are kept in a ring per channel, not a key per request: a process that makes
+    # many changes keeps a bounded number of them.
+    d = rm.dict()
+    for i in range(3000):
+        d[i] = i
+    ring = f"{channel._prefix}ql:{channel._rid_prefix[:-1]}"
+    assert 0 < channel._client.hlen(ring) <= 1024
+    assert not list(channel._client.scan_iter(match=channel._prefix.replace("{", "\\{") + "q:*"))
 
 
 def test_what_redis_cannot_do_is_refused_clearly(rm: Any) -> None:
@@ -901,3 +909,48 @@ def test_pipelines_under_killed_connections_are_applied_once(rm: Any, raw: Any) 
         thread.join(10)
     assert kills[0] > 3
     assert lst[:] == list(range(100)) and d["n"] == 100
+
+
+def _change_and_die(url: str, ready: Any, die: bool) -> None:
+    m = procshare.connect(url)
+    d = m.named("shared").dict()
+    for i in range(50):
+        d[i] = i
+    ready.set()
+    if die:
+        time.sleep(600)  # (killed by the test)
+
+
+def test_a_processes_kept_answers_go_with_its_session(redis_server: str, raw: Any) -> None:
+    """The ring of answers kept for repeated sends is deleted when its process exits, and
+    when it dies (by the janitor): a shared namespace does not fill with them."""
+    url = f"{redis_server}?namespace=rings&session_ttl=1"
+    m = procshare.connect(url)
+    d = m.named("shared").dict()
+    d["k"] = 1
+    prefix = d._channel()._prefix
+
+    def rings() -> list[Any]:
+        return list(raw.scan_iter(match=prefix.replace("{", "\\{") + "ql:*"))
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while len(rings()) != count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(rings()) == count
+
+    ready = FORK.Event()
+    dying = FORK.Process(target=_change_and_die, args=(url, ready, True))
+    dying.start()
+    assert ready.wait(30)
+    wait_for(2)  # (this process's and the child's)
+    os.kill(dying.pid, signal.SIGKILL)
+    dying.join(10)
+    wait_for(1)  # (the dead one's reaped)
+    ready.clear()
+    leaving = FORK.Process(target=_change_and_die, args=(url, ready, False))
+    leaving.start()
+    leaving.join(30)
+    assert leaving.exitcode == 0 and ready.is_set()
+    wait_for(1)  # (one that exits takes its own along)
+    m.delete("shared")

@@ -49,7 +49,7 @@ from .._serializers import get_serializer
 from .._server import _objects
 from .._token import Token
 from ._items import ITEMWISE, decode_key, decode_value, encode_key, encode_value, plain_int
-from ._scripts import LATCHED, PLAIN
+from ._scripts import LATCH_SLOTS, LATCHED, PLAIN
 from ._url import RedisURL, parse_redis_url, redis_client
 from ._values import CONTAINERS, from_plain, handler_for, initial_value, to_plain
 
@@ -141,7 +141,12 @@ class RedisChannel:
         self._broken: BaseException | None = None
         try:
             instance, _ = self._run(
-                "beat", self.session, self._ttl_ms, self._who(), secrets.token_hex(8)
+                "beat",
+                self.session,
+                self._ttl_ms,
+                self._who(),
+                secrets.token_hex(8),
+                self._rid_prefix[:-1],
             )
         except redis.RedisError as exc:
             raise ConnectionLost(f"cannot reach Redis at {url.canonical}: {exc}") from exc
@@ -256,7 +261,7 @@ class RedisChannel:
             if self.usable_pid != os.getpid():
                 return
             with contextlib.suppress(Exception):
-                self._run("beat", self.session, self._ttl_ms, "", "")
+                self._run("beat", self.session, self._ttl_ms, "", "", "")
                 self._confirm_deliveries()
                 self._flush_refs()
                 now = time.monotonic()
@@ -718,7 +723,6 @@ class RedisChannel:
                     f"a pipeline on Redis holds calls to dicts, lists, sets, Namespaces, Values "
                     f"and Arrays, not to a {typeid}"
                 )
-        p = self._prefix
         pool = self._client.connection_pool
         conn: Any = pool.get_connection()
         cut = 0  # (connections lost under it: it is sent again, on a new one, a few times)
@@ -730,7 +734,7 @@ class RedisChannel:
                     answer = self._batch_once(conn, calls, kinds, refused, written, computed)
                 except (OSError, redis.ConnectionError, redis.TimeoutError):
                     conn.disconnect()
-                    if written and self._client.exists(f"{p}q:{written[0][2]}"):
+                    if written and self._applied(written[0][2]):
                         for obj_id, _, _ in written:  # (applied: its answer was lost)
                             self._values.pop(obj_id, None)
                         return computed[0]  # type: ignore[no-any-return]
@@ -810,6 +814,12 @@ class RedisChannel:
             else:
                 self._values.pop(obj_id, None)
         return values, errors
+
+    def _applied(self, rid: str) -> bool:
+        """Whether the script sent with request id ``rid`` ran (its answer is in the ring)."""
+        channel, _, n = rid.rpartition(":")
+        kept: Any = self._client.hget(f"{self._prefix}ql:{channel}", int(n) % LATCH_SLOTS)
+        return bool(kept) and bool(kept.startswith(rid.encode() + b"\0"))
 
     @staticmethod
     def _unwatch(conn: Any) -> None:

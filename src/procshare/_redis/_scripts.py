@@ -1,10 +1,11 @@
 """The Lua scripts: every change to a namespace is one of these, run atomically by Redis.
 
 Each script gets the namespace's key prefix as ``ARGV[1]`` (``ps:{ns}:``: one hash slot for all
-of them) and a request id as ``ARGV[2]``. A script that changes something keeps its answer for a
-minute under ``q:<request id>`` (Redisson's latch): when redis-py sends it again after a dropped
-connection, the second run answers what the first did and changes nothing, so an ``append`` or a
-``put`` is never applied twice. Time comes from ``TIME``, never from a client's clock.
+of them) and a request id as ``ARGV[2]``. A script that changes something keeps its answer under
+its request id (Redisson's latch; in a ring per channel, ``ql:<channel>``): when redis-py sends
+it again after a dropped connection, the second run answers what the first did and changes
+nothing, so an ``append`` or a ``put`` is never applied twice. Time comes from ``TIME``, never
+from a client's clock.
 
 Keys (after the prefix):
   ``types`` id -> typeid; ``next`` the last id; ``names`` name -> id; ``named`` ids with a name;
@@ -122,20 +123,47 @@ end
 """
 
 
+#: answers a channel keeps for a repeated send: a request is sent again before the sender's
+#: next one, so this many senders (threads) of one process would have to wait at once for
+#: a slot to be reused before its repetition came
+LATCH_SLOTS: Final = 1024
+
+# A request id is ``<channel>:<n>``. Its answer is kept in the channel's ring ``ql:<channel>``
+# (field n mod LATCH_SLOTS: "<request id>\0<answer>"), so a process keeps at most that many,
+# whatever its rate of changes (a key per request, kept a minute, would be 600,000 keys at
+# 10,000 changes a second); the ring goes with the session (``reap``).
+_LATCH_OPEN: Final = f"""
+local latch, slot
+if rid ~= '' then
+  local channel, n = string.match(rid, '^(.-):(%d+)$')
+  latch, slot = P .. 'ql:' .. channel, tonumber(n) % {LATCH_SLOTS}
+  local done = redis.call('HGET', latch, slot)
+  if done then
+    local sep = string.find(done, '\0', 1, true)
+    if string.sub(done, 1, sep - 1) == rid then
+      return cmsgpack.unpack(string.sub(done, sep + 1))
+    end
+  end
+end
+"""
+
+_LATCH_CLOSE: Final = """
+if rid ~= '' and redis.call('EXISTS', P .. 'instance') == 1 then  -- (not in a deleted one)
+  redis.call('HSET', latch, slot, rid .. '\0' .. cmsgpack.pack(r))
+end
+return r
+"""
+
+
 def _latched(body: str, prelude: str = _PRELUDE) -> str:
     """A changing script: its answer is kept under its request id, for a repeated send."""
     return (
         prelude
-        + "local latch = P .. 'q:' .. rid\n"
-        + "if rid ~= '' then local done = redis.call('GET', latch)\n"
-        + "  if done then return cmsgpack.unpack(done) end end\n"
+        + _LATCH_OPEN
         + "local function body()\n"
         + body
         + "\nend\nlocal r = body()\n"
-        # (not in a deleted namespace: nothing is made again there)
-        + "if rid ~= '' and redis.call('EXISTS', P .. 'instance') == 1 then\n"
-        + "  redis.call('SET', latch, cmsgpack.pack(r), 'PX', 60000) end\n"
-        + "return r\n"
+        + _LATCH_CLOSE
     )
 
 
@@ -154,7 +182,9 @@ if ARGV[6] == '' and redis.call('EXISTS', P .. 'instance') == 0 then
 end
 local was = redis.call('ZSCORE', P .. 'sessions', sid)
 redis.call('ZADD', P .. 'sessions', now() + ttl, sid)
-if ARGV[5] ~= '' then redis.call('HSET', P .. 'si:' .. sid, 'who', ARGV[5], 'since', now()) end
+if ARGV[5] ~= '' then
+  redis.call('HSET', P .. 'si:' .. sid, 'who', ARGV[5], 'since', now(), 'latch', ARGV[7])
+end
 local instance = redis.call('GET', P .. 'instance')
 if not instance and ARGV[6] ~= '' then  -- (a heartbeat never makes a namespace again)
   instance = ARGV[6]
@@ -226,6 +256,8 @@ local function reap(sid, delay)
     redis.call('HDEL', P .. 'r:' .. id, sid)
     unreferenced(id, delay)
   end
+  local ring = redis.call('HGET', P .. 'si:' .. sid, 'latch')
+  if ring then redis.call('DEL', P .. 'ql:' .. ring) end
   redis.call('DEL', P .. 'sh:' .. sid, P .. 'f:' .. sid, P .. 'tk:' .. sid, P .. 'sr:' .. sid,
     P .. 'si:' .. sid, P .. 'sb:' .. sid, P .. 'sw:' .. sid)
   redis.call('ZREM', P .. 'sessions', sid)
