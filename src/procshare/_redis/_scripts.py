@@ -139,7 +139,7 @@ if rid ~= '' then
   latch, slot = P .. 'ql:' .. channel, tonumber(n) % {LATCH_SLOTS}
   local done = redis.call('HGET', latch, slot)
   if done then
-    local sep = string.find(done, '\0', 1, true)
+    local sep = string.find(done, '\\0', 1, true)
     if string.sub(done, 1, sep - 1) == rid then
       return cmsgpack.unpack(string.sub(done, sep + 1))
     end
@@ -148,22 +148,28 @@ end
 """
 
 _LATCH_CLOSE: Final = """
-if rid ~= '' and redis.call('EXISTS', P .. 'instance') == 1 then  -- (not in a deleted one)
-  redis.call('HSET', latch, slot, rid .. '\0' .. cmsgpack.pack(r))
+if rid ~= '' and KEEP(r) then
+  redis.call('HSET', latch, slot, rid .. '\\0' .. cmsgpack.pack(r))
 end
 return r
 """
 
+#: whether an answer is kept (nothing is made again in a deleted namespace): a script on an
+#: object answers 'gone' there, and its check is enough; the others ask
+_KEEP_ANY: Final = "(function(_) return redis.call('EXISTS', P .. 'instance') == 1 end)"
+_KEEP_OBJECT: Final = "(function(a) return type(a) ~= 'table' or a[1] ~= 'gone' end)"
+
 
 def _latched(body: str, prelude: str = _PRELUDE) -> str:
     """A changing script: its answer is kept under its request id, for a repeated send."""
+    keep = _KEEP_OBJECT if _OBJECT.strip() in body else _KEEP_ANY
     return (
         prelude
         + _LATCH_OPEN
         + "local function body()\n"
         + body
         + "\nend\nlocal r = body()\n"
-        + _LATCH_CLOSE
+        + _LATCH_CLOSE.replace("KEEP", keep)
     )
 
 
@@ -367,7 +373,10 @@ _WATCHED: Final = (
     _OBJECT
     + """
   local ev = table.remove(ARGV, 4)
-  local watched = redis.call('EXISTS', base .. 'W') == 1
+  -- (one call where nobody watches it and it holds no proxy, the usual case: each costs)
+  local marked = redis.call('EXISTS', base .. 'W', base .. 'c') > 0
+  local watched = marked and redis.call('EXISTS', base .. 'W') == 1
+  local holds = marked and (not watched or redis.call('EXISTS', base .. 'c') == 1)
   if watched and ev == '' then return {'watched'} end
   local function bump(res)
     local n = ev ~= '' and tonumber(string.match(ev, '^(%d+):')) or 1
@@ -494,7 +503,7 @@ _REWRITE: Final = (
 _ITEM_OBJECT: Final = (
     _WATCHED
     + """
-  if redis.call('EXISTS', base .. 'c') == 1 then return {'whole'} end
+  if holds then return {'whole'} end
   local function insert(e, o, field, value)
     if redis.call('HSET', e, field, value) == 1 then
       redis.call('ZADD', o, redis.call('HINCRBY', base .. 'm', 'seq', 1), field)
