@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import queue
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -514,28 +516,36 @@ def test_each_acquire_records_a_growing_fencing_token(rm: Any) -> None:
             assert plain.fencing_token is None
 
 
-def test_connections_killed_under_the_calls_lose_and_repeat_nothing(rm: Any, raw: Any) -> None:
-    """``CLIENT KILL`` again and again while one process appends and puts: redis-py sends the
-    calls again on a new connection, and each is applied once."""
-    lst, q = rm.list(), rm.Queue()
+@contextlib.contextmanager
+def _connections_killed(raw: Any, every: float) -> Iterator[list[int]]:
+    """``CLIENT KILL`` of every other client, again every ``every`` seconds, while the block
+    runs; yields ``[how many were cut]``."""
     stop = threading.Event()
     kills = [0]
 
     def killer() -> None:
         while not stop.is_set():
             kills[0] += int(raw.client_kill_filter(_type="normal", skipme=True) or 0)
-            time.sleep(0.002)
+            time.sleep(every)
 
     thread = threading.Thread(target=killer)
     thread.start()
     try:
+        yield kills
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_connections_killed_under_the_calls_lose_and_repeat_nothing(rm: Any, raw: Any) -> None:
+    """``CLIENT KILL`` again and again while one process appends and puts: redis-py sends the
+    calls again on a new connection, and each is applied once."""
+    lst, q = rm.list(), rm.Queue()
+    with _connections_killed(raw, every=0.002) as kills:
         for i in range(300):
             lst.append(i)
             q.put(i)
         got = [q.get(timeout=30) for _ in range(300)]
-    finally:
-        stop.set()
-        thread.join(10)
     assert kills[0] > 3  # (it did cut them)
     assert lst[:] == list(range(300))
     assert got == list(range(300)) and q.qsize() == 0
@@ -889,24 +899,11 @@ def test_pipelines_under_killed_connections_are_applied_once(rm: Any, raw: Any) 
     """``CLIENT KILL`` again and again under pipelines: each is sent again on a new
     connection until it is applied, and none is applied twice (its request id tells)."""
     lst, d = rm.list(), rm.dict()
-    stop = threading.Event()
-    kills = [0]
-
-    def killer() -> None:
-        while not stop.is_set():
-            kills[0] += int(raw.client_kill_filter(_type="normal", skipme=True) or 0)
-            time.sleep(0.003)
-
-    thread = threading.Thread(target=killer)
-    thread.start()
-    try:
+    with _connections_killed(raw, every=0.003) as kills:
         for i in range(100):
             with rm.pipeline() as p:
                 p(lst).append(i)
                 p(d).increment("n")
-    finally:
-        stop.set()
-        thread.join(10)
     assert kills[0] > 3
     assert lst[:] == list(range(100)) and d["n"] == 100
 

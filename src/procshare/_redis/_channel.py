@@ -120,6 +120,8 @@ class RedisChannel:
         self._unconfirmed: list[bytes] = []
         self._unconfirmed_lock = threading.Lock()
         self.session = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+        #: the queue items on their way to this process (``f:<session>``: ``_delivered``)
+        self._in_flight = f"{self._prefix}f:{self.session}"
         self._ttl_ms = int(url.session_ttl * 1000)
         self._delay_ms = int(url.release_delay * 1000)
         #: (object id) -> (typeid, kind)
@@ -190,7 +192,7 @@ class RedisChannel:
 
         with self._acks_lock:
             fields, self._acks = self._acks, []
-        key = f"{self._prefix}f:{self.session}"
+        key = self._in_flight
         pool = self._client.connection_pool
         conn: Any = pool.get_connection()
         try:
@@ -224,6 +226,10 @@ class RedisChannel:
         far as this process knows), else ``<n>:`` and the serialized changes."""
         if self._described.get(obj_id, 0.0) < time.monotonic():
             return b""
+        return self._description(changes)
+
+    def _description(self, changes: list[Any]) -> bytes:
+        """``changes`` as a watched object's stream entry carries them (``_watch``)."""
         return b"%d:" % len(changes) + self._serializer.dumps(changes)
 
     def _run_changing(self, name: str, obj_id: int, changes: list[Any], *args: Any) -> Any:
@@ -583,8 +589,7 @@ class RedisChannel:
             raise ObjectNotFound.of(obj_id)
         if status == "same" and known is not None:
             return known
-        stored = answer[2] if kind != "dict" else (answer[2], answer[3])
-        fresh = (answer[1], stored)
+        fresh = (answer[1], _stored_in(kind, answer, 2))
         self._values[obj_id] = fresh
         return fresh
 
@@ -621,26 +626,8 @@ class RedisChannel:
     ) -> bytes | None:
         """Write ``referent`` if the object is still at ``version``: its new version, or
         ``None`` if it changed meanwhile. ``changes``: the calls that made it, for watchers."""
-        stored = self._encode_whole(kind, referent)
-        plain = referent if kind in ITEMWISE else to_plain(kind, referent)
-        inside = sorted(_shared_inside(plain, self.address))
-        if kind in ITEMWISE:
-            flat = stored if kind == "list" else stored[1]
-            answer = self._run_changing(
-                "rewrite",
-                obj_id,
-                changes,
-                version,
-                self._delay_ms,
-                kind,
-                len(inside),
-                *inside,
-                *flat,
-            )
-        else:
-            answer = self._run_changing(
-                "write", obj_id, changes, version, stored, self._delay_ms, *inside
-            )
+        stored, script, args = self._write_args(kind, version, referent)
+        answer = self._run_changing(script, obj_id, changes, *args)
         status = _text(answer[0])
         if status == "ok":
             self._values[obj_id] = (answer[1], stored)
@@ -662,7 +649,6 @@ class RedisChannel:
         self._values.pop(obj_id, None)  # (what this process saw of it is no longer current)
         status = _text(answer[0])
         if status == "gone":
-            self._values.pop(obj_id, None)
             raise ObjectNotFound.of(obj_id)
         if status == "whole":
             return WHOLE
@@ -790,13 +776,11 @@ class RedisChannel:
         commands: list[tuple[Any, ...]] = [("MULTI",)]
         for obj_id, described in changes.items():
             rid = f"{self._rid_prefix}{next(self._rids)}"
-            stored, command = self._write_command(
-                obj_id, kinds[obj_id], versions[obj_id], referents[obj_id], rid
+            stored, script, args = self._write_args(
+                kinds[obj_id], versions[obj_id], referents[obj_id]
             )
-            ev = b""
-            if obj_id in watched:
-                ev = b"%d:" % len(described) + self._serializer.dumps(described)
-            commands.append((*command[:6], ev, *command[6:]))
+            ev = self._description(described) if obj_id in watched else b""
+            commands.append(("EVALSHA", self._shas[script], 0, p, rid, obj_id, ev, *args))
             written.append((obj_id, stored, rid))
         commands.append(("EXEC",))
         conn.send_packed_command(conn.pack_commands(commands))
@@ -826,21 +810,19 @@ class RedisChannel:
         conn.send_command("UNWATCH")
         conn.read_response()
 
-    def _write_command(
-        self, obj_id: int, kind: str, version: bytes, referent: Any, rid: str
-    ) -> tuple[Any, tuple[Any, ...]]:
-        """The stored form of ``referent`` and the ``EVALSHA`` that writes it if the object is
-        still at ``version`` (its description, ARGV[4], to be put in at index 6)."""
+    def _write_args(
+        self, kind: str, version: bytes, referent: Any
+    ) -> tuple[Any, str, tuple[Any, ...]]:
+        """How ``referent`` is written if the object is still at ``version``: its stored
+        form, the script (``write`` or ``rewrite``), and the script's arguments after the
+        object's id and its changes' description."""
         stored = self._encode_whole(kind, referent)
         plain = referent if kind in ITEMWISE else to_plain(kind, referent)
         inside = sorted(_shared_inside(plain, self.address))
-        head = (self._prefix, rid, obj_id)
         if kind in ITEMWISE:
             flat = stored if kind == "list" else stored[1]
-            rest = (version, self._delay_ms, kind, len(inside), *inside, *flat)
-            return stored, ("EVALSHA", self._shas["rewrite"], 0, *head, *rest)
-        rest = (version, stored, self._delay_ms, *inside)
-        return stored, ("EVALSHA", self._shas["write"], 0, *head, *rest)
+            return stored, "rewrite", (version, self._delay_ms, kind, len(inside), *inside, *flat)
+        return stored, "write", (version, stored, self._delay_ms, *inside)
 
     def _read_rows(
         self, kinds: dict[int, str], rows: Any, refused: dict[int, BaseException]
@@ -858,8 +840,7 @@ class RedisChannel:
             versions[obj_id] = row[1]
             if int(row[2]):
                 watched.add(obj_id)
-            stored = row[3] if kind != "dict" else (row[3], row[4])
-            referents[obj_id] = self._decode_whole(kind, stored)
+            referents[obj_id] = self._decode_whole(kind, _stored_in(kind, row, 3))
         return versions, referents, watched
 
     def _apply(
@@ -954,7 +935,7 @@ class RedisChannel:
         fields = [tag for tags in self.undone.values() for tag in tags]
         self.undone.clear()
         if fields:
-            self._client.hdel(f"{self._prefix}f:{self.session}", *fields)
+            self._client.hdel(self._in_flight, *fields)
 
     def _confirm_deliveries(self) -> None:
         """Send, and wait for, the acks not yet sent and those sent without an answer."""
@@ -963,7 +944,7 @@ class RedisChannel:
         with self._unconfirmed_lock:
             fields, self._unconfirmed = self._unconfirmed + pending, []
         if fields:
-            self._client.hdel(f"{self._prefix}f:{self.session}", *fields)
+            self._client.hdel(self._in_flight, *fields)
 
     def _wait_on(
         self,
@@ -997,6 +978,12 @@ class RedisChannel:
         """Leave the waiters of ``listname``; whether a wake-up raced with leaving."""
         raced, _ = self._run("withdraw", obj_id, listname, self.session, token, int(pass_on))
         return bool(raced)
+
+
+def _stored_in(kind: str, answer: Any, at: int) -> Any:
+    """The stored form of a ``kind`` container in a read script's ``answer`` from ``at``: a
+    dict's is two items (its order and its entries), any other's one."""
+    return (answer[at], answer[at + 1]) if kind == "dict" else answer[at]
 
 
 # -- dicts and lists, one entry at a time (``_items``) ----------------------------------------
