@@ -25,7 +25,8 @@ The factories are the SyncManager's, with its parameters, and give typed proxies
 Pipelines (``async with client.pipeline() as p``, ``proxy.pipeline()``) send many calls as
 one round trip, ``d = await proxy.cache()`` answers pure reads from a local replica kept current
 by the server's change events, and ``connect("tls://host:port", ..., tls=context)`` speaks
-TLS, as for the sync proxies.
+TLS, as for the sync proxies. ``connect("redis://...")`` gives the same proxies over objects
+kept in Redis (docs/redis.md).
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ from ._client._aproxies import (
     AsyncValueProxy,
     async_proxy_type,
 )
+from ._client._backend import AsyncBackend
 from ._client._pipeline import AsyncPipeline, Pending
 from ._client._push import Change
-from ._errors import ProcshareError, UnsupportedError
+from ._errors import ProcshareError
 from ._protocol import Create
 
 __all__ = [
@@ -85,7 +87,7 @@ T = TypeVar("T")
 class AsyncClient:
     """A connection to a procshare server from asyncio, and a factory of async proxies."""
 
-    def __init__(self, channel: AsyncChannel) -> None:
+    def __init__(self, channel: AsyncBackend) -> None:
         self._channel = channel
 
     @property
@@ -270,7 +272,8 @@ async def connect(
 
     Args:
         address: a manager's ``address`` (unix path or ``(host, port)``) or a URL
-            (``unix://``, ``tcp://``, ``tls://``).
+            (``unix://``, ``tcp://``, ``tls://``; ``redis://``/``rediss://``: the objects of
+            that Redis namespace, each call run on a worker thread: ``_redis._async``).
         authkey: the server's authkey (default: this process's, as for managers).
         serializer: ``"pickle"``, ``"msgpack"`` or ``"xmlrpclib"``.
         tls: a client ``ssl.SSLContext``; a ``tls://`` URL without one checks the server's
@@ -289,13 +292,13 @@ async def connect(
     canonical = parse_address(address)
     if canonical is None:
         raise ValueError("connect() needs the address of a running server")
-    if isinstance(canonical, str) and canonical.startswith(REDIS_SCHEMES):
-        raise UnsupportedError(
-            "procshare.aio on Redis is not available yet (issue #21): use the sync API there"
-        )
     if authkey is None:
         import multiprocessing
 
         authkey = bytes(multiprocessing.current_process().authkey)
+    if isinstance(canonical, str) and canonical.startswith(REDIS_SCHEMES):
+        from ._redis._async import AsyncRedisChannel
+
+        return AsyncClient(await AsyncRedisChannel.open(canonical, bytes(authkey), serializer))
     channel = await AsyncChannel.open(canonical, bytes(authkey), serializer, timeout, tls)
     return AsyncClient(channel)

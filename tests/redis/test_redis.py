@@ -331,6 +331,8 @@ def test_conditions_events_and_barriers_across_processes(rm: Any) -> None:
         p.join(60)
     assert trips.value == 50  # the action ran once per generation
     assert not barrier.broken and barrier.n_waiting == 0
+    shown = {o["id"]: o for o in rm.stats()["objects"]}  # (its pickled action is not text)
+    assert shown[barrier._token.id]["typeid"] == "Barrier"
 
 
 def _named_worker(url: str, out: Any) -> None:
@@ -432,9 +434,10 @@ def test_what_redis_cannot_do_is_refused_clearly(rm: Any) -> None:
     d = rm.dict()
 
     async def from_asyncio() -> None:
-        await procshare.aio.connect(rm.address)
+        async with await procshare.aio.connect(rm.address) as client:
+            await client.create("Custom")
 
-    with pytest.raises(procshare.UnsupportedError, match="Redis"):
+    with pytest.raises(procshare.ProcshareError, match="server to run in"):
         asyncio.run(from_asyncio())
     lock = rm.Lock()
     with rm.pipeline() as p:

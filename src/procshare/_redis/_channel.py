@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from .._address import Address
+from .._context import incoming
 from .._errors import (
     ConnectionLost,
     LockLostError,
@@ -68,6 +69,29 @@ _MUTATORS: Final = {name: kind.mutators for name, kind in KINDS.items()}
 #: seconds a process describes its changes to an object after it found a watcher of it (then
 #: it asks again: a script that meets a watcher unannounced does nothing and says so)
 DESCRIBE_FOR: Final = 2.0
+
+
+class Abandoned(BaseException):
+    """Raised in a worker thread's wait whose asyncio caller was cancelled (``_async``): the
+    wait's own handlers withdraw it, as for a KeyboardInterrupt (a ``BaseException``, so
+    that no ``except Exception`` on the way takes it for a failure)."""
+
+
+class Caller:
+    """An asyncio call being run on a worker thread (``_async``), as its waits see it.
+
+    ``cancelled``: its caller stopped waiting; ``token``: the wake-up token it is waiting on
+    now (where the cancelling side pushes, to wake it at once); ``shield``: > 0 while it must
+    not stop (a Condition wait taking its lock back); ``taken``: the queue items it took,
+    ``(queue id, tag, stored item)`` (given back if its caller is gone when it ends)."""
+
+    __slots__ = ("cancelled", "shield", "taken", "token")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.token: str | None = None
+        self.shield = 0
+        self.taken: list[tuple[int, bytes, bytes]] = []
 
 
 def _owner_tag(owner: int) -> str:
@@ -880,12 +904,45 @@ class RedisChannel:
     # -- waiting ---------------------------------------------------------------------------------
 
     def _wait_token(self, token: str, deadline: float | None) -> bool:
-        """Wait until ``token`` is pushed to (``True``) or a slice passes (``False``)."""
+        """Wait until ``token`` is pushed to (``True``) or a slice passes (``False``).
+
+        On a worker thread of an asyncio client (``_async``) it also listens on ``c:<token>``,
+        where the cancelled caller pushes: then it raises ``Abandoned`` (unless shielded). A
+        real wake-up taken along with a cancellation counts: what it woke for is tried, and
+        given back by the asyncio side if won (a wake-up is never dropped)."""
         slice_ = WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())
         if slice_ <= 0:
             return False
-        popped = self._client.blpop([f"{self._prefix}t:{token}"], timeout=max(slice_, 0.001))
-        return popped is not None
+        key = f"{self._prefix}t:{token}"
+        caller: Caller | None = getattr(self._calling, "caller", None)
+        if caller is None:
+            return self._client.blpop([key], timeout=max(slice_, 0.001)) is not None
+        cancel_key = f"{self._prefix}c:{token}"
+        caller.token = token
+        try:
+            if caller.cancelled and not caller.shield:
+                raise Abandoned
+            popped = self._client.blpop([key, cancel_key], timeout=max(slice_, 0.001))
+        finally:
+            caller.token = None
+        if popped is not None and _text(popped[0]) == key:
+            return True
+        if caller.cancelled and not caller.shield:
+            raise Abandoned
+        return False
+
+    @contextlib.contextmanager
+    def _shielded(self) -> Any:
+        """A step that must finish even if its asyncio caller is cancelled (see ``Caller``)."""
+        caller: Caller | None = getattr(self._calling, "caller", None)
+        if caller is None:
+            yield
+            return
+        caller.shield += 1
+        try:
+            yield
+        finally:
+            caller.shield -= 1
 
     def _until(
         self,
@@ -973,6 +1030,17 @@ class RedisChannel:
         answer = self._until(attempt, give_up, wait)
         _gone(answer, obj_id)
         return answer
+
+    def give_back(self, obj_id: int, tag: bytes, stored: bytes) -> None:
+        """Put a queue item taken for an asyncio caller that is gone back at the head of its
+        queue (``Caller.taken``): not on its way here any more, its ack not sent."""
+        undone = self.undone.get(obj_id)
+        if undone is not None and tag in undone:
+            undone.remove(tag)
+        with self._acks_lock:
+            if tag in self._acks:
+                self._acks.remove(tag)
+        self._run("give_back", obj_id, self.session, tag, stored)
 
     def _withdraw(self, obj_id: int, listname: str, token: str, pass_on: bool) -> bool:
         """Leave the waiters of ``listname``; whether a wake-up raced with leaving."""
@@ -1372,8 +1440,9 @@ def _cond_wait(ch: RedisChannel, obj_id: int, kind: str, owner: int, timeout: An
                 break
     finally:
         # (as threading's: it always ends holding the lock again, notified or not)
-        while not _acquire(ch, lock, ch._type_of(lock)[1], owner, True, -1, depth):
-            pass
+        with ch._shielded():
+            while not _acquire(ch, lock, ch._type_of(lock)[1], owner, True, -1, depth):
+                pass
     return notified
 
 
@@ -1442,7 +1511,8 @@ def _barrier_wait(ch: RedisChannel, obj_id: int, kind: str, owner: int, timeout:
     if status == "last":
         index, gen = int(answer[1]), _text(answer[2])
         try:
-            action = pickle.loads(meta[b"actionblob"])
+            with _plain_proxies():  # (the action's proxies are sync ones, whoever waits)
+                action = pickle.loads(meta[b"actionblob"])
             action()
         except BaseException:
             ch._run("barrier_break", obj_id, gen)
@@ -1467,6 +1537,17 @@ def _barrier_wait(ch: RedisChannel, obj_id: int, kind: str, owner: int, timeout:
         if deadline is not None and time.monotonic() >= deadline:
             ch._run("barrier_break", obj_id, gen)  # (a timeout breaks it, as threading's)
             raise threading.BrokenBarrierError
+
+
+@contextlib.contextmanager
+def _plain_proxies() -> Any:
+    """Proxies unpickled meanwhile are plain ones, even on an asyncio client's worker
+    thread (``_async``: there a reply's proxies become async ones)."""
+    was, incoming.channel = incoming.channel, None
+    try:
+        yield
+    finally:
+        incoming.channel = was
 
 
 def _barrier_abort(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
@@ -1529,6 +1610,9 @@ def _get(
     if _text(answer[0]) in ("empty", "wait"):
         raise queue.Empty
     item = ch._serializer.loads(answer[1])
+    caller: Caller | None = getattr(ch._calling, "caller", None)
+    if caller is not None:  # (given back if its asyncio caller is gone when it ends)
+        caller.taken.append((obj_id, answer[2], answer[1]))
     if _text(answer[3]) == "1":  # (a JoinableQueue's: on its way until its task_done)
         ch.undone.setdefault(obj_id, collections.deque()).append(answer[2])
     else:
@@ -1718,9 +1802,11 @@ def _who(entry: str) -> dict[str, Any]:
 def _describe(row: Any, names: dict[int, str]) -> dict[str, Any]:
     """One object of ``stats()`` from the ``inspect`` script's row."""
     obj_id, typeid = int(row[0]), _text(row[1])
-    meta = {_text(k): _text(v) for k, v in _pairs(row[2]).items()}
+    meta = {  # (a Barrier's pickled action is not text)
+        _text(k): _text(v) for k, v in _pairs(row[2]).items() if k != b"actionblob"
+    }
     kind = meta.get("kind", typeid)
-    d = _text(row[4])
+    d = row[4] or b""  # (a container's is its stored value: not text)
     holders = {_text(k): int(v) for k, v in _pairs(row[5]).items()}
     waiters = [_who(_text(w)) for w in row[6]]
     described: dict[str, Any] = {
@@ -1751,7 +1837,7 @@ def _describe(row: Any, names: dict[int, str]) -> dict[str, Any]:
             "waiters": waiters,
         }
     elif kind == "Event":
-        described["state"] = {"set": d == "1", "waiters": waiters}
+        described["state"] = {"set": d in (b"1", "1"), "waiters": waiters}
     elif kind == "Condition":
         described["state"] = {"lock": int(meta.get("lock", 0)), "waiters": waiters}
     elif kind == "Barrier":

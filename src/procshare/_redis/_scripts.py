@@ -861,7 +861,22 @@ _GET: Final = (
 """
 )
 
-# ARGV: id, sid
+# ARGV: id, sid, tag, item: an item taken for an asyncio caller cancelled meanwhile goes back to
+# the head, no longer on its way to this session nor taken by it (``_async``)
+_GIVE_BACK: Final = (
+    _OBJECT
+    + """
+  redis.call('HDEL', P .. 'f:' .. ARGV[4], ARGV[5])
+  redis.call('LPUSH', base .. 'q', ARGV[6])
+  local tk = P .. 'tk:' .. ARGV[4]
+  if tonumber(redis.call('HGET', tk, id) or '0') > 0 then
+    if redis.call('HINCRBY', tk, id, -1) <= 0 then redis.call('HDEL', tk, id) end
+  end
+  wake(base .. 'w', 1)
+  return {'ok'}
+"""
+)
+
 # ARGV: id, sid, tag of the oldest item this session took and has not done ('' none)
 _TASK_DONE: Final = (
     _OBJECT
@@ -1016,6 +1031,7 @@ LATCHED: Final = {
             "event_clear": _EVENT_CLEAR,
             "put": _PUT,
             "get": _GET,
+            "give_back": _GIVE_BACK,
             "task_done": _TASK_DONE,
             "barrier_wait": _BARRIER_WAIT,
             "barrier_break": _BARRIER_BREAK,
