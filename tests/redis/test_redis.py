@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import multiprocessing
 import os
 import queue
@@ -954,3 +955,26 @@ def test_a_processes_kept_answers_go_with_its_session(redis_server: str, raw: An
     assert leaving.exitcode == 0 and ready.is_set()
     wait_for(1)  # (one that exits takes its own along)
     m.delete("shared")
+
+
+def test_a_threads_connection_ends_with_its_thread(rm: Any, raw: Any) -> None:
+    """Each thread sends its scripts on a connection of its own (no pool round per call):
+    threads that come and go leave no connection behind (each is closed as its thread ends,
+    not left to the garbage collector with its socket open)."""
+    d = rm.dict()
+    d["warm"] = 1  # (this thread's connection, made before counting)
+
+    def clients() -> int:
+        return len(raw.client_list(_type="normal"))
+
+    before = clients()
+    for i in range(30):
+        thread = threading.Thread(target=d.__setitem__, args=(i, i))
+        thread.start()
+        thread.join(10)
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while clients() > before + 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert clients() <= before + 2  # (not one per thread that ran: 30)
+    assert len(d) == 31

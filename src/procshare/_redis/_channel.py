@@ -31,6 +31,7 @@ import secrets
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -63,6 +64,9 @@ __all__ = ["RedisChannel", "forget_redis_channels", "get_redis_channel"]
 #: the longest single BLPOP: between two, a waiter checks again (a lost wake-up costs this)
 WAIT_SLICE: Final = 1.0
 
+#: how many times a script is sent over a lost connection before the loss is raised
+_SENDS: Final = 3
+
 #: kind -> the names of its methods that change it (``Kind.mutators`` computes it each time)
 _MUTATORS: Final = {name: kind.mutators for name, kind in KINDS.items()}
 
@@ -92,6 +96,20 @@ class Caller:
         self.token: str | None = None
         self.shield = 0
         self.taken: list[tuple[int, bytes, bytes]] = []
+
+
+class _Closer:
+    """Closes a thread's connection when its thread ends (kept in the thread-local alone, it
+    goes at once then, where the connection itself waits for the cycle collector)."""
+
+    __slots__ = ("conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.disconnect()
 
 
 def _owner_tag(owner: int) -> str:
@@ -136,6 +154,10 @@ class RedisChannel:
         self._described: dict[int, float] = {}
         #: the call being made on a container, per thread (what a one-entry change describes)
         self._calling = threading.local()
+        #: each thread's connection for scripts (``_connection``), and all of them (closed
+        #: with the channel)
+        self._conns = threading.local()
+        self._all_conns: weakref.WeakSet[Any] = weakref.WeakSet()
         #: whether this Redis takes ``CLIENT REPLY SKIP`` (``None``: not asked yet)
         self._skip_replies: bool | None = None
         #: queue items' acks not sent yet, and sent without an answer (``_delivered``)
@@ -201,12 +223,47 @@ class RedisChannel:
             sent, answer = self._run_with_acks(command)
             if sent:
                 return answer
-        run: Any = self._client.execute_command
         try:
-            return run(*command)
+            return self._send(command)
         except redis.exceptions.NoScriptError:  # (a restarted or flushed Redis: not run)
             self._load_scripts()
-            return run(*command)
+            return self._send(command)
+
+    def _send(self, command: tuple[Any, ...]) -> Any:
+        """Send one command on this thread's connection; its answer (raw, as Redis gave it).
+
+        A connection lost on the way is replaced and the command sent again, a few times: a
+        read or a harmless script is read again, a change is answered by its latch."""
+        import redis
+
+        for attempt in range(_SENDS):
+            conn = self._connection()
+            try:
+                conn.send_packed_command(conn.pack_command(*command))
+                return conn.read_response()
+            except (OSError, redis.ConnectionError, redis.TimeoutError):
+                conn.disconnect()
+                if attempt == _SENDS - 1:
+                    raise
+                time.sleep(0.01 * attempt)
+            except redis.ResponseError:
+                raise  # (the command's own error: the connection is as it was)
+            except BaseException:
+                conn.disconnect()  # (interrupted mid-answer: its state is unknown)
+                raise
+        raise AssertionError("unreachable")  # (the last attempt returned or raised)
+
+    def _connection(self) -> Any:
+        """This thread's own connection for scripts: a script then costs no trip through the
+        pool (taken, health-checked and given back on every command, ~5 us); it closes when
+        its thread ends (the thread-local goes, and with it the connection)."""
+        conn = getattr(self._conns, "conn", None)
+        if conn is None:
+            pool = self._client.connection_pool
+            conn = self._conns.conn = pool.connection_class(**pool.connection_kwargs)
+            self._conns.closer = _Closer(conn)  # (goes with the thread, and closes it)
+            self._all_conns.add(conn)
+        return conn
 
     def _run_with_acks(self, command: tuple[Any, ...]) -> tuple[bool, Any]:
         """Send the pending acks and ``command`` in one write: ``(True, its answer)``, or
@@ -217,8 +274,7 @@ class RedisChannel:
         with self._acks_lock:
             fields, self._acks = self._acks, []
         key = self._in_flight
-        pool = self._client.connection_pool
-        conn: Any = pool.get_connection()
+        conn = self._connection()
         try:
             if self._skip_replies is None:
                 self._skip_replies = _replies_can_be_skipped(conn)
@@ -242,8 +298,13 @@ class RedisChannel:
             with self._acks_lock:
                 self._acks[:0] = fields
             return False, None
-        finally:
-            pool.release(conn)
+        except redis.ResponseError:
+            raise  # (the script's own error, read whole: the connection is as it was)
+        except BaseException:
+            conn.disconnect()  # (interrupted mid-answer)
+            with self._acks_lock:
+                self._acks[:0] = fields
+            raise
 
     def _describe(self, obj_id: int, changes: list[Any]) -> bytes:
         """What a changing script gets as ARGV[4]: nothing while nobody watches the object (as
@@ -338,6 +399,9 @@ class RedisChannel:
                     self._run("leave", self.session, self._delay_ms)
         with contextlib.suppress(Exception):
             self._client.close()
+        for conn in list(self._all_conns):
+            with contextlib.suppress(Exception):
+                conn.disconnect()
 
     def _drop_namespace(self) -> int:
         """Delete every key of this namespace.
@@ -684,20 +748,20 @@ class RedisChannel:
         """One entry read, a plain command (as fast as Redis answers): the answer, or
         ``None`` for no such entry; an answer that may mean the object is gone (nothing, or
         nothing there) is checked."""
-        client: Any = self._client
+        send = self._send
         answer: Any
         if what == "get":
-            answer = client.hget(f"{self._prefix}{obj_id}:e", arg)
+            answer = send(("HGET", f"{self._prefix}{obj_id}:e", arg))
         elif what == "has":
-            answer = client.hexists(f"{self._prefix}{obj_id}:e", arg) or None
+            answer = send(("HEXISTS", f"{self._prefix}{obj_id}:e", arg)) or None
         elif what == "dlen":
-            answer = client.hlen(f"{self._prefix}{obj_id}:e") or None
+            answer = send(("HLEN", f"{self._prefix}{obj_id}:e")) or None
         elif what == "index":
-            answer = client.lindex(f"{self._prefix}{obj_id}:l", arg)
+            answer = send(("LINDEX", f"{self._prefix}{obj_id}:l", arg))
         else:
-            answer = client.llen(f"{self._prefix}{obj_id}:l") or None
+            answer = send(("LLEN", f"{self._prefix}{obj_id}:l")) or None
         if answer is None:
-            if not client.hexists(self._prefix + "types", obj_id):
+            if not send(("HEXISTS", self._prefix + "types", obj_id)):
                 self._values.pop(obj_id, None)
                 raise ObjectNotFound.of(obj_id)
             return 0 if what in ("has", "dlen", "llen") else None
