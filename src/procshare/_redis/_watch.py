@@ -66,7 +66,6 @@ class RedisHub:
     ``PushHub`` of ``_client._push``, for Redis)."""
 
     def __init__(self, channel: RedisChannel) -> None:
-        import redis
 
         self.pid = current_pid()
         self.redis_channel = channel
@@ -78,8 +77,9 @@ class RedisHub:
         self._lock = threading.Lock()
         self._dropped: list[int] = []  # subscriptions to end (from finalizers)
         pool = channel._client.connection_pool
-        # its own connection: a blocking XREAD must not hold one the calls need
-        self._client = redis.Redis(connection_pool=pool.__class__(**pool.connection_kwargs))
+        # its own connection (a blocking XREAD must not hold one the calls need), used straight
+        # through redis-py's Connection: no pool round per read
+        self._conn: Any = pool.connection_class(**pool.connection_kwargs)
         self._thread = threading.Thread(
             target=self._read, name="procshare-redis-watch", daemon=True
         )
@@ -141,6 +141,12 @@ class RedisHub:
     # -- the reading thread ------------------------------------------------------------------------
 
     def _read(self) -> None:
+        try:
+            self._read_streams()
+        finally:
+            self._conn.disconnect()
+
+    def _read_streams(self) -> None:
         import redis
 
         prefix = self.redis_channel._prefix
@@ -153,7 +159,7 @@ class RedisHub:
             if now >= next_check:  # (a namespace deleted under it: FLUSHALL, a shutdown)
                 next_check = now + INSTANCE_CHECK
                 with contextlib.suppress(redis.ConnectionError):
-                    if self._client.get(prefix + "instance") != instance:
+                    if self._command("GET", prefix + "instance") != instance:
                         self._broke(ConnectionLost("the Redis namespace was deleted"))
                         return
             with self._lock:
@@ -169,10 +175,15 @@ class RedisHub:
                 if have is None or _entry_id(mine) < _entry_id(have):
                     streams[key] = mine
             try:
-                answer: Any = self._client.xread(
-                    streams,  # type: ignore[arg-type]
-                    count=1000,
-                    block=READ_SLICE_MS,
+                answer: Any = self._command(
+                    "XREAD",
+                    "COUNT",
+                    1000,
+                    "BLOCK",
+                    READ_SLICE_MS,
+                    "STREAMS",
+                    *streams,
+                    *streams.values(),
                 )
             except redis.ConnectionError:
                 time.sleep(0.05)  # (resumed from the last entries delivered)
@@ -180,10 +191,28 @@ class RedisHub:
             except Exception as exc:  # noqa: BLE001 - told to every watcher, not lost
                 self._broke(exc)
                 return
+            if isinstance(answer, dict):  # (RESP3 answers a map, RESP2 pairs)
+                answer = answer.items()
             for key, entries in answer or ():
                 obj_id = int(key.decode().rsplit(":", 2)[-2])
-                for eid, fields in entries:
+                for eid, flat in entries:
+                    fields = dict(zip(flat[::2], flat[1::2], strict=True))
                     self._deliver(obj_id, _entry_id(eid), fields, subs)
+
+    def _command(self, *command: Any) -> Any:
+        """One command on the reading connection; its raw answer (a lost connection is
+        disconnected, to be made again by the next command, and raised)."""
+        import redis
+
+        conn = self._conn
+        try:
+            conn.send_packed_command(conn.pack_command(*command))
+            return conn.read_response()
+        except redis.ResponseError:
+            raise
+        except BaseException:
+            conn.disconnect()
+            raise
 
     def _deliver(self, obj_id: int, eid: tuple[int, int], fields: Any, subs: list[_Sub]) -> None:
         loads = self.redis_channel._serializer.loads
