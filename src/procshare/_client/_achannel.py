@@ -62,7 +62,14 @@ from ._pipeline import AsyncPipeline
 from ._push import Change, ChangeBuffer, change_from
 from ._snapshots import OFF, PLAIN, WHOLE_READ_KINDS, Held, plan, settle
 
-__all__ = ["AsyncChannel", "AsyncProxy", "AsyncWatch", "kind_of", "task_owner"]
+__all__ = [
+    "AsyncChannel",
+    "AsyncProxy",
+    "AsyncWatch",
+    "async_proxy_from",
+    "kind_of",
+    "task_owner",
+]
 
 
 def task_owner() -> int:
@@ -391,10 +398,7 @@ class AsyncChannel:
         self, func: Any, token: Token, serializer: str, kwds: dict[str, Any], owned: bool
     ) -> AsyncProxy:
         """A proxy arriving on this connection (see ``RebuildProxy``) becomes an async one."""
-        from ._aproxies import async_proxy_type
-
-        token.address = self.address
-        return async_proxy_type(func, token)(self, token, func, kwds.get("exposed"), owned=owned)
+        return async_proxy_from(self, func, token, kwds, owned)
 
     async def close(self) -> None:
         """Close the connection (pending releases are sent first), and wait until the
@@ -414,6 +418,18 @@ class AsyncChannel:
             transport.abort()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._gone), 1.0)
+
+
+def async_proxy_from(
+    channel: AsyncBackend, func: Any, token: Token, kwds: dict[str, Any], owned: bool
+) -> AsyncProxy:
+    """The async proxy of ``channel`` for a proxy rebuilt from a reply (``RebuildProxy``'s
+    ``func``, ``token``, ``kwds``): it owns the reference counted for the channel if
+    ``owned``, else it takes one."""
+    from ._aproxies import async_proxy_type
+
+    token.address = channel.address
+    return async_proxy_type(func, token)(channel, token, func, kwds.get("exposed"), owned=owned)
 
 
 def _raise_tls_failure(exc: BaseException, address: Address) -> None:

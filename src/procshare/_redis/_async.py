@@ -33,7 +33,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from .._client._achannel import AsyncProxy, task_owner
+from .._client._achannel import AsyncProxy, async_proxy_from, task_owner
 from .._client._proxies import BaseProxy
 from .._context import incoming
 from .._errors import ConnectionLost
@@ -314,10 +314,7 @@ class AsyncRedisChannel:
         self, func: Any, token: Token, serializer: str, kwds: dict[str, Any], owned: bool
     ) -> AsyncProxy:
         """A proxy read from Redis on this channel's worker becomes an async one."""
-        from .._client._aproxies import async_proxy_type
-
-        token.address = self.address
-        return async_proxy_type(func, token)(self, token, func, kwds.get("exposed"), owned=owned)
+        return async_proxy_from(self, func, token, kwds, owned)
 
     async def close(self) -> None:
         """Stop this client: the references its proxies dropped are sent now (the process's
