@@ -978,15 +978,16 @@ class RedisChannel:
         if slice_ <= 0:
             return False
         key = f"{self._prefix}t:{token}"
+        timeout = f"{max(slice_, 0.001):.3f}"
         caller: Caller | None = getattr(self._calling, "caller", None)
-        if caller is None:
-            return self._client.blpop([key], timeout=max(slice_, 0.001)) is not None
+        if caller is None:  # (on the thread's own connection: it has nothing else to do)
+            return self._send(("BLPOP", key, timeout)) is not None
         cancel_key = f"{self._prefix}c:{token}"
         caller.token = token
         try:
             if caller.cancelled and not caller.shield:
                 raise Abandoned
-            popped = self._client.blpop([key, cancel_key], timeout=max(slice_, 0.001))
+            popped = self._send(("BLPOP", key, cancel_key, timeout))
         finally:
             caller.token = None
         if popped is not None and _text(popped[0]) == key:
