@@ -277,3 +277,89 @@ def test_asyncio_proxies_hold_their_objects_and_free_them_when_dropped(
     while ch._client.hexists(f"{ch._prefix}types", obj_id) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not ch._client.hexists(f"{ch._prefix}types", obj_id)
+
+
+def test_many_tasks_waiting_at_once_are_all_served(m: procshare.SyncManager) -> None:
+    """200 tasks wait on one queue at once (each on a worker thread: the pool grows, it never
+    makes the put that wakes them wait behind them), then 200 items come: each task gets one,
+    none is lost or given twice; an Event wait and a join cancelled meanwhile leave nothing
+    behind."""
+    q, event, jq = m.Queue(), m.Event(), m.JoinableQueue()
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address) as client:
+            aq, aevent, ajq = client.proxy(q), client.proxy(event), client.proxy(jq)
+            getters = [asyncio.create_task(aq.get()) for _ in range(200)]
+            for _ in range(1000):
+                if _waiters(m, q) == 200:
+                    break
+                await asyncio.sleep(0.01)
+            assert _waiters(m, q) == 200
+            for i in range(200):
+                await aq.put(i)
+            got = await asyncio.wait_for(asyncio.gather(*getters), 60)
+            assert sorted(got) == list(range(200))
+            await ajq.put("undone")
+            for call, which, proxy in (
+                (aevent.wait, "w", event),
+                (ajq.join, "j", jq),
+            ):
+                task = asyncio.create_task(call())
+                for _ in range(500):
+                    if _waiters(m, proxy, which):
+                        break
+                    await asyncio.sleep(0.01)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert _waiters(m, proxy, which) == 0
+            assert await aq.empty() and not await aevent.is_set()
+
+    run(main())
+
+
+def test_a_closed_asyncio_client_refuses_calls_and_the_namespace_outlives_it(
+    m: procshare.SyncManager,
+) -> None:
+    d = m.dict(k=1)
+
+    async def main() -> Any:
+        client = await procshare.aio.connect(m.address)
+        ad = client.proxy(d)
+        assert await ad.getitem("k") == 1
+        await client.close()
+        await client.close()  # (twice: nothing more)
+        with pytest.raises(procshare.ConnectionLost, match="closed"):
+            await ad.getitem("k")
+
+    run(main())
+    assert d["k"] == 1  # the sync proxies of the process go on
+
+
+def test_asyncio_on_redis_from_a_spawned_process(m: procshare.SyncManager) -> None:
+    """A process started with spawn (nothing inherited) connects from asyncio by the URL
+    alone and works on the parent's objects, its locks included."""
+    results, lock = m.list(), m.Lock()
+    ctx = multiprocessing.get_context("spawn")
+    child = ctx.Process(target=_spawned_main, args=(str(m.address), results, lock))
+    lock.acquire()
+    child.start()
+    deadline = time.monotonic() + 60
+    while len(results) == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert results[:] == ["waiting"]
+    lock.release()  # the child's asyncio acquire gets it
+    child.join(60)
+    assert child.exitcode == 0
+    assert results[:] == ["waiting", "acquired"]
+
+
+def _spawned_main(url: str, results: Any, lock: Any) -> None:
+    async def main() -> None:
+        async with await procshare.aio.connect(url) as client:
+            alist, alock = client.proxy(results), client.proxy(lock)
+            await alist.append("waiting")
+            async with alock:
+                await alist.append("acquired")
+
+    asyncio.run(asyncio.wait_for(main(), 60))
