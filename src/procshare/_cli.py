@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from . import __version__
+from ._address import REDIS_SCHEMES
 from ._errors import ProcshareError
 
 _AUTHKEY_ENV = "PROCSHARE_AUTHKEY"
@@ -130,6 +131,8 @@ def _target(args: argparse.Namespace) -> tuple[Any, bytes, str] | None:
         raise SystemExit(f"procshare: {exc}") from None
     if address is None:
         raise SystemExit("procshare: an address is needed")
+    if isinstance(address, str) and address.startswith(REDIS_SCHEMES):
+        return address, b"", args.serializer  # (Redis's own credentials are in the URL)
     _tls_for(text, address, args)
     return address, _authkey(args, generate=False), args.serializer
 
@@ -150,7 +153,29 @@ def _open(target: tuple[Any, bytes, str]) -> Any:
     from ._client._channel import Channel
 
     address, authkey, serializer = target
+    if isinstance(address, str) and address.startswith(REDIS_SCHEMES):
+        from ._redis._channel import RedisChannel
+
+        return _WithoutItself(RedisChannel(address, authkey, serializer))
     return Channel(address, authkey, serializer=serializer)
+
+
+class _WithoutItself:
+    """A Redis namespace's channel whose ``stats()`` leave out the session of the command
+    looking (it is a process of the namespace too, while it looks)."""
+
+    def __init__(self, channel: Any) -> None:
+        self._channel = channel
+
+    def control(self, command: str, *args: Any) -> Any:
+        answer = self._channel.control(command, *args)
+        if command == "stats":
+            me = self._channel.session
+            answer["sessions"] = [s for s in answer["sessions"] if s.get("id") != me]
+        return answer
+
+    def close(self) -> None:
+        self._channel.close()
 
 
 def _list_servers() -> int:
@@ -245,9 +270,11 @@ def _format_stats(stats: dict[str, Any]) -> str:
             f"procshare {server['version']} at {server['address']}, pid {server['pid']}, "
             f"up {_duration(server['uptime'])}{memory}"
         )
+    elif stats.get("backend") == "redis":
+        lines.append(f"procshare on {stats['url']}")
     lines.append(
-        f"{len(stats['objects'])} objects, {len(stats['sessions'])} sessions, "
-        f"counters {stats['counters']}"
+        f"{len(stats['objects'])} objects, {len(stats['sessions'])} sessions"
+        + (f", counters {stats['counters']}" if stats["counters"] else "")
     )
     lines.append("objects:")
     for obj in sorted(stats["objects"], key=lambda o: o["id"]):
@@ -272,8 +299,9 @@ def _format_stats(stats: dict[str, Any]) -> str:
     lines.append("sessions:")
     for s in stats["sessions"]:
         lines.append(
-            f"  {s['id']:<5} pid {s['pid']} {s['name']!r}: {s['calls']} calls, "
-            f"{s['refs']} refs, holds {s['holds']}, waiting {s['waiting']}"
+            f"  {s['id']:<5} pid {s['pid']} {s['name']!r}: "
+            + ("" if s["calls"] is None else f"{s['calls']} calls, ")
+            + f"{s['refs']} refs, holds {s['holds']}, waiting {s['waiting']}"
         )
     return "\n".join(lines)
 

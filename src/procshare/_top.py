@@ -68,6 +68,13 @@ def screen(before: dict[str, Any], after: dict[str, Any], seconds: float) -> Scr
     def changes(obj: dict[str, Any]) -> float:
         return float(obj["version"] - versions.get(obj["id"], obj["version"])) / seconds
 
+    if after.get("backend") == "redis":  # (no server process: the namespace's own figures)
+        header = (
+            f"procshare on {after.get('url', 'Redis')}  {after.get('objects_total', 0)} objects"
+            f"  {len(after['sessions'])} processes"
+            f"  {sum(changes(o) for o in after['objects']):,.0f} changes/s"
+        )
+
     objects = sorted(after["objects"], key=lambda o: (-changes(o), o["id"]))
     object_rows = [
         (
@@ -81,13 +88,19 @@ def screen(before: dict[str, Any], after: dict[str, Any], seconds: float) -> Scr
         for o in objects[:_MAX_ROWS]
     ]
     earlier = {s["id"]: s["calls"] for s in before["sessions"]}
+
+    def rate(s: dict[str, Any]) -> str:
+        if s["calls"] is None:  # (a backend that counts no calls: Redis)
+            return "-"
+        return f"{(s['calls'] - (earlier.get(s['id']) or s['calls'])) / seconds:.0f}"
+
     sessions = sorted(after["sessions"], key=lambda s: s["id"])
     client_rows = [
         (
             str(s["pid"]),
             str(s["name"]),
             str(s.get("host") or "local"),
-            f"{(s['calls'] - earlier.get(s['id'], s['calls'])) / seconds:.0f}",
+            rate(s),
             f"{s['age']:.0f}s",
             str(s["holds"]),
             str(s["waiting"]),

@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import json
 import multiprocessing
 import os
 import queue
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -978,3 +981,45 @@ def test_a_threads_connection_ends_with_its_thread(rm: Any, raw: Any) -> None:
         time.sleep(0.05)
     assert clients() <= before + 2  # (not one per thread that ran: 30)
     assert len(d) == 31
+
+
+def test_inspect_and_top_show_a_redis_namespace_without_an_authkey(redis_url: str) -> None:
+    """``procshare inspect URL`` and ``procshare top URL`` (run as a user runs them) show the
+    namespace's objects, who holds a lock and the processes, with Redis's own credentials:
+    no authkey asked for, and the looking process not listed."""
+    url = redis_url + "&namespace=inspected"
+    m = procshare.connect(url)
+    lock = m.named("the-lock").Lock()
+    jobs = m.named("the-jobs").Queue()
+    jobs.put(1)
+    lock.acquire()
+    env = {k: v for k, v in os.environ.items() if k != "PROCSHARE_AUTHKEY"}
+    try:
+        shown = subprocess.run(
+            [sys.executable, "-m", "procshare", "inspect", url, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=True,
+        )
+        stats = json.loads(shown.stdout)
+        by_name = {o["name"]: o for o in stats["objects"] if o["name"]}
+        holder = by_name["the-lock"]["state"]["holder"]
+        assert holder["pid"] == os.getpid() and str(os.getpid()) in holder["name"]
+        assert by_name["the-jobs"]["state"]["size"] == 1
+        assert [s["pid"] for s in stats["sessions"]] == [os.getpid()]  # (not the inspector)
+        assert stats["sessions"][0]["holds"] == 1
+        top = subprocess.run(
+            [sys.executable, "-m", "procshare", "top", url, "--once", "--interval", "0.1"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=True,
+        )
+        assert "the-lock" in top.stdout and f"held by pid {os.getpid()}" in top.stdout
+    finally:
+        lock.release()
+        m.delete("the-lock")
+        m.delete("the-jobs")

@@ -1833,18 +1833,41 @@ def _stats(ch: RedisChannel) -> dict[str, Any]:
     total, rows = ch._run("inspect", STATS_OBJECTS)
     objects = [_describe(row, names) for row in rows]
     objects.sort(key=lambda o: o["id"])
-    sessions = []
     live: Any = ch._client.zrangebyscore(p + "sessions", now_ms, "+inf", withscores=True)
-    for sid, expiry in live:
-        who = ch._client.hget(p + "si:" + _text(sid), "who")
+    pipe = ch._client.pipeline(transaction=False)
+    sids = [_text(sid) for sid, _ in live]
+    for sid in sids:
+        pipe.hmget(p + "si:" + sid, "who", "since")
+        pipe.scard(p + "sr:" + sid)
+        pipe.scard(p + "sh:" + sid)
+        pipe.scard(p + "sw:" + sid)
+    found = pipe.execute()
+    waiting = collections.Counter(
+        w["session"] for o in objects for w in _waiting_in(o.get("state") or {})
+    )
+    sessions = []
+    for i, (sid, (_, expiry)) in enumerate(zip(sids, live, strict=True)):
+        (who, since), refs, holds, watches = found[4 * i : 4 * i + 4]
         sessions.append(
             {
-                **_who(_text(sid)),
-                "id": _text(sid),
-                "who": _text(who) if who else "",
+                **_who(sid),
+                "id": sid,
+                "name": _text(who) if who else "",
+                "refs": int(refs),
+                "holds": int(holds),
+                "waiting": waiting[sid],
+                "calls": None,  # (Redis counts no calls per process)
+                "subscriptions": int(watches),
+                "age": max(0.0, (now_ms - float(since)) / 1000) if since else 0.0,
                 "expires_in": max(0.0, (float(expiry) - now_ms) / 1000),
             }
         )
+    names_of = {s["id"]: s["name"] for s in sessions}
+    for o in objects:  # (who each holder and waiter is, as procshare's server says it)
+        state = o.get("state") or {}
+        for entry in [state.get("holder"), *state.get("holders", ()), *_waiting_in(state)]:
+            if entry:
+                entry["name"] = names_of.get(entry["session"], "")
     return {
         "backend": "redis",
         "url": ch.url.canonical,
@@ -1854,6 +1877,11 @@ def _stats(ch: RedisChannel) -> dict[str, Any]:
         "sessions": sessions,
         "counters": {},
     }
+
+
+def _waiting_in(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The waiters an object's ``stats()`` state lists (getters, putters, joiners...)."""
+    return [w for key in ("waiters", "getters", "putters", "joiners") for w in state.get(key, ())]
 
 
 def _who(entry: str) -> dict[str, Any]:
