@@ -92,6 +92,37 @@ def test_a_release_after_the_holder_exited_is_accepted_as_the_stdlibs(
     both(manager, stdlib_manager, scenario)
 
 
+@pytest.mark.parametrize("kind", ["Lock", "Semaphore"])
+def test_released_by_another_thread_then_by_a_new_thread_as_the_stdlibs(
+    manager: Any, stdlib_manager: Any, kind: str
+) -> None:
+    """A thread takes it and ends; another thread gives it back (``threading`` allows that);
+    then a new thread (often given the ended one's id) releases again, then takes and gives
+    back: no thread is taken for its predecessor."""
+
+    def scenario(m: Any) -> Any:
+        lock = getattr(m, kind)()
+        seen = []
+        for _ in range(10):
+            taker = threading.Thread(target=lock.acquire)
+            taker.start()
+            taker.join(30)
+            seen.append(outcome(lock.release))
+            late = threading.Thread(target=lambda: seen.append(outcome(lock.release)))
+            late.start()
+            late.join(30)
+            again = threading.Thread(target=lambda: seen.append(lock.acquire(timeout=5)))
+            again.start()
+            again.join(30)
+            seen.append(outcome(lock.release))
+        takes = 0
+        while takes < 12 and lock.acquire(timeout=0.05):  # (how many slots it ends with)
+            takes += 1
+        return seen, takes
+
+    both(manager, stdlib_manager, scenario)
+
+
 def test_a_barrier_action_may_use_shared_objects(manager: Any, stdlib_manager: Any) -> None:
     import functools
 

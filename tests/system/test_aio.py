@@ -673,3 +673,54 @@ def test_a_cancelled_leasing_acquire_is_not_granted_later(m: procshare.SyncManag
             lock.release()
 
     run(main())
+
+
+def test_random_cancellations_never_lose_an_item_nor_keep_a_permit(
+    m: procshare.SyncManager,
+) -> None:
+    """Tasks acquire a semaphore of 2 permits, move items between two queues and release
+    (the release by a shielded task of its own: another owner than the taker, as
+    ``threading`` allows), while they are cancelled at random moments (seeded): afterwards
+    both permits are free and every item is in one of the queues exactly once (a get
+    cancelled as it won gives its item back)."""
+    import random
+
+    sem, src, dst = m.Semaphore(2), m.Queue(), m.Queue()
+    items = list(range(60))
+    for item in items:
+        src.put(item)
+    rng = random.Random(20261207)
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address) as client:
+            asem, asrc, adst = client.proxy(sem), client.proxy(src), client.proxy(dst)
+
+            async def mover() -> None:
+                while True:
+                    await asem.acquire()
+                    try:
+                        item = await asrc.get()
+                        await asyncio.shield(adst.put(item))  # (an item got is put, always)
+                    finally:
+                        await asyncio.shield(asem.release())
+
+            for _ in range(30):
+                tasks = [asyncio.create_task(mover()) for _ in range(4)]
+                await asyncio.sleep(rng.uniform(0, 0.03))
+                for task in tasks:
+                    await asyncio.sleep(rng.uniform(0, 0.005))
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                if await asrc.empty():  # (all moved: move them back, and go on)
+                    while not await adst.empty():
+                        await asrc.put(await adst.get())
+            assert await asem.acquire(False) and await asem.acquire(False)
+            await asem.release()
+            await asem.release()
+
+    run(main())
+    seen = []
+    for q in (src, dst):
+        while not q.empty():
+            seen.append(q.get_nowait())
+    assert sorted(seen) == items

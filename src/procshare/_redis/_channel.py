@@ -1403,11 +1403,19 @@ def _release(ch: RedisChannel, obj_id: int, kind: str, owner: int) -> None:
             "was released"
         )
     _raise_err(answer)
-    if thinks:
-        if held[key] <= 1:
-            del held[key]
-        else:
-            held[key] -= 1
+    # (the holder released: the caller's own, or, a Lock or Semaphore released by another
+    # than its taker, the taker's, which no longer holds it: if it is one of this process's
+    # owners, it must not think so, nor a later owner that gets its id)
+    sid, _, tag = _text(answer[1]).partition("|") if len(answer) > 1 else ("", "", "")
+    if sid == ch.session and tag:
+        key = (obj_id, int(tag))
+    elif not thinks:
+        return
+    count = held.get(key, 0)
+    if count <= 1:
+        held.pop(key, None)
+    else:
+        held[key] = count - 1
 
 
 def _state(ch: RedisChannel, obj_id: int) -> Any:

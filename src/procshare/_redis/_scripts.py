@@ -683,7 +683,8 @@ _ACQUIRE: Final = (
 """
 )
 
-# ARGV: id, sid, owner, thinks ('1': this caller believes it holds it)
+# ARGV: id, sid, owner, thinks ('1': this caller believes it holds it); {'ok', the holder released
+# ('<sid>|<owner>': another's, where a Lock or Semaphore is released by another than its taker)}
 _RELEASE: Final = (
     _OBJECT
     + """
@@ -724,7 +725,7 @@ _RELEASE: Final = (
   end
   redis.call('INCR', base .. 'd')
   wake(base .. 'w', 1)
-  return {'ok'}
+  return {'ok', holder or ''}
 """
 )
 
