@@ -490,6 +490,27 @@ def test_an_abandoned_condition_wait_ends_holding_the_lock(world: World) -> None
     assert other.do(cond, "acquire", False) is True
 
 
+def test_a_condition_wait_abandoned_once_notified_still_ends_holding_the_lock(
+    world: World,
+) -> None:
+    """Notified, the waiter waits for the lock the notifier holds; abandoned then (an asyncio
+    task cancelled), it goes on waiting for it, gets it, and is answered ``True``: the server
+    does not fail (it used to park the waiter a second time and drop the connection)."""
+    waiter, notifier, other = world.client(), world.client(), world.client()
+    cond = waiter.create("Condition")
+    assert waiter.do(cond, "acquire")
+    waiting = waiter.call(cond, "wait")
+    assert notifier.do(cond, "acquire")
+    notifier.do(cond, "notify")
+    waiter.cancel(waiting)
+    assert waiter.pending(waiting)  # (the notifier still holds the lock)
+    notifier.do(cond, "release")
+    assert waiter.result(waiting) is True
+    assert other.do(cond, "acquire", False) is False  # the waiter holds it again
+    waiter.do(cond, "release")
+    assert other.do(cond, "acquire", False) is True
+
+
 def test_an_abandoned_barrier_wait_leaves_the_others_waiting_for_one_more(world: World) -> None:
     a, b, c = world.client(), world.client(), world.client()
     barrier = a.create("Barrier", 3)

@@ -6,6 +6,7 @@ import asyncio
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -724,3 +725,92 @@ def test_random_cancellations_never_lose_an_item_nor_keep_a_permit(
         while not q.empty():
             seen.append(q.get_nowait())
     assert sorted(seen) == items
+
+
+def test_random_cancellations_of_condition_waiters_leave_the_lock_free(
+    m: procshare.SyncManager,
+) -> None:
+    """Consumers wait on a Condition for a shared count to move, a producer moves it and
+    notifies, and consumers are cancelled at random moments (seeded), inside their wait or
+    not: each cancelled wait ends holding the lock (``async with`` gives it back), so the
+    producer never stalls, and at the end the lock is free."""
+    import random
+
+    count, cond = m.Value("i", 0), m.Condition()
+    rng = random.Random(7)
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            acount, acond = client.proxy(count), client.proxy(cond)
+
+            async def consumer() -> None:
+                while True:
+                    async with acond:
+                        seen = await acount.get()
+                        while await acount.get() == seen:
+                            await acond.wait(1)
+
+            async def producer(rounds: int) -> None:
+                for _ in range(rounds):
+                    async with acond:
+                        await acount.increment(1)
+                        await acond.notify_all()
+                    await asyncio.sleep(0)
+
+            for _ in range(15):
+                consumers = [asyncio.create_task(consumer()) for _ in range(3)]
+                making = asyncio.create_task(producer(5))
+                await asyncio.sleep(rng.uniform(0, 0.02))
+                for task in consumers:
+                    await asyncio.sleep(rng.uniform(0, 0.003))
+                    task.cancel()
+                await asyncio.gather(*consumers, return_exceptions=True)
+                await asyncio.wait_for(making, 30)  # (never stalled by a waiter's lock)
+            assert await acond.acquire(False)
+            await acond.release()
+            assert await acount.get() == 75
+
+    run(main())
+
+
+def test_a_release_whose_task_is_cancelled_as_it_is_sent_still_releases(
+    m: procshare.SyncManager,
+) -> None:
+    """A call that does not wait (a release, a notify) is made even if its task is cancelled
+    right after it was sent, as a request already sent to a server is: the lock is free
+    after each such cancelled release."""
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            lock = await client.Lock()
+            for _ in range(30):
+                assert await lock.acquire()
+                releasing = asyncio.create_task(lock.release())
+                await asyncio.sleep(0)  # (it runs up to its first await: sent)
+                releasing.cancel()
+                await asyncio.gather(releasing, return_exceptions=True)
+                assert await lock.acquire(False), "a cancelled release left the lock held"
+                await lock.release()
+
+    run(main())
+
+
+def test_an_item_taken_by_a_task_that_ended_stays_taken_when_the_client_closes(
+    m: procshare.SyncManager,
+) -> None:
+    """A task takes an item and ends without another call; the client closes on purpose: the
+    item is its own (it arrived), not given back to the queue as a killed client's is."""
+    q = m.Queue()
+    q.put("once")
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            aq = client.proxy(q)
+            assert await asyncio.create_task(aq.get()) == "once"
+
+    run(main())
+    for _ in range(1000):  # (until the server has seen the asyncio connection end)
+        if not any(s.get("name") == "asyncio" for s in m.stats()["sessions"]):
+            break
+        time.sleep(0.01)
+    assert q.empty() and q.qsize() == 0

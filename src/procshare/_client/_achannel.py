@@ -44,6 +44,7 @@ from .._protocol import (
     ConnectionClosed,
     Control,
     Failure,
+    Goodbye,
     LeasedRead,
     Push,
     ReadSince,
@@ -401,11 +402,13 @@ class AsyncChannel:
         return async_proxy_from(self, func, token, kwds, owned)
 
     async def close(self) -> None:
-        """Close the connection (pending releases are sent first), and wait until the
-        transport has let its socket go."""
+        """Close the connection on purpose (pending releases first, then ``Goodbye``: what
+        the server handed to this client is its own, not given back to others as a killed
+        client's would be), and wait until the transport has let its socket go."""
         transport = self._transport
         if transport is not None and not transport.is_closing():
-            self._flush_notes()
+            if self._broken is None:
+                transport.write(self._pending_notes() + self._proto.send(Goodbye()))
             transport.close()
         self._fail(ConnectionLost("the connection was closed"))
         if transport is None:

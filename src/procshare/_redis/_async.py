@@ -38,7 +38,7 @@ from .._client._proxies import BaseProxy
 from .._context import incoming
 from .._errors import ConnectionLost
 from .._token import Token
-from ._channel import Abandoned, Caller, RedisChannel, get_redis_channel
+from ._channel import Caller, RedisChannel, get_redis_channel
 
 if TYPE_CHECKING:
     from .._address import Address
@@ -148,8 +148,8 @@ class AsyncRedisChannel:
             ch._calling.caller = caller
             incoming.channel = self
             try:
-                if caller.cancelled:
-                    raise Abandoned
+                # (even if its caller was cancelled before it began: a call that does not
+                # wait is made, as one sent to procshare's server is; a wait stops at once)
                 result = work()
                 if isinstance(result, BaseProxy):
                     result = self._adopt(result)

@@ -539,7 +539,11 @@ class Condition(Primitive):
 
     def _timed_out(self, host: Host, waiter: Waiter) -> None:
         """Its timeout passed, or its caller abandoned it: as ``threading``'s, the wait ends
-        holding the lock again (answered ``False``: not notified) once it is free."""
+        holding the lock again (answered ``False``: not notified) once it is free. A waiter
+        notified already waits for the lock (``acquire_restore``): abandoned, it goes on
+        waiting for it, and its caller gets it (and its ``True``) before it stops."""
+        if waiter.queue is not self.waiters:
+            return
         self.waiters.remove(waiter)
         self.lock.acquire_restore(host, waiter, waiter.data, False)
 
