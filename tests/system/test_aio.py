@@ -814,3 +814,39 @@ def test_an_item_taken_by_a_task_that_ended_stays_taken_when_the_client_closes(
             break
         time.sleep(0.01)
     assert q.empty() and q.qsize() == 0
+
+
+def test_random_cancellations_at_a_barrier_never_break_it_nor_let_a_round_pass_short(
+    m: procshare.SyncManager,
+) -> None:
+    """Two tasks and a third that is cancelled at a random moment (seeded) meet at a Barrier
+    of 3, ten times: a cancelled party that had not passed leaves without breaking it
+    (procshare's rule for an interrupted wait) and a helper takes its place; every round
+    passes with three parties, and the barrier ends whole with nobody waiting."""
+    import random
+
+    barrier = m.Barrier(3)
+    rng = random.Random(11)
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            ab = client.proxy(barrier)
+            for _ in range(10):
+                steady = [asyncio.create_task(ab.wait()) for _ in range(2)]
+                flaky = asyncio.create_task(ab.wait())
+                await asyncio.sleep(rng.uniform(0, 0.01))
+                flaky.cancel()
+                await asyncio.gather(flaky, return_exceptions=True)
+                for _ in range(2000):  # (until the round passed, or the two wait for a third)
+                    if all(t.done() for t in steady):
+                        break
+                    if await ab.n_waiting() == 2:
+                        indexes = await asyncio.wait_for(asyncio.gather(ab.wait(), *steady), 30)
+                        assert sorted(indexes) == [0, 1, 2]
+                        break
+                    await asyncio.sleep(0.005)
+                assert not await ab.broken()
+                assert sorted(await asyncio.gather(*steady)) in ([0, 1], [0, 2], [1, 2])
+            assert not await ab.broken() and await ab.n_waiting() == 0
+
+    run(main())
