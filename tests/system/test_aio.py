@@ -850,3 +850,40 @@ def test_random_cancellations_at_a_barrier_never_break_it_nor_let_a_round_pass_s
             assert not await ab.broken() and await ab.n_waiting() == 0
 
     run(main())
+
+
+def test_random_cancellations_of_joinable_queue_consumers_still_let_join_return(
+    m: procshare.SyncManager,
+) -> None:
+    """Consumers take items of a JoinableQueue and mark each done, and are cancelled at
+    random moments (seeded) then replaced: every item is processed once, and ``join()``
+    returns (a get won by a cancelled consumer gave its item back, unfinished)."""
+    import random
+
+    jq = m.JoinableQueue()
+    for i in range(40):
+        jq.put(i)
+    rng = random.Random(5)
+
+    async def main() -> None:
+        async with await procshare.aio.connect(m.address, m._authkey) as client:
+            ajq = client.proxy(jq)
+            done: list[int] = []
+
+            async def consumer() -> None:
+                while True:
+                    item = await ajq.get()
+                    done.append(item)  # (processed: nothing awaits between get and this)
+                    await asyncio.shield(ajq.task_done())
+
+            while len(done) < 40:
+                consumers = [asyncio.create_task(consumer()) for _ in range(3)]
+                await asyncio.sleep(rng.uniform(0, 0.01))
+                for task in consumers:
+                    task.cancel()
+                await asyncio.gather(*consumers, return_exceptions=True)
+            await asyncio.wait_for(ajq.join(), 30)
+            assert sorted(done) == list(range(40))
+            assert await ajq.empty()
+
+    run(main())
