@@ -39,12 +39,16 @@ ROWS: Final = (
     "Queue put+get (RPUSH + BLPOP)",
 )
 
+#: the entries of the large dict a pipeline writes into (its cost must not grow with it)
+_LARGE: Final = 10_000
+
 #: issue #21's rows: pushed changes, cached reads, pipelines
 PUSH_ROWS: Final = (
     "a change seen by a watcher (XADD+XREAD)",
     "cached read (HGET)",
     "write, then cached read (HSET+HGET)",
     "pipeline of 100 mixed, per call (MULTI)",
+    "pipeline of 100 sets, dict of 10k (MULTI)",
 )
 
 
@@ -169,9 +173,16 @@ def _push_ops_procshare(m: Any, stack: contextlib.ExitStack) -> dict[str, Op | N
                 for _ in range(25):
                     p(piped).increment("n")
 
-    return dict(
-        zip(PUSH_ROWS, (watch_latency, cached_hit, cached_after_write, pipeline), strict=True)
-    )
+    large = m.dict({i: i for i in range(_LARGE)})
+
+    def pipeline_large(n: int) -> None:
+        for b in range(max(1, n // 100)):
+            with large.pipeline() as p:
+                for i in range(100):
+                    p[(b * 100 + i) % _LARGE] = i
+
+    ops = (watch_latency, cached_hit, cached_after_write, pipeline, pipeline_large)
+    return dict(zip(PUSH_ROWS, ops, strict=True))
 
 
 def _push_ops_raw(client: Any, prefix: str, stack: contextlib.ExitStack) -> dict[str, Op | None]:
@@ -223,10 +234,19 @@ def _push_ops_raw(client: Any, prefix: str, stack: contextlib.ExitStack) -> dict
                 pipe.hincrby(h, "n", 1)
             pipe.execute()
 
+    large = prefix + "large"
+    client.hset(large, mapping={i: i for i in range(_LARGE)})
+
+    def pipeline_large(n: int) -> None:
+        for b in range(max(1, n // 100)):
+            pipe = client.pipeline(transaction=True)
+            for i in range(100):
+                pipe.hset(large, (b * 100 + i) % _LARGE, i)
+            pipe.execute()
+
     client.hset(h, "k", 0)
-    return dict(
-        zip(PUSH_ROWS, (watch_latency, cached_hit, cached_after_write, pipeline), strict=True)
-    )
+    ops = (watch_latency, cached_hit, cached_after_write, pipeline, pipeline_large)
+    return dict(zip(PUSH_ROWS, ops, strict=True))
 
 
 def _push_ops_stdlib(m: Any) -> dict[str, Op | None]:
@@ -250,8 +270,15 @@ def _push_ops_stdlib(m: Any) -> dict[str, Op | None]:
             for _ in range(25):
                 d["n"] = d.get("n", 0) + 1
 
+    large = m.dict({i: i for i in range(_LARGE)})
+
+    def sets_large(n: int) -> None:  # (one by one, as above)
+        for b in range(max(1, n // 100)):
+            for i in range(100):
+                large[(b * 100 + i) % _LARGE] = i
+
     # (it has no watch: it polls)
-    return dict(zip(PUSH_ROWS, (None, read, write_read, calls), strict=True))
+    return dict(zip(PUSH_ROWS, (None, read, write_read, calls, sets_large), strict=True))
 
 
 def _per_call(name: str, n: int) -> int:

@@ -1023,3 +1023,77 @@ def test_inspect_and_top_show_a_redis_namespace_without_an_authkey(redis_url: st
         lock.release()
         m.delete("the-lock")
         m.delete("the-jobs")
+
+
+def test_pipelined_appends_with_connections_killed_are_applied_once(rm: Any, raw: Any) -> None:
+    """Pipelines of one-entry changes go as their scripts in one MULTI/EXEC; ``CLIENT KILL``
+    again and again under them: a batch sent again is answered by its scripts' latches,
+    so every append is made exactly once, in order."""
+    lst, d = rm.list(), rm.dict()
+    with _connections_killed(raw, every=0.002) as kills:
+        for batch in range(60):
+            with rm.pipeline() as p:
+                for i in range(5):
+                    p(lst).append(batch * 5 + i)
+                    p(d)[batch * 5 + i] = i
+    assert kills[0] > 3
+    assert lst[:] == list(range(300))
+    assert len(d) == 300 and d[299] == 4
+
+
+def test_a_pipeline_of_changes_to_a_large_dict_is_made_entry_by_entry(rm: Any, raw: Any) -> None:
+    """A batch of sets, pops, setdefaults and appends changes only its entries (not the
+    whole values, so its cost does not grow with the containers'), with each call's own
+    result or error; a dict holding a proxy takes the whole-value way and keeps it."""
+    d, lst = rm.dict({i: i for i in range(20_000)}), rm.list([0])
+    ch = d._channel()
+    reads: list[Any] = []
+    whole = ch._batch_once
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        reads.append(args)
+        return whole(*args, **kwargs)
+
+    ch._batch_once = counting  # type: ignore[method-assign]
+    try:
+        with rm.pipeline() as p:
+            p(d)["new"] = "v"
+            popped = p(d).pop(5)
+            missing = p(d).pop("missing")
+            kept = p(d).setdefault(6, "ignored")
+            p(lst).append(1)
+            last = p(lst).pop()
+            empty = p(rm.list()).pop()
+        assert reads == []  # (no container read whole)
+        assert popped.value == 5 and kept.value == 6 and last.value == 1
+        assert isinstance(missing.error, KeyError) and isinstance(empty.error, IndexError)
+        assert d["new"] == "v" and 5 not in d and len(d) == 20_000 and lst[:] == [0]
+        holder = rm.dict()
+        holder["inner"] = rm.list([1])  # (a proxy in its value: it keeps that list alive)
+        with rm.pipeline() as p:
+            p(holder)["x"] = 1
+        assert reads  # (the whole value's way)
+        assert holder["x"] == 1 and holder["inner"][:] == [1]
+    finally:
+        del ch._batch_once
+
+
+def test_a_watcher_sees_each_call_of_a_pipelined_batch_with_its_version(rm: Any) -> None:
+    """A batch's sets and appends to one object go as one script, yet a watcher gets each
+    call as its own change, in order, with consecutive versions."""
+    d, lst = rm.dict(), rm.list()
+    with d.watch(timeout=30) as changes, lst.watch(timeout=30) as items:
+        with rm.pipeline() as p:
+            for i in range(20):
+                p(d)[i] = i * i  # (in a row: one script)
+            for i in range(20):
+                p(lst).append(i)
+            p(d).pop(0)
+        seen = [changes.get(timeout=30) for _ in range(21)]
+        appended = [items.get(timeout=30) for _ in range(20)]
+    assert [c.op for c in seen] == ["__setitem__"] * 20 + ["pop"]
+    assert [c.args for c in seen[:20]] == [(i, i * i) for i in range(20)]
+    assert seen[20].result == 0
+    versions = [c.version for c in seen]
+    assert versions == list(range(versions[0], versions[0] + 21))
+    assert [c.args for c in appended] == [(i,) for i in range(20)]

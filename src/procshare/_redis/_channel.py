@@ -733,7 +733,14 @@ class RedisChannel:
         """Run the one-entry script ``name``: its answer, or ``WHOLE`` where the change must
         be made on the whole (the container holds proxies)."""
         change = getattr(self._calling, "change", None)
-        answer = self._run_changing(name, obj_id, [change], *args)
+        batch: _Batching | None = getattr(self._calling, "batch", None)
+        if batch is None:
+            answer = self._run_changing(name, obj_id, [change], *args)
+        elif batch.answer is None:  # (a pipeline's first pass: noted, sent with the others)
+            batch.script = (name, obj_id, args)
+            raise _Noted
+        else:
+            answer = batch.answer
         self._values.pop(obj_id, None)  # (what this process saw of it is no longer current)
         status = _text(answer[0])
         if status == "gone":
@@ -769,6 +776,135 @@ class RedisChannel:
 
     # -- pipelines --------------------------------------------------------------------------------
 
+    def _batch_entries(
+        self, calls: Any, kinds: dict[int, str]
+    ) -> tuple[list[Any], dict[int, BaseException]] | None:
+        """A pipeline's batch of one-entry changes (sets, appends, pops... of dicts and
+        lists, with plain values): their scripts in one ``MULTI/EXEC``, whatever the size of
+        the containers. ``None`` where the batch is not only such calls (it is then made on
+        the whole values: ``_batch_once``).
+
+        Each call's handler runs twice: first its script is noted (``_Noted``), then, with
+        the script's answer, it makes its result as a plain call would. Under ``WATCH``, the
+        containers are checked to hold no proxies first (their scripts would answer
+        ``whole``, changing nothing, half-way through the batch). Every script has its
+        request id: a batch sent again after a lost connection is answered by the latches,
+        never applied twice."""
+        import redis
+
+        if not calls or any(
+            (kinds.get(obj_id), method) not in _BATCHED_CHANGES for obj_id, method, *_ in calls
+        ):
+            return None
+        calling = self._calling
+        values: list[Any] = [None] * len(calls)
+        errors: dict[int, BaseException] = {}
+        noted: list[tuple[int, _Batching, Any]] = []  # (index, its script, its change)
+        try:
+            for index, (obj_id, method, args, kwargs, _owner) in enumerate(calls):
+                batch = calling.batch = _Batching()
+                calling.change = (method, args, kwargs or None, None)
+                try:
+                    value = _ITEM_CALLS[(kinds[obj_id], method)](
+                        self, obj_id, *args, **(kwargs or {})
+                    )
+                except _Noted:
+                    noted.append((index, batch, calling.change))
+                    continue
+                except Exception as exc:  # noqa: BLE001 (the call's own error, as a plain one)
+                    errors[index] = exc
+                    continue
+                if value is WHOLE:
+                    return None
+                values[index] = value  # (nothing to send: an empty extend)
+            if not noted:
+                return values, errors
+            groups = _merged(noted)
+            p = self._prefix
+            # (one request id each, kept if the batch is sent again: its latch answers then)
+            rids = [f"{self._rid_prefix}{next(self._rids)}" for _ in groups]
+
+            def commands(watched: set[int]) -> list[tuple[Any, ...]]:
+                sent: list[tuple[Any, ...]] = [("MULTI",)]
+                for rid, (name, obj_id, args, changes, _members) in zip(rids, groups, strict=True):
+                    ev = self._description(changes) if obj_id in watched else b""
+                    sent.append(("EVALSHA", self._shas[name], 0, p, rid, obj_id, ev, *args))
+                sent.append(("EXEC",))
+                return sent
+
+            sent = self._send_batch(sorted({g[1] for g in groups}), commands)
+            if sent is None:
+                return None  # (a container holds proxies: on the whole values)
+            answers = [None] * len(noted)
+            for group, answer in zip(groups, sent, strict=True):
+                for member in group[4]:
+                    answers[member] = answer
+            for (index, batch, change), answer in zip(noted, answers, strict=True):
+                obj_id, method, args, kwargs, _owner = calls[index]
+                if isinstance(answer, redis.ResponseError):
+                    errors[index] = ProcshareError(f"Redis refused the change: {answer}")
+                    continue
+                batch.answer = answer
+                calling.batch = batch
+                calling.change = change
+                try:
+                    value = _ITEM_CALLS[(kinds[obj_id], method)](
+                        self, obj_id, *args, **(kwargs or {})
+                    )
+                except Exception as exc:  # noqa: BLE001 (the call's own error, as a plain one)
+                    errors[index] = exc
+                    continue
+                values[index] = value
+            return values, errors
+        finally:
+            calling.batch = None
+
+    def _send_batch(
+        self, obj_ids: list[int], commands: Callable[[set[int]], list[tuple[Any, ...]]]
+    ) -> Any:
+        """Send ``MULTI ... EXEC`` (``commands(the objects watched)``, which describe their
+        changes for the watchers) if none of the containers holds proxies, all under
+        ``WATCH`` of those marks: the answers, or ``None`` where one holds proxies (or began
+        to, or to be watched, meanwhile). A lost connection sends it all again (the scripts'
+        latches answer what was done). An object freed meanwhile is found so by each of its
+        scripts, together (``MULTI``): its calls fail alike."""
+        import redis
+
+        p = self._prefix
+        marks = [f"{p}{obj_id}:{mark}" for obj_id in obj_ids for mark in ("c", "W")]
+        looks = [("EXISTS", mark) for mark in marks]
+        for attempt in range(_SENDS * 3):
+            conn = self._connection()
+            try:
+                conn.send_packed_command(conn.pack_commands([("WATCH", *marks), *looks]))
+                conn.read_response()
+                found = [int(conn.read_response()) for _ in looks]
+                if any(found[0::2]):
+                    self._unwatch(conn)
+                    return None
+                watched = {i for i, w in zip(obj_ids, found[1::2], strict=True) if w}
+                sending = commands(watched)
+                conn.send_packed_command(conn.pack_commands(sending))
+                for _ in range(len(sending) - 1):
+                    conn.read_response()  # (OK, then QUEUED for each)
+                answers = conn.read_response()
+            except (OSError, redis.ConnectionError, redis.TimeoutError):
+                conn.disconnect()
+                if attempt == _SENDS * 3 - 1:
+                    raise
+                time.sleep(0.01 * attempt)
+                continue
+            except BaseException:
+                conn.disconnect()  # (in an unknown state: WATCH or MULTI may be on)
+                raise
+            if answers is None:
+                return None  # (a proxy stored, or a watch begun, meanwhile: the whole way)
+            if any(isinstance(a, redis.exceptions.NoScriptError) for a in answers):
+                self._load_scripts()  # (every EVALSHA failed alike: none was applied)
+                continue
+            return answers
+        raise ConnectionLost("a pipeline's batch kept being interrupted; it was not applied")
+
     def _batch(self, calls: Any) -> tuple[list[Any], dict[int, BaseException]]:
         """A pipeline's batch: its calls applied in order as one step, ``(values, {index:
         error})`` as procshare's server answers.
@@ -797,6 +933,9 @@ class RedisChannel:
                     f"a pipeline on Redis holds calls to dicts, lists, sets, Namespaces, Values "
                     f"and Arrays, not to a {typeid}"
                 )
+        entries = self._batch_entries(calls, kinds) if not refused else None
+        if entries is not None:
+            return entries
         pool = self._client.connection_pool
         conn: Any = pool.get_connection()
         cut = 0  # (connections lost under it: it is sent again, on a new one, a few times)
@@ -1323,6 +1462,60 @@ def _l_pop(ch: RedisChannel, obj_id: int, *args: Any, **kwargs: Any) -> Any:
         raise IndexError("pop from empty list")
     return decode_value(answer[2], ch._serializer.loads)
 
+
+class _Noted(Exception):
+    """A pipeline's first pass: the one-entry script of a call is noted, not run."""
+
+
+#: the one-entry scripts that take any number of entries (sets, items to append)
+_MERGEABLE: Final = frozenset({"dict_set", "list_push"})
+
+
+def _merged(noted: list[tuple[int, _Batching, Any]]) -> list[Any]:
+    """A batch's noted scripts as sent: ``(name, object id, arguments, changes, members)``,
+    one-entry sets (and appends) of one object in a row made one script (its changes all
+    described, each with its version for the watchers); ``members``: the noted calls it
+    answers, by their place in ``noted``."""
+    groups: list[Any] = []
+    for at, (_index, batch, change) in enumerate(noted):
+        name, obj_id, args = batch.script  # type: ignore[misc]
+        last = groups[-1] if groups else None
+        if last is not None and last[0] == name in _MERGEABLE and last[1] == obj_id:
+            last[2] += args
+            last[3].append(change)
+            last[4].append(at)
+            continue
+        groups.append([name, obj_id, list(args), [change], [at]])
+    return groups
+
+
+class _Batching:
+    """A call of a pipeline's batch, between its two passes (``_batch_entries``): the
+    script it makes ``(name, object id, arguments)``, then its answer."""
+
+    __slots__ = ("answer", "script")
+
+    def __init__(self) -> None:
+        self.script: tuple[str, int, tuple[Any, ...]] | None = None
+        self.answer: Any = None
+
+
+#: the one-entry changes a pipeline sends as their scripts (``_batch_entries``): each makes
+#: exactly one script, whose answer gives its result (an increment may have to be made on the
+#: whole value, and a read's answer could not be recovered after a lost connection)
+_BATCHED_CHANGES: Final = frozenset(
+    {
+        ("dict", "__setitem__"),
+        ("dict", "update"),
+        ("dict", "pop"),
+        ("dict", "__delitem__"),
+        ("dict", "setdefault"),
+        ("list", "__setitem__"),
+        ("list", "append"),
+        ("list", "extend"),
+        ("list", "pop"),
+    }
+)
 
 #: (kind, method) -> the call made on one entry (or ``WHOLE``: made on the whole instead)
 _ITEM_CALLS: Final[dict[tuple[str, str], Callable[..., Any]]] = {
