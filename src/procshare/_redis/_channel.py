@@ -801,13 +801,11 @@ class RedisChannel:
         errors: dict[int, BaseException] = {}
         noted: list[tuple[int, _Batching, Any]] = []  # (index, its script, its change)
         try:
-            for index, (obj_id, method, args, kwargs, _owner) in enumerate(calls):
+            for index, (_obj_id, method, args, kwargs, _owner) in enumerate(calls):
                 batch = calling.batch = _Batching()
                 calling.change = (method, args, kwargs or None, None)
                 try:
-                    value = _ITEM_CALLS[(kinds[obj_id], method)](
-                        self, obj_id, *args, **(kwargs or {})
-                    )
+                    value = self._entry_call(calls[index], kinds)
                 except _Noted:
                     noted.append((index, batch, calling.change))
                     continue
@@ -840,7 +838,6 @@ class RedisChannel:
                 for member in group[4]:
                     answers[member] = answer
             for (index, batch, change), answer in zip(noted, answers, strict=True):
-                obj_id, method, args, kwargs, _owner = calls[index]
                 if isinstance(answer, redis.ResponseError):
                     errors[index] = ProcshareError(f"Redis refused the change: {answer}")
                     continue
@@ -848,9 +845,7 @@ class RedisChannel:
                 calling.batch = batch
                 calling.change = change
                 try:
-                    value = _ITEM_CALLS[(kinds[obj_id], method)](
-                        self, obj_id, *args, **(kwargs or {})
-                    )
+                    value = self._entry_call(calls[index], kinds)
                 except Exception as exc:  # noqa: BLE001 (the call's own error, as a plain one)
                     errors[index] = exc
                     continue
@@ -858,6 +853,11 @@ class RedisChannel:
             return values, errors
         finally:
             calling.batch = None
+
+    def _entry_call(self, call: Any, kinds: dict[int, str]) -> Any:
+        """A pipeline's call made by its one-entry handler (``_ITEM_CALLS``)."""
+        obj_id, method, args, kwargs, _owner = call
+        return _ITEM_CALLS[(kinds[obj_id], method)](self, obj_id, *args, **(kwargs or {}))
 
     def _send_batch(
         self, obj_ids: list[int], commands: Callable[[set[int]], list[tuple[Any, ...]]]
