@@ -15,7 +15,9 @@ keep a waker from running: ``_Workers``) and shrinks when they idle.
 * a call that won anyway (granted before it saw the cancellation) is undone before the
   cancellation goes on: a lock or permit is released, a queue item goes back to the head of
   its queue (``RedisChannel.give_back``); a Condition wait ends holding its lock again, as
-  ``threading``'s does (``_shielded``).
+  ``threading``'s does (``_shielded``);
+* a call that does not wait (a release, a notify, a put) is made even if its caller was
+  cancelled before its thread began, as a request already sent to procshare's server is.
 
 So a lock is never granted to, nor an item handed to, a caller that no longer waits.
 
