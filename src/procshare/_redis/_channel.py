@@ -64,8 +64,17 @@ __all__ = ["RedisChannel", "forget_redis_channels", "get_redis_channel"]
 #: the longest single BLPOP: between two, a waiter checks again (a lost wake-up costs this)
 WAIT_SLICE: Final = 1.0
 
-#: how many times a script is sent over a lost connection before the loss is raised
-_SENDS: Final = 3
+#: how many times a command is sent over a lost connection before the loss is raised (a
+#: restarted Redis, a proxy cutting connections), with a pause that doubles each time
+_SENDS: Final = 10
+
+
+def _pause_before(attempt: int) -> None:
+    """Wait before sending again over a new connection: none at first, then 5 ms doubling
+    to at most 0.5 s (~2.5 s in all before a loss is raised)."""
+    if attempt:
+        time.sleep(min(0.005 * 2 ** (attempt - 1), 0.5))
+
 
 #: kind -> the names of its methods that change it (``Kind.mutators`` computes it each time)
 _MUTATORS: Final = {name: kind.mutators for name, kind in KINDS.items()}
@@ -245,7 +254,7 @@ class RedisChannel:
                 conn.disconnect()
                 if attempt == _SENDS - 1:
                     raise
-                time.sleep(0.01 * attempt)
+                _pause_before(attempt + 1)
             except redis.ResponseError:
                 raise  # (the command's own error: the connection is as it was)
             except BaseException:
@@ -873,7 +882,7 @@ class RedisChannel:
         p = self._prefix
         marks = [f"{p}{obj_id}:{mark}" for obj_id in obj_ids for mark in ("c", "W")]
         looks = [("EXISTS", mark) for mark in marks]
-        for attempt in range(_SENDS * 3):
+        for attempt in range(_SENDS):
             conn = self._connection()
             try:
                 conn.send_packed_command(conn.pack_commands([("WATCH", *marks), *looks]))
@@ -890,9 +899,9 @@ class RedisChannel:
                 answers = conn.read_response()
             except (OSError, redis.ConnectionError, redis.TimeoutError):
                 conn.disconnect()
-                if attempt == _SENDS * 3 - 1:
+                if attempt == _SENDS - 1:
                     raise
-                time.sleep(0.01 * attempt)
+                _pause_before(attempt + 1)
                 continue
             except BaseException:
                 conn.disconnect()  # (in an unknown state: WATCH or MULTI may be on)
@@ -1029,7 +1038,7 @@ class RedisChannel:
     def _applied(self, rid: str) -> bool:
         """Whether the script sent with request id ``rid`` ran (its answer is in the ring)."""
         channel, _, n = rid.rpartition(":")
-        kept: Any = self._client.hget(f"{self._prefix}ql:{channel}", int(n) % LATCH_SLOTS)
+        kept: Any = self._send(("HGET", f"{self._prefix}ql:{channel}", int(n) % LATCH_SLOTS))
         return bool(kept) and bool(kept.startswith(rid.encode() + b"\0"))
 
     @staticmethod
