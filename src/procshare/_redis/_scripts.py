@@ -862,17 +862,26 @@ _GET: Final = (
 """
 )
 
+# one item fewer of queue ``id`` counted as taken by session ``sid`` (``tk:<sid>``: what its
+# death marks done), as its task_done, or its giving back, says
+_UNTAKEN: Final = """
+  local function untaken(sid, id)
+    local tk = P .. 'tk:' .. sid
+    if tonumber(redis.call('HGET', tk, id) or '0') > 0 then
+      if redis.call('HINCRBY', tk, id, -1) <= 0 then redis.call('HDEL', tk, id) end
+    end
+  end
+"""
+
 # ARGV: id, sid, tag, item: an item taken for an asyncio caller cancelled meanwhile goes back to
 # the head, no longer on its way to this session nor taken by it (``_async``)
 _GIVE_BACK: Final = (
     _OBJECT
+    + _UNTAKEN
     + """
   redis.call('HDEL', P .. 'f:' .. ARGV[4], ARGV[5])
   redis.call('LPUSH', base .. 'q', ARGV[6])
-  local tk = P .. 'tk:' .. ARGV[4]
-  if tonumber(redis.call('HGET', tk, id) or '0') > 0 then
-    if redis.call('HINCRBY', tk, id, -1) <= 0 then redis.call('HDEL', tk, id) end
-  end
+  untaken(ARGV[4], id)
   wake(base .. 'w', 1)
   return {'ok'}
 """
@@ -881,16 +890,14 @@ _GIVE_BACK: Final = (
 # ARGV: id, sid, tag of the oldest item this session took and has not done ('' none)
 _TASK_DONE: Final = (
     _OBJECT
+    + _UNTAKEN
     + """
   if tonumber(redis.call('GET', base .. 'u') or '0') <= 0 then
     return {'err', 'ValueError', 'task_done() called too many times'}
   end
   local left = redis.call('DECR', base .. 'u')
   if ARGV[5] ~= '' then redis.call('HDEL', P .. 'f:' .. ARGV[4], ARGV[5]) end
-  local tk = P .. 'tk:' .. ARGV[4]
-  if tonumber(redis.call('HGET', tk, id) or '0') > 0 then
-    if redis.call('HINCRBY', tk, id, -1) <= 0 then redis.call('HDEL', tk, id) end
-  end
+  untaken(ARGV[4], id)
   if left == 0 then wake(base .. 'j', ALL) end
   return {'ok'}
 """
