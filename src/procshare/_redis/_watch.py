@@ -76,10 +76,8 @@ class RedisHub:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._dropped: list[int] = []  # subscriptions to end (from finalizers)
-        pool = channel._client.connection_pool
-        # its own connection (a blocking XREAD must not hold one the calls need), used straight
-        # through redis-py's Connection: no pool round per read
-        self._conn: Any = pool.connection_class(**pool.connection_kwargs)
+        # (its commands go through the channel's ``_send``, on the reading thread's own
+        # connection: a blocking XREAD holds no connection the calls need)
         self._thread = threading.Thread(
             target=self._read, name="procshare-redis-watch", daemon=True
         )
@@ -141,14 +139,9 @@ class RedisHub:
     # -- the reading thread ------------------------------------------------------------------------
 
     def _read(self) -> None:
-        try:
-            self._read_streams()
-        finally:
-            self._conn.disconnect()
-
-    def _read_streams(self) -> None:
         import redis
 
+        send = self.redis_channel._send
         prefix = self.redis_channel._prefix
         instance = self.redis_channel.server_info["instance"].encode()
         next_check = 0.0
@@ -159,7 +152,7 @@ class RedisHub:
             if now >= next_check:  # (a namespace deleted under it: FLUSHALL, a shutdown)
                 next_check = now + INSTANCE_CHECK
                 with contextlib.suppress(redis.ConnectionError):
-                    if self._command("GET", prefix + "instance") != instance:
+                    if send(("GET", prefix + "instance")) != instance:
                         self._broke(ConnectionLost("the Redis namespace was deleted"))
                         return
             with self._lock:
@@ -175,15 +168,9 @@ class RedisHub:
                 if have is None or _entry_id(mine) < _entry_id(have):
                     streams[key] = mine
             try:
-                answer: Any = self._command(
-                    "XREAD",
-                    "COUNT",
-                    1000,
-                    "BLOCK",
-                    READ_SLICE_MS,
-                    "STREAMS",
-                    *streams,
-                    *streams.values(),
+                since = tuple(streams.values())
+                answer: Any = send(
+                    ("XREAD", "COUNT", 1000, "BLOCK", READ_SLICE_MS, "STREAMS", *streams, *since)
                 )
             except redis.ConnectionError:
                 time.sleep(0.05)  # (resumed from the last entries delivered)
@@ -198,21 +185,6 @@ class RedisHub:
                 for eid, flat in entries:
                     fields = dict(zip(flat[::2], flat[1::2], strict=True))
                     self._deliver(obj_id, _entry_id(eid), fields, subs)
-
-    def _command(self, *command: Any) -> Any:
-        """One command on the reading connection; its raw answer (a lost connection is
-        disconnected, to be made again by the next command, and raised)."""
-        import redis
-
-        conn = self._conn
-        try:
-            conn.send_packed_command(conn.pack_command(*command))
-            return conn.read_response()
-        except redis.ResponseError:
-            raise
-        except BaseException:
-            conn.disconnect()
-            raise
 
     def _deliver(self, obj_id: int, eid: tuple[int, int], fields: Any, subs: list[_Sub]) -> None:
         loads = self.redis_channel._serializer.loads
