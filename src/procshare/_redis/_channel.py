@@ -918,11 +918,13 @@ class RedisChannel:
         """A pipeline's batch: its calls applied in order as one step, ``(values, {index:
         error})`` as procshare's server answers.
 
-        The containers it touches are read whole under ``WATCH`` (of their versions), the calls
-        run here on the copies, and every changed one is written back in one ``MULTI/EXEC``:
-        a concurrent reader sees all of the batch or none of it. If one of them changed in
-        between, ``EXEC`` does nothing and the batch is computed again. Calls on other
-        objects (locks, queues...) fail one by one with ``UnsupportedError``."""
+        A batch of one-entry changes goes as their scripts (``_batch_entries``). Any other:
+        the containers it touches are read whole under ``WATCH`` (of their versions), the
+        calls run here on the copies, and every changed one is written back in one
+        ``MULTI/EXEC``: a concurrent reader sees all of the batch or none of it. If one of
+        them changed in between, ``EXEC`` does nothing and the batch is computed again. Both
+        go on this thread's connection. Calls on other objects (locks, queues...) fail one by
+        one with ``UnsupportedError``."""
         import redis
 
         kinds: dict[int, str] = {}
@@ -945,8 +947,7 @@ class RedisChannel:
         entries = self._batch_entries(calls, kinds) if not refused else None
         if entries is not None:
             return entries
-        pool = self._client.connection_pool
-        conn: Any = pool.get_connection()
+        conn = self._connection()
         cut = 0  # (connections lost under it: it is sent again, on a new one, a few times)
         try:
             while True:
@@ -961,16 +962,15 @@ class RedisChannel:
                             self._values.pop(obj_id, None)
                         return computed[0]  # type: ignore[no-any-return]
                     cut += 1
-                    if cut > 10:
+                    if cut >= _SENDS:
                         raise
+                    _pause_before(cut)
                     continue
                 if answer is not None:
                     return answer
         except BaseException:
             conn.disconnect()  # (in an unknown state: WATCH may be on)
             raise
-        finally:
-            pool.release(conn)
 
     def _batch_once(
         self,
