@@ -52,17 +52,6 @@ def _locks(obj: dict[str, Any]) -> str:
 def screen(before: dict[str, Any], after: dict[str, Any], seconds: float) -> Screen:
     """What top shows for the change from ``before`` to ``after`` over ``seconds``."""
     seconds = max(seconds, 1e-6)
-    server = after.get("server") or {}
-    calls = after["counters"].get("calls", 0) - before["counters"].get("calls", 0)
-    rss = server.get("rss")
-    memory = after.get("memory") or {}
-    header = (
-        f"procshare {server.get('version', '?')} at {server.get('address', '?')}  "
-        f"pid {server.get('pid', '?')}  up {server.get('uptime', 0):.0f}s  "
-        f"{calls / seconds:,.0f} calls/s"
-        + (f"  {rss / 2**20:.1f} MiB resident" if rss else "")
-        + (f" (limit {memory['limit'] / 2**20:.0f} MiB)" if memory.get("limit") else "")
-    )
     versions = {o["id"]: o["version"] for o in before["objects"]}
 
     def changes(obj: dict[str, Any]) -> float:
@@ -73,6 +62,18 @@ def screen(before: dict[str, Any], after: dict[str, Any], seconds: float) -> Scr
             f"procshare on {after.get('url', 'Redis')}  {after.get('objects_total', 0)} objects"
             f"  {len(after['sessions'])} processes"
             f"  {sum(changes(o) for o in after['objects']):,.0f} changes/s"
+        )
+    else:
+        server = after.get("server") or {}
+        calls = after["counters"].get("calls", 0) - before["counters"].get("calls", 0)
+        rss = server.get("rss")
+        memory = after.get("memory") or {}
+        header = (
+            f"procshare {server.get('version', '?')} at {server.get('address', '?')}  "
+            f"pid {server.get('pid', '?')}  up {server.get('uptime', 0):.0f}s  "
+            f"{calls / seconds:,.0f} calls/s"
+            + (f"  {rss / 2**20:.1f} MiB resident" if rss else "")
+            + (f" (limit {memory['limit'] / 2**20:.0f} MiB)" if memory.get("limit") else "")
         )
 
     objects = sorted(after["objects"], key=lambda o: (-changes(o), o["id"]))
@@ -92,7 +93,7 @@ def screen(before: dict[str, Any], after: dict[str, Any], seconds: float) -> Scr
     def rate(s: dict[str, Any]) -> str:
         if s["calls"] is None:  # (a backend that counts no calls: Redis)
             return "-"
-        return f"{(s['calls'] - (earlier.get(s['id']) or s['calls'])) / seconds:.0f}"
+        return f"{(s['calls'] - earlier.get(s['id'], s['calls'])) / seconds:.0f}"
 
     sessions = sorted(after["sessions"], key=lambda s: s["id"])
     client_rows = [
