@@ -20,11 +20,11 @@ from tests.system.test_aio import run
 FORK = multiprocessing.get_context("fork")
 
 # Not Redis's: they count procshare's server's calls or leases, read whole values it keeps
-# versions of, or need no manager (they ran with the local tests already).
+# versions of, or need no manager (they ran with the local tests already). (The pipeline's
+# test counts the server's calls only there.)
 del test_large_whole_reads_send_only_what_changed  # noqa: F821
 del test_reads_made_again_are_leased_and_never_stale  # noqa: F821
 del test_an_asyncio_lock_grant_brings_the_reads_of_its_last_hold  # noqa: F821
-del test_a_pipeline_from_asyncio_is_one_round_trip_and_atomic  # noqa: F821
 del test_an_asyncio_cache_answers_locally_and_sees_other_writers  # noqa: F821
 del test_wrong_authkey_and_dead_server  # noqa: F821
 del test_a_leased_read_after_the_server_died_raises  # noqa: F821
@@ -233,24 +233,6 @@ def test_asyncio_watch_and_cache_on_redis_follow_another_process(
 def _count_to(d: Any, n: int) -> None:
     for i in range(1, n + 1):
         d["k"] = i
-
-
-def test_an_asyncio_pipeline_on_redis_applies_all_its_calls(m: procshare.SyncManager) -> None:
-    d, lst = m.dict(), m.list()
-
-    async def main() -> None:
-        async with await procshare.aio.connect(m.address) as client:
-            ad, alst = client.proxy(d), client.proxy(lst)
-            async with client.pipeline() as p:
-                for i in range(100):
-                    p(ad)[i] = i * i
-                    p(alst).append(i)
-                size = p(ad).len()
-                missing = p(ad).getitem("missing")
-            assert size.value == 100 and isinstance(missing.error, KeyError)
-
-    run(main())
-    assert len(d) == 100 and d[99] == 99 * 99 and lst[:] == list(range(100))
 
 
 def test_asyncio_proxies_hold_their_objects_and_free_them_when_dropped(
