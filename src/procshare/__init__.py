@@ -19,6 +19,7 @@ from multiprocessing import context as _mp_context
 from typing import Any
 
 from . import managers
+from ._address import is_redis_url
 from ._client._pipeline import Pending, Pipeline
 from ._client._push import Change, Watch
 from ._connect import URL_ENV, connect
@@ -104,7 +105,7 @@ def Manager(*, ctx: Any = None, **options: Any) -> SyncManager:  # noqa: N802 - 
     the server's own).
     """
     url = _os.environ.get(URL_ENV)
-    if url and url.startswith(("redis://", "rediss://")):
+    if is_redis_url(url):
         # Objects in Redis: a namespace of this manager's own (unless the URL names one)
         manager = SyncManager(
             address=url, **{k: v for k, v in options.items() if k in _CONNECT_OPTIONS}

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "REDIS_SCHEMES",
     "Address",
     "describe",
     "family",
+    "is_redis_url",
     "parse_address",
     "private_unix_path",
     "remove_stale_private_dirs",
@@ -35,6 +36,12 @@ Address = str | tuple[str, int]
 #: The schemes of Redis URLs: their objects live in Redis (``procshare._redis``); the
 #: canonical form of such an address is its URL without a password (``RedisURL.canonical``).
 REDIS_SCHEMES = ("redis://", "rediss://")
+
+
+def is_redis_url(address: object) -> TypeGuard[str]:
+    """Whether ``address`` names a Redis server (``redis://`` or ``rediss://``)."""
+    return isinstance(address, str) and address.startswith(REDIS_SCHEMES)
+
 
 #: A unix socket path longer than this does not fit in ``sockaddr_un``.
 _MAX_UNIX_PATH = 107

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from . import __version__
-from ._address import REDIS_SCHEMES
+from ._address import is_redis_url
 from ._errors import ProcshareError
 
 _AUTHKEY_ENV = "PROCSHARE_AUTHKEY"
@@ -131,7 +131,7 @@ def _target(args: argparse.Namespace) -> tuple[Any, bytes, str] | None:
         raise SystemExit(f"procshare: {exc}") from None
     if address is None:
         raise SystemExit("procshare: an address is needed")
-    if isinstance(address, str) and address.startswith(REDIS_SCHEMES):
+    if is_redis_url(address):
         return address, b"", args.serializer  # (Redis's own credentials are in the URL)
     _tls_for(text, address, args)
     return address, _authkey(args, generate=False), args.serializer
@@ -153,7 +153,7 @@ def _open(target: tuple[Any, bytes, str]) -> Any:
     from ._client._channel import Channel
 
     address, authkey, serializer = target
-    if isinstance(address, str) and address.startswith(REDIS_SCHEMES):
+    if is_redis_url(address):
         from ._redis._channel import RedisChannel
 
         return _WithoutItself(RedisChannel(address, authkey, serializer))
@@ -310,7 +310,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
     if args.url:
-        if not args.url.startswith(("redis://", "rediss://")):
+        if not is_redis_url(args.url):
             raise SystemExit("procshare: --url takes a redis:// or rediss:// URL")
         print(f"procshare demo: the seed tutorial's scenarios, with the objects in {args.url}")
     else:
@@ -375,7 +375,7 @@ def _cmd_bench_redis(args: argparse.Namespace) -> int:
 
     from ._bench_redis import run_redis_bench
 
-    if not args.url.startswith(("redis://", "rediss://")):
+    if not is_redis_url(args.url):
         raise SystemExit("procshare: --url takes a redis:// or rediss:// URL")
     try:
         import redis  # noqa: F401

@@ -31,7 +31,7 @@ from multiprocessing import connection, pool, util
 from multiprocessing.process import AuthenticationString  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, overload
 
-from ._address import REDIS_SCHEMES, Address, parse_address
+from ._address import Address, is_redis_url, parse_address
 from ._client._backend import Backend
 from ._client._channel import Channel, forget_channels, get_channel, live_channel, use_tls
 from ._client._pipeline import Pipeline
@@ -153,10 +153,6 @@ def _server_types(
     return types
 
 
-def _is_redis(address: str) -> bool:
-    return address.startswith(REDIS_SCHEMES)
-
-
 class BaseManager:
     """Starts (or connects to) a procshare server and creates shared objects on it.
 
@@ -252,7 +248,7 @@ class BaseManager:
             )
         self._address: Address | None = parse_address(address)
         #: a Redis URL as given (whether it names a namespace: ``start``)
-        self._redis_url = address if isinstance(address, str) and _is_redis(address) else None
+        self._redis_url = address if is_redis_url(address) else None
         self._authkey = AuthenticationString(authkey)
         self._state = State()
         self._serializer = serializer

@@ -36,7 +36,7 @@ import contextvars
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast, overload
 
-from ._address import REDIS_SCHEMES, parse_address
+from ._address import is_redis_url, parse_address
 from ._client._achannel import AsyncChannel, AsyncProxy, AsyncWatch
 from ._client._aproxies import (
     AsyncAcquirer,
@@ -296,7 +296,7 @@ async def connect(
         import multiprocessing
 
         authkey = bytes(multiprocessing.current_process().authkey)
-    if isinstance(canonical, str) and canonical.startswith(REDIS_SCHEMES):
+    if is_redis_url(canonical):
         from ._redis._async import AsyncRedisChannel
 
         return AsyncClient(await AsyncRedisChannel.open(canonical, bytes(authkey), serializer))

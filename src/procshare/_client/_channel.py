@@ -52,7 +52,7 @@ from collections.abc import Callable
 from multiprocessing import util
 from typing import Any, Final
 
-from .._address import REDIS_SCHEMES, Address, describe, family
+from .._address import Address, describe, family, is_redis_url
 from .._context import incoming
 from .._errors import (
     AuthenticationError,
@@ -1211,7 +1211,7 @@ def get_channel(
     call timeout (``Channel.call_timeout``), also the longest wait for a new handshake. A
     ``redis://`` address gets the Redis backend (``procshare._redis``), which offers the same
     operations."""
-    if isinstance(address, str) and address.startswith(REDIS_SCHEMES):
+    if is_redis_url(address):
         from .._redis._channel import get_redis_channel
 
         return get_redis_channel(address, bytes(authkey), serializer)

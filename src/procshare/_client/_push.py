@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from .._address import REDIS_SCHEMES, Address
+from .._address import Address, is_redis_url
 from .._errors import ConnectionLost, WaitTimeout, WatchClosed
 from ._channel import Channel, current_pid
 
@@ -163,7 +163,7 @@ _hubs_lock = threading.Lock()
 def hub_for(address: Address, authkey: bytes, serializer: str = "pickle") -> PushHub:
     """This process's push hub for the server at ``address`` (made on first use), speaking
     ``serializer`` (the one the server accepts, as the proxy's own connection does)."""
-    if isinstance(address, str) and address.startswith(REDIS_SCHEMES):
+    if is_redis_url(address):
         from .._redis._watch import redis_hub_for
 
         return redis_hub_for(address, bytes(authkey), serializer)  # type: ignore[return-value]

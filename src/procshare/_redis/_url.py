@@ -16,6 +16,8 @@ import secrets
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .._address import is_redis_url
+
 if TYPE_CHECKING:
     import redis
 
@@ -31,7 +33,6 @@ __all__ = [
 
 PASSWORD_ENV: Final = "PROCSHARE_REDIS_PASSWORD"
 USERNAME_ENV: Final = "PROCSHARE_REDIS_USERNAME"
-SCHEMES: Final = ("redis://", "rediss://")
 DEFAULT_NAMESPACE: Final = "default"
 DEFAULT_SESSION_TTL: Final = 5.0
 #: a namespace is part of every key's hash tag ``{ns}``: no braces, nothing odd
@@ -40,11 +41,6 @@ _OPTIONS: Final = frozenset({"namespace", "session_ttl", "release_delay"})
 
 #: canonical URL -> the (user, password) given for it in this process
 _credentials: dict[str, tuple[str | None, str]] = {}
-
-
-def is_redis_url(address: object) -> bool:
-    """Whether ``address`` names a Redis server (``redis://`` or ``rediss://``)."""
-    return isinstance(address, str) and address.startswith(SCHEMES)
 
 
 class RedisURL(NamedTuple):
