@@ -475,3 +475,73 @@ def lockstep(barrier: Any, results: Any, parties: int, passes: int) -> None:
         results[1].append(True)
         assert len(results[0]) == (i + 1) * parties
         barrier.wait()
+
+
+def borrow(lock: Any) -> None:
+    """Take ``lock`` twice in a row (the second grant lends it to this process: ``_loans``)."""
+    for _ in range(2):
+        lock.acquire()
+        lock.release()
+
+
+def borrow_hold_and_die(lock: Any, rounds: int, ready: Any) -> None:
+    """Borrow ``lock``, take it ``rounds`` times (an RLock: reentrantly), say so, then wait to
+    be killed holding it."""
+    borrow(lock)
+    for _ in range(rounds):
+        lock.acquire()
+    ready.set()
+    time.sleep(60)  # killed by the test
+
+
+def borrow_then_report(lock: Any, out: Any) -> None:
+    """Borrow ``lock`` and report how its loan went: a hundred rounds here, then whether a
+    non-blocking acquire finds it free."""
+    borrow(lock)
+    for _ in range(100):
+        lock.acquire()
+        lock.release()
+    out.put(lock.acquire(False))
+    lock.release()
+
+
+def threaded_locked_increments(value: Any, lock: Any, threads: int, n: int) -> None:
+    """``locked_increments`` from ``threads`` threads of this process at once."""
+    import threading
+
+    workers = [
+        threading.Thread(target=locked_increments, args=(value, lock, n)) for _ in range(threads)
+    ]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+
+
+def borrow_without_loans(lock: Any, out: Any) -> None:
+    """Take ``lock`` again and again with ``$PROCSHARE_LOANS=off``: report whether it ever
+    came as a loan."""
+    os.environ["PROCSHARE_LOANS"] = "off"
+    for _ in range(10):
+        lock.acquire()
+        lock.release()
+    channel = lock._channel()
+    out.put(channel.loans is not None and channel.loans.lent(lock._id))
+
+
+def say_then_acquire(lock: Any, out: Any) -> None:
+    """Say "waiting", take ``lock``, say "acquired", and free it."""
+    out.put("waiting")
+    lock.acquire()
+    out.put("acquired")
+    lock.release()
+
+
+def take_on_cue(lock: Any, cue: Any, out: Any, leave: Any) -> None:
+    """Once ``cue`` is set, take ``lock``; say so; free it once ``leave`` is set."""
+    cue.wait(60)
+    got = lock.acquire(timeout=60)
+    out.put(got)
+    leave.wait(60)
+    if got:
+        lock.release()

@@ -146,7 +146,7 @@ def test_protocol_version_mismatch_is_refused_clearly() -> None:
         Watch(12, 5, {"timeout": 1.0}),
         Unwatch(13, 12),
         ReadSince(14, 5, "copy", 3, 9),
-        LeaseAcquire(15, 6, True, -1, ((5, "get", ("k",)),), 9),
+        LeaseAcquire(15, 6, True, -1, ((5, "get", ("k",)),), True, 9),
         LeasedRead(16, 5, "__getitem__", ("k",), 9),
     ],
 )
@@ -488,7 +488,7 @@ def test_malformed_batches_are_rejected(calls: tuple[object, ...]) -> None:
     [
         Call(7, 3, "get", ("k",), None, 1),
         LeasedRead(8, 3, "__getitem__", ("k",), 1),
-        LeaseAcquire(9, 4, True, -1, ((3, "get", ()),), 1),
+        LeaseAcquire(9, 4, True, -1, ((3, "get", ()),), False, 1),
         ReadSince(10, 3, "copy", -1, 1),
     ],
 )
@@ -521,7 +521,7 @@ class _NamesCode:
         ReadSince(4, 1, "copy", -1, 0),
         ReadSince(7, 1, _NamesCode(), -1, 0),  # type: ignore[arg-type]  # (a hostile client)
         LeasedRead(5, 1, "get", (_NamesCode(),), 0),
-        LeaseAcquire(6, 1, True, -1, ((1, "get", (_NamesCode(),)),), 0),
+        LeaseAcquire(6, 1, True, -1, ((1, "get", (_NamesCode(),)),), False, 0),
     ],
 )
 def test_requests_for_an_object_that_name_code_are_deferred_off_the_loop(message: Any) -> None:

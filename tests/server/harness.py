@@ -89,7 +89,7 @@ class Client:
     def lease(self, obj_id: int, blocking: Any, timeout: Any, reads: Any, owner: int = 0) -> int:
         """Send a ``LeaseAcquire``; its request id."""
         rid = next(self._ids)
-        return self.send(LeaseAcquire(rid, obj_id, blocking, timeout, reads, owner))
+        return self.send(LeaseAcquire(rid, obj_id, blocking, timeout, reads, False, owner))
 
     def do_lease(self, obj_id: int, blocking: Any, timeout: Any, reads: Any, owner: int = 0) -> Any:
         """A ``LeaseAcquire``'s immediate outcome (raises the error); fails if it parked."""

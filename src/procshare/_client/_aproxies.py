@@ -276,7 +276,7 @@ class AsyncAcquirer(AsyncProxy):
         reply = None
         if reads:
             wait = -1 if timeout is None else timeout
-            msg = LeaseAcquire(0, self._id, blocking, wait, reads, task_owner())
+            msg = LeaseAcquire(0, self._id, blocking, wait, reads, False, task_owner())
             reply = await self._channel.request(msg)
             if reply is None:  # declined: acquire plainly, now and from now on
                 self._lease_reads = None

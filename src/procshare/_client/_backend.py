@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .._address import Address
     from ._channel import RefQueue
     from ._leases import LeaseBook
+    from ._loans import LoanBook
 
 __all__ = ["AsyncBackend", "Backend"]
 
@@ -43,6 +44,8 @@ class Backend(Protocol):
     server_info: dict[str, Any]
     #: the leased reads of this connection, or ``None`` where leases are off
     leases: LeaseBook | None
+    #: the locks lent to this connection (``.._loans``), or ``None`` where none can be
+    loans: LoanBook | None
     #: reference notes waiting to be sent (this process's, for this address)
     refs: RefQueue
 

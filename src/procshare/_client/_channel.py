@@ -82,6 +82,7 @@ from .._protocol import (
 from .._sched import SLEPT_AFTER, THINK_AFTER, Stepper, configured_spin, current_cpu
 from ._backend import Backend
 from ._leases import LeaseBook, book_for
+from ._loans import LoanBook
 
 __all__ = ["PID_CELL", "Channel", "RefQueue", "current_pid", "get_channel", "refqueue_for"]
 
@@ -209,6 +210,8 @@ class Channel:
         on_push: called with ``(sub_id, payload)`` for a server push no subscription claims.
     """
 
+    loans: LoanBook | None = None  # (until the handshake: a failing one breaks it first)
+
     def __init__(
         self,
         address: Address,
@@ -287,6 +290,10 @@ class Channel:
         #: only, so unix sockets only
         self.leases: LeaseBook | None = book_for(
             self._rfd if local else -1, self.server_info, lambda: self._broken is not None
+        )
+        #: the locks lent to it (``.._loans``): where leases are, if the server lends
+        self.loans: LoanBook | None = (
+            None if self.leases is None else LoanBook.open(self.server_info, self.leases.vouched)
         )
 
     def _wire(self) -> None:
@@ -1117,6 +1124,8 @@ class Channel:
             self.usable_pid = -1
             slots = list(self._slots.items())
             self._slots.clear()
+        if self.loans is not None:
+            self.loans.close()  # (the server ended them: a lock is taken there, and fails)
         kind = type(error) if isinstance(error, ConnectionLost) else ConnectionLost
         for _, slot in slots:
             with self._mutex:

@@ -171,6 +171,16 @@ class LeaseBook:
         #: reads made once: the next one asks for a lease
         self._seen: set[Read] = set()
 
+    def vouched(self) -> bool:
+        """Whether the connection showed nothing to read (nor its end) within ``ALIVE_FOR``:
+        what a value answered here, or a lock taken here (``_loans``), asks first."""
+        now = _monotonic()
+        if now >= self._alive_until:
+            if not self.alive():
+                return False
+            self._alive_until = now + ALIVE_FOR
+        return True
+
     def granted(self, lock_id: int, asked: tuple[Read, ...], reply: Any) -> None:
         """Lock ``lock_id`` was granted; ``reply`` is a leasing acquire's answer,
         ``(True, {index: (epoch, value)})`` (``None`` after a plain acquire): start
@@ -230,11 +240,8 @@ class LeaseBook:
         if lease is not None:
             slot, epoch, value = lease
             if self.epochs[slot] == epoch:
-                now = _monotonic()
-                if now >= self._alive_until:
-                    if not self.alive():
-                        return MISS  # something to read first (perhaps the end)
-                    self._alive_until = now + ALIVE_FOR
+                if not self.vouched():
+                    return MISS  # something to read first (perhaps the end)
                 self._used.add(key)
                 return value
             self._leases.pop(key, None)  # ended: counted once

@@ -949,16 +949,27 @@ class AcquirerProxy(BaseProxy):
         leases = channel.leases
         if leases is None:
             return self._callblocking("acquire", args, waits)  # type: ignore[no-any-return]
+        loans = channel.loans
+        if loans is not None:
+            # Lent to this process (``.._loans``): taken here, or the server decides.
+            taken = loans.acquire(self._id, _get_ident(), blocking)
+            if type(taken) is tuple:  # recalled: the server learns what this process knows
+                channel.call(self._id, "#loan", taken, None, _get_ident())
+            elif taken is not None:
+                return bool(taken)
         reply = None
-        if reads:
+        if reads or loans is not None:
             wait = -1 if timeout is None else timeout
-            acquire = LeaseAcquire(0, self._id, blocking, wait, reads, _get_ident())
+            borrow = loans is not None
+            acquire = LeaseAcquire(0, self._id, blocking, wait, reads, borrow, _get_ident())
             reply = channel.request(acquire, blocking=True, wait=waits)
             if reply is None:  # declined: acquire plainly, now and from now on
                 self._lease_reads = None
                 return self._callblocking("acquire", args, waits)  # type: ignore[no-any-return]
             if reply is False:
                 return False
+            if len(reply) == 3 and loans is not None:
+                loans.add(self._id, *reply[2])
         elif not self._callblocking("acquire", args, waits):
             return False
         leases.granted(self._id, reads, reply)
@@ -971,6 +982,13 @@ class AcquirerProxy(BaseProxy):
             if learned is not None:
                 self._lease_reads = learned
         self._holds()  # (no longer held by this thread, if it was: see ``_notify``)
+        if channel is not None and channel.loans is not None and channel.usable_pid == PID_CELL[0]:
+            freed = channel.loans.release(self._id, _get_ident())
+            if freed is True:
+                return  # (lent: freed here)
+            if freed is not None:  # recalled: given back, with this release if it says so
+                channel.call(self._id, "#loan", freed, None, _get_ident())
+                return
         self._callmethod("release")
 
     def locked(self) -> bool:

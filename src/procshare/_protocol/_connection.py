@@ -82,10 +82,11 @@ __all__ = [
     "ServerProtocol",
 ]
 
-#: 4: posted calls (POST, and the CALL flag POSTING); 3: whole-object reads since a version,
-#: leased reads and leasing acquires became messages of their own (SINCE, READ, LEASE), where 2
-#: sent them as calls of names such as "#SINCE"
-PROTOCOL_VERSION: Final = 4
+#: 5: a leasing acquire may borrow the lock (LEASE's ``borrow``, ``_loans``); 4: posted calls
+#: (POST, and the CALL flag POSTING); 3: whole-object reads since a version, leased reads and
+#: leasing acquires became messages of their own (SINCE, READ, LEASE), where 2 sent them as
+#: calls of names such as "#SINCE"
+PROTOCOL_VERSION: Final = 5
 # Plain ints and members bound once: an enum attribute costs ~80 ns per look-up in 3.11, and
 # next_event runs twice per call on each side.
 _CALL: Final = int(Op.CALL)

@@ -197,16 +197,18 @@ class ReadSince(NamedTuple):
 
 class LeaseAcquire(NamedTuple):
     """Acquire a Lock or RLock (``blocking``, ``timeout`` as ``acquire``'s, -1: no limit) and,
-    at the grant,
-    make ``reads`` (``((obj_id, method, args), ...)``, see ``_leases``). The reply: ``(True,
-    {index: (epoch, value)})`` once granted, ``False`` if not; ``None`` (and no acquire)
-    where leases are off or the object is no lock: the caller acquires plainly."""
+    at the grant, make ``reads`` (``((obj_id, method, args), ...)``, see ``_leases``); if
+    ``borrow``, the lock may be lent to the caller (``_loans``). The reply: ``(True, {index:
+    (epoch, value)})`` once granted, with a third item ``(slot, loan number, reentrant)`` if
+    lent; ``False`` if not granted; ``None`` (and no acquire) where leases are off or the
+    object is no lock: the caller acquires plainly."""
 
     req_id: int
     obj_id: int
     blocking: bool
     timeout: float
     reads: tuple[tuple[int, str, tuple[Any, ...]], ...]
+    borrow: bool = False
     owner: int = 0
 
 

@@ -58,6 +58,7 @@ from ._values import CONTAINERS, from_plain, handler_for, initial_value, to_plai
 if TYPE_CHECKING:
     from .._client._channel import RefQueue
     from .._client._leases import LeaseBook
+    from .._client._loans import LoanBook
 
 __all__ = ["RedisChannel", "forget_redis_channels", "get_redis_channel"]
 
@@ -143,6 +144,7 @@ class RedisChannel:
         self.authkey = authkey
         self.pid = self.usable_pid = PID_CELL[0]
         self.leases: LeaseBook | None = None
+        self.loans: LoanBook | None = None  # (locks are lent by procshare's server only)
         self.can_post = False
         self.registered: dict[tuple[int, str], bool | int] = {}
         self.refs: RefQueue = refqueue_for(address)

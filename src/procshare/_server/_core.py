@@ -58,6 +58,7 @@ from .._leases import (
     leasable_args,
     parse_reads,
 )
+from .._loans import LoanPage
 from .._protocol import (
     BadRequest,
     Batch,
@@ -254,6 +255,8 @@ class Core:
         self._loop_thread = threading.get_ident()
         self._now = 0.0
         self.leasing = Leasing(self.objects, self.count)
+        #: the page of the locks lent to local clients (``.._loans``): set by the transport
+        self.loans: LoanPage | None = None
         #: ``max_memory`` (``_memory``; set by the transport)
         self.memory: MemoryGuard | None = None
         #: reads and applies what sessions (but the busy ones) sent and was not read yet
@@ -274,6 +277,10 @@ class Core:
             "lease ends": 0,
             # locks taken by a process while others waited (see ``Lock.release``)
             "lock barges": 0,
+            # locks lent to a process that kept taking them, and loans it gave back when
+            # another process asked (``.._loans``)
+            "locks lent": 0,
+            "loans given back": 0,
             # requests decoded on a worker thread: decoding them ran code they named
             "decoded aside": 0,
             # calls posted (sent without waiting for their answer), and catch-ups that
@@ -324,6 +331,8 @@ class Core:
         in_flight, session.in_flight = session.in_flight, {}
         for prim, owner, what in in_flight.values():
             prim.lost(self, session, owner, what)
+        for loan in list(session.loans.values()):
+            loan.lock.borrower_gone(loan)  # (before the holdings: a recalled one is there)
         held = [type(p).__name__ for p in session.holdings]
         for prim, count in list(session.holdings.items()):
             prim.drop_session(self, session, count)
@@ -510,6 +519,8 @@ class Core:
         if entry.leased:  # a read of it must now fail, not be answered locally
             self.leasing.end(entry)
         self.watching.disposed(entry)  # (tells its watchers, if any)
+        if isinstance(entry.referent, Lock):
+            entry.referent.disposed()  # (its loan's slot)
         if entry.handlers is None:
             self._by_pyid.pop(id(entry.referent), None)
         entry.referent = (
@@ -876,6 +887,12 @@ class Core:
         self._changed(entry, "acquire", (blocking, timeout), None, result is request)
         if type(result) is LeaseRequest:
             result = self.leasing.reads_at_grant(result)
+            loans = self.loans
+            if msg.borrow is True and loans is not None:
+                loan = lock.lend(loans, session)
+                if loan is not None:
+                    self.stats_counters["locks lent"] += 1
+                    result = (*result, (loan.slot, loan.number, lock.reentrant))
         self.reply(session, msg.req_id, result)
 
     def _read_leasing(self, session: Session, msg: LeasedRead, entry: Entry, now: float) -> None:

@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._errors import CallWithdrawn
 from .._kinds import KINDS
+from .._loans import MAX_LOANS
 from ._host import PARKED, CallContext, Host, Primitive
 from ._waiters import Waiter, WaitQueue
 
 if TYPE_CHECKING:
+    from .._loans import Loan, LoanPage
     from ._session import Session
 
 __all__ = [
@@ -174,6 +176,10 @@ class Lock(Primitive):
     releases. A holder that dies or waits on a Condition hands over at once, and so does every
     release with no window (``Manager(fair_locks=True)``, or a server that does not busy-poll).
     (``threading.Lock``, and so the stdlib Manager's, promises no order at all.)
+
+    Lending (``.._loans``): a lock that one process takes twice in a row, with nobody waiting,
+    may be lent to it (``lend``); its threads then take and free it in shared memory, and
+    every other use here recalls it first (``_recall``), after which this object decides.
     """
 
     kind = "Lock"
@@ -189,9 +195,20 @@ class Lock(Primitive):
         #: freed because its holder's process ended: the one release() the stdlib would
         #: still accept (its lock stays held by the gone process) is accepted, and does nothing
         self._orphaned = False
+        #: its loan out (recalled or not: given back yet or not), and whether it is lent now
+        #: (not recalled: who holds it is in the borrower's slot, not here)
+        self.loan: Loan | None = None
+        self.lent = False
+        #: a Condition uses it: never lent (its waits and notifies need it here)
+        self.lendable = True
+        #: the sessions of its last grant and of the one before (lent at a second in a row)
+        self.taker: Session | None = None
+        self.before: Session | None = None
 
     # owner-scoped API
     def acquire(self, ctx: CallContext, blocking: Any = True, timeout: Any = -1) -> Any:
+        if self.lent:
+            self._recall()
         if self.holder is None and blocking is True and (timeout == -1 or timeout is None):
             # The usual acquire: free, the defaults (``acquire_answering`` written out).
             session = ctx.session
@@ -200,6 +217,7 @@ class Lock(Primitive):
             else:
                 self.holder = (session, ctx.owner)
                 self.count = 1
+                self.before, self.taker = self.taker, session
                 session.hold(self, 1)
             ctx.track(self, 1)
             return True
@@ -208,6 +226,8 @@ class Lock(Primitive):
     def acquire_answering(self, ctx: CallContext, blocking: Any, timeout: Any, answer: Any) -> Any:
         """``acquire``, answering ``answer`` instead of ``True`` once granted (a leasing acquire
         passes its request, which the core turns into the reads it asked for)."""
+        if self.lent:
+            self._recall()
         wait = _acquire_timeout(blocking, timeout)
         me = (ctx.session, ctx.owner)
         if self.holder is None:
@@ -225,6 +245,8 @@ class Lock(Primitive):
         return PARKED
 
     def release(self, ctx: CallContext) -> None:
+        if self.lent:
+            self._recall()
         holder = self.holder
         if (
             holder is not None
@@ -260,21 +282,120 @@ class Lock(Primitive):
         self._free(ctx.host, ctx.now)
 
     def locked(self) -> bool:
+        if self.lent:
+            return self.loan.holder() != 0  # type: ignore[union-attr]
         return self.holder is not None
 
     def _is_owned(self, ctx: CallContext) -> bool:
+        if self.lent:
+            self._recall()
         return self.holder == (ctx.session, ctx.owner)
+
+    def state(self) -> tuple[tuple[Session, int] | None, int]:
+        """``(holder, count)`` now, lent or not (a look: it recalls nothing)."""
+        loan = self.loan
+        if self.lent and loan is not None:
+            owner = loan.holder()
+            return ((loan.session, owner), loan.count()) if owner else (None, 0)
+        return self.holder, self.count
+
+    # lending (see ``.._loans``)
+    def lend(self, page: LoanPage, session: Session) -> Loan | None:
+        """Lend the lock just granted to ``session``, if it may be: its loan, or ``None``."""
+        holder = self.holder
+        if (
+            self.loan is not None
+            or not self.lendable
+            or self.waiters
+            or self._orphaned
+            or holder is None
+            or holder[0] is not session
+            or self.before is not session
+            or len(session.loans) >= MAX_LOANS
+        ):
+            return None
+        loan = page.lend(self, session, holder[1], self.count)
+        if loan is None:
+            return None
+        session.unhold(self, self.count)
+        self.holder = None
+        self.count = 0
+        self.loan = loan
+        self.lent = True
+        return loan
+
+    def _recall(self) -> None:
+        """Take the lock back from its borrower: from now on this object decides who holds
+        it, and a holder the recall finds holds it here until it gives the loan back."""
+        loan = self.loan
+        assert loan is not None
+        self.lent = False
+        owner, count = loan.recall()
+        if owner:
+            self.holder = (loan.session, owner)
+            self.count = max(count, 1)
+            loan.session.hold(self, self.count)
+
+    def return_loan(
+        self, ctx: CallContext, number: Any, owner: Any, count: Any, released: Any
+    ) -> None:
+        """``#loan``: the borrower gives loan ``number`` back, holding the lock ``count``
+        times under ``owner`` (0: not at all), then releases it once if ``released`` (the
+        release that found the recall). A loan it no longer has out changes nothing."""
+        session = ctx.session
+        loan = session.loans.get(number) if type(number) is int else None
+        if loan is not None and loan.lock is self:
+            ctx.host.count("loans given back")
+            if self.lent and self.loan is loan:
+                self._recall()  # (given back before the borrower saw a recall)
+            loan.end()
+            if self.loan is loan:
+                self.loan = None
+            found = loan.owner
+            if found and self.holder == (session, found):
+                # Held when recalled: now as its borrower says (a back-out frees it).
+                session.unhold(self, self.count)
+                if type(owner) is int and owner and type(count) is int and count > 0:
+                    self.holder = (session, owner)
+                    self.count = count
+                    session.hold(self, count)
+                else:
+                    self._free(ctx.host, ctx.now)
+        if released:
+            self.release(ctx)
+
+    def borrower_gone(self, loan: Loan) -> None:
+        """The session ``loan`` was lent to ended: a lock it held is free (as any lock whose
+        holder's process ended); one recalled from it is freed with its holdings."""
+        if self.lent and self.loan is loan:
+            self.lent = False
+            if loan.holder():
+                self._orphaned = True
+        if self.loan is loan:
+            self.loan = None
+        loan.end()
+
+    def disposed(self) -> None:
+        """Nobody refers to it any more: its loan's slot is free (nobody can touch it)."""
+        if self.loan is not None:
+            self.lent = False
+            self.loan.end()
+            self.loan = None
 
     # used by Condition
     def owned_by(self, session: Session, owner: int) -> bool:
         """Whether a Condition may wait/notify: an RLock must be the caller's, a plain Lock
         only locked (threading.Condition's rule)."""
+        if self.lent:
+            self._recall()
         if self.reentrant:
             return self.holder == (session, owner)
         return self.holder is not None
 
     def release_save(self, host: Host) -> int:
         """Release completely; return the count to restore later."""
+        if self.lent:
+            self._recall()
         holder, count = self.holder, self.count
         if holder is None:
             raise RuntimeError("cannot release un-acquired lock")
@@ -286,6 +407,8 @@ class Lock(Primitive):
         """Give the lock to ``waiter`` (with ``count``) and answer it, now or when free."""
         waiter.deadline = None
         waiter.data = (count, answer, False)  # (a Condition's: its caller keeps the lock)
+        if self.lent:
+            self._recall()
         if self.holder is None:
             self._grant(host, (waiter.session, waiter.owner), count)
             host.answer(waiter, answer)
@@ -325,6 +448,7 @@ class Lock(Primitive):
             host.count("lock barges")
         self.holder = owner
         self.count = count
+        self.before, self.taker = self.taker, owner[0]
         owner[0].hold(self, count)
 
     def _free(self, host: Host, released_at: float | None = None) -> None:
@@ -350,11 +474,15 @@ class Lock(Primitive):
             host.answer(waiter, answer)
 
     def drop_session(self, host: Host, session: Session, held: int) -> None:
+        if self.lent:
+            self._recall()
         if self.holder is not None and self.holder[0] is session:
             self._orphaned = True
             self._free(host)
 
     def give_back(self, host: Host, session: Session, owner: int, what: Any) -> None:
+        if self.lent:
+            self._recall()
         if self.holder != (session, owner):
             return  # (released meanwhile)
         if self.count > what:
@@ -365,11 +493,13 @@ class Lock(Primitive):
         self._free(host)
 
     def describe(self) -> dict[str, Any]:
+        holder, count = self.state()
         return {
-            "locked": self.holder is not None,
-            "holder": None if self.holder is None else _owner_desc(*self.holder),
-            "count": self.count,
+            "locked": holder is not None,
+            "holder": None if holder is None else _owner_desc(*holder),
+            "count": count,
             "waiters": _waiters_desc(self.waiters),
+            "lent": self.lent,
         }
 
 
@@ -507,6 +637,9 @@ class Condition(Primitive):
     def __init__(self, lock: Lock | None = None, lock_ref: Any = None) -> None:
         self._lock_ref = lock_ref  # the proxy the lock came as: keeps the shared lock alive
         self.lock: Lock = RLock() if lock is None else lock
+        self.lock.lendable = False  # (its waits and notifies need it here: ``.._loans``)
+        if self.lock.lent:
+            self.lock._recall()
         self.waiters = WaitQueue()
 
     def acquire(self, ctx: CallContext, blocking: Any = True, timeout: Any = -1) -> Any:
@@ -1136,6 +1269,8 @@ def _primitive_handlers(cls: type[Primitive]) -> dict[str, Handler]:
             continue
         fn = getattr(cls, name)
         h[name] = _ctx(fn) if (method.blocks or method.owner or _needs_ctx(fn)) else _plain(fn)
+    if issubclass(cls, Lock):
+        h["#loan"] = _ctx(cls.return_loan)  # (a borrower's, ``.._loans``: no proxy method)
     return h
 
 
@@ -1149,10 +1284,11 @@ def _primitive_repr(obj: Primitive) -> str:
     queue objects, and ``print(proxy)`` shows theirs)."""
     at = f"at {id(obj):#x}"
     if isinstance(obj, Lock):
-        state = "locked" if obj.holder is not None else "unlocked"
+        holder, count = obj.state()
+        state = "locked" if holder is not None else "unlocked"
         if obj.reentrant:
-            owner = obj.holder[1] if obj.holder is not None else 0
-            return f"<{state} _thread.RLock object owner={owner} count={obj.count} {at}>"
+            owner = holder[1] if holder is not None else 0
+            return f"<{state} _thread.RLock object owner={owner} count={count} {at}>"
         return f"<{state} _thread.lock object {at}>"
     if isinstance(obj, Semaphore):
         if obj.bounded:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .._loans import Loan
     from .._protocol import ServerProtocol
     from ._host import Primitive
     from ._table import Entry
@@ -53,6 +54,7 @@ class Session:
         "id",
         "in_flight",
         "info",
+        "loans",
         "may_post",
         "name",
         "out",
@@ -105,6 +107,8 @@ class Session:
         #: transport has not managed to send (it keeps ``backlog`` up to date)
         self.queued = 0
         self.backlog = 0
+        #: the locks lent to it (``.._loans``), by loan number
+        self.loans: dict[int, Loan] = {}
 
     def hold(self, prim: Primitive, n: int) -> None:
         """Record that this session holds ``n`` more units of ``prim``."""

@@ -42,6 +42,7 @@ from .._address import Address, describe, family, private_unix_path
 from .._context import register_server, unregister_server
 from .._errors import AuthenticationError, ProtocolError
 from .._leases import LeasePage
+from .._loans import LoanPage
 from .._protocol import (
     DEFAULT_MAX_FRAME,
     NEED_DATA,
@@ -655,6 +656,7 @@ class Server:
         # Leases need a page that clients map: same machine only.
         if self._leases and isinstance(self.address, str) and self.core.leasing.page is None:
             self.core.leasing.page = LeasePage.create(self.instance)
+            self.core.loans = LoanPage.create(self.instance)
         for reactor in self._reactors:
             reactor.open()
         self.core.stats_counters["polled"] = self.core.stats_counters["woken"] = 0
@@ -876,6 +878,8 @@ class Server:
             page = self.core.leasing.page
             if page is not None and sock.family == socket.AF_UNIX:
                 info["leases"] = page.path
+                if self.core.loans is not None:
+                    info["loans"] = self.core.loans.path
             proto = ServerProtocol(
                 self._authkey,
                 serializers=self._serializers,
@@ -1410,6 +1414,9 @@ class Server:
         if self.core.leasing.page is not None:
             self.core.leasing.page.close()
             self.core.leasing.page = None
+        if self.core.loans is not None:
+            self.core.loans.close()
+            self.core.loans = None
         if isinstance(self.address, str):
             with contextlib.suppress(OSError):
                 os.unlink(self.address)
