@@ -294,3 +294,56 @@ def test_replies_across_reactors_arrive_whole_and_in_order() -> None:
         assert out.get() == ("lock", True)
         child.join(30)
         assert child.exitcode == 0
+
+
+def _compute_then_put(d: Any, q: Any, me: int, calls: int, items: int, go: Any) -> None:
+    """Compute ~1 ms between calls (a worker: the server gives it a reactor of its own), then,
+    if the test picks this process, put ``items`` numbers into ``q``, computing between them."""
+    go.wait(30)  # (both compute side by side)
+    for i in range(calls):
+        start = time.process_time()
+        while time.process_time() - start < 0.001:
+            pass
+        d.update({(me, i % 5): i})
+    d[("done", me)] = os.getpid()
+    while ("putter",) not in d:
+        time.sleep(0.001)
+    if d[("putter",)] != os.getpid():
+        return
+    for n in range(items):
+        start = time.process_time()
+        while time.process_time() - start < 0.001:
+            pass
+        q.put((me, n))
+
+
+def test_an_item_for_a_consumer_on_another_reactor_is_written_by_the_producers(
+    idle_gauge: None,
+) -> None:
+    """A consumer blocked in ``get`` whose connection is on reactor 0, and a producer that
+    computes, on a reactor of its own: each item reaches the consumer whole, in order, and
+    (while reactor 0 sleeps) the producer's reactor takes the consumer's connection over to
+    write it instead of waking reactor 0 for it."""
+    items = 300
+    with procshare.Manager(ctx=FORK, reactors=2) as m:
+        ctx = multiprocessing.get_context("forkserver")
+        d, q, go = m.dict(), m.Queue(), ctx.Barrier(2)
+        procs = [
+            ctx.Process(target=_compute_then_put, args=(d, q, k, 120, items, go)) for k in range(2)
+        ]
+        for p in procs:
+            p.start()
+        while sum(1 for key in d.copy() if key[0] == "done") < 2:
+            time.sleep(0.01)
+        reactor_of = {s["pid"]: s["reactor"] for s in m.stats()["sessions"]}
+        placed = [p.pid for p in procs if reactor_of.get(p.pid) == 1]
+        assert placed, reactor_of  # (a worker that computes gets a reactor of its own)
+        putter = next(k for k, p in enumerate(procs) if p.pid == placed[0])
+        before = m.stats()["counters"]["taken over"]
+        d[("putter",)] = placed[0]
+        got = [q.get(timeout=30) for _ in range(items)]
+        for p in procs:
+            p.join(30)
+            assert p.exitcode == 0
+        assert got == [(putter, n) for n in range(items)]
+        assert m.stats()["counters"]["taken over"] > before

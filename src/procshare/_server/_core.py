@@ -287,6 +287,9 @@ class Core:
             # found something of another poster's to apply first
             "posted": 0,
             "caught up": 0,
+            # connections moved to the reactor that had a reply for them, rather than waking
+            # theirs to write it (``Server._take_over``)
+            "taken over": 0,
         }
 
     # -- sessions ---------------------------------------------------------------------------

@@ -75,6 +75,8 @@ _SLEEP_RESOLUTION: Final = 0.001
 MAX_REACTORS: Final = 8
 #: requests in a row that show a client belongs on another reactor before it moves there
 _PLACE_AFTER: Final = 4
+#: seconds a connection placed on a reactor for its requests stays there (``_take_over``)
+_PLACED_FOR: Final = 0.05
 #: seconds a reactor's answer to "which CPU do I run on" stands (asked again after activity)
 _CPU_KNOWN_FOR: Final = 0.0005
 
@@ -122,6 +124,7 @@ class _Conn:
         "mask",
         "out",
         "paused",
+        "placed",
         "proto",
         "reactor",
         "recv",
@@ -129,6 +132,7 @@ class _Conn:
         "session",
         "sid",
         "sock",
+        "stalled",
         "streak",
         "wfd",
         "writing",
@@ -150,8 +154,10 @@ class _Conn:
         self.out = bytearray()
         self.writing = False
         self.accepted = now
-        #: requests in a row that did not fit its reactor (``Server._placed``)
+        #: requests in a row that did not fit its reactor (``Server._placed``), and when it
+        #: was last moved for that (``_take_over`` leaves it there a while)
         self.streak = 0
+        self.placed = 0.0
         #: a request of its is being decoded off the reactor (``Server._defer``), and whether
         #: it is not read meanwhile (its descriptor out of its reactor's poller)
         self.decoding = False
@@ -160,6 +166,9 @@ class _Conn:
         self.mask = 0
         #: closed (``Server._close``): what was collected for it is not sent
         self.closed = False
+        #: a write to it was cut short: the rest is on its way to ``out`` (``_send_out``), and
+        #: nothing else may be written to it before (set under its reactor's ``send_lock``)
+        self.stalled = False
 
 
 class _Decoding:
@@ -1131,11 +1140,38 @@ class Server:
         if conn.streak < _PLACE_AFTER:
             return
         conn.streak = 0
+        conn.placed = now
         if thinks:
             if len(reactor.recent) > 1:  # alone, it may stay where it is
                 self._move(conn, min(self._reactors[1:], key=lambda r: len(r.conns)), now)
         else:
             self._move(conn, self._reactors[0], now)
+
+    def _take_over(self, conn: _Conn, own: _Reactor) -> bool:
+        """Move ``conn`` to reactor ``own``, whose turn has a reply for it, where that saves
+        waking the reactor it is on: asleep in poll, that thread would be woken (on another
+        CPU, through an interrupt: ~20-60 us on these VMs) only to write the reply, while
+        its client sleeps too (a consumer blocked in ``get`` whose item a producer on another
+        reactor put). Not while anything of it is being written or waits to be: the move
+        takes its reactor's ``send_lock``, under which every reply collected and not yet
+        written shows (``_send_out``). Whether it stays is ``_ran``'s to decide."""
+        old = conn.reactor
+        if not old.sleeping or conn.writing or conn.decoding or conn.paused or conn.closed:
+            return False
+        now = time.monotonic()
+        if now - conn.placed < _PLACED_FOR:
+            return False  # (just placed where its requests are best served)
+        lock = old.send_lock
+        if not lock.acquire(blocking=False):
+            return False
+        try:
+            if conn.stalled or any(c is conn for c, _ in old.sends):
+                return False
+            self._move(conn, own, now)
+        finally:
+            lock.release()
+        self.core.stats_counters["taken over"] += 1
+        return True
 
     def _move(self, conn: _Conn, reactor: _Reactor, now: float) -> None:
         """Hand ``conn`` over to ``reactor`` (data waiting on it is reported there: level-
@@ -1243,6 +1279,7 @@ class Server:
         reactor's turn), everything is written at once."""
         core = self.core
         by_session = self._by_session
+        answered: set[Session] = set()
         while core.dirty:
             dirty = core.dirty
             core.dirty = []
@@ -1265,6 +1302,15 @@ class Server:
                 if conn is None:
                     continue
                 mine = own is None or conn.reactor is own
+                if (
+                    own is not None
+                    and not mine
+                    # (its request waited, or it waits for pushes: it sleeps, as may its reactor)
+                    and (session in answered or session.subscriptions)
+                    and not conn.out
+                    and self._take_over(conn, own)
+                ):
+                    mine = True
                 if conn.out or not mine:  # waiting for the socket, or another reactor's
                     conn.out += data  # (behind what waits: the order holds)
                     self._send_pending(conn, write=mine)
@@ -1288,11 +1334,13 @@ class Server:
 
     def _send_out(self, reactor: _Reactor) -> None:
         """Write ``reactor``'s collected replies, on its own thread, without the core lock;
-        then, under it, queue what did not fit and close what broke."""
-        sends, reactor.sends = reactor.sends, []
-        if len(sends) == 1:  # the usual turn: one reply
-            conn, data = sends[0]
+        then, under it, queue what did not fit and close what broke. (The list is taken under
+        ``send_lock``: who holds that lock sees every collected reply not yet written in
+        ``reactor.sends``, or ``stalled`` on its connection: ``_take_over``.)"""
+        if len(reactor.sends) == 1:  # the usual turn: one reply
             with reactor.send_lock:
+                [(conn, data)] = reactor.sends
+                reactor.sends = []
                 if conn.closed:
                     return
                 try:
@@ -1302,9 +1350,11 @@ class Server:
                 except OSError:
                     sent = -1
                     conn.closed = True  # (nothing more is written to it; closed below)
-            if sent == len(data):
-                return
+                if sent == len(data):
+                    return
+                conn.stalled = True
             with self.core_lock:
+                conn.stalled = False
                 if sent < 0:
                     self._close(conn, time.monotonic())
                 elif not conn.closed:
@@ -1314,6 +1364,7 @@ class Server:
         rest: dict[_Conn, bytearray] = {}
         broken: list[_Conn] = []
         with reactor.send_lock:
+            sends, reactor.sends = reactor.sends, []
             for conn, data in sends:
                 if conn.closed:
                     continue
@@ -1329,11 +1380,13 @@ class Server:
                     continue
                 if sent < len(data):
                     rest[conn] = bytearray(memoryview(data)[sent:])
+                    conn.stalled = True
         if not (rest or broken):
             return
         with self.core_lock:
             now = time.monotonic()
             for conn, left in rest.items():
+                conn.stalled = False
                 if not conn.closed:
                     conn.out[:0] = left  # before what other threads queued meanwhile
                     self._send_pending(conn)
