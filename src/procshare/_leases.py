@@ -35,12 +35,12 @@ last epochs: so a client answers from a lease only while its connection shows no
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 from typing import Any, Final
 
 from ._client._frozen import ATOMS
 from ._kinds import KINDS
+from ._pages import create_page
 
 __all__ = [
     "HEADER_WORDS",
@@ -123,18 +123,9 @@ class LeasePage:
 
     def __init__(self, instance: str) -> None:
         size = (HEADER_WORDS + SLOTS) * 8
-        fd = os.memfd_create("procshare-leases", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(fd, size)
-            self._map = mmap.mmap(fd, size)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        self._map[:16] = magic_for(instance)
+        #: ``path``: where clients open it (valid while this process keeps ``_fd`` open)
+        self._fd, self._map, self.path = create_page("procshare-leases", size, magic_for(instance))
         self._epochs = memoryview(self._map).cast("Q")
-        #: where clients open it (valid while this process keeps ``_fd`` open)
-        self.path = f"/proc/{os.getpid()}/fd/{fd}"
 
     @classmethod
     def create(cls, instance: str) -> LeasePage | None:

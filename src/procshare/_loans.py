@@ -43,11 +43,12 @@ processors order less, so locks are lent on x86 only (``lending_here``).
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import platform
 import threading
 from typing import TYPE_CHECKING, Final
+
+from ._pages import create_page
 
 if TYPE_CHECKING:
     from ._server._objects import Lock
@@ -148,20 +149,13 @@ class LoanPage:
     """The server's side of the page: slots to lend."""
 
     def __init__(self, instance: str) -> None:
-        fd = os.memfd_create("procshare-loans", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(fd, PAGE_BYTES)
-            self._map = mmap.mmap(fd, PAGE_BYTES)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        self._map[:16] = magic_for(instance)
+        #: ``path``: where clients open it (valid while this process keeps ``_fd`` open)
+        self._fd, self._map, self.path = create_page(
+            "procshare-loans", PAGE_BYTES, magic_for(instance)
+        )
         self._words = memoryview(self._map).cast("Q")
         self._free = list(range(SLOTS - 1, -1, -1))
         self._numbers = 0
-        #: where clients open it (valid while this process keeps ``_fd`` open)
-        self.path = f"/proc/{os.getpid()}/fd/{fd}"
 
     @classmethod
     def create(cls, instance: str) -> LoanPage | None:

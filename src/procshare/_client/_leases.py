@@ -18,7 +18,6 @@ asked for next time (a read not made again costs the server one quick read at th
 from __future__ import annotations
 
 import mmap
-import os
 import select
 import time
 from collections.abc import Callable
@@ -34,6 +33,7 @@ from .._leases import (
     magic_for,
     slot_of,
 )
+from .._pages import map_page
 
 __all__ = [
     "ALIVE_FOR",
@@ -115,17 +115,10 @@ class LeaseView:
             return None
         try:
             magic = magic_for(instance)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                mapped = mmap.mmap(fd, (HEADER_WORDS + SLOTS) * 8, prot=mmap.PROT_READ)
-            finally:
-                os.close(fd)
-        except (OSError, ValueError):
+        except ValueError:
             return None
-        if mapped[:16] != magic:
-            mapped.close()
-            return None
-        return cls(mapped)
+        mapped = map_page(path, (HEADER_WORDS + SLOTS) * 8, magic, writable=False)
+        return None if mapped is None else cls(mapped)
 
 
 class LeaseBook:

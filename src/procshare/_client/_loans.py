@@ -27,6 +27,7 @@ from .._loans import (
     lending_here,
     magic_for,
 )
+from .._pages import map_page
 
 __all__ = ["ASK", "GiveBack", "LoanBook", "loans_wanted"]
 
@@ -69,17 +70,10 @@ class LoanBook:
             return None
         try:
             magic = magic_for(instance)
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-            try:
-                mapped = mmap.mmap(fd, PAGE_BYTES)
-            finally:
-                os.close(fd)
-        except (OSError, ValueError):
+        except ValueError:
             return None
-        if mapped[:16] != magic:
-            mapped.close()
-            return None
-        return cls(mapped, vouched)
+        mapped = map_page(path, PAGE_BYTES, magic, writable=True)
+        return None if mapped is None else cls(mapped, vouched)
 
     def add(self, obj_id: int, slot: int, number: int, reentrant: bool) -> None:
         """Lock ``obj_id`` was lent (held by the caller already: the server wrote it so)."""
@@ -100,10 +94,7 @@ class LoanBook:
         base, number, reentrant = loan
         words = self._words
         with self._guard:
-            if self._loans.get(obj_id) is not loan:
-                return ASK  # (given back meanwhile by another thread)
-            if words[base + NUMBER] != number:
-                del self._loans[obj_id]  # (the server ended it: disposed of)
+            if not self._still(obj_id, loan):
                 return ASK
             if words[base + RECALL]:
                 return self._give_back(obj_id, base, number, False)
@@ -133,10 +124,7 @@ class LoanBook:
         base, number, reentrant = loan
         words = self._words
         with self._guard:
-            if self._loans.get(obj_id) is not loan:
-                return ASK
-            if words[base + NUMBER] != number:
-                del self._loans[obj_id]
+            if not self._still(obj_id, loan):
                 return ASK
             if words[base + RECALL]:
                 return self._give_back(obj_id, base, number, True)
@@ -153,6 +141,16 @@ class LoanBook:
                 return True
             # Recalled meanwhile: released here; the server may have seen it held.
             return self._give_back(obj_id, base, number, False)
+
+    def _still(self, obj_id: int, loan: tuple[int, int, bool]) -> bool:
+        """Whether ``loan`` (read before taking the guard, which the caller now holds) is
+        still in the book and its slot still its own (forgotten if the server ended it)."""
+        if self._loans.get(obj_id) is not loan:
+            return False  # (given back meanwhile by another thread)
+        if self._words[loan[0] + NUMBER] != loan[1]:
+            del self._loans[obj_id]  # (the server ended it: the lock was disposed of)
+            return False
+        return True
 
     def _give_back(self, obj_id: int, base: int, number: int, released: bool) -> GiveBack:
         """Take the loan out of the book (under the guard): what to tell the server."""
