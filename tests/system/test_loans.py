@@ -373,3 +373,26 @@ def test_a_recall_between_a_borrowers_store_and_its_check(
     finally:
         leave.set()
         other.join(WAIT)
+
+
+def test_an_acquire_interrupted_while_taking_a_lent_lock_leaves_it_free(
+    m: procshare.SyncManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A KeyboardInterrupt between the borrower's store and its look at the recall flag (a
+    signal arrives there as anywhere): the acquire raises and the lock is not taken."""
+    import procshare._client._loans as client_loans
+
+    lock = m.Lock()
+    children.borrow(lock)
+    assert lent_here(lock)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(client_loans, "fence", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        lock.acquire()
+    monkeypatch.undo()
+    assert lock.acquire(False) is True  # (free: nobody holds it, this thread neither)
+    lock.release()
+    assert lock.locked() is False

@@ -100,10 +100,18 @@ class LoanBook:
                 return self._give_back(obj_id, base, number, False)
             holder = words[base + HOLDER]
             if holder == 0:
-                words[base + HOLDER] = me
-                words[base + COUNT] = 1
-                fence()
-                if not words[base + RECALL]:
+                try:
+                    words[base + HOLDER] = me
+                    words[base + COUNT] = 1
+                    fence()
+                    recalled = words[base + RECALL]
+                except BaseException:
+                    # (a KeyboardInterrupt between the two: not taken, as a lock's acquire
+                    # that raises; a recall meanwhile is given back at the next call)
+                    words[base + HOLDER] = 0
+                    words[base + COUNT] = 0
+                    raise
+                if not recalled:
                     return True
                 # Recalled while taking it: back out, and let the server decide.
                 words[base + HOLDER] = 0
