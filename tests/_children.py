@@ -545,3 +545,8 @@ def take_on_cue(lock: Any, cue: Any, out: Any, leave: Any) -> None:
     leave.wait(60)
     if got:
         lock.release()
+
+
+def read_then_tell(obj: Any, conn: Any) -> None:
+    """Send ``obj``'s value (a Value's) through ``conn``."""
+    conn.send(obj.value)

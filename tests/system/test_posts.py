@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import procshare
+from procshare._client._leases import COLD_READS
 from procshare._client._proxies import _ASK_AFTER
 from tests import _children as children
 
@@ -176,3 +177,70 @@ def test_appends_made_before_a_barrier_are_seen_after_it_by_every_party(m: Any) 
         for p in procs:
             p.join(WAIT)
             assert p.exitcode == 0
+
+
+def _counted(m: Any) -> tuple[int, int]:
+    counters = m._channel().control("stats")["counters"]
+    return int(counters["calls"]), int(counters["posted"])
+
+
+def test_the_only_writer_of_a_value_reads_it_without_asking_and_others_see_it(m: Any) -> None:
+    """``v.value += 1`` in a loop by the value's only writer: its sets are posted, and it
+    keeps a lease the server leaves in place, updated with what it posts, so its reads ask
+    nobody. Every other process still sees each write, and a write by anyone else ends the
+    lease at once."""
+    v = m.Value("i", 0)
+    warm = WARM + COLD_READS + 4  # (a read leased again once its last lease ended unused)
+    for _ in range(warm):
+        v.value += 1
+    calls, posted = _counted(m)
+    for _ in range(200):
+        v.value += 1
+    calls_after, posted_after = _counted(m)
+    assert posted_after - posted == 200
+    assert (calls_after - calls) - (posted_after - posted) <= 3  # (reads: local; + stats)
+    expected = warm + 200
+    here, there = m.ctx.Pipe()
+    reader = m.ctx.Process(target=children.read_then_tell, args=(v, there))
+    reader.start()
+    assert here.poll(WAIT) and here.recv() == expected  # (its posts caught up with)
+    reader.join(WAIT)
+    for calls_made, last in (([("set", (-5,))], -5), ([("set", (k,)) for k in range(9)], 8)):
+        # another writer: once plainly, then posting too (two posters: no lease for anyone)
+        writer = m.ctx.Process(target=children.write_then_tell, args=(v, calls_made, there))
+        writer.start()
+        assert here.poll(WAIT)
+        here.recv()
+        assert v.value == last  # (told through a pipe: the lease here ended before)
+        here.send("done")
+        writer.join(WAIT)
+        v.value += 1
+        assert v.value == last + 1
+
+
+def test_threads_of_the_only_writer_read_what_the_server_holds(m: Any) -> None:
+    """Several threads of the only writer post sets at once: the lease they keep follows the
+    posts in their order, so what this process reads is what the server holds."""
+    import threading
+
+    v = m.Value("i", 0)
+    for i in range(WARM + 2):
+        v.value = i
+    assert v.value == WARM + 1
+
+    def writes(me: int) -> None:
+        for i in range(300):
+            v.value = (me, i)
+            _ = v.value  # (a read in between, answered locally)
+
+    threads = [threading.Thread(target=writes, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    here, there = m.ctx.Pipe()
+    reader = m.ctx.Process(target=children.read_then_tell, args=(v, there))
+    reader.start()
+    assert here.poll(WAIT)
+    assert here.recv() == v.value
+    reader.join(WAIT)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import mmap
 import select
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Final
@@ -30,6 +31,7 @@ from .._leases import (
     MAX_READS,
     SLOTS,
     leasable_args,
+    leasable_value,
     magic_for,
     slot_of,
 )
@@ -142,6 +144,7 @@ class LeaseBook:
         "alive",
         "epochs",
         "recording",
+        "writing",
     )
 
     def __init__(self, view: LeaseView, alive: Callable[[], bool]) -> None:
@@ -151,6 +154,8 @@ class LeaseBook:
         #: (``.._leases``)
         self.alive = alive
         self._alive_until = 0.0
+        #: held while a write is posted and the lease it keeps is updated (``wrote``)
+        self.writing = threading.Lock()
         #: reads made since a lock was granted, or None when no lock is held
         self.recording: list[Read] | None = None
         self._lock = 0  # the lock whose grant started the recording
@@ -203,6 +208,19 @@ class LeaseBook:
         if epoch is not None:
             self.add(epoch, key, value)
         return value
+
+    def wrote(self, key: Read, value: Any) -> None:
+        """This process wrote ``value`` where ``key`` reads, by a post the server applies
+        without ending this process's lease (it is the object's only poster, ``.._leases``):
+        the lease, if any, answers ``value`` from now on (while its epoch holds: another
+        writer ends it). Called under ``writing``, with the post: in the posts' order."""
+        lease = self._leases.get(key)
+        if lease is None:
+            return
+        if leasable_value(value):
+            self._leases[key] = (lease[0], lease[1], value)
+        else:
+            self._leases.pop(key, None)
 
     def add(self, epoch: int, key: Read, value: Any) -> None:
         """Keep ``value``, leased at ``epoch``, to answer ``key`` while that holds."""

@@ -814,9 +814,18 @@ class ValueProxy(BaseProxy, Generic[T]):
         return self._callmethod("get")  # type: ignore[no-any-return]
 
     def set(self, value: T) -> None:
-        """Set the value (plain data without waiting, as ``DictProxy``'s items)."""
-        if not self._posted("set", (value,)):
-            self._callmethod("set", (value,))
+        """Set the value (plain data without waiting, as ``DictProxy``'s items). A process
+        that is the value's only writer keeps reading it locally (``.._leases``)."""
+        leases = self._channel().leases  # (this process's: a forked child binds its own)
+        if leases is None:
+            if not self._posted("set", (value,)):
+                self._callmethod("set", (value,))
+            return
+        with leases.writing:  # (the lease follows the posts in their order)
+            if self._posted("set", (value,)):
+                leases.wrote((self._id, "get", ()), value)
+                return
+        self._callmethod("set", (value,))
 
     if TYPE_CHECKING:
 

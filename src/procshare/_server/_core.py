@@ -722,7 +722,7 @@ class Core:
             or (not registered and _posts_need_registration(entry.referent))
         ):
             refusal = ProtocolError(f"{entry.typeid}.{method}() may not be posted here")
-            self.fail(session, 0, refusal)
+            self._post_failed(session, entry, refusal)
             return
         # (``_call``, written out for what may be posted: a mutator of a built-in kind that
         # takes its caller's context, gets plain data and parks nobody)
@@ -733,7 +733,7 @@ class Core:
             self._catch_up_posters(entry, session, stamp)
         memory = self.memory
         if memory is not None and memory.full and _adds(entry, method):
-            self.fail(session, 0, memory.refusal())
+            self._post_failed(session, entry, memory.refusal())
             return
         fn, takes_ctx = entry.handlers[method]  # type: ignore[index]
         try:
@@ -742,9 +742,22 @@ class Core:
             else:
                 fn(entry.referent, *args)
         except BaseException as exc:
-            self.fail(session, 0, exc)
+            self._post_failed(session, entry, exc)
+            return
+        if entry.leased and self.leasing.self_leased(entry, session, method):
+            # Its only poster's lease stays: the poster knows what it wrote (``_leasing``).
+            entry.leased = False
+            self._changed(entry, method, args, None, None)
+            entry.leased = True
             return
         self._changed(entry, method, args, None, None)
+
+    def _post_failed(self, session: Session, entry: Entry, error: BaseException) -> None:
+        """A post that was not applied: its poster learns at its next request, and a lease it
+        kept with what it posted (``Leasing.self_leased``) ends now."""
+        if entry.leased:
+            self.leasing.end(entry)
+        self.fail(session, 0, error)
 
     def catch_up(self, sessions: Collection[Session], before: float | None = None) -> None:
         """See ``Host.catch_up`` (the transport reads the connections: ``read_unread``).
@@ -907,7 +920,7 @@ class Core:
         req_id, method, args = msg.req_id, msg.method, msg.args
         if (
             type(method) is not str
-            or not self.leasing.leasable(entry, method)
+            or not self.leasing.leasable(entry, method, session)
             or type(args) is not tuple
             or not leasable_args(args)
         ):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .._leases import LEASABLE, LeasePage, LeaseRequest, leasable_value, slot_of
 
 if TYPE_CHECKING:
+    from ._session import Session
     from ._table import Entry
 
 __all__ = ["Leasing"]
@@ -31,15 +32,35 @@ class Leasing:
         self.page: LeasePage | None = None
 
     @staticmethod
-    def leasable(entry: Entry, method: str) -> bool:
+    def leasable(entry: Entry, method: str, session: Session | None = None) -> bool:
         """Whether ``method`` is a read of ``entry`` that may be leased (its kind's table), and
-        nobody posts to it (a lease would answer while a post is on its way)."""
+        nobody posts to it (a lease would answer while a post is on its way), or ``session``
+        alone does, and it reads a Value (``self_leased``)."""
         spec = entry.spec
+        if spec is None or entry.handlers is None or method not in LEASABLE[spec.name]:
+            return False
+        posters = entry.posters
+        return posters is None or (
+            session is not None
+            and spec.name == "Value"
+            and len(posters) == 1
+            and session in posters
+        )
+
+    @staticmethod
+    def self_leased(entry: Entry, session: Session, method: str) -> bool:
+        """Whether ``session``'s post of ``method`` leaves the leases on ``entry`` as they are:
+        it is a Value's ``set`` by its only poster, the only process a lease on it can have
+        been granted to since (``leasable``), which keeps its lease current with what it
+        posts (``LeaseBook.wrote``)."""
+        posters = entry.posters
         return (
-            spec is not None
-            and entry.posters is None
-            and entry.handlers is not None
-            and method in LEASABLE[spec.name]
+            method == "set"
+            and posters is not None
+            and len(posters) == 1
+            and session in posters
+            and entry.spec is not None
+            and entry.spec.name == "Value"
         )
 
     def epoch(self, entry: Entry, value: Any) -> int | None:
