@@ -396,3 +396,33 @@ def test_an_acquire_interrupted_while_taking_a_lent_lock_leaves_it_free(
     assert lock.acquire(False) is True  # (free: nobody holds it, this thread neither)
     lock.release()
     assert lock.locked() is False
+
+
+def test_a_lent_rlock_given_back_when_its_connection_has_news(
+    m: procshare.SyncManager, stdlib_manager: Any
+) -> None:
+    """A borrower whose connection shows something to read (perhaps the server's end) asks
+    the server instead of taking the lock here: it gives the loan back first, with its count,
+    so the count the server keeps from then on is the one this thread holds."""
+
+    def script(rlock: Any) -> list[Any]:
+        children.borrow(rlock)
+        seen = [rlock.acquire()]
+        book = rlock._channel().loans if hasattr(rlock, "_channel") else None
+        if book is not None:
+            vouched = book._vouched
+            book._vouched = lambda: False  # (something to read on the connection)
+        seen.append(rlock.acquire())
+        if book is not None:
+            book._vouched = vouched
+        rlock.release()
+        rlock.release()
+        try:
+            rlock.release()
+        except RuntimeError as exc:
+            seen.append(str(exc))
+        seen.append(rlock.acquire(False))
+        rlock.release()
+        return seen
+
+    assert script(m.RLock()) == script(stdlib_manager.RLock())

@@ -89,14 +89,16 @@ class LoanBook:
         ``blocking`` is false; ``ASK``: ask the server (not lent, or the caller must wait);
         a ``GiveBack``: give the loan back first, then ask."""
         loan = self._loans.get(obj_id)
-        if loan is None or not self._vouched():
+        if loan is None:
             return ASK
         base, number, reentrant = loan
         words = self._words
         with self._guard:
             if not self._still(obj_id, loan):
                 return ASK
-            if words[base + RECALL]:
+            if words[base + RECALL] or not self._vouched():
+                # (recalled; or the connection has something to read, perhaps its end: the
+                # server decides from now on, told what this process knows)
                 return self._give_back(obj_id, base, number, False)
             holder = words[base + HOLDER]
             if holder == 0:
@@ -127,14 +129,14 @@ class LoanBook:
         lent, or a release the server must refuse); a ``GiveBack``: give the loan back, with
         the release if it says so."""
         loan = self._loans.get(obj_id)
-        if loan is None or not self._vouched():
+        if loan is None:
             return ASK
         base, number, reentrant = loan
         words = self._words
         with self._guard:
             if not self._still(obj_id, loan):
                 return ASK
-            if words[base + RECALL]:
+            if words[base + RECALL] or not self._vouched():
                 return self._give_back(obj_id, base, number, True)
             holder = words[base + HOLDER]
             if holder == 0 or (reentrant and holder != me):
