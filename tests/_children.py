@@ -550,3 +550,10 @@ def take_on_cue(lock: Any, cue: Any, out: Any, leave: Any) -> None:
 def read_then_tell(obj: Any, conn: Any) -> None:
     """Send ``obj``'s value (a Value's) through ``conn``."""
     conn.send(obj.value)
+
+
+def put_then_kill_myself(q: Any, count: int) -> None:
+    """Put ``count`` items (posted, past the first few) and die at once."""
+    for i in range(count):
+        q.put(i)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -301,6 +301,7 @@ def _queue(name: str) -> Kind:
         reads=("qsize", "empty", "full", "__repr__", "__str__"),
         writes=("put", "put_nowait", "get", "get_nowait", "task_done"),
         blocking=("put", "get", "join"),
+        posted=("put",),  # (unbounded, while no getter is parked: ``_leases.waiting_of``)
     )
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from typing import Any, Final
 
 from ._client._frozen import ATOMS
@@ -48,6 +49,7 @@ __all__ = [
     "LEASING_LOCKS",
     "MAX_LEASES",
     "MAX_READS",
+    "PAGE_WORDS",
     "SLOTS",
     "LeasePage",
     "LeaseRequest",
@@ -56,6 +58,7 @@ __all__ = [
     "magic_for",
     "parse_reads",
     "slot_of",
+    "waiting_of",
 ]
 
 #: Epoch counters in a page (512 KiB); objects share one when their ids collide modulo this (a
@@ -108,9 +111,22 @@ def _plain_within(items: Any, depth: int) -> bool:
     return True
 
 
+#: 8-byte words in the page: the header, the epochs, then one word per slot saying whether a
+#: queue of that slot has a getter parked (``waiting_of``)
+PAGE_WORDS: Final = HEADER_WORDS + 2 * SLOTS
+
+
 def slot_of(obj_id: int) -> int:
     """The counter (8-byte word index in the page) of object ``obj_id``."""
     return HEADER_WORDS + obj_id % SLOTS
+
+
+def waiting_of(obj_id: int) -> int:
+    """The word (index in the page) saying whether queue ``obj_id`` has a getter parked: its
+    puts are then not posted (a post is applied once its sender sleeps, which the getter
+    would wait for). Objects sharing a slot share it (a queue may then see another's flag:
+    set, a put waits for its answer where it need not; cleared, one may be posted)."""
+    return HEADER_WORDS + SLOTS + obj_id % SLOTS
 
 
 def magic_for(instance: str) -> bytes:
@@ -122,7 +138,7 @@ class LeasePage:
     """The server's side of the page: one writable epoch counter per object slot."""
 
     def __init__(self, instance: str) -> None:
-        size = (HEADER_WORDS + SLOTS) * 8
+        size = PAGE_WORDS * 8
         #: ``path``: where clients open it (valid while this process keeps ``_fd`` open)
         self._fd, self._map, self.path = create_page("procshare-leases", size, magic_for(instance))
         self._epochs = memoryview(self._map).cast("Q")
@@ -139,6 +155,16 @@ class LeasePage:
 
     def epoch(self, slot: int) -> int:
         return self._epochs[slot]
+
+    def flag_waiting(self, obj_id: int) -> Callable[[bool], None]:
+        """What queue ``obj_id`` calls to say whether a getter is parked (``waiting_of``)."""
+        index = waiting_of(obj_id)
+        epochs = self._epochs
+
+        def waiting(on: bool) -> None:
+            epochs[index] = 1 if on else 0
+
+        return waiting
 
     def bump(self, slot: int) -> None:
         """End every lease on the objects of ``slot`` (one aligned 8-byte store)."""

@@ -57,16 +57,58 @@ def test_an_append_of_a_value_that_names_code_waits_for_its_answer(m: Any) -> No
     assert isinstance(lst[WARM], procshare.ProcshareError)
 
 
-def test_releases_and_puts_wait_for_their_answers(m: Any) -> None:
-    """Somebody typically waits for them, who would wait until a poster sleeps."""
+def test_releases_wait_for_their_answers_and_puts_while_a_getter_is_parked(m: Any) -> None:
+    """Somebody waiting for them would wait until the poster sleeps: a lock's release always
+    waits for its answer, a queue's put while a getter is parked on the queue."""
+    import threading
+
     lock, q = m.Lock(), m.Queue()
     before = _posted(m)
-    for i in range(10):
+    for _ in range(10):
         lock.acquire()
         lock.release()
+    assert _posted(m) == before
+    for i in range(10):
+        q.put(i)  # (nobody waits: posted, past the first few)
+    assert _posted(m) - before == 10 - WARM
+    assert [q.get() for _ in range(10)] == list(range(10))
+    got: list[Any] = []
+    getter = threading.Thread(target=lambda: got.append(q.get(timeout=WAIT)))
+    getter.start()
+    while not _getters(m, q):
+        threading.Event().wait(0.005)
+    before = _posted(m)
+    q.put("for the parked getter")
+    assert _posted(m) == before  # (waited for its answer: the getter has its item now)
+    getter.join(WAIT)
+    assert got == ["for the parked getter"]
+    q.put("nobody waits again")
+    assert _posted(m) == before + 1
+
+
+def _getters(m: Any, q: Any) -> int:
+    [obj] = [o for o in m.stats()["objects"] if o["id"] == q._id]
+    return len(obj["state"]["getters"])
+
+
+def test_puts_posted_by_a_killed_process_all_arrive_in_order(m: Any) -> None:
+    q = m.Queue()
+    before = _posted(m)
+    child = m.ctx.Process(target=children.put_then_kill_myself, args=(q, 300))
+    child.start()
+    child.join(WAIT)
+    assert child.exitcode == -9
+    assert [q.get_nowait() for _ in range(300)] == list(range(300))
+    assert _posted(m) - before == 300 - WARM
+
+
+def test_puts_to_a_bounded_queue_wait_for_their_answers(m: Any) -> None:
+    q = m.Queue(maxsize=100)
+    before = _posted(m)
+    for i in range(20):
         q.put(i)
     assert _posted(m) == before
-    assert [q.get() for _ in range(10)] == list(range(10))
+    assert [q.get() for _ in range(20)] == list(range(20))
 
 
 def test_a_failed_post_is_raised_as_itself_by_a_later_call_saying_so() -> None:
@@ -88,13 +130,19 @@ def test_a_failed_post_is_raised_as_itself_by_a_later_call_saying_so() -> None:
         ("dict", [("__setitem__", (k, k * 2)) for k in range(8)], lambda d: d.copy()),
         ("list", [("append", (k,)) for k in range(8)], lambda lst: lst[:]),
         ("Value", [("set", (k,)) for k in range(8)], lambda v: v.value),
+        ("Queue", [("put", (k,)) for k in range(8)], lambda q: [q.get_nowait() for _ in range(8)]),
     ],
 )
 def test_writes_told_through_a_pipe_are_seen_by_the_next_read(
     m: Any, kind: str, calls: list[tuple[str, tuple[Any, ...]]], check: Any
 ) -> None:
     obj = m.Value("i", -1) if kind == "Value" else getattr(m, kind)()
-    expected = {"dict": {k: k * 2 for k in range(8)}, "list": list(range(8)), "Value": 7}[kind]
+    expected = {
+        "dict": {k: k * 2 for k in range(8)},
+        "list": list(range(8)),
+        "Value": 7,
+        "Queue": list(range(8)),
+    }[kind]
     before = _posted(m)
     here, there = m.ctx.Pipe()
     child = m.ctx.Process(target=children.write_then_tell, args=(obj, calls, there))

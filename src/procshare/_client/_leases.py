@@ -25,15 +25,15 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .._leases import (
-    HEADER_WORDS,
     LEASABLE,
     MAX_LEASES,
     MAX_READS,
-    SLOTS,
+    PAGE_WORDS,
     leasable_args,
     leasable_value,
     magic_for,
     slot_of,
+    waiting_of,
 )
 from .._pages import map_page
 
@@ -119,7 +119,7 @@ class LeaseView:
             magic = magic_for(instance)
         except ValueError:
             return None
-        mapped = map_page(path, (HEADER_WORDS + SLOTS) * 8, magic, writable=False)
+        mapped = map_page(path, PAGE_WORDS * 8, magic, writable=False)
         return None if mapped is None else cls(mapped)
 
 
@@ -168,6 +168,10 @@ class LeaseBook:
         self._cold: dict[Read, int] = {}
         #: reads made once: the next one asks for a lease
         self._seen: set[Read] = set()
+
+    def waiting(self, obj_id: int) -> bool:
+        """Whether queue ``obj_id`` has a getter parked (``.._leases.waiting_of``)."""
+        return self.epochs[waiting_of(obj_id)] != 0
 
     def vouched(self) -> bool:
         """Whether the connection showed nothing to read (nor its end) within ``ALIVE_FOR``:

@@ -333,7 +333,7 @@ class BaseProxy:
             channel = self._bind()
         return channel.call(self._id, methodname, args, None, _get_ident(), True, wait=wait)
 
-    def _posted(self, method: str, args: tuple[Any, ...]) -> bool:
+    def _posted(self, method: str, args: tuple[Any, ...], blocking: bool = False) -> bool:
         """Make a call that may be posted (``Kind.postable``) without waiting for its answer,
         where this process may (``Backend.post``): ``True`` once it was made (posted, or made
         as the call that asks the server whether its next ones may be); ``False``: make it
@@ -357,7 +357,7 @@ class BaseProxy:
         if made < _ASK_AFTER:
             registered[key] = made + 1
             return False
-        channel.call(self._id, method, args, None, _get_ident(), posting=True)
+        channel.call(self._id, method, args, None, _get_ident(), blocking, posting=True)
         return True
 
     def _getvalue(self) -> Any:
@@ -1120,7 +1120,20 @@ class QueueProxy(BaseProxy, Generic[T]):
     _exposed_ = KINDS["Queue"].exposed
 
     def put(self, item: T, block: bool = True, timeout: float | None = None) -> None:
-        self._callblocking("put", (item, block, timeout), _waits(block, timeout))
+        """As ``queue.Queue.put``. On an unbounded queue served on this machine, while no
+        getter is parked on it, a put of plain data does not wait for the server's answer
+        (it cannot fail): every request made after it, by any process, still sees the item
+        (the server reads what was posted first). A parked getter gets its item at once."""
+        args = (item, block, timeout)
+        if block is True and timeout is None:
+            leases = self._channel().leases
+            if (
+                leases is not None
+                and not leases.waiting(self._id)
+                and self._posted("put", args, True)
+            ):
+                return
+        self._callblocking("put", args, _waits(block, timeout))
 
     def put_nowait(self, item: T) -> None:
         self._callmethod("put_nowait", (item,))

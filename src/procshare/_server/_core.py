@@ -83,7 +83,7 @@ from ._controls import CONTROLS
 from ._host import PARKED, CallContext, Host, PipelineContext, Primitive
 from ._leasing import Leasing
 from ._memory import ADDING, MemoryGuard
-from ._objects import Lock, make_referent
+from ._objects import Lock, Queue, make_referent
 from ._references import References
 from ._session import Session, log_session_end
 from ._table import SNAPSHOTS, Entry, ServerType
@@ -791,6 +791,8 @@ class Core:
         referent = entry.referent
         if not session.may_post or method not in entry.postable or entry.watchers:
             return False
+        if isinstance(referent, Queue) and (referent.maxsize > 0 or referent.publish is None):
+            return False  # (a put that may wait for room; or nobody to say a getter waits)
         if _posts_need_registration(referent):  # (a Condition's notify by its holder: none)
             if entry.posters is None:
                 entry.posters = set()
@@ -1195,6 +1197,8 @@ class Core:
         obj_id = next(self._ids)
         entry = Entry(obj_id, stype, referent, exposed, now)
         self.objects[obj_id] = entry
+        if isinstance(referent, Queue) and self.leasing.page is not None:
+            referent.publish = self.leasing.page.flag_waiting(obj_id)  # (its puts may post)
         if stype.kind is None:
             self._by_pyid[id(referent)] = obj_id
         # Nobody holds it until the reply carrying it is encoded (Handle.__reduce__ lends it).
@@ -1361,9 +1365,10 @@ _tuple_new: Final = tuple.__new__
 
 def _posts_need_registration(referent: Any) -> bool:
     """Whether only sessions registered as posters may post to ``referent``: its other
-    clients catch up with them (``Entry.posters``). A container's writers; not a Condition's
-    notifier (it holds the lock, whose release, which waits, comes after)."""
-    return not isinstance(referent, Primitive)
+    clients catch up with them (``Entry.posters``). A container's writers and a queue's
+    putters; not a Condition's notifier (it holds the lock, whose release, which waits, comes
+    after)."""
+    return not isinstance(referent, Primitive) or isinstance(referent, Queue)
 
 
 def _nothing_unread(

@@ -905,6 +905,10 @@ class Queue(Primitive):
         self.joiners = WaitQueue()
         self.unfinished = 0
         self.taken: dict[Session, deque[Any]] = {}  # items handed out, not yet task_done
+        #: says in the lease page whether a getter is parked (``.._leases.waiting_of``): a
+        #: put is posted only while none is (the core sets it: ``None`` without a page)
+        self.publish: Callable[[bool], None] | None = None
+        self._flagged = False
 
     def _full(self) -> bool:
         return 0 < self.maxsize <= len(self.items)
@@ -922,6 +926,8 @@ class Queue(Primitive):
         if self.maxsize <= 0 and not self.getters.live and block is True and timeout is None:
             self.unfinished += 1  # the usual put: unbounded, nobody waiting (``_enqueue``)
             self.items.append(item)
+            if self._flagged:
+                self._flag()  # (its getters timed out or went: posts may go on)
             return None
         wait = _queue_timeout(block, timeout)
         if not self._full() and not self.putters:
@@ -947,6 +953,7 @@ class Queue(Primitive):
         if not block:
             raise queue.Empty
         ctx.park(self.getters, wait, on_timeout=_answer_empty)
+        self._flag()
         return PARKED
 
     def get_nowait(self, ctx: CallContext) -> Any:
@@ -975,7 +982,15 @@ class Queue(Primitive):
                 self._hand_out(getter.session, item)
                 host.track(getter.session, getter.req_id, getter.owner, self, item)
                 host.answer(getter, item)
+                self._flag()
                 return
+
+    def _flag(self) -> None:
+        """Publish whether a getter is parked, where that changed (``publish``)."""
+        waiting = bool(self.getters.live)
+        if waiting != self._flagged and self.publish is not None:
+            self._flagged = waiting
+            self.publish(waiting)
 
     def _hand_out(self, session: Session, item: Any) -> None:
         taken = self.taken.get(session)
