@@ -1275,8 +1275,10 @@ class Server:
         """Hand what the core wrote to the connections: a reactor's own connections' replies
         are collected (``own.sends``) for it to write once it leaves the core lock; another
         reactor's are queued on them for that reactor to write (told by their becoming
-        writable: only a connection's reactor writes to it). Without ``own`` (not on a
-        reactor's turn), everything is written at once."""
+        writable: only a connection's reactor writes to it), unless that reactor sleeps and
+        the connection's client waits for the reply: then ``own`` takes it over and writes
+        it (``_take_over``). Without ``own`` (not on a reactor's turn), everything is written
+        at once."""
         core = self.core
         by_session = self._by_session
         answered: set[Session] = set()
