@@ -110,7 +110,7 @@ def magic_for(instance: str) -> bytes:
 class Loan:
     """One loan out: of ``lock``, to ``session``, in ``slot`` of ``page``."""
 
-    __slots__ = ("ended", "lock", "number", "owner", "page", "recalled", "session", "slot")
+    __slots__ = ("ended", "lock", "number", "owner", "page", "session", "slot")
 
     def __init__(self, page: LoanPage, lock: Lock, session: Session, slot: int, number: int):
         self.page = page
@@ -118,14 +118,12 @@ class Loan:
         self.session = session
         self.slot = slot
         self.number = number
-        self.recalled = False
         self.ended = False
         #: the holder the recall found (0: it was free)
         self.owner = 0
 
     def recall(self) -> tuple[int, int]:
         """Ask for it back: ``(holder, count)`` as the borrower's slot shows them now."""
-        self.recalled = True
         self.owner, count = self.page.recall(self.slot)
         return self.owner, count
 

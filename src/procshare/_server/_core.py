@@ -744,13 +744,9 @@ class Core:
         except BaseException as exc:
             self._post_failed(session, entry, exc)
             return
-        if entry.leased and self.leasing.self_leased(entry, session, method):
-            # Its only poster's lease stays: the poster knows what it wrote (``_leasing``).
-            entry.leased = False
-            self._changed(entry, method, args, None, None)
-            entry.leased = True
-            return
-        self._changed(entry, method, args, None, None)
+        # (its only poster's lease stays: the poster knows what it wrote, ``_leasing``)
+        keep = entry.leased and self.leasing.self_leased(entry, session, method)
+        self._changed(entry, method, args, None, None, keep)
 
     def _post_failed(self, session: Session, entry: Entry, error: BaseException) -> None:
         """A post that was not applied: its poster learns at its next request, and a lease it
@@ -845,12 +841,14 @@ class Core:
         args: tuple[Any, ...],
         kwargs: dict[str, Any] | None,
         result: Any,
+        keep_leases: bool = False,
     ) -> None:
-        """Account for a change of ``entry``: a new version, no cached snapshot, one more
-        entry in its change log, and an event for its watchers."""
+        """Account for a change of ``entry``: a new version, no cached snapshot, the end of
+        the leases on it (unless ``keep_leases``: its only holder made it, and knows),
+        one more entry in its change log, and an event for its watchers."""
         entry.version += 1
         entry.snapshot = None
-        if entry.leased:
+        if entry.leased and not keep_leases:
             self.leasing.end(entry)
         if entry.log is not None:
             entry.log.record(method, args, kwargs, result)

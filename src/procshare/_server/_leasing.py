@@ -39,12 +39,8 @@ class Leasing:
         spec = entry.spec
         if spec is None or entry.handlers is None or method not in LEASABLE[spec.name]:
             return False
-        posters = entry.posters
-        return posters is None or (
-            session is not None
-            and spec.name == "Value"
-            and len(posters) == 1
-            and session in posters
+        return entry.posters is None or (
+            session is not None and Leasing._values_only_poster(entry, session)
         )
 
     @staticmethod
@@ -53,10 +49,14 @@ class Leasing:
         it is a Value's ``set`` by its only poster, the only process a lease on it can have
         been granted to since (``leasable``), which keeps its lease current with what it
         posts (``LeaseBook.wrote``)."""
+        return method == "set" and Leasing._values_only_poster(entry, session)
+
+    @staticmethod
+    def _values_only_poster(entry: Entry, session: Session) -> bool:
+        """Whether ``entry`` is a Value that ``session``, and nobody else, posts to."""
         posters = entry.posters
         return (
-            method == "set"
-            and posters is not None
+            posters is not None
             and len(posters) == 1
             and session in posters
             and entry.spec is not None
