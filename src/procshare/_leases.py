@@ -34,14 +34,13 @@ last epochs: so a client answers from a lease only while its connection shows no
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable
 from typing import Any, Final
 
 from ._client._frozen import ATOMS
 from ._kinds import KINDS
-from ._pages import create_page
+from ._pages import SharedPage
 
 __all__ = [
     "HEADER_WORDS",
@@ -134,14 +133,12 @@ def magic_for(instance: str) -> bytes:
     return b"psleases" + bytes.fromhex(instance)[:8].ljust(8, b"\0")
 
 
-class LeasePage:
-    """The server's side of the page: one writable epoch counter per object slot."""
+class LeasePage(SharedPage):
+    """The server's side of the page: one writable epoch counter per object slot (and a
+    queue's "a getter is parked" word, ``waiting_of``)."""
 
     def __init__(self, instance: str) -> None:
-        size = PAGE_WORDS * 8
-        #: ``path``: where clients open it (valid while this process keeps ``_fd`` open)
-        self._fd, self._map, self.path = create_page("procshare-leases", size, magic_for(instance))
-        self._epochs = memoryview(self._map).cast("Q")
+        super().__init__("procshare-leases", PAGE_WORDS * 8, magic_for(instance))
 
     @classmethod
     def create(cls, instance: str) -> LeasePage | None:
@@ -154,27 +151,21 @@ class LeasePage:
             return None
 
     def epoch(self, slot: int) -> int:
-        return self._epochs[slot]
+        return self.words[slot]
 
     def flag_waiting(self, obj_id: int) -> Callable[[bool], None]:
         """What queue ``obj_id`` calls to say whether a getter is parked (``waiting_of``)."""
         index = waiting_of(obj_id)
-        epochs = self._epochs
+        words = self.words
 
         def waiting(on: bool) -> None:
-            epochs[index] = 1 if on else 0
+            words[index] = 1 if on else 0
 
         return waiting
 
     def bump(self, slot: int) -> None:
         """End every lease on the objects of ``slot`` (one aligned 8-byte store)."""
-        self._epochs[slot] = (self._epochs[slot] + 1) & 0xFFFF_FFFF_FFFF_FFFF
-
-    def close(self) -> None:
-        self._epochs.release()
-        self._map.close()
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        self.words[slot] = (self.words[slot] + 1) & 0xFFFF_FFFF_FFFF_FFFF
 
 
 class LeaseRequest:

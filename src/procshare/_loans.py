@@ -42,13 +42,12 @@ processors order less, so locks are lent on x86 only (``lending_here``).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import threading
 from typing import TYPE_CHECKING, Final
 
-from ._pages import create_page
+from ._pages import SharedPage
 
 if TYPE_CHECKING:
     from ._server._objects import Lock
@@ -143,15 +142,11 @@ class Loan:
         self.session.loans.pop(self.number, None)
 
 
-class LoanPage:
+class LoanPage(SharedPage):
     """The server's side of the page: slots to lend."""
 
     def __init__(self, instance: str) -> None:
-        #: ``path``: where clients open it (valid while this process keeps ``_fd`` open)
-        self._fd, self._map, self.path = create_page(
-            "procshare-loans", PAGE_BYTES, magic_for(instance)
-        )
-        self._words = memoryview(self._map).cast("Q")
+        super().__init__("procshare-loans", PAGE_BYTES, magic_for(instance))
         self._free = list(range(SLOTS - 1, -1, -1))
         self._numbers = 0
 
@@ -173,7 +168,7 @@ class LoanPage:
         slot = self._free.pop()
         self._numbers += 1
         base = HEADER_WORDS + slot * SLOT_WORDS
-        words = self._words
+        words = self.words
         words[base + HOLDER] = owner
         words[base + COUNT] = count
         words[base + RECALL] = 0
@@ -184,21 +179,15 @@ class LoanPage:
 
     def recall(self, slot: int) -> tuple[int, int]:
         base = HEADER_WORDS + slot * SLOT_WORDS
-        words = self._words
+        words = self.words
         words[base + RECALL] = 1
         fence()
         return words[base + HOLDER], words[base + COUNT]
 
     def word(self, slot: int, index: int) -> int:
-        return self._words[HEADER_WORDS + slot * SLOT_WORDS + index]
+        return self.words[HEADER_WORDS + slot * SLOT_WORDS + index]
 
     def free(self, slot: int) -> None:
         base = HEADER_WORDS + slot * SLOT_WORDS
-        self._words[base : base + SLOT_WORDS] = memoryview(bytes(SLOT_WORDS * 8)).cast("Q")
+        self.words[base : base + SLOT_WORDS] = memoryview(bytes(SLOT_WORDS * 8)).cast("Q")
         self._free.append(slot)
-
-    def close(self) -> None:
-        self._words.release()
-        self._map.close()
-        with contextlib.suppress(OSError):
-            os.close(self._fd)

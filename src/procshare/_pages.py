@@ -9,24 +9,36 @@ page whose magic is not the one expected is not used.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 
-__all__ = ["create_page", "map_page"]
+__all__ = ["SharedPage", "map_page"]
 
 
-def create_page(name: str, size: int, magic: bytes) -> tuple[int, mmap.mmap, str]:
-    """A new page of ``size`` bytes starting with ``magic``: its descriptor, its read-write
-    mapping and the path clients open it at (valid while the descriptor stays open)."""
-    fd = os.memfd_create(name, os.MFD_CLOEXEC)
-    try:
-        os.ftruncate(fd, size)
-        mapped = mmap.mmap(fd, size)
-    except BaseException:
-        os.close(fd)
-        raise
-    mapped[: len(magic)] = magic
-    return fd, mapped, f"/proc/{os.getpid()}/fd/{fd}"
+class SharedPage:
+    """The server's side of a page: its mapping as 8-byte ``words`` (each read and written
+    in one aligned access), and the ``path`` clients open it at, valid while the page stays
+    open (``close``)."""
+
+    def __init__(self, name: str, size: int, magic: bytes) -> None:
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            self._map = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._map[: len(magic)] = magic
+        self.words = memoryview(self._map).cast("Q")
+        self.path = f"/proc/{os.getpid()}/fd/{fd}"
+
+    def close(self) -> None:
+        self.words.release()
+        self._map.close()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
 
 
 def map_page(path: str, size: int, magic: bytes, *, writable: bool) -> mmap.mmap | None:
