@@ -122,20 +122,23 @@ TIMEOUT_ENV: Final = "PROCSHARE_TIMEOUT"
 
 #: ``off`` (or ``0``, ``no``, ``false``): this process posts nothing (``Channel.post``)
 POSTS_ENV: Final = "PROCSHARE_POSTS"
+#: ``off`` (or ``0``, ``no``, ``false``): this process borrows no lock (``.._loans``)
+LOANS_ENV: Final = "PROCSHARE_LOANS"
 
 
-def _posts_on() -> bool:
-    """Whether ``$PROCSHARE_POSTS`` lets this process post (default: yes).
+def _switched_on(name: str) -> bool:
+    """Whether the switch ``$name`` is on (default: yes): ``$PROCSHARE_POSTS``,
+    ``$PROCSHARE_LOANS``.
 
     Raises:
         ValueError: a setting that is neither on nor off.
     """
-    text = os.environ.get(POSTS_ENV, "").strip().lower()
+    text = os.environ.get(name, "").strip().lower()
     if text in ("", "on", "1", "yes", "true", "auto"):
         return True
     if text in ("off", "0", "no", "false"):
         return False
-    raise ValueError(f"${POSTS_ENV} must be on or off, not {text!r}")
+    raise ValueError(f"${name} must be on or off, not {text!r}")
 
 
 def _env_timeout() -> float | None:
@@ -278,7 +281,9 @@ class Channel:
         #: the server is on this machine and talks through pipes: calls may be posted
         #: (``post``), unless it or this process said not to
         self.can_post = (
-            self._sock is None and self.server_info.get("posts", True) is not False and _posts_on()
+            self._sock is None
+            and self.server_info.get("posts", True) is not False
+            and _switched_on(POSTS_ENV)
         )
         #: (object id, method) -> whether its calls may be posted here (``Call.posting``)
         self.registered: dict[tuple[int, str], bool | int] = {}
@@ -291,9 +296,12 @@ class Channel:
         self.leases: LeaseBook | None = book_for(
             self._rfd if local else -1, self.server_info, lambda: self._broken is not None
         )
-        #: the locks lent to it (``.._loans``): where leases are, if the server lends
+        #: the locks lent to it (``.._loans``): where leases are, if the server lends and
+        #: this process borrows
         self.loans: LoanBook | None = (
-            None if self.leases is None else LoanBook.open(self.server_info, self.leases.vouched)
+            LoanBook.open(self.server_info, self.leases.vouched)
+            if self.leases is not None and _switched_on(LOANS_ENV)
+            else None
         )
 
     def _wire(self) -> None:

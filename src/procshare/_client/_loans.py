@@ -10,7 +10,6 @@ is being given back).
 from __future__ import annotations
 
 import mmap
-import os
 import threading
 from collections.abc import Callable
 from typing import Any, Final, Literal
@@ -29,18 +28,13 @@ from .._loans import (
 )
 from .._pages import map_page
 
-__all__ = ["ASK", "GiveBack", "LoanBook", "loans_wanted"]
+__all__ = ["ASK", "GiveBack", "LoanBook"]
 
 #: What :meth:`LoanBook.acquire` and :meth:`LoanBook.release` return when the server decides.
 ASK: Final = None
 #: ``(loan number, holder, count, released)``: give the loan back (``#loan``), holding the lock
 #: ``count`` times under ``holder`` (0: not at all), releasing it once more if ``released``.
 GiveBack = tuple[int, int, int, bool]
-
-
-def loans_wanted() -> bool:
-    """Whether this process borrows locks (``$PROCSHARE_LOANS``: ``off`` or ``0`` says no)."""
-    return os.environ.get("PROCSHARE_LOANS", "").strip().lower() not in ("off", "0", "no")
 
 
 class LoanBook:
@@ -66,7 +60,7 @@ class LoanBook:
         path, instance = info.get("loans"), info.get("instance")
         if type(path) is not str or type(instance) is not str:
             return None
-        if not lending_here() or not loans_wanted():
+        if not lending_here():
             return None
         try:
             magic = magic_for(instance)
@@ -94,12 +88,9 @@ class LoanBook:
         base, number, reentrant = loan
         words = self._words
         with self._guard:
-            if not self._still(obj_id, loan):
-                return ASK
-            if words[base + RECALL] or not self._vouched():
-                # (recalled; or the connection has something to read, perhaps its end: the
-                # server decides from now on, told what this process knows)
-                return self._give_back(obj_id, base, number, False)
+            kept = self._kept(obj_id, loan, False)
+            if kept is not True:
+                return kept
             holder = words[base + HOLDER]
             if holder == 0:
                 try:
@@ -134,10 +125,9 @@ class LoanBook:
         base, number, reentrant = loan
         words = self._words
         with self._guard:
-            if not self._still(obj_id, loan):
-                return ASK
-            if words[base + RECALL] or not self._vouched():
-                return self._give_back(obj_id, base, number, True)
+            kept = self._kept(obj_id, loan, True)
+            if kept is not True:
+                return kept
             holder = words[base + HOLDER]
             if holder == 0 or (reentrant and holder != me):
                 return ASK  # (not held, or not by this thread: the server raises)
@@ -152,14 +142,23 @@ class LoanBook:
             # Recalled meanwhile: released here; the server may have seen it held.
             return self._give_back(obj_id, base, number, False)
 
-    def _still(self, obj_id: int, loan: tuple[int, int, bool]) -> bool:
-        """Whether ``loan`` (read before taking the guard, which the caller now holds) is
-        still in the book and its slot still its own (forgotten if the server ended it)."""
+    def _kept(
+        self, obj_id: int, loan: tuple[int, int, bool], releasing: bool
+    ) -> Literal[True] | GiveBack | None:
+        """Under the guard (the caller holds it): ``True`` if ``loan``, read before, is still
+        this process's to use; ``ASK`` if it left the book (given back by another thread, or
+        ended by the server: the lock was disposed of); a ``GiveBack`` (with the caller's
+        release if ``releasing``) if it was recalled, or the connection has something to
+        read (perhaps its end): the server decides from now on, told what this process
+        knows."""
         if self._loans.get(obj_id) is not loan:
-            return False  # (given back meanwhile by another thread)
-        if self._words[loan[0] + NUMBER] != loan[1]:
-            del self._loans[obj_id]  # (the server ended it: the lock was disposed of)
-            return False
+            return ASK
+        base, number, _ = loan
+        if self._words[base + NUMBER] != number:
+            del self._loans[obj_id]
+            return ASK
+        if self._words[base + RECALL] or not self._vouched():
+            return self._give_back(obj_id, base, number, releasing)
         return True
 
     def _give_back(self, obj_id: int, base: int, number: int, released: bool) -> GiveBack:
