@@ -11,13 +11,14 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import procshare
 from tests import _children as children
+from tests._holders import kill, start_holder
 
 FORK = multiprocessing.get_context("fork")
 RELEASED_WITHIN = 1.0  # seconds: the guarantee
@@ -28,23 +29,6 @@ WAIT = 10.0  # seconds: how long a test waits before calling it a deadlock
 def m() -> Iterator[procshare.SyncManager]:
     with procshare.Manager(ctx=FORK, release_delay=0.2) as manager:
         yield manager
-
-
-def start_holder(target: Callable[..., Any], *args: Any) -> Any:
-    """Start ``target(*args, ready)`` in a child and wait until it says it holds the thing."""
-    ready = FORK.Event()
-    p = FORK.Process(target=target, args=(*args, ready))
-    p.start()
-    assert ready.wait(WAIT), "the child never got hold of it"
-    return p
-
-
-def kill(p: Any) -> float:
-    """SIGKILL ``p``, reap it, and return the time of death."""
-    os.kill(p.pid, signal.SIGKILL)
-    p.join(WAIT)
-    assert p.exitcode == -signal.SIGKILL
-    return time.monotonic()
 
 
 @pytest.mark.parametrize("how", ["kill", "exit", "raise"])

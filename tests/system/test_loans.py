@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import signal
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +17,7 @@ import procshare
 from procshare import ConnectionLost
 from procshare._loans import lending_here
 from tests import _children as children
+from tests._holders import kill, start_holder
 
 pytestmark = pytest.mark.skipif(not lending_here(), reason="locks are lent on x86 only")
 
@@ -43,20 +43,6 @@ def state_of(m: procshare.SyncManager, proxy: Any) -> dict[str, Any]:
 def lent_here(proxy: Any) -> bool:
     loans = proxy._channel().loans
     return loans is not None and loans.lent(proxy._id)
-
-
-def start_holder(ctx: Any, lock: Any, rounds: int = 1) -> Any:
-    ready = ctx.Event()
-    p = ctx.Process(target=children.borrow_hold_and_die, args=(lock, rounds, ready))
-    p.start()
-    assert ready.wait(WAIT), "the child never got hold of it"
-    return p
-
-
-def kill(p: Any) -> None:
-    os.kill(p.pid, signal.SIGKILL)
-    p.join(WAIT)
-    assert p.exitcode == -signal.SIGKILL
 
 
 @pytest.mark.parametrize("kind", ["Lock", "RLock"])
@@ -117,7 +103,7 @@ def test_a_lent_lock_whose_holder_is_killed_is_freed(
     m: procshare.SyncManager, kind: str, waiter: bool
 ) -> None:
     lock = getattr(m, kind)()
-    holder = start_holder(FORK, lock, rounds=2 if kind == "RLock" else 1)
+    holder = start_holder(children.borrow_hold_and_die, lock, 2 if kind == "RLock" else 1)
     assert state_of(m, lock)["lent"] is True
     assert state_of(m, lock)["holder"]["pid"] == holder.pid
     got: list[bool] = []

@@ -34,14 +34,23 @@ def _posted(m: Any) -> int:
     return int(m._channel().control("stats")["counters"]["posted"])
 
 
-def test_appends_posted_by_a_killed_process_all_arrive_in_order(m: Any) -> None:
-    lst = m.list()
+@pytest.mark.parametrize(
+    ("kind", "writer", "read_all"),
+    [
+        ("list", children.append_then_kill_myself, lambda lst, n: lst[:]),
+        ("Queue", children.put_then_kill_myself, lambda q, n: [q.get_nowait() for _ in range(n)]),
+    ],
+)
+def test_writes_posted_by_a_killed_process_all_arrive_in_order(
+    m: Any, kind: str, writer: Any, read_all: Any
+) -> None:
+    obj = getattr(m, kind)()
     before = _posted(m)
-    child = m.ctx.Process(target=children.append_then_kill_myself, args=(lst, 500))
+    child = m.ctx.Process(target=writer, args=(obj, 500))
     child.start()
     child.join(WAIT)
     assert child.exitcode == -9
-    assert lst[:] == list(range(500))
+    assert read_all(obj, 500) == list(range(500))
     assert _posted(m) - before == 500 - WARM
 
 
@@ -89,17 +98,6 @@ def test_releases_wait_for_their_answers_and_puts_while_a_getter_is_parked(m: An
 def _getters(m: Any, q: Any) -> int:
     [obj] = [o for o in m.stats()["objects"] if o["id"] == q._id]
     return len(obj["state"]["getters"])
-
-
-def test_puts_posted_by_a_killed_process_all_arrive_in_order(m: Any) -> None:
-    q = m.Queue()
-    before = _posted(m)
-    child = m.ctx.Process(target=children.put_then_kill_myself, args=(q, 300))
-    child.start()
-    child.join(WAIT)
-    assert child.exitcode == -9
-    assert [q.get_nowait() for _ in range(300)] == list(range(300))
-    assert _posted(m) - before == 300 - WARM
 
 
 def test_puts_to_a_bounded_queue_wait_for_their_answers(m: Any) -> None:
