@@ -557,3 +557,25 @@ def put_then_kill_myself(q: Any, count: int) -> None:
     for i in range(count):
         q.put(i)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def delete_item(d: Any, key: Any) -> None:
+    del d[key]
+
+
+def read_keys(d: Any, keys: list[Any], out: Any) -> None:
+    """``d[k]`` for each of ``keys``, in a child (a scan inherited through fork is not used
+    there: it belongs to the parent's connection)."""
+    out.put({k: d[k] for k in keys})
+
+
+def post_sets(d: Any, keys: list[Any], started: Any, stop: Any) -> None:
+    """Set ``keys`` again and again (posted sets: this process becomes a poster of ``d``)
+    until ``stop`` is set."""
+    n = 0
+    while not stop.is_set():
+        for k in keys:
+            d[k] = n
+        n += 1
+        if n == 3:
+            started.set()

@@ -45,6 +45,7 @@ from ._pages import SharedPage
 __all__ = [
     "HEADER_WORDS",
     "LEASABLE",
+    "LEASED_COPIES",
     "LEASING_LOCKS",
     "MAX_LEASES",
     "MAX_READS",
@@ -82,6 +83,9 @@ LEASABLE: Final = {
     | ({"is_set"} if name == "Event" else set())  # (its flag changes only by set and clear)
     for name, kind in KINDS.items()
 }
+#: Kinds whose whole ``copy()`` may be leased, to answer a scan of its keys (``_client._scans``):
+#: the copy is never handed out, only its immutable values are.
+LEASED_COPIES: Final = frozenset({"dict"})
 #: A tuple or frozenset is leased if it is this small and nested this little at most (the check
 #: runs at every leased read on the server: it must stay cheap).
 _TUPLE_ITEMS: Final = 16

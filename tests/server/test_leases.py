@@ -202,7 +202,7 @@ def test_a_read_that_raises_fails_as_the_plain_read_does(world: World) -> None:
     "args",
     [
         ("__setitem__", ("k", 1)),  # a write: never made
-        ("copy", ()),  # a whole copy is no quick read
+        ("values", ()),  # a whole read is no quick read (a dict's copy alone is leased)
         ("get", ("k", 0.0)),  # arguments that compare equal across types
         ("get", (["unhashable"],)),
         ("__getitem__", "k"),
@@ -215,6 +215,33 @@ def test_what_cannot_be_leased_is_declined_without_reading(world: World, args: A
     d = a.create("dict", {"k": 0})
     assert a.leased_read(d, *args) is None
     assert a.do(d, "__getitem__", "k") == 0 and not world.core.objects[d].leased
+
+
+def test_a_dicts_copy_is_leased_whole_and_ends_at_its_next_change(world: World) -> None:
+    """The copy a scan reads from (``_client/_scans``): leased whatever its values, since
+    its holder answers only with the immutable ones."""
+    a, b = world.client(), world.client()
+    d = a.create("dict", {"k": 1, "l": [1, 2]})
+    epoch, copy = a.leased_read(d, "copy", ())
+    assert (epoch, copy) == (_epoch(world, d), {"k": 1, "l": [1, 2]})
+    assert world.core.objects[d].leased
+    b.do(d, "__setitem__", "k", 2)
+    assert _epoch(world, d) != epoch
+
+
+@pytest.mark.parametrize(("kind", "args"), [("list", ([1, 2],)), ("set", ({1, 2},))])
+def test_the_copy_of_another_kind_is_declined(world: World, kind: str, args: Any) -> None:
+    a = world.client()
+    obj = a.create(kind, *args)
+    assert a.leased_read(obj, "copy", ()) is None
+    assert not world.core.objects[obj].leased
+
+
+def test_a_grant_makes_no_copy_among_its_reads(world: World) -> None:
+    a = world.client()
+    lock, d = a.create("Lock"), a.create("dict", {"k": 1})
+    ok, values = a.result(_lease(a, lock, ((d, "copy", ()), (d, "__getitem__", ("k",)))))
+    assert (ok, values) == (True, {1: (_epoch(world, d), 1)})
 
 
 def test_reads_are_not_leased_where_leases_are_off(world: World) -> None:

@@ -42,7 +42,8 @@ from ._channel import PID_CELL, current_pid, get_channel, refqueue_for
 from ._leases import DECLINED, MISS, UNLEASED, Read
 from ._pipeline import Pipeline
 from ._push import Watch
-from ._snapshots import OFF, PLAIN, Held, plan, settle
+from ._scans import SCAN_AFTER, SCAN_MIN, Scan
+from ._snapshots import MAX_ITEMS, OFF, PLAIN, Held, plan, settle
 
 __all__ = [
     "AcquirerProxy",
@@ -564,12 +565,57 @@ class DictProxy(BaseProxy, Generic[K, V]):
 
     _exposed_ = KINDS["dict"].exposed
     _kind_ = "dict"
+    #: the keys ``keys()`` returned last, being read in order (``dict(proxy)``): read from a
+    #: leased copy of the dict after the first few (``_scans``)
+    _scan: Scan | None = None
 
     def __getitem__(self, key: K) -> V:
         replica = self._replica
         if replica is not None and replica.pid == current_pid():
             return replica.get_item(key)  # type: ignore[no-any-return]
+        if self._scan is not None:
+            value = self._scanned(key)
+            if value is not MISS:
+                return value  # type: ignore[no-any-return]
         return self._callmethod("__getitem__", (key,))  # type: ignore[no-any-return]
+
+    def _scanned(self, key: Any) -> Any:
+        """What the scan answers for ``self[key]`` (``_scans``), or ``MISS``: ask the server.
+        A read out of order before the copy was asked for ends the scan, as does a change
+        of the dict (the copy's epoch) or the scan's last key."""
+        scan = self._scan
+        if scan is None:
+            return MISS
+        if scan.pid != current_pid():  # (inherited through fork: our channel is another)
+            self._scan = None
+            return MISS
+        in_order = scan.step(key)
+        if scan.copy is None:
+            if not in_order:
+                self._scan = None
+                return MISS
+            if scan.pos < SCAN_AFTER:
+                return MISS
+            if not self._hold_copy(scan):
+                self._scan = None
+                return MISS
+        if not scan.valid():
+            self._scan = None
+            return MISS
+        if scan.done:
+            self._scan = None
+        return scan.read(key)
+
+    def _hold_copy(self, scan: Scan) -> bool:
+        """Ask for a leased copy of the dict for ``scan``; whether it was granted."""
+        channel = self._ch
+        if channel is None or channel.usable_pid != PID_CELL[0]:
+            return False
+        leases = channel.leases
+        if leases is None or not self._leasing:
+            return False
+        reply = channel.request(LeasedRead(0, self._id, "copy", (), _get_ident()))
+        return scan.hold(leases, self._id, reply)
 
     def __setitem__(self, key: K, value: V) -> None:
         """As ``dict``'s. Served on this machine, an item of plain data under a hashable key
@@ -597,7 +643,19 @@ class DictProxy(BaseProxy, Generic[K, V]):
         return iter(self._callmethod("__reversed__"))
 
     def keys(self) -> list[K]:
-        return self._read_whole("keys")  # type: ignore[no-any-return]
+        keys: list[K] = self._read_whole("keys")
+        channel = self._ch
+        self._scan = (
+            Scan(keys, current_pid())
+            if type(keys) is list
+            and SCAN_MIN <= len(keys) <= MAX_ITEMS
+            and self._leasing
+            and self._replica is None
+            and channel is not None
+            and channel.leases is not None
+            else None
+        )
+        return keys
 
     def values(self) -> list[V]:
         return self._read_whole("values")  # type: ignore[no-any-return]

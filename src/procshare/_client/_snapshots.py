@@ -38,7 +38,7 @@ from ._channel import current_pid
 from ._frozen import change_is_frozen, is_frozen
 from ._push import Change
 
-__all__ = ["OFF", "PLAIN", "WHOLE_READ_KINDS", "Held", "plan", "settle"]
+__all__ = ["MAX_ITEMS", "OFF", "PLAIN", "WHOLE_READ_KINDS", "Held", "plan", "settle"]
 
 #: Smaller results are as cheap to fetch again as to check: not held.
 MIN_ITEMS: Final = 256

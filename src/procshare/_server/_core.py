@@ -920,7 +920,7 @@ class Core:
         req_id, method, args = msg.req_id, msg.method, msg.args
         if (
             type(method) is not str
-            or not self.leasing.leasable(entry, method, session)
+            or not self.leasing.leasable(entry, method, session, copies=True)
             or type(args) is not tuple
             or not leasable_args(args)
         ):
@@ -933,7 +933,8 @@ class Core:
         except BaseException as exc:
             self.fail(session, req_id, exc)
             return
-        self.reply(session, req_id, (self.leasing.epoch(entry, value), value))
+        epoch = self.leasing.epoch(entry, value, whole=method == "copy")
+        self.reply(session, req_id, (epoch, value))
 
     # -- watching ------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._leases import LEASABLE, LeasePage, LeaseRequest, leasable_value, slot_of
+from .._leases import LEASABLE, LEASED_COPIES, LeasePage, LeaseRequest, leasable_value, slot_of
 
 if TYPE_CHECKING:
     from ._session import Session
@@ -32,12 +32,19 @@ class Leasing:
         self.page: LeasePage | None = None
 
     @staticmethod
-    def leasable(entry: Entry, method: str, session: Session | None = None) -> bool:
+    def leasable(
+        entry: Entry, method: str, session: Session | None = None, copies: bool = False
+    ) -> bool:
         """Whether ``method`` is a read of ``entry`` that may be leased (its kind's table), and
         nobody posts to it (a lease would answer while a post is on its way), or ``session``
-        alone does, and it reads a Value (``self_leased``)."""
+        alone does, and it reads a Value (``self_leased``). With ``copies``, a dict's ``copy``
+        may be leased too (``LEASED_COPIES``: it answers a scan, ``_client._scans``)."""
         spec = entry.spec
-        if spec is None or entry.handlers is None or method not in LEASABLE[spec.name]:
+        if spec is None or entry.handlers is None:
+            return False
+        if method not in LEASABLE[spec.name] and not (
+            copies and method == "copy" and spec.name in LEASED_COPIES
+        ):
             return False
         return entry.posters is None or (
             session is not None and Leasing._values_only_poster(entry, session)
@@ -63,12 +70,13 @@ class Leasing:
             and entry.spec.name == "Value"
         )
 
-    def epoch(self, entry: Entry, value: Any) -> int | None:
+    def epoch(self, entry: Entry, value: Any, whole: bool = False) -> int | None:
         """Lease ``value``, just read from ``entry``: note that the entry's next change must
         bump its epoch, and return the epoch the lease is valid at; ``None`` where it cannot
-        be leased (leases off, or a value that is not immutable all the way down)."""
+        be leased (leases off, or a value that is not immutable all the way down, unless it is
+        a ``whole`` copy: its holder checks each value it answers with)."""
         page = self.page
-        if page is None or not leasable_value(value):
+        if page is None or not (whole or leasable_value(value)):
             return None
         entry.leased = True
         self._count("leased")
