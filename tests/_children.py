@@ -579,3 +579,14 @@ def post_sets(d: Any, keys: list[Any], started: Any, stop: Any) -> None:
         n += 1
         if n == 3:
             started.set()
+
+
+def wait_event_rounds(event: Any, rounds: int, pace: Any) -> None:
+    """Wait for ``event`` ``rounds`` times, clearing it each time; say so on ``pace`` before
+    each wait (its setter waits for that); stay connected until told to go."""
+    for _ in range(rounds):
+        pace.send("waiting")
+        event.wait(30)
+        event.clear()
+    pace.send("done")
+    pace.poll(30)

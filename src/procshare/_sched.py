@@ -53,6 +53,7 @@ __all__ = [
     "SLEPT_AFTER",
     "STEP_EVERY",
     "THINK_AFTER",
+    "THINK_SHARE",
     "LoadGauge",
     "Stepper",
     "TaskStates",
@@ -73,6 +74,10 @@ STEP_EVERY: Final = 0.01
 #: server (the Python between two calls takes a few microseconds; a sleep of a millisecond,
 #: ~17 of CPU here)
 THINK_AFTER: Final = 50e-6
+#: ... and that was on a CPU for at least this share of the time between their starts: a
+#: consumer blocked in a wait of a millisecond uses tens of microseconds of CPU to block, wake
+#: and call again (on these VMs, 40-160), but it holds no CPU, where one that computes does
+THINK_SHARE: Final = 0.25
 #: a client that spent this much longer off its CPU than on it between two calls slept
 SLEPT_AFTER: Final = 20e-6
 

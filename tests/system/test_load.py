@@ -296,7 +296,9 @@ def test_replies_across_reactors_arrive_whole_and_in_order() -> None:
         assert child.exitcode == 0
 
 
-def _compute_then_put(d: Any, q: Any, me: int, calls: int, items: int, go: Any) -> None:
+def _compute_then_put(
+    d: Any, q: Any, me: int, calls: int, items: int, go: Any, picked: Any, putter: Any
+) -> None:
     """Compute ~1 ms between calls (a worker: the server gives it a reactor of its own), then,
     if the test picks this process, put ``items`` numbers into ``q``, computing between them.
     (Each put waits for its answer: a posted one, made while no getter is parked, is answered
@@ -309,9 +311,10 @@ def _compute_then_put(d: Any, q: Any, me: int, calls: int, items: int, go: Any) 
             pass
         d.update({(me, i % 5): i})
     d[("done", me)] = os.getpid()
-    while ("putter",) not in d:
-        time.sleep(0.001)
-    if d[("putter",)] != os.getpid():
+    # (waiting here makes no call: a client polling with sleeps in between computes nothing,
+    # and would be moved back among the others)
+    picked.wait(30)
+    if putter.value != os.getpid():
         return
     for n in range(items):
         start = time.process_time()
@@ -331,8 +334,10 @@ def test_an_item_for_a_consumer_on_another_reactor_is_written_by_the_producers(
     with procshare.Manager(ctx=FORK, reactors=2) as m:
         ctx = multiprocessing.get_context("forkserver")
         d, q, go = m.dict(), m.Queue(), ctx.Barrier(2)
+        picked, putter = ctx.Event(), ctx.Value("i", 0)
         procs = [
-            ctx.Process(target=_compute_then_put, args=(d, q, k, 120, items, go)) for k in range(2)
+            ctx.Process(target=_compute_then_put, args=(d, q, k, 120, items, go, picked, putter))
+            for k in range(2)
         ]
         for p in procs:
             p.start()
@@ -342,12 +347,68 @@ def test_an_item_for_a_consumer_on_another_reactor_is_written_by_the_producers(
         mine = reactor_of[os.getpid()]  # (this process waits in get: it may be on either)
         placed = [p.pid for p in procs if reactor_of.get(p.pid, mine) != mine]
         assert placed, reactor_of  # (a worker that computes gets a reactor of its own)
-        putter = next(k for k, p in enumerate(procs) if p.pid == placed[0])
+        chosen = next(k for k, p in enumerate(procs) if p.pid == placed[0])
         before = m.stats()["counters"]["taken over"]
-        d[("putter",)] = placed[0]
+        putter.value = placed[0]
+        picked.set()
         got = [q.get(timeout=30) for _ in range(items)]
         for p in procs:
             p.join(30)
             assert p.exitcode == 0
-        assert got == [(putter, n) for n in range(items)]
+        assert got == [(chosen, n) for n in range(items)]
         assert m.stats()["counters"]["taken over"] > before
+
+
+@pytest.mark.parametrize(
+    ("cpu_us", "spun_us", "wall_us", "thinks"),
+    [
+        (1000, 0, 1100, True),  # computed a millisecond between its calls
+        (400, 0, 1200, True),  # ... on a CPU it shares with a worker
+        (20, 0, 30, False),  # called back to back
+        (120, 0, 1100, False),  # blocked a millisecond: waking up cost CPU, not computing
+        (110, 90, 150, False),  # spun 90 us waiting for its last reply
+    ],
+)
+def test_a_client_counts_as_computing_only_when_it_held_a_cpu(
+    monkeypatch: pytest.MonkeyPatch, cpu_us: int, spun_us: int, wall_us: int, thinks: bool
+) -> None:
+    """What a client tells the server of its last gap between calls (``Flag.THINKS``): a
+    consumer blocked in a wait, whose wake-ups cost tens of microseconds of CPU, must not
+    count as computing (it would be moved to a reactor of its own, and back, for ever)."""
+    from procshare._client import _channel
+
+    with procshare.Manager() as m:
+        channel = m._channel()
+        clocks = {"cpu": 5.0, "wall": 100.0}
+        monkeypatch.setattr(_channel, "_cpu_clock", lambda: clocks["cpu"])
+        monkeypatch.setattr(_channel, "_clock", lambda: clocks["wall"])
+        channel._since_last_call()  # the last call starts
+        channel._spun = spun_us * 1e-6
+        clocks["cpu"] += cpu_us * 1e-6
+        clocks["wall"] += wall_us * 1e-6
+        assert channel._since_last_call() is thinks
+
+
+def test_a_consumer_blocked_in_waits_stays_with_the_other_clients(idle_gauge: None) -> None:
+    """A consumer woken every few milliseconds (the bench's event-latency rows) is no client
+    that computes: it stays on reactor 0, where the producer's request answers it at once."""
+    ctx = multiprocessing.get_context("forkserver")
+    with procshare.Manager(ctx=FORK, reactors=2) as m:
+        event = m.Event()
+        pace, theirs = ctx.Pipe()
+        consumer = ctx.Process(target=children.wait_event_rounds, args=(event, 60, theirs))
+        consumer.start()
+        try:
+            for _ in range(60):
+                assert pace.poll(30) and pace.recv() == "waiting"
+                time.sleep(0.002)  # (it surely waits by now)
+                event.set()
+            assert pace.poll(30) and pace.recv() == "done"
+            stats = m.stats()
+        finally:
+            pace.send("go")
+            consumer.join(30)
+        assert consumer.exitcode == 0
+        reactors = {s["pid"]: s["reactor"] for s in stats["sessions"]}
+        assert reactors[consumer.pid] == 0
+        assert stats["counters"]["taken over"] == 0

@@ -79,7 +79,14 @@ from .._protocol import (
     Unwatch,
     Watch,
 )
-from .._sched import SLEPT_AFTER, THINK_AFTER, Stepper, configured_spin, current_cpu
+from .._sched import (
+    SLEPT_AFTER,
+    THINK_AFTER,
+    THINK_SHARE,
+    Stepper,
+    configured_spin,
+    current_cpu,
+)
 from ._backend import Backend
 from ._leases import LeaseBook, book_for
 from ._loans import LoanBook
@@ -241,6 +248,9 @@ class Channel:
         self._stepper = Stepper()
         self._returned = 0.0  # when the last call returned (perf_counter)
         self._cpu_at_call = 0.0  # the process's CPU time as the last call started
+        self._called = 0.0  # when the last call started (perf_counter)
+        #: seconds spent busy-polling for replies since then: CPU time that is no computing
+        self._spun = 0.0
         self._slept = True  # whether the process slept between its last call and this one
         local = family(address) == socket.AF_UNIX
         #: whether the server's CPU (sent with its replies) is ours to compare: unix sockets
@@ -617,12 +627,19 @@ class Channel:
         to it, ``Flag.THINKS``; returned), or slept (its CPU may have gone to sleep too:
         ``_recv``). CPU time tells them apart from the wall time spent waiting for a CPU.
         (The CPU time is read once a call, as it starts: the gap then also counts the last
-        call's own few microseconds, far below what tells computing or sleeping apart.)"""
+        call's own few microseconds, far below what tells computing or sleeping apart; and
+        the CPU a wake-up costs, which ``THINK_SHARE`` tells from computing.)"""
         cpu = _cpu_clock()
-        cpu_gap = cpu - self._cpu_at_call
+        now = _clock()
+        # (a spin waiting for the last reply used the CPU too, but that is not computing: a
+        # consumer that spun in its blocked get before sleeping would count as one)
+        cpu_gap = cpu - self._cpu_at_call - self._spun
+        wall_gap = now - self._called
         self._cpu_at_call = cpu
-        self._slept = _clock() - self._returned - cpu_gap > SLEPT_AFTER
-        return cpu_gap > THINK_AFTER
+        self._called = now
+        self._spun = 0.0
+        self._slept = now - self._returned - cpu_gap > SLEPT_AFTER
+        return cpu_gap > THINK_AFTER and cpu_gap > wall_gap * THINK_SHARE
 
     def request_many(self, msgs: list[Any]) -> list[Any]:
         """Send several requests at once, then wait for all; their results, in order.
@@ -1031,11 +1048,15 @@ class Channel:
             ):
                 deadline = start + spin
                 ready = self._ready
+                caught = False
                 while not ready(0):
                     if clock() >= deadline:
                         break
                     _yield()  # if the server shares our CPU, let it run
                 else:
+                    caught = True
+                self._spun += clock() - start
+                if caught:
                     budgets[blocking] = self._spin_max
                     return read(RECV_SIZE)
             if spin and not proto.server_crowded and not spinning:
