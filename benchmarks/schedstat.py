@@ -1,12 +1,13 @@
 """Where a call's time goes on a busy machine: /proc/PID/schedstat of client and server.
 
 With K CPU-bound processes running, one client reads a dict N times (each read a round trip:
-procshare's leases off) on the stdlib's Manager and on procshare's (alternating rounds). For
-the client and the server process (all its threads) it reads ``/proc/<pid>/task/*/schedstat``
-before and after: time on a CPU, time runnable but waiting for one (the run queue), and how
-many times they were scheduled in. Per operation:
+procshare's leases off; or puts and gets a queue's item, ``--op "Queue put+get"``) on the
+stdlib's Manager and on procshare's (alternating rounds). For the client and the server process
+(all its threads) it reads ``/proc/<pid>/task/*/schedstat`` before and after: time on a CPU,
+time runnable but waiting for one (the run queue), and how many times they were scheduled in.
+Per operation:
 
-    python benchmarks/schedstat.py [--load 2] [--n 3000] [--rounds 3]
+    python benchmarks/schedstat.py [--load 2] [--n 3000] [--rounds 3] [--op "dict get"]
 
 Wall time minus the CPU and run-queue time of both is time nobody ran: the wake-ups.
 """
@@ -18,6 +19,7 @@ import multiprocessing
 import os
 import statistics
 import time
+from collections.abc import Callable
 from typing import Any
 
 import procshare
@@ -37,16 +39,37 @@ def _schedstat(pid: int) -> tuple[int, int, int]:
     return run, wait, slices
 
 
-def _round(manager: Any, server_pid: int, n: int) -> dict[str, float]:
+def _dict_get(manager: Any) -> Callable[[int], Any]:
     d = manager.dict({i: i for i in range(10)})
     if hasattr(d, "_leasing"):
         d._leasing = False  # (a read made again is answered locally while unchanged)
+    return lambda i: d[i % 10]
+
+
+def _queue_put_get(manager: Any) -> Callable[[int], Any]:
+    q = manager.Queue()
+
+    def put_get(i: int) -> Any:
+        q.put(i)
+        return q.get()
+
+    return put_get
+
+
+OPS: dict[str, Callable[[Any], Callable[[int], Any]]] = {
+    "dict get": _dict_get,
+    "Queue put+get": _queue_put_get,
+}
+
+
+def _round(manager: Any, server_pid: int, n: int, op: str) -> dict[str, float]:
+    call = OPS[op](manager)
     for i in range(200):  # settle
-        d[i % 10]
+        call(i)
     me = os.getpid()
     c0, s0, t0 = _schedstat(me), _schedstat(server_pid), time.perf_counter()
     for i in range(n):
-        d[i % 10]
+        call(i)
     c1, s1, t1 = _schedstat(me), _schedstat(server_pid), time.perf_counter()
     us = 1e6 / n
     return {
@@ -62,7 +85,8 @@ def _round(manager: Any, server_pid: int, n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--load", type=int, default=2, help="CPU-bound processes running")
-    parser.add_argument("--n", type=int, default=3000, help="dict reads per round")
+    parser.add_argument("--n", type=int, default=3000, help="operations per round")
+    parser.add_argument("--op", choices=sorted(OPS), default="dict get")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     ctx = multiprocessing.get_context("fork")
@@ -72,9 +96,9 @@ def main() -> None:
         managers = {"stdlib": theirs, "procshare": ours}
         for r in range(args.rounds):
             for lib in ("stdlib", "procshare") if r % 2 == 0 else ("procshare", "stdlib"):
-                for key, value in _round(managers[lib], pids[lib], args.n).items():
+                for key, value in _round(managers[lib], pids[lib], args.n, args.op).items():
                     rows[lib].setdefault(key, []).append(value)
-    print(f"dict get with {args.load} CPU-bound processes running, us per operation (median)")
+    print(f"{args.op} with {args.load} CPU-bound processes running, us per operation (median)")
     print(f"{'':14s} {'stdlib':>9s} {'procshare':>10s}")
     for key in rows["stdlib"]:
         theirs_v = statistics.median(rows["stdlib"][key])
