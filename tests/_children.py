@@ -590,3 +590,17 @@ def wait_event_rounds(event: Any, rounds: int, pace: Any) -> None:
         event.clear()
     pace.send("done")
     pace.poll(30)
+
+
+def append_slowly(lst: Any, values: list[Any], first: float, between: float) -> None:
+    """Append ``values`` to ``lst``, after ``first`` seconds, ``between`` seconds apart."""
+    time.sleep(first)
+    for v in values:
+        lst.append(v)
+        time.sleep(between)
+
+
+def set_items_slowly(d: Any, key: Any, count: int, between: float) -> None:
+    for i in range(count):
+        d[key] = i
+        time.sleep(between)

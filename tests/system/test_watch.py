@@ -8,10 +8,12 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import procshare
+from procshare._client._push import Watch
 from procshare.managers import BaseManager
 from tests import _children as children
 
@@ -175,6 +177,161 @@ def test_the_watch_ends_when_the_server_goes(m: procshare.SyncManager) -> None:
     with pytest.raises(procshare.ConnectionLost):
         changes.get(timeout=10)
     other.shutdown()
+
+
+# -- who reads the push connection: a consumer waiting in get() reads it itself ----------------
+
+
+def test_a_consumer_waiting_reads_its_changes_itself(m: procshare.SyncManager) -> None:
+    """A push wakes the thread that waits for it, not a daemon thread that wakes it in turn
+    (where the connection is a pipe: a server on this machine)."""
+    lst = m.list()
+    with lst.watch() as changes:
+        hub = changes._hub
+        if not hub.channel.reads_itself:
+            pytest.skip("the push connection is no pipe here")
+        readers: list[str] = []
+        hub.subscribe(lst._id, lambda _: readers.append(threading.current_thread().name), print)
+        writer = FORK.Process(target=children.append_slowly, args=(lst, list(range(5)), 0.2, 0.02))
+        writer.start()
+        got = [changes.get(timeout=30).args[0] for _ in range(5)]
+        writer.join(30)
+    assert got == list(range(5))
+    assert readers == [threading.current_thread().name] * 5
+
+
+def test_threads_consuming_watches_of_one_process_each_get_theirs(
+    m: procshare.SyncManager,
+) -> None:
+    """Whichever consumer reads hands every change to its own watch, in order."""
+    lists = [m.list() for _ in range(3)]
+    watches = [lst.watch(timeout=30) for lst in lists]
+    got: list[list[int]] = [[] for _ in lists]
+
+    def consume(k: int) -> None:
+        for change in watches[k]:
+            got[k].append(change.args[0])
+            if len(got[k]) == 60:
+                return
+
+    threads = [threading.Thread(target=consume, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    writers = [
+        FORK.Process(target=children.append_slowly, args=(lst, list(range(60)), 0.05, 0.001))
+        for lst in lists
+    ]
+    for p in writers:
+        p.start()
+    for p in writers:
+        p.join(30)
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+    for w in watches:
+        w.close()
+    assert got == [list(range(60))] * 3
+
+
+def test_a_cache_stays_current_while_a_consumer_waits_and_after(
+    m: procshare.SyncManager,
+) -> None:
+    """A cache's feed shares the push connection: its changes are read while a consumer
+    waits on another object (by that consumer) and once it stopped (by the daemon, at once)."""
+    d = m.dict(k=-1)
+    d.cache()
+    lst = m.list()
+    with lst.watch() as changes:
+        waiting = threading.Thread(target=lambda: changes.get(timeout=30))
+        waiting.start()
+        writer = FORK.Process(target=children.set_items_slowly, args=(d, "k", 20, 0.002))
+        writer.start()
+        writer.join(30)
+        assert d.wait_until(lambda v: v["k"] == 19, timeout=10)["k"] == 19
+        deadline = time.monotonic() + 10
+        while d["k"] != 19 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert d["k"] == 19  # (read from the replica)
+        lst.append("done")
+        waiting.join(30)
+        # nobody waits now: the daemon reads the feed without lingering
+        writer = FORK.Process(target=children.set_items_slowly, args=(d, "k", 5, 0.0))
+        writer.start()
+        writer.join(30)
+        deadline = time.monotonic() + 10
+        while d["k"] != 4 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert d["k"] == 4
+
+
+def test_closing_a_watch_wakes_its_consumer(m: procshare.SyncManager) -> None:
+    lst = m.list()
+    changes = lst.watch()
+    ended: list[BaseException] = []
+
+    def consume() -> None:
+        try:
+            changes.get()
+        except BaseException as exc:  # (what it raised is the point)
+            ended.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    time.sleep(0.05)  # (blocked in get, most likely reading the connection)
+    changes.close()
+    consumer.join(10)
+    assert not consumer.is_alive()
+    assert len(ended) == 1 and isinstance(ended[0], procshare.WatchClosed)
+
+
+def test_a_watch_made_while_a_consumer_reads_gets_its_answer(m: procshare.SyncManager) -> None:
+    first, second = m.list(), m.list()
+    with first.watch(timeout=30) as one:
+        consumer = threading.Thread(target=lambda: one.get(timeout=30))
+        consumer.start()
+        time.sleep(0.05)
+        with second.watch(timeout=30) as two:  # its answer is read by the consumer
+            second.append("x")
+            assert two.get(timeout=10).args == ("x",)
+        first.append("y")
+        consumer.join(30)
+        assert not consumer.is_alive()
+
+
+def test_a_forked_child_does_not_take_its_parents_changes(
+    m: procshare.SyncManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from procshare._client import _push
+
+    monkeypatch.setattr(_push, "LINGER", 5.0)  # (the daemon stays off the connection)
+    lst = m.list()
+    with lst.watch() as changes:
+        lst.append(-1)
+        assert changes.get(timeout=30).args == (-1,)  # (nobody reads the connection now)
+        out = FORK.SimpleQueue()
+        child = FORK.Process(target=_get_in_child, args=(changes, out))
+        child.start()
+        writer = FORK.Process(
+            target=children.append_slowly, args=(lst, list(range(20)), 0.05, 0.005)
+        )
+        writer.start()
+        got = [changes.get(timeout=30).args[0] for _ in range(20)]
+        writer.join(30)
+        child.join(30)
+        with changes._hub._cond:  # (the daemon reads again from now on)
+            changes._hub._linger_until = 0.0
+            changes._hub._cond.notify_all()
+    assert got == list(range(20))
+    assert out.get() == "nothing"
+
+
+def _get_in_child(changes: Watch, out: Any) -> None:
+    try:
+        changes.get(timeout=0.5)
+    except TimeoutError:
+        out.put("nothing")
+    else:
+        out.put("took one")
 
 
 class Counter:

@@ -219,7 +219,7 @@ class Replica(ReplicaState):
         self.lock = threading.Lock()
         self._hub = hub_for(proxy._token.address, proxy._authkey, proxy._serializer)
         self._sub_id, answer = self._hub.subscribe(
-            proxy._id, self._on_event, self._on_broken, snapshot=True
+            proxy._id, self._on_event, self._on_broken, snapshot=True, feed=True
         )
         with self.lock:
             self._install(answer["value"], answer["version"])
@@ -288,7 +288,7 @@ class Replica(ReplicaState):
             self.valid = False
         if self.pid == current_pid():
             with contextlib.suppress(ConnectionLost):
-                self._hub.unsubscribe(self._sub_id)
+                self._hub.unsubscribe(self._sub_id, feed=True)
 
     def __del__(self) -> None:
         try:

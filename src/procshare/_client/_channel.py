@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import math
 import os
 import select
 import socket
@@ -911,47 +912,107 @@ class Channel:
                         return event.value, None
                     return None, event.error
             while True:
-                proto.receive_data(data)
-                mine = None
-                while True:
-                    try:
-                        event = proto.next_event()
-                    except (ProtocolError, AuthenticationError) as exc:
-                        lost = ConnectionLost(f"protocol error from the server: {exc}")
-                        self._break(lost)
-                        return None, lost
-                    if event is NEED_DATA:
-                        break
-                    kind = type(event)
-                    if kind is Result or kind is Failure:
-                        if not event.req_id:
-                            self._deliver(0, None, getattr(event, "error", None))
-                        elif event.req_id == rid:
-                            if slotted:
-                                with self._mutex:
-                                    self._slots.pop(rid, None)
-                            mine = event
-                            if not proto.has_buffered():
-                                break  # the usual case: nothing after our reply
-                        elif kind is Result:
-                            self._deliver(event.req_id, event.value, None)
-                        else:
-                            self._deliver(event.req_id, None, event.error)
-                    elif kind is Push:
-                        self._dispatch_push(event.sub_id, event.payload)
-                    elif kind is ConnectionClosed:
-                        lost = ConnectionLost(
-                            f"the procshare server at {describe(self.address)} went away"
-                        )
-                        self._break(lost)
-                        return None, lost
-                if mine is not None:
-                    if type(mine) is Result:
-                        return mine.value, None
-                    return None, mine.error
+                found = self._take_events(data, rid, slotted)
+                if found is not None:
+                    return found
                 data = self._recv_more(limit)
         finally:
             incoming.channel = None
+
+    def _take_events(
+        self, data: bytes, rid: int, slotted: bool
+    ) -> tuple[Any, BaseException | None] | None:
+        """As the reader: take ``data`` in and handle every event it completes, delivering
+        other threads' replies and pushes; ``(value, error)`` of the reply to ``rid`` (or of
+        the connection's end), else ``None`` (``_read_for``)."""
+        proto = self._proto
+        proto.receive_data(data)
+        mine = None
+        while True:
+            try:
+                event = proto.next_event()
+            except (ProtocolError, AuthenticationError) as exc:
+                lost = ConnectionLost(f"protocol error from the server: {exc}")
+                self._break(lost)
+                return None, lost
+            if event is NEED_DATA:
+                break
+            kind = type(event)
+            if kind is Result or kind is Failure:
+                if not event.req_id:
+                    self._deliver(0, None, getattr(event, "error", None))
+                elif event.req_id == rid:
+                    if slotted:
+                        with self._mutex:
+                            self._slots.pop(rid, None)
+                    mine = event
+                    if not proto.has_buffered():
+                        break  # the usual case: nothing after our reply
+                elif kind is Result:
+                    self._deliver(event.req_id, event.value, None)
+                else:
+                    self._deliver(event.req_id, None, event.error)
+            elif kind is Push:
+                self._dispatch_push(event.sub_id, event.payload)
+            elif kind is ConnectionClosed:
+                lost = ConnectionLost(f"the procshare server at {describe(self.address)} went away")
+                self._break(lost)
+                return None, lost
+        if mine is not None:
+            if type(mine) is Result:
+                return mine.value, None
+            return None, mine.error
+        return None
+
+    @property
+    def reads_itself(self) -> bool:
+        """Whether a thread may read this connection for pushes as it waits for one
+        (``read_pushes``): replies come through a pipe, which ``poll`` tells all about
+        (a TLS socket may hold decrypted data that no poll shows)."""
+        return self._sock is None
+
+    def read_pushes(
+        self,
+        done: Callable[[], bool],
+        timeout: float | None,
+        wake: Callable[[int | None], list[tuple[int, int]]] | None = None,
+    ) -> bool:
+        """Be this connection's reader until ``done()`` holds, ``timeout`` seconds pass or
+        the connection ends (``broken``), handing every push to its handler and every reply
+        to the thread waiting for it; whether this thread read (``False``: another one is
+        the reader, and hands the pushes on). ``wake``: a poll of the reply pipe and of a
+        descriptor another thread writes to make us look at ``done()`` again (its readiness
+        is cleared by the caller). Only where ``reads_itself``."""
+        with self._mutex:
+            if self._reading or self._broken is not None:
+                return False
+            self._reading = True
+        poll = wake or self._ready
+        deadline = None if timeout is None else _monotonic() + timeout
+        rfd = self._rfd
+        incoming.channel = self
+        try:
+            while not done() and self._broken is None:
+                if deadline is None:
+                    ready = poll(None)
+                else:
+                    remaining = deadline - _monotonic()
+                    if remaining <= 0:
+                        break
+                    ready = poll(max(1, math.ceil(remaining * 1000)))
+                if not any(fd == rfd for fd, _mask in ready):
+                    continue  # (timed out, or woken: look again)
+                try:
+                    data = self._read_raw(RECV_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    data = b""
+                self._take_events(data, 0, False)
+        finally:
+            incoming.channel = None
+            self._stop_reading()
+        return True
 
     def _dispatch_push(self, sub_id: int, payload: Any) -> None:
         handler = self._push_handlers.get(sub_id)

@@ -2,8 +2,16 @@
 
 Each process has one extra connection per server for everything pushed to it, read by a daemon
 thread that hands each event to its subscriber. Calls keep their own connection and fast path:
-watching costs them nothing. A subscriber's handler runs on that daemon thread and must be
+watching costs them nothing. A subscriber's handler runs on the reading thread and must be
 quick; :class:`Watch` only appends to a bounded queue.
+
+A consumer blocked in ``Watch.get`` reads the connection itself (on this machine, where it is
+a pipe): the push then wakes one thread, the one waiting for it, where a daemon thread woken by
+it and waking the consumer in turn made two wake-ups, one after the other (~50 us each on an
+idle VM). The daemon steps aside while a consumer waits (a byte on its wake pipe stops its
+poll) and reads again once no consumer has waited for ``LINGER`` seconds (at once where a
+cache is fed by this connection: a replica must not wait for a consumer's next ``get``).
+Whoever reads hands every event to its subscriber, so no event waits for a particular reader.
 
 Order and completeness: the server publishes each change of an object to its subscribers in the
 order it applied them, with the object's version, right after applying it; one connection
@@ -19,17 +27,23 @@ nothing).
 from __future__ import annotations
 
 import contextlib
+import os
+import select
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from .._address import Address, is_redis_url
 from .._errors import ConnectionLost, WaitTimeout, WatchClosed
 from ._channel import Channel, current_pid
 
-__all__ = ["Change", "ChangeBuffer", "PushHub", "Watch", "hub_for"]
+__all__ = ["LINGER", "Change", "ChangeBuffer", "PushHub", "Watch", "hub_for"]
+
+#: Seconds after the last consumer stopped waiting before the daemon thread reads again: a
+#: consumer comes back for its next change sooner than that, and finds the connection free.
+LINGER: Final = 0.02
 
 
 class Change(NamedTuple):
@@ -95,6 +109,10 @@ class ChangeBuffer:
         self._events.append(change)
         return True
 
+    def __bool__(self) -> bool:
+        """Whether a change (or an overflow) waits."""
+        return bool(self._events) or bool(self._missed)
+
     def take(self) -> Change | None:
         """The next change (an ``"overflow"`` included), or ``None`` if there is none."""
         if self._events:
@@ -114,20 +132,44 @@ def _overflow(missed: int, version: int) -> Change:
 
 
 class PushHub:
-    """This process's push connection to one server and the thread that reads it."""
+    """This process's push connection to one server, and who reads it: the daemon thread, or
+    a consumer waiting in ``Watch.get`` (the module docstring)."""
 
     def __init__(self, address: Address, authkey: bytes, serializer: str = "pickle") -> None:
         self.pid = current_pid()
         self.channel = Channel(address, authkey, serializer=serializer, spin=0.0)
         self.broken: BaseException | None = None
         self._on_broken: dict[int, Callable[[BaseException], None]] = {}
+        #: guards the reader's role below; the daemon waits on it
+        self._cond = threading.Condition(threading.Lock())
+        self._daemon_reads = False
+        self._consumer_reads = False
+        #: consumers waiting for a change now (told when the role is free)
+        self._waiting: set[Watch] = set()
+        self._linger_until = 0.0
+        #: subscriptions that are no ``Watch`` (a cache's feed): read them promptly
+        self._feeds = 0
+        target: Callable[..., None]
+        args: tuple[Any, ...]
+        if self.channel.reads_itself:
+            self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            poll = select.poll()
+            poll.register(self.channel._rfd, select.POLLIN)
+            poll.register(self._wake_r, select.POLLIN)
+            self._wake_poll = poll.poll
+            target, args = self._run, ()
+        else:
+            self._wake_r = self._wake_w = -1
+            target, args = self.channel.read_forever, (self._broke,)
         self._thread = threading.Thread(
-            target=self.channel.read_forever,
-            args=(self._broke,),
-            name="procshare-push",
-            daemon=True,
+            target=target, args=args, name="procshare-push", daemon=True
         )
         self._thread.start()
+
+    @property
+    def consumers_read(self) -> bool:
+        """Whether consumers may read the connection themselves (``Watch.get``)."""
+        return self._wake_w >= 0
 
     def subscribe(
         self,
@@ -136,24 +178,118 @@ class PushHub:
         on_broken: Callable[[BaseException], None],
         *,
         snapshot: bool = False,
+        feed: bool = False,
     ) -> tuple[int, Any]:
-        """Watch ``obj_id``; return (subscription id, the server's answer)."""
+        """Watch ``obj_id``; return (subscription id, the server's answer). ``feed``: the
+        handler is no ``Watch`` with a consumer to read for it (a cache's replica)."""
         if self.broken is not None:
             raise ConnectionLost(str(self.broken))
         sub_id, answer = self.channel.subscribe(obj_id, {"snapshot": snapshot}, handler)
         self._on_broken[sub_id] = on_broken
+        if feed:
+            with self._cond:
+                self._feeds += 1
+                self._cond.notify_all()  # (read now, not after a lingering consumer)
         return sub_id, answer
 
-    def unsubscribe(self, sub_id: int) -> None:
+    def unsubscribe(self, sub_id: int, feed: bool = False) -> None:
         self._on_broken.pop(sub_id, None)
+        if feed:
+            with self._cond:
+                self._feeds -= 1
         if self.broken is None and self.pid == current_pid():
             self.channel.unsubscribe(sub_id)
 
     def _broke(self, error: BaseException) -> None:
-        self.broken = error
+        with self._cond:
+            if self.broken is not None:
+                return
+            self.broken = error
         for callback in list(self._on_broken.values()):
             callback(error)
         self._on_broken.clear()
+
+    # -- who reads --------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """The daemon thread: read while no consumer waits (``LINGER`` after the last one)."""
+        channel = self.channel
+        cond = self._cond
+        while channel._broken is None:
+            with cond:
+                while self.broken is None:
+                    now = time.monotonic()
+                    active = bool(self._waiting) or self._consumer_reads
+                    if not active and (now >= self._linger_until or self._feeds):
+                        break
+                    # (not woken at each consumer's release: a consumer comes back sooner)
+                    cond.wait(LINGER if active else self._linger_until - now)
+                if self.broken is not None:
+                    break
+                self._daemon_reads = True
+            try:
+                read = channel.read_pushes(self._wanted, None, self._wake_poll)
+            finally:
+                with cond:
+                    self._daemon_reads = False
+                self._role_freed()
+            if not read and channel._broken is None:
+                time.sleep(0.001)  # (a subscribing thread reads for its answer: not for long)
+        self._broke(channel._broken or self.broken or ConnectionLost("the connection closed"))
+
+    def close(self) -> None:
+        """Close the connection and the wake pipe (a hub found broken, replaced)."""
+        self.channel.close()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+    def _wanted(self) -> bool:
+        """Whether the daemon should let go of the connection: a consumer waits (and its
+        wake byte, if any, is drained: the next one wakes the poll again)."""
+        if self._waiting:
+            with contextlib.suppress(OSError):
+                os.read(self._wake_r, 64)
+            return True
+        return False
+
+    def wait_for(self, watch: Watch) -> None:
+        """``watch``'s consumer waits for a change from now on: the daemon lets go."""
+        with self._cond:
+            self._waiting.add(watch)
+            if not self._daemon_reads:
+                return
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"!")
+
+    def done_waiting(self, watch: Watch) -> None:
+        with self._cond:
+            self._waiting.discard(watch)
+            self._linger_until = time.monotonic() + LINGER
+
+    def take_role(self) -> bool:
+        """Become the connection's reader as a consumer, if nobody else is."""
+        with self._cond:
+            if self._daemon_reads or self._consumer_reads or self.broken is not None:
+                return False
+            self._consumer_reads = True
+            return True
+
+    def give_role(self) -> None:
+        with self._cond:
+            self._consumer_reads = False
+            if self._feeds:
+                self._cond.notify_all()  # (the daemon reads for the feeds at once)
+        self._role_freed()
+
+    def _role_freed(self) -> None:
+        """Tell the consumers waiting that the connection has no reader now."""
+        with self._cond:
+            waiting = list(self._waiting)
+        for watch in waiting:
+            watch._nudge()
 
 
 _hubs: dict[tuple[Address, bytes], PushHub] = {}
@@ -175,7 +311,7 @@ def hub_for(address: Address, authkey: bytes, serializer: str = "pickle") -> Pus
         hub = _hubs.get(key)
         if hub is None or hub.pid != current_pid() or hub.broken is not None:
             if hub is not None and hub.pid == current_pid():
-                hub.channel.close()
+                hub.close()
             hub = PushHub(address, key[1], serializer)
             _hubs[key] = hub
     return hub
@@ -246,19 +382,69 @@ class Watch:
             ValueError: the watch is closed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        hub = self._hub
+        if not hub.consumers_read or hub.pid != current_pid():  # (inherited: receives nothing)
+            with self._cond:
+                while True:
+                    outcome = self._nothing_yet(deadline, timeout)
+                    if outcome is not True:
+                        return outcome  # type: ignore[no-any-return]
+                    self._cond.wait(self._remaining(deadline))
         with self._cond:
+            change = self._changes.take()
+            if change is not None:
+                return change  # (the usual case of a busy object: no wait at all)
+        hub.wait_for(self)
+        try:
             while True:
-                change = self._changes.take()
-                if change is not None:
-                    return change
-                if self._closed:
-                    raise WatchClosed("the watch is closed")
-                if self._error is not None:
-                    raise ConnectionLost(str(self._error)) from self._error
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise WaitTimeout(f"no change within {timeout} s")
-                self._cond.wait(remaining)
+                with self._cond:
+                    outcome = self._nothing_yet(deadline, timeout)
+                    if outcome is not True:
+                        return outcome  # type: ignore[no-any-return]
+                    if not hub.take_role():
+                        # Another thread reads: it hands our changes on (and tells us when
+                        # it stops reading).
+                        self._cond.wait(self._remaining(deadline))
+                        continue
+                try:
+                    read = hub.channel.read_pushes(self._ready, self._remaining(deadline))
+                finally:
+                    hub.give_role()
+                if hub.channel._broken is not None:
+                    hub._broke(hub.channel._broken)
+                elif not read:
+                    with self._cond:  # (a subscribing thread reads for its answer)
+                        self._cond.wait(0.001)
+        finally:
+            hub.done_waiting(self)
+
+    def _ready(self) -> bool:
+        """Whether ``get`` has something to return or raise (read without the lock: a
+        reader only stops to look again)."""
+        return bool(self._changes) or self._closed or self._error is not None
+
+    def _nothing_yet(self, deadline: float | None, timeout: float | None) -> Any:
+        """The next change, or raise why there is none to wait for; ``True``: wait on.
+        (``self._cond`` held.)"""
+        change = self._changes.take()
+        if change is not None:
+            return change
+        if self._closed:
+            raise WatchClosed("the watch is closed")
+        if self._error is not None:
+            raise ConnectionLost(str(self._error)) from self._error
+        if deadline is not None and deadline - time.monotonic() <= 0:
+            raise WaitTimeout(f"no change within {timeout} s")
+        return True
+
+    @staticmethod
+    def _remaining(deadline: float | None) -> float | None:
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def _nudge(self) -> None:
+        """The connection has no reader now: a consumer waiting may become it."""
+        with self._cond:
+            self._cond.notify_all()
 
     def get_nowait(self) -> Change | None:
         """The next change if one is waiting (an ``"overflow"`` included), else ``None``."""

@@ -65,6 +65,9 @@ class RedisHub:
     """This process's watches of one Redis namespace, and the thread that reads them (the
     ``PushHub`` of ``_client._push``, for Redis)."""
 
+    #: consumers wait for their changes; only the thread here reads (``PushHub``)
+    consumers_read = False
+
     def __init__(self, channel: RedisChannel) -> None:
 
         self.pid = current_pid()
@@ -90,8 +93,10 @@ class RedisHub:
         on_broken: Callable[[BaseException], None],
         *,
         snapshot: bool = False,
+        feed: bool = False,
     ) -> tuple[int, Any]:
-        """Watch ``obj_id``; ``(subscription id, {"version": v[, "value": value]})``."""
+        """Watch ``obj_id``; ``(subscription id, {"version": v[, "value": value]})``
+        (``feed``: as ``PushHub.subscribe``; here the reading thread serves all alike)."""
         if self.broken is not None:
             raise ConnectionLost(str(self.broken))
         ch = self.redis_channel
@@ -123,7 +128,7 @@ class RedisHub:
             self._on_broken[sub_id] = on_broken
         return sub_id, reply
 
-    def unsubscribe(self, sub_id: int) -> None:
+    def unsubscribe(self, sub_id: int, feed: bool = False) -> None:
         with self._lock:
             sub = self._subs.pop(sub_id, None)
             self._on_broken.pop(sub_id, None)
