@@ -200,6 +200,29 @@ def test_a_consumer_waiting_reads_its_changes_itself(m: procshare.SyncManager) -
     assert readers == [threading.current_thread().name] * 5
 
 
+def test_a_wake_byte_left_behind_does_not_make_the_push_thread_spin(
+    m: procshare.SyncManager,
+) -> None:
+    """A consumer's wake byte may reach the daemon's pipe after the daemon stopped reading
+    for another reason: the daemon's next poll must drain it, not return at once for ever."""
+    lst = m.list()
+    with lst.watch() as changes:
+        hub = changes._hub
+        if not hub.consumers_read:
+            pytest.skip("the push connection is no pipe here")
+        lst.append(1)
+        assert changes.get(timeout=30).args == (1,)
+        os.write(hub._wake_w, b"!")  # (as a consumer's, come late)
+        deadline = time.monotonic() + 10
+        while not hub._daemon_reads and time.monotonic() < deadline:
+            time.sleep(0.005)  # (the daemon reads again once the linger passed)
+        start = time.process_time()
+        time.sleep(0.3)
+        assert time.process_time() - start < 0.15  # (spinning: ~0.3 s of CPU)
+        lst.append(2)
+        assert changes.get(timeout=30).args == (2,)
+
+
 def test_threads_consuming_watches_of_one_process_each_get_theirs(
     m: procshare.SyncManager,
 ) -> None:

@@ -1000,6 +1000,8 @@ class Channel:
                     if remaining <= 0:
                         break
                     ready = poll(max(1, math.ceil(remaining * 1000)))
+                if any(mask & select.POLLNVAL for _fd, mask in ready):
+                    break  # (a descriptor was closed under us: the hub is being closed)
                 if not any(fd == rfd for fd, _mask in ready):
                     continue  # (timed out, or woken: look again)
                 try:

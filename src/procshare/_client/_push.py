@@ -247,13 +247,11 @@ class PushHub:
         self._wake_r = self._wake_w = -1
 
     def _wanted(self) -> bool:
-        """Whether the daemon should let go of the connection: a consumer waits (and its
-        wake byte, if any, is drained: the next one wakes the poll again)."""
-        if self._waiting:
-            with contextlib.suppress(OSError):
-                os.read(self._wake_r, 64)
-            return True
-        return False
+        """Whether the daemon should let go of the connection: a consumer waits. (The wake
+        pipe is drained first, every time: a byte left in it would wake every poll.)"""
+        with contextlib.suppress(OSError):
+            os.read(self._wake_r, 64)
+        return bool(self._waiting)
 
     def wait_for(self, watch: Watch) -> None:
         """``watch``'s consumer waits for a change from now on: the daemon lets go."""
@@ -268,6 +266,8 @@ class PushHub:
         with self._cond:
             self._waiting.discard(watch)
             self._linger_until = time.monotonic() + LINGER
+            if self._feeds and not self._waiting:
+                self._cond.notify_all()  # (the daemon reads for the feeds at once)
 
     def take_role(self) -> bool:
         """Become the connection's reader as a consumer, if nobody else is."""
@@ -280,8 +280,6 @@ class PushHub:
     def give_role(self) -> None:
         with self._cond:
             self._consumer_reads = False
-            if self._feeds:
-                self._cond.notify_all()  # (the daemon reads for the feeds at once)
         self._role_freed()
 
     def _role_freed(self) -> None:
