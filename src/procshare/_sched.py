@@ -11,10 +11,11 @@ process for the rest of that process's time slice (milliseconds). So:
   be its own (its threads and the clients that called lately), reads how many are runnable
   (``/proc/loadavg``, ~0.5 us, at most every ``READ_EVERY``: ``LoadGauge``), and advises to
   spin only while no other process waits for a CPU, and no client of its computes between
-  its calls (``Flag.THINKS``, measured by the client in CPU time: the spin would hold the CPU
-  that client, or the server thread it wakes, needs). Where the count alone cannot tell (more
-  runnable than CPUs, but no more than may be ours: clients contending for a lock, and one
-  computing process), it reads the states of its few local clients and its own threads
+  its calls (``Flag.THINKS``, measured by the client in CPU time, ``THINK_AFTER`` of it and at
+  least ``THINK_SHARE`` of the time between its calls, its spins left out: the spin would hold
+  the CPU that client, or the server thread it wakes, needs). Where the count alone cannot
+  tell (more runnable than CPUs, but no more than may be ours: clients contending for a lock,
+  and one computing process), it reads the states of its few local clients and its own threads
   (``TaskStates``): a runnable task that is none of them, in readings in a row, is a process
   that computes. The server spins by the same advice,
   for ``spin`` after its last activity; so a client spins only for a call made within that
