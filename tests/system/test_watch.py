@@ -191,11 +191,14 @@ def test_a_consumer_waiting_reads_its_changes_itself(m: procshare.SyncManager) -
         if not hub.channel.reads_itself:
             pytest.skip("the push connection is no pipe here")
         readers: list[str] = []
-        hub.subscribe(lst._id, lambda _: readers.append(threading.current_thread().name), print)
+        sub_id, _ = hub.subscribe(
+            lst._id, lambda _: readers.append(threading.current_thread().name), print
+        )
         writer = FORK.Process(target=children.append_slowly, args=(lst, list(range(5)), 0.2, 0.02))
         writer.start()
         got = [changes.get(timeout=30).args[0] for _ in range(5)]
         writer.join(30)
+        hub.unsubscribe(sub_id)
     assert got == list(range(5))
     assert readers == [threading.current_thread().name] * 5
 
