@@ -226,6 +226,34 @@ def test_a_wake_byte_left_behind_does_not_make_the_push_thread_spin(
         assert changes.get(timeout=30).args == (2,)
 
 
+class _Alarm(Exception):
+    pass
+
+
+def _raise_alarm(*_: Any) -> None:
+    raise _Alarm
+
+
+def test_a_get_interrupted_while_it_reads_loses_no_change(m: procshare.SyncManager) -> None:
+    """A signal whose handler raises (Ctrl-C, an alarm) lands in the consumer's poll of the
+    connection: the reader's role is given back, and the next changes all arrive."""
+    lst = m.list()
+    with lst.watch() as changes:
+        old = signal.signal(signal.SIGALRM, _raise_alarm)
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0.1)
+            with pytest.raises(_Alarm):
+                changes.get(timeout=10)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, old)
+        hub = changes._hub
+        assert not getattr(hub, "_consumer_reads", False) and not getattr(hub, "_waiting", ())
+        lst.append(1)
+        lst.append(2)
+        assert [changes.get(timeout=10).args[0] for _ in range(2)] == [1, 2]
+
+
 def test_threads_consuming_watches_of_one_process_each_get_theirs(
     m: procshare.SyncManager,
 ) -> None:
