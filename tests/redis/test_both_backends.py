@@ -36,6 +36,7 @@ del test_a_pipeline_returns_results_in_order_with_errors_per_call  # noqa: F821
 del test_a_consumer_waiting_reads_its_changes_itself  # noqa: F821
 del test_a_forked_child_does_not_take_its_parents_changes  # noqa: F821
 del test_a_wake_byte_left_behind_does_not_make_the_push_thread_spin  # noqa: F821
+del test_a_get_interrupted_while_it_hands_changes_on_ends_the_watch_loudly  # noqa: F821
 # (100 trials of a kill that Redis notices after session_ttl: test_redis.py kills holders)
 del test_kill_the_lock_holder_again_and_again  # noqa: F821
 

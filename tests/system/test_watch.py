@@ -254,6 +254,30 @@ def test_a_get_interrupted_while_it_reads_loses_no_change(m: procshare.SyncManag
         assert [changes.get(timeout=10).args[0] for _ in range(2)] == [1, 2]
 
 
+def test_a_get_interrupted_while_it_hands_changes_on_ends_the_watch_loudly() -> None:
+    """Interrupted between reading bytes and handing on every change in them, a reader may
+    have lost some: the watch then raises ConnectionLost, never misses a change silently."""
+    with procshare.Manager(ctx=FORK) as other:
+        lst = other.list()
+        with lst.watch() as changes:
+            channel = changes._hub.channel
+            if not changes._hub.consumers_read:
+                pytest.skip("the push connection is no pipe here")
+            handing_on = channel._dispatch_push
+
+            def interrupted(*args: Any) -> None:
+                channel._dispatch_push = handing_on  # (once)
+                raise _Alarm
+
+            channel._dispatch_push = interrupted
+            threading.Timer(0.1, lst.append, (1,)).start()  # (made while we wait and read)
+            with pytest.raises(_Alarm):
+                changes.get(timeout=10)
+            lst.append(2)
+            with pytest.raises(procshare.ConnectionLost):
+                changes.get(timeout=10)
+
+
 def test_threads_consuming_watches_of_one_process_each_get_theirs(
     m: procshare.SyncManager,
 ) -> None:

@@ -1010,7 +1010,15 @@ class Channel:
                     continue
                 except OSError:
                     data = b""
-                self._take_events(data, 0, False)
+                try:
+                    self._take_events(data, 0, False)
+                except BaseException:
+                    # A signal's handler raised (Ctrl-C) after bytes were read and before
+                    # every event in them was handed on: some may be lost, and a watch
+                    # must not miss a change silently. The connection ends here: its
+                    # watches raise ConnectionLost. (In poll, above, nothing is lost.)
+                    self._break(ConnectionLost("reading the connection was interrupted"))
+                    raise
         finally:
             incoming.channel = None
             self._stop_reading()

@@ -212,7 +212,16 @@ class PushHub:
     # -- who reads --------------------------------------------------------------------------
 
     def _run(self) -> None:
-        """The daemon thread: read while no consumer waits (``LINGER`` after the last one)."""
+        """The daemon thread: read while no consumer waits (``LINGER`` after the last one);
+        once the connection ends (or a handler failed here), tell every subscriber."""
+        try:
+            self._read_while_nobody_waits()
+        finally:
+            self._broke(
+                self.channel._broken or self.broken or ConnectionLost("the connection closed")
+            )
+
+    def _read_while_nobody_waits(self) -> None:
         channel = self.channel
         cond = self._cond
         while channel._broken is None:
@@ -235,7 +244,6 @@ class PushHub:
                 self._role_freed()
             if not read and channel._broken is None:
                 time.sleep(0.001)  # (a subscribing thread reads for its answer: not for long)
-        self._broke(channel._broken or self.broken or ConnectionLost("the connection closed"))
 
     def close(self) -> None:
         """Close the connection and the wake pipe (a hub found broken, replaced)."""
