@@ -182,6 +182,22 @@ def test_the_watch_ends_when_the_server_goes(m: procshare.SyncManager) -> None:
 # -- who reads the push connection: a consumer waiting in get() reads it itself ----------------
 
 
+def _started(target: Any) -> tuple[threading.Thread, list[BaseException]]:
+    """A thread running ``target``, started, and the list its exception goes to (checked by
+    the test: an exception left to the thread would be reported apart, as a warning)."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            target()
+        except BaseException as exc:  # (reported by the test)
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, failed
+
+
 def test_a_consumer_waiting_reads_its_changes_itself(m: procshare.SyncManager) -> None:
     """A push wakes the thread that waits for it, not a daemon thread that wakes it in turn
     (where the connection is a pipe: a server on this machine)."""
@@ -320,8 +336,7 @@ def test_a_cache_stays_current_while_a_consumer_waits_and_after(
     d.cache()
     lst = m.list()
     with lst.watch() as changes:
-        waiting = threading.Thread(target=lambda: changes.get(timeout=30))
-        waiting.start()
+        waiting, failed = _started(lambda: changes.get(timeout=30))
         writer = FORK.Process(target=children.set_items_slowly, args=(d, "k", 20, 0.002))
         writer.start()
         writer.join(30)
@@ -332,6 +347,7 @@ def test_a_cache_stays_current_while_a_consumer_waits_and_after(
         assert d["k"] == 19  # (read from the replica)
         lst.append("done")
         waiting.join(30)
+        assert not failed
         # nobody waits now: the daemon reads the feed without lingering
         writer = FORK.Process(target=children.set_items_slowly, args=(d, "k", 5, 0.0))
         writer.start()
@@ -365,15 +381,14 @@ def test_closing_a_watch_wakes_its_consumer(m: procshare.SyncManager) -> None:
 def test_a_watch_made_while_a_consumer_reads_gets_its_answer(m: procshare.SyncManager) -> None:
     first, second = m.list(), m.list()
     with first.watch(timeout=30) as one:
-        consumer = threading.Thread(target=lambda: one.get(timeout=30))
-        consumer.start()
+        consumer, failed = _started(lambda: one.get(timeout=30))
         time.sleep(0.05)
         with second.watch(timeout=30) as two:  # its answer is read by the consumer
             second.append("x")
             assert two.get(timeout=10).args == ("x",)
         first.append("y")
         consumer.join(30)
-        assert not consumer.is_alive()
+        assert not consumer.is_alive() and not failed
 
 
 def test_a_forked_child_does_not_take_its_parents_changes(

@@ -156,10 +156,17 @@ class RedisHub:
             now = time.monotonic()
             if now >= next_check:  # (a namespace deleted under it: FLUSHALL, a shutdown)
                 next_check = now + INSTANCE_CHECK
-                with contextlib.suppress(redis.ConnectionError):
-                    if send(("GET", prefix + "instance")) != instance:
-                        self._broke(ConnectionLost("the Redis namespace was deleted"))
-                        return
+                try:
+                    current = send(("GET", prefix + "instance"))
+                except redis.ConnectionError:
+                    current = instance  # (looked at again next time)
+                except Exception as exc:  # noqa: BLE001 - told to every watcher, not lost
+                    if not self.redis_channel._closed:  # (closed under us: a shutdown)
+                        self._broke(exc)
+                    return
+                if current != instance:
+                    self._broke(ConnectionLost("the Redis namespace was deleted"))
+                    return
             with self._lock:
                 subs = list(self._subs.values())
             if not subs:
@@ -181,7 +188,8 @@ class RedisHub:
                 time.sleep(0.05)  # (resumed from the last entries delivered)
                 continue
             except Exception as exc:  # noqa: BLE001 - told to every watcher, not lost
-                self._broke(exc)
+                if not self.redis_channel._closed:  # (closed under us: a shutdown; redis-py
+                    self._broke(exc)  # may then fail inside, an AttributeError)
                 return
             if isinstance(answer, dict):  # (RESP3 answers a map, RESP2 pairs)
                 answer = answer.items()
