@@ -697,15 +697,24 @@ def test_random_cancellations_never_lose_an_item_nor_keep_a_permit(
     async def main() -> None:
         async with await procshare.aio.connect(m.address) as client:
             asem, asrc, adst = client.proxy(sem), client.proxy(src), client.proxy(dst)
+            # (a shielded call goes on after its caller was cancelled: the test waits for
+            # them all before it looks, or it would race the last releases and puts)
+            in_flight: set[asyncio.Future[Any]] = set()
+
+            def shielded(call: Any) -> Any:
+                inner = asyncio.ensure_future(call)
+                in_flight.add(inner)
+                inner.add_done_callback(in_flight.discard)
+                return asyncio.shield(inner)
 
             async def mover() -> None:
                 while True:
                     await asem.acquire()
                     try:
                         item = await asrc.get()
-                        await asyncio.shield(adst.put(item))  # (an item got is put, always)
+                        await shielded(adst.put(item))  # (an item got is put, always)
                     finally:
-                        await asyncio.shield(asem.release())
+                        await shielded(asem.release())
 
             for _ in range(30):
                 tasks = [asyncio.create_task(mover()) for _ in range(4)]
@@ -717,6 +726,7 @@ def test_random_cancellations_never_lose_an_item_nor_keep_a_permit(
                 if await asrc.empty():  # (all moved: move them back, and go on)
                     while not await adst.empty():
                         await asrc.put(await adst.get())
+            await asyncio.gather(*in_flight)
             assert await asem.acquire(False) and await asem.acquire(False)
             await asem.release()
             await asem.release()
