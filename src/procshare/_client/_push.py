@@ -228,7 +228,7 @@ class PushHub:
             with cond:
                 while self.broken is None:
                     now = time.monotonic()
-                    active = bool(self._waiting) or self._consumer_reads
+                    active = bool(self._waiting)  # (a consumer that reads waits too)
                     if not active and (now >= self._linger_until or self._feeds):
                         break
                     # (not woken at each consumer's release: a consumer comes back sooner)
