@@ -161,8 +161,7 @@ class RedisHub:
                 except redis.ConnectionError:
                     current = instance  # (looked at again next time)
                 except Exception as exc:  # noqa: BLE001 - told to every watcher, not lost
-                    if not self.redis_channel._closed:  # (closed under us: a shutdown)
-                        self._broke(exc)
+                    self._failed(exc)
                     return
                 if current != instance:
                     self._broke(ConnectionLost("the Redis namespace was deleted"))
@@ -188,8 +187,7 @@ class RedisHub:
                 time.sleep(0.05)  # (resumed from the last entries delivered)
                 continue
             except Exception as exc:  # noqa: BLE001 - told to every watcher, not lost
-                if not self.redis_channel._closed:  # (closed under us: a shutdown; redis-py
-                    self._broke(exc)  # may then fail inside, an AttributeError)
+                self._failed(exc)
                 return
             if isinstance(answer, dict):  # (RESP3 answers a map, RESP2 pairs)
                 answer = answer.items()
@@ -198,6 +196,12 @@ class RedisHub:
                 for eid, flat in entries:
                     fields = dict(zip(flat[::2], flat[1::2], strict=True))
                     self._deliver(obj_id, _entry_id(eid), fields, subs)
+
+    def _failed(self, error: Exception) -> None:
+        """The reading thread met ``error``: tell every watcher, unless the channel was closed
+        under it (a shutdown: redis-py may then fail inside, with an ``AttributeError``)."""
+        if not self.redis_channel._closed:
+            self._broke(error)
 
     def _deliver(self, obj_id: int, eid: tuple[int, int], fields: Any, subs: list[_Sub]) -> None:
         loads = self.redis_channel._serializer.loads
