@@ -604,3 +604,11 @@ def set_items_slowly(d: Any, key: Any, count: int, between: float) -> None:
     for i in range(count):
         d[key] = i
         time.sleep(between)
+
+
+def read_times_then_tell(obj: Any, times: int, conn: Any) -> None:
+    """Read ``obj.value`` (a Value's) ``times`` times; send the last."""
+    value = None
+    for _ in range(times):
+        value = obj.value
+    conn.send(value)

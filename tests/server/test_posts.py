@@ -210,9 +210,10 @@ def test_a_post_and_the_posting_flag_decode_as_sent(rig: Rig) -> None:
 
 def test_an_object_posted_to_is_leased_to_nobody(rig: Rig) -> None:
     """A lease answers locally: it would answer while a post is on its way. None is granted
-    on an object while a writer may post to it (those out ended with its writes)."""
+    on an object while a writer may post to it (those out ended with its writes): the read
+    is answered without one. Once its poster says it posts no more (``unpost``), it is."""
     from procshare._leases import LeasePage
-    from procshare._protocol import LeasedRead
+    from procshare._protocol import Control, LeasedRead
 
     page = rig.server.core.leasing.page = LeasePage.create(rig.server.instance)
     try:
@@ -228,7 +229,12 @@ def test_an_object_posted_to_is_leased_to_nobody(rig: Rig) -> None:
         epoch, value = leased_read()
         assert epoch is not None and value == 0
         assert writer.call(d, "__setitem__", "k", 1, posting=True) == (None, True)
-        assert leased_read() is None  # declined: the reader reads plainly from now on
+        assert leased_read() == (None, 1)  # read, not leased
+        writer.send(writer.proto.send(Control(next(writer.ids), "unpost", (d,))))
+        writer.serve()
+        assert writer.reply() is None
+        epoch, value = leased_read()
+        assert epoch is not None and value == 1
     finally:
         page.close()
         rig.server.core.leasing.page = None

@@ -6,6 +6,7 @@ nothing of, or by the process's death."""
 from __future__ import annotations
 
 import multiprocessing
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +16,7 @@ import procshare
 from procshare._client._leases import COLD_READS
 from procshare._client._proxies import _ASK_AFTER
 from tests import _children as children
+from tests._threads import run_threads
 
 #: calls a process makes before its next ones are posted (the asking one included)
 WARM = _ASK_AFTER + 1
@@ -290,3 +292,129 @@ def test_threads_of_the_only_writer_read_what_the_server_holds(m: Any) -> None:
     assert here.poll(WAIT)
     assert here.recv() == v.value
     reader.join(WAIT)
+
+
+# -- read-modify-writes under a lock: not posted, so that the next grant brings the read -------
+
+
+def _counter(m: Any, name: str) -> int:
+    return int(m._channel().control("stats")["counters"][name])
+
+
+@pytest.fixture
+def unlent(monkeypatch: Any) -> Iterator[procshare.SyncManager]:
+    """A manager whose locks are never lent: every acquire is a grant made by the server."""
+    monkeypatch.setenv("PROCSHARE_LOANS", "off")
+    ctx = multiprocessing.get_context("fork")
+    with procshare.Manager(ctx=ctx) as manager:
+        manager.ctx = ctx  # type: ignore[attr-defined]
+        yield manager
+
+
+def test_a_write_under_a_lock_to_what_its_holder_read_there_is_not_posted(unlent: Any) -> None:
+    """``with lock: v.value += 1``: the set waits for its answer (a post would make the
+    Value leased to nobody for as long as its poster lives), and each grant of the lock
+    brings the read with it, leased."""
+    m = unlent
+    v, lock = m.Value("i", 0), m.Lock()
+    for _ in range(WARM):
+        with lock:
+            v.value += 1
+    posted, leased = _counter(m, "posted"), _counter(m, "leased")
+    for _ in range(20):
+        with lock:
+            v.value += 1
+    assert _counter(m, "posted") == posted
+    assert _counter(m, "leased") - leased >= 20  # (one read leased at each grant)
+    assert v.value == WARM + 20
+
+
+def test_a_poster_stops_posting_to_what_it_reads_and_writes_under_a_lock(unlent: Any) -> None:
+    """A process that posted its sets of a Value, then reads and writes it under a lock,
+    stops posting (``unpost``): nobody posts to the Value any more, so another process's
+    reads of it are leased again, and they read what was written."""
+    m = unlent
+    v, lock = m.Value("i", 0), m.Lock()
+    for i in range(WARM + 2):
+        v.value = i
+    assert _counter(m, "posted") > 0
+    for _ in range(3):
+        with lock:
+            v.value += 1
+    posted, leased = _counter(m, "posted"), _counter(m, "leased")
+    here, there = m.ctx.Pipe()
+    reader = m.ctx.Process(target=children.read_times_then_tell, args=(v, 5, there))
+    reader.start()
+    assert here.poll(WAIT) and here.recv() == WARM + 1 + 3
+    reader.join(WAIT)
+    assert _counter(m, "leased") > leased  # (the reader's: nobody posts to the Value now)
+    assert _counter(m, "posted") == posted
+
+
+def test_threads_posting_while_another_stops_posting_lose_nothing(unlent: Any) -> None:
+    """One thread posts sets of a Value while another reads and writes it under a lock,
+    which stops this process's posting again and again: no post is refused (each is sent
+    before the ``unpost`` or not at all), and every process reads what the server holds."""
+    m = unlent
+    v, lock = m.Value("i", 0), m.Lock()
+
+    def work(role: str) -> None:
+        for i in range(300):
+            if role == "poster":
+                v.value = i
+            else:
+                with lock:
+                    v.value = v.value + 1
+
+    run_threads(work, [("poster",), ("locker",)])
+    here, there = m.ctx.Pipe()
+    reader = m.ctx.Process(target=children.read_then_tell, args=(v, there))
+    reader.start()
+    assert here.poll(WAIT) and here.recv() == v.value  # (and no post failed: none raised)
+    reader.join(WAIT)
+
+
+def test_a_post_made_after_posting_stopped_is_not_sent(unlent: Any) -> None:
+    """A thread that found this process registered just before another thread stopped its
+    posting (``withdraw``) sends nothing (the server would refuse it): ``post`` looks again,
+    under the mutex ``withdraw`` holds."""
+    m = unlent
+    v = m.Value("i", 0)
+    for i in range(WARM + 2):
+        v.value = i
+    channel = v._channel()
+    assert channel.registered[v._id, "set"] is True
+    channel.withdraw(v._id)
+    posted = _counter(m, "posted")
+    assert channel.post(v._id, "set", (99,)) is False
+    assert v.value == WARM + 1
+    assert _counter(m, "posted") == posted
+
+
+def _sessions(m: Any) -> int:
+    return len(m._channel().control("stats")["sessions"])
+
+
+def test_a_read_refused_a_lease_while_somebody_posts_is_leased_once_nobody_does(m: Any) -> None:
+    """A read asked with a lease while another process posts to the object is answered
+    without one, and the proxy asks again later: once that poster is gone, it is leased."""
+    d = m.dict({"k": 0})
+    sessions = _sessions(m)
+    here, there = m.ctx.Pipe()
+    child = m.ctx.Process(target=children.register_then_post, args=(d, WARM, there))
+    child.start()
+    assert here.poll(WAIT) and here.recv() == "registered"
+    for _ in range(3):
+        assert d["k"] == WARM - 1  # (asked with a lease: answered without one)
+    here.send("go")
+    assert here.poll(WAIT) and here.recv() == "posted"
+    here.send("done")
+    child.join(WAIT)
+    for _ in range(int(WAIT / 0.01)):  # the server closes the poster's session
+        if _sessions(m) <= sessions:
+            break
+        time.sleep(0.01)
+    leased = _counter(m, "leased")
+    for _ in range(COLD_READS + 3):
+        assert d["k"] == "posted"
+    assert _counter(m, "leased") > leased

@@ -83,6 +83,10 @@ class Backend(Protocol):
         where it cannot be posted now: then make the call. A failure is raised by a later
         request."""
 
+    def withdraw(self, obj_id: int) -> None:
+        """Post to object ``obj_id`` no more (its ``registered`` entries are cleared; the
+        server stops counting this process among its posters)."""
+
     def request(self, msg: Any, blocking: bool = False, wait: float | None = None) -> Any:
         """Send one request message (``Create``, ``Batch``, ``ReadSince``, ``LeasedRead``,
         ``LeaseAcquire``, ...); its result. ``blocking``/``wait`` as for ``call``."""

@@ -520,8 +520,12 @@ class Channel:
         cut = sent = False
         try:
             with self._mutex:  # (held while it is written: no request starts waiting meanwhile)
-                if self._reading or self._slots:
-                    return False
+                if (
+                    self._reading
+                    or self._slots
+                    or self.registered.get((obj_id, method)) is not True
+                ):
+                    return False  # (not registered: ``withdraw`` clears it under this mutex)
                 now = _clock()
                 if now >= self._news_at:
                     self._news_at = now + _NEWS_EVERY
@@ -554,6 +558,18 @@ class Channel:
             if not sent and self._posted_failure is not None:
                 self._raise_posted_failure()
         return True
+
+    def withdraw(self, obj_id: int) -> None:
+        """Post to object ``obj_id`` no more: its calls are made plainly from now on (until
+        this process asks again), and the server stops counting it among the object's
+        posters, so that the object may be leased again. (Cleared under the mutex ``post``
+        checks under: a post another thread makes meanwhile is sent before the ``unpost``,
+        or not at all.)"""
+        with self._mutex:
+            registered = self.registered
+            for key in [k for k, v in registered.items() if k[0] == obj_id and v is True]:
+                registered[key] = 0
+        self.control("unpost", obj_id)
 
     def _read_news(self) -> ConnectionLost | None:
         """Read what came while nobody waited for an answer (the mutex held, no request in

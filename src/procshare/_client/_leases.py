@@ -203,6 +203,16 @@ class LeaseBook:
         self.recording = None
         return tuple(recording)
 
+    def read_under_lock(self, obj_id: int) -> bool:
+        """Whether this process read object ``obj_id`` since the lock it holds was granted
+        (a write to it is then made plainly, not posted: ``BaseProxy._posted``)."""
+        recording = self.recording
+        if recording:
+            for key in recording:
+                if key[0] == obj_id:
+                    return True
+        return False
+
     def took(self, key: Read, reply: Any) -> Any:
         """The value a ``LeasedRead`` of ``key`` brought, kept if it came with a lease; ``DECLINED``
         where the server declined (not the kind the proxy takes it for)."""

@@ -342,6 +342,13 @@ class BaseProxy:
 
         A process asks once it made ``_ASK_AFTER`` such calls plainly: an object posted to is
         leased to nobody (``_server/_core``), and one written now and then keeps its leases.
+
+        A write to an object this process read under the lock it holds (granted by the
+        server) is made plainly: a read-modify-write under a contended lock. Its next holder's
+        grant then brings that read with it, leased (``LeaseBook.granted``), which a poster
+        would stop for good; the critical section costs one round trip, the write, where a
+        posted write cost the read's (measured: the locked counter of 4 processes, 1.0x the
+        stdlib's throughput with posted writes, 1.5x without).
         """
         channel = self._ch
         if channel is None or channel.usable_pid != PID_CELL[0]:
@@ -351,6 +358,11 @@ class BaseProxy:
         key = (self._id, method)
         registered = channel.registered
         made = registered.get(key, 0)
+        leases = channel.leases
+        if leases is not None and leases.recording and leases.read_under_lock(self._id):
+            if made is True:
+                channel.withdraw(self._id)
+            return False
         if made is True:
             return channel.post(self._id, method, args, _get_ident())
         if made is False:

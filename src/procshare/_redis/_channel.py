@@ -463,6 +463,9 @@ class RedisChannel:
     def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> bool:
         return False  # (every call on Redis waits for its answer)
 
+    def withdraw(self, obj_id: int) -> None:
+        pass  # (nothing is ever posted here)
+
     def request(self, msg: Any, blocking: bool = False, wait: float | None = None) -> Any:
         if self.refs:
             self._flush_refs()

@@ -162,6 +162,13 @@ def _ctl_collect(core: Core, session: Session, now: float) -> int:
     return core.references.collect_cycles()
 
 
+def _ctl_unpost(core: Core, session: Session, now: float, obj_id: int) -> None:
+    """The client posts to object ``obj_id`` no more (what it posted came before this)."""
+    entry = core.objects.get(obj_id) if type(obj_id) is int else None
+    if entry is not None:
+        core.unregister_poster(entry, session)
+
+
 def _ctl_session(core: Core, session: Session, now: float) -> dict[str, Any]:
     return {"id": session.id, "pid": session.pid, "name": session.name}
 
@@ -178,4 +185,5 @@ CONTROLS: Final[dict[str, Callable[..., Any]]] = {
     "get_methods": _ctl_get_methods,
     "session": _ctl_session,
     "collect": _ctl_collect,
+    "unpost": _ctl_unpost,
 }

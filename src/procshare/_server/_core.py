@@ -346,12 +346,8 @@ class Core:
             log_session_end(session, held, len(in_flight), waiting, len(session.refs))
         session.refs.clear()
         self.watching.session_closed(session)
-        for entry in session.posting_to:
-            if entry.posters is not None:
-                entry.posters.discard(session)
-                if not entry.posters:
-                    entry.posters = None
-        session.posting_to.clear()
+        for entry in list(session.posting_to):
+            self.unregister_poster(entry, session)
         self._close_pending(now)
 
     def deliverable(self, session: Session) -> bool:
@@ -778,6 +774,16 @@ class Core:
         if posters is not None and (len(posters) > 1 or session not in posters):
             self.catch_up(posters, before)  # (never with ``session``: it is being served)
 
+    def unregister_poster(self, entry: Entry, session: Session) -> None:
+        """``session`` posts to ``entry`` no more (it ended, or it said so: ``unpost``); an
+        object nobody posts to may be leased again."""
+        posters = entry.posters
+        if posters is not None:
+            posters.discard(session)
+            if not posters:
+                entry.posters = None
+        session.posting_to.discard(entry)
+
     def _register_poster(self, entry: Entry, session: Session, method: str) -> bool:
         """Let ``session`` post ``method``'s calls on ``entry`` from now on; whether it may.
         Not on an object somebody watches (a post is applied once its sender sleeps, or its
@@ -913,18 +919,23 @@ class Core:
 
     def _read_leasing(self, session: Session, msg: LeasedRead, entry: Entry, now: float) -> None:
         """Make a quick pure read and answer ``(epoch, value)``, the value leased until the
-        object changes; ``(None, value)`` where it cannot be leased (a mutable value, or
-        leases off); ``None`` (and no read) where it is no leasable read of this object's
-        kind: the caller reads plainly. A read that raises fails as itself, as the plain call
-        would."""
+        object changes; ``(None, value)`` where it cannot be leased (a mutable value, leases
+        off, or somebody posts to it now); ``None`` (and no read) where it is no leasable read
+        of this object's kind: the caller reads plainly from then on. A read that raises
+        fails as itself, as the plain call would."""
         req_id, method, args = msg.req_id, msg.method, msg.args
+        leasing = self.leasing
         if (
             type(method) is not str
-            or not self.leasing.leasable(entry, method, session, copies=True)
+            or not leasing.leasable(entry, method, copies=True)
             or type(args) is not tuple
             or not leasable_args(args)
         ):
             self.reply(session, req_id, None)
+            return
+        whole = method == "copy"
+        if whole and not leasing.unposted(entry):
+            self.reply(session, req_id, None)  # (a scan then reads plainly: ``_client._scans``)
             return
         try:
             value = self._apply(
@@ -933,7 +944,7 @@ class Core:
         except BaseException as exc:
             self.fail(session, req_id, exc)
             return
-        epoch = self.leasing.epoch(entry, value, whole=method == "copy")
+        epoch = leasing.epoch(entry, value, whole) if leasing.unposted(entry, session) else None
         self.reply(session, req_id, (epoch, value))
 
     # -- watching ------------------------------------------------------------------------------

@@ -32,20 +32,22 @@ class Leasing:
         self.page: LeasePage | None = None
 
     @staticmethod
-    def leasable(
-        entry: Entry, method: str, session: Session | None = None, copies: bool = False
-    ) -> bool:
-        """Whether ``method`` is a read of ``entry`` that may be leased (its kind's table), and
-        nobody posts to it (a lease would answer while a post is on its way), or ``session``
-        alone does, and it reads a Value (``self_leased``). With ``copies``, a dict's ``copy``
-        may be leased too (``LEASED_COPIES``: it answers a scan, ``_client._scans``)."""
+    def leasable(entry: Entry, method: str, copies: bool = False) -> bool:
+        """Whether ``method`` is a read of ``entry`` that may be leased: its kind's table
+        (``LEASABLE``). With ``copies``, a dict's ``copy`` may be leased too
+        (``LEASED_COPIES``: it answers a scan, ``_client._scans``). Whether it may be leased
+        *now* is ``unposted``'s question."""
         spec = entry.spec
         if spec is None or entry.handlers is None:
             return False
-        if method not in LEASABLE[spec.name] and not (
+        return method in LEASABLE[spec.name] or (
             copies and method == "copy" and spec.name in LEASED_COPIES
-        ):
-            return False
+        )
+
+    @staticmethod
+    def unposted(entry: Entry, session: Session | None = None) -> bool:
+        """Whether nobody posts to ``entry`` (a lease would answer while a post is on its
+        way), or ``session`` alone does, and it reads a Value (``self_leased``)."""
         return entry.posters is None or (
             session is not None and Leasing._values_only_poster(entry, session)
         )
@@ -96,7 +98,7 @@ class Leasing:
         values: dict[int, tuple[int, Any]] = {}
         for index, (obj_id, method, args) in enumerate(request.reads):
             entry = self.objects.get(obj_id)
-            if entry is None or not self.leasable(entry, method):
+            if entry is None or not (self.leasable(entry, method) and self.unposted(entry)):
                 continue
             fn, takes_ctx = entry.handlers[method]  # type: ignore[index]
             if takes_ctx:
