@@ -612,3 +612,33 @@ def read_times_then_tell(obj: Any, times: int, conn: Any) -> None:
     for _ in range(times):
         value = obj.value
     conn.send(value)
+
+
+def warm_locked(value: Any, lock: Any, n: int) -> None:
+    """``with lock: value.value += 1``, ``n`` times (its sets then posted, bound to ``lock``)."""
+    for _ in range(n):
+        with lock:
+            value.value += 1
+
+
+def write_unlocked_on_cue(value: Any, lock: Any, warm: int, conn: Any) -> None:
+    """Post sets bound to ``lock`` (``warm_locked``); when told, set -1 without the lock and
+    say so at once."""
+    warm_locked(value, lock, warm)
+    conn.send("ready")
+    conn.recv()
+    value.value = -1
+    conn.send("written")
+    conn.recv()
+
+
+def post_under_lock_on_cue(value: Any, lock: Any, warm: int, conn: Any) -> None:
+    """Post sets bound to ``lock`` (``warm_locked``); when told, take the lock, post 100 and
+    say so at once, holding it until told again."""
+    warm_locked(value, lock, warm)
+    conn.send("ready")
+    conn.recv()
+    with lock:
+        value.value = 100
+        conn.send("posted")
+        conn.recv()

@@ -43,6 +43,7 @@ from ._kinds import KINDS
 from ._pages import SharedPage
 
 __all__ = [
+    "BOUND",
     "HEADER_WORDS",
     "LEASABLE",
     "LEASED_COPIES",
@@ -172,13 +173,26 @@ class LeasePage(SharedPage):
         self.words[slot] = (self.words[slot] + 1) & 0xFFFF_FFFF_FFFF_FFFF
 
 
+#: A ``Call.posting`` answer's ``registered``: the caller may post this method's calls, but
+#: only while it holds the lock it holds now (``_server._table.Entry.bound``).
+BOUND: Final = "bound"
+
+
 class LeaseRequest:
-    """What a leasing acquire answers once granted: the core makes the reads then."""
+    """What a leasing acquire answers once granted: the core makes the reads then (``lock``,
+    the lock being granted, and ``session``, to whom: see ``Entry.bound``)."""
 
-    __slots__ = ("reads",)
+    __slots__ = ("lock", "reads", "session")
 
-    def __init__(self, reads: tuple[tuple[int, str, tuple[Any, ...]], ...]) -> None:
+    def __init__(
+        self,
+        reads: tuple[tuple[int, str, tuple[Any, ...]], ...],
+        lock: Any = None,
+        session: Any = None,
+    ) -> None:
         self.reads = reads
+        self.lock = lock
+        self.session = session
 
 
 def parse_reads(reads: Any) -> tuple[tuple[int, str, tuple[Any, ...]], ...]:

@@ -238,3 +238,63 @@ def test_an_object_posted_to_is_leased_to_nobody(rig: Rig) -> None:
     finally:
         page.close()
         rig.server.core.leasing.page = None
+
+
+def test_posts_bound_to_a_lock_let_its_grants_lease_until_its_next_grant(rig: Rig) -> None:
+    """A Value's set posted by a process that holds one lock is bound to it (``BOUND``):
+    that lock's grants to others lease the Value, and each such lease ends at the lock's
+    next grant (its new holder may post once it has it). A poster that holds no lock, or a
+    lock released once by another process (``crossed``), leases nothing."""
+    from procshare._leases import BOUND, LeasePage, slot_of
+    from procshare._protocol import LeaseAcquire
+
+    page = rig.server.core.leasing.page = LeasePage.create(rig.server.instance)
+    try:
+        writer, reader, other = Peer(rig), Peer(rig), Peer(rig)
+        v = writer.create("Value", "i", 0)
+        lock = writer.create("Lock")
+
+        def leasing_acquire(peer: Peer) -> Any:
+            reads = ((v, "get", ()),)
+            peer.send(peer.proto.send(LeaseAcquire(next(peer.ids), lock, True, -1, reads)))
+            peer.serve()
+            return peer.reply()
+
+        assert writer.call(lock, "acquire") is True
+        assert writer.call(v, "set", 1, posting=True) == (None, BOUND)
+        assert writer.call(lock, "release") is None
+        granted, leases = leasing_acquire(reader)
+        assert granted is True and leases[0][1] == 1  # (the read, leased)
+        epoch = leases[0][0]
+        assert page.epoch(slot_of(v)) == epoch
+        assert reader.call(lock, "release") is None
+        assert writer.call(lock, "acquire") is True  # the next grant ends that lease
+        assert page.epoch(slot_of(v)) != epoch
+        writer.post(v, "set", 2, stamp=time.monotonic())
+        assert writer.call(lock, "release") is None
+        assert leasing_acquire(reader)[1][0][1] == 2
+        # released by a process that did not hold it: its grants lease no bound Value again
+        assert other.call(lock, "release") is None
+        assert leasing_acquire(reader) == (True, {})
+    finally:
+        page.close()
+        rig.server.core.leasing.page = None
+
+
+def test_a_poster_holding_no_lock_is_not_bound_and_stops_the_grants_leases(rig: Rig) -> None:
+    from procshare._leases import LeasePage
+    from procshare._protocol import LeaseAcquire
+
+    page = rig.server.core.leasing.page = LeasePage.create(rig.server.instance)
+    try:
+        writer, reader = Peer(rig), Peer(rig)
+        v = writer.create("Value", "i", 0)
+        lock = writer.create("Lock")
+        assert writer.call(v, "set", 1, posting=True) == (None, True)
+        reads = ((v, "get", ()),)
+        reader.send(reader.proto.send(LeaseAcquire(next(reader.ids), lock, True, -1, reads)))
+        reader.serve()
+        assert reader.reply() == (True, {})
+    finally:
+        page.close()
+        rig.server.core.leasing.page = None

@@ -24,6 +24,7 @@ class FakeHost:
     """Answers parked requests into ``answers``; runs jobs at once; counts; tracks grants."""
 
     def __init__(self, lock_window: float = 0.0) -> None:
+        self.ended_leases: list[Any] = []
         self.lock_window = lock_window
         self.answers: list[tuple[Session, int, Any]] = []
         self.tracked: dict[tuple[Session, int], tuple[Primitive, int, Any]] = {}
@@ -67,6 +68,9 @@ class FakeHost:
 
     def count(self, counter: str) -> None:
         self.counters[counter] = self.counters.get(counter, 0) + 1
+
+    def end_leases(self, entries: list[Any]) -> None:
+        self.ended_leases.extend(entries)
 
 
 def _session(sid: int) -> Session:

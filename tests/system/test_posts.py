@@ -5,6 +5,7 @@ nothing of, or by the process's death."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import time
 from collections.abc import Iterator
@@ -301,6 +302,24 @@ def _counter(m: Any, name: str) -> int:
     return int(m._channel().control("stats")["counters"][name])
 
 
+@contextlib.contextmanager
+def _child(m: Any, target: Any, *args: Any) -> Iterator[Any]:
+    """Run ``target(*args, conn)`` in a child; the other end of ``conn``. A test that fails
+    midway kills the child (it would wait on the pipe for ever)."""
+    here, there = m.ctx.Pipe()
+    child = m.ctx.Process(target=target, args=(*args, there), daemon=True)
+    child.start()
+    ok = False
+    try:
+        yield here
+        ok = True
+    finally:
+        if not ok:
+            child.kill()
+        child.join(WAIT)
+    assert child.exitcode == 0
+
+
 @pytest.fixture
 def unlent(monkeypatch: Any) -> Iterator[procshare.SyncManager]:
     """A manager whose locks are never lent: every acquire is a grant made by the server."""
@@ -311,22 +330,69 @@ def unlent(monkeypatch: Any) -> Iterator[procshare.SyncManager]:
         yield manager
 
 
-def test_a_write_under_a_lock_to_what_its_holder_read_there_is_not_posted(unlent: Any) -> None:
-    """``with lock: v.value += 1``: the set waits for its answer (a post would make the
-    Value leased to nobody for as long as its poster lives), and each grant of the lock
-    brings the read with it, leased."""
+def test_a_values_read_modify_write_under_a_lock_is_posted_and_its_read_leased(
+    unlent: Any,
+) -> None:
+    """``with lock: v.value += 1``: the set is posted, bound to the lock (``Entry.bound``:
+    posted only while this process holds it), and each grant of the lock brings the read
+    with it, leased: one round trip for the acquire and one for the release."""
     m = unlent
     v, lock = m.Value("i", 0), m.Lock()
     for _ in range(WARM):
         with lock:
             v.value += 1
-    posted, leased = _counter(m, "posted"), _counter(m, "leased")
+    assert v._channel().bound.get(v._id) == lock._id
+    posted, leased, calls = _counter(m, "posted"), _counter(m, "leased"), _counter(m, "calls")
     for _ in range(20):
         with lock:
             v.value += 1
-    assert _counter(m, "posted") == posted
+    assert _counter(m, "posted") - posted == 20
     assert _counter(m, "leased") - leased >= 20  # (one read leased at each grant)
+    assert _counter(m, "calls") - calls <= 3 * 20 + 1  # (acquire, set, release; + stats)
     assert v.value == WARM + 20
+
+
+def test_a_write_by_a_poster_bound_to_a_lock_it_does_not_hold_waits_for_its_answer(
+    unlent: Any,
+) -> None:
+    """Two processes post their sets of a Value bound to a lock, so its grants lease the
+    Value. Told through a pipe of a set the other made without the lock, the holder reads
+    it: a bound poster that does not hold the lock makes its set plainly (a post could still
+    be on its way while the holder's lease answers)."""
+    m = unlent
+    v, lock = m.Value("i", 0), m.Lock()
+    children.warm_locked(v, lock, WARM)
+    channel = v._channel()
+    assert channel.post(v._id, "set", (7,)) is False  # (not held here: not sent)
+    with lock:
+        assert channel.post(v._id, "set", (WARM,)) is True
+    with _child(m, children.write_unlocked_on_cue, v, lock, WARM) as here:
+        assert here.poll(WAIT) and here.recv() == "ready"
+        with lock:
+            assert v.value == 2 * WARM  # (leased with the grant)
+            here.send("go")
+            assert here.poll(WAIT) and here.recv() == "written"
+            assert v.value == -1
+        here.send("done")
+
+
+def test_a_lease_granted_with_a_lock_ends_at_its_next_grant(unlent: Any) -> None:
+    """A read leased with a lock's grant, while another process posts to the Value bound to
+    that lock, lasts until the lock's next grant: told through a pipe of what the next
+    holder posted, this process reads it, the lock or not."""
+    m = unlent
+    v, lock = m.Value("i", 0), m.Lock()
+    children.warm_locked(v, lock, WARM)
+    with _child(m, children.post_under_lock_on_cue, v, lock, WARM) as here:
+        assert here.poll(WAIT) and here.recv() == "ready"
+        for _ in range(3):
+            with lock:
+                assert v.value == 2 * WARM  # (leased with the grant; no write: it stays)
+        here.send("go")
+        assert here.poll(WAIT) and here.recv() == "posted"
+        assert v.value == 100
+        here.send("done")
+    assert v.value == 100
 
 
 def test_a_poster_stops_posting_to_what_it_reads_and_writes_under_a_lock(unlent: Any) -> None:

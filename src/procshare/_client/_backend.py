@@ -76,6 +76,8 @@ class Backend(Protocol):
     #: made before asking
     can_post: bool
     registered: dict[tuple[int, str], bool | int]
+    #: object id -> the lock its posts are bound to (``registered`` as ``BOUND``)
+    bound: dict[int, int]
 
     def post(self, obj_id: int, method: str, args: tuple[Any, ...] = (), owner: int = 0) -> bool:
         """Send a registered call without waiting for its answer (a write that cannot fail

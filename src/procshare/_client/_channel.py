@@ -63,6 +63,7 @@ from .._errors import (
     ServerUnreachable,
     connection_lost,
 )
+from .._leases import BOUND
 from .._protocol import (
     NEED_DATA,
     RECV_SIZE,
@@ -298,6 +299,9 @@ class Channel:
         )
         #: (object id, method) -> whether its calls may be posted here (``Call.posting``)
         self.registered: dict[tuple[int, str], bool | int] = {}
+        #: object id -> the lock its posts are bound to (posted only while this process holds
+        #: it by a grant of the server: ``LeaseBook.holding``; 0: a lock not known here)
+        self.bound: dict[int, int] = {}
         #: the error of a post that failed, raised by the next request (``post``)
         self._posted_failure: BaseException | None = None
         self._news_at = 0.0  # (perf_counter) when a post looks for a failure again
@@ -487,8 +491,16 @@ class Channel:
             self._returned = _clock()
         if posting:
             # (a call parked on the server is answered plainly: not registered)
-            registered = type(result) is tuple and len(result) == 2 and result[1] is True
-            self.registered[obj_id, method] = registered
+            answer = result[1] if type(result) is tuple and len(result) == 2 else None
+            bound = type(answer) is str and answer == BOUND
+            registered = answer is True or bound
+            with self._mutex:  # (``post`` reads both under it)
+                self.registered[obj_id, method] = registered
+                if bound:
+                    leases = self.leases
+                    self.bound[obj_id] = 0 if leases is None else leases.holding
+                else:
+                    self.bound.pop(obj_id, None)
             return result[0] if registered else result
         return result
 
@@ -526,6 +538,12 @@ class Channel:
                     or self.registered.get((obj_id, method)) is not True
                 ):
                     return False  # (not registered: ``withdraw`` clears it under this mutex)
+                lock = self.bound.get(obj_id)
+                if lock is not None and (self.leases is None or self.leases.holding != lock):
+                    # Bound to a lock this process does not hold: a post now could reach
+                    # the server after that lock's next grant leased the object (``_leasing``).
+                    # (Checked under the mutex: a release from another thread goes after.)
+                    return False
                 now = _clock()
                 if now >= self._news_at:
                     self._news_at = now + _NEWS_EVERY
@@ -569,6 +587,7 @@ class Channel:
             registered = self.registered
             for key in [k for k, v in registered.items() if k[0] == obj_id and v is True]:
                 registered[key] = 0
+            self.bound.pop(obj_id, None)
         self.control("unpost", obj_id)
 
     def _read_news(self) -> ConnectionLost | None:

@@ -143,6 +143,7 @@ class LeaseBook:
         "_used",
         "alive",
         "epochs",
+        "holding",
         "recording",
         "writing",
     )
@@ -159,6 +160,9 @@ class LeaseBook:
         #: reads made since a lock was granted, or None when no lock is held
         self.recording: list[Read] | None = None
         self._lock = 0  # the lock whose grant started the recording
+        #: the lock this process holds by the server's last grant, not lent (0: none known):
+        #: what a post bound to a lock checks (``Channel.post``)
+        self.holding = 0
         #: read -> (slot, epoch, value); each entry is one tuple, so a thread never sees a
         #: value with another lease's epoch
         self._leases: dict[Read, tuple[int, int, Any]] = {}
@@ -183,20 +187,26 @@ class LeaseBook:
             self._alive_until = now + ALIVE_FOR
         return True
 
-    def granted(self, lock_id: int, asked: tuple[Read, ...], reply: Any) -> None:
+    def granted(
+        self, lock_id: int, asked: tuple[Read, ...], reply: Any, lent: bool = False
+    ) -> None:
         """Lock ``lock_id`` was granted; ``reply`` is a leasing acquire's answer,
         ``(True, {index: (epoch, value)})`` (``None`` after a plain acquire): start
-        recording, and keep the values it brought."""
+        recording, and keep the values it brought. ``lent``: it came as a loan (its
+        releases are then made here, without the server: ``holding`` does not count it)."""
         if reply is not None:
             for i, (epoch, value) in reply[1].items():
                 self.add(epoch, asked[i], value)
         self._lock = lock_id
         self.recording = []
+        self.holding = 0 if lent else lock_id
 
     def released(self, lock_id: int) -> tuple[Read, ...] | None:
         """Lock ``lock_id`` is being released: the reads to ask for with its next grant
         (``None`` if the recording is another lock's). The leases stay: each lasts until its
-        object changes, lock or no lock."""
+        object changes, lock or no lock (or, bound to the lock, until its next grant)."""
+        if self.holding == lock_id:
+            self.holding = 0
         recording = self.recording
         if recording is None or lock_id != self._lock:
             return None

@@ -359,14 +359,16 @@ class BaseProxy:
         registered = channel.registered
         made = registered.get(key, 0)
         leases = channel.leases
-        if leases is not None and leases.recording and leases.read_under_lock(self._id):
-            if made is True:
-                channel.withdraw(self._id)
-            return False
+        under = leases is not None and leases.recording and leases.read_under_lock(self._id)
         if made is True:
+            if under and self._id not in channel.bound:
+                channel.withdraw(self._id)
+                return False
             return channel.post(self._id, method, args, _get_ident())
         if made is False:
             return False
+        if under and self._kind_ != "Value":
+            return False  # (only a Value's posts may be bound to the lock: ``Entry.bound``)
         if made < _ASK_AFTER:
             registered[key] = made + 1
             return False
@@ -1047,11 +1049,14 @@ class AcquirerProxy(BaseProxy):
                 return self._callblocking("acquire", args, waits)  # type: ignore[no-any-return]
             if reply is False:
                 return False
-            if len(reply) == 3 and loans is not None:
-                loans.add(self._id, *reply[2])
+            lent = len(reply) == 3 and loans is not None
+            if lent:
+                loans.add(self._id, *reply[2])  # type: ignore[union-attr]
         elif not self._callblocking("acquire", args, waits):
             return False
-        leases.granted(self._id, reads, reply)
+        else:
+            lent = False
+        leases.granted(self._id, reads, reply, lent)
         return True
 
     def release(self) -> None:

@@ -147,6 +147,7 @@ class RedisChannel:
         self.loans: LoanBook | None = None  # (locks are lent by procshare's server only)
         self.can_post = False
         self.registered: dict[tuple[int, str], bool | int] = {}
+        self.bound: dict[int, int] = {}
         self.refs: RefQueue = refqueue_for(address)
         self._prefix = url.prefix
         self._serializer = get_serializer(serializer)

@@ -54,6 +54,7 @@ from .._errors import (
 )
 from .._kinds import KINDS, REPLAYABLE_KINDS, REPLAYABLE_READS
 from .._leases import (
+    BOUND,
     LeaseRequest,
     leasable_args,
     parse_reads,
@@ -83,7 +84,7 @@ from ._controls import CONTROLS
 from ._host import PARKED, CallContext, Host, PipelineContext, Primitive
 from ._leasing import Leasing
 from ._memory import ADDING, MemoryGuard
-from ._objects import Lock, Queue, make_referent
+from ._objects import Lock, Queue, Value, make_referent
 from ._references import References
 from ._session import Session, log_session_end
 from ._table import SNAPSHOTS, Entry, ServerType
@@ -463,6 +464,12 @@ class Core:
         """One more of ``counter`` in ``stats()["counters"]``."""
         self.stats_counters[counter] += 1
 
+    def end_leases(self, entries: list[Any]) -> None:
+        """See ``Host.end_leases``."""
+        for entry in entries:
+            if entry.leased:
+                self.leasing.end(entry)
+
     # -- what was handed over, until it arrives ---------------------------------------------------
 
     def track(self, session: Session, req_id: int, owner: int, prim: Primitive, what: Any) -> None:
@@ -782,27 +789,46 @@ class Core:
             posters.discard(session)
             if not posters:
                 entry.posters = None
+        bound = entry.bound
+        if bound is not None:
+            bound.pop(session, None)
+            if not bound:
+                entry.bound = None
         session.posting_to.discard(entry)
 
-    def _register_poster(self, entry: Entry, session: Session, method: str) -> bool:
-        """Let ``session`` post ``method``'s calls on ``entry`` from now on; whether it may.
-        Not on an object somebody watches (a post is applied once its sender sleeps, or its
-        time slice ends: the watcher would wait for it). An object posted to is leased to
-        nobody from then on (a lease would answer while a post is on its way): the leases
+    def _register_poster(self, entry: Entry, session: Session, method: str) -> bool | str:
+        """Let ``session`` post ``method``'s calls on ``entry`` from now on; whether it may:
+        ``True``, or ``BOUND``: only while it holds the one lock it holds now (a Value's set
+        under a lock, ``Entry.bound``). Not on an object somebody watches (a post is applied
+        once its sender sleeps, or its time slice ends: the watcher would wait for it). An
+        object posted to is leased to nobody from then on (a lease would answer while a post
+        is on its way), but by the grants of the lock its posters are bound to: the leases
         out on it end now, before the answer."""
         referent = entry.referent
         if not session.may_post or method not in entry.postable or entry.watchers:
             return False
         if isinstance(referent, Queue) and (referent.maxsize > 0 or referent.publish is None):
             return False  # (a put that may wait for room; or nobody to say a getter waits)
-        if _posts_need_registration(referent):  # (a Condition's notify by its holder: none)
-            if entry.posters is None:
-                entry.posters = set()
-            entry.posters.add(session)
-            session.posting_to.add(entry)
-            if entry.leased:
-                self.leasing.end(entry)
-        return True
+        if not _posts_need_registration(referent):  # (a Condition's notify by its holder)
+            return True
+        if entry.posters is None:
+            entry.posters = set()
+        entry.posters.add(session)
+        session.posting_to.add(entry)
+        if entry.leased:
+            self.leasing.end(entry)
+        lock = _lock_held_alone(session) if isinstance(referent, Value) else None
+        bound = entry.bound
+        if lock is None:
+            if bound is not None:
+                bound.pop(session, None)  # (bound no more, if it was)
+                if not bound:
+                    entry.bound = None
+            return True
+        if bound is None:
+            bound = entry.bound = {}
+        bound[session] = lock
+        return BOUND
 
     def _apply(
         self,
@@ -898,7 +924,7 @@ class Core:
             return
         blocking, timeout = msg.blocking, msg.timeout
         try:
-            request = LeaseRequest(parse_reads(msg.reads))
+            request = LeaseRequest(parse_reads(msg.reads), lock, session)
             ctx = CallContext(self, session, msg.req_id, msg.owner, now)
             result = lock.acquire_answering(ctx, blocking, timeout, request)
         except BaseException as exc:
@@ -1371,6 +1397,20 @@ _MADE_FROM_RESULT: Final = frozenset({"dict", "list", "set"})
 
 
 _tuple_new: Final = tuple.__new__
+
+
+def _lock_held_alone(session: Session) -> Lock | None:
+    """The one lock ``session`` holds, if it holds one and no other (a lent one, or one a
+    process that did not hold it released once, does not count: ``Lock.crossed``)."""
+    found = None
+    for prim in session.holdings:
+        if isinstance(prim, Lock):
+            if found is not None:
+                return None
+            found = prim
+    if found is None or found.lent or found.crossed:
+        return None
+    return found
 
 
 def _posts_need_registration(referent: Any) -> bool:

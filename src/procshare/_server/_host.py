@@ -62,6 +62,9 @@ class Host(Protocol):
     def count(self, counter: str) -> None:
         """Add one to the server's counter ``counter`` (``stats()["counters"]``)."""
 
+    def end_leases(self, entries: list[Any]) -> None:
+        """End the leases out on these objects (``Lock.bound_leases``)."""
+
 
 class _Parked:
     __slots__ = ()

@@ -94,11 +94,19 @@ class Leasing:
 
     def reads_at_grant(self, request: LeaseRequest) -> tuple[bool, dict[int, tuple[int, Any]]]:
         """The reply to a granted leasing acquire: ``(True, {index: (epoch, value)})``, the
-        reads it asked for made now, each leased until its object changes."""
+        reads it asked for made now, each leased until its object changes.
+
+        A Value whose other posters post only while they hold this lock (``Entry.bound``)
+        is leased too: none of them holds it now, and none can post before its own grant,
+        which ends this lease first (``Lock.bound_leases``)."""
         values: dict[int, tuple[int, Any]] = {}
+        lock, grantee = request.lock, request.session
         for index, (obj_id, method, args) in enumerate(request.reads):
             entry = self.objects.get(obj_id)
-            if entry is None or not (self.leasable(entry, method) and self.unposted(entry)):
+            if entry is None or not self.leasable(entry, method):
+                continue
+            bound = not self.unposted(entry, grantee)
+            if bound and not self._posted_under(entry, lock, grantee):
                 continue
             fn, takes_ctx = entry.handlers[method]  # type: ignore[index]
             if takes_ctx:
@@ -110,4 +118,19 @@ class Leasing:
             epoch = self.epoch(entry, value)
             if epoch is not None:
                 values[index] = (epoch, value)
+                if bound:
+                    if lock.bound_leases is None:
+                        lock.bound_leases = []
+                    if entry not in lock.bound_leases:
+                        lock.bound_leases.append(entry)
         return (True, values)
+
+    @staticmethod
+    def _posted_under(entry: Entry, lock: Any, grantee: Any) -> bool:
+        """Whether every poster of ``entry`` but ``grantee`` posts only while it holds
+        ``lock`` (which is being granted to ``grantee``), and ``lock`` was never released by
+        a process that did not hold it (``Lock.crossed``)."""
+        bound, posters = entry.bound, entry.posters
+        if lock is None or bound is None or posters is None or lock.crossed:
+            return False
+        return all(p is grantee or bound.get(p) is lock for p in posters)

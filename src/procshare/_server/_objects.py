@@ -204,6 +204,12 @@ class Lock(Primitive):
         #: the sessions of its last grant and of the one before (lent at a second in a row)
         self.taker: Session | None = None
         self.before: Session | None = None
+        #: Values leased at its last grant while processes post to them bound to this lock
+        #: (``Entry.bound``): those leases end at its next grant, before its new holder can post
+        self.bound_leases: list[Any] | None = None
+        #: released once by a process that did not hold it: a process may then believe it
+        #: holds it when it does not, so its grants lease nothing posted to (``_leasing``)
+        self.crossed = False
 
     # owner-scoped API
     def acquire(self, ctx: CallContext, blocking: Any = True, timeout: Any = -1) -> Any:
@@ -212,7 +218,7 @@ class Lock(Primitive):
         if self.holder is None and blocking is True and (timeout == -1 or timeout is None):
             # The usual acquire: free, the defaults (``acquire_answering`` written out).
             session = ctx.session
-            if self._open_until:
+            if self._open_until or self.bound_leases:
                 self._grant(ctx.host, (session, ctx.owner), 1)
             else:
                 self.holder = (session, ctx.owner)
@@ -260,6 +266,8 @@ class Lock(Primitive):
             ctx.session.unhold(self, 1)
             return
         mine = holder == (ctx.session, ctx.owner)
+        if holder is not None and holder[0] is not ctx.session:
+            self.crossed = True
         if self._orphaned and not mine and not self.reentrant:
             # (The stdlib's lock would still be held by the process that ended: this release
             # frees it there, and the lock ends as ours already is.)
@@ -446,6 +454,10 @@ class Lock(Primitive):
             self._open_until = 0.0
             self._misses = 0
             host.count("lock barges")
+        if self.bound_leases:
+            # (the new holder may post to them once it has its grant: end them before)
+            host.end_leases(self.bound_leases)
+            self.bound_leases = None
         self.holder = owner
         self.count = count
         self.before, self.taker = self.taker, owner[0]

@@ -61,6 +61,7 @@ class Entry:
     """One shared object in the table."""
 
     __slots__ = (
+        "bound",
         "created",
         "exposed",
         "handlers",
@@ -138,3 +139,6 @@ class Entry:
         #: the sessions registered to post to it (an unbounded queue's producers): a request
         #: of anyone else first catches up with them (``Core._call``), or None
         self.posters: set[Session] | None = None
+        #: posters that post only while they hold a lock (a Value's read-modify-write under
+        #: it): poster -> that lock. The lock's grants may then lease the Value (``_leasing``)
+        self.bound: dict[Session, Any] | None = None
