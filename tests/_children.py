@@ -642,3 +642,16 @@ def post_under_lock_on_cue(value: Any, lock: Any, warm: int, conn: Any) -> None:
         value.value = 100
         conn.send("posted")
         conn.recv()
+
+
+def read_locked_on_cue(value: Any, lock: Any, warm: int, conn: Any) -> None:
+    """Read ``value`` under ``lock`` ``warm`` times (its grants then bring the read); when
+    told, once more: send what it read."""
+    for _ in range(warm):
+        with lock:
+            _ = value.value
+    conn.send("ready")
+    conn.recv()
+    with lock:
+        conn.send(value.value)
+    conn.recv()

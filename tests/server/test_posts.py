@@ -298,3 +298,34 @@ def test_a_poster_holding_no_lock_is_not_bound_and_stops_the_grants_leases(rig: 
     finally:
         page.close()
         rig.server.core.leasing.page = None
+
+
+def test_a_grant_after_a_recall_reads_what_the_borrower_posted_first(rig: Rig) -> None:
+    """A lock taken back from a loan (``recalled``): its borrower may have posted sets bound
+    to it, then freed it in shared memory, with no message after them. The next grant reads
+    those posts first, even unread, before it makes the reads it brings."""
+    from procshare._leases import BOUND, LeasePage
+    from procshare._protocol import LeaseAcquire
+
+    page = rig.server.core.leasing.page = LeasePage.create(rig.server.instance)
+    try:
+        writer, reader = Peer(rig), Peer(rig)
+        v = writer.create("Value", "i", 0)
+        lock = writer.create("Lock")
+        assert writer.call(lock, "acquire") is True
+        assert writer.call(v, "set", 1, posting=True) == (None, BOUND)
+        writer.post(v, "set", 2, stamp=time.monotonic())  # left unread
+        held = rig.server.core.objects[lock].referent
+        held.recalled = True  # (as a recall leaves it)
+        # (its release, in shared memory: nothing for the server to read)
+        held.holder = None
+        assert writer.conn.session is not None
+        writer.conn.session.unhold(held, 1)
+        reads = ((v, "get", ()),)
+        reader.send(reader.proto.send(LeaseAcquire(next(reader.ids), lock, True, -1, reads)))
+        reader.serve()
+        granted, leases = reader.reply()
+        assert granted is True and leases[0][1] == 2
+    finally:
+        page.close()
+        rig.server.core.leasing.page = None

@@ -395,6 +395,33 @@ def test_a_lease_granted_with_a_lock_ends_at_its_next_grant(unlent: Any) -> None
     assert v.value == 100
 
 
+def test_what_a_lent_locks_holder_posted_under_it_is_read_by_its_next_holder(
+    m: Any, monkeypatch: Any
+) -> None:
+    """A lock lent to this process (taken again and again, nobody else asks): its sets of a
+    Value under it are posted, bound to it, and its reads answered here. The next holder,
+    whose acquire takes the lock back, reads every set made before: the grant reads what
+    the borrower posted first, which may still be unread (it freed the lock in shared
+    memory, without a message)."""
+    v, lock = m.Value("i", 0), m.Lock()
+    # (the child borrows nothing: a loan it kept out would keep the lock from being lent here)
+    monkeypatch.setenv("PROCSHARE_LOANS", "off")
+    with _child(m, children.read_locked_on_cue, v, lock, WARM) as here:
+        monkeypatch.delenv("PROCSHARE_LOANS")
+        assert here.poll(WAIT) and here.recv() == "ready"
+        lent, posted = _counter(m, "locks lent"), _counter(m, "posted")
+        for _ in range(WARM + 20):
+            with lock:
+                v.value += 1
+        assert _counter(m, "locks lent") > lent and _counter(m, "posted") > posted
+        assert v._channel().bound.get(v._id) == lock._id
+        with lock:
+            v.value = 1000
+        here.send("go")
+        assert here.poll(WAIT) and here.recv() == 1000
+        here.send("done")
+
+
 def test_a_poster_stops_posting_to_what_it_reads_and_writes_under_a_lock(unlent: Any) -> None:
     """A process that posted its sets of a Value, then reads and writes it under a lock,
     stops posting (``unpost``): nobody posts to the Value any more, so another process's

@@ -497,8 +497,7 @@ class Channel:
             with self._mutex:  # (``post`` reads both under it)
                 self.registered[obj_id, method] = registered
                 if bound:
-                    leases = self.leases
-                    self.bound[obj_id] = 0 if leases is None else leases.holding
+                    self.bound[obj_id] = self._held_lock(owner)
                 else:
                     self.bound.pop(obj_id, None)
             return result[0] if registered else result
@@ -539,7 +538,7 @@ class Channel:
                 ):
                     return False  # (not registered: ``withdraw`` clears it under this mutex)
                 lock = self.bound.get(obj_id)
-                if lock is not None and (self.leases is None or self.leases.holding != lock):
+                if lock is not None and not self._holds(lock, owner):
                     # Bound to a lock this process does not hold: a post now could reach
                     # the server after that lock's next grant leased the object (``_leasing``).
                     # (Checked under the mutex: a release from another thread goes after.)
@@ -576,6 +575,23 @@ class Channel:
             if not sent and self._posted_failure is not None:
                 self._raise_posted_failure()
         return True
+
+    def _holds(self, lock: int, owner: int) -> bool:
+        """Whether this process holds ``lock`` by the server's grant, or this thread
+        (``owner``) holds it lent here (its posts are written before its release then)."""
+        leases, loans = self.leases, self.loans
+        return (leases is not None and leases.holding == lock) or (
+            loans is not None and loans.holds(lock, owner)
+        )
+
+    def _held_lock(self, owner: int) -> int:
+        """The one lock this process holds (``_holds``), as the server saw when it bound a
+        registration to it (``BOUND``); 0: not known here (nothing is posted then)."""
+        leases, loans = self.leases, self.loans
+        if leases is not None and leases.holding:
+            return leases.holding
+        lent = [] if loans is None else loans.held_by(owner)
+        return lent[0] if len(lent) == 1 else 0
 
     def withdraw(self, obj_id: int) -> None:
         """Post to object ``obj_id`` no more: its calls are made plainly from now on (until

@@ -78,6 +78,16 @@ class LoanBook:
     def lent(self, obj_id: int) -> bool:
         return obj_id in self._loans
 
+    def holds(self, obj_id: int, me: int) -> bool:
+        """Whether lock ``obj_id`` is lent here and held by owner ``me`` (a thread)."""
+        loan = self._loans.get(obj_id)
+        return loan is not None and self._words[loan[0] + HOLDER] == me
+
+    def held_by(self, me: int) -> list[int]:
+        """The locks lent here that owner ``me`` holds."""
+        words = self._words
+        return [obj_id for obj_id, loan in self._loans.items() if words[loan[0] + HOLDER] == me]
+
     def acquire(self, obj_id: int, me: int, blocking: bool) -> bool | GiveBack | None:
         """Take lock ``obj_id`` for owner ``me`` here: ``True``; ``False``: not free and
         ``blocking`` is false; ``ASK``: ask the server (not lent, or the caller must wait);

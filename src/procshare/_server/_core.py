@@ -439,9 +439,26 @@ class Core:
         """Answer a parked request with ``value`` (a lease request: with the reads it asks)."""
         waiter.session.waiters.discard(waiter)
         if type(value) is LeaseRequest:
-            value = self.leasing.reads_at_grant(value)
+            value = self._reads_at_grant(value)
         self.reply(waiter.session, waiter.req_id, value)
         self.answered.add(waiter.session)
+
+    def _reads_at_grant(self, request: LeaseRequest) -> tuple[bool, dict[int, tuple[int, Any]]]:
+        """``Leasing.reads_at_grant``; first, where the lock was just taken back from a loan
+        (``Lock.recalled``), the posts its borrower sent to what is read bound to it, while it
+        held it: written before it freed the lock in shared memory, they may be unread."""
+        lock = request.lock
+        if lock is not None and lock.recalled:
+            lock.recalled = False
+            posters: set[Session] = set()
+            for obj_id, _, _ in request.reads:
+                entry = self.objects.get(obj_id)
+                if entry is not None and entry.bound is not None:
+                    posters.update(entry.bound)
+            posters.discard(request.session)
+            if posters:
+                self.catch_up(posters, self._now)
+        return self.leasing.reads_at_grant(request)
 
     def answer_error(self, waiter: Waiter, error: BaseException) -> None:
         """Answer a parked request with ``error``."""
@@ -934,7 +951,7 @@ class Core:
             return  # answered by the grant (Core.answer makes the reads then)
         self._changed(entry, "acquire", (blocking, timeout), None, result is request)
         if type(result) is LeaseRequest:
-            result = self.leasing.reads_at_grant(result)
+            result = self._reads_at_grant(result)
             loans = self.loans
             if msg.borrow is True and loans is not None:
                 loan = lock.lend(loans, session)
@@ -1400,15 +1417,22 @@ _tuple_new: Final = tuple.__new__
 
 
 def _lock_held_alone(session: Session) -> Lock | None:
-    """The one lock ``session`` holds, if it holds one and no other (a lent one, or one a
-    process that did not hold it released once, does not count: ``Lock.crossed``)."""
+    """The one lock ``session`` holds, if it holds one and no other (here, or lent to it and
+    held in shared memory); not one a process that did not hold it released once
+    (``Lock.crossed``)."""
     found = None
     for prim in session.holdings:
         if isinstance(prim, Lock):
             if found is not None:
                 return None
             found = prim
-    if found is None or found.lent or found.crossed:
+    for loan in session.loans.values():
+        lock = loan.lock
+        if lock.lent and lock.loan is loan and loan.holder():
+            if found is not None and found is not lock:
+                return None
+            found = lock
+    if found is None or found.crossed:
         return None
     return found
 

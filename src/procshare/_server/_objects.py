@@ -210,6 +210,9 @@ class Lock(Primitive):
         #: released once by a process that did not hold it: a process may then believe it
         #: holds it when it does not, so its grants lease nothing posted to (``_leasing``)
         self.crossed = False
+        #: taken back from a loan since its last grant: what its borrower posted while it
+        #: held it may be unread (``Core._reads_at_grant``)
+        self.recalled = False
 
     # owner-scoped API
     def acquire(self, ctx: CallContext, blocking: Any = True, timeout: Any = -1) -> Any:
@@ -338,6 +341,7 @@ class Lock(Primitive):
         loan = self.loan
         assert loan is not None
         self.lent = False
+        self.recalled = True
         owner, count = loan.recall()
         if owner:
             self.holder = (loan.session, owner)
