@@ -300,7 +300,7 @@ class Channel:
         #: (object id, method) -> whether its calls may be posted here (``Call.posting``)
         self.registered: dict[tuple[int, str], bool | int] = {}
         #: object id -> the lock its posts are bound to (posted only while this process holds
-        #: it by a grant of the server: ``LeaseBook.holding``; 0: a lock not known here)
+        #: it: ``_holds``; 0: a lock not known here, nothing is posted)
         self.bound: dict[int, int] = {}
         #: the error of a post that failed, raised by the next request (``post``)
         self._posted_failure: BaseException | None = None

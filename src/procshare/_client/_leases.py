@@ -215,7 +215,7 @@ class LeaseBook:
 
     def read_under_lock(self, obj_id: int) -> bool:
         """Whether this process read object ``obj_id`` since the lock it holds was granted
-        (a write to it is then made plainly, not posted: ``BaseProxy._posted``)."""
+        (a write to it is then posted bound to that lock, or not posted: ``BaseProxy._posted``)."""
         recording = self.recording
         if recording:
             for key in recording:
