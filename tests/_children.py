@@ -655,3 +655,16 @@ def read_locked_on_cue(value: Any, lock: Any, warm: int, conn: Any) -> None:
     with lock:
         conn.send(value.value)
     conn.recv()
+
+
+def locked_bursts(value: Any, lock: Any, bursts: int, n: int, seed: int) -> None:
+    """``bursts`` bursts of ``n`` locked increments, with pauses between them (a lock lent to
+    whoever runs alone, and taken back when the others come)."""
+    import random
+
+    pick = random.Random(seed)
+    for _ in range(bursts):
+        for _ in range(n):
+            with lock:
+                value.value += 1
+        time.sleep(pick.random() * 0.005)

@@ -511,3 +511,21 @@ def test_a_read_refused_a_lease_while_somebody_posts_is_leased_once_nobody_does(
     for _ in range(COLD_READS + 3):
         assert d["k"] == "posted"
     assert _counter(m, "leased") > leased
+
+
+def test_locked_bursts_that_lend_and_recall_the_lock_lose_no_increment(m: Any) -> None:
+    """Processes that take a lock in bursts, with pauses: the lock is lent to whoever runs
+    alone and taken back when another comes, the Value's sets posted bound to it and its
+    reads brought by the grants or answered here. Not one increment is lost."""
+    v, lock = m.Value("i", 0), m.Lock()
+    workers = [
+        m.ctx.Process(target=children.locked_bursts, args=(v, lock, 8, 40, seed))
+        for seed in range(3)
+    ]
+    for w in workers:
+        w.start()
+    children.locked_bursts(v, lock, 8, 40, 99)
+    for w in workers:
+        w.join(WAIT)
+        assert w.exitcode == 0
+    assert v.value == 4 * 8 * 40
