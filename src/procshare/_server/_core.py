@@ -806,11 +806,7 @@ class Core:
             posters.discard(session)
             if not posters:
                 entry.posters = None
-        bound = entry.bound
-        if bound is not None:
-            bound.pop(session, None)
-            if not bound:
-                entry.bound = None
+        _unbind(entry, session)
         session.posting_to.discard(entry)
 
     def _register_poster(self, entry: Entry, session: Session, method: str) -> bool | str:
@@ -835,16 +831,12 @@ class Core:
         if entry.leased:
             self.leasing.end(entry)
         lock = _lock_held_alone(session) if isinstance(referent, Value) else None
-        bound = entry.bound
         if lock is None:
-            if bound is not None:
-                bound.pop(session, None)  # (bound no more, if it was)
-                if not bound:
-                    entry.bound = None
+            _unbind(entry, session)  # (bound no more, if it was)
             return True
-        if bound is None:
-            bound = entry.bound = {}
-        bound[session] = lock
+        if entry.bound is None:
+            entry.bound = {}
+        entry.bound[session] = lock
         return BOUND
 
     def _apply(
@@ -1414,6 +1406,15 @@ _MADE_FROM_RESULT: Final = frozenset({"dict", "list", "set"})
 
 
 _tuple_new: Final = tuple.__new__
+
+
+def _unbind(entry: Entry, session: Session) -> None:
+    """``session``'s posts to ``entry`` are bound to no lock (``Entry.bound``)."""
+    bound = entry.bound
+    if bound is not None:
+        bound.pop(session, None)
+        if not bound:
+            entry.bound = None
 
 
 def _lock_held_alone(session: Session) -> Lock | None:
