@@ -1040,6 +1040,7 @@ class AcquirerProxy(BaseProxy):
             elif taken is not None:
                 return bool(taken)
         reply = None
+        lent = False
         if reads or loans is not None:
             wait = -1 if timeout is None else timeout
             borrow = loans is not None
@@ -1050,13 +1051,11 @@ class AcquirerProxy(BaseProxy):
                 return self._callblocking("acquire", args, waits)  # type: ignore[no-any-return]
             if reply is False:
                 return False
-            lent = len(reply) == 3 and loans is not None
-            if lent:
-                loans.add(self._id, *reply[2])  # type: ignore[union-attr]
+            if len(reply) == 3 and loans is not None:
+                loans.add(self._id, *reply[2])
+                lent = True
         elif not self._callblocking("acquire", args, waits):
             return False
-        else:
-            lent = False
         leases.granted(self._id, reads, reply, lent)
         return True
 
