@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["CASES", "BenchResult", "cpu_load", "run_bench", "side_by_side"]
 
@@ -341,9 +341,39 @@ def _count_forever(counter: Any, seconds: float) -> None:
             return
 
 
+#: the pace of the paced progress case: a process that calls between its own work, as a
+#: worker that records results does, at a rate both managers keep up with on a busy machine
+PACED_CALLS_PER_S: Final = 5000
+
+
+def _dict_set_paced(d: Any, n: int) -> None:
+    """``n`` dict sets, one every ``1 / PACED_CALLS_PER_S`` seconds (sleeping in between)."""
+    period = 1.0 / PACED_CALLS_PER_S
+    start = time.perf_counter()
+    for i in range(n):
+        d[i & 1023] = i
+        pause = start + (i + 1) * period - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+
+
 def _workers_progress(state: Any, n: int) -> float:
-    """One CPU-bound worker per CPU counts while this process makes ``n`` dict sets: the
-    workers' iterations, as microseconds per thousand (more progress: fewer)."""
+    """One CPU-bound worker per CPU counts while this process makes ``n`` dict sets as fast
+    as it can: the workers' iterations, as microseconds per thousand (more progress: fewer).
+    A faster manager makes a caller that never waits a process that computes, which takes
+    its share of the CPUs: ``_workers_progress_paced`` asks what the calls themselves cost."""
+    return _progress_during(state, n, _dict_set)
+
+
+def _workers_progress_paced(state: Any, n: int) -> float:
+    """As ``_workers_progress``, with the ``n`` sets paced at ``PACED_CALLS_PER_S``: the same
+    calls a second for both managers, so the workers lose only what the calls cost the
+    machine (the server's CPU, the caller's, and the wake-ups)."""
+    return _progress_during(state, n, _dict_set_paced)
+
+
+def _progress_during(state: Any, n: int, calls: Callable[[Any, int], None]) -> float:
+    """The workers' microseconds per thousand iterations while ``calls(d, n)`` runs."""
     d, _server_pid = state
     counters = [_FORK.Value("Q", 0, lock=False) for _ in range(_cpus())]
     workers = [_FORK.Process(target=_count_forever, args=(c, 120.0)) for c in counters]
@@ -353,7 +383,7 @@ def _workers_progress(state: Any, n: int) -> float:
         time.sleep(0.05)  # all of them counting
         start_counts = [c.value for c in counters]
         start = time.perf_counter()
-        _dict_set(d, n)
+        calls(d, n)
         _applied(d)
         elapsed = time.perf_counter() - start
         counted = sum(c.value - s for c, s in zip(counters, start_counts, strict=True))
@@ -635,6 +665,14 @@ CASES: dict[str, Case] = {
             "workers' progress while a client calls (per 1k)",
             _with_server_pid,
             _workers_progress,
+            2000,
+            "progress",
+            measures_itself=True,
+        ),
+        Case(
+            f"workers' progress, {PACED_CALLS_PER_S:,} calls a second (per 1k)",
+            _with_server_pid,
+            _workers_progress_paced,
             2000,
             "progress",
             measures_itself=True,

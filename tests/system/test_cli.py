@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from procshare._bench import PACED_CALLS_PER_S
 from procshare.managers import BaseManager
 from tests._serve import serving
 
@@ -63,6 +64,17 @@ def test_bench_reports_both_managers_as_json() -> None:
         assert results[name]["ratio"] == pytest.approx(
             results[name]["procshare_us"] / results[name]["stdlib_us"]
         )
+
+
+def test_bench_measures_the_workers_progress_flat_out_and_paced() -> None:
+    flat = "workers' progress while a client calls (per 1k)"
+    paced = f"workers' progress, {PACED_CALLS_PER_S:,} calls a second (per 1k)"
+    out = run("bench", "--quick", "--only", flat, "--only", paced, "--no-memory", "--json")
+    assert out.returncode == 0, out.stderr
+    results = {r["name"]: r for r in json.loads(out.stdout)}
+    for name in (flat, paced):
+        assert results[name]["kind"] == "progress"
+        assert results[name]["stdlib_us"] > 0 and results[name]["procshare_us"] > 0
 
 
 def test_bench_runs_under_load_and_times_blocked_calls() -> None:
