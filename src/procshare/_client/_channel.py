@@ -73,6 +73,7 @@ from .._protocol import (
     Control,
     Failure,
     Goodbye,
+    Op,
     Push,
     Ready,
     Release,
@@ -80,6 +81,7 @@ from .._protocol import (
     Retain,
     Unwatch,
     Watch,
+    pack,
 )
 from .._sched import (
     SLEPT_AFTER,
@@ -100,6 +102,9 @@ _MAX_SPIN: Final = 100e-6
 _NEWS_EVERY: Final = 0.001
 #: a write this short is never cut short (a pipe's PIPE_BUF; a socket's send of it is one)
 _ATOMIC_WRITE: Final = 4096
+#: what says that posts were written to the post pipe before the frames after it
+_DRAIN_FRAME: Final = pack(Op.DRAIN, 0, 0)
+_write = os.write
 _PROBE: Final = 4e-6  # the least a budget shrinks to: a miss costs this much CPU at most
 
 #: ``[this process's pid]``, kept up to date across fork: the hot paths read ``PID_CELL[0]``
@@ -257,7 +262,13 @@ class Channel:
         local = family(address) == socket.AF_UNIX
         #: whether the server's CPU (sent with its replies) is ours to compare: unix sockets
         self._local = local
-        self._pipes: list[int] = []  # what the server sent with its welcome: (write, read)
+        #: what the server sent with its welcome: (write, read), and where it may post, the
+        #: post pipe (``_server/_post_pipes``)
+        self._pipes: list[int] = []
+        #: where posts are written (-1: with the requests), and whether some were since the
+        #: last frame written with the requests (that frame then says so first: ``_ahead``)
+        self._post_fd = -1
+        self._posts_unread = False
         self._proto = ClientProtocol(
             self.authkey,
             serializer=serializer,
@@ -328,8 +339,13 @@ class Channel:
         sock = self._sock
         if sock is None:
             return
-        if len(self._pipes) == 2:
-            self._wfd, self._rfd = self._pipes
+        if len(self._pipes) in (2, 3):
+            self._wfd, self._rfd = self._pipes[:2]
+            if len(self._pipes) == 3:
+                self._post_fd = self._pipes[2]
+                room = select.poll()
+                room.register(self._post_fd, select.POLLOUT)
+                self._post_room: Callable[[float | None], Any] = room.poll
             self._sock = None
             sock.close()
             wfd = self._wfd
@@ -418,7 +434,7 @@ class Channel:
                 raise ProtocolError(f"unexpected event during handshake: {event!r}")
             try:
                 if self._local:
-                    data, fds, _flags, _addr = socket.recv_fds(sock, RECV_SIZE, 2)
+                    data, fds, _flags, _addr = socket.recv_fds(sock, RECV_SIZE, 3)
                     self._pipes.extend(fds)
                 else:
                     data = sock.recv(RECV_SIZE)
@@ -554,16 +570,30 @@ class Channel:
                     frame = self._proto.encode_post(obj_id, method, args, owner, _monotonic())
                     if frame is None:
                         return False
-                    if self.refs:
-                        frame = self._notes() + frame
-                    try:
-                        self._write_all(frame)
-                        sent = True
-                    except OSError as exc:
-                        lost = exc
-                    except BaseException:
-                        cut = len(frame) > _ATOMIC_WRITE  # (may be cut short: the stream is lost)
-                        raise
+                    if self._post_fd >= 0 and lock is None:
+                        self._posts_unread = True
+                        try:
+                            self._write_post(frame)
+                            sent = True
+                        except OSError as exc:
+                            lost = exc
+                        except BaseException:
+                            cut = len(frame) > _ATOMIC_WRITE  # (the stream is lost)
+                            raise
+                    else:
+                        # (with the requests: one bound to a lock, whose release follows at
+                        # once and brings it along, sparing the server a wake-up; and all
+                        # of them where there is no post pipe)
+                        if self.refs or self._posts_unread:
+                            frame = self._ahead() + frame
+                        try:
+                            self._write_all(frame)
+                            sent = True
+                        except OSError as exc:
+                            lost = exc
+                        except BaseException:
+                            cut = len(frame) > _ATOMIC_WRITE  # (the stream is lost)
+                            raise
         finally:
             if cut:
                 self._break(ConnectionLost("a post was interrupted as it was sent"))
@@ -575,6 +605,23 @@ class Channel:
             if not sent and self._posted_failure is not None:
                 self._raise_posted_failure()
         return True
+
+    def _write_post(self, frame: bytes) -> None:
+        """Write ``frame`` into the post pipe (under ``_wlock``): at once where it has room
+        (the usual case), else as the server makes room (it reads a pipe that holds posts
+        within ``POST_BATCH_DELAY``, at once one that fills: ``_server/_post_pipes``)."""
+        fd = self._post_fd
+        try:
+            sent = _write(fd, frame)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(frame):
+            return
+        view = memoryview(frame)[sent:]
+        while view:
+            self._post_room(None)
+            with contextlib.suppress(BlockingIOError):  # (no room after all: wait again)
+                view = view[_write(fd, view) :]
 
     def _holds(self, lock: int, owner: int) -> bool:
         """Whether this process holds ``lock`` by the server's grant, or this thread
@@ -717,8 +764,8 @@ class Channel:
             self._slots.update(zip(rids, slots, strict=True))
         try:
             with self._wlock:
-                if self.refs:
-                    frames = self._notes() + frames
+                if self.refs or self._posts_unread:
+                    frames = self._ahead() + frames
                 self._sendall(frames)
         except BaseException:
             with self._mutex:
@@ -744,9 +791,8 @@ class Channel:
         """Send pending reference notes now, without waiting for a reply."""
         if self.refs and self._broken is None:
             with self._wlock:
-                notes = self._notes()
-                if notes:
-                    self._sendall(notes)
+                if self.refs:
+                    self._sendall(self._ahead())
 
     def release_soon(self, obj_id: int) -> None:
         """Drop one reference to ``obj_id``: now if the connection is free, else with the next
@@ -756,9 +802,8 @@ class Channel:
             return
         if self._wlock.acquire(blocking=False):
             try:
-                notes = self._notes()
-                if notes:
-                    self._write_all(notes)
+                if self.refs:
+                    self._write_all(self._ahead())
             except OSError:
                 pass  # the reader will find the connection broken
             finally:
@@ -767,6 +812,16 @@ class Channel:
     def _take_id(self) -> int:
         rid = next(self._ids) & 0xFFFFFFFF  # next() on a count is atomic: no lock needed
         return rid or next(self._ids) & 0xFFFFFFFF  # 0 means "no reply wanted"
+
+    def _ahead(self) -> bytes:
+        """What goes before the next frame written with the requests (under ``_wlock``): a
+        ``Drain`` if posts were written to the post pipe since the last one (the server then
+        applies them first), and the pending reference notes."""
+        out = b""
+        if self._posts_unread:
+            self._posts_unread = False
+            out = _DRAIN_FRAME
+        return out + self._notes() if self.refs else out
 
     def _notes(self) -> bytes:
         retain, release = self.refs.drain()
@@ -794,8 +849,8 @@ class Channel:
         mutex.release()
         try:
             with self._wlock:
-                if self.refs:
-                    frame = self._notes() + frame
+                if self.refs or self._posts_unread:
+                    frame = self._ahead() + frame
                 try:
                     self._write_all(frame)
                 except OSError as exc:
@@ -1320,11 +1375,11 @@ class Channel:
         self._close_pipes()
 
     def _close_pipes(self) -> None:
-        for fd in (self._rfd, self._wfd):
+        for fd in (self._rfd, self._wfd, self._post_fd):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
-        self._rfd = self._wfd = -1
+        self._rfd = self._wfd = self._post_fd = -1
 
     def close(self) -> None:
         """Close the connection on purpose: pending reference notes first, then ``Goodbye``
@@ -1334,7 +1389,7 @@ class Channel:
             return  # a parent's connection: the parent closes it
         if self._broken is None:
             with contextlib.suppress(ProcshareError, OSError), self._wlock:
-                self._write_all(self._notes() + self._proto.send(Goodbye()))
+                self._write_all(self._ahead() + self._proto.send(Goodbye()))
             self._break(ConnectionLost("the connection was closed"))
         if self._sock is not None:
             self._sock.close()

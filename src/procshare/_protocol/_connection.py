@@ -54,6 +54,7 @@ from ._messages import (
     Cancel,
     Control,
     Create,
+    Drain,
     Failure,
     Goodbye,
     LeaseAcquire,
@@ -82,11 +83,12 @@ __all__ = [
     "ServerProtocol",
 ]
 
+#: 6: posts go into a pipe of their own, read in batches (DRAIN: apply what is there first);
 #: 5: a leasing acquire may borrow the lock (LEASE's ``borrow``, ``_loans``); 4: posted calls
 #: (POST, and the CALL flag POSTING); 3: whole-object reads since a version, leased reads and
 #: leasing acquires became messages of their own (SINCE, READ, LEASE), where 2 sent them as
 #: calls of names such as "#SINCE"
-PROTOCOL_VERSION: Final = 5
+PROTOCOL_VERSION: Final = 6
 # Plain ints and members bound once: an enum attribute costs ~80 ns per look-up in 3.11, and
 # next_event runs twice per call on each side.
 _CALL: Final = int(Op.CALL)
@@ -110,6 +112,8 @@ _U32: Final = struct.Struct("!I")
 #: a POST's stamp: a double, seconds of CLOCK_MONOTONIC
 _STAMP: Final = struct.Struct("!d")
 _POST: Final = int(Op.POST)
+#: DRAIN carries nothing: one message serves them all
+_DRAIN: Final = Drain()
 _POSTING: Final = int(Flag.POSTING)
 _INF: Final = float("inf")
 #: the requests for one object other than CALL, and their opcodes
@@ -362,6 +366,8 @@ class ServerProtocol(_Base):
         #: transport's own objects, which must be rebuilt where it runs).
         self.defer = False
         self.defer_unless = b""
+        #: what was read from the client's post pipe and not applied yet (``next_post``)
+        self._posts = FrameReader(max_frame)
         self._info = dict(info or {})
         self._nonce = nonce if nonce is not None else os.urandom(NONCE_SIZE)
         self.state = ConnState.AWAIT_LOGIN
@@ -723,6 +729,51 @@ class ServerProtocol(_Base):
     def _decode_goodbye(self, req_id: int, payload: Payload) -> Goodbye:
         return Goodbye()
 
+    def _decode_drain(self, req_id: int, payload: Payload) -> Drain:
+        return _DRAIN
+
+    # -- the post pipe -----------------------------------------------------------------------
+
+    def feed_posts(self, data: bytes) -> None:
+        """Append bytes read from the client's post pipe (``next_post`` takes them apart;
+        that stream is apart from the requests': ``_server/_post_pipes``)."""
+        self._posts.feed(data)
+
+    def next_post_stamp(self) -> float | None:
+        """The stamp of the next post fed from the post pipe if it is complete (``-inf`` for
+        a complete frame that is no POST: ``next_post`` refuses it), else ``None``."""
+        head = self._posts.peek()
+        if head is None:
+            return None
+        opcode, first = head
+        if opcode != _POST or len(first) < 8:
+            return -_INF
+        return float(_STAMP.unpack(first)[0])
+
+    def next_post(self) -> Post | BadRequest | None:
+        """The next post fed from the post pipe, or ``None`` while none is complete.
+
+        Raises:
+            ProtocolError: what the pipe holds is not a POST (close the connection).
+        """
+        reader = self._posts
+        try:
+            frame = reader.next_frame()
+        except ProtocolError as exc:
+            raise self._fail(exc) from None
+        if frame is None:
+            return None
+        opcode, _flags, _req_id, payload = frame
+        if opcode != _POST:
+            raise self._fail(
+                ProtocolError(f"opcode {opcode} in the post pipe, where only POST goes")
+            )
+        return self._decode_post(0, payload)
+
+    def has_posts_buffered(self) -> bool:
+        """Whether bytes fed from the post pipe have not all been taken as posts yet."""
+        return self._posts.has_buffered()
+
     # -- encoders (READY) --------------------------------------------------------------------
 
     def encode_result(self, req_id: int, value: Any, flags: int = 0) -> bytes:
@@ -829,6 +880,7 @@ _REQUEST_DECODERS: dict[int, Any] = {
     Op.LEASE: ServerProtocol._decode_lease,
     Op.READ: ServerProtocol._decode_read,
     Op.POST: ServerProtocol._decode_post,
+    Op.DRAIN: ServerProtocol._decode_drain,
 }
 
 
@@ -1088,6 +1140,8 @@ class ClientProtocol(_Base):
             return pack(Op.CANCEL, 0, 0, _U32.pack(msg.target & _ID_MASK))  # (no pickle: cheap)
         if type(msg) is Goodbye:
             return pack(Op.GOODBYE, 0, 0)
+        if type(msg) is Drain:
+            return pack(Op.DRAIN, 0, 0)
         raise TypeError(f"not a client message: {type(msg).__name__}")
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "ClientMessage",
     "Control",
     "Create",
+    "Drain",
     "Failure",
     "Goodbye",
     "LeaseAcquire",
@@ -66,6 +67,7 @@ class Op(IntEnum):
     LEASE = 27
     READ = 28
     POST = 29
+    DRAIN = 30
     # replies and pushes
     RESULT = 32
     FAILURE = 33
@@ -104,6 +106,13 @@ class Post(NamedTuple):
     args: tuple[Any, ...]
     owner: int
     stamp: float
+
+
+class Drain(NamedTuple):
+    """Apply what this client wrote to its post pipe first: the posts made before this frame
+    (a client on the server's machine writes its posts into a pipe of their own, which the
+    server reads in batches: ``_server/_post_pipes``). Sent ahead of the client's next frame
+    on its request pipe after it posted. No reply."""
 
 
 class Create(NamedTuple):
