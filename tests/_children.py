@@ -668,3 +668,28 @@ def locked_bursts(value: Any, lock: Any, bursts: int, n: int, seed: int) -> None
             with lock:
                 value.value += 1
         time.sleep(pick.random() * 0.005)
+
+
+def append_then_stay(lst: Any, n: int, conn: Any) -> None:
+    """Append 0..n-1 (the last ones posted), say so, and stay, sending nothing more, until
+    told to go (what it posted reaches the server with no request of its own after it)."""
+    for i in range(n):
+        lst.append(i)
+    conn.send("appended")
+    conn.recv()
+
+
+def append_in_turn(lst: Any, mine: range, take: Any, give: Any, done: Any) -> None:
+    """Append each number of ``mine`` once given the turn through ``take``, then give it on
+    through ``give`` (two such processes append in one order that only their turns decide);
+    say so through ``done`` at the end."""
+    for i in mine:
+        take.recv()
+        lst.append(i)
+        give.send(i)
+    done.send("done")
+
+
+def send_item(d: Any, key: Any, conn: Any) -> None:
+    """Read ``d[key]`` and send it back."""
+    conn.send(d[key])

@@ -32,12 +32,14 @@ from procshare._protocol import (
     ConnState,
     Control,
     Create,
+    Drain,
     Failure,
     Flag,
     FrameReader,
     LeaseAcquire,
     LeasedRead,
     Op,
+    Post,
     Push,
     ReadSince,
     Ready,
@@ -533,3 +535,44 @@ def test_requests_for_an_object_that_name_code_are_deferred_off_the_loop(message
     assert isinstance(event, protocol.Deferred) is names_code, event
     decoded = server.decode_deferred(event) if names_code else event
     assert type(decoded) is type(message) and decoded.req_id == message.req_id
+
+
+def test_a_drain_goes_with_the_requests_and_carries_nothing() -> None:
+    server, client = connected()
+    server.receive_data(client.send(Drain()) + client.send(Control(7, "ping", ())))
+    assert server_events(server) == [Drain(), Control(7, "ping", ())]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    stamps=st.lists(st.floats(0, 1e9, allow_nan=False), min_size=1, max_size=12),
+    cuts=st.lists(st.integers(1, 60), max_size=30),
+)
+def test_the_post_pipe_yields_its_posts_and_their_stamps_whatever_the_reads(
+    stamps: list[float], cuts: list[int]
+) -> None:
+    """What a post pipe holds is read in pieces of any size: each post comes out whole, its
+    stamp first, and apart from the request stream."""
+    server, client = connected()
+    frames = [client.encode_post(3, "append", (i,), 9, stamp) for i, stamp in enumerate(stamps)]
+    data = b"".join(f for f in frames if f is not None)
+    got: list[tuple[float, object]] = []
+    pos = 0
+    for cut in [*cuts, len(data)]:
+        server.feed_posts(data[pos : pos + cut])
+        pos += cut
+        while (stamp := server.next_post_stamp()) is not None:
+            got.append((stamp, server.next_post()))
+        if pos >= len(data):
+            break
+    assert got == [(s, Post(3, "append", (i,), 9, s)) for i, s in enumerate(stamps)]
+    assert not server.has_posts_buffered()
+    assert server.next_event() is NEED_DATA  # (the requests' stream saw none of it)
+
+
+def test_anything_but_a_post_in_the_post_pipe_is_a_protocol_violation() -> None:
+    server, client = connected()
+    server.feed_posts(client.send(Control(1, "ping", ())))
+    assert server.next_post_stamp() == float("-inf")  # (complete, and no post)
+    with pytest.raises(ProtocolError, match="post pipe"):
+        server.next_post()

@@ -529,3 +529,52 @@ def test_locked_bursts_that_lend_and_recall_the_lock_lose_no_increment(m: Any) -
         w.join(WAIT)
         assert w.exitcode == 0
     assert v.value == 4 * 8 * 40
+
+
+def test_posts_reach_the_server_with_no_request_after_them(m: Any) -> None:
+    """A post pipe that held posts rests (the server does not wait on it) and is read again a
+    moment later: what a process posted and then stayed silent about is applied all the
+    same, without anybody asking for the object."""
+    lst = m.list()
+    before = _posted(m)
+    with _child(m, children.append_then_stay, lst, 300) as child:
+        assert child.poll(WAIT) and child.recv() == "appended"
+        deadline = time.monotonic() + WAIT
+        while _posted(m) - before < 300 - WARM and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _posted(m) - before == 300 - WARM  # (applied: nobody has read the list)
+        child.send("go")
+    assert lst[:] == list(range(300))
+
+
+def test_a_post_larger_than_its_pipe_is_posted_whole(m: Any) -> None:
+    """A post that does not fit its pipe at once (64 KiB): its writer waits for room as the
+    server reads it, and the server waits on that pipe until the post is whole."""
+    d = m.dict()
+    for i in range(WARM):
+        d["k"] = i
+    before = _posted(m)
+    big = [bytes([n]) * (256 * 1024) for n in range(3)]
+    for value in big:
+        d["k"] = value
+    assert _posted(m) - before == 3
+    with _child(m, children.send_item, d, "k") as child:
+        assert child.poll(WAIT) and child.recv() == big[-1]
+
+
+def test_posts_from_processes_taking_turns_are_applied_in_the_turns_order(m: Any) -> None:
+    """Two processes append in turns, each told its turn by the other through a pipe the
+    server knows nothing of; their posts rest in two pipes and are read together: applied in
+    the order they were written (their stamps), the list holds the turns' order."""
+    lst = m.list()
+    a_take, b_give = m.ctx.Pipe(duplex=False)
+    b_take, a_give = m.ctx.Pipe(duplex=False)
+    n = 400
+    with (
+        _child(m, children.append_in_turn, lst, range(0, n, 2), a_take, a_give) as a,
+        _child(m, children.append_in_turn, lst, range(1, n, 2), b_take, b_give) as b,
+    ):
+        b_give.send("start")  # (the first turn: A's)
+        assert a.poll(WAIT) and a.recv() == "done"
+        assert b.poll(WAIT) and b.recv() == "done"
+    assert lst[:] == list(range(n))
