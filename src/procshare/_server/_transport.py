@@ -305,12 +305,9 @@ class _Reactor:
         #: its connections' post pipes, waited on or resting (``_post_pipes``), by descriptor
         self.post_conns: dict[int, _Conn] = {}
         self.resting: Resting[_Conn] = Resting()
-        #: every one of those pipes, never waited on: which hold posts (``_apply_posts``)
-        self.post_readiness = Poller()
 
     def open(self) -> None:
         self.poller.open()
-        self.post_readiness.open()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -324,7 +321,6 @@ class _Reactor:
 
     def close(self) -> None:
         self.poller.close()
-        self.post_readiness.close()
         for sock in (self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
@@ -480,6 +476,11 @@ class _Reactor:
                 # this CPU at once (the client computes there) while this thread still holds
                 # what it held; with the core lock, every other reactor waited for that client.
                 server._send_out(self)
+            if events and spinning:
+                # The window runs from the end of the turn: a long one (posts applied before
+                # a request) must not leave the next request of a client that asks again at
+                # once to a sleeping loop.
+                last_active = monotonic()
             if events and spin and perf_counter() >= advise_at:
                 # Spin after activity only where that takes nobody's CPU (``_advise``). A
                 # loaded machine stays loaded a while (``LoadGauge``): ask again only then,
@@ -618,6 +619,9 @@ class Server:
         #: under way)
         self._applying_posts = False
         self._post_backlog: set[_Conn] = set()
+        #: every post pipe, never waited on: which hold posts (``_apply_posts``)
+        self._post_readiness = Poller()
+        self._post_pipes: dict[int, _Conn] = {}
         self._leftovers: dict[_Conn, None] = {}  # (an ordered set)
         self.core.read_unread = self._read_unread
         #: set by ``stop()``; read by the reactors on every turn (a plain attribute: cheaper
@@ -697,6 +701,7 @@ class Server:
             self.core.loans = LoanPage.create(self.instance)
         for reactor in self._reactors:
             reactor.open()
+        self._post_readiness.open()
         self.core.stats_counters["polled"] = self.core.stats_counters["woken"] = 0
         clock = self._reactors[0]
         clock.poller.register(self.listener.fileno())
@@ -1029,8 +1034,8 @@ class Server:
         Read at one moment, the pipes hold every post written before any post they hold
         (one caused by another was written after it), so applied in this order each post
         finds what it must see applied: a post applied here does not catch up with others
-        (re-entered from one, this returns at once). One ``epoll_wait`` per reactor tells
-        which pipes hold anything (reading every poster's pipe cost 0.6x with 64 of them).
+        (re-entered from one, this returns at once). One ``epoll_wait`` over all post pipes
+        tells which hold anything (reading every poster's pipe cost 0.6x with 64 of them).
         """
         if self._applying_posts:
             return {}
@@ -1038,34 +1043,23 @@ class Server:
         read: dict[_Conn, int] = {}
         backlog = self._post_backlog
         try:
-            for reactor in self._reactors:
-                ready = reactor.post_readiness.ready_now()
-                fds = list(reactor.post_conns) if ready is None else [fd for fd, _ in ready]
-                for fd in fds:
-                    conn = reactor.post_conns.get(fd)
-                    if conn is not None and conn.session not in busy:
-                        read[conn] = self._read_posts(conn)
+            pipes = self._post_pipes
+            ready = self._post_readiness.ready_now()
+            for fd in list(pipes) if ready is None else [fd for fd, _ in ready]:
+                conn = pipes.get(fd)
+                if conn is not None and conn.session not in busy:
+                    read[conn] = self._read_posts(conn)
             heap: list[tuple[float, int, _Conn]] = []
             for conn in list(read) + [c for c in backlog if c not in read]:
                 stamp = conn.proto.next_post_stamp()
                 if stamp is not None and conn.session is not None and conn.session not in busy:
                     heap.append((stamp, conn.sid, conn))
             heapq.heapify(heap)
-            core = self.core
             while heap:
                 stamp, _, conn = heap[0]
                 if before is not None and stamp >= before:
                     break
-                session = conn.session
-                try:
-                    post = conn.proto.next_post()
-                    if post is not None and session is not None and not session.closed:
-                        core.dispatch(session, post, now)
-                except ProtocolError as exc:
-                    log.warning("dropping the connection from %s: %s", _peer_of(conn), exc)
-                    self._close(conn, now)
-                except (Exception, SystemExit):  # noqa: BLE001 - logged by _failed
-                    self._failed(conn, now)
+                self._apply_post(conn, now)
                 nxt = None if conn.closed else conn.proto.next_post_stamp()
                 if nxt is None:
                     heapq.heappop(heap)
@@ -1074,7 +1068,7 @@ class Server:
         finally:
             self._applying_posts = False
         for conn in [*read, *(c for c in backlog if c not in read)]:
-            if conn.post_fd >= 0 and conn.proto.has_posts_buffered():
+            if not conn.closed and conn.proto.has_posts_buffered():
                 backlog.add(conn)
                 if conn.post_armed and conn.proto.next_post_stamp() is not None:
                     # (left by ``before``: read again, and applied, when the rest ends)
@@ -1083,12 +1077,46 @@ class Server:
                 backlog.discard(conn)
         return read
 
+    def _apply_post(self, conn: _Conn, now: float) -> bool:
+        """Apply ``conn``'s next post read from its post pipe; whether there was one."""
+        session = conn.session
+        try:
+            post = conn.proto.next_post()
+            if post is None or session is None or session.closed:
+                return False
+            self.core.dispatch(session, post, now)
+        except ProtocolError as exc:
+            log.warning("dropping the connection from %s: %s", _peer_of(conn), exc)
+            self._close(conn, now)
+            return False
+        except (Exception, SystemExit):  # noqa: BLE001 - logged by _failed
+            self._failed(conn, now)
+            return False
+        return True
+
+    def _apply_own_posts(self, conn: _Conn, now: float) -> None:
+        """A ``Drain`` from ``conn``: apply what its post pipe holds before what follows it
+        (a request, usually, made right after some posts: a queue's put, then a get). Only
+        this pipe is read: each post catches up with the other posters of its object as it
+        is applied (``Core._post``), which reads their pipes only where there are others."""
+        if conn.post_fd < 0 or conn.session is None:
+            return
+        self._read_posts(conn)
+        while not conn.closed and self._apply_post(conn, now):
+            pass
+        if not conn.closed and conn.proto.has_posts_buffered():
+            self._post_backlog.add(conn)
+        else:
+            self._post_backlog.discard(conn)
+
     def _read_posts(self, conn: _Conn) -> int:
         """Read what ``conn``'s post pipe holds into its protocol (``next_post``); the bytes
-        read. A pipe its client closed is let go (what it held was read)."""
+        read. A pipe its client closed is waited on no more (what it held was read)."""
+        if conn.post_fd not in self._post_pipes:
+            return 0  # (ended, or gone with its connection)
         data = read_post_pipe(conn.post_fd)
         if data is None:
-            self._forget_post_pipe(conn)
+            self._post_pipe_ended(conn)
             return 0
         if data:
             conn.proto.feed_posts(data)
@@ -1125,20 +1153,28 @@ class Server:
                 reactor.poller.register(fd)
                 conn.post_armed = True
 
-    def _forget_post_pipe(self, conn: _Conn) -> None:
-        """Stop reading ``conn``'s post pipe, and close it."""
+    def _post_pipe_ended(self, conn: _Conn) -> None:
+        """Stop waiting on ``conn``'s post pipe, which its client closed (it is closed with
+        the connection: the posts read from it are applied until then, ``_post_backlog``)."""
         fd = conn.post_fd
-        if fd < 0:
+        if fd < 0 or self._post_pipes.pop(fd, None) is None:
             return
         reactor = conn.reactor
         reactor.post_conns.pop(fd, None)
-        reactor.post_readiness.unregister(fd)
-        self._post_backlog.discard(conn)
+        self._post_readiness.unregister(fd)
         if conn.post_armed:
             reactor.poller.unregister(fd)
         reactor.resting.discard(fd)
-        conn.post_fd = -1
         conn.post_armed = False
+
+    def _forget_post_pipe(self, conn: _Conn) -> None:
+        """Stop reading ``conn``'s post pipe, and close it (its connection closes)."""
+        fd = conn.post_fd
+        if fd < 0:
+            return
+        self._post_pipe_ended(conn)
+        self._post_backlog.discard(conn)
+        conn.post_fd = -1
         os.close(fd)
 
     def _catch_up_with(
@@ -1216,7 +1252,7 @@ class Server:
                     self._defer(conn, event)
                     break
                 if kind is Drain:  # (what it posted before what follows: ``_post_pipes``)
-                    self._apply_posts(now)
+                    self._apply_own_posts(conn, now)
                     if conn.closed or not proto.has_buffered():
                         break
                     continue
@@ -1347,9 +1383,7 @@ class Server:
         post_fd = conn.post_fd
         if post_fd >= 0:  # (its post pipe goes along, waited on or resting as it was)
             old.post_conns.pop(post_fd, None)
-            old.post_readiness.unregister(post_fd)
             reactor.post_conns[post_fd] = conn
-            reactor.post_readiness.register(post_fd)
             if conn.post_armed:
                 old.poller.unregister(post_fd)
                 reactor.poller.register(post_fd)
@@ -1428,7 +1462,8 @@ class Server:
             conn.post_armed = True
             reactor.post_conns[posts] = conn
             reactor.poller.register(posts)
-            reactor.post_readiness.register(posts)
+            self._post_readiness.register(posts)
+            self._post_pipes[posts] = conn
         return True
 
     def _close(self, conn: _Conn, now: float) -> None:
@@ -1650,6 +1685,7 @@ class Server:
         self._workers.stop()
         for reactor in self._reactors:
             reactor.close()
+        self._post_readiness.close()
         self.listener.close()
         if self._owner_fd is not None:
             os.close(self._owner_fd)
