@@ -1054,6 +1054,11 @@ class Server:
                 stamp = conn.proto.next_post_stamp()
                 if stamp is not None and conn.session is not None and conn.session not in busy:
                     heap.append((stamp, conn.sid, conn))
+            if len(heap) == 1 and before is None:
+                # (one pipe holds posts: its order is the order, no merge; the usual case)
+                conn = heap.pop()[2]
+                while not conn.closed and self._apply_post(conn, now):
+                    pass
             heapq.heapify(heap)
             while heap:
                 stamp, _, conn = heap[0]
