@@ -176,6 +176,10 @@ class LeasePage(SharedPage):
 #: A ``Call.posting`` answer's ``registered``: the caller may post this method's calls, but
 #: only while it holds the lock it holds now (``_server._table.Entry.bound``).
 BOUND: Final = "bound"
+#: ... and: the caller may post this method's calls, made while it holds a lock whose release
+#: follows at once (a Condition's ``notify``): sent with its requests, not into its post pipe
+#: (the release brings them along, where a post into a quiet pipe would wake the server first)
+HELD: Final = "held"
 
 
 class LeaseRequest:

@@ -8,6 +8,7 @@ a test chooses which connection the server reads first: the order a loaded machi
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from typing import Any
@@ -16,16 +17,19 @@ import pytest
 
 from procshare._client._proxies import RebuildProxy
 from procshare._errors import ProcshareError
+from procshare._leases import HELD
 from procshare._manager import SyncManager, _server_types
 from procshare._protocol import (
     NEED_DATA,
     Call,
     ClientProtocol,
     Create,
+    Drain,
     Failure,
     Result,
     ServerProtocol,
 )
+from procshare._server._post_pipes import open_post_pipe
 from procshare._server._transport import Server, _Conn
 
 KEY = b"posts"
@@ -54,6 +58,7 @@ class Peer:
         assert self.conn.session is not None
         self.conn.session.may_post = may_post  # (as a client on pipes is)
         self.ids = iter(range(1, 1_000_000))
+        self.post_w = -1
 
     def serve(self) -> None:
         """One turn of the server for this connection alone (what a reactor does)."""
@@ -85,7 +90,24 @@ class Peer:
         """Write a post and leave it unread."""
         frame = self.proto.encode_post(obj_id, method, args, 7, stamp)
         assert frame is not None
-        self.send(frame)
+        if self.post_w >= 0:
+            os.write(self.post_w, frame)  # (into its post pipe)
+        else:
+            self.send(frame)
+
+    def with_post_pipe(self) -> Peer:
+        """Write posts into a pipe of their own from now on (``_post_pipes``)."""
+        read_end, self.post_w = open_post_pipe()
+        self.rig.fds.append(self.post_w)
+        self.rig.server._attach_post_pipe(self.conn, read_end)
+        return self
+
+    def drain_then_call(self, obj_id: int, method: str, *args: Any) -> Any:
+        """A call preceded by a ``Drain`` (as a client sends its first request after posting)."""
+        rid = next(self.ids)
+        self.send(self.proto.send(Drain()) + self.proto.encode_call(rid, obj_id, method, args))
+        self.serve()
+        return self.reply()
 
     def create(self, typeid: str, *args: Any) -> int:
         self.send(self.proto.send(Create(next(self.ids), typeid, args, None, 0)))
@@ -102,7 +124,9 @@ class Rig:
         self.server.core.bind_loop_thread()
         self.reactor = self.server._reactors[0]
         self.reactor.open()
+        self.server._post_readiness.open()
         self.sockets: list[socket.socket] = []
+        self.fds: list[int] = []  # (the post pipes' ends that the peers write)
 
 
 @pytest.fixture
@@ -112,6 +136,8 @@ def rig() -> Any:
     rig.server.close()
     for sock in rig.sockets:
         sock.close()
+    for fd in rig.fds:
+        os.close(fd)
 
 
 def _registered(kind: str, method: str, *peers: Peer) -> int:
@@ -329,3 +355,80 @@ def test_a_grant_after_a_recall_reads_what_the_borrower_posted_first(rig: Rig) -
     finally:
         page.close()
         rig.server.core.leasing.page = None
+
+
+# -- post pipes (``_post_pipes``): posts read in batches, apart from the requests -------------
+
+
+def test_a_drain_applies_the_callers_post_pipe_before_its_request(rig: Rig) -> None:
+    writer = Peer(rig).with_post_pipe()
+    lst = _registered("list", "append", writer)
+    writer.post(lst, "append", 1, stamp=time.monotonic())
+    writer.post(lst, "append", 2, stamp=time.monotonic())
+    assert writer.drain_then_call(lst, "__len__") == 3  # (the asking append, then the posts)
+
+
+def test_post_pipes_read_together_are_applied_in_the_order_written(rig: Rig) -> None:
+    """Two writers' posts rest in their pipes; whichever pipe the server finds first, a read
+    by a third process applies them in the order of their stamps (each written after
+    learning of the one before)."""
+    a, b, reader = Peer(rig).with_post_pipe(), Peer(rig).with_post_pipe(), Peer(rig)
+    lst = _registered("list", "append", a, b)
+    t = time.monotonic()
+    for i in range(6):  # a writes the even ones, b the odd ones, in turns
+        (a if i % 2 == 0 else b).post(lst, "append", i, stamp=t + i * 1e-6)
+    assert reader.call(lst, "__getitem__", slice(2, None)) == list(range(6))
+
+
+def test_a_read_applies_only_the_posts_stamped_before_it_and_keeps_the_rest(rig: Rig) -> None:
+    a, b = Peer(rig).with_post_pipe(), Peer(rig).with_post_pipe()
+    lst = _registered("list", "append", a, b)
+    t = time.monotonic()
+    a.post(lst, "append", "a-before", stamp=t)
+    b.post(lst, "append", "b-later", stamp=t + 10.0)  # (after the post that reads below)
+    a.post(lst, "append", "a-later", stamp=t + 20.0)
+    # b's post is applied, catching up with a's posts stamped before it, not a's later one
+    rig.server._apply_own_posts(b.conn, time.monotonic())
+    assert lst_items(rig, lst) == ["asked", "asked", "a-before", "b-later"]
+    assert a.drain_then_call(lst, "__len__") == 5  # (what was kept is applied after all)
+
+
+def test_a_pipe_that_held_posts_rests_and_is_waited_on_again_once_empty(rig: Rig) -> None:
+    writer = Peer(rig).with_post_pipe()
+    lst = _registered("list", "append", writer)
+    server, reactor, fd = rig.server, rig.reactor, writer.conn.post_fd
+    writer.post(lst, "append", 1, stamp=time.monotonic())
+    now = time.monotonic()
+    server._posts_arrived(writer.conn, now)  # (its reactor found it readable)
+    assert lst_items(rig, lst)[-1] == 1
+    assert not writer.conn.post_armed and fd in reactor.resting.pipes  # resting
+    writer.post(lst, "append", 2, stamp=time.monotonic())  # (wakes nobody: read at the end)
+    server._read_rested(reactor, reactor.resting.until)
+    assert lst_items(rig, lst)[-1] == 2 and fd in reactor.resting.pipes  # held posts: rests
+    server._read_rested(reactor, reactor.resting.until)
+    assert writer.conn.post_armed and fd not in reactor.resting.pipes  # empty: waited on
+
+
+def test_a_closed_connections_post_pipe_is_applied_before_its_session_ends(rig: Rig) -> None:
+    writer, reader = Peer(rig).with_post_pipe(), Peer(rig)
+    lst = _registered("list", "append", writer)
+    writer.post(lst, "append", "last words", stamp=time.monotonic())
+    os.close(writer.post_w)
+    rig.fds.remove(writer.post_w)
+    writer.sock.close()  # (the client died)
+    writer.serve()  # (end of file: the connection closes)
+    assert writer.conn.closed
+    assert reader.call(lst, "__getitem__", -1) == "last words"
+
+
+def test_a_conditions_notify_is_posted_with_the_requests(rig: Rig) -> None:
+    """Made while holding the condition's lock, whose release follows at once: ``HELD``."""
+    peer = Peer(rig)
+    cond = peer.create("Condition")
+    peer.call(cond, "acquire")
+    assert peer.call(cond, "notify", 1, posting=True) == (None, HELD)
+
+
+def lst_items(rig: Rig, obj_id: int) -> list[Any]:
+    """What the server holds in list ``obj_id`` now (no request: nothing caught up)."""
+    return list(rig.server.core.objects[obj_id].referent)

@@ -63,7 +63,7 @@ from .._errors import (
     ServerUnreachable,
     connection_lost,
 )
-from .._leases import BOUND
+from .._leases import BOUND, HELD
 from .._protocol import (
     NEED_DATA,
     RECV_SIZE,
@@ -269,6 +269,8 @@ class Channel:
         #: last frame written with the requests (that frame then says so first: ``_ahead``)
         self._post_fd = -1
         self._posts_unread = False
+        #: (object id, method) posted with the requests all the same (``HELD``)
+        self._with_requests: set[tuple[int, str]] = set()
         self._proto = ClientProtocol(
             self.authkey,
             serializer=serializer,
@@ -509,9 +511,12 @@ class Channel:
             # (a call parked on the server is answered plainly: not registered)
             answer = result[1] if type(result) is tuple and len(result) == 2 else None
             bound = type(answer) is str and answer == BOUND
-            registered = answer is True or bound
-            with self._mutex:  # (``post`` reads both under it)
+            held = type(answer) is str and answer == HELD
+            registered = answer is True or bound or held
+            with self._mutex:  # (``post`` reads these under it)
                 self.registered[obj_id, method] = registered
+                if held:
+                    self._with_requests.add((obj_id, method))
                 if bound:
                     self.bound[obj_id] = self._held_lock(owner)
                 else:
@@ -570,7 +575,11 @@ class Channel:
                     frame = self._proto.encode_post(obj_id, method, args, owner, _monotonic())
                     if frame is None:
                         return False
-                    if self._post_fd >= 0 and lock is None:
+                    if (
+                        self._post_fd >= 0
+                        and lock is None
+                        and (obj_id, method) not in self._with_requests
+                    ):
                         self._posts_unread = True
                         try:
                             self._write_post(frame)
@@ -581,9 +590,9 @@ class Channel:
                             cut = len(frame) > _ATOMIC_WRITE  # (the stream is lost)
                             raise
                     else:
-                        # (with the requests: one bound to a lock, whose release follows at
-                        # once and brings it along, sparing the server a wake-up; and all
-                        # of them where there is no post pipe)
+                        # (with the requests: one bound to a lock or made while holding one
+                        # (``HELD``), whose release follows at once and brings it along,
+                        # sparing the server a wake-up; and all where there is no post pipe)
                         if self.refs or self._posts_unread:
                             frame = self._ahead() + frame
                         try:

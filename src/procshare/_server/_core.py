@@ -55,6 +55,7 @@ from .._errors import (
 from .._kinds import KINDS, REPLAYABLE_KINDS, REPLAYABLE_READS
 from .._leases import (
     BOUND,
+    HELD,
     LeaseRequest,
     leasable_args,
     parse_reads,
@@ -811,9 +812,11 @@ class Core:
 
     def _register_poster(self, entry: Entry, session: Session, method: str) -> bool | str:
         """Let ``session`` post ``method``'s calls on ``entry`` from now on; whether it may:
-        ``True``, or ``BOUND``: only while it holds the one lock it holds now (a Value's set
-        under a lock, ``Entry.bound``). Not on an object somebody watches (a post is applied
-        once its sender sleeps, or its time slice ends: the watcher would wait for it). An
+        ``True``, ``HELD`` (made while its caller holds a lock whose release follows: a
+        Condition's notify), or ``BOUND``: only while it holds the one lock it holds now (a
+        Value's set under a lock, ``Entry.bound``). Not on an object somebody watches (a post
+        is applied once its sender sleeps, or its time slice ends: the watcher would wait for
+        it). An
         object posted to is leased to nobody from then on (a lease would answer while a post
         is on its way), but by the grants of the lock its posters are bound to: the leases
         out on it end now, before the answer."""
@@ -823,7 +826,7 @@ class Core:
         if isinstance(referent, Queue) and (referent.maxsize > 0 or referent.publish is None):
             return False  # (a put that may wait for room; or nobody to say a getter waits)
         if not _posts_need_registration(referent):  # (a Condition's notify by its holder)
-            return True
+            return HELD
         if entry.posters is None:
             entry.posters = set()
         entry.posters.add(session)

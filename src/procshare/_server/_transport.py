@@ -1463,13 +1463,18 @@ class Server:
         reactor.conns[requests] = conn
         self._interest(conn)
         if posts >= 0:
-            conn.post_fd = posts
-            conn.post_armed = True
-            reactor.post_conns[posts] = conn
-            reactor.poller.register(posts)
-            self._post_readiness.register(posts)
-            self._post_pipes[posts] = conn
+            self._attach_post_pipe(conn, posts)
         return True
+
+    def _attach_post_pipe(self, conn: _Conn, fd: int) -> None:
+        """Read ``conn``'s posts from the pipe ``fd`` too, waited on until it holds posts."""
+        reactor = conn.reactor
+        conn.post_fd = fd
+        conn.post_armed = True
+        reactor.post_conns[fd] = conn
+        reactor.poller.register(fd)
+        self._post_readiness.register(fd)
+        self._post_pipes[fd] = conn
 
     def _close(self, conn: _Conn, now: float) -> None:
         reactor = conn.reactor
