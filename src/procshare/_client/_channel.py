@@ -575,34 +575,29 @@ class Channel:
                     frame = self._proto.encode_post(obj_id, method, args, owner, _monotonic())
                     if frame is None:
                         return False
+                    write: Callable[[bytes], Any]
                     if (
                         self._post_fd >= 0
                         and lock is None
                         and (obj_id, method) not in self._with_requests
                     ):
                         self._posts_unread = True
-                        try:
-                            self._write_post(frame)
-                            sent = True
-                        except OSError as exc:
-                            lost = exc
-                        except BaseException:
-                            cut = len(frame) > _ATOMIC_WRITE  # (the stream is lost)
-                            raise
+                        write = self._write_post
                     else:
                         # (with the requests: one bound to a lock or made while holding one
                         # (``HELD``), whose release follows at once and brings it along,
                         # sparing the server a wake-up; and all where there is no post pipe)
                         if self.refs or self._posts_unread:
                             frame = self._ahead() + frame
-                        try:
-                            self._write_all(frame)
-                            sent = True
-                        except OSError as exc:
-                            lost = exc
-                        except BaseException:
-                            cut = len(frame) > _ATOMIC_WRITE  # (the stream is lost)
-                            raise
+                        write = self._write_all
+                    try:
+                        write(frame)
+                        sent = True
+                    except OSError as exc:
+                        lost = exc
+                    except BaseException:
+                        cut = len(frame) > _ATOMIC_WRITE  # (the stream is lost)
+                        raise
         finally:
             if cut:
                 self._break(ConnectionLost("a post was interrupted as it was sent"))
