@@ -17,7 +17,7 @@ import pytest
 
 from procshare._client._proxies import RebuildProxy
 from procshare._errors import ProcshareError
-from procshare._leases import HELD
+from procshare._leases import ALONG
 from procshare._manager import SyncManager, _server_types
 from procshare._protocol import (
     NEED_DATA,
@@ -422,11 +422,11 @@ def test_a_closed_connections_post_pipe_is_applied_before_its_session_ends(rig: 
 
 
 def test_a_conditions_notify_is_posted_with_the_requests(rig: Rig) -> None:
-    """Made while holding the condition's lock, whose release follows at once: ``HELD``."""
+    """Made while holding the condition's lock, whose release follows at once: ``ALONG``."""
     peer = Peer(rig)
     cond = peer.create("Condition")
     peer.call(cond, "acquire")
-    assert peer.call(cond, "notify", 1, posting=True) == (None, HELD)
+    assert peer.call(cond, "notify", 1, posting=True) == (None, ALONG)
 
 
 def lst_items(rig: Rig, obj_id: int) -> list[Any]:

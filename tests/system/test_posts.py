@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import procshare
+from procshare._client._channel import _RUN as RUN
 from procshare._client._leases import COLD_READS
 from procshare._client._proxies import _ASK_AFTER
 from tests import _children as children
@@ -577,4 +578,30 @@ def test_posts_from_processes_taking_turns_are_applied_in_the_turns_order(m: Any
         b_give.send("start")  # (the first turn: A's)
         assert a.poll(WAIT) and a.recv() == "done"
         assert b.poll(WAIT) and b.recv() == "done"
+    assert lst[:] == list(range(n))
+
+
+def test_a_few_posts_before_each_request_go_with_it_and_runs_go_into_the_pipe(m: Any) -> None:
+    """A process that posts once before each request sends its posts with the requests (the
+    request brings them along: no pipe to apply first); one that posts in runs writes them
+    into its post pipe, once a ping showed those sent along applied (a post in the pipe may
+    be applied before one unread with the requests). Either way, in order."""
+    lst = m.list()
+    channel = lst._channel()
+    for i in range(WARM):
+        lst.append(i)
+    n = WARM
+    for _ in range(4):
+        for _ in range(3):  # a post, then a request (the pattern is seen at the requests)
+            lst.append(n)
+            n += 1
+            along = not channel._posts_unread
+            assert lst[-1] == n - 1  # (a request: what this process posted, applied first)
+        assert along and channel._along_written == channel._along_confirmed
+        for _ in range(3 * RUN):  # a run of posts
+            lst.append(n)
+            n += 1
+        assert channel._posts_unread  # (the run went into the pipe)
+        assert channel._along_written == channel._along_confirmed  # (after a ping)
+        assert lst[-1] == n - 1
     assert lst[:] == list(range(n))

@@ -63,7 +63,7 @@ from .._errors import (
     ServerUnreachable,
     connection_lost,
 )
-from .._leases import BOUND, HELD
+from .._leases import ALONG, BOUND
 from .._protocol import (
     NEED_DATA,
     RECV_SIZE,
@@ -105,6 +105,8 @@ _ATOMIC_WRITE: Final = 4096
 #: what says that posts were written to the post pipe before the frames after it
 _DRAIN_FRAME: Final = pack(Op.DRAIN, 0, 0)
 _write = os.write
+#: posts made between two requests from which on they go into the post pipe (``post``)
+_RUN: Final = 8
 _PROBE: Final = 4e-6  # the least a budget shrinks to: a miss costs this much CPU at most
 
 #: ``[this process's pid]``, kept up to date across fork: the hot paths read ``PID_CELL[0]``
@@ -269,8 +271,18 @@ class Channel:
         #: last frame written with the requests (that frame then says so first: ``_ahead``)
         self._post_fd = -1
         self._posts_unread = False
-        #: (object id, method) posted with the requests all the same (``HELD``)
+        #: (object id, method) posted with the requests all the same (``ALONG``)
         self._with_requests: set[tuple[int, str]] = set()
+        #: posts made since the last request, and whether they came in runs before it (then
+        #: they go into the post pipe; a post or two before each request go with the
+        #: requests, where a ``Drain`` would cost the server more than the post: ``post``)
+        self._posts_in_run = 0
+        self._runs = True
+        #: posts written with the requests, and how many of them a reply has shown applied:
+        #: posts go into the post pipe again only once all are (a post there may be applied
+        #: before one written earlier with the requests and not read yet)
+        self._along_written = 0
+        self._along_confirmed = 0
         self._proto = ClientProtocol(
             self.authkey,
             serializer=serializer,
@@ -511,11 +523,11 @@ class Channel:
             # (a call parked on the server is answered plainly: not registered)
             answer = result[1] if type(result) is tuple and len(result) == 2 else None
             bound = type(answer) is str and answer == BOUND
-            held = type(answer) is str and answer == HELD
-            registered = answer is True or bound or held
+            along = type(answer) is str and answer == ALONG
+            registered = answer is True or bound or along
             with self._mutex:  # (``post`` reads these under it)
                 self.registered[obj_id, method] = registered
-                if held:
+                if along:
                     self._with_requests.add((obj_id, method))
                 if bound:
                     self.bound[obj_id] = self._held_lock(owner)
@@ -548,6 +560,18 @@ class Channel:
             return False
         if self._broken is not None:
             raise ConnectionLost(str(self._broken)) from self._broken
+        if (
+            self._posts_in_run >= _RUN
+            and self._along_written != self._along_confirmed
+            and self._post_fd >= 0
+            and not self._runs
+            and obj_id not in self.bound
+            and (obj_id, method) not in self._with_requests
+        ):
+            # A run of posts begins, and some went along with the requests before it, maybe
+            # unread yet: a ping's answer shows them applied, so that this post and the next
+            # may go into the post pipe (one there may be applied before one unread there).
+            self.control("ping")
         lost: BaseException | None = None
         cut = sent = False
         try:
@@ -576,19 +600,26 @@ class Channel:
                     if frame is None:
                         return False
                     write: Callable[[bytes], Any]
+                    self._posts_in_run += 1
                     if (
                         self._post_fd >= 0
                         and lock is None
                         and (obj_id, method) not in self._with_requests
+                        and (self._runs or self._posts_in_run > _RUN)
+                        and self._along_written == self._along_confirmed
                     ):
+                        self._runs = True
                         self._posts_unread = True
                         write = self._write_post
                     else:
-                        # (with the requests: one bound to a lock or made while holding one
-                        # (``HELD``), whose release follows at once and brings it along,
-                        # sparing the server a wake-up; and all where there is no post pipe)
+                        # With the requests: a post bound to a lock, whose release follows
+                        # at once and brings it along, sparing the server a wake-up; those
+                        # the server said to send along (``ALONG``); those of a process that
+                        # posts a few times between requests (``_runs``), where the request
+                        # brings them along; all where there is no post pipe.
                         if self.refs or self._posts_unread:
                             frame = self._ahead() + frame
+                        self._along_written += 1
                         write = self._write_all
                     try:
                         write(frame)
@@ -855,6 +886,9 @@ class Channel:
             with self._wlock:
                 if self.refs or self._posts_unread:
                     frame = self._ahead() + frame
+                along = self._along_written  # (this request's reply shows them applied)
+                self._runs = self._posts_in_run >= _RUN
+                self._posts_in_run = 0
                 try:
                     self._write_all(frame)
                 except OSError as exc:
@@ -916,6 +950,8 @@ class Channel:
             if blocking and slot is not None and self._broken is None:
                 self._abandon(rid, slot)
             raise
+        # (a race with another thread's reply may only lower it: fewer posts into the pipe)
+        self._along_confirmed = max(self._along_confirmed, along)
         if error is not None:
             try:
                 raise error

@@ -54,8 +54,8 @@ from .._errors import (
 )
 from .._kinds import KINDS, REPLAYABLE_KINDS, REPLAYABLE_READS
 from .._leases import (
+    ALONG,
     BOUND,
-    HELD,
     LeaseRequest,
     leasable_args,
     parse_reads,
@@ -812,8 +812,8 @@ class Core:
 
     def _register_poster(self, entry: Entry, session: Session, method: str) -> bool | str:
         """Let ``session`` post ``method``'s calls on ``entry`` from now on; whether it may:
-        ``True``, ``HELD`` (made while its caller holds a lock whose release follows: a
-        Condition's notify), or ``BOUND``: only while it holds the one lock it holds now (a
+        ``True``, ``ALONG`` (sent along with the requests: a Condition's notify, a queue's
+        put), or ``BOUND``: only while it holds the one lock it holds now (a
         Value's set under a lock, ``Entry.bound``). Not on an object somebody watches (a post
         is applied once its sender sleeps, or its time slice ends: the watcher would wait for
         it). An
@@ -826,7 +826,7 @@ class Core:
         if isinstance(referent, Queue) and (referent.maxsize > 0 or referent.publish is None):
             return False  # (a put that may wait for room; or nobody to say a getter waits)
         if not _posts_need_registration(referent):  # (a Condition's notify by its holder)
-            return HELD
+            return ALONG
         if entry.posters is None:
             entry.posters = set()
         entry.posters.add(session)
@@ -836,7 +836,7 @@ class Core:
         lock = _lock_held_alone(session) if isinstance(referent, Value) else None
         if lock is None:
             _unbind(entry, session)  # (bound no more, if it was)
-            return True
+            return ALONG if isinstance(referent, Queue) else True
         if entry.bound is None:
             entry.bound = {}
         entry.bound[session] = lock
