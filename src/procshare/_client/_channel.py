@@ -563,10 +563,8 @@ class Channel:
         if (
             self._posts_in_run >= _RUN
             and self._along_written != self._along_confirmed
-            and self._post_fd >= 0
             and not self._runs
-            and obj_id not in self.bound
-            and (obj_id, method) not in self._with_requests
+            and self._pipe_takes(obj_id, method)
         ):
             # A run of posts begins, and some went along with the requests before it, maybe
             # unread yet: a ping's answer shows them applied, so that this post and the next
@@ -602,11 +600,9 @@ class Channel:
                     write: Callable[[bytes], Any]
                     self._posts_in_run += 1
                     if (
-                        self._post_fd >= 0
-                        and lock is None
-                        and (obj_id, method) not in self._with_requests
-                        and (self._runs or self._posts_in_run > _RUN)
+                        (self._runs or self._posts_in_run > _RUN)
                         and self._along_written == self._along_confirmed
+                        and self._pipe_takes(obj_id, method)
                     ):
                         self._runs = True
                         self._posts_unread = True
@@ -640,6 +636,15 @@ class Channel:
             if not sent and self._posted_failure is not None:
                 self._raise_posted_failure()
         return True
+
+    def _pipe_takes(self, obj_id: int, method: str) -> bool:
+        """Whether ``method``'s posts to ``obj_id`` may go into the post pipe: there is one,
+        and they are neither bound to a lock nor sent along with the requests (``ALONG``)."""
+        return (
+            self._post_fd >= 0
+            and obj_id not in self.bound
+            and (obj_id, method) not in self._with_requests
+        )
 
     def _write_post(self, frame: bytes) -> None:
         """Write ``frame`` into the post pipe (under ``_wlock``): at once where it has room

@@ -596,13 +596,7 @@ class ServerProtocol(_Base):
     def pending_stamp(self) -> float | None:
         """The stamp of the next buffered request if it is a complete POST, ``inf`` for any
         other complete request, ``None`` while no request is complete (``_server/_core``)."""
-        head = self._reader.peek()
-        if head is None:
-            return None
-        opcode, first = head
-        if opcode != _POST or len(first) < 8:
-            return _INF
-        return float(_STAMP.unpack(first)[0])
+        return _stamp_of(self._reader, _INF)
 
     def _decode_create(
         self, req_id: int, payload: Payload, loads: Any = None
@@ -742,13 +736,7 @@ class ServerProtocol(_Base):
     def next_post_stamp(self) -> float | None:
         """The stamp of the next post fed from the post pipe if it is complete (``-inf`` for
         a complete frame that is no POST: ``next_post`` refuses it), else ``None``."""
-        head = self._posts.peek()
-        if head is None:
-            return None
-        opcode, first = head
-        if opcode != _POST or len(first) < 8:
-            return -_INF
-        return float(_STAMP.unpack(first)[0])
+        return _stamp_of(self._posts, -_INF)
 
     def next_post(self) -> Post | BadRequest | None:
         """The next post fed from the post pipe, or ``None`` while none is complete.
@@ -863,6 +851,18 @@ def _make_call(req_id: int, body: Any) -> Call:
         raise ProtocolError("CALL needs an int object id and a str method name")
     _check_call_parts(args, kwargs, owner)
     return Call(req_id, obj_id, method, args, kwargs, owner)
+
+
+def _stamp_of(reader: FrameReader, other: float) -> float | None:
+    """The stamp of the next frame ``reader`` holds whole if it is a POST, ``other`` if it is
+    another, ``None`` while none is whole (it stays buffered)."""
+    head = reader.peek()
+    if head is None:
+        return None
+    opcode, first = head
+    if opcode != _POST or len(first) < 8:
+        return other
+    return float(_STAMP.unpack(first)[0])
 
 
 _REQUEST_DECODERS: dict[int, Any] = {

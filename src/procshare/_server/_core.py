@@ -813,12 +813,11 @@ class Core:
     def _register_poster(self, entry: Entry, session: Session, method: str) -> bool | str:
         """Let ``session`` post ``method``'s calls on ``entry`` from now on; whether it may:
         ``True``, ``ALONG`` (sent along with the requests: a Condition's notify, a queue's
-        put), or ``BOUND``: only while it holds the one lock it holds now (a
-        Value's set under a lock, ``Entry.bound``). Not on an object somebody watches (a post
-        is applied once its sender sleeps, or its time slice ends: the watcher would wait for
-        it). An
-        object posted to is leased to nobody from then on (a lease would answer while a post
-        is on its way), but by the grants of the lock its posters are bound to: the leases
+        put), or ``BOUND``: only while it holds the one lock it holds now (a Value's set under
+        a lock, ``Entry.bound``). Not on an object somebody watches (a post is applied once
+        its sender sleeps, or its time slice ends: the watcher would wait for it). An object
+        posted to is leased to nobody from then on (a lease would answer while a post is on
+        its way), but by the grants of the lock its posters are bound to: the leases
         out on it end now, before the answer."""
         referent = entry.referent
         if not session.may_post or method not in entry.postable or entry.watchers:

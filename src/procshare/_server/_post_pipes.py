@@ -17,11 +17,13 @@ own for its posts, which the server waits on only while it is quiet:
   its posters (``Core.catch_up``), which reads their post pipes too. A client that ends has
   its post pipe read before its session closes (what it held, its locks, is freed after).
 
-What a post pipe holds is posts only, each written whole (a write of at most ``PIPE_BUF``
-bytes is atomic): a client makes a larger call, or one that finds its pipe full, as a request
-of its request pipe, which waits for its answer (and so comes after what it posted, and
-before what it posts next). Only the server's end of the pipe lives here; the client's is
-``Channel.post``.
+What a post pipe holds is posts only. A client writes one whole where the pipe has room, and
+otherwise waits for room as the server reads (the server waits on a pipe that holds part of a
+post: ``keeps_up``). Not every post goes into the pipe: those a request follows at once go
+with the requests (a Value's set bound to a lock, a Condition's ``notify``, a queue's ``put``,
+a process's few posts between requests), and a run of posts goes into the pipe only once a
+reply showed those sent along applied. Only the server's end of the pipe lives here; the
+client's is ``Channel.post``.
 """
 
 from __future__ import annotations
@@ -46,8 +48,8 @@ C = TypeVar("C")
 
 
 def open_post_pipe() -> tuple[int, int]:
-    """A new post pipe: ``(read end, write end)``, the read end non-blocking (the server's)
-    and the write end non-blocking too (a client finding it full makes its call instead)."""
+    """A new post pipe: ``(read end, write end)``, both non-blocking: the server's reads never
+    wait, and a client finding it full waits for room in ``poll`` (``Channel._write_post``)."""
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)
     os.set_blocking(write_end, False)

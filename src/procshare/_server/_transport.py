@@ -1056,9 +1056,7 @@ class Server:
                     heap.append((stamp, conn.sid, conn))
             if len(heap) == 1 and before is None:
                 # (one pipe holds posts: its order is the order, no merge; the usual case)
-                conn = heap.pop()[2]
-                while not conn.closed and self._apply_post(conn, now):
-                    pass
+                self._apply_pipe(heap.pop()[2], now)
             heapq.heapify(heap)
             while heap:
                 stamp, _, conn = heap[0]
@@ -1099,6 +1097,11 @@ class Server:
             return False
         return True
 
+    def _apply_pipe(self, conn: _Conn, now: float) -> None:
+        """Apply every post read from ``conn``'s post pipe, in its order."""
+        while not conn.closed and self._apply_post(conn, now):
+            pass
+
     def _apply_own_posts(self, conn: _Conn, now: float) -> None:
         """A ``Drain`` from ``conn``: apply what its post pipe holds before what follows it
         (a request, usually, made right after some posts: a queue's put, then a get). Only
@@ -1107,8 +1110,7 @@ class Server:
         if conn.post_fd < 0 or conn.session is None:
             return
         self._read_posts(conn)
-        while not conn.closed and self._apply_post(conn, now):
-            pass
+        self._apply_pipe(conn, now)
         if not conn.closed and conn.proto.has_posts_buffered():
             self._post_backlog.add(conn)
         else:
