@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -605,3 +606,18 @@ def test_a_few_posts_before_each_request_go_with_it_and_runs_go_into_the_pipe(m:
         assert channel._along_written == channel._along_confirmed  # (after a ping)
         assert lst[-1] == n - 1
     assert lst[:] == list(range(n))
+
+
+def test_a_post_bound_to_a_lock_not_known_here_is_never_sent(m: Any) -> None:
+    """The server bound a Value's sets to the one lock this process held, but which one was
+    not known here (lent, and held by another thread than the writer's): ``bound`` says 0,
+    and such a set is made plainly, never posted, whatever this process holds (holding
+    nothing included: a post then could reach the server after that lock's next grant
+    leased the Value to another process)."""
+    v = m.Value("i", 0)
+    channel = v._channel()
+    with channel._mutex:
+        channel.registered[v._id, "set"] = True
+        channel.bound[v._id] = 0
+    assert channel.leases is None or channel.leases.holding == 0  # (no lock held here)
+    assert channel.post(v._id, "set", (5,), threading.get_ident()) is False

@@ -665,7 +665,10 @@ class Channel:
 
     def _holds(self, lock: int, owner: int) -> bool:
         """Whether this process holds ``lock`` by the server's grant, or this thread
-        (``owner``) holds it lent here (its posts are written before its release then)."""
+        (``owner``) holds it lent here (its posts are written before its release then).
+        Never a lock not known here (0: ``_held_lock``), which ``holding`` 0 would match."""
+        if not lock:
+            return False
         leases, loans = self.leases, self.loans
         return (leases is not None and leases.holding == lock) or (
             loans is not None and loans.holds(lock, owner)
