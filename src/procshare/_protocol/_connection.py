@@ -115,6 +115,12 @@ _POST: Final = int(Op.POST)
 #: DRAIN carries nothing: one message serves them all
 _DRAIN: Final = Drain()
 _POSTING: Final = int(Flag.POSTING)
+#: the flags a CALL carries that its ``Call`` records, and their values there by those bits
+_CALL_FLAG_BITS: Final = _VERSIONED | _POSTING
+_CALL_FLAGS: Final = {
+    bits: (bool(bits & _VERSIONED), bool(bits & _POSTING))
+    for bits in (0, _VERSIONED, _POSTING, _VERSIONED | _POSTING)
+}
 _INF: Final = float("inf")
 #: the requests for one object other than CALL, and their opcodes
 _ADDRESSED: Final[dict[type, Op]] = {
@@ -546,17 +552,8 @@ class ServerProtocol(_Base):
                 and type(args) is tuple
                 and type(owner) is int
             ):
-                fields = (
-                    req_id,
-                    obj_id,
-                    method,
-                    args,
-                    None,
-                    owner,
-                    bool(flags & _VERSIONED),
-                    bool(flags & _POSTING),
-                )
-                return _tuple_new(Call, fields)
+                fields = (req_id, obj_id, method, args, None, owner)
+                return _tuple_new(Call, fields + _CALL_FLAGS[flags & _CALL_FLAG_BITS])
         try:
             call = _make_call(req_id, body)
         except ProtocolError as exc:

@@ -555,18 +555,22 @@ class Core:
 
     def next_deadline(self) -> float | None:
         """When ``tick`` next has something to do, or ``None``."""
+        # (asked on every turn of the loop: the heaps are peeked at here, not through calls)
         references = self.references
         if references.disowned:
             return self._now  # dropped internal references (freed by the GC, say): due now
-        if not (self.deadlines.heap or self.open_locks or references.disposals):
+        heap = self.deadlines.heap
+        open_locks = self.open_locks
+        disposals = references.disposals
+        if not (heap or open_locks or disposals):
             return None  # the usual case with nothing parked on a timeout
-        due = self.deadlines.next_deadline()
-        if self.open_locks:
-            until = self.open_locks[0][0]
-            due = until if due is None else min(due, until)
-        disposal = references.next_due()
-        if disposal is not None:
-            due = disposal if due is None else min(due, disposal)
+        due = self.deadlines.next_deadline() if heap else None
+        if open_locks:
+            until = open_locks[0][0]
+            due = until if due is None or until < due else due
+        if disposals:
+            disposal = disposals[0][0]  # (``references.next_due``)
+            due = disposal if due is None or disposal < due else due
         return due
 
     def tick(self, now: float) -> None:
@@ -586,7 +590,7 @@ class Core:
             or self._to_close
             or now >= references.next_collection
             or (disposals and disposals[0][0] <= now)
-            or self.deadlines.due(now)
+            or (self.deadlines.heap and self.deadlines.due(now))
         ):
             return  # the usual case, on every turn of the loop: cheap
         for waiter in self.deadlines.pop_expired(now):

@@ -37,6 +37,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Final
 
 from .._address import Address, describe, family, private_unix_path
@@ -82,6 +83,8 @@ _PLACE_AFTER: Final = 4
 _PLACED_FOR: Final = 0.05
 #: seconds a reactor's answer to "which CPU do I run on" stands (asked again after activity)
 _CPU_KNOWN_FOR: Final = 0.0005
+#: no session (``_flush``'s answered ones, on a turn that answered no parked request)
+_NOBODY: Final[frozenset[Session]] = frozenset()
 
 
 def poll_timeout(deadline: float | None, now: float) -> float:
@@ -91,6 +94,8 @@ def poll_timeout(deadline: float | None, now: float) -> float:
     if deadline is None:
         return 1.0
     left = deadline - now
+    if left >= 1.0:
+        return 1.0  # (the usual deadline: an object's disposal, seconds away)
     if left < _SLEEP_RESOLUTION:
         return 0.0
     return min(1.0, _SLEEP_RESOLUTION * int(left / _SLEEP_RESOLUTION))
@@ -1324,14 +1329,15 @@ class Server:
         """Account for a request of ``session`` just served: running (competing for a CPU)
         unless its request is parked on the server; and on the right reactor."""
         reactor = conn.reactor
-        self._active[session.id] = now
+        sid = session.id
+        self._active[sid] = now
         if session.waiters:
-            reactor.recent.pop(session.id, None)
+            reactor.recent.pop(sid, None)
             return
-        reactor.recent[session.id] = now
+        reactor.recent[sid] = now
         thinks = conn.proto.client_thinks
         if thinks:
-            self._thinking[session.id] = now
+            self._thinking[sid] = now
         # Clients that compute between calls get reactors of their own, which follow them
         # to their CPUs; clients that call back to back share reactor 0, which serves them
         # in batches and busy-polls for them (module docstring).
@@ -1516,7 +1522,7 @@ class Server:
         at once."""
         core = self.core
         by_session = self._by_session
-        answered: set[Session] = set()
+        answered: AbstractSet[Session] = _NOBODY
         while core.dirty:
             dirty = core.dirty
             core.dirty = []
@@ -1538,6 +1544,9 @@ class Server:
                 conn = by_session.get(session.id)
                 if conn is None:
                     continue
+                if own is not None and conn.reactor is own and not conn.out:
+                    own.sends.append((conn, data))  # the usual case (no buffer copy)
+                    continue
                 mine = own is None or conn.reactor is own
                 if (
                     own is not None
@@ -1553,7 +1562,7 @@ class Server:
                     self._send_pending(conn, write=mine)
                     continue
                 if own is not None:
-                    own.sends.append((conn, data))  # the usual case (no buffer copy)
+                    own.sends.append((conn, data))  # (taken over)
                     continue
                 try:
                     sent = _send_some(conn, data)
