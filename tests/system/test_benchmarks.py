@@ -96,3 +96,14 @@ def test_reads_made_again() -> None:
     rows = {line[:24].strip(): line[24:].split() for line in out.splitlines()[1:]}
     assert set(rows) == {"poll", "poll, changing", "check, then lock", "v.value += 1"}
     assert all(len(row) == 3 and all(float(x) > 0 for x in row) for row in rows.values())
+
+
+def test_bytecodes_per_operation() -> None:
+    out = run("opcodes.py", "--calls", "100", "--only", "dict get", "--top", "3")
+    row = next(line.split() for line in out.splitlines() if line.startswith("dict get"))
+    stdlib_client, ours_client, stdlib_server, ours_server = (int(x) for x in row[2:])
+    # both sides of both managers executed Python for each get (a server that served
+    # nothing, or a tracer that counted nothing, shows 0)
+    assert min(stdlib_client, ours_client, stdlib_server, ours_server) > 50, out
+    functions = [line.split()[-1] for line in out.splitlines() if line.startswith("    ")]
+    assert "_call" in functions or "run" in functions, out
