@@ -21,9 +21,11 @@ class _Stamped(dict[int, int]):
 
 def test_paced_sets_are_all_made_and_never_ahead_of_the_pace() -> None:
     d = _Stamped()
+    before = time.perf_counter()  # (the schedule starts after this)
     _dict_set_paced(d, 50)
     assert d == {i: i for i in range(50)}
     period = 1.0 / PACED_CALLS_PER_S
-    first = d.stamps[0]
-    # (a lower bound only, which sleeping guarantees: never ahead of the schedule)
-    assert all(t - first >= i * period - 1e-6 for i, t in enumerate(d.stamps))
+    # (a lower bound only, which sleeping guarantees: never ahead of the schedule; measured
+    # from before the schedule's start, not from the first set, which a busy machine may
+    # delay: the sets after it then catch up with the schedule, as they should)
+    assert all(t - before >= i * period - 1e-6 for i, t in enumerate(d.stamps))
