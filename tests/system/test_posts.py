@@ -621,3 +621,44 @@ def test_a_post_bound_to_a_lock_not_known_here_is_never_sent(m: Any) -> None:
         channel.bound[v._id] = 0
     assert channel.leases is None or channel.leases.holding == 0  # (no lock held here)
     assert channel.post(v._id, "set", (5,), threading.get_ident()) is False
+
+
+def test_sets_under_the_lock_every_poster_takes_are_applied_without_a_catch_up(
+    unlent: Any,
+) -> None:
+    """Processes that write a Value only under one lock post their sets bound to it: while
+    this one holds the lock by the server's grant, no other can have a set on its way (each
+    wrote its sets before its release, read before this grant), so the server applies a
+    post at once, with no look at the others' pipes. Not an increment is lost."""
+    m = unlent
+    v, lock = m.Value("i", 0), m.Lock()
+    workers = [
+        m.ctx.Process(target=children.locked_increments, args=(v, lock, 200)) for _ in range(2)
+    ]
+    skipped = _counter(m, "posts under their lock")
+    for w in workers:
+        w.start()
+    children.locked_increments(v, lock, 200)
+    for w in workers:
+        w.join(WAIT)
+        assert w.exitcode == 0
+    assert v.value == 3 * 200
+    assert _counter(m, "posts under their lock") - skipped > 0
+
+
+def test_sets_under_a_lock_catch_up_with_a_poster_that_writes_without_it(unlent: Any) -> None:
+    """A process posts its sets of a Value without any lock; this one then writes it under a
+    lock. Its posts look for the other's first (its sets may be on their way), and the
+    Value ends with this process's writes, made after the other's."""
+    m = unlent
+    v, lock = m.Value("i", 0), m.Lock()
+    sets = [("set", (i,)) for i in range(WARM + 5)]
+    with _child(m, children.write_then_tell, v, sets) as here:
+        assert here.poll(WAIT) and here.recv() == "written"
+        skipped = _counter(m, "posts under their lock")
+        for _ in range(WARM + 10):
+            with lock:
+                v.value += 1
+        assert v.value == WARM + 4 + WARM + 10
+        assert _counter(m, "posts under their lock") == skipped
+        here.send("done")

@@ -289,6 +289,9 @@ class Core:
             # found something of another poster's to apply first
             "posted": 0,
             "caught up": 0,
+            # posts that needed no catch-up: made under the lock every poster of their object
+            # posts under (``_posts_under_held_lock``)
+            "posts under their lock": 0,
             # connections moved to the reactor that had a reply for them, rather than waking
             # theirs to write it (``Server._take_over``)
             "taken over": 0,
@@ -755,7 +758,10 @@ class Core:
         if session.in_flight:
             self._arrived(session, owner)
         if posters is not None and (len(posters) > 1 or not registered):
-            self._catch_up_posters(entry, session, stamp)
+            if _posts_under_held_lock(entry, session):
+                self.stats_counters["posts under their lock"] += 1
+            else:
+                self._catch_up_posters(entry, session, stamp)
         memory = self.memory
         if memory is not None and memory.full and _adds(entry, method):
             self._post_failed(session, entry, memory.refusal())
@@ -1467,6 +1473,28 @@ def _exposed_for(stype: ServerType, referent: Any) -> tuple[str, ...]:
     if stype.method_to_typeid:
         exposed = tuple(dict.fromkeys((*exposed, *stype.method_to_typeid)))
     return tuple(exposed)
+
+
+def _posts_under_held_lock(entry: Entry, session: Session) -> bool:
+    """Whether ``session`` posts to ``entry`` bound to a lock the server granted it and has not
+    lent since, and every other poster of ``entry`` posts bound to that lock too
+    (``Entry.bound``): then none of them can have a post to it on its way, and a post needs no
+    catch-up. Each wrote its posts before its release of the lock in its own stream (a bound
+    post is written while its process holds the lock, ``Channel.post``), and that release was
+    read before this grant. Not after a release by a process that did not hold the lock
+    (``Lock.crossed``), nor while a loan is out or not yet given back (a borrower's posts
+    precede only its ``#loan``, which may be unread: ``Lock.return_loan``)."""
+    bound = entry.bound
+    if bound is None:
+        return False
+    lock = bound.get(session)
+    if lock is None or lock.crossed or lock.lent or lock.loan is not None:
+        return False
+    holder = lock.holder
+    if holder is None or holder[0] is not session:
+        return False
+    posters = entry.posters
+    return posters is not None and all(bound.get(p) is lock for p in posters)
 
 
 def _adds(entry: Entry, method: str) -> bool:
