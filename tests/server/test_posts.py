@@ -432,3 +432,38 @@ def test_a_conditions_notify_is_posted_with_the_requests(rig: Rig) -> None:
 def lst_items(rig: Rig, obj_id: int) -> list[Any]:
     """What the server holds in list ``obj_id`` now (no request: nothing caught up)."""
     return list(rig.server.core.objects[obj_id].referent)
+
+
+def test_a_post_written_while_the_pipes_are_read_waits_for_its_cause(rig: Rig) -> None:
+    """The server looks at which post pipes hold anything, then reads them one by one. In
+    between, b writes a post, and a (told of it) writes one after: a's pipe is read, b's is
+    not (it was empty when looked at). a's later post must wait for b's: applied in the
+    order written, both in the end."""
+    a, b = Peer(rig).with_post_pipe(), Peer(rig).with_post_pipe()
+    lst = _registered("list", "append", a, b)
+    a.post(lst, "append", "a-first", stamp=time.monotonic())
+    server = rig.server
+    readiness = server._post_readiness
+
+    class LookThenWrite:
+        """The server's poller of the post pipes, the writes landing after its first look."""
+
+        looks = 0
+
+        def ready_now(self) -> Any:
+            ready = readiness.ready_now()
+            self.looks += 1
+            if self.looks == 1:
+                b.post(lst, "append", "b-cause", stamp=time.monotonic())
+                a.post(lst, "append", "a-after", stamp=time.monotonic())
+            return ready
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(readiness, name)
+
+    server._post_readiness = LookThenWrite()  # type: ignore[assignment]
+    try:
+        server._apply_posts(time.monotonic())
+    finally:
+        server._post_readiness = readiness
+    assert lst_items(rig, lst) == ["asked", "asked", "a-first", "b-cause", "a-after"]

@@ -83,6 +83,9 @@ _PLACE_AFTER: Final = 4
 _PLACED_FOR: Final = 0.05
 #: seconds a reactor's answer to "which CPU do I run on" stands (asked again after activity)
 _CPU_KNOWN_FOR: Final = 0.0005
+#: rounds of reading the post pipes at most in one ``_apply_posts`` (a round leaves the posts
+#: written while it read: rarely any)
+_POST_ROUNDS: Final = 4
 #: no session (``_flush``'s answered ones, on a turn that answered no parked request)
 _NOBODY: Final[frozenset[Session]] = frozenset()
 
@@ -1036,11 +1039,16 @@ class Server:
         sessions whose request is being applied further up (``Core.catch_up``). Returns the
         bytes read from each pipe read.
 
-        Read at one moment, the pipes hold every post written before any post they hold
-        (one caused by another was written after it), so applied in this order each post
-        finds what it must see applied: a post applied here does not catch up with others
-        (re-entered from one, this returns at once). One ``epoll_wait`` over all post pipes
-        tells which hold anything (reading every poster's pipe cost 0.6x with 64 of them).
+        The pipes are read one after another, so a pipe read late may hold a post whose cause
+        was written into a pipe read earlier, after that read. So a round applies only the
+        posts stamped before the moment it began: a post that caused another was written
+        before the other was stamped, so before that moment, into a pipe that held it when
+        it was looked at. Applied in stamp order, each post finds what it must see applied:
+        a post applied here does not catch up with others (re-entered from one, this returns
+        at once). The posts left are those written while a round read: the next round takes
+        them (``_POST_ROUNDS`` at most; then the pipe's rest). One ``epoll_wait`` over all
+        post pipes tells which hold anything (reading every poster's pipe cost 0.6x with 64
+        of them).
         """
         if self._applying_posts:
             return {}
@@ -1049,30 +1057,32 @@ class Server:
         backlog = self._post_backlog
         try:
             pipes = self._post_pipes
-            ready = self._post_readiness.ready_now()
-            for fd in list(pipes) if ready is None else [fd for fd, _ in ready]:
-                conn = pipes.get(fd)
-                if conn is not None and conn.session not in busy:
-                    read[conn] = self._read_posts(conn)
-            heap: list[tuple[float, int, _Conn]] = []
-            for conn in list(read) + [c for c in backlog if c not in read]:
-                stamp = conn.proto.next_post_stamp()
-                if stamp is not None and conn.session is not None and conn.session not in busy:
-                    heap.append((stamp, conn.sid, conn))
-            if len(heap) == 1 and before is None:
-                # (one pipe holds posts: its order is the order, no merge; the usual case)
-                self._apply_pipe(heap.pop()[2], now)
-            heapq.heapify(heap)
-            while heap:
-                stamp, _, conn = heap[0]
-                if before is not None and stamp >= before:
-                    break
-                self._apply_post(conn, now)
-                nxt = None if conn.closed else conn.proto.next_post_stamp()
-                if nxt is None:
-                    heapq.heappop(heap)
-                else:
-                    heapq.heapreplace(heap, (nxt, conn.sid, conn))
+            for _ in range(_POST_ROUNDS):
+                cut = time.monotonic()  # (before the pipes are looked at)
+                limit = cut if before is None or before > cut else before
+                ready = self._post_readiness.ready_now()
+                for fd in list(pipes) if ready is None else [fd for fd, _ in ready]:
+                    conn = pipes.get(fd)
+                    if conn is not None and conn.session not in busy:
+                        read[conn] = read.get(conn, 0) + self._read_posts(conn)
+                heap: list[tuple[float, int, _Conn]] = []
+                for conn in list(read) + [c for c in backlog if c not in read]:
+                    stamp = conn.proto.next_post_stamp()
+                    if stamp is not None and conn.session is not None and conn.session not in busy:
+                        heap.append((stamp, conn.sid, conn))
+                heapq.heapify(heap)
+                while heap:
+                    stamp, _, conn = heap[0]
+                    if stamp >= limit:
+                        break
+                    self._apply_post(conn, now)
+                    nxt = None if conn.closed else conn.proto.next_post_stamp()
+                    if nxt is None:
+                        heapq.heappop(heap)
+                    else:
+                        heapq.heapreplace(heap, (nxt, conn.sid, conn))
+                if not heap or limit != cut:
+                    break  # (all applied, or the rest is for after ``before``)
         finally:
             self._applying_posts = False
         for conn in [*read, *(c for c in backlog if c not in read)]:
