@@ -412,3 +412,26 @@ def test_a_lent_rlock_given_back_when_its_connection_has_news(
         return seen
 
     assert script(m.RLock()) == script(stdlib_manager.RLock())
+
+
+def test_a_loan_the_server_ended_is_not_held_though_its_slot_is_lent_again() -> None:
+    """A lent lock disposed of (its proxies dropped): the server ends the loan and may lend
+    its slot to another lock. The book still lists the first loan until a take finds it out;
+    it must not count it as held by whoever holds the slot's new lock (two locks held would
+    make the Value sets bound to the new one unknown here, and never posted)."""
+    import mmap
+
+    from procshare._client._loans import LoanBook
+    from procshare._loans import HEADER_WORDS, HOLDER, NUMBER, PAGE_BYTES
+
+    book = LoanBook(mmap.mmap(-1, PAGE_BYTES), lambda: True)
+    words = memoryview(book._map).cast("Q")
+    me = threading.get_ident() & 0xFFFFFFFFFFFFFFFF
+    words[HEADER_WORDS + NUMBER], words[HEADER_WORDS + HOLDER] = 1, me
+    book.add(4, 0, 1, False)  # (lent, held by this thread, as the server writes it)
+    assert book.held_by(me) == [4] and book.holds(4, me)
+    words[HEADER_WORDS + HOLDER] = 0  # freed here; then disposed of: the loan ends...
+    words[HEADER_WORDS + NUMBER], words[HEADER_WORDS + HOLDER] = 2, me  # ...slot lent again
+    book.add(29, 0, 2, False)
+    assert book.held_by(me) == [29]
+    assert not book.holds(4, me) and book.holds(29, me)

@@ -81,12 +81,19 @@ class LoanBook:
     def holds(self, obj_id: int, me: int) -> bool:
         """Whether lock ``obj_id`` is lent here and held by owner ``me`` (a thread)."""
         loan = self._loans.get(obj_id)
-        return loan is not None and self._words[loan[0] + HOLDER] == me
+        return loan is not None and self._held(loan, me)
 
     def held_by(self, me: int) -> list[int]:
         """The locks lent here that owner ``me`` holds."""
+        return [obj_id for obj_id, loan in self._loans.items() if self._held(loan, me)]
+
+    def _held(self, loan: tuple[int, int, bool], me: int) -> bool:
+        """Whether ``loan`` is still out (its slot's number is its own: a loan the server
+        ended, its lock disposed of, stays in the book until a take finds it out, ``_kept``,
+        and its slot may be another lock's loan by then) and held by owner ``me``."""
+        base, number, _ = loan
         words = self._words
-        return [obj_id for obj_id, loan in self._loans.items() if words[loan[0] + HOLDER] == me]
+        return words[base + NUMBER] == number and words[base + HOLDER] == me
 
     def acquire(self, obj_id: int, me: int, blocking: bool) -> bool | GiveBack | None:
         """Take lock ``obj_id`` for owner ``me`` here: ``True``; ``False``: not free and
