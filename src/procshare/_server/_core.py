@@ -1477,24 +1477,18 @@ def _exposed_for(stype: ServerType, referent: Any) -> tuple[str, ...]:
 
 def _posts_under_held_lock(entry: Entry, session: Session) -> bool:
     """Whether ``session`` posts to ``entry`` bound to a lock the server granted it and has not
-    lent since, and every other poster of ``entry`` posts bound to that lock too
-    (``Entry.bound``): then none of them can have a post to it on its way, and a post needs no
-    catch-up. Each wrote its posts before its release of the lock in its own stream (a bound
-    post is written while its process holds the lock, ``Channel.post``), and that release was
-    read before this grant. Not after a release by a process that did not hold the lock
-    (``Lock.crossed``), nor while a loan is out or not yet given back (a borrower's posts
-    precede only its ``#loan``, which may be unread: ``Lock.return_loan``)."""
-    bound = entry.bound
-    if bound is None:
-        return False
-    lock = bound.get(session)
-    if lock is None or lock.crossed or lock.lent or lock.loan is not None:
+    lent since, and the others post bound to it too (``Leasing.posted_under``): then none of
+    them can have a post to it on its way, and a post needs no catch-up (a bound post is
+    written while its process holds the lock, ``Channel.post``). Not while a loan is out or
+    not yet given back: a borrower's posts precede only its ``#loan``, which may be unread
+    (``Lock.return_loan``)."""
+    lock = None if entry.bound is None else entry.bound.get(session)
+    if lock is None or lock.lent or lock.loan is not None:
         return False
     holder = lock.holder
     if holder is None or holder[0] is not session:
         return False
-    posters = entry.posters
-    return posters is not None and all(bound.get(p) is lock for p in posters)
+    return Leasing.posted_under(entry, lock, session)
 
 
 def _adds(entry: Entry, method: str) -> bool:

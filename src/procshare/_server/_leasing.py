@@ -106,7 +106,7 @@ class Leasing:
             if entry is None or not self.leasable(entry, method):
                 continue
             bound = not self.unposted(entry, grantee)
-            if bound and not self._posted_under(entry, lock, grantee):
+            if bound and not self.posted_under(entry, lock, grantee):
                 continue
             fn, takes_ctx = entry.handlers[method]  # type: ignore[index]
             if takes_ctx:
@@ -126,10 +126,12 @@ class Leasing:
         return (True, values)
 
     @staticmethod
-    def _posted_under(entry: Entry, lock: Any, grantee: Any) -> bool:
+    def posted_under(entry: Entry, lock: Any, grantee: Any) -> bool:
         """Whether every poster of ``entry`` but ``grantee`` posts only while it holds
-        ``lock`` (which is being granted to ``grantee``), and ``lock`` was never released by
-        a process that did not hold it (``Lock.crossed``)."""
+        ``lock`` (which is granted to ``grantee``), and ``lock`` was never released by a
+        process that did not hold it (``Lock.crossed``): then none of them can have a post to
+        ``entry`` on its way (each wrote its posts before its release of the lock, read before
+        that grant). Also ``Core``'s rule for a post that needs no catch-up."""
         bound, posters = entry.bound, entry.posters
         if lock is None or bound is None or posters is None or lock.crossed:
             return False
