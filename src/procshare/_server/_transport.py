@@ -1043,12 +1043,14 @@ class Server:
         was written into a pipe read earlier, after that read. So a round applies only the
         posts stamped before the moment it began: a post that caused another was written
         before the other was stamped, so before that moment, into a pipe that held it when
-        it was looked at. Applied in stamp order, each post finds what it must see applied:
-        a post applied here does not catch up with others (re-entered from one, this returns
-        at once). The posts left are those written while a round read: the next round takes
-        them (``_POST_ROUNDS`` at most; then the pipe's rest). One ``epoll_wait`` over all
-        post pipes tells which hold anything (reading every poster's pipe cost 0.6x with 64
-        of them).
+        it was looked at. Applied in stamp order, each post finds what the post pipes held
+        for it applied: re-entered from a post's catch-up, this returns at once (that
+        catch-up still reads the request pipes of the object's other posters, for the posts
+        sent along with requests: ``_read_unread``). The posts left are those written while a
+        round read, which the next round takes (``_POST_ROUNDS`` at most; then the pipe's
+        rest), and those stamped at or after ``before``, which a later call takes. One
+        ``epoll_wait`` over all post pipes tells which hold anything (reading every poster's
+        pipe cost 0.6x with 64 of them).
         """
         if self._applying_posts:
             return {}
@@ -1089,7 +1091,8 @@ class Server:
             if not conn.closed and conn.proto.has_posts_buffered():
                 backlog.add(conn)
                 if conn.post_armed and conn.proto.next_post_stamp() is not None:
-                    # (left by ``before``: read again, and applied, when the rest ends)
+                    # (left by ``before``, or after the last round: read again, and applied,
+                    # when the rest ends)
                     self._rest(conn, now)
             else:
                 backlog.discard(conn)
