@@ -33,6 +33,7 @@ from types import FrameType
 from typing import Any
 
 import procshare
+from procshare._bench import _round_trips
 from procshare._server import _transport
 
 #: functions the server runs by the clock, not per request (see the module docstring)
@@ -123,14 +124,6 @@ CASES: dict[str, tuple[Callable[[Any], Any], Callable[[Any, int], Any], int]] = 
 }
 
 
-def _round_trips(state: Any) -> Any:
-    """procshare's proxy made to ask the server each time (as the bench's round-trip rows),
-    so that both managers serve the same requests."""
-    if type(state).__module__.startswith("procshare"):
-        state._leasing = False
-    return state
-
-
 def measure(name: str, calls: int, stdlib: bool) -> tuple[float, float, Counts]:
     """Bytecodes per operation of case ``name``: the client's, the server's, and the
     server's per function (per operation)."""
@@ -151,7 +144,7 @@ def measure(name: str, calls: int, stdlib: bool) -> tuple[float, float, Counts]:
             finally:
                 _transport._Reactor.run = run  # type: ignore[method-assign]
         with manager:
-            state = _round_trips(setup(manager))
+            state = _round_trips(setup(manager))  # (both managers serve the same requests)
             warm = max(50, calls // 4)
             for i in range(warm):
                 operation(state, i)
